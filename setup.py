@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="TFX pipeline from raw interaction logs to served multi-task recommenders",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline*", "components*", "models*", "serving*", "bench*"]),
+    packages=find_packages(include=["contract*", "common*", "components*", "transform*", "models*", "training*", "evaluation*", "export*", "pipeline*", "serving*", "bench*"]),
     package_data={"": ["*.pbtxt", "*.json"]},
     include_package_data=True,
 )

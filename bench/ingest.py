@@ -28,7 +28,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from pipeline.configs import REPO_ROOT, PipelineConfig
-from pipeline.io_utils import atomic_path
+from common.io_utils import atomic_path
 from bench.machine import cpu_model
 
 DEFAULT_DATA_DIR = str(REPO_ROOT / "data" / "movielens-small")

@@ -5,7 +5,7 @@ One run, in a fresh output directory:
   2. every family of `models.registry.FAMILIES` trained with `train_and_export` on the
      Transform output (train split; the eval split only for monitoring), timed;
   3. the raw TEST split scored through each exported model's `serving_default` and
-     measured with `components.metrics.recommendation_metrics`;
+     measured with `evaluation.recommendation_metrics`;
   4. the peers (global mean, surprise BaselineOnly and SVD) trained on the same raw
      training rows and measured on the same test rows with the same function.
 With `--make_run`, a whole `make run` equivalent (`python -m pipeline.local_runner`,
@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from bench import peers  # noqa: E402
 from bench.serving import atomic_write, cpu_model  # noqa: E402
-from components.metrics import definitions as M  # noqa: E402
+from evaluation import definitions as M  # noqa: E402
 from models.registry import FAMILIES, get_family  # noqa: E402
 from pipeline.configs import REPO_ROOT, PipelineConfig  # noqa: E402
 
@@ -308,7 +308,7 @@ def render_markdown(rows: List[Dict[str, Any]], meta: Dict[str, Any], tuning) ->
         f"Machine: {meta['nproc']} CPUs (nproc), {meta['cpu']}; shared with other jobs, so seconds are indicative.",
         "",
         "Families are scored through the exported `serving_default` signature on serialized raw test "
-        "examples; every row uses `components.metrics.recommendation_metrics` (the Evaluator's definitions): "
+        "examples; every row uses `evaluation.recommendation_metrics` (the Evaluator's definitions): "
         "AUC is liked (rating >= 4) vs. the score, NDCG@10 (gain = rating) and Precision@10 are per user over "
         "the user's test items. RMSE/MAE are not defined for the liked head. `train_seconds` is the Keras fit "
         "(with per-epoch eval monitoring) for the families, and fit + scoring for the peers; "

@@ -2,7 +2,7 @@
 
 Trains each (family, setting) with `models.trainer.train` on an existing Transform
 output and scores the eval split with the protocol R metrics
-(`components.metrics.recommendation_metrics`); the test split is never read. The
+(`evaluation.recommendation_metrics`); the test split is never read. The
 per-epoch eval curve (RMSE or AUC from Keras) is kept too, to judge the step budget.
 
     python -m bench.mf_tuning --transform_dir DIR --graph_dir DIR \
@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench.serving import atomic_write  # noqa: E402
-from components.metrics import definitions as M  # noqa: E402
-from models import features as F  # noqa: E402
+from evaluation import definitions as M  # noqa: E402
+from contract import features as F  # noqa: E402
 from models import trainer  # noqa: E402
 from models.inputs import load_examples, make_dataset  # noqa: E402
 from models.registry import get_family  # noqa: E402

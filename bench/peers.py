@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import tensorflow as tf
 
-from models import features as F
+from contract import features as F
 
 GLOBAL_MEAN = "global_mean"
 BASELINE_ONLY = "surprise_baseline_only"

@@ -37,10 +37,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from models import features  # noqa: E402
+from contract import datasets, features  # noqa: E402
 from serving import client as serving_client  # noqa: E402
-from serving import protocol, warmup  # noqa: E402
-from pipeline.io_utils import atomic_write
+from contract import protocol
+from export import warmup  # noqa: E402
+from common.io_utils import atomic_write
 from bench.machine import cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,7 @@ def movielens_inputs(n: int = CANDIDATES, history_len: int = 20) -> Tuple[List[b
                 break
     history = rows[:history_len]
     hist_items = [r["movieId"] for r in history]
-    hist_behaviors = [features.rating_behavior(float(r["rating"])) for r in history]
+    hist_behaviors = [datasets.rating_behavior(float(r["rating"])) for r in history]
 
     def bytes_feature(values):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))

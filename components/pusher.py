@@ -28,7 +28,7 @@ def _warmup_inputs(examples_uri: str, split: str, count: int) -> Tuple[List[byte
     """The first `count` raw examples of a split, and their histories."""
     import tensorflow as tf
 
-    from models import features as F
+    from contract import features as F
 
     files = sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
     serialized: List[bytes] = []
@@ -53,7 +53,7 @@ def push_model(
     warmup_histories: Optional[Sequence] = None,
 ) -> Tuple[int, str]:
     """Copies a SavedModel into `<base>/<name>/<version>` atomically; returns (version, path)."""
-    from serving.warmup import write_warmup_requests
+    from export.warmup import write_warmup_requests
 
     model_dir = os.path.join(serving_base_dir, model_name)
     os.makedirs(model_dir, exist_ok=True)

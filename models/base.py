@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from models import features as F
+from contract import features as F
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,16 +16,17 @@ from typing import Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 from models.base import FactorizationModel
 from models.inputs import densify
-from serving import protocol
+from contract import protocol
 
 SIMILAR_ITEMS = "similar_items"
 SIMILAR_INPUT = "item_ids"
 
 
-def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: F.DatasetSpec) -> Dict:
+def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: D.DatasetSpec) -> Dict:
     """Raw features a client sends to `serving_default`: no labels, no timestamp."""
     drop = set(spec.raw_labels) | {F.TIMESTAMP}
     return {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k not in drop}
@@ -66,7 +67,7 @@ def _mask_rows(scores: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
 def export_model(
     model: FactorizationModel,
     tf_transform_output: tft.TFTransformOutput,
-    spec: F.DatasetSpec,
+    spec: D.DatasetSpec,
     valid_rows,
     output_dir: str,
     top_k: int = 10,

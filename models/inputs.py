@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
+from contract import features as F
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
 

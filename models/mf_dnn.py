@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from models import features as F
+from contract import features as F
 from models.base import (
     FactorizationModel,
     Head,

@@ -16,7 +16,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 from models.base import FactorizationModel, ModelContext
 from models.export import export_model
 from models.inputs import item_feature_table, load_examples, make_dataset
@@ -51,7 +52,7 @@ def vocabulary_rows(tf_transform_output: tft.TFTransformOutput, name: str) -> in
 def build_context(
     tf_transform_output: tft.TFTransformOutput,
     train_data: Dict[str, np.ndarray],
-    spec: F.DatasetSpec,
+    spec: D.DatasetSpec,
     family_name: str,
     config: Dict[str, Any],
 ) -> Tuple[ModelContext, np.ndarray]:
@@ -88,7 +89,7 @@ def train(
     _skip_autograph_for_tf_keras()
     seed = int(config.get("seed", 42))
     keras.utils.set_random_seed(seed)
-    spec = F.dataset_spec(config.get("dataset", F.MOVIELENS.name))
+    spec = D.dataset_spec(config.get("dataset", D.MOVIELENS.name))
     family = get_family(family_name)
     tft_output = tft.TFTransformOutput(transform_output)
     train_data = load_examples(train_files, tft_output)
@@ -142,7 +143,7 @@ def train_and_export(
     export_model(
         model,
         tft.TFTransformOutput(transform_output),
-        F.dataset_spec(config.get("dataset", F.MOVIELENS.name)),
+        D.dataset_spec(config.get("dataset", D.MOVIELENS.name)),
         valid,
         serving_model_dir,
         top_k=int(config.get("top_k", 10)),

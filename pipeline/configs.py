@@ -22,7 +22,7 @@ class PipelineConfig:
 
     Attributes:
       data_dir: directory holding the interaction log and item metadata.
-      dataset: `movielens` or `taobao` (models.features.DATASETS).
+      dataset: `movielens` or `taobao` (contract.features.DATASETS).
       split: `hash` (protocol R), `leave_last_two_out` (S) or `by_day` (M).
       output_dir: root of everything a run writes (pipeline root, metadata, logs,
         serving base directory).

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from pipeline import report
 from pipeline.configs import PipelineConfig, families_arg

@@ -1,7 +1,7 @@
 """Per model family: Trainer -> Resolver (latest blessed) -> Evaluator -> Pusher.
 
 Every family reads the same Transform output. The Evaluator (TFMA) computes the
-recommendation metrics of `components.metrics` per output, per slice (overall, user
+recommendation metrics of `evaluation` per output, per slice (overall, user
 activity, genre) and gates the push with a value threshold plus a change threshold
 against the latest blessed model of the same family.
 """
@@ -14,9 +14,10 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 from tfx import v1 as tfx
 
-from components.metrics import recommendation_metrics_specs
+from evaluation import recommendation_metrics_specs
 from components.pusher import ServingPusher
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 from models.registry import get_family
 from pipeline.configs import PipelineConfig
 
@@ -80,7 +81,7 @@ def eval_config(config: PipelineConfig, family_name: str) -> tfma.EvalConfig:
 def create_model_stages(config: PipelineConfig, examples, raw_examples, transform_graph, schema) -> List:
     """The components that train, evaluate and push every configured family."""
     components: List = []
-    spec = F.dataset_spec(config.dataset)
+    spec = D.dataset_spec(config.dataset)
     for family_name in config.families:
         head = get_family(family_name).head  # fails early, listing the known families
         if head.label not in spec.labels:

@@ -47,7 +47,7 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn="models.preprocessing.preprocessing_fn",
+        preprocessing_fn="transform.preprocessing.preprocessing_fn",
         splits_config=transform_pb2.SplitsConfig(
             analyze=["train"], transform=["train", "eval", "test"]
         ),

@@ -31,8 +31,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from models import features
-from serving import protocol
+from contract import features
+from contract import protocol
 
 MOVIES_CSV = pathlib.Path(__file__).resolve().parents[1] / "data" / "movielens-small" / "movies.csv"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024

@@ -37,7 +37,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import protocol, warmup
+from contract import protocol
+from export import warmup
 
 log = logging.getLogger("serving.local_server")
 

@@ -14,8 +14,8 @@ from typing import Sequence
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import protocol
-from pipeline.io_utils import atomic_write
+from contract import protocol
+from common.io_utils import atomic_write
 
 DEFAULT_BASE_DIR = "/models"
 DEFAULT_NUM_VERSIONS = 2

@@ -14,8 +14,8 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from models import features
-from serving import protocol
+from contract import features
+from contract import protocol
 
 LIKED_BONUS = 0.125  # recommend: added to every score per "liked" history behavior
 HISTORY_BONUS = 0.25  # serving_default: added per history item in the example
@@ -122,7 +122,7 @@ def push_stand_in_version(
       item_scores, head, k: as `export_stand_in_model`.
       warmup_examples, warmup_histories: when given, a warmup file is written first.
     """
-    from serving import warmup  # local import: warmup imports this package's protocol only
+    from export import warmup  # local import: warmup imports this package's protocol only
 
     model_dir = os.path.join(model_base, model_name)
     os.makedirs(model_dir, exist_ok=True)

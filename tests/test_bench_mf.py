@@ -9,8 +9,8 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("surprise")
 
 from bench import mf_family, mf_tuning, peers  # noqa: E402
-from components.metrics import recommendation_metrics  # noqa: E402
-from models import features as F  # noqa: E402
+from evaluation import recommendation_metrics  # noqa: E402
+from contract import features as F  # noqa: E402
 
 
 def _example(user, item, rating=None, watched=1):

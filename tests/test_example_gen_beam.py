@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from components.example_gen import IngestConfig, encoding, inmemory, run_ingest
-from models import features as F
+from contract import features as F
 
 SPLITS = ("train", "eval", "test")
 

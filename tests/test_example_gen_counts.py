@@ -3,7 +3,7 @@ import pytest
 
 from components.example_gen import histories, inmemory, splits
 from components.example_gen.config import IngestConfig
-from models import features as F
+from contract import features as F
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,14 @@ from components.example_gen import histories, splits
 from components.example_gen.config import IngestConfig
 from components.example_gen.histories import Catalogue, build_examples, build_user_examples
 from components.example_gen.parsing import MISSING_ITEM_METADATA, Interaction, ItemMeta
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 
 ML_GENRES = ("Drama",)
 
 
 def ml_row(user, item, ts, rating=4.0, line=0):
-    return Interaction(str(user), str(item), ts, F.rating_behavior(rating), rating, None, "ratings.csv", line)
+    return Interaction(str(user), str(item), ts, D.rating_behavior(rating), rating, None, "ratings.csv", line)
 
 
 def tb_row(user, item, ts, behavior, category="c1", line=0):
@@ -146,7 +147,7 @@ def test_taobao_rows_labels_and_history():
     result = build_user_examples("1", rows, config, histories.taobao_catalogue(rows))
     ex = by_item(result.examples)
     assert sorted(ex) == ["A", "B", "D"]
-    labels = {i: [ex[i].features[lab][0] for lab in F.TAOBAO.raw_labels] for i in ex}
+    labels = {i: [ex[i].features[lab][0] for lab in D.TAOBAO.raw_labels] for i in ex}
     assert labels == {"A": [1, 0, 1, 0], "B": [1, 0, 0, 1], "D": [1, 0, 0, 0]}
     assert ex["A"].features[F.TIMESTAMP] == [100] and ex["A"].features[F.ITEM_GENRES] == ["cA"]
     assert F.ITEM_YEAR not in ex["A"].features and F.RATING not in ex["A"].features
@@ -215,4 +216,4 @@ def test_taobao_negatives_avoid_items_touched_without_a_view():
     negs = [e for e in ex if e.negative]
     assert [e.features[F.ITEM_ID] for e in negs] == [["C"]]
     assert negs[0].features[F.ITEM_GENRES] == ["cC"]
-    assert [negs[0].features[lab] for lab in F.TAOBAO.raw_labels] == [[0], [0], [0], [0]]
+    assert [negs[0].features[lab] for lab in D.TAOBAO.raw_labels] == [[0], [0], [0], [0]]

@@ -6,7 +6,7 @@ import pytest
 from components.example_gen import parsing
 from components.example_gen.config import IngestConfig
 from components.example_gen.parsing import BadRow, Interaction
-from models import features
+from contract import datasets, features
 
 
 def _write(path, lines, end="\r\n"):
@@ -139,7 +139,7 @@ def test_id_order_is_numeric_for_digit_ids():
 def test_config_presets_round_trip_and_validation():
     ml = IngestConfig.movielens(negatives_per_positive=3)
     assert IngestConfig.from_json(ml.to_json()) == ml
-    assert ml.spec is features.MOVIELENS and ml.max_history == features.MAX_HISTORY
+    assert ml.spec is datasets.MOVIELENS and ml.max_history == features.MAX_HISTORY
     tb = IngestConfig.taobao()
     assert (tb.items, tb.split, tb.interactions) == (None, "by_day", "UserBehavior_sample.csv")
     assert IngestConfig.from_json(json.dumps({"dataset": "taobao", "items": None, "split": "hash"})).split == "hash"

@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from components import metrics as m
-from models.features import LIKED_MIN_RATING
+import evaluation as m
+from contract.features import LIKED_MIN_RATING
 
 
 def log2(x):

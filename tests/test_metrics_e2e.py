@@ -5,8 +5,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfma = pytest.importorskip("tensorflow_model_analysis")
 
-from components import metrics as m  # noqa: E402
-from models.features import ITEM_ID, LIKED, LIKED_MIN_RATING, RATING, USER_ACTIVITY, USER_ID  # noqa: E402
+import evaluation as m  # noqa: E402
+from contract.features import ITEM_ID, LIKED, LIKED_MIN_RATING, RATING, USER_ACTIVITY, USER_ID  # noqa: E402
 
 K = 10
 # Model-agnostic evaluation: each output's predictions are stored in the examples.

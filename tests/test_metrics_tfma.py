@@ -8,9 +8,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfma = pytest.importorskip("tensorflow_model_analysis")
 
-from components import metrics as m  # noqa: E402
-from components.metrics import tfma_metrics  # noqa: E402
-from models.features import LIKED, RATING, USER_ID  # noqa: E402
+import evaluation as m  # noqa: E402
+from evaluation import tfma_metrics  # noqa: E402
+from contract.features import LIKED, RATING, USER_ID  # noqa: E402
 
 K = 10
 

@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 from models.export import export_model, serving_feature_spec
 from models.inputs import densify
 from models.registry import FAMILIES
@@ -41,7 +42,7 @@ def exported(request, transform_outputs, tmp_path_factory):
     )
     out = str(tmp_path_factory.mktemp(family))
     tft_output = tft.TFTransformOutput(transform_outputs["graph"])
-    export_model(model, tft_output, F.MOVIELENS, valid, out, top_k=5)
+    export_model(model, tft_output, D.MOVIELENS, valid, out, top_k=5)
     return family, model, tf.saved_model.load(out), tft_output, summary
 
 
@@ -68,7 +69,7 @@ def test_serving_default_equals_the_in_process_model(exported, transform_outputs
     head = FAMILIES[family].head.name
     assert set(served) == {head}
     # In process: parse the raw features the same way, apply the Transform graph, call the model.
-    spec = serving_feature_spec(tft_output, F.MOVIELENS)
+    spec = serving_feature_spec(tft_output, D.MOVIELENS)
     transformed = densify(tft_output.transform_features_layer()(tf.io.parse_example(examples, spec)))
     np.testing.assert_allclose(served[head].numpy(), model(transformed).numpy(), rtol=1e-5, atol=1e-5)
     if FAMILIES[family].head.classification:

@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from components.example_gen.splits import hash_split
-from models import features as F
-from models import preprocessing
+from contract import features as F
+from transform import preprocessing
 from pipeline import report
 from pipeline.configs import PipelineConfig
 from pipeline.local_runner import PipelineFailed, run

@@ -14,9 +14,11 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
 
-from models import features
+from contract import features
 from serving import client as serving_client
-from serving import local_server, protocol, stand_in, warmup
+from contract import protocol
+from export import warmup
+from serving import local_server, stand_in
 from serving.client import ServingClient, ServingError
 
 K = 5

@@ -9,8 +9,10 @@ from google.protobuf import text_format
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from models import features
-from serving import model_config, protocol, warmup
+from contract import features
+from contract import protocol
+from export import warmup
+from serving import model_config
 
 SERVING_DIR = pathlib.Path(__file__).resolve().parents[1] / "serving"
 

@@ -24,8 +24,8 @@ from components.example_gen import encoding, histories, inmemory, parsing, repor
 from components.example_gen.config import SPLIT_NAMES, IngestConfig
 from components.example_gen.histories import Catalogue
 from components.example_gen.parsing import BadRow, Interaction, ItemMeta
-from models import features
-from pipeline.io_utils import atomic_write
+from contract import datasets
+from common.io_utils import atomic_write
 
 SPLIT_DIR_PREFIX = "Split-"
 FILE_PREFIX = "data_tfrecord"
@@ -160,7 +160,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], config: Inges
         | "ParseFiles" >> beam.ParDo(ParseFileDoFn(config.dataset)).with_outputs(_BAD, _STATS, _ITEMS, main="rows"))
     rows = parsed.rows
 
-    if config.dataset == features.MOVIELENS.name:
+    if config.dataset == datasets.MOVIELENS.name:
         items = parsed[_ITEMS]
     else:
         items = (

@@ -7,7 +7,7 @@ import datetime
 import json
 from typing import Any, Dict, Optional
 
-from models import features
+from contract import datasets, features
 
 SPLIT_HASH = "hash"
 SPLIT_LEAVE_LAST_TWO_OUT = "leave_last_two_out"
@@ -26,7 +26,7 @@ class IngestConfig:
     """What to read and how to split, label and sample it.
 
     Attributes:
-      dataset: `movielens` or `taobao` (a key of `models.features.DATASETS`).
+      dataset: `movielens` or `taobao` (a key of `contract.features.DATASETS`).
       interactions: file name of the interaction log under `input_base`.
       items: file name of the item metadata table under `input_base`, or None
         when the log rows carry the item metadata (Taobao).
@@ -54,14 +54,14 @@ class IngestConfig:
         self.validate()
 
     @property
-    def spec(self) -> features.DatasetSpec:
+    def spec(self) -> datasets.DatasetSpec:
         """The data contract of the configured dataset."""
-        return features.dataset_spec(self.dataset)
+        return datasets.dataset_spec(self.dataset)
 
     @classmethod
     def movielens(cls, **overrides: Any) -> "IngestConfig":
         """MovieLens preset: ratings.csv + movies.csv, hash split."""
-        values = dict(dataset=features.MOVIELENS.name, interactions="ratings.csv",
+        values = dict(dataset=datasets.MOVIELENS.name, interactions="ratings.csv",
                       items="movies.csv", split=SPLIT_HASH)
         values.update(overrides)
         return cls(**values)
@@ -69,7 +69,7 @@ class IngestConfig:
     @classmethod
     def taobao(cls, **overrides: Any) -> "IngestConfig":
         """Taobao preset: UserBehavior_sample.csv (metadata in the rows), by_day split."""
-        values = dict(dataset=features.TAOBAO.name, interactions="UserBehavior_sample.csv",
+        values = dict(dataset=datasets.TAOBAO.name, interactions="UserBehavior_sample.csv",
                       items=None, split=SPLIT_BY_DAY)
         values.update(overrides)
         return cls(**values)
@@ -108,7 +108,7 @@ class IngestConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first field that is out of its domain."""
-        features.dataset_spec(self.dataset)
+        datasets.dataset_spec(self.dataset)
         _check_type("interactions", self.interactions, str)
         if not self.interactions or "/" in self.interactions or "\\" in self.interactions:
             raise ValueError(f"interactions must be a file name under input_base, got {self.interactions!r}")
@@ -116,9 +116,9 @@ class IngestConfig:
             _check_type("items", self.items, str)
             if not self.items or "/" in self.items or "\\" in self.items:
                 raise ValueError(f"items must be a file name under input_base or null, got {self.items!r}")
-        if self.dataset == features.MOVIELENS.name and self.items is None:
+        if self.dataset == datasets.MOVIELENS.name and self.items is None:
             raise ValueError("dataset 'movielens' needs an items file (movies.csv); got items=null")
-        if self.dataset == features.TAOBAO.name and self.items is not None:
+        if self.dataset == datasets.TAOBAO.name and self.items is not None:
             raise ValueError(
                 f"dataset 'taobao' takes item metadata from the log rows; items must be null, got {self.items!r}")
         if self.split not in SPLIT_METHODS:

@@ -6,7 +6,7 @@ from typing import Dict, Mapping
 
 import tensorflow as tf
 
-from models import features
+from contract import features
 
 BYTES_FEATURES = frozenset({
     features.USER_ID, features.ITEM_ID, features.ITEM_GENRES,
@@ -23,7 +23,7 @@ def to_tf_example(values: Mapping[str, list]) -> tf.train.Example:
     """Builds a tf.Example from raw feature name -> list of values.
 
     Args:
-      values: names from models.features; bytes features take str values.
+      values: names from contract.features; bytes features take str values.
     """
     example = tf.train.Example()
     feature = example.features.feature

@@ -14,11 +14,11 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 from components.example_gen import parsing, splits
 from components.example_gen.config import SPLIT_BY_DAY, SPLIT_HASH, SPLIT_LEAVE_LAST_TWO_OUT, TRAIN, IngestConfig
 from components.example_gen.parsing import BadRow, Interaction, ItemMeta, id_sort_key
-from models import features
+from contract import datasets, features
 
 # Taobao behavior -> raw label (pv -> viewed, cart -> cart, ...): both tuples
-# of features.TAOBAO list the same events in the same order.
-TAOBAO_LABEL_OF_BEHAVIOR = dict(zip(features.TAOBAO.behaviors, features.TAOBAO.raw_labels))
+# of datasets.TAOBAO list the same events in the same order.
+TAOBAO_LABEL_OF_BEHAVIOR = dict(zip(datasets.TAOBAO.behaviors, datasets.TAOBAO.raw_labels))
 assert TAOBAO_LABEL_OF_BEHAVIOR[parsing.TAOBAO_PV] == features.VIEWED
 
 # Keys of the per-user statistics (summed over users into the report).
@@ -102,7 +102,7 @@ def _tie_key(row: Interaction) -> Tuple:
 def _example_rows(events: Sequence[Interaction], dataset: str) -> Dict[int, _Row]:
     """Index in `events` of each example row's anchor -> the row."""
     rows: Dict[int, _Row] = {}
-    if dataset == features.MOVIELENS.name:
+    if dataset == datasets.MOVIELENS.name:
         for i, event in enumerate(events):
             rows[i] = _Row(event, {features.RATING: [event.rating], features.WATCHED: [1]})
         return rows
@@ -112,7 +112,7 @@ def _example_rows(events: Sequence[Interaction], dataset: str) -> Dict[int, _Row
         if event.behavior == parsing.TAOBAO_PV and event.item_id not in first_pv:
             first_pv[event.item_id] = i
     for i in first_pv.values():
-        labels = {label: [0] for label in features.TAOBAO.raw_labels}
+        labels = {label: [0] for label in datasets.TAOBAO.raw_labels}
         labels[features.VIEWED] = [1]
         rows[i] = _Row(events[i], labels)
     for event in events:
@@ -204,7 +204,7 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     bad_rows: List[BadRow] = []
     events: List[Interaction] = []
     for event in interactions:
-        if spec.name == features.MOVIELENS.name and event.item_id not in catalogue:
+        if spec.name == datasets.MOVIELENS.name and event.item_id not in catalogue:
             bad_rows.append(BadRow(parsing.MISSING_ITEM_METADATA, event.file, event.line,
                                    f"movie {event.item_id} (user {user_id}) is not in {config.items}"))
         else:
@@ -274,14 +274,14 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     return UserResult(examples, bad_rows, stats)
 
 
-def _meta_features(meta: ItemMeta, spec: features.DatasetSpec) -> Dict[str, list]:
+def _meta_features(meta: ItemMeta, spec: datasets.DatasetSpec) -> Dict[str, list]:
     feats: Dict[str, list] = {features.ITEM_GENRES: list(meta.genres)}
     if spec.has_year and meta.year is not None:
         feats[features.ITEM_YEAR] = [meta.year]
     return feats
 
 
-def _item_features(event: Interaction, spec: features.DatasetSpec, catalogue: Catalogue) -> Dict[str, list]:
+def _item_features(event: Interaction, spec: datasets.DatasetSpec, catalogue: Catalogue) -> Dict[str, list]:
     """Item id and metadata of a positive: MovieLens from the catalogue, Taobao from the row."""
     if event.category is not None:
         meta = parsing.taobao_item_meta(event.category)
@@ -292,7 +292,7 @@ def _item_features(event: Interaction, spec: features.DatasetSpec, catalogue: Ca
     return feats
 
 
-def _negative(positive: ExampleRecord, item_id: str, spec: features.DatasetSpec,
+def _negative(positive: ExampleRecord, item_id: str, spec: datasets.DatasetSpec,
               catalogue: Catalogue) -> ExampleRecord:
     """A sampled negative: the positive's user, time, history and split with another item, labels 0."""
     feats = _meta_features(catalogue.meta[item_id], spec)

@@ -14,7 +14,7 @@ from components.example_gen import histories, parsing, report
 from components.example_gen.config import SPLIT_NAMES, IngestConfig
 from components.example_gen.histories import Catalogue, ExampleRecord
 from components.example_gen.parsing import BadRow, Interaction
-from models import features
+from contract import datasets
 
 INTERACTIONS = "interactions"
 ITEMS = "items"
@@ -61,7 +61,7 @@ def load_inputs(input_base: str, config: IngestConfig) -> LoadedInputs:
     for parsed in parsing.read_interactions(paths[INTERACTIONS], config.dataset):
         rows_read[INTERACTIONS] += 1
         (bad_rows if isinstance(parsed, BadRow) else interactions).append(parsed)
-    if config.dataset == features.MOVIELENS.name:
+    if config.dataset == datasets.MOVIELENS.name:
         items = {}
         for parsed in parsing.read_items(paths[ITEMS], config.dataset):
             rows_read[ITEMS] += 1

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
-from models import features
+from contract import datasets, features
 
 # Bad-row reasons.
 WRONG_FIELD_COUNT = "wrong_field_count"
@@ -27,7 +27,7 @@ BAD_METADATA_ROW = "bad_metadata_row"
 MOVIELENS_RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
 MOVIELENS_MOVIES_HEADER = ("movieId", "title", "genres")
 TAOBAO_FIELDS = ("user_id", "item_id", "category_id", "behavior", "timestamp")
-TAOBAO_PV = features.TAOBAO.behaviors[0]  # "pv": the event that makes an example row
+TAOBAO_PV = datasets.TAOBAO.behaviors[0]  # "pv": the event that makes an example row
 
 GENRE_SEPARATOR = "|"
 # "(1995)", "(2007-)", "(1975-1979)" at the end of a title; the first year counts.
@@ -150,7 +150,7 @@ def parse_movielens_rating(fields: Sequence[str], file: str, line: int) -> Inter
         raise RowError(
             RATING_OUT_OF_RANGE,
             f"rating {fields[2]!r} outside {features.MIN_RATING}..{features.MAX_RATING}")
-    return Interaction(user_id, item_id, timestamp, features.rating_behavior(rating), rating, None, file, line)
+    return Interaction(user_id, item_id, timestamp, datasets.rating_behavior(rating), rating, None, file, line)
 
 
 def parse_taobao_event(fields: Sequence[str], file: str, line: int) -> Interaction:
@@ -167,9 +167,9 @@ def parse_taobao_event(fields: Sequence[str], file: str, line: int) -> Interacti
     category = _id(fields[2], "category_id")
     behavior = fields[3].strip()
     timestamp = _int(fields[4], "timestamp")
-    if behavior not in features.TAOBAO.behaviors:
+    if behavior not in datasets.TAOBAO.behaviors:
         raise RowError(
-            UNKNOWN_BEHAVIOR, f"behavior {fields[3]!r} is not one of {list(features.TAOBAO.behaviors)}")
+            UNKNOWN_BEHAVIOR, f"behavior {fields[3]!r} is not one of {list(datasets.TAOBAO.behaviors)}")
     return Interaction(user_id, item_id, timestamp, behavior, None, category, file, line)
 
 
@@ -194,8 +194,8 @@ def parse_movielens_movie(fields: Sequence[str]) -> Tuple[str, ItemMeta]:
 
 
 _INTERACTION_PARSERS = {
-    features.MOVIELENS.name: (MOVIELENS_RATINGS_HEADER, parse_movielens_rating),
-    features.TAOBAO.name: (None, parse_taobao_event),
+    datasets.MOVIELENS.name: (MOVIELENS_RATINGS_HEADER, parse_movielens_rating),
+    datasets.TAOBAO.name: (None, parse_taobao_event),
 }
 
 
@@ -234,7 +234,7 @@ def read_interactions(path: str, dataset: str) -> Iterator[Union[Interaction, Ba
       path: the log file (MovieLens ratings.csv with header, Taobao rows without).
       dataset: `movielens` or `taobao`.
     """
-    header, parse = _INTERACTION_PARSERS[features.dataset_spec(dataset).name]
+    header, parse = _INTERACTION_PARSERS[datasets.dataset_spec(dataset).name]
     for line, fields in _iter_csv(path, header):
         try:
             yield parse(fields, path, line)
@@ -251,7 +251,7 @@ def read_items(path: str, dataset: str) -> Iterator[Union[Tuple[str, ItemMeta], 
       path: the item table (MovieLens movies.csv with header).
       dataset: the dataset; only `movielens` has an item table.
     """
-    if features.dataset_spec(dataset).name != features.MOVIELENS.name:
+    if datasets.dataset_spec(dataset).name != datasets.MOVIELENS.name:
         raise ValueError(f"dataset {dataset!r} has no item table")
     seen: Dict[str, int] = {}
     for line, fields in _iter_csv(path, MOVIELENS_MOVIES_HEADER):

@@ -1,7 +1,7 @@
 """The serving contract's names and fast TensorProto <-> numpy conversion.
 
 Signature and tensor names of a pushed model live here (feature names stay in
-`models/features.py`); the client, the local server, the warmup writer and the
+`contract/features.py`); the client, the local server, the warmup writer and the
 benchmark all build their requests with these helpers.
 """
 
@@ -13,7 +13,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
-from models import features
+from contract import features
 
 # --------------------------------------------------------------------------
 # Signature contract of a pushed model.

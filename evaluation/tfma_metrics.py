@@ -4,7 +4,7 @@ Each metric reads the true rating from the example's raw features (not the
 model's label), so any output can be evaluated: a predicted rating, a liked
 probability or a logit. Use them from an EvalConfig, e.g.
 
-    tfma.MetricConfig(class_name="RatingNDCG", module="components.metrics",
+    tfma.MetricConfig(class_name="RatingNDCG", module="evaluation",
                       config='{"top_k": 10, "gain_key": "rating"}')
 
 RatingNDCG and RatingPrecision rank each user's items, so their MetricsSpec
@@ -26,8 +26,8 @@ import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 
-from components.metrics import definitions as d
-from models.features import LIKED_MIN_RATING, RATING
+from evaluation import definitions as d
+from contract.features import LIKED_MIN_RATING, RATING
 
 _FLUSH_EVERY = 4096  # buffered examples before AUC compacts its counts
 

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
+from contract import datasets as D
+from contract import features as F
 
 ITEM_COUNT_VOCAB = "item_positive_count"
 ITEM_RATING_SUM_VOCAB = "item_rating_sum"
@@ -79,7 +80,7 @@ def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Te
     return tf.cast(milli, tf.float32) / _MILLI
 
 
-def _history(inputs, spec: F.DatasetSpec, item_vocab) -> Dict[str, tf.Tensor]:
+def _history(inputs, spec: D.DatasetSpec, item_vocab) -> Dict[str, tf.Tensor]:
     """History -> item and behavior ids, most recent MAX_HISTORY kept, padded to a bucket.
 
     The padded lists are sparse outputs whose row length is the example's bucket
@@ -115,7 +116,7 @@ def _history(inputs, spec: F.DatasetSpec, item_vocab) -> Dict[str, tf.Tensor]:
     }
 
 
-def _labels(inputs, spec: F.DatasetSpec) -> Dict[str, tf.Tensor]:
+def _labels(inputs, spec: D.DatasetSpec) -> Dict[str, tf.Tensor]:
     """Labels after Transform (absent at serving time, when labels are not sent)."""
     out = {}
     for name in spec.raw_labels:
@@ -135,7 +136,7 @@ def preprocessing_fn(
     inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
     """tf.Transform entry point; `custom_config["dataset"]` names the DatasetSpec."""
-    spec = F.dataset_spec((custom_config or {}).get("dataset", F.MOVIELENS.name))
+    spec = D.dataset_spec((custom_config or {}).get("dataset", D.MOVIELENS.name))
     outputs: Dict[str, Any] = {}
 
     user = _dense(inputs[F.USER_ID], b"")

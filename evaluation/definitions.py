@@ -1,7 +1,7 @@
 """Protocol R recommendation metrics as pure numpy functions.
 
 These functions are the single definition of every metric: the TFMA metrics in
-`components.metrics.tfma_metrics` call them from their combiners, and benchmarks
+`evaluation.tfma_metrics` call them from their combiners, and benchmarks
 call them directly, so both report bit-identical numbers for the same inputs.
 
 Conventions shared by all functions:
@@ -28,7 +28,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from models.features import LIKED_MIN_RATING
+from contract.features import LIKED_MIN_RATING
 
 # Metric names as they appear in TFMA results (and in benchmark reports).
 LIKED_AUC_NAME = "liked_auc"

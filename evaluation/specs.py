@@ -7,9 +7,9 @@ from typing import List, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
-from models.features import LIKED_MIN_RATING, RATING, USER_ID
+from contract.features import LIKED_MIN_RATING, RATING, USER_ID
 
-_MODULE = "components.metrics"
+_MODULE = "evaluation"
 
 
 def _config(class_name: str, module: Optional[str] = _MODULE, **config) -> tfma.MetricConfig:

@@ -13,8 +13,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving import protocol
-from pipeline.io_utils import atomic_path
+from contract import protocol
+from common.io_utils import atomic_path
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"

@@ -3,12 +3,12 @@
 The numpy functions (from `definitions`) import without TensorFlow, for
 benchmarks; the TFMA metric classes and `recommendation_metrics_specs` load
 TFMA on first use. An EvalConfig names the classes with
-`module="components.metrics"`.
+`module="evaluation"`.
 """
 
 import importlib as _importlib
 
-from components.metrics.definitions import (  # noqa: F401
+from evaluation.definitions import (  # noqa: F401
     LIKED_AUC_NAME,
     MAE_NAME,
     RMSE_NAME,
@@ -38,12 +38,12 @@ from components.metrics.definitions import (  # noqa: F401
 )
 
 _LAZY = {
-    "RatingNDCG": "components.metrics.tfma_metrics",
-    "RatingPrecision": "components.metrics.tfma_metrics",
-    "LikedAUC": "components.metrics.tfma_metrics",
-    "RatingRMSE": "components.metrics.tfma_metrics",
-    "RatingMAE": "components.metrics.tfma_metrics",
-    "recommendation_metrics_specs": "components.metrics.specs",
+    "RatingNDCG": "evaluation.tfma_metrics",
+    "RatingPrecision": "evaluation.tfma_metrics",
+    "LikedAUC": "evaluation.tfma_metrics",
+    "RatingRMSE": "evaluation.tfma_metrics",
+    "RatingMAE": "evaluation.tfma_metrics",
+    "recommendation_metrics_specs": "evaluation.specs",
 }
 
 

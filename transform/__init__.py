@@ -1,0 +1,6 @@
+"""See README.md."""
+import os as _os
+
+# tensorflow-recommenders needs Keras 2 (tf_keras); the switch must be set before
+# TensorFlow is first imported, so every package of the project sets it on import.
+_os.environ["TF_USE_LEGACY_KERAS"] = "1"
