@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from tfx import v1 as tfx
 
+from contract import protocol
+
 PUSH_RESULT = "push_result.json"
 WARMUP_EXAMPLES = 8
 
@@ -53,7 +55,7 @@ def push_model(
     warmup_histories: Optional[Sequence] = None,
 ) -> Tuple[int, str]:
     """Copies a SavedModel into `<base>/<name>/<version>` atomically; returns (version, path)."""
-    from export.warmup import write_warmup_requests
+    from export.warmup import signature_inputs, write_warmup_requests
 
     model_dir = os.path.join(serving_base_dir, model_name)
     os.makedirs(model_dir, exist_ok=True)
@@ -62,8 +64,14 @@ def push_model(
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
     try:
         shutil.copytree(saved_model_dir, tmp)
-        if warmup_examples:
-            write_warmup_requests(tmp, model_name, list(warmup_examples), histories=warmup_histories or None)
+        # Warm what the model serves: examples for a scoring serving_default, histories
+        # for recommend.
+        signatures = signature_inputs(tmp)
+        takes_examples = signatures.get(protocol.SERVING_DEFAULT) == [protocol.EXAMPLES]
+        examples = list(warmup_examples) if takes_examples else []
+        histories = list(warmup_histories or []) if protocol.RECOMMEND in signatures else []
+        if examples or histories:
+            write_warmup_requests(tmp, model_name, examples, histories=histories or None)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

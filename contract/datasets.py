@@ -8,7 +8,9 @@ evaluation). How a dataset's files are parsed lives with the ingest adapters
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
+
+from contract import tasks as T
 
 from contract.features import (
     BUY,
@@ -39,6 +41,11 @@ class DatasetSpec:
       default_behavior: the behavior assumed for a history item sent without one.
       genre_multi_hot: also emit a multi-hot of the genre vocabulary (small vocabularies
         only; Taobao's thousands of categories stay ids).
+      tasks: every task a model can be trained on for this dataset (by name).
+      retrieval_min_rating: in the hash split's user view, an eval/test interaction is a
+        retrieval target when its rating is at least this (MovieLens: liked); None: every
+        interaction is one.
+      default_split: the split method the dataset is evaluated with by default.
     """
 
     name: str
@@ -50,6 +57,32 @@ class DatasetSpec:
     has_year: bool
     default_behavior: str
     genre_multi_hot: bool
+    tasks: Tuple[T.TaskSpec, ...] = ()
+    retrieval_min_rating: Optional[float] = None
+    default_split: str = "hash"
+
+    def task(self, name: str) -> T.TaskSpec:
+        """The task called `name`; ValueError listing the dataset's tasks otherwise."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise ValueError(
+            f"dataset {self.name!r} has no task {name!r}; its tasks: {', '.join(t.name for t in self.tasks)}"
+        )
+
+    def binary_tasks(self) -> Tuple[str, ...]:
+        """Names of the 0/1 tasks defined on observed interactions (not on sampled negatives)."""
+        return tuple(t.name for t in self.tasks if t.kind == T.BINARY and t.label != self.implicit_label)
+
+
+RETRIEVAL_TASK = "items"  # every dataset's retrieval task: the user's held-out items
+
+
+def _task(name: str, kind: str, label: str = "", condition: str = "", threshold: Optional[float] = None) -> T.TaskSpec:
+    gate = T.default_gate(kind)
+    if threshold is not None:
+        gate = dataclasses.replace(gate, threshold=threshold)
+    return T.TaskSpec(name=name, kind=kind, label=label, condition=condition, gate=gate)
 
 
 MOVIELENS = DatasetSpec(
@@ -62,6 +95,15 @@ MOVIELENS = DatasetSpec(
     has_year=True,
     default_behavior="liked",
     genre_multi_hot=True,
+    tasks=(
+        _task(RATING, T.REGRESSION, RATING, condition=WATCHED),
+        _task(LIKED, T.BINARY, LIKED, condition=WATCHED, threshold=0.7),
+        _task(LOVED, T.BINARY, LOVED, condition=WATCHED),
+        _task(WATCHED, T.BINARY, WATCHED),
+        _task(RETRIEVAL_TASK, T.RETRIEVAL),
+    ),
+    retrieval_min_rating=LIKED_MIN_RATING,
+    default_split="hash",
 )
 
 TAOBAO = DatasetSpec(
@@ -74,12 +116,22 @@ TAOBAO = DatasetSpec(
     has_year=False,
     default_behavior="pv",
     genre_multi_hot=False,
+    tasks=(
+        _task(VIEWED, T.BINARY, VIEWED),
+        _task(CART, T.BINARY, CART, condition=VIEWED),
+        _task(FAV, T.BINARY, FAV, condition=VIEWED),
+        _task(BUY, T.BINARY, BUY, condition=VIEWED),
+        _task(RETRIEVAL_TASK, T.RETRIEVAL),
+    ),
+    retrieval_min_rating=None,
+    default_split="by_day",
 )
 
 DATASETS = {spec.name: spec for spec in (MOVIELENS, TAOBAO)}
 
 
 def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of dataset `name`; ValueError listing the known datasets otherwise."""
     try:
         return DATASETS[name]
     except KeyError:

@@ -23,6 +23,16 @@ ITEM_GENRES = "item_genres"  # bytes, 1+ values: MovieLens genres / Taobao categ
 ITEM_YEAR = "item_year"  # int64, 0 or 1 value (MovieLens: year in the title)
 HISTORY_ITEM_IDS = "history_item_ids"  # bytes, 0..N values, oldest first
 HISTORY_BEHAVIORS = "history_behaviors"  # bytes, aligned with HISTORY_ITEM_IDS
+SPLIT = "split"  # bytes, the split the example belongs to (train / eval / test); for slicing
+
+# The two views ExampleGen writes (see README "Data views"): one example per interaction,
+# and one example per user and split.
+INTERACTION_VIEW = "interactions"
+USER_VIEW = "users"
+
+# Raw features of the user view.
+TARGET_ITEM_IDS = "target_item_ids"  # bytes, the items the split holds out for the user
+USER_ACTIVITY_LEVEL = "user_activity_level"  # bytes light / medium / heavy (training interactions)
 
 # Raw labels.
 RATING = "rating"  # float, MovieLens explicit rating (absent on sampled negatives)
@@ -57,6 +67,7 @@ ITEM_YEAR_Z = "item_year_z"  # float, z-score (missing -> 0, the training mean)
 ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1], min-max
 ITEM_POPULARITY_MM = "item_popularity_mm"  # float in [0, 1], min-max of log1p(count)
 USER_ACTIVITY = "user_activity"  # bytes light / medium / heavy (training rating count)
+ITEM_POPULARITY_LEVEL = "item_popularity_level"  # bytes head / torso / tail (training count)
 HISTORY_ITEM_IDX = "history_item_idx"  # int64, padded to HISTORY_BUCKET
 HISTORY_BEHAVIOR_IDX = "history_behavior_idx"  # int64, padded to HISTORY_BUCKET
 HISTORY_LENGTH = "history_length"  # int64, true length after truncation
@@ -64,13 +75,27 @@ HISTORY_BUCKET = "history_bucket"  # int64, the padded length (one of HISTORY_BU
 
 OOV_BUCKETS = 1
 MAX_GENRES = 10  # MovieLens has at most 10 genres per movie; Taobao 1 category
-HISTORY_BUCKETS: Tuple[int, ...] = (8, 16, 32, 64)
-MAX_HISTORY = HISTORY_BUCKETS[-1]
+MAX_HISTORY = 64  # default of the pipeline's `max_history`: most recent N history items kept
+MIN_HISTORY_BUCKET = 8
+HISTORY_BUCKETS: Tuple[int, ...] = (8, 16, 32, 64)  # history_buckets(MAX_HISTORY)
 
 # User activity slices: training-split interaction count thresholds.
 ACTIVITY_LIGHT_MAX = 30  # <= 30 training interactions: light
 ACTIVITY_MEDIUM_MAX = 150  # 31..150: medium; more: heavy
 ACTIVITY_LEVELS = ("light", "medium", "heavy")
+
+# Item popularity slices: training-split interaction count thresholds (leave-one-out
+# for a training row, so a row's own interaction never decides its slice).
+POPULARITY_TAIL_MAX = 5  # <= 5 training interactions: tail
+POPULARITY_TORSO_MAX = 50  # 6..50: torso; more: head
+POPULARITY_LEVELS = ("tail", "torso", "head")
+
+
+def activity_level(count: int) -> str:
+    """User activity slice of a training interaction count (light / medium / heavy)."""
+    if count <= ACTIVITY_LIGHT_MAX:
+        return ACTIVITY_LEVELS[0]
+    return ACTIVITY_LEVELS[1] if count <= ACTIVITY_MEDIUM_MAX else ACTIVITY_LEVELS[2]
 
 # Vocabulary file names (Transform output assets).
 USER_VOCAB = "user_id_vocab"
@@ -78,9 +103,22 @@ ITEM_VOCAB = "item_id_vocab"
 GENRE_VOCAB = "genre_vocab"
 
 
-def history_bucket(length: int) -> int:
-    """The smallest bucket that holds `length` history items."""
-    for bucket in HISTORY_BUCKETS:
+def history_buckets(max_history: int = MAX_HISTORY) -> Tuple[int, ...]:
+    """Padded history lengths for a `max_history`: 8, 16, 32, ... and max_history itself."""
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    buckets = []
+    size = MIN_HISTORY_BUCKET
+    while size < max_history:
+        buckets.append(size)
+        size *= 2
+    buckets.append(max_history)
+    return tuple(buckets)
+
+
+def history_bucket(length: int, max_history: int = MAX_HISTORY) -> int:
+    """The smallest bucket of `history_buckets(max_history)` that holds `length` items."""
+    for bucket in history_buckets(max_history):
         if length <= bucket:
             return bucket
-    return HISTORY_BUCKETS[-1]
+    return max_history

@@ -25,7 +25,13 @@ EXAMPLES = "examples"  # serving_default input: serialized tf.Example, [None]
 RECOMMEND_ITEM_IDS = "item_ids"  # recommend output: string [None, K]
 RECOMMEND_SCORES = "scores"  # recommend output: float32 [None, K]
 HISTORY_PAD = b""  # padding value of the recommend inputs
-MODEL_NAMES: Tuple[str, ...] = ("mf", "mf_history", "mf_dnn", "mf_dnn_liked")
+SIMILAR_ITEMS = "similar_items"  # item ids -> the closest items
+SIMILAR_INPUT = "item_ids"  # similar_items input: string [None]
+RANK_QUERIES = "rank_queries"  # user-view examples -> ranked rows (for the Evaluator)
+RANKED_ROWS = "ranked_rows"  # rank_queries output: int64 [None, K] item rows, best first
+POPULAR_ROWS = "popular_rows"  # rank_queries output: the training-popularity ranking, same rules
+TARGET_ROWS = "target_rows"  # rank_queries output: int64 [None, T] target item rows (0 = unknown)
+TARGET_PAD = -1  # padding of TARGET_ROWS
 
 # numpy dtype <-> TensorProto dtype and the typed value field that carries it.
 _NUMERIC = {

@@ -1,57 +1,11 @@
-"""Recommendation metrics of protocol R: numpy definitions and their TFMA metrics.
+"""Evaluation: metric definitions (numpy, `definitions`), their TFMA metrics
+(`tfma_metrics`), and the Evaluator config derived from tasks (`eval_config`).
 
-The numpy functions (from `definitions`) import without TensorFlow, for
-benchmarks; the TFMA metric classes and `recommendation_metrics_specs` load
-TFMA on first use. An EvalConfig names the classes with
-`module="evaluation"`.
+`definitions` imports without TensorFlow, for benchmarks; the TFMA modules load
+TFMA when imported.
 """
+import os as _os
 
-import importlib as _importlib
-
-from evaluation.definitions import (  # noqa: F401
-    LIKED_AUC_NAME,
-    MAE_NAME,
-    RMSE_NAME,
-    ExactSum,
-    absolute_errors,
-    auc_from_counts,
-    binary_auc,
-    exact_mean,
-    hit_rate_at_k,
-    hit_rate_name,
-    liked_auc,
-    mae,
-    mean_ndcg_at_k,
-    mean_precision_at_k,
-    merge_score_counts,
-    mrr_at_k,
-    mrr_name,
-    ndcg_at_k,
-    ndcg_name,
-    per_user_values,
-    precision_at_k,
-    precision_name,
-    recommendation_metrics,
-    rmse,
-    score_counts,
-    squared_errors,
-)
-
-_LAZY = {
-    "RatingNDCG": "evaluation.tfma_metrics",
-    "RatingPrecision": "evaluation.tfma_metrics",
-    "LikedAUC": "evaluation.tfma_metrics",
-    "RatingRMSE": "evaluation.tfma_metrics",
-    "RatingMAE": "evaluation.tfma_metrics",
-    "recommendation_metrics_specs": "evaluation.specs",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(_importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+# tensorflow-recommenders needs Keras 2 (tf_keras); the switch must be set before
+# TensorFlow is first imported, so every package of the project sets it on import.
+_os.environ["TF_USE_LEGACY_KERAS"] = "1"

@@ -503,3 +503,150 @@ def recommendation_metrics(
         result[RMSE_NAME] = rmse(scores, ratings)
         result[MAE_NAME] = mae(scores, ratings)
     return result
+
+
+# --------------------------------------------------------------------------
+# Top-K retrieval over the catalogue (protocols K and S): each user has a ranked list
+# of recommended items and a set of held-out target items.
+# --------------------------------------------------------------------------
+HIT_RATE_PREFIX = "hit_rate"
+RECALL_PREFIX = "recall"
+NDCG_PREFIX = "ndcg"
+MRR_PREFIX = "mrr"
+
+
+def topk_user_metrics(ranked, targets, k: int) -> Dict[str, float]:
+    """HR@k, Recall@k, NDCG@k and MRR@k of one user's ranked list.
+
+    Binary gain: an item is relevant when it is a target. Recall divides by
+    min(k, number of targets); NDCG's ideal ranks min(k, targets) relevant items
+    first; MRR@k is 1 / the rank of the first relevant item within k (0 if none).
+    Targets that were never recommendable (e.g. unknown items) still count in the
+    denominators.
+
+    Args:
+      ranked: item ids (or rows) in ranked order; at least k of them are read when present.
+      targets: the user's held-out item ids (at least one; duplicates count once).
+      k: rank cut-off.
+    """
+    k = _check_k(k)
+    wanted = set(np.asarray(targets).reshape(-1).tolist())
+    if not wanted:
+        raise ValueError("targets is empty; a user needs at least one held-out item")
+    top = list(np.asarray(ranked).reshape(-1)[:k].tolist())
+    hits = np.array([1.0 if item in wanted else 0.0 for item in top] + [0.0] * (k - len(top)))
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = discounts[: min(k, len(wanted))].sum()
+    first = int(np.argmax(hits)) if hits.any() else -1
+    return {
+        HIT_RATE_PREFIX: float(hits.max()),
+        RECALL_PREFIX: float(hits.sum() / min(k, len(wanted))),
+        NDCG_PREFIX: float((hits * discounts).sum() / ideal),
+        MRR_PREFIX: 1.0 / (first + 1) if first >= 0 else 0.0,
+    }
+
+
+def topk_metrics(ranked_lists, target_lists, k: int) -> Dict[str, float]:
+    """Protocol K/S metrics averaged over users: `hit_rate@k`, `recall@k`, `ndcg@k`, `mrr@k`
+    and `users`. Averages are exact sums over the user count (NaN when no users).
+
+    Args:
+      ranked_lists: one ranked list per user.
+      target_lists: one target list per user, aligned.
+      k: rank cut-off.
+    """
+    if len(ranked_lists) != len(target_lists):
+        raise ValueError(f"{len(ranked_lists)} ranked lists for {len(target_lists)} target lists")
+    per_user = [topk_user_metrics(r, t, k) for r, t in zip(ranked_lists, target_lists)]
+    out = {f"{name}@{k}": exact_mean([u[name] for u in per_user])
+           for name in (HIT_RATE_PREFIX, RECALL_PREFIX, NDCG_PREFIX, MRR_PREFIX)}
+    out["users"] = float(len(per_user))
+    return out
+
+
+def top_k_excluding(scores: np.ndarray, exclude, k: int) -> np.ndarray:
+    """Indices of the k highest scores, skipping `exclude`; ties broken by lower index.
+
+    Args:
+      scores: [N] scores of every candidate.
+      exclude: indices that may not be returned (e.g. the user's history, padding rows).
+      k: how many.
+    """
+    s = np.array(scores, dtype=np.float64, copy=True)
+    s[np.asarray(list(exclude), dtype=np.int64)] = -np.inf
+    k = min(_check_k(k), int(np.isfinite(s).sum()))
+    part = np.argpartition(-s, k - 1)[:k] if k < s.size else np.arange(s.size)
+    return part[np.lexsort((part, -s[part]))][:k]
+
+
+# --------------------------------------------------------------------------
+# Binary task metrics beyond AUC.
+# --------------------------------------------------------------------------
+def average_precision(scores, positives) -> float:
+    """Area under the precision-recall curve as average precision (PR-AUC); NaN without
+    positives. Tied scores form one threshold, so the input order does not matter.
+
+    Args:
+      scores: one score per example.
+      positives: one bool per example.
+    """
+    unique, pos, neg = score_counts(scores, positives)
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    # Thresholds from the highest score down.
+    tp = np.cumsum(pos[::-1])
+    fp = np.cumsum(neg[::-1])
+    precision = tp / (tp + fp)
+    recall_step = pos[::-1] / n_pos
+    return math.fsum((precision * recall_step).tolist())
+
+
+def log_loss(probabilities, labels, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities (clipped to [eps, 1 - eps]); NaN when empty.
+
+    Args:
+      probabilities: predicted P(label = 1), one per example.
+      labels: 0/1 labels, aligned.
+    """
+    p = np.clip(_float_vector("probabilities", probabilities), eps, 1 - eps)
+    y = _float_vector("labels", labels)
+    if p.shape != y.shape:
+        raise ValueError(f"probabilities and labels must have the same length, got {p.size} and {y.size}")
+    return exact_mean((-(y * np.log(p) + (1 - y) * np.log(1 - p))).tolist())
+
+
+def calibration(predictions, labels) -> float:
+    """Mean prediction over mean label (1.0 is calibrated on average); NaN when the mean label is 0."""
+    p, y = _float_vector("predictions", predictions), _float_vector("labels", labels)
+    total = math.fsum(y.tolist())
+    return math.fsum(p.tolist()) / total if total else float("nan")
+
+
+def binary_task_metrics(probabilities, labels) -> Dict[str, float]:
+    """`auc`, `pr_auc`, `log_loss`, `calibration`, `positive_rate` and `examples` of a 0/1 task."""
+    p, y = _float_vector("probabilities", probabilities), _float_vector("labels", labels)
+    positives = y > 0.5
+    return {
+        "auc": binary_auc(p, positives),
+        "pr_auc": average_precision(p, positives),
+        "log_loss": log_loss(p, y) if p.size else float("nan"),
+        "calibration": calibration(p, y) if p.size else float("nan"),
+        "positive_rate": exact_mean(y.tolist()),
+        "examples": float(p.size),
+    }
+
+
+def regression_task_metrics(predictions, labels, liked_threshold=None) -> Dict[str, float]:
+    """`rmse`, `mae`, `calibration`, `examples` (and `auc` of the prediction against
+    label >= liked_threshold when given) of a regression task."""
+    p, y = _paired(predictions, labels)
+    out = {
+        RMSE_NAME: rmse(p, y),
+        MAE_NAME: mae(p, y),
+        "calibration": calibration(p, y) if p.size else float("nan"),
+        "examples": float(p.size),
+    }
+    if liked_threshold is not None:
+        out["auc"] = binary_auc(p, y >= liked_threshold) if p.size else float("nan")
+    return out

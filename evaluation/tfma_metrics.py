@@ -1,575 +1,231 @@
-"""Custom TFMA metrics of protocol R, computed by the functions in `definitions`.
+"""Custom TFMA metrics: every metric of one task in one combiner.
 
-Each metric reads the true rating from the example's raw features (not the
-model's label), so any output can be evaluated: a predicted rating, a liked
-probability or a logit. Use them from an EvalConfig, e.g.
+TFMA calls a combiner once per example per slice, so its cost grows with the number
+of combiners; measured on the Evaluator of `mf` (bench/profile_evaluator.py), the
+per-example Python of six separate metrics was most of the Evaluator's time. Here a
+task output has one combiner that keeps the (prediction, label) pairs of its slice and
+computes all of the task's metrics at the end with the numpy definitions of
+`evaluation.definitions` (which the benchmarks call too), so results do not depend on
+how Beam splits and merges bundles.
 
-    tfma.MetricConfig(class_name="RatingNDCG", module="evaluation",
-                      config='{"top_k": 10, "gain_key": "rating"}')
-
-RatingNDCG and RatingPrecision rank each user's items, so their MetricsSpec
-needs `query_key` (the user id). TFMA groups a user's examples before slicing,
-and such a group belongs to every slice any of its examples falls in, with all
-of the user's items; slice query-based metrics on user-level features.
-
-The metrics are unweighted by definition and reject `example_weighted=True`
-(set `MetricsSpec.example_weights.unweighted`). Accumulators are exact
-(integer counts and `ExactSum`s), so results do not depend on how Beam splits
-and merges bundles, and equal the numpy functions bit for bit.
+- `TaskMetrics`: a REGRESSION or BINARY task output. The task's condition arrives as
+  the example weight (ModelSpec example_weight_keys): rows with weight 0 are left out.
+- `TopKMetrics`: the `rank_queries` outputs of a retrieving model on user-view examples:
+  HR, Recall, NDCG and MRR at K, the same for the training-popularity ranking, and
+  `ndcg@K_lift` (the model's NDCG minus popularity's), which gates `recommend`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 
+from contract import protocol
+
+# The metrics' keys carry example_weighted=None: that is the key a MetricsSpec's
+# per-metric-name thresholds (which the gates use) are matched against.
+from contract import tasks as T
 from evaluation import definitions as d
-from contract.features import LIKED_MIN_RATING, RATING
 
-_FLUSH_EVERY = 4096  # buffered examples before AUC compacts its counts
-
-
-# --------------------------------------------------------------------------
-# Reading scores and ratings from StandardMetricInputs.
-# --------------------------------------------------------------------------
-def _one_value_per_row(value: Any, rows: int, what: str) -> np.ndarray:
-    """Float64 vector of one value per example; NaN where the example has none."""
-    out = np.full(rows, np.nan)
-    if value is None:
-        return out
-    if hasattr(value, "indices") and hasattr(value, "dense_shape"):
-        # VarLenTensorValue / SparseTensorValue: some examples lack the feature.
-        indices = np.asarray(value.indices).reshape(-1, 2) if np.size(value.indices) else np.zeros((0, 2), np.int64)
-        row_of = indices[:, 0].astype(np.int64)
-        if int(value.dense_shape[0]) != rows:
-            raise ValueError(f"{what}: {int(value.dense_shape[0])} rows for {rows} examples")
-        counts = np.bincount(row_of, minlength=rows)
-        if (counts > 1).any():
-            raise ValueError(f"{what}: expected one value per example, got {counts.max()}")
-        out[row_of] = np.asarray(value.values, dtype=np.float64).reshape(-1)
-        return out
-    arr = np.asarray(value)
-    if arr.size == 0:
-        return out
-    if arr.dtype == object:
-        for i, row in enumerate(arr.reshape(-1)):
-            row = np.asarray(row).reshape(-1)
-            if row.size > 1:
-                raise ValueError(f"{what}: expected one value per example, got {row.size}")
-            if row.size:
-                out[i] = float(row[0])
-        return out
-    if arr.size != rows:
-        raise ValueError(
-            f"{what}: got shape {arr.shape} for {rows} prediction value(s); expected one "
-            "rating per example and one score per example (a single-score output)"
-        )
-    return arr.astype(np.float64).reshape(-1)
+POPULARITY_PREFIX = "popularity_"
+LIFT_SUFFIX = "_lift"
 
 
-class _RatingCombinerBase(beam.CombineFn):
-    """Reads (score, rating) pairs of one model output from the metric inputs."""
 
-    def __init__(
-        self,
-        key: tfma.metrics.MetricKey,
-        eval_config: Optional[tfma.EvalConfig],
-        rating_key: str,
-        query_key: str,
-        skip_unrated: bool,
-    ):
-        self._key = key
-        self._eval_config = eval_config
-        self._rating_key = rating_key
-        self._query_key = query_key
-        self._skip_unrated = skip_unrated
-
-    def _where(self, features: Dict[str, Any]) -> str:
-        where = f"metric {self._key.name!r}"
-        if self._key.output_name:
-            where += f" (output {self._key.output_name!r})"
-        if self._query_key and features and features.get(self._query_key) is not None:
-            ids = np.asarray(getattr(features[self._query_key], "values", features[self._query_key]))
-            if ids.size:
-                where += f", {self._query_key}={ids.reshape(-1)[0]!r}"
-        return where
-
-    def _scores_ratings(
-        self, element: tfma.metrics.StandardMetricInputs
-    ) -> Tuple[np.ndarray, np.ndarray]:
-        # Labels are not used (the rating comes from the features) and are left
-        # out: a label missing on some of a user's examples (e.g. the rating of
-        # sampled negatives) arrives as a ragged value TFMA cannot convert.
-        without_labels = tfma.metrics.StandardMetricInputs(
-            {k: v for k, v in element.items() if k != tfma.LABELS_KEY}
-        )
-        _, predictions, _ = next(
-            tfma.metrics.to_label_prediction_example_weight(
-                without_labels,
-                eval_config=self._eval_config,
-                model_name=self._key.model_name,
-                output_name=self._key.output_name,
-                example_weighted=False,
-                flatten=False,
-                allow_none=True,
-                require_single_example_weight=True,
-            )
-        )
-        scores = np.asarray(predictions, dtype=np.float64).reshape(-1)
-        features = element.features or {}
-        where = self._where(features)
-        ratings = _one_value_per_row(
-            features.get(self._rating_key), scores.size, f"{where}, feature {self._rating_key!r}"
-        )
-        bad_score = ~np.isfinite(scores)
-        if bad_score.any():
-            raise ValueError(
-                f"{where}: prediction {scores[bad_score][0]} is not a finite number"
-            )
-        missing = np.isnan(ratings)
-        if missing.any():
-            if not self._skip_unrated:
-                raise ValueError(
-                    f"{where}: {int(missing.sum())} of {scores.size} example(s) have no "
-                    f"{self._rating_key!r} feature; expected one float rating per example "
-                    "(set skip_unrated=True to leave unrated examples out)"
-                )
-            scores, ratings = scores[~missing], ratings[~missing]
-        bad = ~np.isfinite(ratings)
-        if bad.any():
-            raise ValueError(f"{where}: {self._rating_key!r} is {ratings[bad][0]}; expected a finite float")
-        return scores, ratings
+def _select(value: Any, output_name: str) -> Any:
+    """One output's value from a possibly per-output dict."""
+    if isinstance(value, dict):
+        if output_name in value:
+            return value[output_name]
+        if len(value) == 1 and not output_name:
+            return next(iter(value.values()))
+        raise ValueError(f"no output {output_name!r} among {sorted(value)}")
+    return value
 
 
-def _check_unweighted(metric: str, example_weighted: bool) -> None:
-    if example_weighted:
-        raise ValueError(
-            f"{metric} is defined without example weights; set "
-            "MetricsSpec.example_weights = tfma.ExampleWeightOptions(unweighted=True)"
-        )
+def _flat(value: Any) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64).reshape(-1)
 
 
-def _keys(name: str, model_names, output_names) -> List[tfma.metrics.MetricKey]:
-    return [
-        tfma.metrics.MetricKey(name=name, model_name=model_name, output_name=output_name)
-        for model_name in (model_names or [""])
-        for output_name in (output_names or [""])
-    ]
-
-
-def _computations(
-    keys: List[tfma.metrics.MetricKey], feature_keys: List[str], make_combiner
-) -> tfma.metrics.MetricComputations:
-    return [
-        tfma.metrics.MetricComputation(
-            keys=[key],
-            preprocessors=[tfma.metrics.FeaturePreprocessor(feature_keys=feature_keys)],
-            combiner=make_combiner(key),
-        )
-        for key in keys
-    ]
-
-
-def _merge(accumulators: Iterable[Any], merge_into) -> Any:
-    accumulators = iter(accumulators)
-    result = next(accumulators)
-    for accumulator in accumulators:
-        merge_into(result, accumulator)
-    return result
-
-
-# --------------------------------------------------------------------------
-# Per-user means: NDCG@K and Precision@K.
-# --------------------------------------------------------------------------
-class _UserMeanAccumulator:
-    """Exact sum of per-user values and the number of users."""
-
-    __slots__ = ("total", "users")
+class _PairsAccumulator:
+    __slots__ = ("predictions", "labels")
 
     def __init__(self):
-        self.total = d.ExactSum()
-        self.users = 0
+        self.predictions: List[np.ndarray] = []
+        self.labels: List[np.ndarray] = []
 
 
-class _UserMeanCombiner(_RatingCombinerBase):
-    """Averages a per-user value over the users (query groups) it sees."""
+class _TaskCombiner(beam.CombineFn):
+    """Collects (prediction, label) of one task output where its weight is positive."""
 
-    def __init__(self, key, eval_config, rating_key, query_key, skip_unrated, top_k, threshold, kind):
-        super().__init__(key, eval_config, rating_key, query_key, skip_unrated)
-        self._top_k = top_k
-        self._threshold = threshold
+    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], output_name: str, kind: str,
+                 liked_threshold: Optional[float]):
+        self._keys = keys
+        self._output_name = output_name
         self._kind = kind
+        self._liked_threshold = liked_threshold
 
-    def _user_value(self, scores: np.ndarray, ratings: np.ndarray) -> float:
-        if self._kind == "ndcg":
-            return d.ndcg_at_k(scores, ratings, self._top_k)
-        return d.precision_at_k(scores, ratings, self._top_k, self._threshold)
+    def create_accumulator(self) -> _PairsAccumulator:
+        return _PairsAccumulator()
 
-    def create_accumulator(self) -> _UserMeanAccumulator:
-        return _UserMeanAccumulator()
-
-    def add_input(self, accumulator: _UserMeanAccumulator, element) -> _UserMeanAccumulator:
-        scores, ratings = self._scores_ratings(element)
-        if scores.size:  # a user whose examples were all unrated (and skipped) has no value
-            accumulator.total.add(self._user_value(scores, ratings))
-            accumulator.users += 1
+    def add_input(self, accumulator: _PairsAccumulator, element) -> _PairsAccumulator:
+        prediction = _flat(_select(element.prediction, self._output_name))
+        label = _flat(_select(element.label, self._output_name))
+        if element.example_weight is not None:
+            weight = _flat(_select(element.example_weight, self._output_name))
+            if weight.size == prediction.size:
+                keep = weight > 0
+                prediction, label = prediction[keep], label[keep]
+        if prediction.size:
+            accumulator.predictions.append(prediction)
+            accumulator.labels.append(label)
         return accumulator
 
-    def merge_accumulators(self, accumulators) -> _UserMeanAccumulator:
-        def merge_into(result, other):
-            result.total.merge(other.total)
-            result.users += other.users
+    def merge_accumulators(self, accumulators) -> _PairsAccumulator:
+        merged = _PairsAccumulator()
+        for acc in accumulators:
+            merged.predictions.extend(acc.predictions)
+            merged.labels.extend(acc.labels)
+        return merged
 
-        return _merge(accumulators, merge_into)
+    def compact(self, accumulator: _PairsAccumulator) -> _PairsAccumulator:
+        if len(accumulator.predictions) > 1:
+            accumulator.predictions = [np.concatenate(accumulator.predictions)]
+            accumulator.labels = [np.concatenate(accumulator.labels)]
+        return accumulator
 
-    def extract_output(self, accumulator: _UserMeanAccumulator) -> Dict[Any, float]:
-        value = accumulator.total.value() / accumulator.users if accumulator.users else float("nan")
-        return {self._key: value}
-
-
-def _user_mean_computations(
-    kind: str,
-    name: str,
-    top_k: int,
-    rating_key: str,
-    threshold: float,
-    skip_unrated: bool,
-    eval_config,
-    model_names,
-    output_names,
-    example_weighted: bool,
-    query_key: str,
-) -> tfma.metrics.MetricComputations:
-    _check_unweighted(name, example_weighted)
-    if not query_key:
-        raise ValueError(f"{name} ranks each user's items: set MetricsSpec.query_key (e.g. the user id)")
-    return _computations(
-        _keys(name, model_names, output_names),
-        [query_key, rating_key],
-        lambda key: _UserMeanCombiner(
-            key, eval_config, rating_key, query_key, skip_unrated, top_k, threshold, kind
-        ),
-    )
+    def extract_output(self, accumulator: _PairsAccumulator) -> Dict[tfma.metrics.MetricKey, float]:
+        p = np.concatenate(accumulator.predictions) if accumulator.predictions else np.zeros(0)
+        y = np.concatenate(accumulator.labels) if accumulator.labels else np.zeros(0)
+        if self._kind == T.REGRESSION:
+            values = d.regression_task_metrics(p, y, self._liked_threshold) if p.size else {}
+        else:
+            values = d.binary_task_metrics(p, y) if p.size else {}
+        return {key: float(values.get(name, float("nan"))) for name, key in self._keys.items()}
 
 
-def _ndcg_computations(
-    top_k: int = 10,
-    gain_key: str = RATING,
-    skip_unrated: bool = False,
-    name: Optional[str] = None,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_names: Optional[List[str]] = None,
-    output_names: Optional[List[str]] = None,
-    example_weighted: bool = False,
-    query_key: str = "",
-) -> tfma.metrics.MetricComputations:
-    return _user_mean_computations(
-        "ndcg", name or d.ndcg_name(top_k), top_k, gain_key, 0.0, skip_unrated,
-        eval_config, model_names, output_names, example_weighted, query_key,
-    )
+def task_metric_names(kind: str, liked_threshold: Optional[float] = None) -> List[str]:
+    if kind == T.REGRESSION:
+        return [d.RMSE_NAME, d.MAE_NAME, "calibration", "examples"] + (["auc"] if liked_threshold is not None else [])
+    return ["auc", "pr_auc", "log_loss", "calibration", "positive_rate", "examples"]
 
 
-def _precision_computations(
-    top_k: int = 10,
-    rating_key: str = RATING,
-    threshold: float = LIKED_MIN_RATING,
-    skip_unrated: bool = False,
-    name: Optional[str] = None,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_names: Optional[List[str]] = None,
-    output_names: Optional[List[str]] = None,
-    example_weighted: bool = False,
-    query_key: str = "",
-) -> tfma.metrics.MetricComputations:
-    return _user_mean_computations(
-        "precision", name or d.precision_name(top_k), top_k, rating_key, threshold, skip_unrated,
-        eval_config, model_names, output_names, example_weighted, query_key,
-    )
+def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task",
+                       eval_config=None, model_names=None, output_names=None, example_weighted: bool = False,
+                       query_key: str = "") -> tfma.metrics.MetricComputations:
+    computations = []
+    for model_name in model_names or [""]:
+        for output_name in output_names or [""]:
+            keys = {
+                metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, output_name=output_name,
+                                               example_weighted=None)
+                for metric in task_metric_names(kind, liked_threshold)
+            }
+            computations.append(tfma.metrics.MetricComputation(
+                keys=list(keys.values()),
+                preprocessors=None,
+                combiner=_TaskCombiner(keys, output_name, kind, liked_threshold),
+            ))
+    return computations
 
 
-class RatingNDCG(tfma.metrics.Metric):
-    """NDCG@K per user with the true rating as gain, averaged over users (`ndcg@K`).
+class TaskMetrics(tfma.metrics.Metric):
+    """All metrics of one REGRESSION or BINARY task output (see module docstring).
 
-    See `definitions.ndcg_at_k` for ties and edge cases. Needs
-    `MetricsSpec(query_key=<user id>)`.
+    Regression: `rmse`, `mae`, `calibration` (mean prediction / mean label), `examples`,
+    and with `liked_threshold` the `auc` of the prediction against label >= threshold.
+    Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `positive_rate`, `examples`.
 
     Args:
-      top_k: the rank cut-off K.
-      gain_key: raw feature holding the gain (the rating).
-      skip_unrated: leave out examples without the gain feature instead of failing.
-      name: result name; `ndcg@{top_k}` by default.
+      kind: contract.tasks.REGRESSION or BINARY.
+      liked_threshold: see above (regression only).
     """
 
-    def __init__(self, top_k: int = 10, gain_key: str = RATING, skip_unrated: bool = False, name: Optional[str] = None):
-        self._top_k = d._check_k(top_k)
-        super().__init__(
-            _ndcg_computations, top_k=top_k, gain_key=gain_key, skip_unrated=skip_unrated, name=name
-        )
-
-    def _default_name(self) -> str:
-        return d.ndcg_name(self._top_k)
+    def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task"):
+        super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold, name=name)
 
 
-class RatingPrecision(tfma.metrics.Metric):
-    """Precision@K per user (relevant = rating >= threshold), averaged over users (`precision@K`).
-
-    See `definitions.precision_at_k` for ties and users with fewer than K items.
-    Needs `MetricsSpec(query_key=<user id>)`.
-
-    Args:
-      top_k: the rank cut-off K.
-      rating_key: raw feature holding the true rating.
-      threshold: the smallest relevant rating.
-      skip_unrated: leave out examples without the rating feature instead of failing.
-      name: result name; `precision@{top_k}` by default.
-    """
-
-    def __init__(
-        self,
-        top_k: int = 10,
-        rating_key: str = RATING,
-        threshold: float = LIKED_MIN_RATING,
-        skip_unrated: bool = False,
-        name: Optional[str] = None,
-    ):
-        self._top_k = d._check_k(top_k)
-        super().__init__(
-            _precision_computations, top_k=top_k, rating_key=rating_key, threshold=threshold,
-            skip_unrated=skip_unrated, name=name,
-        )
-
-    def _default_name(self) -> str:
-        return d.precision_name(self._top_k)
-
-
-# --------------------------------------------------------------------------
-# Liked AUC.
-# --------------------------------------------------------------------------
-class _ScoreCountsAccumulator:
-    """Per-distinct-score positive/negative counts plus a buffer of new examples."""
-
-    __slots__ = ("counts", "scores", "liked", "buffered")
+class _TopKAccumulator:
+    __slots__ = ("model", "popular")
 
     def __init__(self):
-        self.counts: Optional[d.ScoreCounts] = None
-        self.scores: List[np.ndarray] = []
-        self.liked: List[np.ndarray] = []
-        self.buffered = 0
-
-    def flush(self) -> "_ScoreCountsAccumulator":
-        if self.scores:
-            new = d.score_counts(np.concatenate(self.scores), np.concatenate(self.liked))
-            self.counts = new if self.counts is None else d.merge_score_counts([self.counts, new])
-            self.scores, self.liked, self.buffered = [], [], 0
-        return self
+        self.model: Dict[str, d.ExactSum] = {}
+        self.popular: Dict[str, d.ExactSum] = {}
 
 
-class _LikedAUCCombiner(_RatingCombinerBase):
-    """Counts liked/not liked examples per score; AUC from the merged counts."""
+class _TopKCombiner(beam.CombineFn):
+    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], k: int):
+        self._keys = keys
+        self._k = k
 
-    def __init__(self, key, eval_config, rating_key, query_key, skip_unrated, threshold):
-        super().__init__(key, eval_config, rating_key, query_key, skip_unrated)
-        self._threshold = threshold
+    def create_accumulator(self) -> _TopKAccumulator:
+        return _TopKAccumulator()
 
-    def create_accumulator(self) -> _ScoreCountsAccumulator:
-        return _ScoreCountsAccumulator()
+    @staticmethod
+    def _add(sums: Dict[str, d.ExactSum], values: Dict[str, float]) -> None:
+        for name, value in values.items():
+            sums.setdefault(name, d.ExactSum()).add(value)
+        sums.setdefault("users", d.ExactSum()).add(1.0)
 
-    def add_input(self, accumulator: _ScoreCountsAccumulator, element) -> _ScoreCountsAccumulator:
-        scores, ratings = self._scores_ratings(element)
-        accumulator.scores.append(scores)
-        accumulator.liked.append(ratings >= self._threshold)
-        accumulator.buffered += scores.size
-        if accumulator.buffered >= _FLUSH_EVERY:
-            accumulator.flush()
+    def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
+        outputs = element.prediction
+        targets = np.asarray(outputs[protocol.TARGET_ROWS]).reshape(-1)
+        targets = targets[targets != protocol.TARGET_PAD]
+        if targets.size == 0:
+            return accumulator  # a user without targets has no value
+        self._add(accumulator.model, d.topk_user_metrics(np.asarray(outputs[protocol.RANKED_ROWS]).reshape(-1), targets, self._k))
+        self._add(accumulator.popular,
+                  d.topk_user_metrics(np.asarray(outputs[protocol.POPULAR_ROWS]).reshape(-1), targets, self._k))
         return accumulator
 
-    def merge_accumulators(self, accumulators) -> _ScoreCountsAccumulator:
-        def merge_into(result, other):
-            result.flush()
-            other.flush()
-            if other.counts is not None:
-                result.counts = (
-                    other.counts if result.counts is None
-                    else d.merge_score_counts([result.counts, other.counts])
-                )
+    def merge_accumulators(self, accumulators) -> _TopKAccumulator:
+        merged = _TopKAccumulator()
+        for acc in accumulators:
+            for mine, theirs in ((merged.model, acc.model), (merged.popular, acc.popular)):
+                for name, total in theirs.items():
+                    mine.setdefault(name, d.ExactSum()).merge(total)
+        return merged
 
-        return _merge(accumulators, merge_into)
-
-    def compact(self, accumulator: _ScoreCountsAccumulator) -> _ScoreCountsAccumulator:
-        return accumulator.flush()
-
-    def extract_output(self, accumulator: _ScoreCountsAccumulator) -> Dict[Any, float]:
-        counts = accumulator.flush().counts
-        return {self._key: float("nan") if counts is None else d.auc_from_counts(counts)}
-
-
-def _liked_auc_computations(
-    rating_key: str = RATING,
-    threshold: float = LIKED_MIN_RATING,
-    skip_unrated: bool = False,
-    name: str = d.LIKED_AUC_NAME,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_names: Optional[List[str]] = None,
-    output_names: Optional[List[str]] = None,
-    example_weighted: bool = False,
-    query_key: str = "",
-) -> tfma.metrics.MetricComputations:
-    _check_unweighted(name, example_weighted)
-    feature_keys = [rating_key] + ([query_key] if query_key else [])
-    return _computations(
-        _keys(name, model_names, output_names),
-        feature_keys,
-        lambda key: _LikedAUCCombiner(key, eval_config, rating_key, query_key, skip_unrated, threshold),
-    )
+    def extract_output(self, accumulator: _TopKAccumulator) -> Dict[tfma.metrics.MetricKey, float]:
+        users = accumulator.model.get("users", d.ExactSum()).value()
+        out = {}
+        for prefix, sums in (("", accumulator.model), (POPULARITY_PREFIX, accumulator.popular)):
+            for name in (d.HIT_RATE_PREFIX, d.RECALL_PREFIX, d.NDCG_PREFIX, d.MRR_PREFIX):
+                key = f"{prefix}{name}@{self._k}"
+                out[key] = sums[name].value() / users if users else float("nan")
+        ndcg = f"{d.NDCG_PREFIX}@{self._k}"
+        out[ndcg + LIFT_SUFFIX] = out[ndcg] - out[POPULARITY_PREFIX + ndcg]
+        out["users"] = users
+        return {self._keys[name]: float(value) for name, value in out.items()}
 
 
-class LikedAUC(tfma.metrics.Metric):
-    """Exact AUC of the score against liked = (rating feature >= threshold) (`liked_auc`).
+def topk_metric_names(k: int) -> List[str]:
+    names = [f"{p}{n}@{k}" for p in ("", POPULARITY_PREFIX)
+             for n in (d.HIT_RATE_PREFIX, d.RECALL_PREFIX, d.NDCG_PREFIX, d.MRR_PREFIX)]
+    return names + [f"{d.NDCG_PREFIX}@{k}{LIFT_SUFFIX}", "users"]
 
-    Rank-based (Mann-Whitney) over all examples, tied scores count 1/2; NaN
-    when a slice lacks liked or not-liked examples.
+
+def _topk_computations(top_k: int = 10, name: str = "topk", eval_config=None, model_names=None,
+                       output_names=None, example_weighted: bool = False,
+                       query_key: str = "") -> tfma.metrics.MetricComputations:
+    computations = []
+    for model_name in model_names or [""]:
+        keys = {metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, example_weighted=None)
+                for metric in topk_metric_names(top_k)}
+        computations.append(tfma.metrics.MetricComputation(
+            keys=list(keys.values()), preprocessors=None, combiner=_TopKCombiner(keys, top_k)))
+    return computations
+
+
+class TopKMetrics(tfma.metrics.Metric):
+    """Top-K retrieval metrics of `rank_queries` outputs (see module docstring).
 
     Args:
-      rating_key: raw feature holding the true rating.
-      threshold: the smallest liked rating.
-      skip_unrated: leave out examples without the rating feature instead of failing.
-      name: result name.
+      top_k: the rank cut-off K (the exported signature's K must be at least K).
     """
 
-    def __init__(
-        self,
-        rating_key: str = RATING,
-        threshold: float = LIKED_MIN_RATING,
-        skip_unrated: bool = False,
-        name: str = d.LIKED_AUC_NAME,
-    ):
-        super().__init__(
-            _liked_auc_computations, rating_key=rating_key, threshold=threshold,
-            skip_unrated=skip_unrated, name=name,
-        )
-
-
-# --------------------------------------------------------------------------
-# RMSE and MAE against the rating feature.
-# --------------------------------------------------------------------------
-class _ErrorAccumulator:
-    """Exact sum of per-example errors and the example count."""
-
-    __slots__ = ("total", "count")
-
-    def __init__(self):
-        self.total = d.ExactSum()
-        self.count = 0
-
-
-class _RatingErrorCombiner(_RatingCombinerBase):
-    """Mean squared (then rooted) or absolute error of the score against the rating."""
-
-    def __init__(self, key, eval_config, rating_key, query_key, skip_unrated, squared):
-        super().__init__(key, eval_config, rating_key, query_key, skip_unrated)
-        self._squared = squared
-
-    def create_accumulator(self) -> _ErrorAccumulator:
-        return _ErrorAccumulator()
-
-    def add_input(self, accumulator: _ErrorAccumulator, element) -> _ErrorAccumulator:
-        scores, ratings = self._scores_ratings(element)
-        errors = (d.squared_errors if self._squared else d.absolute_errors)(scores, ratings)
-        for e in errors:
-            accumulator.total.add(e)
-        accumulator.count += errors.size
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> _ErrorAccumulator:
-        def merge_into(result, other):
-            result.total.merge(other.total)
-            result.count += other.count
-
-        return _merge(accumulators, merge_into)
-
-    def extract_output(self, accumulator: _ErrorAccumulator) -> Dict[Any, float]:
-        if not accumulator.count:
-            return {self._key: float("nan")}
-        mean = accumulator.total.value() / accumulator.count
-        return {self._key: float(np.sqrt(mean)) if self._squared else mean}
-
-
-def _rating_error_computations(
-    squared: bool,
-    rating_key: str,
-    skip_unrated: bool,
-    name: str,
-    eval_config,
-    model_names,
-    output_names,
-    example_weighted: bool,
-    query_key: str,
-) -> tfma.metrics.MetricComputations:
-    _check_unweighted(name, example_weighted)
-    feature_keys = [rating_key] + ([query_key] if query_key else [])
-    return _computations(
-        _keys(name, model_names, output_names),
-        feature_keys,
-        lambda key: _RatingErrorCombiner(key, eval_config, rating_key, query_key, skip_unrated, squared),
-    )
-
-
-def _rmse_computations(
-    rating_key: str = RATING,
-    skip_unrated: bool = False,
-    name: str = d.RMSE_NAME,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_names: Optional[List[str]] = None,
-    output_names: Optional[List[str]] = None,
-    example_weighted: bool = False,
-    query_key: str = "",
-) -> tfma.metrics.MetricComputations:
-    return _rating_error_computations(
-        True, rating_key, skip_unrated, name, eval_config, model_names, output_names,
-        example_weighted, query_key,
-    )
-
-
-def _mae_computations(
-    rating_key: str = RATING,
-    skip_unrated: bool = False,
-    name: str = d.MAE_NAME,
-    eval_config: Optional[tfma.EvalConfig] = None,
-    model_names: Optional[List[str]] = None,
-    output_names: Optional[List[str]] = None,
-    example_weighted: bool = False,
-    query_key: str = "",
-) -> tfma.metrics.MetricComputations:
-    return _rating_error_computations(
-        False, rating_key, skip_unrated, name, eval_config, model_names, output_names,
-        example_weighted, query_key,
-    )
-
-
-class RatingRMSE(tfma.metrics.Metric):
-    """Root mean squared error of the score against the rating feature (`rmse`).
-
-    Args:
-      rating_key: raw feature holding the true rating.
-      skip_unrated: leave out examples without the rating feature instead of failing.
-      name: result name.
-    """
-
-    def __init__(self, rating_key: str = RATING, skip_unrated: bool = False, name: str = d.RMSE_NAME):
-        super().__init__(_rmse_computations, rating_key=rating_key, skip_unrated=skip_unrated, name=name)
-
-
-class RatingMAE(tfma.metrics.Metric):
-    """Mean absolute error of the score against the rating feature (`mae`).
-
-    Args:
-      rating_key: raw feature holding the true rating.
-      skip_unrated: leave out examples without the rating feature instead of failing.
-      name: result name.
-    """
-
-    def __init__(self, rating_key: str = RATING, skip_unrated: bool = False, name: str = d.MAE_NAME):
-        super().__init__(_mae_computations, rating_key=rating_key, skip_unrated=skip_unrated, name=name)
+    def __init__(self, top_k: int = 10, name: str = "topk"):
+        super().__init__(_topk_computations, top_k=top_k, name=name)

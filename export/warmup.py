@@ -23,6 +23,20 @@ MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records
 History = Tuple[Sequence[Union[str, bytes]], Optional[Sequence[Union[str, bytes]]]]
 
 
+def signature_inputs(saved_model_dir: str) -> dict:
+    """{signature name: sorted input names} of a SavedModel, read from saved_model.pb."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    out = {}
+    for meta_graph in proto.meta_graphs:
+        for name, signature in meta_graph.signature_def.items():
+            out[name] = sorted(signature.inputs)
+    return out
+
+
 def warmup_path(saved_model_dir: str) -> str:
     """Where the warmup file of a SavedModel directory lives."""
     return os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
@@ -38,20 +52,22 @@ def build_warmup_logs(
     histories: Optional[Sequence[History]] = None,
     batch_sizes: Sequence[int] = (1,),
 ) -> List[prediction_log_pb2.PredictionLog]:
-    """PredictionLogs for `serving_default` (and `recommend` when histories are given).
+    """PredictionLogs for `serving_default` with examples (when any are given) and
+    `recommend` (when histories are given).
 
     Args:
       model_name: written into each request's model_spec.
-      serialized_examples: serialized raw-feature tf.Examples (at least one).
+      serialized_examples: serialized raw-feature tf.Examples (empty: a model whose
+        `serving_default` does not take examples).
       histories: (item_ids, behaviors or None) pairs for `recommend` requests.
       batch_sizes: one request per size per signature; inputs repeat to fill a size.
     """
-    if not serialized_examples:
-        raise ValueError(f"warmup for model {model_name!r} needs at least one serialized example")
+    if not serialized_examples and not histories:
+        raise ValueError(f"warmup for model {model_name!r} needs serialized examples or histories")
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ValueError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
     logs = []
-    for size in batch_sizes:
+    for size in batch_sizes if serialized_examples else ():
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = protocol.SERVING_DEFAULT
@@ -88,7 +104,7 @@ def write_warmup_requests(
     Args:
       saved_model_dir: the SavedModel version directory.
       model_name: model name written into the requests.
-      serialized_examples: serialized raw-feature tf.Examples for `serving_default`.
+      serialized_examples: serialized raw-feature tf.Examples for `serving_default` (may be empty).
       histories: (item_ids, behaviors or None) pairs; adds `recommend` requests.
       batch_sizes: request sizes to warm (e.g. (1, 100) for single and candidate-list calls).
     Returns the path written.

@@ -1,171 +1,157 @@
-"""What every matrix-factorization-style family shares.
+"""The model every family builds: tasks for the loss, capabilities for what it serves.
 
-A family says how it represents the query (a user, or a user's history) and the item;
-this base turns the two into the score
+A family subclasses `RecModel` and defines what its capabilities need:
 
-    score = q . v + b_q + b_m + b_global
+- `score` (`serving_default`): `forward(features, training)` returns one logit per
+  pointwise task plus a penalty; `call` turns logits into served predictions.
+- `retrieve` (`recommend`): `query(history items, behaviors)` and `candidates()`;
+  the retrieval loss is `compute_loss` on user-view batches (`TARGET_IDX`).
+- `similar` (`similar_items`): `item_vectors()`, by default the candidate vectors.
 
-and owns the loss (MSE on the rating, or sigmoid cross-entropy on liked), the L2
-penalty on the looked-up embeddings and biases, and the candidate side used by the
-`recommend` and `similar_items` signatures.
+`compute_loss` is the sum over tasks of weight x task loss, plus the family's penalty.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
-import tf_keras as keras
 
 from contract import features as F
+from contract import tasks as T
+from models.context import ModelContext
+from models.hparams import HParams
+from models.tasks import FULL_SOFTMAX, PointwiseTask, RetrievalTask
+
+SCORE = "score"
+RETRIEVE = "retrieve"
+SIMILAR = "similar"
+CAPABILITIES = (SCORE, RETRIEVE, SIMILAR)
+
+# Keys of a retrieval batch (built by training/views.py from the user view).
+TARGET_IDX = "target_idx"  # [B] the item row to retrieve
+EXCLUDE_IDX = "exclude_idx"  # [B, L] item rows that are not negatives (the user's own items)
 
 
-@dataclasses.dataclass(frozen=True)
-class Head:
-    """A prediction target: the output name, its label and whether it is a probability."""
+class RecModel(tfrs.Model):
+    """Base of every family.
 
-    name: str
-    label: str
-    classification: bool
-
-
-RATING_HEAD = Head(name=F.RATING, label=F.RATING, classification=False)
-LIKED_HEAD = Head(name=F.LIKED, label=F.LIKED, classification=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelContext:
-    """Sizes and statistics a model is built with (all from the training split).
-
-    Attributes:
-      num_users / num_items / num_genres: embedding rows (vocabulary + OOV + padding 0).
-      num_behaviors: history behavior ids (padding 0, behaviors, unknown).
-      mean_rating: training-split mean rating (initial global bias).
-      dim: embedding dimension.
-      l2: L2 weight on looked-up embeddings and biases, per example.
-      seed: initialisation seed.
-      item_table: per-item Transform features indexed by item_idx (for candidates).
+    Args:
+      context: sizes, tasks and training statistics.
+      hparams: the family's hyperparameters.
+      softmax: how retrieval tasks normalise (models.tasks.FULL_SOFTMAX / SAMPLED_SOFTMAX).
     """
 
-    num_users: int
-    num_items: int
-    num_genres: int
-    num_behaviors: int
-    mean_rating: float
-    dim: int = 32
-    l2: float = 0.02
-    seed: int = 42
-    item_table: Optional[Dict[str, np.ndarray]] = None
+    capabilities: FrozenSet[str] = frozenset()
 
-
-def initializer(seed: int, stddev: float = 0.05):
-    return keras.initializers.RandomNormal(stddev=stddev, seed=seed)
-
-
-class HistoryPooling(keras.layers.Layer):
-    """Pools a history (item ids, behavior ids; 0 = padding) into one query vector.
-
-    Each item's embedding is scaled by a learned weight of its behavior (so a
-    disliked item can pull the query away) plus a behavior embedding, then summed with
-    sqrtn weights (sum / sqrt(n)). Also pools a per-item scalar into the query bias.
-    """
-
-    def __init__(self, num_items: int, num_behaviors: int, dim: int, seed: int, **kwargs):
-        super().__init__(**kwargs)
-        self.item_embedding = keras.layers.Embedding(
-            num_items, dim, embeddings_initializer=initializer(seed + 11), name="history_item_embedding"
-        )
-        self.item_bias = keras.layers.Embedding(
-            num_items, 1, embeddings_initializer="zeros", name="history_item_bias"
-        )
-        self.behavior_embedding = keras.layers.Embedding(
-            num_behaviors, dim, embeddings_initializer="zeros", name="behavior_embedding"
-        )
-        self.behavior_weight = keras.layers.Embedding(
-            num_behaviors, 1, embeddings_initializer="ones", name="behavior_weight"
-        )
-
-    def call(self, item_idx: tf.Tensor, behavior_idx: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        mask = tf.cast(item_idx > 0, tf.float32)[..., None]  # [B, L, 1]
-        weight = self.behavior_weight(behavior_idx)
-        vectors = self.item_embedding(item_idx) * weight + self.behavior_embedding(behavior_idx)
-        biases = self.item_bias(item_idx) * weight
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))  # [B, 1]
-        query = tf.reduce_sum(vectors * mask, axis=1) / norm
-        bias = tf.reduce_sum(biases * mask, axis=1) / norm
-        return query, tf.squeeze(bias, -1)
-
-
-class FactorizationModel(tfrs.Model):
-    """Base of the MF family: score = q . v + b_q + b_m + b_global.
-
-    Subclasses implement `query(features)`, `history_query(items, behaviors)`,
-    `item(item_idx, features)` and `candidate_features()`.
-    """
-
-    def __init__(self, context: ModelContext, head: Head, **kwargs):
+    def __init__(self, context: ModelContext, hparams: HParams, softmax: str = FULL_SOFTMAX, **kwargs):
         super().__init__(**kwargs)
         self.context = context
-        self.head = head
-        self.global_bias = tf.Variable(
-            context.mean_rating if not head.classification else 0.0, name="global_bias", dtype=tf.float32
-        )
-        if head.classification:
-            loss = keras.losses.BinaryCrossentropy(from_logits=True)
-            metrics = [keras.metrics.AUC(name="auc", from_logits=True)]
-        else:
-            loss = keras.losses.MeanSquaredError()
-            metrics = [keras.metrics.RootMeanSquaredError(name="rmse")]
-        self.task = tfrs.tasks.Ranking(loss=loss, metrics=metrics)
+        self.hparams = hparams
+        self.pointwise = {t.name: PointwiseTask(t) for t in context.pointwise_tasks}
+        self.retrieval = {t.name: RetrievalTask(t, softmax) for t in context.retrieval_tasks}
+        weights = getattr(hparams, "loss_weights", ())
+        self.loss_weights = _weights(context, weights) if weights else {t.name: 1.0 for t in context.tasks}
 
-    # -- what a family defines ------------------------------------------------
-    def query(self, features: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        raise NotImplementedError
+    # -- score ----------------------------------------------------------------
+    def forward(self, features: Dict[str, tf.Tensor], training: bool = False) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
+        """Logits per pointwise task and the penalty (scalar) of this batch."""
+        raise NotImplementedError(f"{type(self).__name__} does not score examples")
 
-    def history_query(self, item_idx: tf.Tensor, behavior_idx: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        raise NotImplementedError
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        logits, _ = self.forward(features, training=training)
+        return {name: self.pointwise[name].link(value) for name, value in logits.items()}
 
-    def item(self, item_idx: tf.Tensor, features: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        raise NotImplementedError
-
-    def candidate_features(self) -> Dict[str, tf.Tensor]:
-        """Item features for every item row (the `recommend` candidates)."""
-        return {}
-
-    # -- shared ---------------------------------------------------------------
-    def logits(self, features: Dict[str, tf.Tensor]) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Pre-activation scores [B] and the L2 penalty of what was looked up."""
-        q, b_q = self.query(features)
-        v, b_m = self.item(features[F.ITEM_IDX], features)
-        logits = tf.reduce_sum(q * v, axis=-1) + b_q + b_m + self.global_bias
-        penalty = tf.reduce_sum(q * q, -1) + tf.reduce_sum(v * v, -1) + b_q * b_q + b_m * b_m
-        return logits, penalty
-
-    def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        logits, _ = self.logits(features)
-        return tf.sigmoid(logits) if self.head.classification else logits
-
-    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
-        logits, penalty = self.logits(features)
-        labels = tf.cast(features[self.head.label], tf.float32)
-        loss = self.task(labels=labels, predictions=logits)
-        return loss + self.context.l2 * tf.reduce_mean(penalty)
+    # -- retrieve ---------------------------------------------------------------
+    def query(self, history_item_idx: tf.Tensor, history_behavior_idx: tf.Tensor,
+              training: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Query vectors [B, d] and query biases [B] of histories (0 = padding)."""
+        raise NotImplementedError(f"{type(self).__name__} does not retrieve")
 
     def candidates(self) -> Tuple[tf.Tensor, tf.Tensor]:
         """Vectors [N, d] and biases [N] of every item row (row = item_idx)."""
-        idx = tf.range(self.context.num_items, dtype=tf.int64)
-        return self.item(idx, self.candidate_features())
+        raise NotImplementedError(f"{type(self).__name__} does not retrieve")
 
-    def score_candidates(self, q: tf.Tensor, b_q: tf.Tensor) -> tf.Tensor:
-        """Scores [B, N] of every item for each query, in the head's units."""
+    def score_catalogue(self, history_item_idx: tf.Tensor, history_behavior_idx: tf.Tensor) -> tf.Tensor:
+        """Scores [B, N] of every item row for each history (higher ranks first)."""
+        q, b_q = self.query(history_item_idx, history_behavior_idx)
         vectors, biases = self.candidates()
-        logits = tf.matmul(q, vectors, transpose_b=True) + b_q[:, None] + biases[None, :] + self.global_bias
-        return tf.sigmoid(logits) if self.head.classification else logits
+        return tf.matmul(q, vectors, transpose_b=True) + biases[None, :] + b_q[:, None]
+
+    # -- similar --------------------------------------------------------------
+    def item_vectors(self) -> tf.Tensor:
+        """[N, d] vectors whose cosine similarity answers `similar_items`."""
+        return self.candidates()[0]
+
+    # -- training ---------------------------------------------------------------
+    def retrieval_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
+        q, _ = self.query(features[F.HISTORY_ITEM_IDX], features[F.HISTORY_BEHAVIOR_IDX], training=training)
+        vectors, biases = self.candidates()
+        log_q = self.log_popularity() if any(t.softmax != FULL_SOFTMAX for t in self.retrieval.values()) else None
+        total = self.query_penalty(q)
+        for name, task in self.retrieval.items():
+            total += self.loss_weights[name] * task(
+                q, vectors, biases, features[TARGET_IDX], exclude=features.get(EXCLUDE_IDX), log_q=log_q)
+        return total
+
+    def log_popularity(self) -> tf.Tensor:
+        """[N] log of each item's share of the training interactions (smoothed by 1)."""
+        counts = tf.constant(self.context.item_counts, tf.float32) + 1.0
+        return tf.math.log(counts / tf.reduce_sum(counts))
+
+    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
+        if TARGET_IDX in features:
+            return self.retrieval_loss(features, training)
+        logits, penalty = self.forward(features, training=training)
+        total = penalty
+        for name, value in logits.items():
+            task = self.pointwise[name]
+            condition = task.spec.condition
+            mask = features[condition] if condition and condition in features else None
+            total += self.loss_weights[name] * task(features[task.spec.label], value, mask)
+        return total
+
+    def query_penalty(self, query: tf.Tensor) -> tf.Tensor:
+        """Regularization of a retrieval batch's query vectors [B, d] (families override)."""
+        return tf.constant(0.0)
+
+    def monitor(self) -> Tuple[str, str]:
+        """(metric, 'min' or 'max') that early stopping watches on the eval split."""
+        task = self.context.tasks[0]
+        if task.name in self.pointwise:
+            metric = self.pointwise[task.name].metric
+            return f"val_{metric.name}", ("min" if "rmse" in metric.name else "max")
+        return f"val_{T.NDCG_AT_10}", "max"
 
 
-def item_table_variables(table: Dict[str, np.ndarray], names) -> Dict[str, tf.Variable]:
-    """Per-item feature rows as non-trainable variables (a model attribute tracks them)."""
-    return {name: tf.Variable(table[name], trainable=False, name=f"item_table_{name}") for name in names}
+class OneScoreModel(RecModel):
+    """A model with one score per example, read by its single pointwise task."""
+
+    def __init__(self, context, hparams, **kwargs):
+        super().__init__(context, hparams, **kwargs)
+        if len(context.pointwise_tasks) != 1 or context.retrieval_tasks:
+            raise ValueError(
+                f"{type(self).__name__} predicts one pointwise task; got {[t.name for t in context.tasks]}")
+        task = context.pointwise_tasks[0]
+        start = context.mean_rating if task.kind == T.REGRESSION else 0.0
+        self.task_name = task.name
+        self.global_bias = tf.Variable(start, dtype=tf.float32, name="global_bias")
+
+
+
+def _weights(context: ModelContext, values: Sequence[float]) -> Dict[str, float]:
+    if len(values) != len(context.tasks):
+        raise ValueError(
+            f"loss_weights has {len(values)} values for {len(context.tasks)} tasks "
+            f"({', '.join(t.name for t in context.tasks)})")
+    return {t.name: float(w) for t, w in zip(context.tasks, values)}
+
+
+def l2(*tensors: tf.Tensor) -> tf.Tensor:
+    """Per-example sum of squares over the given [B, ...] tensors: [B]."""
+    total = 0.0
+    for t in tensors:
+        t = tf.reshape(t, [tf.shape(t)[0], -1])
+        total += tf.reduce_sum(t * t, axis=-1)
+    return total

@@ -1,34 +1,72 @@
-"""Model families by name: one entry per family, built by `models.trainer.run_fn`."""
+"""Model families by name: one entry each. Everything else is derived from these entries:
+the Trainer's model, the exported signatures (capabilities), the Evaluator config and
+gates (tasks), the pipeline's per-family stages, and the served model names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, FrozenSet, Tuple, Type, Union
 
-from models.base import LIKED_HEAD, RATING_HEAD, FactorizationModel, Head, ModelContext
-from models.mf import MatrixFactorization
-from models.mf_dnn import ITEM_TABLE_FEATURES, ItemDnnMatrixFactorization
-from models.mf_history import HistoryMatrixFactorization
+from contract import datasets as D
+from contract import features as F
+from contract import tasks as T
+from models.base import RecModel
+from models.context import ModelContext
+from models.families import mf, mf_dnn, mf_history, two_tower
+from models.hparams import HParams
+
+TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A trainable family: its model class, its head and the item features it needs."""
+    """A trainable family.
 
-    build: Callable[[ModelContext, Head], FactorizationModel]
-    head: Head
-    item_table_features: Tuple[str, ...] = ()
-    learning_rate: float = 0.005
-    l2: float = 0.1
-    epochs: int = 10
+    Attributes:
+      name: the family (and served model) name.
+      model: its RecModel class; its `capabilities` decide the exported signatures.
+      hparams: its typed hyperparameter record (defaults).
+      tasks: the task names it is trained on, or a function of the dataset giving them.
+      view: the examples it trains on (features.INTERACTION_VIEW or USER_VIEW).
+      summary: one line for `--help` and the README.
+    """
+
+    name: str
+    model: Type[RecModel]
+    hparams: Type[HParams]
+    tasks: TaskNames
+    view: str
+    summary: str
+
+    @property
+    def capabilities(self) -> FrozenSet[str]:
+        return self.model.capabilities
+
+    def task_specs(self, dataset: D.DatasetSpec) -> Tuple[T.TaskSpec, ...]:
+        """The family's tasks on `dataset`; a clear error when the dataset lacks one."""
+        names = self.tasks(dataset) if callable(self.tasks) else self.tasks
+        try:
+            return tuple(dataset.task(name) for name in names)
+        except ValueError as e:
+            raise ValueError(f"model family {self.name!r} cannot train on dataset {dataset.name!r}: {e}") from None
+
+    def build(self, context: ModelContext, hparams: HParams) -> RecModel:
+        return self.model(context, hparams)
 
 
-FAMILIES: Dict[str, Family] = {
-    "mf": Family(MatrixFactorization, RATING_HEAD),
-    "mf_history": Family(HistoryMatrixFactorization, RATING_HEAD),
-    "mf_dnn": Family(ItemDnnMatrixFactorization, RATING_HEAD, ITEM_TABLE_FEATURES),
-    "mf_dnn_liked": Family(ItemDnnMatrixFactorization, LIKED_HEAD, ITEM_TABLE_FEATURES),
-}
+FAMILIES: Dict[str, Family] = {f.name: f for f in (
+    Family("mf", mf.MatrixFactorization, mf.MFParams, (F.RATING,), F.INTERACTION_VIEW,
+            "biased matrix factorization on the rating"),
+    Family("mf_history", mf_history.HistoryMatrixFactorization, mf_history.MFHistoryParams, (F.RATING,),
+            F.INTERACTION_VIEW, "MF with the pooled history (+ user) as the query"),
+    Family("mf_dnn", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, (F.RATING,), F.INTERACTION_VIEW,
+            "MF with an item-metadata DNN"),
+    Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, (F.LIKED,),
+            F.INTERACTION_VIEW, "mf_dnn trained on liked (rating >= 4)"),
+    Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
+            "two-tower retrieval over the whole catalogue (serves recommend)"),
+)}
 
 
 def get_family(name: str) -> Family:
@@ -36,3 +74,14 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}") from None
+
+
+def help_text() -> str:
+    """Every family with its tasks, capabilities and hyperparameters (for `--help`)."""
+    lines = ["model families (override a hyperparameter with --hparam FAMILY.NAME=VALUE):"]
+    for family in FAMILIES.values():
+        tasks = family.tasks if not callable(family.tasks) else ("(per dataset)",)
+        lines.append(f"  {family.name}: {family.summary}; tasks {','.join(tasks)}; "
+                     f"serves {','.join(sorted(family.capabilities))}")
+        lines += [f"      {line}" for line in family.hparams.describe()]
+    return "\n".join(lines)

@@ -12,6 +12,8 @@ import os
 import pathlib
 from typing import Dict, Optional, Tuple
 
+from components.example_gen.config import IngestConfig
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "recsys"
 
@@ -28,35 +30,38 @@ class PipelineConfig:
         serving base directory).
       families: model families to train, evaluate and push (models.registry); empty
         runs the data stages only.
-      max_history: most recent N history interactions kept per example.
+      hparams: per-family hyperparameter overrides, {family: {name: value}}
+        (`--hparam mf.dim=64`); the defaults are each family's typed record.
+      max_history: most recent N history interactions kept per example, read by a
+        query and padded to by Transform (the same N in ExampleGen, Transform and
+        the Trainer).
       negatives_per_positive: sampled negatives per positive (0 = none).
       max_bad_rows: bad input rows tolerated (dropped and reported) before failing.
-      train_steps / eval_steps / batch_size / epochs: trainer budget.
-      top_k: length of the `recommend` signature's answer.
+      train_steps: cap on each Trainer's total steps (0: none; each family trains
+        until its eval metric stops improving, at most its `max_epochs`).
+      top_k: K of `recommend`, `similar_items` and the top-K metrics.
       seed: one seed for sampling, initialisation and shuffling.
+      gate_thresholds / gate_max_worsening: per task name, the gate's value bound and
+        tolerated worsening against the last blessed model (defaults: the dataset's
+        task specs, contract/datasets.py).
     """
 
     data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
     dataset: str = "movielens"
     split: str = "hash"
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
-    families: Tuple[str, ...] = ("mf", "mf_history", "mf_dnn", "mf_dnn_liked")
+    families: Tuple[str, ...] = ("mf", "mf_history", "mf_dnn", "two_tower")
+    hparams: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
     max_history: int = 64
     negatives_per_positive: int = 0
     max_bad_rows: int = 0
     eval_day: str = "2017-12-02"
     test_day: str = "2017-12-03"
-    train_steps: int = 2000
-    eval_steps: int = 100
-    batch_size: int = 256
+    train_steps: int = 0
     top_k: int = 10
     seed: int = 42
-    # Gate: value threshold per family's key metric and change threshold against
-    # the latest blessed model (absolute tolerance).
-    max_rmse: float = 1.0
-    min_auc: float = 0.70
-    max_rmse_increase: float = 0.01
-    max_auc_decrease: float = 0.01
+    gate_thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)
+    gate_max_worsening: Dict[str, float] = dataclasses.field(default_factory=dict)
     # Reuse a component's earlier outputs when its inputs and settings are unchanged.
     enable_cache: bool = False
     beam_pipeline_args: Tuple[str, ...] = (
@@ -87,23 +92,17 @@ class PipelineConfig:
 
     def ingest_config(self) -> Dict:
         """The ExampleGen configuration (components.example_gen.IngestConfig fields)."""
-        files = {
-            "movielens": {"interactions": "ratings.csv", "items": "movies.csv"},
-            "taobao": {"interactions": "UserBehavior_sample.csv", "items": None},
-        }
-        if self.dataset not in files:
-            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {sorted(files)}")
-        return {
-            "dataset": self.dataset,
-            **files[self.dataset],
-            "split": self.split,
-            "eval_day": self.eval_day,
-            "test_day": self.test_day,
-            "max_history": self.max_history,
-            "negatives_per_positive": self.negatives_per_positive,
-            "seed": self.seed,
-            "max_bad_rows": self.max_bad_rows,
-        }
+        config = IngestConfig.for_dataset(
+            self.dataset,
+            split=self.split,
+            eval_day=self.eval_day,
+            test_day=self.test_day,
+            max_history=self.max_history,
+            negatives_per_positive=self.negatives_per_positive,
+            seed=self.seed,
+            max_bad_rows=self.max_bad_rows,
+        )
+        return json.loads(config.to_json())
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -183,27 +183,58 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
 
 
 def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
+    from contract import datasets as D
+    from models import registry
+    from models.hparams import parse_assignments
+
     defaults = PipelineConfig()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=registry.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--data_dir", default=defaults.data_dir)
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["movielens", "taobao"])
-    parser.add_argument("--split", default=defaults.split, choices=["hash", "leave_last_two_out", "by_day"])
+    parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(D.DATASETS))
+    parser.add_argument("--split", default=None, choices=["hash", "leave_last_two_out", "by_day"],
+                        help="default: the dataset's (movielens: hash, taobao: by_day)")
     parser.add_argument("--output_dir", default=defaults.output_dir)
-    parser.add_argument("--families", default=None, help="comma-separated, or 'none' for data stages only")
-    parser.add_argument("--train_steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--families", default=None,
+                        help=f"comma-separated, or 'none' for data stages only (default: {','.join(defaults.families)})")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="override a family's hyperparameter (repeatable); see the list below")
+    parser.add_argument("--gate", action="append", default=[], metavar="TASK=THRESHOLD",
+                        help="override a task's gate threshold, e.g. rating=0.95 (repeatable)")
+    parser.add_argument("--max_history", type=int, default=defaults.max_history)
+    parser.add_argument("--train_steps", type=int, default=defaults.train_steps,
+                        help="cap on each Trainer's steps (0: train until early stopping)")
     parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     args = parser.parse_args(argv)
+    try:
+        hparams = parse_assignments(args.hparam)
+        gates = {}
+        for item in args.gate:
+            task, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--gate {item!r}: expected TASK=THRESHOLD, e.g. rating=0.95")
+            gates[task.strip()] = float(value)
+    except ValueError as e:
+        parser.error(str(e))
     return dataclasses.replace(
         defaults,
         data_dir=args.data_dir,
         dataset=args.dataset,
-        split=args.split,
+        split=args.split or D.dataset_spec(args.dataset).default_split,
         output_dir=os.path.abspath(args.output_dir),
         families=families_arg(args.families),
+        hparams=hparams,
+        gate_thresholds=gates,
+        max_history=args.max_history,
         train_steps=args.train_steps,
         negatives_per_positive=args.negatives_per_positive,
         max_bad_rows=args.max_bad_rows,
+        seed=args.seed,
     )
 
 

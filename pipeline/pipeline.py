@@ -51,7 +51,7 @@ def create_pipeline(
         splits_config=transform_pb2.SplitsConfig(
             analyze=["train"], transform=["train", "eval", "test"]
         ),
-        custom_config={"dataset": config.dataset},
+        custom_config={"dataset": config.dataset, "max_history": config.max_history},
         # StatisticsGen already profiled the raw data; pre/post-transform statistics
         # would double Transform's time.
         disable_statistics=True,
@@ -67,6 +67,7 @@ def create_pipeline(
                 config,
                 examples=transform.outputs["transformed_examples"],
                 raw_examples=example_gen.outputs["examples"],
+                user_examples=example_gen.outputs["user_examples"],
                 transform_graph=transform.outputs["transform_graph"],
                 schema=schema_gen.outputs["schema"],
             )

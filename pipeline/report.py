@@ -14,7 +14,9 @@ from typing import Dict, List, Optional
 
 from google.protobuf import text_format
 
-KEY_METRICS = ("rmse", "mae", "liked_auc", "ndcg@10", "precision@10", "calibration")
+KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration",
+               "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift")
+SPLITS = ("eval", "test")
 
 
 def output_dirs(pipeline_root: str) -> Dict[str, Dict[str, str]]:
@@ -31,17 +33,20 @@ def output_dirs(pipeline_root: str) -> Dict[str, Dict[str, str]]:
     return found
 
 
-def _overall_metrics(evaluation_dir: str) -> Dict[str, float]:
+def split_metrics(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{split: {output name ('' for a single output): {metric: value}}} of the split slices."""
     import tensorflow_model_analysis as tfma
 
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for slice_metrics in tfma.load_metrics(evaluation_dir):
-        if not slice_metrics.slice_key.single_slice_keys:
-            return {
-                kv.key.name: kv.value.double_value.value
-                for kv in slice_metrics.metric_keys_and_values
-                if kv.value.HasField("double_value") and not kv.key.is_diff
-            }
-    return {}
+        keys = slice_metrics.slice_key.single_slice_keys
+        if len(keys) != 1 or keys[0].column != "split":
+            continue
+        split = keys[0].bytes_value.decode()
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.value.HasField("double_value") and not kv.key.is_diff:
+                out.setdefault(split, {}).setdefault(kv.key.output_name, {})[kv.key.name] = kv.value.double_value.value
+    return out
 
 
 def _failures(evaluation_dir: str) -> List[str]:
@@ -75,7 +80,7 @@ def family_outcome(pipeline_root: str, family: str) -> Optional[Dict]:
     pushed = outputs.get(f"Pusher_{family}", {}).get("pushed_model")
     if evaluation is None:
         return None
-    outcome = {"family": family, "metrics": _overall_metrics(evaluation), "failures": _failures(evaluation)}
+    outcome = {"family": family, "metrics": split_metrics(evaluation), "failures": _failures(evaluation)}
     push_file = os.path.join(pushed, "push_result.json") if pushed else None
     if push_file and os.path.exists(push_file):
         with open(push_file) as f:
@@ -84,14 +89,16 @@ def family_outcome(pipeline_root: str, family: str) -> Optional[Dict]:
 
 
 def format_outcome(outcome: Dict) -> List[str]:
-    metrics = "  ".join(
-        f"{name} {outcome['metrics'][name]:.4f}" for name in KEY_METRICS if name in outcome["metrics"]
-    )
     push = outcome.get("push", {})
     if push.get("pushed"):
         verdict = f"blessed, pushed version {push['version']} -> {push['path']}"
     else:
         verdict = "NOT blessed, not pushed"
-    lines = [f"  {outcome['family']:<14} {verdict}", f"  {'':<14} test: {metrics}"]
+    lines = [f"  {outcome['family']:<14} {verdict}"]
+    for split in SPLITS:
+        for output, metrics in sorted(outcome["metrics"].get(split, {}).items()):
+            shown = "  ".join(f"{name} {metrics[name]:.4f}" for name in KEY_METRICS if name in metrics)
+            label = f"{split}{' ' + output if output else ''}:"
+            lines.append(f"  {'':<14} {label:<12} {shown}")
     lines += [f"  {'':<14} failed threshold: {failure}" for failure in outcome["failures"]]
     return lines

@@ -18,7 +18,10 @@ from contract import features as F
 
 ITEM_COUNT_VOCAB = "item_positive_count"
 ITEM_RATING_SUM_VOCAB = "item_rating_sum"
+PAIR_COUNT_VOCAB = "pair_positive_count"
+PAIR_RATING_SUM_VOCAB = "pair_rating_sum"
 USER_COUNT_VOCAB = "user_positive_count"
+PAIR_SEPARATOR = "\x1f"  # joins user and item ids into a (user, item) key
 _MILLI = 1000.0
 
 
@@ -80,32 +83,36 @@ def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Te
     return tf.cast(milli, tf.float32) / _MILLI
 
 
-def _history(inputs, spec: D.DatasetSpec, item_vocab) -> Dict[str, tf.Tensor]:
-    """History -> item and behavior ids, most recent MAX_HISTORY kept, padded to a bucket.
+def _history(inputs, spec: D.DatasetSpec, item_vocab, max_history: int) -> Dict[str, tf.Tensor]:
+    """History -> item and behavior ids, most recent `max_history` kept, padded to a bucket.
 
     The padded lists are sparse outputs whose row length is the example's bucket
-    (8, 16, 32 or 64), so the trainer can batch examples of one bucket together
-    instead of padding every history to the longest.
+    (`features.history_buckets(max_history)`: 8, 16, 32, 64 by default), so the trainer
+    can batch examples of one bucket together instead of padding every history to the
+    longest.
     """
-    items = _ragged(inputs[F.HISTORY_ITEM_IDS])[:, -F.MAX_HISTORY :]
-    behaviors = _ragged(inputs[F.HISTORY_BEHAVIORS])[:, -F.MAX_HISTORY :]
+    buckets = F.history_buckets(max_history)
+    items = _ragged(inputs[F.HISTORY_ITEM_IDS])[:, -max_history:]
+    behaviors = _ragged(inputs[F.HISTORY_BEHAVIORS])[:, -max_history:]
     item_ids = _shifted_vocab_ids(items, F.ITEM_VOCAB, deferred_vocab=item_vocab)
+    # Known behaviors -> 1..n, anything else -> n + 1 (0 stays padding). The table's
+    # values must be 0..n-1: its OOV bucket is numbered after the table size.
     behavior_table = tf.lookup.StaticVocabularyTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(spec.behaviors),
-            tf.range(1, len(spec.behaviors) + 1, dtype=tf.int64),
+            tf.range(len(spec.behaviors), dtype=tf.int64),
         ),
         num_oov_buckets=1,
     )
-    behavior_ids = tf.ragged.map_flat_values(behavior_table.lookup, behaviors)
+    behavior_ids = tf.ragged.map_flat_values(lambda b: behavior_table.lookup(b) + 1, behaviors)
 
     length = tf.cast(items.row_lengths(), tf.int64)
-    bucket = tf.fill(tf.shape(length), tf.constant(F.HISTORY_BUCKETS[-1], tf.int64))
-    for size in reversed(F.HISTORY_BUCKETS[:-1]):
+    bucket = tf.fill(tf.shape(length), tf.constant(buckets[-1], tf.int64))
+    for size in reversed(buckets[:-1]):
         bucket = tf.where(length <= size, tf.constant(size, tf.int64), bucket)
 
     def pad_to_bucket(ragged_ids):
-        dense = ragged_ids.to_tensor(default_value=0, shape=[None, F.MAX_HISTORY])
+        dense = ragged_ids.to_tensor(default_value=0, shape=[None, max_history])
         return tf.RaggedTensor.from_tensor(dense, lengths=bucket).to_sparse()
 
     return {
@@ -135,8 +142,14 @@ def _labels(inputs, spec: D.DatasetSpec) -> Dict[str, tf.Tensor]:
 def preprocessing_fn(
     inputs: Dict[str, Any], custom_config: Optional[Dict[str, Any]] = None
 ) -> Dict[str, Any]:
-    """tf.Transform entry point; `custom_config["dataset"]` names the DatasetSpec."""
-    spec = D.dataset_spec((custom_config or {}).get("dataset", D.MOVIELENS.name))
+    """tf.Transform entry point.
+
+    `custom_config`: `dataset` names the DatasetSpec; `max_history` the most recent history
+    items kept (the pipeline's setting, the same the ExampleGen used).
+    """
+    custom_config = custom_config or {}
+    spec = D.dataset_spec(custom_config.get("dataset", D.MOVIELENS.name))
+    max_history = int(custom_config.get("max_history", F.MAX_HISTORY))
     outputs: Dict[str, Any] = {}
 
     user = _dense(inputs[F.USER_ID], b"")
@@ -166,24 +179,43 @@ def preprocessing_fn(
         year = tf.cast(inputs[F.ITEM_YEAR], tf.float32)
         outputs[F.ITEM_YEAR_Z] = _dense(tft.scale_to_z_score(year), 0.0)
 
-    # Item statistics from the training split's positives only.
+    # Item statistics from the training split's positives only, leave-one-out: a
+    # training row's own interaction is subtracted (its (user, item) pair is looked
+    # up in the training pairs), so no feature of a training row holds its own label.
+    # Eval, test and serving rows are not training pairs and see the full statistics.
+    pair = tf.strings.join([user, item], separator=PAIR_SEPARATOR)
     item_count = tft.vocabulary(
         item, weights=positive, store_frequency=True, vocab_filename=ITEM_COUNT_VOCAB
     )
-    count = _frequency_lookup(item, item_count, default=0.0)
+    pair_count = tft.vocabulary(
+        pair, weights=positive, store_frequency=True, vocab_filename=PAIR_COUNT_VOCAB
+    )
+    own = _frequency_lookup(pair, pair_count, default=0.0)
+    count = _frequency_lookup(item, item_count, default=0.0) - own
     outputs[F.ITEM_POPULARITY_MM] = tf.clip_by_value(
         tft.scale_by_min_max(tf.math.log1p(count)), 0.0, 1.0
     )
+    outputs[F.ITEM_POPULARITY_LEVEL] = tf.where(
+        count <= F.POPULARITY_TAIL_MAX,
+        tf.constant(F.POPULARITY_LEVELS[0]),
+        tf.where(
+            count <= F.POPULARITY_TORSO_MAX,
+            tf.constant(F.POPULARITY_LEVELS[1]),
+            tf.constant(F.POPULARITY_LEVELS[2]),
+        ),
+    )
     if spec.has_rating:
         rating = _dense(inputs[F.RATING], 0.0)
-        global_mean = _weighted_mean(rating, positive)
+        weighted = rating * positive
         rating_sum = tft.vocabulary(
-            item,
-            weights=rating * positive,
-            store_frequency=True,
-            vocab_filename=ITEM_RATING_SUM_VOCAB,
+            item, weights=weighted, store_frequency=True, vocab_filename=ITEM_RATING_SUM_VOCAB
         )
-        total = _frequency_lookup(item, rating_sum, default=0.0)
+        pair_sum = tft.vocabulary(
+            pair, weights=weighted, store_frequency=True, vocab_filename=PAIR_RATING_SUM_VOCAB
+        )
+        own_sum = _frequency_lookup(pair, pair_sum, default=0.0)
+        total = _frequency_lookup(item, rating_sum, default=0.0) - own_sum
+        global_mean = (tft.sum(weighted) - own_sum) / tf.maximum(tft.sum(positive) - own, 1.0)
         average = tf.where(count > 0, total / tf.maximum(count, 1.0), global_mean)
         outputs[F.ITEM_AVG_RATING_MM] = tf.clip_by_value(tft.scale_by_min_max(average), 0.0, 1.0)
 
@@ -202,11 +234,6 @@ def preprocessing_fn(
         ),
     )
 
-    outputs.update(_history(inputs, spec, item_vocab))
+    outputs.update(_history(inputs, spec, item_vocab, max_history))
     outputs.update(_labels(inputs, spec))
     return outputs
-
-
-def _weighted_mean(x: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """Training-split mean of x over examples with weight 1 (sum(w x) / sum(w))."""
-    return tft.sum(x * weights) / tf.maximum(tft.sum(weights), 1.0)

@@ -36,6 +36,8 @@ DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory",
 _BAD = "bad"
 _STATS = "stats"
 _ITEMS = "items"
+_USERS = "users"
+USER_VIEW_DIR = "user_view"  # under the work dir: the user view's Split-* directories
 _BAD_FILE = "_bad_rows.json"
 _STATS_FILE = "_stats.json"
 
@@ -90,6 +92,9 @@ class UserExamplesDoFn(beam.DoFn):
             user_id, (Interaction(*row) for row in rows), self._config, catalogue)
         for record in result.examples:
             yield SPLIT_NAMES.index(record.split), encoding.serialize(record.features)
+        for record in result.user_examples:
+            yield beam.pvalue.TaggedOutput(_USERS, (SPLIT_NAMES.index(record.split),
+                                                    encoding.serialize(record.features)))
         for bad in result.bad_rows:
             yield beam.pvalue.TaggedOutput(_BAD, tuple(bad))
         yield beam.pvalue.TaggedOutput(_STATS, histories.merge_stats({}, result.stats))
@@ -178,17 +183,19 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], config: Inges
         | "GroupByUser" >> beam.GroupByKey()
         | "UserExamples" >> beam.ParDo(
             UserExamplesDoFn(config.to_json()), catalogue=beam.pvalue.AsSingleton(catalogue)
-        ).with_outputs(_BAD, _STATS, main="examples"))
+        ).with_outputs(_BAD, _STATS, _USERS, main="examples"))
 
-    by_split = users.examples | "PartitionBySplit" >> beam.Partition(lambda kv, _: kv[0], len(SPLIT_NAMES))
-    for index, split in enumerate(SPLIT_NAMES):
-        _ = (
-            by_split[index]
-            | f"Serialized[{split}]" >> beam.Map(lambda kv: kv[1])
-            | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                os.path.join(split_dir(work_dir, split), FILE_PREFIX),
-                file_name_suffix=FILE_SUFFIX,
-                compression_type=CompressionTypes.GZIP))
+    for view, examples, out_dir in (("", users.examples, work_dir),
+                                    ("Users", users[_USERS], os.path.join(work_dir, USER_VIEW_DIR))):
+        by_split = examples | f"{view}PartitionBySplit" >> beam.Partition(lambda kv, _: kv[0], len(SPLIT_NAMES))
+        for index, split in enumerate(SPLIT_NAMES):
+            _ = (
+                by_split[index]
+                | f"{view}Serialized[{split}]" >> beam.Map(lambda kv: kv[1])
+                | f"{view}Write[{split}]" >> beam.io.WriteToTFRecord(
+                    os.path.join(split_dir(out_dir, split), FILE_PREFIX),
+                    file_name_suffix=FILE_SUFFIX,
+                    compression_type=CompressionTypes.GZIP))
 
     _ = (
         (parsed[_BAD], users[_BAD])
@@ -223,7 +230,8 @@ def _write_json_atomically(path: str, value: Dict[str, Any]) -> None:
 
 def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig], output_dir: str,
                beam_pipeline_args: Optional[Sequence[str]] = None, *,
-               make_pipeline: Optional[Callable[[], beam.Pipeline]] = None) -> Dict[str, Any]:
+               make_pipeline: Optional[Callable[[], beam.Pipeline]] = None,
+               user_output_dir: Optional[str] = None) -> Dict[str, Any]:
     """Reads the log under `input_base` and writes `output_dir/Split-{train,eval,test}` and the report.
 
     Everything is written under a temporary directory inside `output_dir` and
@@ -237,6 +245,7 @@ def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig]
       beam_pipeline_args: Beam options; default: the in-memory DirectRunner.
       make_pipeline: builds the Beam pipeline instead (the TFX executor passes its own); wins over
         beam_pipeline_args.
+      user_output_dir: where the user view's `Split-*` go (same rules); None skips publishing it.
 
     Returns:
       The report also written to `output_dir/ingest_report.json`.
@@ -245,10 +254,12 @@ def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig]
     config = _as_config(config)
     paths = inmemory.input_paths(input_base, config)
     os.makedirs(output_dir, exist_ok=True)
-    existing = [name for name in os.listdir(output_dir)
-                if name.startswith(SPLIT_DIR_PREFIX) or name == report.REPORT_FILE]
-    if existing:
-        raise FileExistsError(f"output_dir {output_dir} already holds {sorted(existing)}")
+    for out in [output_dir] + ([user_output_dir] if user_output_dir else []):
+        os.makedirs(out, exist_ok=True)
+        existing = [name for name in os.listdir(out)
+                    if name.startswith(SPLIT_DIR_PREFIX) or name == report.REPORT_FILE]
+        if existing:
+            raise FileExistsError(f"output directory {out} already holds {sorted(existing)}")
 
     work_dir = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=output_dir)
     moved: List[str] = []
@@ -267,11 +278,15 @@ def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig]
         if bad["total"]:
             logging.warning("dropped %d bad input rows (limit %d): %s", bad["total"], config.max_bad_rows,
                             "; ".join(bad["first"]))
-        for split in SPLIT_NAMES:
-            source = split_dir(work_dir, split)
-            os.makedirs(source, exist_ok=True)
-            os.rename(source, split_dir(output_dir, split))
-            moved.append(split_dir(output_dir, split))
+        publish = [(work_dir, output_dir)]
+        if user_output_dir:
+            publish.append((os.path.join(work_dir, USER_VIEW_DIR), user_output_dir))
+        for source_dir, out in publish:
+            for split in SPLIT_NAMES:
+                source = split_dir(source_dir, split)
+                os.makedirs(source, exist_ok=True)
+                os.rename(source, split_dir(out, split))
+                moved.append(split_dir(out, split))
         result = inmemory.build_report(config, paths, stats, bad, time.monotonic() - start)
         _write_json_atomically(os.path.join(output_dir, report.REPORT_FILE), result)
     except BaseException:

@@ -14,7 +14,11 @@ from components.example_gen.config import IngestConfig
 
 
 class InteractionExampleGenSpec(types.ComponentSpec):
-    """Parameters `input_base` (directory) and `config` (IngestConfig JSON); output `examples`."""
+    """Parameters `input_base` (directory) and `config` (IngestConfig JSON).
+
+    Outputs `examples` (the interaction view: one example per interaction) and
+    `user_examples` (the user view: one example per user and split).
+    """
 
     PARAMETERS = {
         executor.INPUT_BASE_KEY: ExecutionParameter(type=str),
@@ -23,6 +27,7 @@ class InteractionExampleGenSpec(types.ComponentSpec):
     INPUTS: Dict[str, ChannelParameter] = {}
     OUTPUTS = {
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.USER_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
     }
 
 
@@ -52,5 +57,6 @@ class InteractionExampleGen(base_beam_component.BaseBeamComponent):
         spec = InteractionExampleGenSpec(
             input_base=input_base,
             config=config.to_json(),
-            examples=types.Channel(type=standard_artifacts.Examples))
+            examples=types.Channel(type=standard_artifacts.Examples),
+            user_examples=types.Channel(type=standard_artifacts.Examples))
         super().__init__(spec=spec)

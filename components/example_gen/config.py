@@ -75,6 +75,14 @@ class IngestConfig:
         return cls(**values)
 
     @classmethod
+    def for_dataset(cls, dataset: str, **overrides: Any) -> "IngestConfig":
+        """The preset of `dataset` (its file names and default split) with overrides."""
+        presets = {datasets.MOVIELENS.name: cls.movielens, datasets.TAOBAO.name: cls.taobao}
+        if dataset not in presets:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(presets)}")
+        return presets[dataset](**overrides)
+
+    @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "IngestConfig":
         """Builds a config from a dict, rejecting unknown keys.
 

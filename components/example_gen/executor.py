@@ -17,6 +17,7 @@ from components.example_gen.config import SPLIT_NAMES, IngestConfig
 INPUT_BASE_KEY = "input_base"
 CONFIG_KEY = "config"
 EXAMPLES_KEY = "examples"
+USER_EXAMPLES_KEY = "user_examples"
 FILE_FORMAT = "tfrecords_gzip"  # the tfx_bsl name of GZIP TFRecord files
 
 
@@ -29,17 +30,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         Args:
           input_dict: unused (the component has no input channels).
-          output_dict: `examples`: one Examples artifact.
+          output_dict: `examples` (the interaction view) and `user_examples` (the user view):
+            one Examples artifact each.
           exec_properties: `input_base` (directory) and `config` (IngestConfig JSON).
         """
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
+        user_examples = artifact_utils.get_single_instance(output_dict[USER_EXAMPLES_KEY])
         config = IngestConfig.from_json(exec_properties[CONFIG_KEY])
         report = run_ingest(exec_properties[INPUT_BASE_KEY], config, examples.uri,
-                            make_pipeline=self._make_beam_pipeline)
-        examples.split_names = artifact_utils.encode_split_names(list(SPLIT_NAMES))
-        examples.set_string_custom_property(
-            example_gen_utils.PAYLOAD_FORMAT_PROPERTY_NAME,
-            example_gen_pb2.PayloadFormat.Name(example_gen_pb2.FORMAT_TF_EXAMPLE))
-        examples.set_string_custom_property(example_gen_utils.FILE_FORMAT_PROPERTY_NAME, FILE_FORMAT)
+                            make_pipeline=self._make_beam_pipeline, user_output_dir=user_examples.uri)
+        for artifact in (examples, user_examples):
+            artifact.split_names = artifact_utils.encode_split_names(list(SPLIT_NAMES))
+            artifact.set_string_custom_property(
+                example_gen_utils.PAYLOAD_FORMAT_PROPERTY_NAME,
+                example_gen_pb2.PayloadFormat.Name(example_gen_pb2.FORMAT_TF_EXAMPLE))
+            artifact.set_string_custom_property(example_gen_utils.FILE_FORMAT_PROPERTY_NAME, FILE_FORMAT)
         logging.info("InteractionExampleGen wrote %s to %s", report["rows_written"], examples.uri)

@@ -12,7 +12,15 @@ import random
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from components.example_gen import parsing, splits
-from components.example_gen.config import SPLIT_BY_DAY, SPLIT_HASH, SPLIT_LEAVE_LAST_TWO_OUT, TRAIN, IngestConfig
+from components.example_gen.config import (
+    EVAL,
+    SPLIT_BY_DAY,
+    SPLIT_HASH,
+    SPLIT_LEAVE_LAST_TWO_OUT,
+    TEST,
+    TRAIN,
+    IngestConfig,
+)
 from components.example_gen.parsing import BadRow, Interaction, ItemMeta, id_sort_key
 from contract import datasets, features
 
@@ -76,11 +84,19 @@ class ExampleRecord(NamedTuple):
 
 
 class UserResult(NamedTuple):
-    """What one user contributes: examples, dropped rows and counts."""
+    """What one user contributes: examples of both views, dropped rows and counts.
+
+    Attributes:
+      examples: the interaction view (one example per interaction, plus negatives).
+      bad_rows: rows dropped for this user.
+      stats: counts summed into the ingest report.
+      user_examples: the user view: at most one example per split (see `_user_view`).
+    """
 
     examples: List[ExampleRecord]
     bad_rows: List[BadRow]
     stats: Dict[str, object]
+    user_examples: List[ExampleRecord] = []
 
 
 class _Row(NamedTuple):
@@ -229,6 +245,9 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     positives: List[ExampleRecord] = []
     history_ids: List[str] = []
     history_behaviors: List[str] = []
+    seen_ids: List[str] = []  # every visible interaction so far, untruncated (the user view)
+    seen_behaviors: List[str] = []
+    seen_before: Dict[str, int] = {}  # split -> visible interactions before its first example
     keep = config.max_history
     start = 0
     while start < len(events):
@@ -244,8 +263,10 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
                 stats[STAT_DROPPED] += 1
                 continue
             row = rows[i]
+            seen_before.setdefault(split, len(seen_ids))
             feats = _item_features(row.event, spec, catalogue)
             feats[features.USER_ID] = [user_id]
+            feats[features.SPLIT] = [split]
             feats[features.TIMESTAMP] = [row.event.timestamp]
             feats[features.HISTORY_ITEM_IDS] = history_ids[-keep:] if keep else []
             feats[features.HISTORY_BEHAVIORS] = history_behaviors[-keep:] if keep else []
@@ -261,6 +282,8 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
             if visible[i]:
                 history_ids.append(events[i].item_id)
                 history_behaviors.append(events[i].behavior)
+                seen_ids.append(events[i].item_id)
+                seen_behaviors.append(events[i].behavior)
         if len(history_ids) > 2 * keep:  # only the last `keep` are ever read
             del history_ids[:-keep or None], history_behaviors[:-keep or None]
         start = end
@@ -271,7 +294,50 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
             for item in sampler.draw(config.negatives_per_positive):
                 examples.append(_negative(record, item, spec, catalogue))
                 stats[STAT_NEGATIVES][record.split] += 1
-    return UserResult(examples, bad_rows, stats)
+    user_examples = _user_view(user_id, positives, seen_ids, seen_behaviors, seen_before, config)
+    return UserResult(examples, bad_rows, stats, user_examples)
+
+
+def _user_view(user_id: str, positives: Sequence[ExampleRecord], seen_ids: Sequence[str],
+               seen_behaviors: Sequence[str], seen_before: Mapping[str, int],
+               config: IngestConfig) -> List[ExampleRecord]:
+    """The user view: per split, what the user had done before it and the items it holds out.
+
+    - history: every interaction the split lets a model see before it, oldest first and
+      untruncated (a model reads the most recent `max_history`; serving excludes all of
+      them). Hash split: all of the user's training interactions. Time splits: every
+      interaction before the split's first example.
+    - targets (eval / test): the split's items; in the hash split only those the dataset
+      counts as retrieval targets (MovieLens: rated >= 4, the liked items of protocol K).
+    - the train example has the training history and the training items as targets.
+    Users without history or without targets in a split get no example for it.
+    """
+    spec = config.spec
+    train_count = sum(1 for r in positives if r.split == TRAIN)
+    level = features.activity_level(train_count)
+    out: List[ExampleRecord] = []
+    for split in (TRAIN, EVAL, TEST):
+        rows = [r for r in positives if r.split == split]
+        if config.split == SPLIT_HASH:
+            seen = len(seen_ids)
+            if spec.retrieval_min_rating is not None and split != TRAIN:
+                rows = [r for r in rows if r.features[features.RATING][0] >= spec.retrieval_min_rating]
+        elif split == TRAIN:
+            later = [seen_before[s] for s in (EVAL, TEST) if s in seen_before]
+            seen = min(later) if later else len(seen_ids)
+        else:
+            seen = seen_before.get(split, 0)
+        if not rows or not seen:
+            continue
+        out.append(ExampleRecord(split, {
+            features.USER_ID: [user_id],
+            features.SPLIT: [split],
+            features.USER_ACTIVITY_LEVEL: [level],
+            features.HISTORY_ITEM_IDS: list(seen_ids[:seen]),
+            features.HISTORY_BEHAVIORS: list(seen_behaviors[:seen]),
+            features.TARGET_ITEM_IDS: [r.features[features.ITEM_ID][0] for r in rows],
+        }, False))
+    return out
 
 
 def _meta_features(meta: ItemMeta, spec: datasets.DatasetSpec) -> Dict[str, list]:
@@ -297,7 +363,8 @@ def _negative(positive: ExampleRecord, item_id: str, spec: datasets.DatasetSpec,
     """A sampled negative: the positive's user, time, history and split with another item, labels 0."""
     feats = _meta_features(catalogue.meta[item_id], spec)
     feats[features.ITEM_ID] = [item_id]
-    for name in (features.USER_ID, features.TIMESTAMP, features.HISTORY_ITEM_IDS, features.HISTORY_BEHAVIORS):
+    for name in (features.USER_ID, features.TIMESTAMP, features.SPLIT, features.HISTORY_ITEM_IDS,
+                 features.HISTORY_BEHAVIORS):
         feats[name] = positive.features[name]
     for label in spec.raw_labels:
         if label != features.RATING:
@@ -326,6 +393,16 @@ def group_by_user(interactions: Iterable[Interaction]) -> Dict[str, List[Interac
     for row in interactions:
         by_user[row.user_id].append(row)
     return by_user
+
+
+def build_user_view(interactions: Iterable[Interaction], config: IngestConfig,
+                    catalogue: Catalogue) -> List[ExampleRecord]:
+    """The user view of a whole in-memory log (users in id order); see `_user_view`."""
+    by_user = group_by_user(interactions)
+    out: List[ExampleRecord] = []
+    for user_id in sorted(by_user, key=id_sort_key):
+        out.extend(build_user_examples(user_id, by_user[user_id], config, catalogue).user_examples)
+    return out
 
 
 def build_examples(interactions: Iterable[Interaction], config: IngestConfig,

@@ -27,22 +27,11 @@ def resolve_files(file_pattern: Union[str, Sequence[str]]) -> List[str]:
     return files
 
 
-def densify(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """Sparse history sequences -> dense, 0-padded (row length = the bucket)."""
-    out = dict(features)
-    for name in HISTORY_SEQUENCES:
-        value = out.get(name)
-        if isinstance(value, tf.SparseTensor):
-            out[name] = tf.sparse.to_dense(value, default_value=0)
-        elif isinstance(value, tf.RaggedTensor):
-            out[name] = value.to_tensor(default_value=0)
-    return out
-
-
 def load_examples(
-    file_pattern: Union[str, Sequence[str]], tf_transform_output: tft.TFTransformOutput
+    file_pattern: Union[str, Sequence[str]], tf_transform_output: tft.TFTransformOutput,
+    max_history: int = F.MAX_HISTORY,
 ) -> Dict[str, np.ndarray]:
-    """All transformed examples of a split as numpy arrays (histories padded to MAX_HISTORY).
+    """All transformed examples of a split as numpy arrays (histories padded to `max_history`).
 
     Parsing happens once, in large vectorized batches; training epochs then only
     index into memory.
@@ -55,7 +44,7 @@ def load_examples(
         for name, value in batch.items():
             if isinstance(value, tf.SparseTensor):
                 value = tf.sparse.to_dense(
-                    tf.sparse.reset_shape(value, [value.dense_shape[0], F.MAX_HISTORY]), default_value=0
+                    tf.sparse.reset_shape(value, [value.dense_shape[0], max_history]), default_value=0
                 )
             parts.setdefault(name, []).append(value.numpy())
     if not parts:
@@ -107,6 +96,12 @@ def make_dataset(
         for name, value in data.items()
     }
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(4)
+
+
+def num_batches(data: Dict[str, np.ndarray], batch_size: int) -> int:
+    """Batches in one pass of `make_dataset` (each history bucket is batched separately)."""
+    _, counts = np.unique(data[F.HISTORY_BUCKET], return_counts=True)
+    return int(sum(-(-int(c) // batch_size) for c in counts))
 
 
 def item_feature_table(data: Dict[str, np.ndarray], num_rows: int, names: Sequence[str]) -> Dict[str, np.ndarray]:

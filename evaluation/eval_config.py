@@ -1,0 +1,137 @@
+"""The Evaluator's config, derived from a family's tasks and capabilities.
+
+One Evaluator pass reads the eval and test splits together and slices on the raw
+`split` feature: the gates look at the eval split (overall and per user activity /
+item popularity slices are reported for both), so repeated runs never select a model
+on the test split, which is only reported. There is deliberately no overall slice:
+it would mix the two splits.
+
+- Pointwise tasks (interaction view): `serving_default`, one `TaskMetrics` per task
+  output; the task's condition is the example weight (rows where it is 0 are left out).
+- Retrieval (user view): `rank_queries`, one `TopKMetrics`; the gate is NDCG@K's lift
+  over the training-popularity ranking on the same queries, plus no drop in NDCG@K
+  against the last blessed model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import tensorflow_model_analysis as tfma
+from google.protobuf import wrappers_pb2
+
+from contract import features as F
+from contract import protocol
+from contract import tasks as T
+
+MODULE = "evaluation.tfma_metrics"
+GATE_SPLIT = "eval"
+REPORT_SPLIT = "test"
+
+
+def split_slice(split: str = GATE_SPLIT) -> tfma.SlicingSpec:
+    return tfma.SlicingSpec(feature_values={F.SPLIT: split})
+
+
+def slicing_specs(view: str) -> List[tfma.SlicingSpec]:
+    """Per split, and per split x user activity (x item popularity on the interaction view)."""
+    if view == F.USER_VIEW:
+        crosses = [F.USER_ACTIVITY_LEVEL]
+    else:
+        crosses = [F.USER_ACTIVITY, F.ITEM_POPULARITY_LEVEL]
+    return [tfma.SlicingSpec(feature_keys=[F.SPLIT])] + [
+        tfma.SlicingSpec(feature_keys=[F.SPLIT, key]) for key in crosses]
+
+
+def _threshold(gate: T.Gate) -> tfma.MetricThreshold:
+    if gate.higher_is_better:
+        value = tfma.GenericValueThreshold(lower_bound={"value": gate.threshold})
+        change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                             absolute={"value": -gate.max_worsening})
+    else:
+        value = tfma.GenericValueThreshold(upper_bound={"value": gate.threshold})
+        change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                                             absolute={"value": gate.max_worsening})
+    return tfma.MetricThreshold(value_threshold=value, change_threshold=change)
+
+
+def _gate(spec: tfma.MetricsSpec, gate: Optional[T.Gate], change_metric: Optional[str] = None) -> None:
+    """Puts the gate on the eval-split slice; the change threshold may watch another metric."""
+    if gate is None:
+        return
+    threshold = _threshold(gate)
+    value_only = tfma.MetricThreshold(value_threshold=threshold.value_threshold)
+    change_only = tfma.MetricThreshold(change_threshold=threshold.change_threshold)
+    targets = [(gate.metric, value_only), (change_metric or gate.metric, change_only)]
+    for metric, part in targets:
+        spec.per_slice_thresholds[metric].thresholds.append(
+            tfma.PerSliceMetricThreshold(slicing_specs=[split_slice()], threshold=part))
+
+
+def metric_config(class_name: str, **config) -> tfma.MetricConfig:
+    return tfma.MetricConfig(class_name=class_name, module=MODULE,
+                             config=json.dumps(config, sort_keys=True) if config else "")
+
+
+def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
+                liked_threshold: Optional[float] = F.LIKED_MIN_RATING) -> tfma.EvalConfig:
+    """TFMA config for a model trained on `tasks` (all pointwise, or one retrieval task).
+
+    Args:
+      tasks: the model's tasks, gates included (thresholds already from the pipeline config).
+      top_k: K of the top-K metrics.
+      liked_threshold: a regression task on the rating also reports the AUC of its
+        prediction against rating >= this (None: not).
+    """
+    options = tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
+    retrieval = [t for t in tasks if t.kind == T.RETRIEVAL]
+    if retrieval:
+        if len(tasks) != 1:
+            raise ValueError(f"a retrieval model is evaluated on its one retrieval task, got {[t.name for t in tasks]}")
+        spec = tfma.MetricsSpec(metrics=[metric_config("TopKMetrics", top_k=top_k)],
+                                example_weights=tfma.ExampleWeightOptions(unweighted=True))
+        gate = retrieval[0].gate
+        _gate(spec, gate, change_metric=f"ndcg@{top_k}" if gate is not None else None)
+        return tfma.EvalConfig(
+            model_specs=[tfma.ModelSpec(signature_name=protocol.RANK_QUERIES)],
+            slicing_specs=slicing_specs(F.USER_VIEW), metrics_specs=[spec], options=options)
+
+    single = len(tasks) == 1
+    model_spec = tfma.ModelSpec(signature_name=protocol.SERVING_DEFAULT,
+                                preprocessing_function_names=[protocol.TRANSFORM_FEATURES])
+    if single:
+        model_spec.label_key = tasks[0].label
+        if tasks[0].condition:
+            model_spec.example_weight_key = tasks[0].condition
+    else:
+        for task in tasks:
+            model_spec.label_keys[task.name] = task.label
+            if task.condition:
+                model_spec.example_weight_keys[task.name] = task.condition
+    specs = []
+    for task in tasks:
+        config: Dict = {"kind": task.kind}
+        if task.kind == T.REGRESSION and task.label == F.RATING and liked_threshold is not None:
+            config["liked_threshold"] = liked_threshold
+        spec = tfma.MetricsSpec(metrics=[metric_config("TaskMetrics", **config)],
+                                output_names=[] if single else [task.name],
+                                example_weights=tfma.ExampleWeightOptions(unweighted=True))
+        _gate(spec, task.gate)
+        specs.append(spec)
+    return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing_specs(F.INTERACTION_VIEW),
+                           metrics_specs=specs, options=options)
+
+
+def with_thresholds(tasks: Sequence[T.TaskSpec], thresholds: Mapping[str, float],
+                    max_worsening: Mapping[str, float]) -> List[T.TaskSpec]:
+    """Tasks whose gate threshold / tolerated worsening is overridden by name (pipeline config)."""
+    out = []
+    for task in tasks:
+        changes = {}
+        if task.name in thresholds:
+            changes["threshold"] = float(thresholds[task.name])
+        if task.name in max_worsening:
+            changes["max_worsening"] = float(max_worsening[task.name])
+        out.append(task.with_gate(**changes) if changes and task.gate else task)
+    return out

@@ -1,0 +1,211 @@
+"""Exports a trained model as a SavedModel whose signatures follow its capabilities.
+
+- score: `serving_default` (serialized raw `tf.Example`s; the Transform graph runs inside
+  the model, so there is no train/serve skew; one output per task) and
+  `transform_features` (for the Evaluator).
+- retrieve: `recommend` (a batch of histories -> the top-K items over the catalogue and
+  their scores, never an item of the history) and `rank_queries` (serialized user-view
+  examples -> ranked item rows, the popularity ranking and the target rows, for the
+  Evaluator's top-K metrics). Without `score`, `serving_default` is `recommend`.
+- similar: `similar_items` (item ids -> the K items with the closest vectors, cosine).
+
+`recommend` rejects what it would silently misread: a behavior outside the dataset's
+vocabulary, or a history whose items are all unknown (INVALID_ARGUMENT in TF Serving).
+Unknown items next to known ones are ignored, and an empty history is allowed (the
+answer is the model's item prior).
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from contract import datasets as D
+from contract import features as F
+from contract import protocol
+from models.base import RETRIEVE, SCORE, SIMILAR, RecModel
+
+HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
+
+
+def densify(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """Sparse history sequences -> dense, 0-padded (row length = the bucket)."""
+    out = dict(features)
+    for name in HISTORY_SEQUENCES:
+        value = out.get(name)
+        if isinstance(value, tf.SparseTensor):
+            out[name] = tf.sparse.to_dense(value, default_value=0)
+        elif isinstance(value, tf.RaggedTensor):
+            out[name] = value.to_tensor(default_value=0)
+    return out
+
+
+def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: D.DatasetSpec) -> Dict:
+    """Raw features a client sends to `serving_default`: no labels, timestamp or split."""
+    drop = set(spec.raw_labels) | {F.TIMESTAMP, F.SPLIT}
+    return {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k not in drop}
+
+
+class Catalogue(tf.Module):
+    """Item id strings <-> item rows, which rows are candidates, and their popularity."""
+
+    def __init__(self, vocabulary, valid_rows, num_rows: int, counts):
+        super().__init__()
+        ids = [b""] + [v if isinstance(v, bytes) else v.encode() for v in vocabulary]
+        ids += [b""] * (num_rows - len(ids))
+        self.ids = tf.Variable(tf.constant(ids, tf.string), trainable=False, name="candidate_ids")
+        self.valid = tf.Variable(tf.constant(valid_rows, tf.bool), trainable=False, name="candidate_valid")
+        self.popularity = tf.Variable(tf.constant(np.asarray(counts, np.float32)), trainable=False,
+                                      name="candidate_popularity")
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(ids[1: len(vocabulary) + 1], tf.string),
+                tf.range(1, len(vocabulary) + 1, dtype=tf.int64),
+            ),
+            default_value=0,
+        )
+
+    def lookup(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Rows of item ids; 0 for unknown ids and padding."""
+        return self.table.lookup(item_ids)
+
+
+def _mask_rows(scores: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """Sets scores[b, rows[b, j]] to -inf for every j (rows: [B, L] int64)."""
+    batch = tf.shape(rows, out_type=tf.int64)[0]
+    length = tf.shape(rows, out_type=tf.int64)[1]
+    b = tf.repeat(tf.range(batch), length)
+    indices = tf.stack([b, tf.reshape(rows, [-1])], axis=1)
+    return tf.tensor_scatter_nd_update(
+        scores, indices, tf.fill(tf.shape(indices)[:1], tf.constant(-float("inf"), scores.dtype)))
+
+
+def export_model(
+    model: RecModel,
+    tf_transform_output: tft.TFTransformOutput,
+    valid_rows,
+    output_dir: str,
+    top_k: int = 10,
+) -> None:
+    """Saves `model` with the signatures of its capabilities to `output_dir`."""
+    spec = model.context.dataset
+    capabilities = model.capabilities
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    vocabulary = tf_transform_output.vocabulary_by_name(F.ITEM_VOCAB)
+    counts = model.context.item_counts if model.context.item_counts is not None else np.zeros(len(valid_rows))
+    model.catalogue = Catalogue(vocabulary, valid_rows, model.context.num_items, counts)
+    k = min(top_k, int(np.sum(valid_rows)))
+    signatures = {}
+
+    if SCORE in capabilities:
+        serving_spec = serving_feature_spec(tf_transform_output, spec)
+        raw_spec = tf_transform_output.raw_feature_spec()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def serve(examples):
+            parsed = tf.io.parse_example(examples, serving_spec)
+            return model(densify(model.tft_layer(parsed)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def transform_features(examples):
+            parsed = tf.io.parse_example(examples, raw_spec)
+            return densify(model.tft_layer(parsed))
+
+        signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
+        signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()
+
+    def top_items(history_item_ids, history_behaviors, validate: bool):
+        """Ranked rows [B, k] and scores for histories of strings ("" pads)."""
+        present = tf.not_equal(history_item_ids, "")
+        behaviors = tf.where(present & tf.equal(history_behaviors, ""), tf.constant(spec.default_behavior),
+                             history_behaviors)
+        rows = model.catalogue.lookup(history_item_ids)
+        checks = []
+        if validate:
+            known_behavior = tf.reduce_any(
+                tf.equal(behaviors[..., None], tf.constant(list(spec.behaviors) + [""])), axis=-1)
+            checks.append(tf.debugging.assert_equal(
+                tf.reduce_all(known_behavior | ~present), True,
+                message=f"recommend: history_behaviors holds a value that is not one of "
+                        f"{list(spec.behaviors)} (or \"\" for the default {spec.default_behavior!r})"))
+            any_known = tf.reduce_any(rows > 0, axis=1) | ~tf.reduce_any(present, axis=1)
+            checks.append(tf.debugging.assert_equal(
+                tf.reduce_all(any_known), True,
+                message="recommend: a history holds item ids but none of them is in the model's catalogue "
+                        "(training vocabulary); send at least one known item, or an empty history"))
+        with tf.control_dependencies(checks):
+            history = densify(model.tft_layer({
+                F.HISTORY_ITEM_IDS: tf.ragged.boolean_mask(history_item_ids, present).to_sparse(),
+                F.HISTORY_BEHAVIORS: tf.ragged.boolean_mask(behaviors, present).to_sparse(),
+            }))
+        scores = model.score_catalogue(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
+        scores = tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
+        # Every history item is excluded, not only the most recent ones the query read.
+        scores = _mask_rows(scores, rows)
+        top = tf.math.top_k(scores, k=k)
+        return top.indices, top.values, rows
+
+    if RETRIEVE in capabilities:
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS),
+            tf.TensorSpec([None, None], tf.string, name=F.HISTORY_BEHAVIORS),
+        ])
+        def recommend(history_item_ids, history_behaviors):
+            indices, values, _ = top_items(history_item_ids, history_behaviors, validate=True)
+            return {
+                protocol.RECOMMEND_ITEM_IDS: tf.gather(model.catalogue.ids, indices),
+                protocol.RECOMMEND_SCORES: values,
+            }
+
+        query_spec = {
+            F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+            F.HISTORY_BEHAVIORS: tf.io.VarLenFeature(tf.string),
+            F.TARGET_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+        }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def rank_queries(examples):
+            parsed = tf.io.parse_example(examples, query_spec)
+            items = tf.sparse.to_dense(parsed[F.HISTORY_ITEM_IDS], default_value="")
+            behaviors = tf.sparse.to_dense(parsed[F.HISTORY_BEHAVIORS], default_value="")
+            indices, _, rows = top_items(items, behaviors, validate=False)
+            popular = tf.where(model.catalogue.valid, model.catalogue.popularity, -float("inf"))
+            popular = _mask_rows(tf.tile(popular[None, :], [tf.shape(items)[0], 1]), rows)
+            targets = model.catalogue.lookup(tf.sparse.to_dense(parsed[F.TARGET_ITEM_IDS], default_value=""))
+            target_present = tf.not_equal(tf.sparse.to_dense(parsed[F.TARGET_ITEM_IDS], default_value=""), "")
+            return {
+                protocol.RANKED_ROWS: indices,
+                protocol.POPULAR_ROWS: tf.math.top_k(popular, k=k).indices,
+                protocol.TARGET_ROWS: tf.where(target_present, targets, tf.constant(protocol.TARGET_PAD, tf.int64)),
+            }
+
+        signatures[protocol.RECOMMEND] = recommend.get_concrete_function()
+        signatures[protocol.RANK_QUERIES] = rank_queries.get_concrete_function()
+        if SCORE not in capabilities:
+            signatures[protocol.SERVING_DEFAULT] = signatures[protocol.RECOMMEND]
+
+    if SIMILAR in capabilities:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.SIMILAR_INPUT)])
+        def similar_items(item_ids):
+            rows = model.catalogue.lookup(item_ids)
+            check = tf.debugging.assert_positive(
+                rows, message="similar_items: unknown item id (not in the training vocabulary)")
+            with tf.control_dependencies([check]):
+                unit = tf.math.l2_normalize(model.item_vectors(), axis=-1)
+            scores = tf.matmul(tf.gather(unit, rows), unit, transpose_b=True)
+            scores = tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
+            scores = _mask_rows(scores, rows[:, None])
+            top = tf.math.top_k(scores, k=k)
+            return {
+                protocol.RECOMMEND_ITEM_IDS: tf.gather(model.catalogue.ids, top.indices),
+                protocol.RECOMMEND_SCORES: top.values,
+            }
+
+        signatures[protocol.SIMILAR_ITEMS] = similar_items.get_concrete_function()
+
+    # A plain SavedModel: every capability is a signature, and a model without `call`
+    # (retrieve only) saves the same way.
+    tf.saved_model.save(model, output_dir, signatures=signatures)

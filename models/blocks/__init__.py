@@ -1,0 +1,12 @@
+"""Reusable Keras layers that families compose (see README "Model layer")."""
+
+from models.blocks.core import (  # noqa: F401
+    MLP,
+    Bias,
+    HistoryPooling,
+    HistoryQuery,
+    ItemEncoder,
+    embedding,
+    masked_mean,
+    normal,
+)

@@ -1,0 +1,1 @@
+"""Model families: one file each, registered in models/registry.py."""

@@ -1,0 +1,52 @@
+"""Biased matrix factorization: score = u . v + b_u + b_v + b (Koren et al., 2009).
+
+One vector and one bias per user and per item, an L2 penalty on what each example
+looks up. The first step of the progression; it needs a user id, so it scores known
+users only and does not serve `recommend`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from contract import features as F
+from models import blocks
+from models.base import SCORE, SIMILAR, OneScoreModel, l2
+from models.hparams import HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class MFParams(HParams):
+    """Attributes: dim: vector size; l2: penalty weight on looked-up vectors and biases."""
+
+    dim: int = 32
+    l2: float = 0.05
+    learning_rate: float = 0.003
+    max_epochs: int = 30
+
+
+class MatrixFactorization(OneScoreModel):
+    """Query = user id embedding + bias; item = item id embedding + bias."""
+
+    capabilities = frozenset({SCORE, SIMILAR})
+
+    def __init__(self, context, hparams: MFParams, **kwargs):
+        super().__init__(context, hparams, **kwargs)
+        seed = context.seed
+        self.user_embedding = blocks.embedding(context.num_users, hparams.dim, seed, "user_embedding")
+        self.user_bias = blocks.Bias(context.num_users, name="user_bias")
+        self.item_embedding = blocks.embedding(context.num_items, hparams.dim, seed + 1, "item_embedding")
+        self.item_bias = blocks.Bias(context.num_items, name="item_bias")
+
+    def forward(self, features, training=False):
+        u, i = features[F.USER_IDX], features[F.ITEM_IDX]
+        q, v = self.user_embedding(u), self.item_embedding(i)
+        b_u, b_i = self.user_bias(u), self.item_bias(i)
+        logit = tf.reduce_sum(q * v, -1) + b_u + b_i + self.global_bias
+        penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_u[:, None], b_i[:, None]))
+        return {self.task_name: logit}, penalty
+
+    def candidates(self):
+        return self.item_embedding.embeddings, self.item_bias.all()

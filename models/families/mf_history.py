@@ -1,0 +1,54 @@
+"""MF with the user's history as the query (the tutorial's second step; SVD++-style).
+
+The query is the history's item embeddings, scaled per behavior and pooled with sqrtn
+weights, plus a pooled query bias: a user unseen in training is scored from a history
+alone. With `user_id=True` the user's own vector and bias are added (as in SVD++),
+which helps users with many training ratings and is zero for unknown users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from contract import features as F
+from models import blocks
+from models.base import SCORE, SIMILAR, OneScoreModel, l2
+from models.hparams import HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class MFHistoryParams(HParams):
+    """Attributes: dim: vector size; l2: penalty weight; user_id: add a user vector and bias
+    to the pooled history; history_dropout: training-time dropout of history items."""
+
+    dim: int = 32
+    l2: float = 0.05
+    user_id: bool = True
+    history_dropout: float = 0.0
+    learning_rate: float = 0.003
+    max_epochs: int = 30
+
+
+class HistoryMatrixFactorization(OneScoreModel):
+    """Query = pooled history (+ user); item = id embedding + bias."""
+
+    capabilities = frozenset({SCORE, SIMILAR})
+
+    def __init__(self, context, hparams: MFHistoryParams, **kwargs):
+        super().__init__(context, hparams, **kwargs)
+        self.query_layer = blocks.HistoryQuery(context, hparams.dim, hparams.user_id, hparams.history_dropout, name="query")
+        self.item_embedding = blocks.embedding(context.num_items, hparams.dim, context.seed + 1, "item_embedding")
+        self.item_bias = blocks.Bias(context.num_items, name="item_bias")
+
+    def forward(self, features, training=False):
+        q, b_q = self.query_layer(features, training=training)
+        i = features[F.ITEM_IDX]
+        v, b_i = self.item_embedding(i), self.item_bias(i)
+        logit = tf.reduce_sum(q * v, -1) + b_q + b_i + self.global_bias
+        penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_q[:, None], b_i[:, None]))
+        return {self.task_name: logit}, penalty
+
+    def candidates(self):
+        return self.item_embedding.embeddings, self.item_bias.all()

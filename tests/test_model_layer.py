@@ -1,0 +1,183 @@
+"""Unit tests of the model layer on small synthetic tensors: blocks, tasks, every family."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from contract import datasets as D
+from contract import features as F
+from contract import tasks as T
+from models import blocks, registry
+from models.base import EXCLUDE_IDX, RETRIEVE, SCORE, TARGET_IDX
+from models.context import synthetic_context
+from models.hparams import HParams, parse_assignments
+from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX, PointwiseTask, RetrievalTask, rows_mask
+from training.trainer import fit_on_arrays
+
+
+# -- blocks -------------------------------------------------------------------------
+def test_history_pooling_ignores_padding_and_scales_by_sqrt_n():
+    pool = blocks.HistoryPooling(num_items=10, num_behaviors=5, dim=4, seed=0)
+    items = tf.constant([[3, 4, 0, 0]], tf.int64)
+    behaviors = tf.constant([[1, 1, 0, 0]], tf.int64)
+    q, b = pool(items, behaviors)
+    q_short, b_short = pool(items[:, :2], behaviors[:, :2])
+    np.testing.assert_allclose(q.numpy(), q_short.numpy(), atol=1e-6)
+    emb = pool.item_embedding.embeddings.numpy()
+    np.testing.assert_allclose(q.numpy()[0], (emb[3] + emb[4]) / np.sqrt(2), atol=1e-6)
+    empty, _ = pool(tf.zeros([1, 3], tf.int64), tf.zeros([1, 3], tf.int64))
+    np.testing.assert_allclose(empty.numpy(), 0.0)
+
+
+def test_history_pooling_behavior_weight_changes_the_query():
+    pool = blocks.HistoryPooling(num_items=10, num_behaviors=5, dim=4, seed=0)
+    items = tf.constant([[3]], tf.int64)
+    pool(items, tf.constant([[1]], tf.int64))  # builds the tables
+    pool.behavior_weight.embeddings.assign(tf.constant([[1.0], [1.0], [-1.0], [1.0], [1.0]]))
+    liked, _ = pool(items, tf.constant([[1]], tf.int64))
+    disliked, _ = pool(items, tf.constant([[2]], tf.int64))
+    np.testing.assert_allclose(liked.numpy(), -disliked.numpy(), atol=1e-6)
+
+
+def test_mlp_and_item_encoder_shapes():
+    ctx = synthetic_context()
+    mlp = blocks.MLP((8, 3), seed=1)
+    assert mlp(tf.ones([2, 5])).shape == (2, 3)
+    enc = blocks.ItemEncoder(ctx.num_items, ctx.num_genres, 6, (8,), numeric=(F.ITEM_POPULARITY_MM,),
+                             item_table=ctx.item_table, seed=0)
+    assert enc.catalogue().shape == (ctx.num_items, 6)
+    # the catalogue row of an item equals encoding it with its own table features
+    rows = tf.constant([2, 5], tf.int64)
+    feats = {n: tf.gather(tf.constant(ctx.item_table[n]), rows) for n in (F.ITEM_GENRE_IDX, F.ITEM_POPULARITY_MM)}
+    np.testing.assert_allclose(enc(rows, feats).numpy(), tf.gather(enc.catalogue(), rows).numpy(), atol=1e-5)
+
+
+def test_rows_mask_marks_each_rows_items():
+    mask = rows_mask(tf.constant([[1, 3], [2, 0]], tf.int64), 5).numpy()
+    assert mask.tolist() == [[False, True, False, True, False], [True, False, True, False, False]]
+
+
+# -- tasks --------------------------------------------------------------------------
+def test_pointwise_task_loss_only_where_the_condition_holds():
+    task = PointwiseTask(D.MOVIELENS.task(F.RATING))
+    labels = tf.constant([4.0, 0.0])
+    logits = tf.constant([3.0, 100.0])
+    loss = task(labels, logits, mask=tf.constant([1, 0]))
+    assert float(loss) == pytest.approx(1.0)
+    assert float(task.metric.result()) == pytest.approx(1.0)
+
+
+def test_binary_task_is_cross_entropy_and_links_through_sigmoid():
+    task = PointwiseTask(D.MOVIELENS.task(F.LIKED))
+    loss = task(tf.constant([1.0, 0.0]), tf.constant([0.0, 0.0]))
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-5)
+    assert float(task.link(tf.constant(0.0))) == pytest.approx(0.5)
+
+
+def test_retrieval_full_softmax_equals_cross_entropy_and_excludes_own_items():
+    task = RetrievalTask(D.MOVIELENS.task(D.RETRIEVAL_TASK), FULL_SOFTMAX)
+    q = tf.constant([[1.0, 0.0]])
+    cands = tf.constant([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    bias = tf.zeros([4])
+    loss = float(task(q, cands, bias, tf.constant([1])))
+    logits = np.array([1.0, 2.0, 0.0])  # rows 1..3 (row 0 is padding)
+    assert loss == pytest.approx(-(logits[0] - np.log(np.exp(logits).sum())), rel=1e-5)
+    excluded = float(task(q, cands, bias, tf.constant([1]), exclude=tf.constant([[2, 1]])))
+    logits = np.array([1.0, 0.0])  # row 2 excluded; the target itself never is
+    assert excluded == pytest.approx(-(logits[0] - np.log(np.exp(logits).sum())), rel=1e-5)
+
+
+def test_sampled_softmax_corrects_by_log_q():
+    task = RetrievalTask(D.MOVIELENS.task(D.RETRIEVAL_TASK), SAMPLED_SOFTMAX)
+    q = tf.constant([[1.0], [1.0]])
+    cands = tf.constant([[0.0], [1.0], [1.0]])
+    plain = float(task(q, cands, tf.zeros([3]), tf.constant([1, 2])))
+    assert plain == pytest.approx(np.log(2.0), rel=1e-5)
+    corrected = float(task(q, cands, tf.zeros([3]), tf.constant([1, 2]), log_q=tf.math.log([1.0, 0.9, 0.1])))
+    assert corrected != pytest.approx(plain)
+
+
+# -- hyperparameters and registry -----------------------------------------------------
+def test_hparams_override_converts_types_and_rejects_unknown_names():
+    family = registry.get_family("mf_dnn")
+    hp = family.hparams().override({"dim": "16", "hidden": "8,4", "user_id": "false", "l2": 0.5})
+    assert (hp.dim, hp.hidden, hp.user_id, hp.l2) == (16, (8, 4), False, 0.5)
+    with pytest.raises(ValueError, match="no hyperparameter 'dimm'.*dim"):
+        family.hparams().override({"dimm": 3})
+    with pytest.raises(ValueError, match="not a valid int"):
+        family.hparams().override({"dim": "x"})
+    assert parse_assignments(["mf.dim=8", "two_tower.softmax=sampled"]) == {
+        "mf": {"dim": "8"}, "two_tower": {"softmax": "sampled"}}
+    with pytest.raises(ValueError, match="FAMILY.NAME=VALUE"):
+        parse_assignments(["dim=8"])
+    assert "learning_rate=" in "\n".join(HParams.describe())
+
+
+def test_every_family_declares_tasks_the_datasets_have_and_serves_something():
+    for family in registry.FAMILIES.values():
+        tasks = family.task_specs(D.MOVIELENS)
+        assert tasks and family.capabilities
+        if RETRIEVE in family.capabilities:
+            assert family.view == F.USER_VIEW and all(t.kind == T.RETRIEVAL for t in tasks)
+        if SCORE in family.capabilities:
+            assert family.view == F.INTERACTION_VIEW
+    with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no task 'rating'"):
+        registry.get_family("mf").task_specs(D.TAOBAO)
+
+
+# -- families learn something -----------------------------------------------------------
+def _rating_batches(ctx, n=2048, batch=128, seed=0):
+    """Ratings from a low-rank user x item structure plus item bias; histories of liked items."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, ctx.num_users - 1, size=n)
+    items = rng.integers(1, ctx.num_items - 1, size=n)
+    u_f = rng.normal(size=(ctx.num_users, 2))
+    i_f = rng.normal(size=(ctx.num_items, 2))
+    rating = np.clip(3.5 + (u_f[users] * i_f[items]).sum(1) + 0.3 * i_f[items, 0], 0.5, 5.0).astype(np.float32)
+    hist = rng.integers(1, ctx.num_items - 1, size=(n, 6))
+    table = {k: v[items] for k, v in ctx.item_table.items()}
+    data = {F.USER_IDX: users, F.ITEM_IDX: items, F.RATING: rating, F.LIKED: (rating >= 4).astype(np.int64),
+            F.WATCHED: np.ones(n, np.int64), F.HISTORY_ITEM_IDX: hist,
+            F.HISTORY_BEHAVIOR_IDX: np.full((n, 6), 3), **table}
+    return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
+
+
+@pytest.mark.parametrize("family", ["mf", "mf_history", "mf_dnn"])
+def test_rating_families_beat_the_global_mean(family):
+    ctx = synthetic_context(num_users=40, num_items=30)
+    batches, data = _rating_batches(ctx)
+    model = fit_on_arrays(family, ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, batches, epochs=15)
+    pred = model({k: tf.constant(v) for k, v in data.items()})[F.RATING].numpy()
+    rmse = np.sqrt(np.mean((pred - data[F.RATING]) ** 2))
+    baseline = np.std(data[F.RATING])
+    assert rmse < 0.8 * baseline, (rmse, baseline)
+
+
+def test_liked_family_outputs_probabilities_that_rank_liked_first():
+    ctx = synthetic_context(tasks=(F.LIKED,), num_users=40, num_items=30)
+    batches, data = _rating_batches(ctx)
+    model = fit_on_arrays("mf_dnn_liked", ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, batches, epochs=10)
+    pred = model({k: tf.constant(v) for k, v in data.items()})[F.LIKED].numpy()
+    assert ((pred >= 0) & (pred <= 1)).all()
+    from evaluation.definitions import binary_auc
+    assert binary_auc(pred, data[F.LIKED]) > 0.75
+
+
+def test_two_tower_retrieves_co_occurring_items_better_than_popularity():
+    # Two item clusters (rows 1-10, 11-20); a user's history and target share a cluster.
+    ctx = synthetic_context(tasks=(D.RETRIEVAL_TASK,), num_items=22)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(30):
+        cluster = rng.integers(0, 2, size=64)
+        hist = 1 + cluster[:, None] * 10 + rng.integers(0, 10, size=(64, 5))
+        target = 1 + cluster * 10 + rng.integers(0, 10, size=64)
+        batches.append({F.HISTORY_ITEM_IDX: hist, F.HISTORY_BEHAVIOR_IDX: np.full((64, 5), 3),
+                        TARGET_IDX: target, EXCLUDE_IDX: hist})
+    model = fit_on_arrays("two_tower", ctx, {"dim": 8, "learning_rate": 0.05}, batches, epochs=3)
+    scores = model.score_catalogue(tf.constant([[1, 2, 3]]), tf.constant([[3, 3, 3]])).numpy()[0]
+    top = np.argsort(-scores[1:21])[:10] + 1
+    assert (top <= 10).mean() >= 0.9
+    sampled = fit_on_arrays("two_tower", ctx, {"dim": 8, "learning_rate": 0.05, "softmax": "sampled"}, batches, epochs=3)
+    scores = sampled.score_catalogue(tf.constant([[11, 12]]), tf.constant([[3, 3]])).numpy()[0]
+    assert (np.argsort(-scores[1:21])[:10] + 1 > 10).mean() >= 0.9

@@ -1,0 +1,244 @@
+"""The Trainer's `run_fn`: builds the family named in the custom config, trains, exports.
+
+One `run_fn` serves every family; the pipeline holds one Trainer per family. Families
+on the interaction view read Transform's output; families on the user view read the
+raw user view and map ids with Transform's vocabulary. Training runs epochs until the
+family's eval-split metric stops improving (`patience`), keeps the best epoch's
+weights, and never trains longer than `max_epochs` or the Trainer's `train_steps`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from contract import datasets as D
+from contract import features as F
+from export.signatures import export_model
+from models.base import RETRIEVE, RecModel
+from models.context import ITEM_TABLE_FEATURES, ModelContext
+from models.registry import Family, get_family
+from training import topk
+from training.inputs import item_feature_table, load_examples, make_dataset, num_batches, resolve_files
+from training.views import ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs
+
+TRAINING_SUMMARY = "training_summary.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What the pipeline tells the Trainer besides the files (its custom_config).
+
+    Attributes:
+      family: registry name.
+      dataset: dataset name.
+      hparams: overrides of the family's hyperparameters (name -> value).
+      max_history: the pipeline's max_history (ExampleGen, Transform, queries).
+      seed: initialisation and shuffling seed.
+      top_k: K of `recommend`, `similar_items` and the top-K metrics.
+    """
+
+    family: str
+    dataset: str = D.MOVIELENS.name
+    hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_history: int = F.MAX_HISTORY
+    seed: int = 42
+    top_k: int = 10
+
+    @classmethod
+    def from_custom_config(cls, config: Dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown Trainer custom_config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**config)
+
+    def to_custom_config(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _skip_autograph_for_tf_keras() -> None:
+    """Stops autograph from converting tf_keras internals on the first `fit`.
+
+    TF 2.16's do-not-convert list names `keras` but not `tf_keras`, so the first fit
+    spent 25-40 s converting tf_keras code that needs no conversion (measured: Trainer
+    fit ~40 s -> 3-6 s). This is a private TensorFlow setting; it lives here only, and
+    without it training is slower but identical.
+    """
+    try:
+        from tensorflow.python.autograph.core import config  # private: see docstring
+
+        rule = config.DoNotConvert("tf_keras")
+        if all(getattr(r, "module_prefix", None) != "tf_keras" for r in config.CONVERSION_RULES):
+            config.CONVERSION_RULES = (rule,) + tuple(config.CONVERSION_RULES)
+    except (ImportError, AttributeError):  # a TF without that setting: just slower
+        logging.info("autograph do-not-convert rule for tf_keras not available")
+
+
+def vocabulary_rows(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
+    """Embedding rows for a shifted vocabulary: padding 0, the vocabulary, OOV buckets."""
+    return tf_transform_output.vocabulary_size_by_name(name) + F.OOV_BUCKETS + 1
+
+
+def _context(family: Family, spec: D.DatasetSpec, tft_output: tft.TFTransformOutput, config: TrainConfig,
+             counts: np.ndarray, mean_rating: float, table: Optional[Dict[str, np.ndarray]]) -> ModelContext:
+    return ModelContext(
+        dataset=spec,
+        tasks=family.task_specs(spec),
+        num_users=vocabulary_rows(tft_output, F.USER_VOCAB),
+        num_items=vocabulary_rows(tft_output, F.ITEM_VOCAB),
+        num_genres=vocabulary_rows(tft_output, F.GENRE_VOCAB),
+        num_behaviors=len(spec.behaviors) + 2,
+        max_history=config.max_history,
+        mean_rating=mean_rating,
+        item_counts=counts,
+        item_table=table,
+        seed=config.seed,
+    )
+
+
+def _epochs(max_epochs: int, steps_per_epoch: int, train_steps: Optional[int]) -> int:
+    """Epochs within both budgets (the Trainer's train_steps, when given, caps total steps)."""
+    if not train_steps:
+        return max_epochs
+    return max(1, min(max_epochs, math.ceil(train_steps / max(steps_per_epoch, 1))))
+
+
+def _steps_cap(train_steps: Optional[int], steps_per_epoch: int) -> int:
+    return min(steps_per_epoch, train_steps) if train_steps else steps_per_epoch
+
+
+def train(
+    config: TrainConfig,
+    train_files,
+    eval_files,
+    transform_output: str,
+    train_steps: Optional[int] = None,
+) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
+    """Trains one family; returns the model, a summary and the candidate rows (bool [N])."""
+    _skip_autograph_for_tf_keras()
+    keras.utils.set_random_seed(config.seed)
+    family = get_family(config.family)
+    spec = D.dataset_spec(config.dataset)
+    hparams = family.hparams().override(config.hparams)
+    tft_output = tft.TFTransformOutput(transform_output)
+    if family.view == F.USER_VIEW:
+        model, fit_args, valid = _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files,
+                                                  train_steps)
+    else:
+        model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
+                                                    eval_files, train_steps)
+    model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
+    monitor, mode = model.monitor()
+    stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=hparams.patience,
+                                             restore_best_weights=True)
+    started = time.monotonic()
+    history = model.fit(callbacks=fit_args.pop("callbacks", []) + [stopping], verbose=2, **fit_args)
+    seconds = time.monotonic() - started
+    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    best = int(np.nanargmin(logs[monitor]) if mode == "min" else np.nanargmax(logs[monitor])) if monitor in logs else None
+    summary = {
+        "family": family.name,
+        "tasks": [t.name for t in model.context.tasks],
+        "hparams": hparams.to_dict(),
+        "epochs_run": len(next(iter(logs.values()), [])),
+        "best_epoch": None if best is None else best + 1,
+        "monitor": monitor,
+        "best_value": None if best is None else logs[monitor][best],
+        "train_seconds": round(seconds, 2),
+        "history": logs,
+    }
+    return model, summary, valid
+
+
+def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+    data = load_examples(train_files, tft_output, config.max_history)
+    eval_data = load_examples(eval_files, tft_output, config.max_history)
+    num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
+    table = item_feature_table(data, num_items, [n for n in ITEM_TABLE_FEATURES if n in data])
+    positive = data[spec.implicit_label].astype(bool)
+    counts = np.bincount(data[F.ITEM_IDX][positive], minlength=num_items).astype(np.float32)[:num_items]
+    rated = positive if spec.has_rating else np.zeros_like(positive)
+    mean_rating = float(np.mean(data[F.RATING][rated])) if rated.any() else 0.0
+    present = table.pop("present")
+    context = _context(family, spec, tft_output, config, counts, mean_rating, table)
+    model = family.build(context, hparams)
+    train_ds = make_dataset(data, hparams.batch_size, shuffle=True, seed=config.seed, repeat=True)
+    steps = num_batches(data, hparams.batch_size)
+    fit_args = dict(
+        x=train_ds, steps_per_epoch=_steps_cap(train_steps, steps),
+        epochs=_epochs(hparams.max_epochs, steps, train_steps),
+        validation_data=make_dataset(eval_data, 1024, shuffle=False),
+    )
+    valid = present.copy()
+    valid[0] = False
+    return model, fit_args, valid
+
+
+def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
+    train_view = load_user_view(resolve_files(train_files), rows)
+    eval_view = load_user_view(resolve_files(eval_files), rows)
+    num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
+    counts = item_counts(train_view, num_items)
+    context = _context(family, spec, tft_output, config, counts, 0.0, None)
+    model = family.build(context, hparams)
+    wanted = [spec.behaviors.index(b) + 1 for b in getattr(hparams, "target_behaviors", ())]
+    pairs = retrieval_pairs(train_view, wanted)
+    if not len(pairs):
+        raise ValueError(f"{family.name}: the user view's train split has no target interactions")
+    train_ds = retrieval_dataset(train_view, pairs, hparams.batch_size, config.max_history, config.seed,
+                                 exclude_own=getattr(hparams, "exclude_own", True))
+    steps = math.ceil(len(pairs) / hparams.batch_size)
+    valid = np.zeros(num_items, dtype=bool)
+    valid[1: len(rows.ids) + 1] = True
+    callbacks = []
+    if RETRIEVE in model.capabilities:
+        callbacks.append(topk.TopKCallback(eval_view, config.max_history, valid, config.top_k))
+    fit_args = dict(
+        x=train_ds.repeat(), steps_per_epoch=_steps_cap(train_steps, steps),
+        epochs=_epochs(hparams.max_epochs, steps, train_steps), callbacks=callbacks,
+    )
+    return model, fit_args, valid
+
+
+def train_and_export(config: TrainConfig, train_files, eval_files, transform_output: str, serving_model_dir: str,
+                     train_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Trains one family and exports it with its signatures; returns the training summary."""
+    model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps)
+    export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
+    return summary
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (GenericExecutor)."""
+    config = TrainConfig.from_custom_config(dict(fn_args.custom_config or {}))
+    summary = train_and_export(config, fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
+                               fn_args.serving_model_dir, train_steps=fn_args.train_steps)
+    if fn_args.model_run_dir:
+        tf.io.gfile.makedirs(fn_args.model_run_dir)
+        with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_SUMMARY}", "w") as f:
+            f.write(json.dumps(summary, indent=2))
+    logging.info("trained %s: %s", config.family, {k: v for k, v in summary.items() if k != "history"})
+
+
+def fit_on_arrays(family_name: str, context: ModelContext, hparams_overrides: Dict[str, Any],
+                  batches: Sequence[Dict[str, np.ndarray]], epochs: int = 1) -> RecModel:
+    """Builds a family on `context` and fits it on in-memory batches (for unit tests)."""
+    family = get_family(family_name)
+    model = family.build(context, family.hparams().override(hparams_overrides))
+    model.compile(optimizer=keras.optimizers.Adam(model.hparams.learning_rate))
+    first = batches[0]
+    signature = {k: tf.TensorSpec((None,) + np.shape(v)[1:], tf.as_dtype(np.asarray(v).dtype)) for k, v in first.items()}
+    ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    model.fit(ds, epochs=epochs, verbose=0)
+    return model

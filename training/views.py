@@ -1,0 +1,169 @@
+"""The user view in memory: histories and targets as item rows, and retrieval batches.
+
+The user view's examples are raw (ExampleGen's ids and behaviors); they are mapped to
+rows with the Transform's item vocabulary (training split only), exactly as the
+Transform maps history ids: row = vocabulary position + 1, unknown -> V + 1, 0 = padding;
+behaviors 1..n in the dataset's order, unknown -> n + 1. A test checks this mapping
+against the Transform graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from contract import features as F
+from models.base import EXCLUDE_IDX, TARGET_IDX
+
+USER_VIEW_SPEC = {
+    F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+    F.SPLIT: tf.io.FixedLenFeature([], tf.string),
+    F.USER_ACTIVITY_LEVEL: tf.io.FixedLenFeature([], tf.string),
+    F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+    F.HISTORY_BEHAVIORS: tf.io.VarLenFeature(tf.string),
+    F.TARGET_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+}
+
+
+class ItemRows:
+    """Item id <-> row mapping of the training vocabulary (0 padding, V + 1 unknown)."""
+
+    def __init__(self, vocabulary: Sequence[bytes], behaviors: Sequence[str]):
+        self.ids = [v if isinstance(v, bytes) else str(v).encode() for v in vocabulary]
+        self._row = {item: i + 1 for i, item in enumerate(self.ids)}
+        self.unknown = len(self.ids) + 1
+        self._behavior = {b.encode(): i + 1 for i, b in enumerate(behaviors)}
+        self.unknown_behavior = len(behaviors) + 1
+
+    def rows(self, ids: Sequence[bytes]) -> np.ndarray:
+        return np.fromiter((self._row.get(i, self.unknown) for i in ids), dtype=np.int64, count=len(ids))
+
+    def behavior_rows(self, behaviors: Sequence[bytes]) -> np.ndarray:
+        return np.fromiter((self._behavior.get(b, self.unknown_behavior) for b in behaviors), dtype=np.int64,
+                           count=len(behaviors))
+
+
+@dataclasses.dataclass
+class UserView:
+    """One split of the user view: per user, history and target rows (time order).
+
+    Attributes:
+      users: user ids.
+      activity: user activity levels (light / medium / heavy).
+      items / behaviors: history item and behavior rows, oldest first, untruncated.
+      targets: target item rows (unknown items map to the unknown row, never ranked).
+    """
+
+    users: List[bytes]
+    activity: List[bytes]
+    items: List[np.ndarray]
+    behaviors: List[np.ndarray]
+    targets: List[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def load_user_view(files: Sequence[str], rows: ItemRows) -> UserView:
+    """Reads user-view examples (GZIP TFRecords) and maps them to rows."""
+    if not files:
+        raise FileNotFoundError("no user-view files given")
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP").batch(512)
+    ds = ds.map(lambda records: tf.io.parse_example(records, USER_VIEW_SPEC))
+    view = UserView([], [], [], [], [])
+    for batch in ds:
+        def lists(name):
+            sparse = batch[name]
+            return tf.RaggedTensor.from_sparse(sparse).to_list()
+        histories, behaviors, targets = lists(F.HISTORY_ITEM_IDS), lists(F.HISTORY_BEHAVIORS), lists(F.TARGET_ITEM_IDS)
+        view.users.extend(batch[F.USER_ID].numpy().tolist())
+        view.activity.extend(batch[F.USER_ACTIVITY_LEVEL].numpy().tolist())
+        for h, b, t in zip(histories, behaviors, targets):
+            view.items.append(rows.rows(h))
+            view.behaviors.append(rows.behavior_rows(b))
+            view.targets.append(rows.rows(t))
+    return view
+
+
+def pad(rows: Sequence[np.ndarray], width: Optional[int] = None) -> np.ndarray:
+    """[len(rows), width] int64, left-aligned, 0-padded (width: the longest row, at least 1)."""
+    width = max([1] + [len(r) for r in rows]) if width is None else width
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r[-width:] if len(r) > width else r
+    return out
+
+
+def recent(view: UserView, max_history: int):
+    """The most recent `max_history` history rows of every user, padded: (items, behaviors)."""
+    items = pad([r[-max_history:] for r in view.items], max_history)
+    behaviors = pad([r[-max_history:] for r in view.behaviors], max_history)
+    return items, behaviors
+
+
+def item_counts(view: UserView, num_rows: int) -> np.ndarray:
+    """Training interactions per item row (from the train split's histories)."""
+    counts = np.zeros(num_rows, dtype=np.float32)
+    for items in view.items:
+        np.add.at(counts, items[items < num_rows], 1.0)
+    counts[0] = 0.0
+    return counts
+
+
+def retrieval_pairs(view: UserView, target_behaviors: Sequence[int] = ()) -> np.ndarray:
+    """(user index, history position) of every training target: [n, 2]."""
+    pairs = []
+    allowed = set(target_behaviors)
+    for u, behaviors in enumerate(view.behaviors):
+        positions = np.arange(len(behaviors))
+        if allowed:
+            positions = positions[np.isin(behaviors, list(allowed))]
+        pairs.append(np.stack([np.full(len(positions), u), positions], axis=1))
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def retrieval_dataset(view: UserView, pairs: np.ndarray, batch_size: int, max_history: int, seed: int,
+                      exclude_own: bool = True) -> tf.data.Dataset:
+    """Leave-one-out retrieval batches, reshuffled every epoch (seeded).
+
+    For a target at position j of a user's history, the query is the rest of the
+    history (the most recent `max_history` of it) and, with `exclude_own`, every item
+    of the user is kept out of the softmax's negatives except the target.
+    """
+    epoch = [0]
+
+    def batches() -> Iterator[Dict[str, np.ndarray]]:
+        rng = np.random.default_rng(seed + epoch[0])
+        epoch[0] += 1
+        order = rng.permutation(len(pairs))
+        for start in range(0, len(order), batch_size):
+            chosen = pairs[order[start: start + batch_size]]
+            items, behaviors, targets, own = [], [], [], []
+            for u, j in chosen:
+                h, b = view.items[u], view.behaviors[u]
+                keep = np.ones(len(h), dtype=bool)
+                keep[j] = False
+                items.append(h[keep][-max_history:])
+                behaviors.append(b[keep][-max_history:])
+                targets.append(h[j])
+                own.append(h)
+            out = {
+                F.HISTORY_ITEM_IDX: pad(items),
+                F.HISTORY_BEHAVIOR_IDX: pad(behaviors),
+                TARGET_IDX: np.asarray(targets, dtype=np.int64),
+            }
+            if exclude_own:
+                out[EXCLUDE_IDX] = pad(own)
+            yield out
+
+    signature = {
+        F.HISTORY_ITEM_IDX: tf.TensorSpec([None, None], tf.int64),
+        F.HISTORY_BEHAVIOR_IDX: tf.TensorSpec([None, None], tf.int64),
+        TARGET_IDX: tf.TensorSpec([None], tf.int64),
+    }
+    if exclude_own:
+        signature[EXCLUDE_IDX] = tf.TensorSpec([None, None], tf.int64)
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
