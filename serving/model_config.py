@@ -1,7 +1,8 @@
 """TF Serving's ModelServerConfig for the pushed models (`--model_config_file`).
 
-`serving/config/models.config` is this module's output for the four pipeline models
-under `/models`; the pipeline can write one next to its own serving base.
+`serving/config/models.config` is this module's output for the default pipeline's
+models (one per family) under `/models`; the pipeline can write one next to its own
+serving base.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from typing import Sequence
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from contract import protocol
+from pipeline.configs import PipelineConfig
 from common.io_utils import atomic_write
 
 DEFAULT_BASE_DIR = "/models"
+DEFAULT_MODELS = PipelineConfig.families  # what `make run` pushes: one model per family
 DEFAULT_NUM_VERSIONS = 2
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def build_model_config(
-    model_names: Sequence[str] = protocol.MODEL_NAMES,
+    model_names: Sequence[str] = DEFAULT_MODELS,
     base_dir: str = DEFAULT_BASE_DIR,
     num_versions: int = DEFAULT_NUM_VERSIONS,
 ) -> model_server_config_pb2.ModelServerConfig:
@@ -55,7 +57,7 @@ def build_model_config(
 
 def write_model_config(
     path: str,
-    model_names: Sequence[str] = protocol.MODEL_NAMES,
+    model_names: Sequence[str] = DEFAULT_MODELS,
     base_dir: str = DEFAULT_BASE_DIR,
     num_versions: int = DEFAULT_NUM_VERSIONS,
 ) -> str:
@@ -82,7 +84,7 @@ def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write a TF Serving model config file.")
     parser.add_argument("--out", required=True, help="output file")
-    parser.add_argument("--models", default=",".join(protocol.MODEL_NAMES), help="comma-separated names")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated names")
     parser.add_argument("--base_dir", default=DEFAULT_BASE_DIR, help="serving base as the server sees it")
     parser.add_argument("--num_versions", type=int, default=DEFAULT_NUM_VERSIONS)
     args = parser.parse_args(argv)

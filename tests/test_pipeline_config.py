@@ -1,9 +1,11 @@
 """Pipeline construction: configuration, per-family stages and the gate's EvalConfig (no runs)."""
 
 import dataclasses
+import json
 
 import pytest
 
+from evaluation.eval_config import eval_config
 from pipeline import model_stages
 from pipeline.configs import PipelineConfig, families_arg
 from pipeline.pipeline import create_pipeline
@@ -19,6 +21,7 @@ def test_ingest_config_per_dataset():
     movielens = PipelineConfig().ingest_config()
     assert (movielens["interactions"], movielens["items"], movielens["split"]) == ("ratings.csv", "movies.csv", "hash")
     taobao = dataclasses.replace(PipelineConfig(), dataset="taobao", split="by_day").ingest_config()
+    assert taobao["interactions"] == "UserBehavior_sample.csv"
     assert taobao["items"] is None and taobao["test_day"] == "2017-12-03"
     with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         dataclasses.replace(PipelineConfig(), dataset="nope").ingest_config()
@@ -37,22 +40,41 @@ def test_unknown_family_and_family_without_its_label_fail_when_built(tmp_path):
     with pytest.raises(ValueError, match="unknown model family 'svd'"):
         create_pipeline(dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("svd",)))
     taobao = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), dataset="taobao", families=("mf",))
-    with pytest.raises(ValueError, match="predicts 'rating', which dataset 'taobao' does not have"):
+    with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no task 'rating'"):
         create_pipeline(taobao)
+    bad = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), hparams={"mf": {"dimm": "3"}})
+    with pytest.raises(ValueError, match="no hyperparameter 'dimm'"):
+        create_pipeline(bad)
 
 
-@pytest.mark.parametrize("family,gated,bound", [("mf", "RatingRMSE", "upper_bound"), ("mf_dnn_liked", "LikedAUC", "lower_bound")])
-def test_gate_thresholds_apply_to_the_overall_slice_only(family, gated, bound):
-    config = model_stages.eval_config(PipelineConfig(), family)
-    thresholds = [
-        (m.class_name, t)
-        for spec in config.metrics_specs
-        for m in spec.metrics
-        for t in m.per_slice_thresholds
-    ]
-    assert [name for name, _ in thresholds] == [gated]
-    threshold = thresholds[0][1]
-    assert len(threshold.slicing_specs) == 1 and not threshold.slicing_specs[0].feature_keys
-    assert threshold.threshold.value_threshold.HasField(bound)
-    assert threshold.threshold.HasField("change_threshold")
-    assert {tuple(s.feature_keys) for s in config.slicing_specs} == {(), ("user_activity",), ("item_genres",)}
+def test_trainer_and_evaluator_read_the_view_of_their_family(tmp_path):
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf", "two_tower"),
+                                 hparams={"mf": {"dim": "8"}}, max_history=32)
+    components = {c.id: c for c in create_pipeline(config).components}
+    mf, tower = components["Trainer_mf"], components["Trainer_two_tower"]
+    assert mf.inputs["examples"].producer_component_id == "Transform"
+    assert tower.inputs["examples"].output_key == "user_examples"
+    assert components["Evaluator_two_tower"].inputs["examples"].output_key == "user_examples"
+    assert components["Evaluator_mf"].inputs["examples"].output_key == "examples"
+    custom = json.loads(mf.exec_properties["custom_config"])
+    assert custom["hparams"]["dim"] == 8 and custom["max_history"] == 32
+    assert json.loads(components["Transform"].exec_properties["custom_config"])["max_history"] == 32
+    assert json.loads(components["InteractionExampleGen"].exec_properties["config"])["max_history"] == 32
+
+
+@pytest.mark.parametrize("family,metric,bound", [("mf", "rmse", "upper_bound"), ("mf_dnn_liked", "auc", "lower_bound"),
+                                                  ("two_tower", "ndcg@10_lift", "lower_bound")])
+def test_gates_read_the_eval_split_slice(family, metric, bound):
+    config = eval_config(model_stages.family_tasks(PipelineConfig(gate_thresholds={"liked": 0.65}), family))
+    (spec,) = config.metrics_specs
+    value = [t for t in spec.per_slice_thresholds[metric].thresholds if t.threshold.HasField("value_threshold")]
+    assert len(value) == 1
+    (slicing,) = value[0].slicing_specs
+    assert dict(slicing.feature_values) == {"split": "eval"}
+    assert value[0].threshold.value_threshold.HasField(bound)
+    if family == "mf_dnn_liked":
+        assert value[0].threshold.value_threshold.lower_bound.value == 0.65
+    change = [t for name in spec.per_slice_thresholds for t in spec.per_slice_thresholds[name].thresholds
+              if t.threshold.HasField("change_threshold")]
+    assert len(change) == 1
+    assert all(s.feature_keys[0] == "split" for s in config.slicing_specs)

@@ -39,7 +39,7 @@ def test_every_stage_runs_in_data_flow_order(trained_run):
     config, timings, progress = trained_run
     names = [t.name for t in timings]
     assert all(t.status == "ok" for t in timings), timings
-    for name in DATA_STAGES + ["Trainer_mf", "Evaluator_mf", "Pusher_mf", "Pusher_mf_dnn_liked"]:
+    for name in DATA_STAGES + ["Trainer_mf", "Evaluator_mf", "Pusher_mf", "Pusher_two_tower"]:
         assert name in names
     order = names.index
     assert order("InteractionExampleGen") < order("StatisticsGen") < order("ExampleValidator")
@@ -64,27 +64,35 @@ def test_blessed_models_are_pushed_in_tf_serving_layout(trained_run):
         version_dir = os.path.join(config.serving_model_dir, family, versions[0])
         assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
         assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
-        for metric in ("liked_auc", "ndcg@10", "precision@10"):
-            assert 0.0 <= outcome["metrics"][metric] <= 1.0
-    assert "rmse" in report.family_outcome(config.pipeline_root, "mf")["metrics"]
+    # Metrics of both splits: the gate read eval, test is reported.
+    mf = report.family_outcome(config.pipeline_root, "mf")["metrics"]
+    for split in ("eval", "test"):
+        assert mf[split][""]["rmse"] > 0 and 0.0 <= mf[split][""]["auc"] <= 1.0
+    tower = report.family_outcome(config.pipeline_root, "two_tower")["metrics"]
+    for split in ("eval", "test"):
+        values = tower[split][""]
+        assert 0.0 <= values["ndcg@10"] <= 1.0 and values["users"] > 0
+        assert values["ndcg@10_lift"] == pytest.approx(values["ndcg@10"] - values["popularity_ndcg@10"])
 
 
 def test_a_model_failing_the_gate_is_not_pushed_and_the_threshold_is_named(trained_run):
     blessed = trained_run[0]
     before = sorted(os.listdir(os.path.join(blessed.serving_model_dir, "mf")))
     # The data stages are unchanged: reuse them from the cache.
-    config = dataclasses.replace(blessed, families=("mf",), train_steps=2, max_rmse=0.3, enable_cache=True)
+    config = dataclasses.replace(blessed, families=("mf",), train_steps=2, gate_thresholds={"rating": 0.3},
+                                 enable_cache=True)
     run(config, progress_out=io.StringIO())
     outcome = report.family_outcome(config.pipeline_root, "mf")
     assert outcome["push"]["pushed"] is False
-    assert any(f.startswith("rmse value") and "upper_bound" in f and f.endswith("on overall") for f in outcome["failures"])
+    assert any(f.startswith("rmse value") and "upper_bound" in f and f.endswith("on split=eval") for f in outcome["failures"])
     assert sorted(os.listdir(os.path.join(config.serving_model_dir, "mf"))) == before
 
 
 def _vocabularies(transform_graph):
     assets = os.path.join(transform_graph, "transform_fn", "assets")
     names = [F.USER_VOCAB, F.ITEM_VOCAB, F.GENRE_VOCAB, preprocessing.ITEM_COUNT_VOCAB,
-             preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
+             preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.PAIR_COUNT_VOCAB,
+             preprocessing.PAIR_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
     out = {}
     for name in names:
         with open(os.path.join(assets, name), "rb") as f:

@@ -135,7 +135,7 @@ def test_write_model_config_parses_as_model_server_config(tmp_path):
 def test_committed_models_config_is_the_generated_one():
     committed = model_config.read_model_config(str(SERVING_DIR / "config" / "models.config"))
     assert committed == model_config.build_model_config()
-    assert [m.name for m in committed.model_config_list.config] == list(protocol.MODEL_NAMES)
+    assert [m.name for m in committed.model_config_list.config] == list(model_config.DEFAULT_MODELS)
     assert all(m.base_path == f"/models/{m.name}" for m in committed.model_config_list.config)
 
 

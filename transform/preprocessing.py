@@ -192,9 +192,10 @@ def preprocessing_fn(
     )
     own = _frequency_lookup(pair, pair_count, default=0.0)
     count = _frequency_lookup(item, item_count, default=0.0) - own
-    outputs[F.ITEM_POPULARITY_MM] = tf.clip_by_value(
-        tft.scale_by_min_max(tf.math.log1p(count)), 0.0, 1.0
-    )
+    # Scaled by constants that no label moves (a min-max over the rows would let a
+    # row's label shift its own scaled value through the range).
+    rows = tf.cast(tft.size(positive), tf.float32)
+    outputs[F.ITEM_POPULARITY_MM] = tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0)
     outputs[F.ITEM_POPULARITY_LEVEL] = tf.where(
         count <= F.POPULARITY_TAIL_MAX,
         tf.constant(F.POPULARITY_LEVELS[0]),
@@ -217,7 +218,8 @@ def preprocessing_fn(
         total = _frequency_lookup(item, rating_sum, default=0.0) - own_sum
         global_mean = (tft.sum(weighted) - own_sum) / tf.maximum(tft.sum(positive) - own, 1.0)
         average = tf.where(count > 0, total / tf.maximum(count, 1.0), global_mean)
-        outputs[F.ITEM_AVG_RATING_MM] = tf.clip_by_value(tft.scale_by_min_max(average), 0.0, 1.0)
+        outputs[F.ITEM_AVG_RATING_MM] = tf.clip_by_value(
+            (average - F.MIN_RATING) / (F.MAX_RATING - F.MIN_RATING), 0.0, 1.0)
 
     # User activity level (for slicing), from the training split's positives.
     user_count = tft.vocabulary(

@@ -1,0 +1,172 @@
+"""The Evaluator's metrics and gates: TFMA reports the numpy definitions per split slice,
+and a gate reads the eval split only."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from contract import datasets as D
+from contract import features as F
+from contract import protocol
+from contract import tasks as T
+from evaluation import definitions as d
+from evaluation.eval_config import eval_config, with_thresholds
+
+PRED = {F.RATING: "rating_prediction", F.LIKED: "liked_prediction"}
+
+
+def _feature(values):
+    values = list(values)
+    if values and isinstance(values[0], bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    if values and isinstance(values[0], (int, np.integer)):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+
+def _write(rows, path):
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for row in rows:
+            w.write(tf.train.Example(features=tf.train.Features(
+                feature={k: _feature(v) for k, v in row.items()})).SerializeToString())
+
+
+def _interaction_rows(seed=3, n=600):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        watched = int(rng.random() < 0.8)
+        rating = float(rng.choice(np.arange(0.5, 5.5, 0.5))) if watched else 0.0
+        rows.append({
+            F.SPLIT: [b"eval" if i % 2 else b"test"],
+            F.USER_ACTIVITY: [b"light" if i % 3 else b"heavy"],
+            F.ITEM_POPULARITY_LEVEL: [b"head"],
+            F.RATING: [rating], F.WATCHED: [watched], F.LIKED: [int(rating >= 4)],
+            PRED[F.RATING]: [float(np.float32(rating + rng.normal(0, 0.9)))],
+            PRED[F.LIKED]: [float(np.float32(1 / (1 + np.exp(-(rating - 3.5 + rng.normal(0, 1))))))],
+        })
+    return rows
+
+
+def _without_change_thresholds(config):
+    """No baseline model here: keep the value thresholds only."""
+    for spec in config.metrics_specs:
+        for name in list(spec.per_slice_thresholds):
+            kept = [t for t in spec.per_slice_thresholds[name].thresholds if t.threshold.HasField("value_threshold")]
+            del spec.per_slice_thresholds[name].thresholds[:]
+            spec.per_slice_thresholds[name].thresholds.extend(kept)
+            if not kept:
+                del spec.per_slice_thresholds[name]
+    return config
+
+
+def _run(rows, config, tmp_path):
+    config = _without_change_thresholds(config)
+    data = tmp_path / "data.tfrecord"
+    _write(rows, data)
+    out = tmp_path / "out"
+    tfma.run_model_analysis(eval_config=config, data_location=str(data), output_path=str(out))
+    metrics = {}
+    for slice_metrics in tfma.load_metrics(str(out)):
+        key = tuple((k.column, k.bytes_value.decode()) for k in slice_metrics.slice_key.single_slice_keys)
+        for kv in slice_metrics.metric_keys_and_values:
+            metrics[(key, kv.key.output_name, kv.key.name)] = kv.value.double_value.value
+    return metrics, tfma.load_validation_result(str(out))
+
+
+def _model_agnostic(config, **fields):
+    spec = config.model_specs[0]
+    agnostic = tfma.ModelSpec(**fields)
+    if spec.label_key:
+        agnostic.label_key = spec.label_key
+    agnostic.label_keys.update(spec.label_keys)
+    if spec.example_weight_key:
+        agnostic.example_weight_key = spec.example_weight_key
+    agnostic.example_weight_keys.update(spec.example_weight_keys)
+    del config.model_specs[:]
+    config.model_specs.append(agnostic)
+    return config
+
+
+def test_task_metrics_equal_the_numpy_definitions_per_split_and_condition(tmp_path):
+    tasks = [D.MOVIELENS.task(F.RATING), D.MOVIELENS.task(F.LIKED)]
+    config = _model_agnostic(eval_config(tasks), prediction_keys=PRED)
+    rows = _interaction_rows()
+    metrics, _ = _run(rows, config, tmp_path)
+    for split in ("eval", "test"):
+        chosen = [r for r in rows if r[F.SPLIT][0].decode() == split and r[F.WATCHED][0]]
+        rating = np.array([r[F.RATING][0] for r in chosen], np.float32)
+        pred = np.array([r[PRED[F.RATING]][0] for r in chosen], np.float32)
+        prob = np.array([r[PRED[F.LIKED]][0] for r in chosen], np.float32)
+        want = {F.RATING: d.regression_task_metrics(pred, rating, F.LIKED_MIN_RATING),
+                F.LIKED: d.binary_task_metrics(prob, rating >= 4)}
+        for output, values in want.items():
+            for name, value in values.items():
+                assert metrics[((F.SPLIT, split),), output, name] == pytest.approx(value, rel=1e-9), (split, output, name)
+    # no slice mixes the two splits
+    assert not any(key == () for key, _, _ in metrics)
+    assert (((F.SPLIT, "eval"), (F.USER_ACTIVITY, "heavy")), F.RATING, "rmse") in metrics
+
+
+@pytest.mark.parametrize("threshold,ok", [(5.0, True), (0.5, False)])
+def test_the_gate_reads_the_eval_split_only(tmp_path, threshold, ok):
+    tasks = with_thresholds([D.MOVIELENS.task(F.RATING)], {F.RATING: threshold}, {})
+    config = _model_agnostic(eval_config(tasks), prediction_key=PRED[F.RATING])
+    rows = _interaction_rows()
+    _, validation = _run(rows, config, tmp_path)
+    assert validation.validation_ok is ok
+    if not ok:
+        slices = {tuple((k.column, k.bytes_value.decode()) for k in v.slice_key.single_slice_keys)
+                  for v in validation.metric_validations_per_slice}
+        assert slices == {((F.SPLIT, "eval"),)}
+
+
+def _query_rows(seed=5, users=80, k=10, catalogue=30):
+    rng = np.random.default_rng(seed)
+    rows, truth = [], []
+    for u in range(users):
+        targets = list(rng.choice(np.arange(1, catalogue), size=int(rng.integers(1, 4)), replace=False))
+        ranked = list(rng.permutation(np.arange(1, catalogue))[:k])
+        popular = list(rng.permutation(np.arange(1, catalogue))[:k])
+        if u % 4 == 0:
+            ranked[0] = targets[0]
+        split = b"eval" if u % 2 else b"test"
+        rows.append({F.SPLIT: [split], F.USER_ACTIVITY_LEVEL: [b"light"],
+                     protocol.RANKED_ROWS: ranked, protocol.POPULAR_ROWS: popular,
+                     protocol.TARGET_ROWS: [int(t) for t in targets]})
+        truth.append((split.decode(), ranked, popular, targets))
+    return rows, truth
+
+
+def test_topk_metrics_equal_the_numpy_definitions_and_gate_on_lift(tmp_path):
+    task = D.MOVIELENS.task(D.RETRIEVAL_TASK)
+    config = _model_agnostic(eval_config([task], top_k=10), prediction_keys={
+        protocol.RANKED_ROWS: protocol.RANKED_ROWS, protocol.POPULAR_ROWS: protocol.POPULAR_ROWS,
+        protocol.TARGET_ROWS: protocol.TARGET_ROWS})
+    rows, truth = _query_rows()
+    metrics, validation = _run(rows, config, tmp_path)
+    for split in ("eval", "test"):
+        chosen = [t for t in truth if t[0] == split]
+        model = d.topk_metrics([t[1] for t in chosen], [t[3] for t in chosen], 10)
+        popular = d.topk_metrics([t[2] for t in chosen], [t[3] for t in chosen], 10)
+        got = lambda name: metrics[(((F.SPLIT, split),), "", name)]  # noqa: E731
+        for name in ("hit_rate@10", "recall@10", "ndcg@10", "mrr@10"):
+            assert got(name) == pytest.approx(model[name], rel=1e-12)
+            assert got("popularity_" + name) == pytest.approx(popular[name], rel=1e-12)
+        assert got("ndcg@10_lift") == pytest.approx(model["ndcg@10"] - popular["ndcg@10"], rel=1e-9)
+        assert got("users") == len(chosen)
+    lift = metrics[(((F.SPLIT, "eval"),), "", "ndcg@10_lift")]
+    assert validation.validation_ok is (lift >= 0)
+
+
+def test_gate_overrides_and_default_gates():
+    rating = D.MOVIELENS.task(F.RATING)
+    changed = with_thresholds([rating], {F.RATING: 0.9}, {F.RATING: 0.0})[0]
+    assert (changed.gate.threshold, changed.gate.max_worsening) == (0.9, 0.0)
+    assert rating.gate == T.Gate("rmse", higher_is_better=False, threshold=1.0)
+    assert D.MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == T.NDCG_LIFT_AT_10
+    with pytest.raises(ValueError, match="max_worsening must be >= 0"):
+        dataclasses.replace(rating.gate, max_worsening=-1)

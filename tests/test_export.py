@@ -1,0 +1,208 @@
+"""Every family trains a few steps on the pipeline's outputs and exports the signatures of
+its capabilities; the served answers equal the in-process model."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from contract import datasets as D
+from contract import features as F
+from contract import protocol
+from export.signatures import densify, serving_feature_spec
+from models.base import RETRIEVE, SCORE, SIMILAR
+from models.registry import FAMILIES
+from pipeline import report
+from training.trainer import TrainConfig, train_and_export, train
+from training.views import ItemRows, load_user_view
+
+CAPABILITY_SIGNATURES = {
+    SCORE: {protocol.SERVING_DEFAULT, protocol.TRANSFORM_FEATURES},
+    RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RANK_QUERIES},
+    SIMILAR: {protocol.SIMILAR_ITEMS},
+}
+
+
+@pytest.fixture(scope="module")
+def outputs(trained_run):
+    config = trained_run[0]
+    found = report.output_dirs(config.pipeline_root)
+    examples = found["Transform"]["transformed_examples"]
+    raw = found["InteractionExampleGen"]["examples"]
+    users = found["InteractionExampleGen"]["user_examples"]
+    return {
+        "config": config,
+        "graph": found["Transform"]["transform_graph"],
+        F.INTERACTION_VIEW: {s: [os.path.join(examples, f"Split-{s}", "*")] for s in ("train", "eval")},
+        F.USER_VIEW: {s: [os.path.join(users, f"Split-{s}", "*")] for s in ("train", "eval", "test")},
+        "raw_test": sorted(glob.glob(os.path.join(raw, "Split-test", "*"))),
+    }
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def exported(request, outputs, tmp_path_factory):
+    family = request.param
+    view = FAMILIES[family].view
+    out = str(tmp_path_factory.mktemp(family))
+    config = TrainConfig(family=family, hparams={"max_epochs": 2, "batch_size": 64}, top_k=5)
+    summary = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], out,
+                               train_steps=10)
+    return family, tf.saved_model.load(out), tft.TFTransformOutput(outputs["graph"]), summary
+
+
+def _raw_test_examples(outputs, n=64):
+    ds = tf.data.TFRecordDataset(outputs["raw_test"], compression_type="GZIP").take(n)
+    return [r.numpy() for r in ds]
+
+
+def _vocabulary(tft_output):
+    return [v.decode() for v in tft_output.vocabulary_by_name(F.ITEM_VOCAB)]
+
+
+def test_training_stops_early_and_reports_its_best_epoch(exported):
+    family, _, _, summary = exported
+    assert 1 <= summary["epochs_run"] <= 2
+    assert summary["best_epoch"] is not None and summary["monitor"].startswith("val_")
+    assert all(np.isfinite(summary["history"]["loss"]))
+
+
+def test_signatures_follow_the_capabilities(exported):
+    family, loaded = exported[0], exported[1]
+    expected = set().union(*(CAPABILITY_SIGNATURES[c] for c in FAMILIES[family].capabilities))
+    assert set(loaded.signatures.keys()) == expected
+    if RETRIEVE not in FAMILIES[family].capabilities:
+        assert protocol.RECOMMEND not in loaded.signatures
+
+
+def test_serving_default_equals_the_in_process_model(outputs, tmp_path):
+    config = TrainConfig(family="mf_dnn", hparams={"max_epochs": 1})
+    view = outputs[F.INTERACTION_VIEW]
+    model, _, valid = train(config, view["train"], view["eval"], outputs["graph"], train_steps=5)
+    from export.signatures import export_model
+
+    tft_output = tft.TFTransformOutput(outputs["graph"])
+    export_model(model, tft_output, valid, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    examples = _raw_test_examples(outputs)
+    served = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(examples))
+    assert set(served) == {F.RATING}
+    spec = serving_feature_spec(tft_output, D.MOVIELENS)
+    transformed = densify(tft_output.transform_features_layer()(tf.io.parse_example(examples, spec)))
+    np.testing.assert_allclose(served[F.RATING].numpy(), model(transformed)[F.RATING].numpy(), rtol=1e-5, atol=1e-5)
+    # A client needs no label, timestamp or split.
+    example = tf.train.Example.FromString(examples[0])
+    for name in (F.RATING, F.WATCHED, F.TIMESTAMP, F.SPLIT):
+        del example.features.feature[name]
+    out = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
+    assert np.isfinite(out[F.RATING].numpy()).all()
+
+
+def _recommend(loaded, histories, behaviors=None):
+    width = max(len(h) for h in histories)
+    ids = [[x.encode() for x in h] + [b""] * (width - len(h)) for h in histories]
+    behaviors = behaviors or [["liked"] * len(h) for h in histories]
+    behaviors = [[b.encode() for b in row] + [b""] * (width - len(row)) for row in behaviors]
+    return loaded.signatures[protocol.RECOMMEND](history_item_ids=tf.constant(ids),
+                                                  history_behaviors=tf.constant(behaviors))
+
+
+def test_recommend_never_returns_a_history_item_and_validates_its_input(exported):
+    family, loaded, tft_output, _ = exported
+    if RETRIEVE not in FAMILIES[family].capabilities:
+        return
+    vocab = _vocabulary(tft_output)
+    rng = np.random.default_rng(0)
+    histories = [list(rng.choice(vocab, size=n, replace=False)) for n in (1, 3, 100)]
+    # The most frequent items are in every history, and a 100-item history is longer than
+    # the 64 the query reads: the exclusion covers the whole history.
+    histories = [h + [v for v in vocab[:10] if v not in h] for h in histories]
+    out = _recommend(loaded, histories)
+    assert out[protocol.RECOMMEND_ITEM_IDS].shape == (3, 5)
+    for history, recommended, scores in zip(histories, out["item_ids"].numpy(), out["scores"].numpy()):
+        recommended = [r.decode() for r in recommended]
+        assert not set(recommended) & set(history)
+        assert all(r in vocab for r in recommended)
+        assert list(scores) == sorted(scores, reverse=True)
+    # Missing behaviors take the default; unknown items next to known ones are ignored;
+    # an empty history is allowed.
+    ok = _recommend(loaded, [[vocab[0], "no-such-item"], []], [["", "liked"], []])
+    assert np.isfinite(ok["scores"].numpy()).all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="history_behaviors holds a value"):
+        _recommend(loaded, [[vocab[0]]], [["hated"]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="none of them is in the model's catalogue"):
+        _recommend(loaded, [["no-such-item", "nor-this"]])
+
+
+def test_rank_queries_ranks_as_recommend_does(exported, outputs):
+    family, loaded, tft_output, _ = exported
+    if RETRIEVE not in FAMILIES[family].capabilities:
+        return
+    files = glob.glob(outputs[F.USER_VIEW]["test"][0])
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(4)]
+    ranked = loaded.signatures[protocol.RANK_QUERIES](examples=tf.constant(records))
+    ids = tft_output.vocabulary_by_name(F.ITEM_VOCAB)
+    for record, rows, targets in zip(records, ranked[protocol.RANKED_ROWS].numpy(),
+                                     ranked[protocol.TARGET_ROWS].numpy()):
+        feature = tf.train.Example.FromString(record).features.feature
+        history = [v.decode() for v in feature[F.HISTORY_ITEM_IDS].bytes_list.value]
+        behaviors = [v.decode() for v in feature[F.HISTORY_BEHAVIORS].bytes_list.value]
+        expected = _recommend(loaded, [history], [behaviors])[protocol.RECOMMEND_ITEM_IDS].numpy()[0]
+        assert [ids[r - 1] for r in rows] == list(expected)
+        wanted = [v for v in feature[F.TARGET_ITEM_IDS].bytes_list.value]
+        got = [ids[t - 1] if t > 0 else None for t in targets if t != protocol.TARGET_PAD]
+        assert [w for w in wanted if w in ids] == [g for g in got if g is not None]
+
+
+def test_similar_items_excludes_the_item_and_rejects_unknown_ids(exported):
+    family, loaded, tft_output, _ = exported
+    vocab = _vocabulary(tft_output)
+    out = loaded.signatures[protocol.SIMILAR_ITEMS](item_ids=tf.constant([vocab[0].encode()]))
+    similar = [x.decode() for x in out["item_ids"].numpy()[0]]
+    assert vocab[0] not in similar and len(similar) == 5
+    assert np.all(out["scores"].numpy() <= 1.0 + 1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unknown item id"):
+        loaded.signatures[protocol.SIMILAR_ITEMS](item_ids=tf.constant([b"no-such-item"]))
+
+
+def test_user_view_rows_are_the_transform_graphs_history_ids(outputs):
+    """The trainer maps user-view ids and behaviors exactly as the Transform graph does."""
+    tft_output = tft.TFTransformOutput(outputs["graph"])
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), D.MOVIELENS.behaviors)
+    view = load_user_view(glob.glob(outputs[F.USER_VIEW]["eval"][0]), rows)
+    items = [b"1", b"no-such-item", _vocabulary(tft_output)[3].encode()]
+    behaviors = [b"liked", b"disliked", b"hated"]
+    transformed = densify(tft_output.transform_features_layer()({
+        F.HISTORY_ITEM_IDS: tf.sparse.from_dense(tf.constant([items])),
+        F.HISTORY_BEHAVIORS: tf.sparse.from_dense(tf.constant([behaviors])),
+    }))
+    assert transformed[F.HISTORY_ITEM_IDX].numpy()[0, :3].tolist() == rows.rows(items).tolist()
+    assert transformed[F.HISTORY_BEHAVIOR_IDX].numpy()[0, :3].tolist() == rows.behavior_rows(behaviors).tolist()
+    assert rows.behavior_rows([b"hated"])[0] == len(D.MOVIELENS.behaviors) + 1
+    assert len(view) > 0 and all(len(t) for t in view.targets)
+
+
+def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
+    """The pipeline's pushed models, served by the local server, answer as the SavedModel does."""
+    from serving.client import ServingClient
+    from serving.local_server import serve
+
+    config = trained_run[0]
+    examples = _raw_test_examples(outputs, 8)
+    history = _vocabulary(tft.TFTransformOutput(outputs["graph"]))[:3]
+    with serve(config.serving_model_dir, port=0, poll_seconds=0.5) as server:
+        with ServingClient(f"127.0.0.1:{server.port}", timeout_s=30) as client:
+            for family in config.families:
+                path = os.path.join(config.serving_model_dir, family)
+                loaded = tf.saved_model.load(os.path.join(path, os.listdir(path)[0]))
+                if SCORE in FAMILIES[family].capabilities:
+                    expected = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(examples))
+                    served = client.predict_examples(family, examples)
+                    np.testing.assert_allclose(served[F.RATING], expected[F.RATING].numpy(), rtol=1e-6)
+                if RETRIEVE in FAMILIES[family].capabilities:
+                    ranked = client.recommend(family, [history], [["liked"] * 3])[0]
+                    expected = _recommend(loaded, [history])[protocol.RECOMMEND_ITEM_IDS].numpy()[0]
+                    assert [item for item, _ in ranked] == [e.decode() for e in expected][:len(ranked)]
+                    assert ranked and not {item for item, _ in ranked} & set(history)
