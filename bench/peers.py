@@ -95,7 +95,8 @@ def _surprise_trainset(train: RatedRows):
 
 def _surprise_scores(algo, train: RatedRows, test: RatedRows) -> np.ndarray:
     algo.fit(_surprise_trainset(train))
-    return np.array([algo.predict(u, i).est for u, i in zip(test.users, test.items)], dtype=np.float64)
+    # Unclipped, like the families' predictions (surprise clips to the rating scale by default).
+    return np.array([algo.predict(u, i, clip=False).est for u, i in zip(test.users, test.items)], dtype=np.float64)
 
 
 def global_mean(train: RatedRows, test: RatedRows) -> np.ndarray:
@@ -111,11 +112,11 @@ def baseline_only(train: RatedRows, test: RatedRows, seed: int = 0) -> np.ndarra
     return _surprise_scores(BaselineOnly(verbose=False), train, test)
 
 
-def svd(train: RatedRows, test: RatedRows, seed: int = 0) -> np.ndarray:
-    """surprise SVD with `SVD_PARAMS` and a fixed random state."""
+def svd(train: RatedRows, test: RatedRows, seed: int = 0, **params) -> np.ndarray:
+    """surprise SVD with `SVD_PARAMS` (or `params`) and a fixed random state."""
     from surprise import SVD as SurpriseSVD
 
-    return _surprise_scores(SurpriseSVD(random_state=seed, **SVD_PARAMS), train, test)
+    return _surprise_scores(SurpriseSVD(random_state=seed, **(params or SVD_PARAMS)), train, test)
 
 
 PEER_FUNCTIONS: Dict[str, Callable[[RatedRows, RatedRows], np.ndarray]] = {

@@ -78,11 +78,12 @@ class DatasetSpec:
 RETRIEVAL_TASK = "items"  # every dataset's retrieval task: the user's held-out items
 
 
-def _task(name: str, kind: str, label: str = "", condition: str = "", threshold: Optional[float] = None) -> T.TaskSpec:
+def _task(name: str, kind: str, label: str = "", condition: str = "", threshold: Optional[float] = None,
+          parent: str = "") -> T.TaskSpec:
     gate = T.default_gate(kind)
     if threshold is not None:
         gate = dataclasses.replace(gate, threshold=threshold)
-    return T.TaskSpec(name=name, kind=kind, label=label, condition=condition, gate=gate)
+    return T.TaskSpec(name=name, kind=kind, label=label, condition=condition, gate=gate, parent=parent)
 
 
 MOVIELENS = DatasetSpec(
@@ -97,8 +98,8 @@ MOVIELENS = DatasetSpec(
     genre_multi_hot=True,
     tasks=(
         _task(RATING, T.REGRESSION, RATING, condition=WATCHED),
-        _task(LIKED, T.BINARY, LIKED, condition=WATCHED, threshold=0.7),
-        _task(LOVED, T.BINARY, LOVED, condition=WATCHED),
+        _task(LIKED, T.BINARY, LIKED, condition=WATCHED, threshold=0.7, parent=WATCHED),
+        _task(LOVED, T.BINARY, LOVED, condition=WATCHED, parent=LIKED),
         _task(WATCHED, T.BINARY, WATCHED),
         _task(RETRIEVAL_TASK, T.RETRIEVAL),
     ),
@@ -118,9 +119,9 @@ TAOBAO = DatasetSpec(
     genre_multi_hot=False,
     tasks=(
         _task(VIEWED, T.BINARY, VIEWED),
-        _task(CART, T.BINARY, CART, condition=VIEWED),
-        _task(FAV, T.BINARY, FAV, condition=VIEWED),
-        _task(BUY, T.BINARY, BUY, condition=VIEWED),
+        _task(CART, T.BINARY, CART, condition=VIEWED, parent=VIEWED),
+        _task(FAV, T.BINARY, FAV, condition=VIEWED, parent=VIEWED),
+        _task(BUY, T.BINARY, BUY, condition=VIEWED, parent=CART),
         _task(RETRIEVAL_TASK, T.RETRIEVAL),
     ),
     retrieval_min_rating=None,

@@ -60,6 +60,8 @@ class TaskSpec:
         computed on those rows only (e.g. `liked` is defined on watched rows, not on
         sampled negatives). Empty: every row.
       gate: the push gate; None leaves the task ungated (reported only).
+      parent: the task before this one in the behavior funnel (watched -> liked -> loved;
+        viewed -> cart / fav -> buy), for cascade models; empty for the first.
     """
 
     name: str
@@ -67,6 +69,7 @@ class TaskSpec:
     label: str = ""
     condition: str = ""
     gate: Optional[Gate] = None
+    parent: str = ""
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -35,8 +35,11 @@ LIFT_SUFFIX = "_lift"
 
 
 
-def _select(value: Any, output_name: str) -> Any:
-    """One output's value from a possibly per-output dict."""
+def _select(value: Any, model_name: str, output_name: str) -> Any:
+    """One model's, one output's value from possibly per-model and per-output dicts (with a
+    baseline model, TFMA keys every value by model name first)."""
+    if isinstance(value, dict) and model_name and model_name in value:
+        value = value[model_name]
     if isinstance(value, dict):
         if output_name in value:
             return value[output_name]
@@ -61,9 +64,10 @@ class _PairsAccumulator:
 class _TaskCombiner(beam.CombineFn):
     """Collects (prediction, label) of one task output where its weight is positive."""
 
-    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], output_name: str, kind: str,
+    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, output_name: str, kind: str,
                  liked_threshold: Optional[float]):
         self._keys = keys
+        self._model_name = model_name
         self._output_name = output_name
         self._kind = kind
         self._liked_threshold = liked_threshold
@@ -72,10 +76,10 @@ class _TaskCombiner(beam.CombineFn):
         return _PairsAccumulator()
 
     def add_input(self, accumulator: _PairsAccumulator, element) -> _PairsAccumulator:
-        prediction = _flat(_select(element.prediction, self._output_name))
-        label = _flat(_select(element.label, self._output_name))
+        prediction = _flat(_select(element.prediction, self._model_name, self._output_name))
+        label = _flat(_select(element.label, self._model_name, self._output_name))
         if element.example_weight is not None:
-            weight = _flat(_select(element.example_weight, self._output_name))
+            weight = _flat(_select(element.example_weight, self._model_name, self._output_name))
             if weight.size == prediction.size:
                 keep = weight > 0
                 prediction, label = prediction[keep], label[keep]
@@ -127,7 +131,7 @@ def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = 
             computations.append(tfma.metrics.MetricComputation(
                 keys=list(keys.values()),
                 preprocessors=None,
-                combiner=_TaskCombiner(keys, output_name, kind, liked_threshold),
+                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold),
             ))
     return computations
 
@@ -157,8 +161,9 @@ class _TopKAccumulator:
 
 
 class _TopKCombiner(beam.CombineFn):
-    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], k: int):
+    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, k: int):
         self._keys = keys
+        self._model_name = model_name
         self._k = k
 
     def create_accumulator(self) -> _TopKAccumulator:
@@ -172,6 +177,8 @@ class _TopKCombiner(beam.CombineFn):
 
     def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
         outputs = element.prediction
+        if self._model_name and self._model_name in outputs:
+            outputs = outputs[self._model_name]
         targets = np.asarray(outputs[protocol.TARGET_ROWS]).reshape(-1)
         targets = targets[targets != protocol.TARGET_PAD]
         if targets.size == 0:
@@ -216,7 +223,7 @@ def _topk_computations(top_k: int = 10, name: str = "topk", eval_config=None, mo
         keys = {metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, example_weighted=None)
                 for metric in topk_metric_names(top_k)}
         computations.append(tfma.metrics.MetricComputation(
-            keys=list(keys.values()), preprocessors=None, combiner=_TopKCombiner(keys, top_k)))
+            keys=list(keys.values()), preprocessors=None, combiner=_TopKCombiner(keys, model_name, top_k)))
     return computations
 
 

@@ -134,8 +134,8 @@ def export_model(
             any_known = tf.reduce_any(rows > 0, axis=1) | ~tf.reduce_any(present, axis=1)
             checks.append(tf.debugging.assert_equal(
                 tf.reduce_all(any_known), True,
-                message="recommend: a history holds item ids but none of them is in the model's catalogue "
-                        "(training vocabulary); send at least one known item, or an empty history"))
+                message="recommend: a history holds item ids but none of them is in the catalogue of the model "
+                        "(its training vocabulary); send at least one known item, or an empty history"))
         with tf.control_dependencies(checks):
             history = densify(model.tft_layer({
                 F.HISTORY_ITEM_IDS: tf.ragged.boolean_mask(history_item_ids, present).to_sparse(),

@@ -116,13 +116,14 @@ class RecModel(tfrs.Model):
         """Regularization of a retrieval batch's query vectors [B, d] (families override)."""
         return tf.constant(0.0)
 
-    def monitor(self) -> Tuple[str, str]:
-        """(metric, 'min' or 'max') that early stopping watches on the eval split."""
+    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+        """(metric, 'min' or 'max') that early stopping watches on the eval split (a
+        retrieval model: NDCG@top_k of the top-K callback)."""
         task = self.context.tasks[0]
         if task.name in self.pointwise:
             metric = self.pointwise[task.name].metric
             return f"val_{metric.name}", ("min" if "rmse" in metric.name else "max")
-        return f"val_{T.NDCG_AT_10}", "max"
+        return f"val_ndcg@{top_k}", "max"
 
 
 class OneScoreModel(RecModel):

@@ -13,7 +13,8 @@ from contract import features as F
 from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
-from models.families import mf, mf_dnn, mf_history, two_tower
+from models import multitask
+from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, two_tower
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -66,6 +67,16 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
             F.INTERACTION_VIEW, "mf_dnn trained on liked (rating >= 4)"),
     Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
             "two-tower retrieval over the whole catalogue (serves recommend)"),
+    Family("single_task", single_task.SingleTask, multitask.MultiTaskParams, multitask.task_names,
+           F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)"),
+    Family("shared_bottom", shared_bottom.SharedBottomModel, multitask.MultiTaskParams, multitask.task_names,
+           F.INTERACTION_VIEW, "one shared bottom MLP, one tower per task"),
+    Family("mmoe", mmoe.MMoEModel, mmoe.MMoEParams, multitask.task_names, F.INTERACTION_VIEW,
+           "multi-gate mixture of experts"),
+    Family("ple", ple.PLEModel, ple.PLEParams, multitask.task_names, F.INTERACTION_VIEW,
+           "progressive layered extraction (shared and task experts)"),
+    Family("nmtr", nmtr.NMTRModel, multitask.MultiTaskParams, multitask.task_names, F.INTERACTION_VIEW,
+           "behavior cascade over shared embeddings"),
 )}
 
 

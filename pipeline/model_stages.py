@@ -21,9 +21,18 @@ from training.trainer import TrainConfig
 
 
 def family_tasks(config: PipelineConfig, family_name: str):
-    """The family's task specs on the configured dataset, gates from the config."""
+    """The family's task specs on the configured dataset, gates from the config.
+
+    Without sampled negatives every row is a positive of the dataset's implicit label
+    (watched / viewed), so a task on that label is left out.
+    """
     spec = D.dataset_spec(config.dataset)
     tasks = get_family(family_name).task_specs(spec)
+    if config.negatives_per_positive == 0:
+        tasks = tuple(t for t in tasks if t.label != spec.implicit_label)
+        if not tasks:
+            raise ValueError(f"model family {family_name!r} only predicts {spec.implicit_label!r}, which needs "
+                             f"sampled negatives: set negatives_per_positive > 0")
     return with_thresholds(tasks, config.gate_thresholds, config.gate_max_worsening)
 
 
@@ -50,6 +59,7 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
                 max_history=config.max_history,
                 seed=config.seed,
                 top_k=config.top_k,
+                tasks=tuple(t.name for t in tasks),
             ).to_custom_config(),
         ).with_id(f"Trainer_{family_name}")
 

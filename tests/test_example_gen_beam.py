@@ -161,14 +161,26 @@ def test_component_publishes_examples_in_a_local_dag(ml_slice, tmp_path):
         metadata_connection_config=connection, beam_pipeline_args=["--direct_num_workers=1"]))
 
     store = metadata_store.MetadataStore(connection)
-    [artifact] = store.get_artifacts_by_type("Examples")
-    assert artifact_utils.decode_split_names(artifact.properties["split_names"].string_value) == list(SPLITS)
-    assert artifact.custom_properties["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
-    assert artifact.custom_properties["file_format"].string_value == "tfrecords_gzip"
+    artifacts = store.get_artifacts_by_type("Examples")
+    assert len(artifacts) == 2  # the interaction view and the user view
+    for artifact in artifacts:
+        assert artifact_utils.decode_split_names(artifact.properties["split_names"].string_value) == list(SPLITS)
+        assert artifact.custom_properties["payload_format"].string_value == "FORMAT_TF_EXAMPLE"
+        assert artifact.custom_properties["file_format"].string_value == "tfrecords_gzip"
+    (artifact,) = [a for a in artifacts if os.path.exists(os.path.join(a.uri, "ingest_report.json"))]
+    (users,) = [a for a in artifacts if a is not artifact]
     report = json.loads(open(os.path.join(artifact.uri, "ingest_report.json")).read())
     for split in SPLITS:
         assert len(_read_split(artifact.uri, split)) == report["rows_written"][split]
     assert sum(report["rows_written"].values()) == 300
+    # One user-view example per user in train; eval/test only for users with liked items there.
+    def parsed(uri, split):
+        return [encoding.from_tf_example(tf.train.Example.FromString(r)) for r in _read_split(uri, split)]
+
+    train_users = {r["user_id"][0] for r in parsed(users.uri, "train")}
+    assert train_users == {r["user_id"][0] for r in parsed(artifact.uri, "train")}
+    for record in parsed(users.uri, "test"):
+        assert record["split"] == ["test"] and record["target_item_ids"] and record["history_item_ids"]
 
 
 def test_component_rejects_a_bad_config_when_built():

@@ -42,12 +42,18 @@ def outputs(trained_run):
     }
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+# One family per kind of export: one score, several scores, retrieval. (Every family is
+# trained on synthetic tensors in test_model_layer.py.)
+EXPORTED = {"mf": (), "mmoe": (F.RATING, F.LIKED, F.LOVED), "two_tower": ()}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPORTED))
 def exported(request, outputs, tmp_path_factory):
     family = request.param
     view = FAMILIES[family].view
     out = str(tmp_path_factory.mktemp(family))
-    config = TrainConfig(family=family, hparams={"max_epochs": 2, "batch_size": 64}, top_k=5)
+    config = TrainConfig(family=family, hparams={"max_epochs": 2, "batch_size": 64}, top_k=5,
+                         tasks=EXPORTED[family])
     summary = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], out,
                                train_steps=10)
     return family, tf.saved_model.load(out), tft.TFTransformOutput(outputs["graph"]), summary
@@ -69,12 +75,15 @@ def test_training_stops_early_and_reports_its_best_epoch(exported):
     assert all(np.isfinite(summary["history"]["loss"]))
 
 
-def test_signatures_follow_the_capabilities(exported):
+def test_signatures_follow_the_capabilities(exported, outputs):
     family, loaded = exported[0], exported[1]
     expected = set().union(*(CAPABILITY_SIGNATURES[c] for c in FAMILIES[family].capabilities))
     assert set(loaded.signatures.keys()) == expected
     if RETRIEVE not in FAMILIES[family].capabilities:
         assert protocol.RECOMMEND not in loaded.signatures
+    if SCORE in FAMILIES[family].capabilities:  # one named output per task
+        served = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(_raw_test_examples(outputs, 4)))
+        assert set(served) == set(EXPORTED[family] or [F.RATING])
 
 
 def test_serving_default_equals_the_in_process_model(outputs, tmp_path):
@@ -132,7 +141,7 @@ def test_recommend_never_returns_a_history_item_and_validates_its_input(exported
     assert np.isfinite(ok["scores"].numpy()).all()
     with pytest.raises(tf.errors.InvalidArgumentError, match="history_behaviors holds a value"):
         _recommend(loaded, [[vocab[0]]], [["hated"]])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="none of them is in the model's catalogue"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="none of them is in the catalogue"):
         _recommend(loaded, [["no-such-item", "nor-this"]])
 
 

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-import evaluation as m
+from evaluation import definitions as m
 from contract.features import LIKED_MIN_RATING
 
 

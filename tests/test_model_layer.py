@@ -181,3 +181,86 @@ def test_two_tower_retrieves_co_occurring_items_better_than_popularity():
     sampled = fit_on_arrays("two_tower", ctx, {"dim": 8, "learning_rate": 0.05, "softmax": "sampled"}, batches, epochs=3)
     scores = sampled.score_catalogue(tf.constant([[11, 12]]), tf.constant([[3, 3]])).numpy()[0]
     assert (np.argsort(-scores[1:21])[:10] + 1 > 10).mean() >= 0.9
+
+
+def test_retrieval_batches_leave_the_target_out_of_the_query():
+    from training.views import UserView, retrieval_dataset, retrieval_pairs
+
+    history = np.arange(1, 11)
+    view = UserView([b"u"], [b"light"], [history], [np.array([1, 2] * 5)], [history])
+    assert len(retrieval_pairs(view, [2])) == 5  # only behavior-2 positions are targets
+    batch = next(iter(retrieval_dataset(view, retrieval_pairs(view), 100, 4, seed=0)))
+    for target, query, own in zip(batch[TARGET_IDX].numpy(), batch[F.HISTORY_ITEM_IDX].numpy(),
+                                  batch[EXCLUDE_IDX].numpy()):
+        assert list(query) == [x for x in history if x != target][-4:]
+        assert list(own) == list(history)
+
+
+MULTITASK = ["single_task", "shared_bottom", "mmoe", "ple", "nmtr"]
+
+
+def _multitask_batches(ctx, n=2048, batch=256, seed=1):
+    """Watched / liked / loved / rating from a latent user x item affinity; negatives unwatched."""
+    batches, data = _rating_batches(ctx, n=n, batch=batch, seed=seed)
+    rng = np.random.default_rng(seed)
+    watched = (rng.random(n) < 0.7).astype(np.int64)
+    data[F.WATCHED] = watched
+    data[F.RATING] = np.where(watched == 1, data[F.RATING], 0.0).astype(np.float32)
+    data[F.LIKED] = ((data[F.RATING] >= 4) & (watched == 1)).astype(np.int64)
+    data[F.LOVED] = ((data[F.RATING] >= 4.5) & (watched == 1)).astype(np.int64)
+    return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
+
+
+@pytest.mark.parametrize("family", MULTITASK)
+def test_multitask_families_predict_every_task_and_learn_liked(family):
+    tasks = (F.RATING, F.LIKED, F.LOVED, F.WATCHED)
+    ctx = synthetic_context(tasks=tasks, num_users=40, num_items=30)
+    batches, data = _multitask_batches(ctx, n=1536, batch=256)
+    model = fit_on_arrays(family, ctx, {"dim": 4, "bottom": "16", "tower": "8", "learning_rate": 0.03}, batches,
+                          epochs=5)
+    out = model({k: tf.constant(v) for k, v in data.items()})
+    assert set(out) == set(tasks)
+    from evaluation.definitions import binary_auc
+    watched = data[F.WATCHED] == 1
+    assert binary_auc(out[F.LIKED].numpy()[watched], data[F.LIKED][watched]) > 0.75
+    for name in (F.LIKED, F.LOVED, F.WATCHED):
+        assert ((out[name].numpy() >= 0) & (out[name].numpy() <= 1)).all()
+
+
+@pytest.mark.parametrize("family,experts", [("mmoe", 4), ("ple", 3), ("shared_bottom", 0)])
+def test_gate_weights_are_distributions_per_task(family, experts):
+    ctx = synthetic_context(tasks=(F.LIKED, F.LOVED), num_users=20, num_items=30)
+    batches, data = _multitask_batches(ctx, n=256)
+    model = fit_on_arrays(family, ctx, {"dim": 4, "bottom": "8"}, batches, epochs=1)
+    gates = model.gate_weights({k: tf.constant(v[:32]) for k, v in data.items()})
+    if not experts:
+        assert gates == {}
+        return
+    assert set(gates) == {F.LIKED, F.LOVED}
+    for weights in gates.values():
+        assert weights.shape == (32, experts)
+        np.testing.assert_allclose(weights.numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_nmtr_cascade_builds_each_logit_on_its_parent():
+    ctx = synthetic_context(tasks=(F.WATCHED, F.LIKED, F.LOVED), num_users=20, num_items=30)
+    model = registry.get_family("nmtr").build(ctx, registry.get_family("nmtr").hparams())
+    assert model.parents == {F.WATCHED: None, F.LIKED: F.WATCHED, F.LOVED: F.LIKED}
+    logits = {F.WATCHED: tf.constant([1.0]), F.LIKED: tf.constant([2.0]), F.LOVED: tf.constant([3.0])}
+    combined = model.combine(logits)
+    assert [float(combined[t][0]) for t in (F.WATCHED, F.LIKED, F.LOVED)] == [1.0, 3.0, 6.0]
+    # Without watched (no negatives), liked starts the funnel.
+    ctx = synthetic_context(tasks=(F.LIKED, F.LOVED, F.RATING), num_users=20, num_items=30)
+    model = registry.get_family("nmtr").build(ctx, registry.get_family("nmtr").hparams())
+    assert model.parents == {F.LIKED: None, F.LOVED: F.LIKED, F.RATING: None}
+
+
+def test_uncertainty_weighting_learns_task_weights():
+    ctx = synthetic_context(tasks=(F.RATING, F.LIKED), num_users=40, num_items=30)
+    batches, _ = _multitask_batches(ctx, n=1024)
+    model = fit_on_arrays("shared_bottom", ctx, {"dim": 4, "uncertainty": "true", "learning_rate": 0.05}, batches,
+                          epochs=3)
+    weights = model.task_weights()
+    assert set(weights) == {F.RATING, F.LIKED} and weights[F.RATING] != pytest.approx(1.0)
+    fixed = fit_on_arrays("shared_bottom", ctx, {"dim": 4, "loss_weights": "2,0.5"}, batches[:1])
+    assert fixed.task_weights() == {F.RATING: 2.0, F.LIKED: 0.5}

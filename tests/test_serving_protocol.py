@@ -181,7 +181,7 @@ def test_warmup_file_parses_back_as_prediction_logs(tmp_path):
 
 
 def test_warmup_needs_examples_and_an_existing_dir(tmp_path):
-    with pytest.raises(ValueError, match="at least one serialized example"):
+    with pytest.raises(ValueError, match="needs serialized examples or histories"):
         warmup.write_warmup_requests(str(tmp_path), "mf", [])
     with pytest.raises(FileNotFoundError, match="missing"):
         warmup.write_warmup_requests(str(tmp_path / "missing"), "mf", [b"x"])

@@ -23,6 +23,7 @@ import tf_keras as keras
 
 from contract import datasets as D
 from contract import features as F
+from contract import tasks as T
 from export.signatures import export_model
 from models.base import RETRIEVE, RecModel
 from models.context import ITEM_TABLE_FEATURES, ModelContext
@@ -45,6 +46,8 @@ class TrainConfig:
       max_history: the pipeline's max_history (ExampleGen, Transform, queries).
       seed: initialisation and shuffling seed.
       top_k: K of `recommend`, `similar_items` and the top-K metrics.
+      tasks: the task names to train (empty: the family's tasks on the dataset); the
+        pipeline passes the list its Evaluator measures.
     """
 
     family: str
@@ -53,6 +56,7 @@ class TrainConfig:
     max_history: int = F.MAX_HISTORY
     seed: int = 42
     top_k: int = 10
+    tasks: Tuple[str, ...] = ()
 
     @classmethod
     def from_custom_config(cls, config: Dict[str, Any]) -> "TrainConfig":
@@ -60,10 +64,14 @@ class TrainConfig:
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown Trainer custom_config keys {unknown}; expected some of {sorted(known)}")
+        config = dict(config)
+        config["tasks"] = tuple(config.get("tasks", ()))
         return cls(**config)
 
     def to_custom_config(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["tasks"] = list(self.tasks)
+        return out
 
 
 def _skip_autograph_for_tf_keras() -> None:
@@ -91,9 +99,16 @@ def vocabulary_rows(tf_transform_output: tft.TFTransformOutput, name: str) -> in
 
 def _context(family: Family, spec: D.DatasetSpec, tft_output: tft.TFTransformOutput, config: TrainConfig,
              counts: np.ndarray, mean_rating: float, table: Optional[Dict[str, np.ndarray]]) -> ModelContext:
+    tasks = family.task_specs(spec)
+    if config.tasks:
+        by_name = {t.name: t for t in tasks}
+        unknown = [t for t in config.tasks if t not in by_name]
+        if unknown:
+            raise ValueError(f"{family.name} has no task {unknown}; its tasks: {sorted(by_name)}")
+        tasks = tuple(by_name[t] for t in config.tasks)
     return ModelContext(
         dataset=spec,
-        tasks=family.task_specs(spec),
+        tasks=tasks,
         num_users=vocabulary_rows(tft_output, F.USER_VOCAB),
         num_items=vocabulary_rows(tft_output, F.ITEM_VOCAB),
         num_genres=vocabulary_rows(tft_output, F.GENRE_VOCAB),
@@ -138,11 +153,13 @@ def train(
         model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
                                                     eval_files, train_steps)
     model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
-    monitor, mode = model.monitor()
+    monitor, mode = model.monitor(config.top_k)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=hparams.patience,
                                              restore_best_weights=True)
     started = time.monotonic()
-    history = model.fit(callbacks=fit_args.pop("callbacks", []) + [stopping], verbose=2, **fit_args)
+    eval_batches = fit_args.pop("eval_batches", None)
+    callbacks = fit_args.pop("callbacks", []) + [MeanAUC(model), stopping]
+    history = model.fit(callbacks=callbacks, verbose=2, **fit_args)
     seconds = time.monotonic() - started
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
     best = int(np.nanargmin(logs[monitor]) if mode == "min" else np.nanargmax(logs[monitor])) if monitor in logs else None
@@ -157,7 +174,44 @@ def train(
         "train_seconds": round(seconds, 2),
         "history": logs,
     }
+    if hasattr(model, "task_weights"):
+        summary["task_weights"] = model.task_weights()
+    if eval_batches is not None and hasattr(model, "gate_weights"):
+        gates = mean_gate_weights(model, eval_batches)
+        if gates:
+            summary["gates"] = gates
     return model, summary, valid
+
+
+class MeanAUC(keras.callbacks.Callback):
+    """Adds `val_mean_auc`, the mean eval AUC over the model's binary tasks, to each epoch's logs."""
+
+    def __init__(self, model: RecModel):
+        super().__init__()
+        self.names = [f"val_{t.name}_auc" for t in model.context.pointwise_tasks if t.kind == T.BINARY]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict] = None) -> None:
+        if logs is not None and self.names and all(n in logs for n in self.names):
+            logs["val_mean_auc"] = float(np.mean([logs[n] for n in self.names]))
+
+
+def mean_gate_weights(model: RecModel, batches, max_batches: int = 50) -> Dict[str, Any]:
+    """{task: [mean weight of each expert]} over eval batches; {} when the model has no gates.
+
+    A collapsed gate (one expert near 1.0 for every task) is visible here.
+    """
+    sums: Dict[str, np.ndarray] = {}
+    count = 0
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        gates = model.gate_weights(batch)
+        if not gates:
+            return {}
+        for task, weights in gates.items():
+            sums[task] = sums.get(task, 0) + weights.numpy().sum(axis=0)
+        count += int(next(iter(gates.values())).shape[0])
+    return {task: [round(float(v), 4) for v in total / max(count, 1)] for task, total in sums.items()}
 
 
 def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
@@ -178,6 +232,7 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
         x=train_ds, steps_per_epoch=_steps_cap(train_steps, steps),
         epochs=_epochs(hparams.max_epochs, steps, train_steps),
         validation_data=make_dataset(eval_data, 1024, shuffle=False),
+        eval_batches=make_dataset(eval_data, 1024, shuffle=False),
     )
     valid = present.copy()
     valid[0] = False

@@ -144,10 +144,16 @@ def retrieval_dataset(view: UserView, pairs: np.ndarray, batch_size: int, max_hi
             items, behaviors, targets, own = [], [], [], []
             for u, j in chosen:
                 h, b = view.items[u], view.behaviors[u]
-                keep = np.ones(len(h), dtype=bool)
-                keep[j] = False
-                items.append(h[keep][-max_history:])
-                behaviors.append(b[keep][-max_history:])
+                # The most recent max_history items other than position j: only the
+                # window of the last max_history + 1 items can hold j.
+                start = max(0, len(h) - max_history - 1)
+                if j < start:
+                    items.append(h[-max_history:])
+                    behaviors.append(b[-max_history:])
+                else:
+                    window = np.delete(np.arange(start, len(h)), j - start)[-max_history:]
+                    items.append(h[window])
+                    behaviors.append(b[window])
                 targets.append(h[j])
                 own.append(h)
             out = {

@@ -10,3 +10,4 @@ from models.blocks.core import (  # noqa: F401
     masked_mean,
     normal,
 )
+from models.blocks.experts import CGC, MMoE, PLE, Experts, Gate, Independent, SharedBottom  # noqa: F401,E402

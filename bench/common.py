@@ -1,0 +1,116 @@
+"""What every benchmark shares: the pipeline's data stages, trained families, result files.
+
+`data_stages` runs ExampleGen .. Transform (no families) once into an output directory
+and reuses it when it is already there with the same configuration, so a benchmark and
+the tuning command read exactly the rows the pipeline writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import glob
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.machine import cpu_model  # noqa: E402
+from common.io_utils import atomic_write  # noqa: E402
+from contract import features as F  # noqa: E402
+from pipeline.configs import REPO_ROOT, PipelineConfig  # noqa: E402
+
+RESULTS_DIR = os.path.join(str(REPO_ROOT), "bench", "results")
+DEFAULT_WORK_DIR = os.path.join(str(REPO_ROOT), "outputs", "bench")
+
+
+@dataclasses.dataclass
+class DataStages:
+    """Where the data stages of one configuration wrote their outputs."""
+
+    config: PipelineConfig
+    raw_examples: str
+    user_examples: str
+    transformed_examples: str
+    transform_graph: str
+    seconds: float
+
+    def files(self, view: str, split: str) -> List[str]:
+        """File pattern list of one split of a view, as the Trainer receives it."""
+        base = self.user_examples if view == F.USER_VIEW else self.transformed_examples
+        return [os.path.join(base, f"Split-{split}", "*")]
+
+    def raw_files(self, view: str, split: str) -> List[str]:
+        base = self.user_examples if view == F.USER_VIEW else self.raw_examples
+        return sorted(glob.glob(os.path.join(base, f"Split-{split}", "*")))
+
+
+def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> DataStages:
+    """Runs (or reuses) the data stages of a PipelineConfig with these overrides."""
+    from pipeline import local_runner, report
+
+    config = dataclasses.replace(PipelineConfig(), families=(), **config_overrides)
+    key = json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir",)},
+                     sort_keys=True, default=str)
+    name = f"{config.dataset}-{config.split}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
+    config = dataclasses.replace(config, output_dir=os.path.join(work_dir, name))
+    stamp = os.path.join(config.output_dir, "data_stages.json")
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            saved = json.load(f)
+        return DataStages(config=config, seconds=saved["seconds"], **saved["paths"])
+    started = time.monotonic()
+    local_runner.run(config, progress_out=sys.stderr)
+    seconds = time.monotonic() - started
+    found = report.output_dirs(config.pipeline_root)
+    paths = {
+        "raw_examples": found["InteractionExampleGen"]["examples"],
+        "user_examples": found["InteractionExampleGen"]["user_examples"],
+        "transformed_examples": found["Transform"]["transformed_examples"],
+        "transform_graph": found["Transform"]["transform_graph"],
+    }
+    atomic_write(stamp, json.dumps({"seconds": seconds, "paths": paths, "config": key}, indent=2))
+    return DataStages(config=config, seconds=seconds, **paths)
+
+
+def machine() -> Dict[str, Any]:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1m": round(load[0], 2),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta: Dict[str, Any],
+                  out_dir: str = RESULTS_DIR) -> None:
+    """`<out>/<name>.json` (the rows, as the issue asks) and `<out>/<name>.md` (table + method)."""
+    atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
+    header = ["", "Produced by: `" + meta["command"] + "`", f"Machine: {meta['machine']}", ""]
+    atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
+
+
+def md_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str], digits: int = 4) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.{digits}f}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}

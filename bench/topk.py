@@ -1,0 +1,276 @@
+"""Protocol K: full-catalogue top-10 of the retrieving families against classic peers.
+
+Protocol K (hash split, MovieLens): every user with at least one liked (rating >= 4)
+test rating and one training rating. Input: the user's training ratings with their
+behaviors, oldest first (the user view's test examples); a family's query reads the
+most recent `max_history` of them, a peer uses what its method uses. Candidates: every
+item of the training vocabulary except the input's items. Targets: the liked test
+items. HR@10, Recall@10 (denominator min(10, targets)), NDCG@10 (binary gain) and
+MRR@10 per user, averaged (evaluation.definitions.topk_metrics, the Evaluator's own).
+
+Every model is tuned on the eval split (same protocol, eval targets); the test split is
+only reported. Families are trained with the pipeline's Trainer code and scored through
+the exported `recommend` signature (the served path), for each of `--seeds`.
+Peers, on the same training rows: MostPopular, ItemKNN (cosine), EASE (Steck 2019),
+implicit ALS.
+
+    python -m bench.topk [--families two_tower] [--seeds 42,43,44] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from contract import datasets as D  # noqa: E402
+from contract import features as F  # noqa: E402
+from contract import protocol  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
+from training import topk  # noqa: E402
+from training.trainer import TrainConfig, train_and_export  # noqa: E402
+from training.views import ItemRows, UserView, load_user_view  # noqa: E402
+
+K = 10
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
+ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
+KNN_SOURCES = ("liked", "all")
+
+
+# --------------------------------------------------------------------------
+# Peers: score functions over item rows, fitted on the train split's histories.
+# --------------------------------------------------------------------------
+def interaction_matrix(view: UserView, num_rows: int, liked_row: int = 0) -> sp.csr_matrix:
+    """Binary users x item rows of the training histories (only `liked_row` behaviors if given)."""
+    rows, cols = [], []
+    for u, (items, behaviors) in enumerate(zip(view.items, view.behaviors)):
+        keep = items[(items < num_rows) & ((behaviors == liked_row) if liked_row else True)]
+        rows.append(np.full(len(keep), u))
+        cols.append(keep)
+    data = np.ones(sum(len(c) for c in cols), dtype=np.float32)
+    m = sp.csr_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=(len(view), num_rows))
+    m.data[:] = 1.0
+    return m
+
+
+def most_popular(train: UserView, num_rows: int) -> Callable:
+    counts = np.asarray(interaction_matrix(train, num_rows).sum(axis=0)).reshape(-1).astype(np.float64)
+    return topk.popularity_scores(counts)
+
+
+def _history_vectors(view: UserView, num_rows: int, start: int, stop: int, liked_row: int = 0) -> np.ndarray:
+    x = np.zeros((stop - start, num_rows), dtype=np.float32)
+    for i in range(start, stop):
+        items, behaviors = view.items[i], view.behaviors[i]
+        keep = items[(items < num_rows) & ((behaviors == liked_row) if liked_row else True)]
+        x[i - start, keep] = 1.0
+    return x
+
+
+class FullHistoryScorer:
+    """Scores from the user's whole input history (peers are not limited to max_history)."""
+
+    def __init__(self, view: UserView, num_rows: int, weights: np.ndarray, liked_row: int = 0):
+        self.view, self.num_rows, self.weights, self.liked_row = view, num_rows, weights, liked_row
+        self.start = 0
+
+    def evaluate(self, valid: np.ndarray) -> Dict[str, float]:
+        ranked = []
+        invalid = np.flatnonzero(~valid)
+        for start in range(0, len(self.view), 256):
+            stop = min(start + 256, len(self.view))
+            scores = _history_vectors(self.view, self.num_rows, start, stop, self.liked_row) @ self.weights
+            for i, row in enumerate(scores):
+                history = self.view.items[start + i]
+                ranked.append(d.top_k_excluding(row, np.concatenate([invalid, history[history < row.size]]), K))
+        return d.topk_metrics(ranked, self.view.targets, K)
+
+
+def item_knn_weights(train: UserView, num_rows: int) -> np.ndarray:
+    x = interaction_matrix(train, num_rows)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).reshape(-1)) + 1e-9
+    gram = (x.T @ x).toarray().astype(np.float32)
+    sim = gram / norms[:, None] / norms[None, :]
+    np.fill_diagonal(sim, 0.0)
+    return sim
+
+
+def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    g = gram.astype(np.float64).copy()
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
+    b = -p / np.diag(p)
+    np.fill_diagonal(b, 0.0)
+    return b.astype(np.float32)
+
+
+def als_evaluate(train: UserView, view: UserView, num_rows: int, valid: np.ndarray, factors: int,
+                 regularization: float, alpha: float, seed: int) -> Dict[str, float]:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    x = interaction_matrix(train, num_rows)
+    model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                    iterations=15, random_state=seed)
+    model.fit(x, show_progress=False)
+    index = {u: i for i, u in enumerate(train.users)}
+    item_factors = np.asarray(model.item_factors)
+    user_factors = np.asarray(model.user_factors)
+    invalid = np.flatnonzero(~valid)
+    ranked = []
+    for u, history in zip(view.users, view.items):
+        scores = item_factors @ user_factors[index[u]]
+        ranked.append(d.top_k_excluding(scores, np.concatenate([invalid, history[history < num_rows]]), K))
+    return d.topk_metrics(ranked, view.targets, K)
+
+
+# --------------------------------------------------------------------------
+# Families: trained with the Trainer code, scored through `recommend`.
+# --------------------------------------------------------------------------
+def served_ranking(saved_model_dir: str, raw_files: Sequence[str], rows: ItemRows) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Ranked rows and target rows of every user-view example, through `recommend`."""
+    recommend = tf.saved_model.load(saved_model_dir).signatures[protocol.RECOMMEND]
+    from training.views import USER_VIEW_SPEC
+
+    ds = tf.data.TFRecordDataset(list(raw_files), compression_type="GZIP").batch(64)
+    ranked, targets = [], []
+    for batch in ds:
+        parsed = tf.io.parse_example(batch, USER_VIEW_SPEC)
+        items = tf.sparse.to_dense(parsed[F.HISTORY_ITEM_IDS], default_value="")
+        behaviors = tf.sparse.to_dense(parsed[F.HISTORY_BEHAVIORS], default_value="")
+        out = recommend(history_item_ids=items, history_behaviors=behaviors)
+        for ids in out[protocol.RECOMMEND_ITEM_IDS].numpy():
+            ranked.append(rows.rows(list(ids)))
+        for t in tf.RaggedTensor.from_sparse(parsed[F.TARGET_ITEM_IDS]).to_list():
+            targets.append(rows.rows(t))
+    return ranked, targets
+
+
+def train_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], seed: int,
+                 out_dir: str) -> Tuple[Dict[str, Any], float]:
+    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                         max_history=stages.config.max_history, seed=seed, top_k=K)
+    started = time.monotonic()
+    summary = train_and_export(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
+                               stages.transform_graph, out_dir)
+    return summary, time.monotonic() - started
+
+
+def row(model: str, metrics: Dict[str, float], seconds: float, **extra) -> Dict[str, Any]:
+    return {"model": model, "hr_at_10": metrics["hit_rate@10"], "recall_at_10": metrics["recall@10"],
+            "ndcg_at_10": metrics["ndcg@10"], "mrr_at_10": metrics["mrr@10"], "users": int(metrics["users"]),
+            "train_seconds": round(seconds, 1), **extra}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default="two_tower")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE")
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--skip_als", action="store_true", help="when the `implicit` package is missing")
+    args = parser.parse_args(argv)
+    from models.hparams import parse_assignments
+
+    overrides = parse_assignments(args.hparam)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    stages = common.data_stages(args.work_dir)
+    tft_output = tft.TFTransformOutput(stages.transform_graph)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), D.MOVIELENS.behaviors)
+    num_rows = len(rows.ids) + 1
+    views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in ("train", "eval", "test")}
+    valid = np.ones(num_rows, dtype=bool)
+    valid[0] = False
+    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    results: List[Dict[str, Any]] = []
+    tuning: Dict[str, Any] = {}
+
+    started = time.monotonic()
+    pop = most_popular(views["train"], num_rows)
+    results.append(row("most_popular", topk.evaluate(pop, views["test"], 1, valid, K), time.monotonic() - started))
+
+    started = time.monotonic()
+    sim = item_knn_weights(views["train"], num_rows)
+    knn_eval = {src: FullHistoryScorer(views["eval"], num_rows, sim, liked if src == "liked" else 0).evaluate(valid)
+                for src in KNN_SOURCES}
+    best_src = max(knn_eval, key=lambda s: knn_eval[s]["ndcg@10"])
+    tuning["item_knn"] = {"grid": {s: knn_eval[s]["ndcg@10"] for s in KNN_SOURCES}, "chosen": best_src}
+    test = FullHistoryScorer(views["test"], num_rows, sim, liked if best_src == "liked" else 0).evaluate(valid)
+    results.append(row("item_knn", test, time.monotonic() - started, setting=f"history: {best_src} items"))
+
+    started = time.monotonic()
+    x = interaction_matrix(views["train"], num_rows)
+    gram = (x.T @ x).toarray()
+    ease_eval = {lam: FullHistoryScorer(views["eval"], num_rows, ease_weights(gram, lam)).evaluate(valid)["ndcg@10"]
+                 for lam in EASE_LAMBDAS}
+    best_lam = max(ease_eval, key=ease_eval.get)
+    tuning["ease"] = {"grid": ease_eval, "chosen": best_lam}
+    fit = time.monotonic()
+    weights = ease_weights(gram, best_lam)
+    seconds = time.monotonic() - fit
+    results.append(row("ease", FullHistoryScorer(views["test"], num_rows, weights).evaluate(valid), seconds,
+                       setting=f"lambda {best_lam:g}"))
+
+    if not args.skip_als:
+        grid = [dict(zip(ALS_GRID, values)) for values in itertools.product(*ALS_GRID.values())]
+        als_eval = [(g, als_evaluate(views["train"], views["eval"], num_rows, valid, seed=seeds[0], **g)["ndcg@10"])
+                    for g in grid]
+        best = max(als_eval, key=lambda t: t[1])[0]
+        tuning["als"] = {"grid": [{**g, "ndcg@10": v} for g, v in als_eval], "chosen": best}
+        per_seed = []
+        for seed in seeds:
+            fit = time.monotonic()
+            per_seed.append((als_evaluate(views["train"], views["test"], num_rows, valid, seed=seed, **best),
+                             time.monotonic() - fit))
+        results.append(_seed_row("als", per_seed, setting=json.dumps(best)))
+
+    for family in [f for f in args.families.split(",") if f]:
+        per_seed = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                summary, seconds = train_family(stages, family, overrides.get(family, {}), seed, tmp)
+                ranked, targets = served_ranking(tmp, stages.raw_files(F.USER_VIEW, "test"), rows)
+            per_seed.append((d.topk_metrics(ranked, targets, K), seconds))
+            tuning.setdefault(family, []).append({"seed": seed, "eval_best": summary["best_value"],
+                                                  "best_epoch": summary["best_epoch"], "hparams": summary["hparams"]})
+        results.append(_seed_row(family, per_seed, setting=json.dumps(overrides.get(family, {})) or "defaults"))
+
+    command = "python -m bench.topk " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+    columns = ["model", "hr_at_10", "recall_at_10", "ndcg_at_10", "ndcg_std", "mrr_at_10", "users", "seeds",
+               "train_seconds", "setting"]
+    markdown = "\n".join([
+        "# Protocol K: top-10 over the whole catalogue (MovieLens ml-latest-small, hash split, test users)",
+        "", common.md_table(results, columns), "",
+        "Tuned on the eval split (same protocol, eval targets); the test split is only reported.",
+        f"Tuning: `{json.dumps(tuning, default=str)[:2000]}`",
+    ])
+    common.write_results("topk", results, markdown, meta, args.out)
+    common.atomic_write(os.path.join(args.out, "topk_tuning.json"), json.dumps(tuning, indent=2, default=str) + "\n")
+    print(markdown)
+    return 0
+
+
+def _seed_row(model: str, per_seed, setting: str) -> Dict[str, Any]:
+    names = ("hit_rate@10", "recall@10", "ndcg@10", "mrr@10")
+    mean = {n: float(np.mean([m[n] for m, _ in per_seed])) for n in names}
+    mean["users"] = per_seed[0][0]["users"]
+    out = row(model, mean, float(np.mean([s for _, s in per_seed])), setting=setting, seeds=len(per_seed))
+    out["ndcg_std"] = float(np.std([m["ndcg@10"] for m, _ in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Hyperparameter search for one family on the eval split (the test split is never read).
+
+Each trial trains the family with the pipeline's Trainer code on the data stages'
+outputs, with early stopping on the family's eval metric, and records the best eval
+value. Results: `bench/results/tuning/<family>.json` (every trial) and `.md`. The chosen
+setting becomes the family's default in its hyperparameter record (models/families/),
+citing this file.
+
+    python -m bench.tune --family mf --grid dim=16,32,64 --grid l2=0.01,0.05 [--seeds 42]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+from models.registry import get_family  # noqa: E402
+from training.trainer import TrainConfig, train  # noqa: E402
+
+
+def parse_grid(items) -> Dict[str, List[str]]:
+    grid: Dict[str, List[str]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid {item!r}: expected NAME=V1,V2,...  (tuples: V1;V2 with ';' between choices)")
+        sep_choice = ";" if ";" in values else ","
+        grid[name.strip()] = [v.strip() for v in values.split(sep_choice)]
+    return grid
+
+
+def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed: Dict[str, str],
+               work_dir: str = common.DEFAULT_WORK_DIR) -> Dict[str, Any]:
+    spec = get_family(family)
+    stages = common.data_stages(work_dir)
+    trials = []
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    for combo in combos:
+        hparams = {**fixed, **combo}
+        spec.hparams().override(hparams)  # fails before training on a bad name or value
+        values, epochs, seconds = [], [], []
+        for seed in seeds:
+            config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                                 max_history=stages.config.max_history, seed=seed)
+            started = time.monotonic()
+            _, summary, _ = train(config, stages.files(spec.view, "train"), stages.files(spec.view, "eval"),
+                                  stages.transform_graph)
+            seconds.append(time.monotonic() - started)
+            values.append(summary["best_value"])
+            epochs.append(summary["best_epoch"])
+            monitor = summary["monitor"]
+        stats = common.mean_std(values)
+        trials.append({"hparams": hparams, "eval_mean": stats["mean"], "eval_std": stats["std"], "values": values,
+                       "best_epochs": epochs, "train_seconds": round(sum(seconds) / len(seconds), 1)})
+        print(f"{family} {hparams}: {monitor} {stats['mean']:.4f} +- {stats['std']:.4f}", file=sys.stderr, flush=True)
+    lower = "rmse" in monitor
+    best = min(trials, key=lambda t: t["eval_mean"]) if lower else max(trials, key=lambda t: t["eval_mean"])
+    return {"family": family, "monitor": monitor, "direction": "min" if lower else "max", "seeds": seeds,
+            "split": "eval", "trials": trials, "best": best}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", required=True)
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2")
+    parser.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "tuning"))
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    args = parser.parse_args(argv)
+    fixed = dict(item.split("=", 1) for item in args.fixed)
+    result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
+                        args.work_dir)
+    command = "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = command.strip()
+    result["machine"] = common.machine()
+    common.atomic_write(os.path.join(args.out, f"{args.family}.json"), json.dumps(result, indent=2) + "\n")
+    rows = [{"hparams": json.dumps(t["hparams"]), "eval": t["eval_mean"], "std": t["eval_std"],
+             "best epochs": ",".join(map(str, t["best_epochs"])), "seconds": t["train_seconds"]}
+            for t in result["trials"]]
+    markdown = "\n".join([f"# Tuning {args.family} on the eval split ({result['monitor']}, {result['direction']})",
+                          "", common.md_table(rows, ["hparams", "eval", "std", "best epochs", "seconds"]), "",
+                          f"Chosen: `{json.dumps(result['best']['hparams'])}`",
+                          "", f"Produced by: `{result['command']}`", f"Machine: {json.dumps(result['machine'])}"])
+    common.atomic_write(os.path.join(args.out, f"{args.family}.md"), markdown + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

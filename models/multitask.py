@@ -1,0 +1,171 @@
+"""What the multi-task families share: the input, the towers, the loss weighting.
+
+Every multi-task family reads the same input representation (`InteractionEncoder`: the
+user's pooled history with its behavior types plus the user's own vector when known,
+the item's id and metadata, and their elementwise product) and ends in one tower per
+task, so the families differ only in how the bottom between the two is shared
+(`make_bottom`, one of models/blocks/experts.py) and, for the cascade, how the towers'
+logits combine (`combine`).
+
+Conditional tasks are masked: `liked`, `loved` and the rating are trained and measured
+on watched rows only (their labels are undefined on sampled negatives), and each
+output is the conditional prediction p(liked | watched). A served ranking that wants
+p(liked and watched) multiplies the `watched` and `liked` outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from contract import features as F
+from contract import tasks as T
+from models import blocks
+from models.base import SCORE, RecModel, l2
+from models.families.mf_dnn import NUMERIC_ITEM_FEATURES
+from models.hparams import HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTaskParams(HParams):
+    """Attributes:
+      dim: embedding size of users, items, genres and history items.
+      user_id: add the user's own vector to the pooled history.
+      bottom: widths of the bottom MLPs (each expert, or the shared bottom).
+      tower: widths of each task's tower before its logit.
+      loss_weights: one weight per task, in task order (empty: 1 each).
+      uncertainty: learn the task weights as homoscedastic uncertainty (Kendall et al.,
+        CVPR'18): sum_t exp(-s_t) L_t + s_t, s_t learned; replaces `loss_weights`.
+      l2: penalty on the looked-up embeddings.
+      dropout: dropout in the bottom and towers.
+    """
+
+    dim: int = 32
+    user_id: bool = True
+    bottom: Tuple[int, ...] = (128, 64)
+    tower: Tuple[int, ...] = (32,)
+    loss_weights: Tuple[float, ...] = ()
+    uncertainty: bool = False
+    l2: float = 1e-4
+    dropout: float = 0.0
+    learning_rate: float = 0.002
+    batch_size: int = 512
+    max_epochs: int = 20
+    patience: int = 2
+
+
+class InteractionEncoder(keras.layers.Layer):
+    """[query, item, query * item] of an interaction: the input every multi-task family reads."""
+
+    def __init__(self, context, dim: int, user_id: bool, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        table = context.item_table or {}
+        numeric = [n for n in NUMERIC_ITEM_FEATURES if n in table]
+        if not context.dataset.has_rating:
+            numeric = [n for n in numeric if n != F.ITEM_AVG_RATING_MM]
+        self.query = blocks.HistoryQuery(context, dim, user_id, name="query")
+        self.item = blocks.ItemEncoder(context.num_items, context.num_genres, dim, (2 * dim,), numeric=numeric,
+                                       item_table=context.item_table, seed=seed, name="item")
+
+    def call(self, features, training=False):
+        q, _ = self.query(features, training=training)
+        v = self.item(features[F.ITEM_IDX], features, training=training)
+        return tf.concat([q, v, q * v], axis=-1), l2(q, v)
+
+
+def task_names(dataset) -> Tuple[str, ...]:
+    """Every pointwise task of a dataset (the pipeline drops the implicit one without negatives)."""
+    return tuple(t.name for t in dataset.tasks if t.kind != T.RETRIEVAL)
+
+
+class MultiTaskModel(RecModel):
+    """Input encoder -> shared bottom (`make_bottom`) -> one tower per task -> `combine`."""
+
+    capabilities = frozenset({SCORE})
+    shared_input = True  # single_task gives every task its own encoder
+
+    def __init__(self, context, hparams: MultiTaskParams, **kwargs):
+        super().__init__(context, hparams, **kwargs)
+        self.names = tuple(t.name for t in context.pointwise_tasks)
+        seed = context.seed
+        if self.shared_input:
+            self.encoder = InteractionEncoder(context, hparams.dim, hparams.user_id, seed=seed, name="encoder")
+        else:
+            self.encoders = {t: InteractionEncoder(context, hparams.dim, hparams.user_id, seed=seed + 31 * i,
+                                                   name=f"encoder_{t}") for i, t in enumerate(self.names)}
+        self.bottom = self.make_bottom(self.names, hparams, seed + 500)
+        self.towers = {t: blocks.MLP(tuple(hparams.tower) + (1,), dropout=hparams.dropout, seed=seed + 900 + 13 * i,
+                                     name=f"tower_{t}") for i, t in enumerate(self.names)}
+        self.biases = {t.name: tf.Variable(context.mean_rating if t.kind == T.REGRESSION else 0.0,
+                                           name=f"bias_{t.name}") for t in context.pointwise_tasks}
+        if hparams.uncertainty:
+            self.log_variance = tf.Variable(tf.zeros([len(self.names)]), name="log_variance")
+
+    # -- what a family chooses ---------------------------------------------------------
+    def make_bottom(self, names: Sequence[str], hparams: MultiTaskParams, seed: int) -> keras.layers.Layer:
+        raise NotImplementedError
+
+    def combine(self, logits: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Final logits from the towers' (the cascade adds its predecessors')."""
+        return logits
+
+    # -- shared -------------------------------------------------------------------------
+    def represent(self, features, training=False):
+        if self.shared_input:
+            x, penalty = self.encoder(features, training=training)
+        else:
+            encoded = {t: self.encoders[t](features, training=training) for t in self.names}
+            x = {t: v[0] for t, v in encoded.items()}
+            penalty = tf.add_n([v[1] for v in encoded.values()])
+        reps, gates = self.bottom(x, training=training)
+        return reps, gates, penalty
+
+    def forward(self, features, training=False):
+        reps, _, penalty = self.represent(features, training=training)
+        logits = {t: tf.squeeze(self.towers[t](reps[t], training=training), -1) + self.biases[t] for t in self.names}
+        return self.combine(logits), self.hparams.l2 * tf.reduce_mean(penalty)
+
+    def gate_weights(self, features) -> Dict[str, tf.Tensor]:
+        """{task: [B, experts]} softmax weights of the task's gate (empty without gates)."""
+        return self.represent(features)[1]
+
+    def compute_loss(self, features, training: bool = False) -> tf.Tensor:
+        if not self.hparams.uncertainty:
+            return super().compute_loss(features, training)
+        logits, penalty = self.forward(features, training=training)
+        total = penalty
+        for i, name in enumerate(self.names):
+            task = self.pointwise[name]
+            condition = task.spec.condition
+            mask = features[condition] if condition and condition in features else None
+            loss = task(features[task.spec.label], logits[name], mask)
+            total += tf.exp(-self.log_variance[i]) * loss + self.log_variance[i]
+        return total
+
+    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+        binary = [t for t in self.context.pointwise_tasks if t.kind == T.BINARY]
+        return ("val_mean_auc", "max") if len(binary) > 1 else super().monitor(top_k)
+
+    def task_weights(self) -> Dict[str, float]:
+        """The effective loss weight of each task (learned ones with `uncertainty`)."""
+        if self.hparams.uncertainty:
+            values = np.exp(-self.log_variance.numpy())
+            return {t: float(v) for t, v in zip(self.names, values)}
+        return dict(self.loss_weights)
+
+
+def ancestors(context, name: str) -> Tuple[str, ...]:
+    """The tasks before `name` in its funnel that the model also predicts, nearest first."""
+    present = {t.name: t for t in context.pointwise_tasks}
+    specs = {t.name: t for t in context.dataset.tasks}
+    out = []
+    parent = specs[name].parent
+    while parent:
+        if parent in present:
+            out.append(parent)
+        parent = specs[parent].parent if parent in specs else ""
+    return tuple(out)
