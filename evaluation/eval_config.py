@@ -119,6 +119,10 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
                                 example_weights=tfma.ExampleWeightOptions(unweighted=True))
         _gate(spec, task.gate)
         specs.append(spec)
+    binary = [t.name for t in tasks if t.kind == T.BINARY]
+    if len(binary) > 1:  # multi-AUC: reported, not gated (every task has its own gate)
+        specs.append(tfma.MetricsSpec(metrics=[metric_config("MeanTaskAUC")], output_names=binary,
+                                      example_weights=tfma.ExampleWeightOptions(unweighted=True)))
     return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing_specs(F.INTERACTION_VIEW),
                            metrics_specs=specs, options=options)
 

@@ -35,9 +35,10 @@ LIFT_SUFFIX = "_lift"
 
 
 
-def _select(value: Any, model_name: str, output_name: str) -> Any:
+def _select(value: Any, model_name: str, output_name: str, optional: bool = False) -> Any:
     """One model's, one output's value from possibly per-model and per-output dicts (with a
-    baseline model, TFMA keys every value by model name first)."""
+    baseline model, TFMA keys every value by model name first). `optional`: None when the
+    output is absent (example weights exist only for tasks with a condition)."""
     if isinstance(value, dict) and model_name and model_name in value:
         value = value[model_name]
     if isinstance(value, dict):
@@ -45,6 +46,8 @@ def _select(value: Any, model_name: str, output_name: str) -> Any:
             return value[output_name]
         if len(value) == 1 and not output_name:
             return next(iter(value.values()))
+        if optional:
+            return None
         raise ValueError(f"no output {output_name!r} among {sorted(value)}")
     return value
 
@@ -79,8 +82,9 @@ class _TaskCombiner(beam.CombineFn):
         prediction = _flat(_select(element.prediction, self._model_name, self._output_name))
         label = _flat(_select(element.label, self._model_name, self._output_name))
         if element.example_weight is not None:
-            weight = _flat(_select(element.example_weight, self._model_name, self._output_name))
-            if weight.size == prediction.size:
+            weight = _select(element.example_weight, self._model_name, self._output_name, optional=True)
+            weight = None if weight is None else _flat(weight)
+            if weight is not None and weight.size == prediction.size:
                 keep = weight > 0
                 prediction, label = prediction[keep], label[keep]
         if prediction.size:
@@ -150,6 +154,52 @@ class TaskMetrics(tfma.metrics.Metric):
 
     def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task"):
         super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold, name=name)
+
+
+class _MeanAUCCombiner(beam.CombineFn):
+    """Per-output (prediction, label) pairs of several binary outputs; the mean of their AUCs."""
+
+    def __init__(self, key: tfma.metrics.MetricKey, model_name: str, output_names: List[str]):
+        self._key = key
+        self._outputs = [_TaskCombiner({}, model_name, name, T.BINARY, None) for name in output_names]
+
+    def create_accumulator(self):
+        return [c.create_accumulator() for c in self._outputs]
+
+    def add_input(self, accumulator, element):
+        return [c.add_input(a, element) for c, a in zip(self._outputs, accumulator)]
+
+    def merge_accumulators(self, accumulators):
+        accumulators = list(accumulators)
+        return [c.merge_accumulators([acc[i] for acc in accumulators]) for i, c in enumerate(self._outputs)]
+
+    def compact(self, accumulator):
+        return [c.compact(a) for c, a in zip(self._outputs, accumulator)]
+
+    def extract_output(self, accumulator):
+        aucs = []
+        for acc in accumulator:
+            if acc.predictions:
+                aucs.append(d.binary_auc(np.concatenate(acc.predictions), np.concatenate(acc.labels) > 0.5))
+        return {self._key: float(np.mean(aucs)) if aucs else float("nan")}
+
+
+def _mean_auc_computations(name: str = "mean_auc", eval_config=None, model_names=None, output_names=None,
+                           example_weighted: bool = False, query_key: str = "") -> tfma.metrics.MetricComputations:
+    return [tfma.metrics.MetricComputation(
+        keys=[tfma.metrics.MetricKey(name=name, model_name=model_name, example_weighted=None)],
+        preprocessors=None,
+        combiner=_MeanAUCCombiner(tfma.metrics.MetricKey(name=name, model_name=model_name, example_weighted=None),
+                                  model_name, list(output_names or [])))
+        for model_name in model_names or [""]]
+
+
+class MeanTaskAUC(tfma.metrics.Metric):
+    """`mean_auc`: the mean AUC over a multi-task model's binary outputs (its MetricsSpec's
+    output names), each on the rows where its condition holds."""
+
+    def __init__(self, name: str = "mean_auc"):
+        super().__init__(_mean_auc_computations, name=name)
 
 
 class _TopKAccumulator:

@@ -15,7 +15,7 @@ from contract import tasks as T
 from evaluation import definitions as d
 from evaluation.eval_config import eval_config, with_thresholds
 
-PRED = {F.RATING: "rating_prediction", F.LIKED: "liked_prediction"}
+PRED = {F.RATING: "rating_prediction", F.LIKED: "liked_prediction", F.WATCHED: "watched_prediction"}
 
 
 def _feature(values):
@@ -47,6 +47,7 @@ def _interaction_rows(seed=3, n=600):
             F.RATING: [rating], F.WATCHED: [watched], F.LIKED: [int(rating >= 4)],
             PRED[F.RATING]: [float(np.float32(rating + rng.normal(0, 0.9)))],
             PRED[F.LIKED]: [float(np.float32(1 / (1 + np.exp(-(rating - 3.5 + rng.normal(0, 1))))))],
+            PRED[F.WATCHED]: [float(np.float32(np.clip(0.5 * watched + rng.normal(0.25, 0.3), 0, 1)))],
         })
     return rows
 
@@ -92,7 +93,7 @@ def _model_agnostic(config, **fields):
 
 
 def test_task_metrics_equal_the_numpy_definitions_per_split_and_condition(tmp_path):
-    tasks = [D.MOVIELENS.task(F.RATING), D.MOVIELENS.task(F.LIKED)]
+    tasks = [D.MOVIELENS.task(F.RATING), D.MOVIELENS.task(F.LIKED), D.MOVIELENS.task(F.WATCHED)]
     config = _model_agnostic(eval_config(tasks), prediction_keys=PRED)
     rows = _interaction_rows()
     metrics, _ = _run(rows, config, tmp_path)
@@ -103,9 +104,14 @@ def test_task_metrics_equal_the_numpy_definitions_per_split_and_condition(tmp_pa
         prob = np.array([r[PRED[F.LIKED]][0] for r in chosen], np.float32)
         want = {F.RATING: d.regression_task_metrics(pred, rating, F.LIKED_MIN_RATING),
                 F.LIKED: d.binary_task_metrics(prob, rating >= 4)}
+        everything = [r for r in rows if r[F.SPLIT][0].decode() == split]  # watched has no condition
+        want[F.WATCHED] = d.binary_task_metrics(np.array([r[PRED[F.WATCHED]][0] for r in everything], np.float32),
+                                                np.array([r[F.WATCHED][0] for r in everything]))
         for output, values in want.items():
             for name, value in values.items():
                 assert metrics[((F.SPLIT, split),), output, name] == pytest.approx(value, rel=1e-9), (split, output, name)
+        mean_auc = (want[F.LIKED]["auc"] + want[F.WATCHED]["auc"]) / 2
+        assert metrics[((F.SPLIT, split),), "", "mean_auc"] == pytest.approx(mean_auc, rel=1e-9)
     # no slice mixes the two splits
     assert not any(key == () for key, _, _ in metrics)
     assert (((F.SPLIT, "eval"), (F.USER_ACTIVITY, "heavy")), F.RATING, "rmse") in metrics

@@ -1,0 +1,157 @@
+"""The benchmarks' own pieces: raw-row reading, the peers' closed forms, the served-score path.
+
+The benchmarks run on the real data (bench/); these tests check on tiny synthetic data that
+what they compare is computed as documented.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench import mf_family, peers, topk, tune
+from contract import features as F
+from evaluation import definitions as d
+from training.views import UserView
+
+
+def _example(user, item, rating=None, watched=1):
+    feature = {
+        F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
+        F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()])),
+        F.WATCHED: tf.train.Feature(int64_list=tf.train.Int64List(value=[watched])),
+    }
+    if rating is not None:
+        feature[F.RATING] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_split(directory, records):
+    directory.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(directory / "data.gz"), options="GZIP") as w:
+        for r in records:
+            w.write(r)
+    return str(directory)
+
+
+def test_read_rated_rows_skips_negatives_and_keeps_served_examples(tmp_path):
+    records = [_example("u1", "m1", 4.0), _example("u1", "m9", watched=0), _example("u2", "m1", 2.5)]
+    rows = peers.read_rated_rows(_write_split(tmp_path / "Split-test", records))
+    assert list(rows.users) == ["u1", "u2"] and list(rows.items) == ["m1", "m1"]
+    assert rows.ratings.tolist() == [4.0, 2.5]
+    assert rows.examples == [records[0], records[2]]
+
+
+def test_read_rated_rows_names_the_record_of_a_missing_rating(tmp_path):
+    split = _write_split(tmp_path / "Split-train", [_example("u1", "m1", 4.0), _example("u1", "m2")])
+    with pytest.raises(ValueError, match=r"record 1: feature 'rating' has 0 values"):
+        peers.read_rated_rows(split)
+
+
+def test_read_rated_rows_rejects_out_of_range_rating(tmp_path):
+    split = _write_split(tmp_path / "Split-train", [_example("u1", "m1", 7.0)])
+    with pytest.raises(ValueError, match=r"record 0: rating 7.0 outside"):
+        peers.read_rated_rows(split)
+
+
+def _rated(n_users=12, n_items=15, seed=0):
+    """Ratings with a user and an item effect, so biases beat the global mean."""
+    rng = np.random.default_rng(seed)
+    user_bias, item_bias = rng.normal(0, 0.8, n_users), rng.normal(0, 0.8, n_items)
+    rows = []
+    for u in range(n_users):
+        for i in range(n_items):
+            if rng.random() < 0.7:
+                r = float(np.clip(np.round((3.5 + user_bias[u] + item_bias[i] + rng.normal(0, 0.3)) * 2) / 2, 0.5, 5))
+                rows.append((f"u{u}", f"m{i}", r))
+    return rows
+
+
+def test_rating_peers_learn_biases_and_svd_is_deterministic():
+    data = _rated()
+    split = len(data) * 4 // 5
+    to_rows = lambda part: peers.RatedRows(  # noqa: E731
+        np.array([u for u, _, _ in part]), np.array([i for _, i, _ in part]),
+        np.array([r for _, _, r in part]), [b""] * len(part))
+    train, test = to_rows(data[:split]), to_rows(data[split:])
+    mean = peers.global_mean(train, test)
+    assert np.allclose(mean, np.mean(train.ratings))
+    svd_a, svd_b = peers.svd(train, test), peers.svd(train, test)
+    assert np.array_equal(svd_a, svd_b)
+    err = {name: d.rmse(s, test.ratings) for name, s in
+           (("mean", mean), ("baseline", peers.baseline_only(train, test)), ("svd", svd_a))}
+    assert err["baseline"] < err["mean"] and err["svd"] < err["mean"]
+
+
+def test_served_ratings_reads_serving_default_in_batches(tmp_path):
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(examples, {F.RATING: tf.io.FixedLenFeature([1], tf.float32)})
+            return {F.RATING: parsed[F.RATING][:, 0] * 2.0}
+
+    module = Doubler()
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
+    examples = [_example("u", f"m{i}", 0.5 * (i % 10 + 1)) for i in range(7)]
+    scores = mf_family.served_ratings(str(tmp_path / "m"), examples, F.RATING, batch=3)
+    assert scores.tolist() == [1.0 * (i % 10 + 1) for i in range(7)]
+
+
+def _view(histories, behaviors=None, targets=None):
+    n = len(histories)
+    return UserView(users=[f"u{i}".encode() for i in range(n)], activity=[b"light"] * n,
+                    items=[np.array(h, np.int64) for h in histories],
+                    behaviors=[np.array(b, np.int64) for b in (behaviors or [[1] * len(h) for h in histories])],
+                    targets=[np.array(t, np.int64) for t in (targets or [[] for _ in histories])])
+
+
+def test_interaction_matrix_keeps_only_the_liked_behavior_when_asked():
+    view = _view([[1, 2, 3], [2, 4]], behaviors=[[1, 2, 1], [2, 2]])
+    full = topk.interaction_matrix(view, num_rows=6).toarray()
+    liked = topk.interaction_matrix(view, num_rows=6, liked_row=1).toarray()
+    assert full.tolist() == [[0, 1, 1, 1, 0, 0], [0, 0, 1, 0, 1, 0]]
+    assert liked.tolist() == [[0, 1, 0, 1, 0, 0], [0] * 6]
+
+
+def test_item_knn_is_the_cosine_of_item_columns_without_self_similarity():
+    rng = np.random.default_rng(1)
+    histories = [sorted(rng.choice(np.arange(1, 8), size=rng.integers(1, 6), replace=False)) for _ in range(30)]
+    view = _view(histories)
+    sim = topk.item_knn_weights(view, num_rows=8)
+    x = topk.interaction_matrix(view, 8).toarray()
+    for a in range(1, 8):
+        for b in range(1, 8):
+            want = 0.0 if a == b else x[:, a] @ x[:, b] / (np.linalg.norm(x[:, a]) * np.linalg.norm(x[:, b]))
+            assert sim[a, b] == pytest.approx(want, abs=1e-5)
+
+
+def test_ease_column_is_the_ridge_regression_on_the_other_items():
+    rng = np.random.default_rng(2)
+    x = (rng.random((40, 6)) < 0.4).astype(np.float64)
+    lam = 3.0
+    b = topk.ease_weights(x.T @ x, lam)
+    assert np.all(np.diag(b) == 0)
+    for j in range(6):
+        others = [i for i in range(6) if i != j]
+        xo = x[:, others]
+        want = np.linalg.solve(xo.T @ xo + lam * np.eye(5), xo.T @ x[:, j])
+        assert np.allclose(b[others, j], want, atol=1e-4)
+
+
+def test_full_history_scorer_excludes_the_history_and_invalid_rows():
+    # item rows 1..5; row 0 padding and row 6 unknown are invalid. Popularity: 3 > 2 > 4 > 5.
+    train = _view([[3, 2, 4], [3, 2], [3, 5]])
+    counts = np.asarray(topk.interaction_matrix(train, 7).sum(axis=0)).reshape(-1)
+    test = _view([[3], [2, 4]], targets=[[2], [5]])
+    valid = np.array([False, True, True, True, True, True, False])
+    scorer = topk.FullHistoryScorer(test, 7, np.diag(np.ones(7, np.float32)), liked_row=0)
+    scorer.weights = np.tile(counts.astype(np.float32), (7, 1))  # every history scores items by popularity
+    got = scorer.evaluate(valid)
+    # user 0: history {3} -> ranking 2, 4, 5, 1: target 2 at rank 1; user 1: history {2, 4} -> 3, 5, 1: rank 2
+    assert got["hit_rate@10"] == 1.0
+    assert got["mrr@10"] == pytest.approx((1.0 + 0.5) / 2)
+    assert got["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
+
+
+def test_tune_grid_parses_choices_and_names_a_bad_item():
+    assert tune.parse_grid(["dim=16,32", "hidden=64;128,64"]) == {"dim": ["16", "32"], "hidden": ["64", "128,64"]}
+    with pytest.raises(ValueError, match="'dim'"):
+        tune.parse_grid(["dim"])
