@@ -20,7 +20,7 @@ import time
 from typing import List, Optional
 
 from pipeline import report
-from pipeline.configs import PipelineConfig, families_arg
+from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _SKIP_LINE = re.compile(r"^Skipping component (\S+)\.$")
@@ -193,8 +193,9 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--train_steps", type=int, default=defaults.train_steps)
     parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
+    add_beam_arguments(parser)
     args = parser.parse_args(argv)
-    return dataclasses.replace(
+    config = dataclasses.replace(
         defaults,
         data_dir=args.data_dir,
         dataset=args.dataset,
@@ -205,11 +206,16 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         negatives_per_positive=args.negatives_per_positive,
         max_bad_rows=args.max_bad_rows,
     )
+    try:
+        return apply_beam_arguments(config, args)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     config = _parse_args(argv)
-    print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split})")
+    print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split}, "
+          f"Beam: {config.beam_profile})")
     print(f"Logs: {config.log_path}")
     started = time.monotonic()
     try:
