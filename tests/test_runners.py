@@ -130,13 +130,26 @@ def test_airflow_config_from_env_and_schedule(tmp_path):
     defaults = airflow_runner.config_from_env({})
     assert defaults.output_dir == airflow_runner.DEFAULT_OUTPUT_DIR
     assert defaults.families == PipelineConfig().families
-    dag_config = airflow_runner.airflow_dag_config()
-    assert dag_config["schedule_interval"] == "@daily"
-    assert dag_config["catchup"] is False
+    dag_config = airflow_runner.airflow_dag_config({})
+    assert dag_config["schedule"] == "@daily"
+    assert dag_config["catchup"] is False and dag_config["max_active_runs"] == 1
+    assert dag_config["default_args"]["retries"] == 2
+    manual = airflow_runner.airflow_dag_config({"RECSYS_SCHEDULE": "none", "RECSYS_RETRIES": "0",
+                                                "RECSYS_RETRY_DELAY_MINUTES": "1"})
+    assert manual["schedule"] is None and manual["default_args"]["retries"] == 0
+    assert manual["default_args"]["retry_delay"].total_seconds() == 60
 
 
-@pytest.mark.skipif(importlib.util.find_spec("airflow") is not None, reason="Airflow is installed here")
-def test_airflow_module_without_airflow(tmp_path):
-    assert not hasattr(airflow_runner, "DAG")
-    with pytest.raises(ImportError, match=r"tfx\[airflow\]"):
-        airflow_runner.create_dag(_config(tmp_path))
+def test_airflow_config_overrides_and_bad_values_are_named(tmp_path):
+    env = {"RECSYS_OUTPUT_DIR": str(tmp_path), "RECSYS_TRAIN_STEPS": "7", "RECSYS_BEAM_PROFILE": "multi_process",
+           "RECSYS_BEAM_WORKERS": "3", "RECSYS_CONFIG_JSON": '{"max_rmse": 2.5, "families": ["mf"]}'}
+    config = airflow_runner.config_from_env(env)
+    assert (config.train_steps, config.max_rmse, config.families) == (7, 2.5, ("mf",))
+    assert config.beam_profile == "multi_process"
+    assert "--direct_num_workers=3" in config.beam_pipeline_args
+    with pytest.raises(ValueError, match="RECSYS_TRAIN_STEPS must be an integer"):
+        airflow_runner.config_from_env({"RECSYS_TRAIN_STEPS": "many"})
+    with pytest.raises(ValueError, match=r"unknown fields \['max_rsme'\]"):
+        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": '{"max_rsme": 1}'})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": "{max_rmse: 1}"})
