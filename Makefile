@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install airflow
+.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -52,6 +52,9 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/outputs/airflow_home AIRFLOW__CORE__DAGS_F
 
 airflow: $(STAMP)
 	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
+
+kubeflow-spec: $(STAMP)
+	$(PY) -m pipeline.kubeflow_runner $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)

@@ -38,6 +38,9 @@ class PipelineConfig:
     """
 
     data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
+    # The curated schemas (schemas/<dataset>/schema.pbtxt); a compiled Kubeflow spec
+    # points at the copy inside the pipeline image.
+    schema_dir: str = str(REPO_ROOT / "schemas")
     dataset: str = "movielens"
     split: str = "hash"
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
@@ -87,7 +90,7 @@ class PipelineConfig:
 
     @property
     def schema_path(self) -> str:
-        return str(REPO_ROOT / "schemas" / self.dataset / "schema.pbtxt")
+        return os.path.join(self.schema_dir, self.dataset, "schema.pbtxt")
 
     def ingest_config(self) -> Dict:
         """The ExampleGen configuration (components.example_gen.IngestConfig fields)."""
