@@ -63,6 +63,11 @@ class PipelineConfig:
     max_auc_decrease: float = 0.01
     # Reuse a component's earlier outputs when its inputs and settings are unchanged.
     enable_cache: bool = False
+    # Transform traces the preprocessing_fn as a TF1 graph (tf.Transform's compat mode):
+    # the same vocabularies and transformed values (floats within 1e-5) as the TF2 mode
+    # in about half the time (README, scaling benchmark; `python -m bench.ingest
+    # --transform_tf2` measures the TF2 mode).
+    transform_tf_compat_v1: bool = True
     # Where the Beam stages (ExampleGen, StatisticsGen, Transform, Evaluator) run: a
     # profile of BEAM_PROFILES; `beam_pipeline_args` are its arguments (see beam_args()).
     beam_profile: str = "in_process"
