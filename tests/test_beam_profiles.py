@@ -1,4 +1,4 @@
-"""Beam runner profiles: argument sets from configuration, and multi-process = in-process output."""
+"""Beam runner profiles: argument sets from configuration; multi-process and TF2-mode Transform = the defaults' output."""
 
 import dataclasses
 import glob
@@ -112,3 +112,17 @@ def test_multi_process_writes_the_same_examples_and_transform_output(trained_run
                        for d in (before, after)]
         _assert_same_examples(transformed[0], transformed[1], split)
     assert _assets(before["Transform"]["transform_graph"]) == _assets(after["Transform"]["transform_graph"])
+
+
+def test_transform_in_tf1_compat_mode_writes_what_the_tf2_mode_writes(trained_run, tmp_path):
+    """The pipeline's Transform runs in tf.Transform's TF1 compat mode (faster); TF2 mode gives the same output."""
+    compat = trained_run[0]
+    assert compat.transform_tf_compat_v1
+    config = dataclasses.replace(compat, output_dir=str(tmp_path / "tf2"), families=(), transform_tf_compat_v1=False)
+    run(config, progress_out=io.StringIO())
+    before, after = report.output_dirs(compat.pipeline_root), report.output_dirs(config.pipeline_root)
+    assert _assets(before["Transform"]["transform_graph"]) == _assets(after["Transform"]["transform_graph"])
+    for split in SPLITS:
+        transformed = [_records(os.path.join(d["Transform"]["transformed_examples"], f"Split-{split}"))
+                       for d in (before, after)]
+        _assert_same_examples(transformed[0], transformed[1], split)
