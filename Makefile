@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install
+.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -42,6 +42,19 @@ bench-mf: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
+
+# Airflow on this machine: SQLite metadata under outputs/airflow_home, the DAGs of dags/
+# (configured by RECSYS_* variables, see pipeline/airflow_runner.py). Parsing the DAG
+# imports TFX, which can take longer than Airflow's default 30 s import timeout.
+AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/outputs/airflow_home AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT=300 \
+	AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT=600
+
+airflow: $(STAMP)
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow standalone
+
+kubeflow-spec: $(STAMP)
+	$(PY) -m pipeline.kubeflow_runner $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)

@@ -1,11 +1,18 @@
-"""Ingest benchmark: wall time and rows/s of ExampleGen + Transform as the MovieLens data grows.
+"""Scaling benchmark of the data stages: ExampleGen + Transform as the MovieLens data grows, per Beam profile.
 
-`make bench-ingest` (or `python -m bench.ingest --scales 1,4,16 --out bench/results`) runs
-the pipeline's data stages (`pipeline.local_runner.run` with no model families) on the
-shipped MovieLens data replicated `scale` times with offset user and item ids, one scale
-per child process so each scale's peak RSS is its own. It writes `ingest.json` (one row
-per scale) and `ingest.md` (a table plus command, data, split, seed and machine) under
-`--out`, rewritten after every scale so a long run keeps what it has measured.
+`make bench-ingest` (or `python -m bench.ingest --scales 1,4,16 --profiles
+in_process,multi_process --out bench/results`) runs the pipeline's data stages
+(`pipeline.local_runner.run` with no model families) on the shipped MovieLens data
+replicated `scale` times with offset user and item ids, once per Beam profile
+(pipeline/configs.py BEAM_PROFILES), each run in a child process so its peak memory is
+its own. It writes under `--out`, rewritten after every run so a long run keeps what it
+has measured:
+
+- `scale.json`: one row per (stage, profile, scale) with stage ExampleGen, Transform or
+  ExampleGen+Transform: rows, seconds, rows_per_second, peak_rss_mb (the process tree's
+  resident memory, sampled every second, during that stage), and the load average;
+- `scale_runs.json`: one row per (profile, scale) run with every measurement;
+- `scale.md`: the table, plus command, data, split, seed, machine and load.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import tempfile
 import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from pipeline.configs import REPO_ROOT, PipelineConfig
+from pipeline.configs import BEAM_PROFILES, REPO_ROOT, PipelineConfig, with_beam_profile
 from common.io_utils import atomic_path
 from bench.machine import cpu_model
 
@@ -35,8 +42,10 @@ DEFAULT_DATA_DIR = str(REPO_ROOT / "data" / "movielens-small")
 DEFAULT_OUT = str(REPO_ROOT / "bench" / "results")
 RATINGS_FILE = "ratings.csv"
 MOVIES_FILE = "movies.csv"
-RESULTS_JSON = "ingest.json"
-RESULTS_MD = "ingest.md"
+RESULTS_JSON = "scale.json"
+RUNS_JSON = "scale_runs.json"
+RESULTS_MD = "scale.md"
+PROFILES = ("in_process", "multi_process")  # the Beam profiles that run on one machine
 
 # Component ids in the pipeline (pipeline/pipeline.py).
 EXAMPLE_GEN = "InteractionExampleGen"
@@ -179,9 +188,16 @@ _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")  # Lo
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU time of this process (all its threads) so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """User + system CPU time of this process (all its threads) and its finished children so far.
+
+    The multi-process profile's Beam workers are children that end with each Beam
+    pipeline, so their CPU time is counted once the component finishes.
+    """
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 class _ComponentCpu(logging.Handler):
@@ -193,6 +209,7 @@ class _ComponentCpu(logging.Handler):
     def __init__(self):
         super().__init__(level=logging.INFO)
         self.seconds: Dict[str, float] = {}
+        self.windows: Dict[str, List[float]] = {}  # component -> [start, finish] (epoch seconds)
         self._started: Dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -205,20 +222,26 @@ class _ComponentCpu(logging.Handler):
         name, state = match.groups()
         if state == "running":
             self._started[name] = _cpu_seconds()
+            self.windows[name] = [time.time()]
         elif name in self._started:
             self.seconds[name] = round(_cpu_seconds() - self._started.pop(name), 2)
+            self.windows[name].append(time.time())
 
 
 def _peak_rss_mb(who: int) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024.0, 1)  # ru_maxrss is KiB on Linux
 
 
-def _run_one_scale(data_dir: str, output_dir: str, result_path: str) -> int:
+def _run_one_scale(data_dir: str, output_dir: str, result_path: str, profile: str = "in_process",
+                   transform_tf2: bool = False) -> int:
     """Runs the data stages once and writes their timings, rows and peak RSS to `result_path`."""
-    from pipeline import local_runner
+    from pipeline import local_runner, report as run_report
 
-    config = dataclasses.replace(PipelineConfig(), data_dir=data_dir, output_dir=output_dir, families=())
+    config = with_beam_profile(
+        dataclasses.replace(PipelineConfig(), data_dir=data_dir, output_dir=output_dir, families=(),
+                            transform_tf_compat_v1=not transform_tf2), profile)
     result: Dict[str, object] = {"split": config.split, "seed": config.seed,
+                                 "transform_tf_compat_v1": config.transform_tf_compat_v1,
                                  "beam_pipeline_args": list(config.beam_pipeline_args),
                                  "log_path": config.log_path}
     started = time.monotonic()
@@ -231,8 +254,9 @@ def _run_one_scale(data_dir: str, output_dir: str, result_path: str) -> int:
         result["status"] = "ok"
         result["timings"] = {t.name: round(t.seconds, 2) for t in timings}
         result["cpu_timings"] = dict(cpu.seconds)
-        example_dirs = local_runner.output_dirs(config.pipeline_root).get(EXAMPLE_GEN, [])
-        with open(os.path.join(example_dirs[0], "ingest_report.json")) as f:
+        result["windows"] = dict(cpu.windows)
+        examples_dir = run_report.output_dirs(config.pipeline_root)[EXAMPLE_GEN]["examples"]
+        with open(os.path.join(examples_dir, "ingest_report.json")) as f:
             report = json.load(f)
         result["rows_read"] = report["rows_read"]
         result["rows_written"] = report["rows_written"]
@@ -295,7 +319,8 @@ def _cpu_fields(result: Dict[str, object], rows: int) -> Dict[str, object]:
     }
 
 
-def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, keep: bool) -> Dict[str, object]:
+def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, keep: bool,
+                  profile: str = "in_process", transform_tf2: bool = False) -> Dict[str, object]:
     """Replicates the data `scale` times, runs the data stages in a child process, and returns the row.
 
     Args:
@@ -305,24 +330,30 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
       max_rss_gb: the child (with its descendants) is stopped when its resident memory
         passes this, and the row says so.
       keep: keep the scratch outputs of this scale.
+      profile: the Beam profile the data stages run on.
+      transform_tf2: run Transform in tf.Transform's TF2 mode instead of the pipeline's TF1 compat mode.
     """
-    scale_dir = os.path.join(work_dir, f"scale-{scale}")
-    data_dir = os.path.join(scale_dir, "data")
+    data_dir = os.path.join(work_dir, f"data-{scale}")  # shared by the profiles
+    scale_dir = os.path.join(work_dir, f"scale-{scale}-{profile}")
     replica = replicate_movielens(src_dir, data_dir, scale)
-    row: Dict[str, object] = {"scale": scale, "rows": replica.rows, "items": replica.items,
+    row: Dict[str, object] = {"scale": scale, "profile": profile, "rows": replica.rows, "items": replica.items,
                               "input_mb": round(replica.bytes / 2**20, 1),
                               "started": datetime.datetime.now().isoformat(timespec="seconds"),
                               "load_average_at_start": _load_average()}
     result_path = os.path.join(scale_dir, "result.json")
     command = [sys.executable, "-m", "bench.ingest", "--child_data_dir", data_dir,
-               "--child_output_dir", os.path.join(scale_dir, "outputs"), "--child_result", result_path]
+               "--child_output_dir", os.path.join(scale_dir, "outputs"), "--child_result", result_path,
+               "--child_profile", profile] + (["--child_transform_tf2"] if transform_tf2 else [])
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
-    print(f"scale {scale}: {replica.rows} interaction rows, {row['input_mb']} MB of CSV", flush=True)
+    print(f"scale {scale} ({profile}): {replica.rows} interaction rows, {row['input_mb']} MB of CSV", flush=True)
+    os.makedirs(scale_dir, exist_ok=True)
     started = time.monotonic()
     child = subprocess.Popen(command, cwd=str(REPO_ROOT), env=env, start_new_session=True)
     sampled_peak_kb, stopped = 0, None
+    samples: List[tuple] = []  # (epoch seconds, resident KiB of the child's process tree)
     while child.poll() is None:
         rss_kb = _tree_rss_kb(child.pid)
+        samples.append((time.time(), rss_kb))
         sampled_peak_kb = max(sampled_peak_kb, rss_kb)
         if rss_kb > max_rss_gb * 2**20:
             stopped = f"stopped by the benchmark: resident memory {rss_kb / 2**20:.1f} GB passed --max_rss_gb={max_rss_gb}"
@@ -352,6 +383,7 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
             rows_per_second=round(rows_read / seconds, 1),
             example_gen_seconds=timings[EXAMPLE_GEN],
             transform_seconds=timings[TRANSFORM],
+            stage_peak_rss_mb=_stage_peaks(samples, result.get("windows") or {}),
             example_gen_rows_per_second=round(rows_read / timings[EXAMPLE_GEN], 1),
             transform_rows_per_second=round(rows_read / timings[TRANSFORM], 1),
             statistics_gen_seconds=timings.get(STATISTICS_GEN),
@@ -379,6 +411,41 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
     if not keep:
         shutil.rmtree(scale_dir, ignore_errors=True)
     return row
+
+
+def _stage_peaks(samples: List[tuple], windows: Dict[str, List[float]]) -> Dict[str, Optional[float]]:
+    """Highest sampled process-tree RSS (MB) while ExampleGen ran, while Transform ran, and over both."""
+    def peak(ranges):
+        values = [kb for t, kb in samples if any(a <= t <= b for a, b in ranges)]
+        return round(max(values) / 1024.0, 1) if values else None
+
+    ranges = {name: tuple(w) for name, w in windows.items() if len(w) == 2}
+    out = {stage: peak([ranges[stage]]) if stage in ranges else None for stage in (EXAMPLE_GEN, TRANSFORM)}
+    both = [ranges[s] for s in (EXAMPLE_GEN, TRANSFORM) if s in ranges]
+    out["both"] = peak(both) if both else None
+    return out
+
+
+STAGES = ((EXAMPLE_GEN, "ExampleGen"), (TRANSFORM, "Transform"), (None, "ExampleGen+Transform"))
+
+
+def stage_rows(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """scale.json: one row per (stage, profile, scale) of every finished run."""
+    out = []
+    for r in runs:
+        if r.get("status") != "ok":
+            continue
+        peaks = r.get("stage_peak_rss_mb") or {}
+        for component, stage in STAGES:
+            seconds = r["seconds"] if component is None else r["component_seconds"][component]
+            peak = peaks.get("both" if component is None else component) or r.get("sampled_peak_rss_mb")
+            out.append({
+                "stage": stage, "profile": r.get("profile", "in_process"), "scale": r["scale"], "rows": r["rows"],
+                "seconds": round(seconds, 1), "rows_per_second": round(r["rows"] / seconds, 1),
+                "peak_rss_mb": peak,
+                "load_average": [r["load_average_at_start"][0], r["load_average_at_end"][0]],
+            })
+    return out
 
 
 def _mem_total_gb() -> Optional[float]:
@@ -419,41 +486,57 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> str:
-    """The results page: table of the rows, then how they were measured."""
+    """The results page: the stage table of scale.json, the per-run details, then how they were measured."""
     machine = meta["machine"]
-    base = next((r for r in rows if r.get("status") == "ok" and r["scale"] == 1), None)
     lines = [
-        "# Ingest benchmark: ExampleGen + Transform vs rows",
+        "# Scaling benchmark: ExampleGen + Transform vs rows, per Beam profile",
         "",
-        "Wall time of the pipeline's data stages on MovieLens ml-latest-small replicated "
-        "`scale` times (offset ids). `seconds` = InteractionExampleGen + Transform; "
-        "rows = interactions read by ExampleGen.",
+        "The pipeline's data stages on MovieLens ml-latest-small replicated `scale` times (offset ids); "
+        "rows = interactions read by ExampleGen; seconds = the runner's wall time of the stage; "
+        "peak RSS = the highest resident memory of the pipeline's process tree (Beam workers included) "
+        "sampled every second while the stage ran; load = the machine's 1-minute load average at the "
+        "start / end of the run (2 cores, shared with other jobs).",
         "",
-        "| scale | rows | ExampleGen s | Transform s | EG + Transform s | rows/s | x time vs 1x "
-        "| EG + Transform CPU s | rows per CPU s | x CPU vs 1x "
-        "| StatisticsGen s | all data stages s | peak RSS MB | status |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| stage | profile | scale | rows | seconds | rows/s | peak RSS MB | load |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in stage_rows(rows):
+        lines.append(f"| {r['stage']} | {r['profile']} | {r['scale']} | {_fmt(r['rows'])} | {_fmt(r['seconds'])} "
+                     f"| {_fmt(r['rows_per_second'], 0)} | {_fmt(r['peak_rss_mb'], 0)} "
+                     f"| {r['load_average'][0]} / {r['load_average'][1]} |")
+    lines += [
+        "",
+        "Per run (CPU s = user + system CPU seconds of the pipeline process and its finished children, "
+        "which do not grow when other jobs share the cores; x = relative to the same profile at scale 1):",
+        "",
+        "| profile | scale | rows | EG + Transform s | x time | EG + Transform CPU s | rows per CPU s | x CPU "
+        "| StatisticsGen s | all data stages s | status |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
+        base = next((b for b in rows if b.get("status") == "ok" and b["scale"] == 1
+                     and b.get("profile") == r.get("profile")), None)
         ratio = (r["seconds"] / base["seconds"]) if base and r.get("seconds") else None
         cpu_ratio = (r["cpu_seconds"] / base["cpu_seconds"]) if base and base.get("cpu_seconds") \
             and r.get("cpu_seconds") else None
         lines.append(
-            f"| {r['scale']} | {_fmt(r['rows'])} | {_fmt(r.get('example_gen_seconds'))} "
-            f"| {_fmt(r.get('transform_seconds'))} | {_fmt(r.get('seconds'))} "
-            f"| {_fmt(r.get('rows_per_second'), 0)} | {_fmt(ratio, 2)} "
-            f"| {_fmt(r.get('cpu_seconds'))} | {_fmt(r.get('rows_per_cpu_second'), 0)} | {_fmt(cpu_ratio, 2)} "
-            f"| {_fmt(r.get('statistics_gen_seconds'))} | {_fmt(r.get('data_stages_seconds'))} "
-            f"| {_fmt(r.get('peak_rss_mb'), 0)} | {r.get('status')} |")
-    pending = [s for s in meta["scales"] if s not in {r["scale"] for r in rows}]
+            f"| {r.get('profile', 'in_process')} | {r['scale']} | {_fmt(r['rows'])} | {_fmt(r.get('seconds'))} "
+            f"| {_fmt(ratio, 2)} | {_fmt(r.get('cpu_seconds'))} | {_fmt(r.get('rows_per_cpu_second'), 0)} "
+            f"| {_fmt(cpu_ratio, 2)} | {_fmt(r.get('statistics_gen_seconds'))} "
+            f"| {_fmt(r.get('data_stages_seconds'))} | {r.get('status')} |")
+    done = {(r.get("profile", "in_process"), r["scale"]) for r in rows}
+    pending = [f"{p} {s}x" for p in meta.get("profiles", ["in_process"]) for s in meta["scales"] if (p, s) not in done]
     if pending:
-        lines += ["", f"Not yet measured in this run (still running or not reached): scales {pending}."]
-    failed = [r for r in rows if r.get("status") != "ok"]
-    for r in failed:
-        lines += ["", f"**Scale {r['scale']} did not finish** after {r.get('wall_seconds')} s: {r.get('error')}. "
-                  f"Highest resident memory seen while it ran: {_fmt(r.get('sampled_peak_rss_mb'), 0)} MB."]
+        lines += ["", f"Not yet measured in this run (still running or not reached): {', '.join(pending)}."]
+    for r in rows:
+        if r.get("status") == "ok":
+            continue
+        lines += ["", f"**Scale {r['scale']} ({r.get('profile', 'in_process')}) did not finish** after "
+                  f"{r.get('wall_seconds')} s: {r.get('error')}. Highest resident memory seen while it ran: "
+                  f"{_fmt(r.get('sampled_peak_rss_mb'), 0)} MB."]
         if r.get("log_tail"):
             lines += ["", "Last lines of its log:", "", "```", str(r["log_tail"]), "```"]
+    profiles = meta.get("profile_args") or {}
     lines += [
         "",
         "## How it was measured",
@@ -461,22 +544,17 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         f"- Command: `{meta['command']}` (started {meta['started']}).",
         f"- Data: `{meta['data_dir']}` (ratings.csv + movies.csv); replica r adds r * (max user id + 1) "
         "to user ids and r * (max item id + 1) to item ids in both files; CRLF and quoting kept.",
-        f"- Pipeline: `pipeline.local_runner.run` with families=() (ExampleGen, StatisticsGen, "
-        "ImportSchemaGen, ExampleValidator, AnomalyGate, Transform), LocalDagRunner, SQLite metadata, "
-        f"Beam args {' '.join(meta['beam_pipeline_args'])}; each scale in a fresh child process.",
+        "- Pipeline: `pipeline.local_runner.run` with families=() (ExampleGen, StatisticsGen, "
+        "ImportSchemaGen, ExampleValidator, AnomalyGate, Transform), LocalDagRunner, SQLite metadata; "
+        "each (profile, scale) in a fresh child process. Beam arguments: "
+        + "; ".join(f"{p}: {' '.join(a)}" for p, a in profiles.items()) + ".",
+        f"- Transform mode: {meta.get('transform_mode', 'TF1 compat (force_tf_compat_v1)')}.",
         f"- Split: `{meta['split']}`; seed: {meta['seed']}; max_history: {meta['max_history']}; "
         f"negatives per positive: {meta['negatives_per_positive']}.",
-        "- Times are the per-component wall times the runner reports; CPU s are the user + system CPU "
-        "seconds of the pipeline process (all threads) between the same start and finish records, "
-        "which do not grow when other jobs share the cores. Peak RSS is "
-        "`resource.getrusage(RUSAGE_SELF).ru_maxrss` of the child process running the pipeline. "
-        "`getrusage(RUSAGE_CHILDREN)` of that process (in the JSON as `children_peak_rss_mb`: "
-        + ", ".join(f"{r['scale']}x {_fmt(r.get('children_peak_rss_mb'), 0)} MB" for r in rows)
-        + ") is the largest helper process it forked; a fork starts with its parent's resident pages, "
-        "so that number repeats the pipeline's size at fork time rather than adding to it.",
         f"- Machine: nproc {machine['nproc']}, CPU {machine['cpu_model']}, memory {machine['memory_gb']} GB, "
-        "shared with other jobs (load average at the start / end of each scale: "
-        + "; ".join(f"{r['scale']}x {r['load_average_at_start'][0]} / {r['load_average_at_end'][0]}" for r in rows)
+        "shared with other jobs (load average at the start / end of each run: "
+        + "; ".join(f"{r.get('profile', 'in_process')} {r['scale']}x {r['load_average_at_start'][0]} / "
+                    f"{r['load_average_at_end'][0]}" for r in rows)
         + f"); run under `nice -n {meta['niceness']}`.",
         f"- Software: Python {machine['python']}, TFX {machine['tfx']}, TensorFlow {machine['tensorflow']}, "
         f"tf.Transform {machine['tensorflow_transform']}, Beam {machine['apache_beam']}.",
@@ -486,10 +564,19 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
 
 
 def write_results(out_dir: str, rows: List[Dict[str, object]], meta: Dict[str, object]) -> None:
-    """Writes ingest.json and ingest.md under `out_dir`, each through a temporary file and a rename."""
+    """Writes scale.json, scale_runs.json and scale.md under `out_dir`, each through a temporary file and a rename."""
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomically(os.path.join(out_dir, RESULTS_JSON), [(json.dumps(rows, indent=2) + "\n").encode()])
+    _write_atomically(os.path.join(out_dir, RESULTS_JSON), [(json.dumps(stage_rows(rows), indent=2) + "\n").encode()])
+    _write_atomically(os.path.join(out_dir, RUNS_JSON), [(json.dumps(rows, indent=2) + "\n").encode()])
     _write_atomically(os.path.join(out_dir, RESULTS_MD), [render_markdown(rows, meta).encode()])
+
+
+def _profiles_arg(text: str) -> List[str]:
+    profiles = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in profiles if p not in BEAM_PROFILES]
+    if not profiles or unknown:
+        raise argparse.ArgumentTypeError(f"--profiles expects names of {', '.join(BEAM_PROFILES)}, got {text!r}")
+    return profiles
 
 
 def _scales_arg(text: str) -> List[int]:
@@ -505,7 +592,11 @@ def _scales_arg(text: str) -> List[int]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=_scales_arg, default=[1, 4, 16], help="comma-separated, e.g. 1,4,16")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for ingest.json and ingest.md")
+    parser.add_argument("--profiles", type=_profiles_arg, default=list(PROFILES),
+                        help="comma-separated Beam profiles (pipeline/configs.py BEAM_PROFILES)")
+    parser.add_argument("--transform_tf2", action="store_true",
+                        help="Transform in tf.Transform's TF2 mode (the pipeline uses its TF1 compat mode)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for scale.json, scale_runs.json and scale.md")
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="MovieLens ratings.csv + movies.csv")
     parser.add_argument("--work_dir", default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--max_rss_gb", type=float, default=16.0,
@@ -514,22 +605,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--child_data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_result", help=argparse.SUPPRESS)
+    parser.add_argument("--child_profile", default="in_process", help=argparse.SUPPRESS)
+    parser.add_argument("--child_transform_tf2", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child_result:
-        return _run_one_scale(args.child_data_dir, args.child_output_dir, args.child_result)
+        return _run_one_scale(args.child_data_dir, args.child_output_dir, args.child_result, args.child_profile,
+                              args.child_transform_tf2)
 
     defaults = PipelineConfig()
     meta = {
         "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "scales": args.scales,
+        "profiles": args.profiles,
+        "profile_args": {p: list(with_beam_profile(defaults, p).beam_pipeline_args) for p in args.profiles},
+        "transform_mode": "TF2" if args.transform_tf2 else "TF1 compat (force_tf_compat_v1)",
         "data_dir": os.path.relpath(os.path.abspath(args.data_dir), str(REPO_ROOT)),
         "split": defaults.split,
         "seed": defaults.seed,
         "max_history": defaults.max_history,
         "negatives_per_positive": defaults.negatives_per_positive,
-        "beam_pipeline_args": list(defaults.beam_pipeline_args),
         "niceness": os.nice(0),
         "machine": machine_info(),
     }
@@ -538,18 +634,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Scratch: {work_dir}; results: {args.out}", flush=True)
     rows: List[Dict[str, object]] = []
     try:
-        for scale in args.scales:
-            rows.append(measure_scale(scale, args.data_dir, work_dir, args.max_rss_gb, args.keep))
+        for scale, profile in [(s, p) for s in args.scales for p in args.profiles]:
+            rows.append(measure_scale(scale, args.data_dir, work_dir, args.max_rss_gb, args.keep, profile,
+                                      args.transform_tf2))
             write_results(args.out, rows, meta)
             r = rows[-1]
             if r["status"] == "ok":
-                print(f"scale {scale}: {r['rows']} rows, ExampleGen {r['example_gen_seconds']} s + "
+                print(f"scale {scale} ({profile}): {r['rows']} rows, ExampleGen {r['example_gen_seconds']} s + "
                       f"Transform {r['transform_seconds']} s = {r['seconds']} s, {r['rows_per_second']} rows/s, "
-                      f"peak RSS {r['peak_rss_mb']} MB", flush=True)
+                      f"peak RSS {r['stage_peak_rss_mb']['both']} MB", flush=True)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"Wrote {os.path.join(args.out, RESULTS_JSON)} and {os.path.join(args.out, RESULTS_MD)}")
+    print(f"Wrote {os.path.join(args.out, RESULTS_JSON)}, {RUNS_JSON} and {RESULTS_MD}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

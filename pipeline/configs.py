@@ -10,7 +10,8 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Dict, Optional, Tuple
+import re
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from components.example_gen.config import IngestConfig
 
@@ -47,6 +48,9 @@ class PipelineConfig:
     """
 
     data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
+    # The curated schemas (schemas/<dataset>/schema.pbtxt); a compiled Kubeflow spec
+    # points at the copy inside the pipeline image.
+    schema_dir: str = str(REPO_ROOT / "schemas")
     dataset: str = "movielens"
     split: str = "hash"
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
@@ -64,6 +68,14 @@ class PipelineConfig:
     gate_max_worsening: Dict[str, float] = dataclasses.field(default_factory=dict)
     # Reuse a component's earlier outputs when its inputs and settings are unchanged.
     enable_cache: bool = False
+    # Transform traces the preprocessing_fn as a TF1 graph (tf.Transform's compat mode):
+    # the same vocabularies and transformed values (floats within 1e-5) as the TF2 mode
+    # in about half the time (README, scaling benchmark; `python -m bench.ingest
+    # --transform_tf2` measures the TF2 mode).
+    transform_tf_compat_v1: bool = True
+    # Where the Beam stages (ExampleGen, StatisticsGen, Transform, Evaluator) run: a
+    # profile of BEAM_PROFILES; `beam_pipeline_args` are its arguments (see beam_args()).
+    beam_profile: str = "in_process"
     beam_pipeline_args: Tuple[str, ...] = (
         "--direct_running_mode=in_memory",
         "--direct_num_workers=1",
@@ -88,7 +100,7 @@ class PipelineConfig:
 
     @property
     def schema_path(self) -> str:
-        return str(REPO_ROOT / "schemas" / self.dataset / "schema.pbtxt")
+        return os.path.join(self.schema_dir, self.dataset, "schema.pbtxt")
 
     def ingest_config(self) -> Dict:
         """The ExampleGen configuration (components.example_gen.IngestConfig fields)."""
@@ -106,6 +118,129 @@ class PipelineConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------
+# Beam runner profiles
+# ----------------------------------------------------------------------------
+# Argument templates per profile; `{name}` is filled from settings (the runners'
+# `--beam_setting name=value`, or RECSYS_BEAM_<NAME> in the environment). The
+# distributed profiles run every worker in the pipeline's container image, which has
+# this project installed (Dockerfile), so the workers can import its code.
+BEAM_PROFILES: Dict[str, Tuple[str, ...]] = {
+    # Today's default: one process, one thread of work.
+    "in_process": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
+    # The DirectRunner with one worker process per core (each imports TensorFlow).
+    "multi_process": ("--direct_running_mode=multi_processing", "--direct_num_workers={workers}"),
+    # Google Cloud Dataflow (Runner v2, workers in the pipeline image).
+    "dataflow": (
+        "--runner=DataflowRunner",
+        "--project={project}",
+        "--region={region}",
+        "--temp_location={temp_location}",
+        "--sdk_container_image={image}",
+        "--sdk_location=container",
+        "--experiments=use_runner_v2",
+        "--max_num_workers={max_workers}",
+    ),
+    # A Flink cluster through its Beam job server; SDK workers from the image.
+    "flink": (
+        "--runner=PortableRunner",
+        "--job_endpoint={job_endpoint}",
+        "--environment_type={environment_type}",
+        "--environment_config={environment_config}",
+        "--parallelism={parallelism}",
+    ),
+    # A Spark cluster through its Beam job server; SDK workers from the image.
+    "spark": (
+        "--runner=PortableRunner",
+        "--job_endpoint={job_endpoint}",
+        "--environment_type={environment_type}",
+        "--environment_config={environment_config}",
+    ),
+}
+BEAM_SETTING_DEFAULTS: Dict[str, str] = {
+    "workers": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+    "region": "us-central1",
+    "max_workers": "10",
+    "environment_type": "DOCKER",
+    "parallelism": "2",
+}
+BEAM_SETTING_ENV_PREFIX = "RECSYS_BEAM_"
+_SETTING_HELP = {
+    "project": "the Google Cloud project",
+    "temp_location": "a gs:// path Dataflow stages files in",
+    "image": "the pipeline's container image (Dockerfile), pushed to a registry the workers can pull",
+    "job_endpoint": "host:port of the Beam job server of the Flink or Spark cluster (port 8099 by default)",
+    "environment_config": "the pipeline's container image (environment_type DOCKER) or host:port of "
+                          "an SDK worker pool (EXTERNAL)",
+}
+
+
+def beam_args(profile: str, settings: Optional[Mapping[str, str]] = None,
+              extra: Sequence[str] = (), environ: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
+    """The Beam pipeline arguments of a profile, its `{placeholders}` filled.
+
+    A placeholder's value is looked up in `settings`, then `RECSYS_BEAM_<NAME>` in the
+    environment, then BEAM_SETTING_DEFAULTS; `extra` arguments are appended as given.
+
+    Args:
+      profile: a key of BEAM_PROFILES.
+      settings: placeholder name -> value.
+      extra: more Beam arguments (e.g. `--num_workers=4`), appended last.
+      environ: the environment to read (default `os.environ`).
+    """
+    if profile not in BEAM_PROFILES:
+        raise ValueError(f"unknown Beam profile {profile!r}; expected one of {', '.join(BEAM_PROFILES)}")
+    env = os.environ if environ is None else environ
+    settings = dict(settings or {})
+    args = []
+    for template in BEAM_PROFILES[profile]:
+        values = {}
+        for name in re.findall(r"{(\w+)}", template):
+            value = settings.get(name) or env.get(BEAM_SETTING_ENV_PREFIX + name.upper()) \
+                or BEAM_SETTING_DEFAULTS.get(name)
+            if not value:
+                hint = _SETTING_HELP.get(name, "")
+                raise ValueError(
+                    f"Beam profile {profile!r} needs {name}{' (' + hint + ')' if hint else ''}: pass "
+                    f"--beam_setting {name}=VALUE or set {BEAM_SETTING_ENV_PREFIX}{name.upper()}")
+            values[name] = value
+        args.append(template.format(**values))
+    return tuple(args) + tuple(extra)
+
+
+def settings_arg(values: Optional[Sequence[str]]) -> Dict[str, str]:
+    """`name=value` strings (the runners' repeated --beam_setting) as a dict."""
+    settings = {}
+    for text in values or ():
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--beam_setting expects name=value, got {text!r}")
+        settings[name.strip()] = value.strip()
+    return settings
+
+
+def with_beam_profile(config: "PipelineConfig", profile: str, settings: Optional[Mapping[str, str]] = None,
+                      extra: Sequence[str] = ()) -> "PipelineConfig":
+    """`config` with its Beam stages on `profile` (see beam_args)."""
+    return dataclasses.replace(config, beam_profile=profile,
+                               beam_pipeline_args=beam_args(profile, settings, extra))
+
+
+def add_beam_arguments(parser) -> None:
+    """Adds --beam_profile, --beam_setting and --beam_arg to a runner's argparse parser."""
+    parser.add_argument("--beam_profile", default=PipelineConfig.beam_profile, choices=list(BEAM_PROFILES),
+                        help="where the Beam stages run (pipeline/configs.py BEAM_PROFILES)")
+    parser.add_argument("--beam_setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="fills a {placeholder} of the profile, e.g. temp_location=gs://b/tmp; repeatable")
+    parser.add_argument("--beam_arg", action="append", default=[], metavar="ARG",
+                        help="one more Beam argument, e.g. --beam_arg=--num_workers=4; repeatable")
+
+
+def apply_beam_arguments(config: "PipelineConfig", args) -> "PipelineConfig":
+    """The config with the profile chosen by add_beam_arguments' flags."""
+    return with_beam_profile(config, args.beam_profile, settings_arg(args.beam_setting), args.beam_arg)
 
 
 def families_arg(value: Optional[str]) -> Tuple[str, ...]:

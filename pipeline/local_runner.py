@@ -20,7 +20,7 @@ import time
 from typing import List, Optional
 
 from pipeline import report
-from pipeline.configs import PipelineConfig, families_arg
+from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _SKIP_LINE = re.compile(r"^Skipping component (\S+)\.$")
@@ -210,6 +210,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_beam_arguments(parser)
     args = parser.parse_args(argv)
     try:
         hparams = parse_assignments(args.hparam)
@@ -221,7 +222,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
             gates[task.strip()] = float(value)
     except ValueError as e:
         parser.error(str(e))
-    return dataclasses.replace(
+    config = dataclasses.replace(
         defaults,
         data_dir=args.data_dir,
         dataset=args.dataset,
@@ -236,11 +237,16 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         max_bad_rows=args.max_bad_rows,
         seed=args.seed,
     )
+    try:
+        return apply_beam_arguments(config, args)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     config = _parse_args(argv)
-    print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split})")
+    print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split}, "
+          f"Beam: {config.beam_profile})")
     print(f"Logs: {config.log_path}")
     started = time.monotonic()
     try:

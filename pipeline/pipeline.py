@@ -55,6 +55,7 @@ def create_pipeline(
         # StatisticsGen already profiled the raw data; pre/post-transform statistics
         # would double Transform's time.
         disable_statistics=True,
+        force_tf_compat_v1=config.transform_tf_compat_v1,
     )
     transform.add_upstream_node(anomaly_gate)
     components.append(transform)

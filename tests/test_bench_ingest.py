@@ -68,22 +68,31 @@ def test_bad_id_names_file_and_line(tmp_path):
     assert not (tmp_path / "out" / "ratings.csv").exists()
 
 
-def test_failed_scale_is_reported_in_the_markdown():
-    ok = {"scale": 1, "rows": 10, "status": "ok", "seconds": 2.0, "rows_per_second": 5.0,
+def test_stage_rows_and_a_failed_scale_in_the_markdown():
+    ok = {"scale": 1, "profile": "in_process", "rows": 10, "status": "ok", "seconds": 2.0, "rows_per_second": 5.0,
           "example_gen_seconds": 1.0, "transform_seconds": 1.0, "peak_rss_mb": 100.0,
+          "component_seconds": {"InteractionExampleGen": 0.5, "Transform": 1.5},
+          "stage_peak_rss_mb": {"InteractionExampleGen": 80.0, "Transform": 120.0, "both": 120.0},
           "load_average_at_start": [1.0], "load_average_at_end": [1.5]}
-    failed = {"scale": 16, "rows": 160, "status": "failed", "seconds": None, "wall_seconds": 50.0,
-              "error": "child killed by SIGKILL (out of memory?)", "sampled_peak_rss_mb": 9000.0,
+    failed = {"scale": 16, "profile": "multi_process", "rows": 160, "status": "failed", "seconds": None,
+              "wall_seconds": 50.0, "error": "child killed by SIGKILL (out of memory?)", "sampled_peak_rss_mb": 9000.0,
               "log_tail": "MemoryError", "load_average_at_start": [2.0], "load_average_at_end": [2.0]}
+    rows = ingest.stage_rows([ok, failed])
+    assert [(r["stage"], r["profile"], r["seconds"], r["rows_per_second"], r["peak_rss_mb"]) for r in rows] == [
+        ("ExampleGen", "in_process", 0.5, 20.0, 80.0), ("Transform", "in_process", 1.5, 6.7, 120.0),
+        ("ExampleGen+Transform", "in_process", 2.0, 5.0, 120.0)]
+    assert set(rows[0]) == {"stage", "profile", "scale", "rows", "seconds", "rows_per_second", "peak_rss_mb",
+                            "load_average"}
     meta = {"command": "python -m bench.ingest --scales 1,4,16", "started": "t", "scales": [1, 4, 16],
+            "profiles": ["in_process", "multi_process"], "profile_args": {"in_process": ["--a"]},
             "data_dir": "data/movielens-small", "split": "hash", "seed": 42, "max_history": 64,
-            "negatives_per_positive": 0, "beam_pipeline_args": [], "niceness": 10,
+            "negatives_per_positive": 0, "niceness": 10,
             "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gb": 1.0, "python": "3.10", "tfx": "1",
                         "tensorflow": "2", "tensorflow_transform": "1", "apache_beam": "2"}}
     text = ingest.render_markdown([ok, failed], meta)
-    assert "| 1 | 10 | 1.0 | 1.0 | 2.0 | 5 | 1.00 |" in text
-    assert "**Scale 16 did not finish** after 50.0 s: child killed by SIGKILL (out of memory?)" in text
-    assert "MemoryError" in text and "scales [4]" in text
+    assert "| Transform | in_process | 1 | 10 | 1.5 | 7 | 120 | 1.0 / 1.5 |" in text
+    assert "**Scale 16 (multi_process) did not finish** after 50.0 s: child killed by SIGKILL (out of memory?)" in text
+    assert "MemoryError" in text and "multi_process 1x" in text and "in_process 4x" in text
     assert "`python -m bench.ingest --scales 1,4,16`" in text and "Split: `hash`; seed: 42" in text
 
 

@@ -1,23 +1,24 @@
 """The Kubeflow and Airflow runners build the same pipeline as the local runner."""
 
 import dataclasses
+import fnmatch
 import importlib.util
 import json
+import os
+import pathlib
 
 import pytest
+import yaml
 
 from pipeline import airflow_runner
 from pipeline.configs import PipelineConfig
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 # Component ids of the data stages, in pipeline/pipeline.py.
 DATA_STAGES = {
     "InteractionExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate", "Transform",
 }
 HAS_MODEL_STAGES = importlib.util.find_spec("pipeline.model_stages") is not None
-HAS_KFP_SPEC = importlib.util.find_spec("kfp") is not None and importlib.util.find_spec("kfp.pipeline_spec") is not None
-needs_kfp_spec = pytest.mark.skipif(
-    not HAS_KFP_SPEC,
-    reason="KubeflowV2DagRunner imports kfp.pipeline_spec: install kfp-pipeline-spec (tfx[kfp]) to compile")
 needs_model_stages = pytest.mark.skipif(
     not HAS_MODEL_STAGES,
     reason="pipeline/model_stages.py (trainer/evaluator/pusher stages) is not in this tree yet")
@@ -44,64 +45,173 @@ def _shape(pipeline):
     return [(c.id, type(c).__name__, sorted(u.id for u in c.upstream_nodes)) for c in pipeline.components]
 
 
-def _compile(tmp_path, config, **kwargs):
+def _compile(tmp_path, config, name="pipeline.yaml", **kwargs):
     from pipeline import kubeflow_runner
 
-    output_file = tmp_path / "kubeflow" / "pipeline.json"
-    compiled = kubeflow_runner.compile_pipeline(config, str(output_file), **kwargs)
-    with open(output_file) as f:
-        on_disk = json.load(f)
-    assert on_disk["pipelineSpec"]["root"] == compiled["pipelineSpec"]["root"]
+    output_file = tmp_path / "kubeflow" / name
+    spec = kubeflow_runner.compile_pipeline(config, str(output_file), **kwargs)
     assert not [p for p in output_file.parent.iterdir() if p.name != output_file.name], "temp files left"
-    return on_disk
+    return spec, output_file
 
 
-@needs_kfp_spec
-def test_kubeflow_compiles_every_data_stage(tmp_path):
-    config = dataclasses.replace(_config(tmp_path), data_dir="gs://bucket/movielens")
-    compiled = _compile(tmp_path, config, image="registry.example/recsys-tfx:7", pipeline_root="gs://bucket/root")
-    tasks = compiled["pipelineSpec"]["root"]["dag"]["tasks"]
-    assert set(tasks) == DATA_STAGES == {c.id for c in _local_pipeline(config).components}
-    # The DAG's edges are the local pipeline's.
-    for component_id, _, upstream in _shape(_local_pipeline(config)):
-        assert sorted(tasks[component_id].get("dependentTasks", [])) == upstream, component_id
-    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
-    assert {e["container"]["image"] for e in executors.values()} == {"registry.example/recsys-tfx:7"}
-    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
-    input_base = tasks["InteractionExampleGen"]["inputs"]["parameters"]["input_base"]
-    assert "gs://bucket/movielens" in json.dumps(input_base)
+def _task_id(task, ids):
+    """The component id of a spec task: the KFP v2 compiler splits a latest-blessed-model Resolver into
+    "<id>-model-blessing-resolver" and "<id>-model-resolver" tasks; other tasks are named by their id."""
+    return task if task in ids else task.split("-", 1)[0]
 
 
-@needs_kfp_spec
-def test_kubeflow_main_writes_default_named_file(tmp_path, monkeypatch, capsys):
+def _kfp_config(tmp_path, families):
     from pipeline import kubeflow_runner
 
-    output_file = tmp_path / "k" / "recsys_pipeline.json"
-    assert kubeflow_runner.main(["--families", "none", "--output_file", str(output_file),
-                                 "--output_dir", "/mnt/pvc/recsys"]) == 0
-    compiled = json.loads(output_file.read_text())
-    assert set(kubeflow_runner.task_names(compiled)) == DATA_STAGES
-    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == "/mnt/pvc/recsys/pipeline_root"
-    assert kubeflow_runner.DEFAULT_IMAGE in json.dumps(compiled["pipelineSpec"]["deploymentSpec"])
+    return kubeflow_runner.image_config(dataclasses.replace(
+        _config(tmp_path, families), data_dir=kubeflow_runner.IMAGE_DATA_DIR, output_dir="gs://bucket/recsys"))
 
 
-@needs_kfp_spec
 @needs_model_stages
-def test_kubeflow_compiles_model_stages_per_family(tmp_path):
+def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_path):
+    import kfp.components
+    from google.protobuf import json_format
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entrypoint
+    from tfx.utils import import_utils
+
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from pipeline import kubeflow_runner
+    from pipeline.configs import REPO_ROOT
+
     families = PipelineConfig().families
-    config = _config(tmp_path, families)
-    local = _local_pipeline(config)
-    tasks = set(_compile(tmp_path, config)["pipelineSpec"]["root"]["dag"]["tasks"])
-    ids = {c.id for c in local.components}
-    # The KFP v2 compiler splits a latest-blessed-model Resolver into "<id>-model-blessing-resolver"
-    # and "<id>-model-resolver" tasks; every other component is one task named by its id.
-    assert {t if t in ids else t.split("-", 1)[0] for t in tasks} == ids
-    assert DATA_STAGES <= tasks
-    for stage in ("Trainer", "Evaluator", "Pusher"):
-        stage_ids = [c.id for c in local.components if stage in type(c).__name__]  # e.g. ServingPusher
-        assert len(stage_ids) == len(families) and set(stage_ids) <= tasks, (stage, stage_ids)
-        for family in families:
-            assert any(family in i for i in stage_ids), (stage, family, stage_ids)
+    config = dataclasses.replace(_kfp_config(tmp_path, families), train_steps=123)
+    _, output_file = _compile(tmp_path, config, image="registry.example/recsys-tfx:7")
+    text = output_file.read_text()
+    assert str(REPO_ROOT) not in text and "/tmp/" not in text  # nothing of the compiling machine
+
+    loaded = kfp.components.load_component_from_file(str(output_file))  # the KFP SDK's own reader
+    spec = json_format.MessageToDict(loaded.pipeline_spec)
+    from pipeline.pipeline import create_pipeline
+
+    local = create_pipeline(config)  # as the local runner builds it, minus the (local) metadata store
+    order = [c.id for c in local.components]  # the local runner's (topological) order
+    upstream = {c.id: sorted(u.id for u in c.upstream_nodes) for c in local.components}
+
+    # Components: every local component is a task (the Resolvers as two), and nothing else.
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {_task_id(t, upstream) for t in tasks} == set(order)
+    for family in families:
+        assert {f"Trainer_{family}", f"Evaluator_{family}", f"Pusher_{family}"} <= set(tasks)
+    assert f"# Families: {', '.join(families)}" in text
+    # Order: a task depends on exactly the local component's upstream components, all earlier.
+    for task, body in tasks.items():
+        component = _task_id(task, upstream)
+        depends = sorted({_task_id(t, upstream) for t in body.get("dependentTasks", [])} - {component})
+        assert depends == [u for u in upstream[component] if not u.startswith("Resolver_")] or \
+            depends == upstream[component], (task, depends, upstream[component])
+        assert all(order.index(d) < order.index(component) for d in depends), task
+
+    # Runtime parameters, as the SDK sees them: optional, defaulting to what the local pipeline computes.
+    inputs = loaded.component_spec.inputs
+    assert set(inputs) == {kubeflow_runner.DATA_ROOT, kubeflow_runner.TRAIN_ARGS}
+    assert inputs["data_root"].default == kubeflow_runner.IMAGE_DATA_DIR and inputs["data_root"].optional
+    assert json.loads(inputs["train_args"].default) == {"num_steps": 123} and inputs["train_args"].optional
+    assert tasks["InteractionExampleGen"]["inputs"]["parameters"]["input_base"] == {
+        "componentInputParameter": "data_root"}
+    for family in families:
+        assert tasks[f"Trainer_{family}"]["inputs"]["parameters"]["train_args"] == {
+            "componentInputParameter": "train_args"}
+    schema_file = tasks["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"]["runtimeValue"]["constant"]
+    assert schema_file == kubeflow_runner.IMAGE_SCHEMA_DIR + "/movielens/schema.pbtxt"
+
+    executors = spec["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values() if "container" in e} == {
+        "registry.example/recsys-tfx:7"}
+    # Every artifact type is a schemaTitle that TFX's container entrypoint maps to an importable class.
+    titles = set()
+    for component in spec["components"].values():
+        for side in ("inputDefinitions", "outputDefinitions"):
+            for artifact in component.get(side, {}).get("artifacts", {}).values():
+                assert set(artifact["artifactType"]) == {"schemaTitle", "schemaVersion"}, artifact
+                titles.add(artifact["artifactType"]["schemaTitle"])
+    assert {"tfx.Examples", "tfx.TransformGraph", "tfx.Model", "tfx.ModelBlessing", "tfx.PushedModel"} <= titles
+    for title in titles:
+        type_schema = pipeline_spec_pb2.ArtifactTypeSchema(schema_title=title)
+        assert import_utils.import_class_by_path(entrypoint._retrieve_class_path(type_schema)).TYPE_NAME
+
+
+def test_kubeflow_vertex_job_keeps_instance_schemas_and_sets_parameter_values(tmp_path):
+    from pipeline import kubeflow_runner
+
+    config = _kfp_config(tmp_path, ())
+    _compile(tmp_path, config, name="job.json", target="vertex", pipeline_root="gs://bucket/root")
+    job = json.loads((tmp_path / "kubeflow" / "job.json").read_text())
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
+    assert job["runtimeConfig"]["parameterValues"] == {"data_root": kubeflow_runner.IMAGE_DATA_DIR}
+    assert set(kubeflow_runner.task_names(job["pipelineSpec"])) == DATA_STAGES
+    assert "instanceSchema" in json.dumps(job["pipelineSpec"]["components"])
+
+
+def test_kubeflow_main_needs_an_output_dir_and_defaults_to_the_images_data(tmp_path, capsys):
+    from pipeline import kubeflow_runner
+
+    with pytest.raises(SystemExit):
+        kubeflow_runner.main(["--families", "none"])
+    assert "--output_dir" in capsys.readouterr().err
+    output_file = tmp_path / "k" / "recsys_pipeline.yaml"
+    assert kubeflow_runner.main(["--families", "none", "--output_file", str(output_file),
+                                 "--output_dir", "/mnt/pvc/recsys", "--beam_profile", "multi_process"]) == 0
+    spec = yaml.safe_load(output_file.read_text())
+    assert set(kubeflow_runner.task_names(spec)) == DATA_STAGES
+    data_root = spec["root"]["inputDefinitions"]["parameters"]["data_root"]
+    assert data_root["defaultValue"] == "/pipeline/data/movielens-small"
+    assert kubeflow_runner.DEFAULT_IMAGE in json.dumps(spec["deploymentSpec"])
+    assert "--direct_running_mode=multi_processing" in json.dumps(spec["deploymentSpec"])
+    assert "Runtime parameters: data_root" in capsys.readouterr().out
+
+
+def _dockerfile():
+    instructions, current = [], ""
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.strip().startswith("#") or not line.strip():
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            instructions.append(current.strip())
+            current = ""
+    return instructions
+
+
+def _dockerignored(path):
+    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines() if p.strip()]
+    parts = path.split("/")
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(parts[0], p) or
+               (p.startswith("**/") and any(fnmatch.fnmatch(x, p[3:]) for x in parts)) for p in patterns)
+
+
+def test_dockerfile_builds_on_the_tfx_image_from_files_that_exist():
+    from importlib import metadata
+
+    from pipeline import kubeflow_runner
+
+    instructions = _dockerfile()
+    assert instructions[0] == f"FROM tensorflow/tfx:{metadata.version('tfx')}"
+    assert f"WORKDIR {kubeflow_runner.IMAGE_ROOT}" in instructions
+    copies = [i.split()[1:] for i in instructions if i.startswith("COPY ")]
+    for args in copies:
+        if args[0].startswith("--from="):  # Beam's SDK image of the locked Beam version
+            assert args[0] == f"--from=apache/beam_python3.10_sdk:{metadata.version('apache-beam')}"
+            continue
+        for source in args[:-1]:
+            assert (REPO / source).exists(), source
+            assert source == "." or not _dockerignored(source), source
+    # What the image needs from the repository is not excluded from the build context.
+    for path in ("requirements.lock", "setup.py", "data/movielens-small/ratings.csv",
+                 "schemas/movielens/schema.pbtxt", "pipeline/pipeline.py", "components/example_gen/executor.py"):
+        assert (REPO / path).exists() and not _dockerignored(path), path
+    for image_path in (kubeflow_runner.IMAGE_DATA_DIR, kubeflow_runner.IMAGE_SCHEMA_DIR):
+        assert (REPO / os.path.relpath(image_path, kubeflow_runner.IMAGE_ROOT)).is_dir(), image_path
+    for excluded in (".venv/bin/python", "outputs/metadata.sqlite", ".git/HEAD"):
+        assert _dockerignored(excluded), excluded
+    runs = " ".join(i for i in instructions if i.startswith("RUN "))
+    assert "-r requirements.lock" in runs and "-e ." in runs
+    for module in ("pipeline.pipeline", "components.example_gen", "transform.preprocessing", "models.trainer"):
+        assert importlib.util.find_spec(module) is not None, module
 
 
 def test_airflow_pipeline_matches_local_runner(tmp_path):
@@ -130,13 +240,26 @@ def test_airflow_config_from_env_and_schedule(tmp_path):
     defaults = airflow_runner.config_from_env({})
     assert defaults.output_dir == airflow_runner.DEFAULT_OUTPUT_DIR
     assert defaults.families == PipelineConfig().families
-    dag_config = airflow_runner.airflow_dag_config()
-    assert dag_config["schedule_interval"] == "@daily"
-    assert dag_config["catchup"] is False
+    dag_config = airflow_runner.airflow_dag_config({})
+    assert dag_config["schedule"] == "@daily"
+    assert dag_config["catchup"] is False and dag_config["max_active_runs"] == 1
+    assert dag_config["default_args"]["retries"] == 2
+    manual = airflow_runner.airflow_dag_config({"RECSYS_SCHEDULE": "none", "RECSYS_RETRIES": "0",
+                                                "RECSYS_RETRY_DELAY_MINUTES": "1"})
+    assert manual["schedule"] is None and manual["default_args"]["retries"] == 0
+    assert manual["default_args"]["retry_delay"].total_seconds() == 60
 
 
-@pytest.mark.skipif(importlib.util.find_spec("airflow") is not None, reason="Airflow is installed here")
-def test_airflow_module_without_airflow(tmp_path):
-    assert not hasattr(airflow_runner, "DAG")
-    with pytest.raises(ImportError, match=r"tfx\[airflow\]"):
-        airflow_runner.create_dag(_config(tmp_path))
+def test_airflow_config_overrides_and_bad_values_are_named(tmp_path):
+    env = {"RECSYS_OUTPUT_DIR": str(tmp_path), "RECSYS_TRAIN_STEPS": "7", "RECSYS_BEAM_PROFILE": "multi_process",
+           "RECSYS_BEAM_WORKERS": "3", "RECSYS_CONFIG_JSON": '{"max_rmse": 2.5, "families": ["mf"]}'}
+    config = airflow_runner.config_from_env(env)
+    assert (config.train_steps, config.max_rmse, config.families) == (7, 2.5, ("mf",))
+    assert config.beam_profile == "multi_process"
+    assert "--direct_num_workers=3" in config.beam_pipeline_args
+    with pytest.raises(ValueError, match="RECSYS_TRAIN_STEPS must be an integer"):
+        airflow_runner.config_from_env({"RECSYS_TRAIN_STEPS": "many"})
+    with pytest.raises(ValueError, match=r"unknown fields \['max_rsme'\]"):
+        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": '{"max_rsme": 1}'})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": "{max_rmse: 1}"})

@@ -1,7 +1,15 @@
-"""Serialization of example records into `tf.train.Example` protos."""
+"""Serialization of example records into `tf.train.Example` protos.
+
+`serialize` writes the protobuf wire format directly: the bytes are exactly those of
+`to_tf_example(values).SerializeToString(deterministic=True)` (a test compares them), at a
+fraction of the cost. Building the message through the protobuf API dominated the
+ingest's per-example work: every history value was encoded and copied into a
+repeated field, up to 2 x 64 per example.
+"""
 
 from __future__ import annotations
 
+import struct
 from typing import Dict, Mapping
 
 import tensorflow as tf
@@ -45,9 +53,69 @@ def to_tf_example(values: Mapping[str, list]) -> tf.train.Example:
     return example
 
 
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint; negative int64 values take ten bytes (two's complement)."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [_varint(n) for n in range(128)]
+# Encoded BytesList entries (tag, length, bytes) of recently seen strings: item ids, genres
+# and behaviors repeat across examples. Cleared when it grows past _CACHE_LIMIT entries.
+_BYTES_ENTRY_CACHE: Dict[str, bytes] = {}
+_CACHE_LIMIT = 1 << 20
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    return tag + (_SMALL_VARINTS[n] if n < 128 else _varint(n)) + payload
+
+
+def _bytes_entry(value: str) -> bytes:
+    entry = _BYTES_ENTRY_CACHE.get(value)
+    if entry is None:
+        if len(_BYTES_ENTRY_CACHE) >= _CACHE_LIMIT:
+            _BYTES_ENTRY_CACHE.clear()
+        entry = _BYTES_ENTRY_CACHE[value] = _length_delimited(b"\x0a", value.encode())
+    return entry
+
+
+def _feature(name: str, vals: list) -> bytes:
+    """One wire-format `Feature` message (BytesList = 1, FloatList = 2, Int64List = 3; packed)."""
+    if name in BYTES_FEATURES:
+        try:  # every value seen before: one C-level pass
+            body = b"".join(map(_BYTES_ENTRY_CACHE.__getitem__, vals))
+        except KeyError:
+            body = b"".join([_bytes_entry(v) for v in vals])
+        return _length_delimited(b"\x0a", body)
+    if name in INT64_FEATURES:
+        packed = b"".join([_SMALL_VARINTS[v] if 0 <= v < 128 else _varint(v) for v in vals])
+    elif name in FLOAT_FEATURES:
+        packed = struct.pack(f"<{len(vals)}f", *vals)
+    else:
+        raise ValueError(f"feature {name!r} has no declared type")
+    list_message = _length_delimited(b"\x0a", packed) if vals else b""
+    return _length_delimited(b"\x1a" if name in INT64_FEATURES else b"\x12", list_message)
+
+
 def serialize(values: Mapping[str, list]) -> bytes:
-    """`to_tf_example` serialized with sorted map keys, so equal inputs give equal bytes."""
-    return to_tf_example(values).SerializeToString(deterministic=True)
+    """`to_tf_example(values)` serialized with sorted map keys, so equal inputs give equal bytes.
+
+    Written directly in the wire format: Example.features (1) -> Features.feature (1), a
+    map whose entries (key = 1, value = 2) come in key order, as deterministic
+    serialization orders them.
+    """
+    entries = []
+    for name in sorted(values):
+        entry = _length_delimited(b"\x0a", name.encode()) + _length_delimited(b"\x12", _feature(name, values[name]))
+        entries.append(_length_delimited(b"\x0a", entry))
+    return _length_delimited(b"\x0a", b"".join(entries)) if entries else b""  # no features: an empty Example
 
 
 def from_tf_example(example: tf.train.Example) -> Dict[str, list]:
