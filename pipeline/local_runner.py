@@ -19,6 +19,7 @@ import sys
 import time
 from typing import List, Optional
 
+from common import run_lock
 from pipeline import report
 from pipeline.configs import PipelineConfig, families_arg
 
@@ -144,9 +145,11 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
     """Runs the pipeline in-process; returns per-component timings.
 
     With `progress_out`, TensorFlow/Beam logs go to `config.log_path` and one progress
-    line per component goes to `progress_out`. Raises PipelineFailed on failure.
+    line per component goes to `progress_out`. Raises PipelineFailed on failure, and
+    common.run_lock.RunLocked at once when another run holds the output directory.
     """
     with contextlib.ExitStack() as stack:
+        stack.enter_context(run_lock.hold(config.output_dir))
         out = progress_out
         if out is not None:
             to_terminal = progress_out is sys.stdout
@@ -214,6 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     try:
         run(config, progress_out=sys.stdout)
+    except run_lock.RunLocked as e:
+        print(f"\nerror: {e}")
+        return 2
     except PipelineFailed as e:
         print(f"\nFAILED in component {e.component or '(before any component)'}:")
         print(f"  {type(e.cause).__name__}: {e.cause}")
