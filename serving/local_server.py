@@ -603,6 +603,8 @@ def _load_error(exc: BaseException) -> Tuple[int, str]:
     if isinstance(exc, RequestError):
         return exc.code.value[0], exc.message
     text = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, IndexError):  # TF's C++ OUT_OF_RANGE reaches Python as IndexError (e.g. a
+        return error_codes_pb2.OUT_OF_RANGE, str(exc)  # truncated variables file: "Read less bytes")
     if isinstance(exc, FileNotFoundError) or "SavedModel file does not exist" in text:
         return error_codes_pb2.NOT_FOUND, text
     if isinstance(exc, protobuf_message.DecodeError):
