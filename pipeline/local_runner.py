@@ -20,7 +20,7 @@ import time
 from typing import List, Optional
 
 from common import run_lock
-from pipeline import report
+from pipeline import recovery, report
 from pipeline.configs import PipelineConfig, families_arg
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -163,6 +163,12 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
         absl_logger = logging.getLogger("absl")
         absl_logger.addHandler(progress)
         stack.callback(absl_logger.removeHandler, progress)
+
+        # With the lock held, an execution still RUNNING belongs to a run that died.
+        for note in recovery.recover(config.pipeline_root, config.metadata_path, config.serving_model_dir):
+            logging.warning("recovered: %s", note)
+            if out is not None:
+                out.write(f"  recovered: {note}\n")
 
         try:
             from tfx import v1 as tfx
