@@ -34,6 +34,8 @@ class PipelineConfig:
       train_steps / eval_steps / batch_size / epochs: trainer budget.
       top_k: length of the `recommend` signature's answer.
       seed: one seed for sampling, initialisation and shuffling.
+      schema_file: validate against this schema instead of the curated
+        `schemas/<dataset>/schema.pbtxt` (e.g. one written by `make update-schema`).
     """
 
     data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
@@ -59,6 +61,7 @@ class PipelineConfig:
     max_auc_decrease: float = 0.01
     # Reuse a component's earlier outputs when its inputs and settings are unchanged.
     enable_cache: bool = False
+    schema_file: Optional[str] = None
     beam_pipeline_args: Tuple[str, ...] = (
         "--direct_running_mode=in_memory",
         "--direct_num_workers=1",
@@ -83,6 +86,8 @@ class PipelineConfig:
 
     @property
     def schema_path(self) -> str:
+        if self.schema_file:
+            return os.path.abspath(self.schema_file)
         return str(REPO_ROOT / "schemas" / self.dataset / "schema.pbtxt")
 
     def ingest_config(self) -> Dict:

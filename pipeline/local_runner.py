@@ -202,6 +202,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--train_steps", type=int, default=defaults.train_steps)
     parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
+    parser.add_argument("--schema_file", default=None, help="schema to validate against (default: the curated one)")
     args = parser.parse_args(argv)
     return dataclasses.replace(
         defaults,
@@ -213,6 +214,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         train_steps=args.train_steps,
         negatives_per_positive=args.negatives_per_positive,
         max_bad_rows=args.max_bad_rows,
+        schema_file=args.schema_file,
     )
 
 

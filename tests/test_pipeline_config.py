@@ -56,3 +56,14 @@ def test_gate_thresholds_apply_to_the_overall_slice_only(family, gated, bound):
     assert threshold.threshold.value_threshold.HasField(bound)
     assert threshold.threshold.HasField("change_threshold")
     assert {tuple(s.feature_keys) for s in config.slicing_specs} == {(), ("user_activity",), ("item_genres",)}
+
+
+def test_schema_file_option_replaces_the_curated_schema(tmp_path):
+    from pipeline.local_runner import _parse_args
+
+    assert PipelineConfig().schema_path.endswith("schemas/movielens/schema.pbtxt")
+    other = tmp_path / "schema.inferred.pbtxt"
+    config = _parse_args(["--output_dir", str(tmp_path), "--families", "none", "--schema_file", str(other)])
+    assert config.schema_path == str(other)
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == str(other)
