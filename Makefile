@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install
+.PHONY: run test bench bench-ingest bench-mf bench-serving serve update-schema clean install
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ bench-serving: $(STAMP)
 
 serve: $(STAMP)
 	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)
+
+update-schema: $(STAMP)
+	$(PY) -m pipeline.update_schema $(ARGS)
 
 clean:
 	rm -rf outputs

@@ -67,3 +67,4 @@ def test_schema_file_option_replaces_the_curated_schema(tmp_path):
     assert config.schema_path == str(other)
     components = {c.id: c for c in create_pipeline(config).components}
     assert components["ImportSchemaGen"].exec_properties["schema_file"] == str(other)
+    assert components["AnomalyGate"].exec_properties["schema_file"] == str(other)
