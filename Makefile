@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving serve update-schema clean install
+.PHONY: run test bench bench-ingest bench-mf bench-serving bench-reliability serve update-schema clean install
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
 
-bench: bench-ingest bench-mf bench-serving
+bench: bench-ingest bench-mf bench-serving bench-reliability
 
 bench-ingest: $(STAMP)
 	$(PY) -m bench.ingest $(ARGS)
@@ -42,6 +42,9 @@ bench-mf: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
+
+bench-reliability: $(STAMP)
+	$(PY) -m bench.reliability $(ARGS)
 
 serve: $(STAMP)
 	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)
