@@ -218,6 +218,13 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     )
 
 
+def _is_input_error(failure: PipelineFailed) -> bool:
+    """Bad input data (rows, files, anomalies): reported by its message, which names file, line or feature."""
+    if failure.component == "AnomalyGate":
+        return True
+    return failure.component == "InteractionExampleGen" and isinstance(failure.cause, (ValueError, OSError))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     config = _parse_args(argv)
     print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split})")
@@ -231,8 +238,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PipelineFailed as e:
         print(f"\nFAILED in component {e.component or '(before any component)'}:")
         print(f"  {type(e.cause).__name__}: {e.cause}")
-        print(f"\nLast lines of {e.log_path}:")
-        print(tail(e.log_path))
+        if _is_input_error(e):  # the message says it all; the log's stack trace would read as a crash
+            print(f"\nFull log: {e.log_path}")
+        else:
+            print(f"\nLast lines of {e.log_path}:")
+            print(tail(e.log_path))
         return 1
     print(f"\nDone in {time.monotonic() - started:.1f} s. Outputs:")
     print(f"  pipeline root     {config.pipeline_root}")

@@ -186,15 +186,18 @@ def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(
     assert open(config.schema_path, encoding="utf-8").read() == curated
 
 
-def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path):
+def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, capsys):
+    from pipeline.local_runner import main
+
     data = tmp_path / "data"
     shutil.copytree(movielens_slice, data)
     with open(data / "ratings.csv", "a", newline="") as f:
         f.write("1,31,2.5\r\n")  # 3 fields instead of 4
     line_no = sum(1 for _ in open(data / "ratings.csv", newline=""))
-    config = _data_config(data, tmp_path / "out")
-    with pytest.raises(PipelineFailed) as failure:
-        run(config, progress_out=io.StringIO())
-    assert failure.value.component == "InteractionExampleGen"
-    message = str(failure.value.cause)
-    assert "ratings.csv" in message and f":{line_no}" in message
+    code = main(["--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--families", "none"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED in component InteractionExampleGen:" in printed
+    assert f"ratings.csv:{line_no}: expected 4 fields" in printed
+    # Bad input is a message, not a crash: no stack trace from the log on the terminal.
+    assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed
