@@ -46,8 +46,9 @@ bench-serving: $(STAMP)
 bench-reliability: $(STAMP)
 	$(PY) -m bench.reliability $(ARGS)
 
+# The serving base of `make run`, unless ARGS names a --model_config_file.
 serve: $(STAMP)
-	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)
+	$(PY) -m serving.local_server $(if $(findstring --model_config_file,$(ARGS)),,--model_base outputs/serving) $(ARGS)
 
 update-schema: $(STAMP)
 	$(PY) -m pipeline.update_schema $(ARGS)

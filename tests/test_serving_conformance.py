@@ -348,6 +348,24 @@ def test_V9_broken_newest_at_start_serves_nothing(templates, tmp_path):
     assert states(reg, "mf") == {2: ("END", grpc.StatusCode.DATA_LOSS.value[0])}
 
 
+def test_V15_a_failed_version_is_retried_when_its_saved_model_changes(templates, tmp_path):
+    put(tmp_path, "mf", 1, templates["plain"])
+    reg = registry(config_text(("mf", f"{tmp_path}/mf", "", {})))
+    path = broken(tmp_path, "mf", 2)
+    reg.poll()
+    reg.poll()  # unchanged on disk: not tried again
+    assert version_served(reg, "mf") == 1 and states(reg, "mf")[2][0] == "END"
+    # The version is rewritten in place, saved_model.pb last.
+    for entry in os.listdir(templates["plain"]):
+        source = os.path.join(templates["plain"], entry)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(path, entry))
+    shutil.copy(os.path.join(templates["plain"], "saved_model.pb"), os.path.join(path, "saved_model.pb.tmp"))
+    os.replace(os.path.join(path, "saved_model.pb.tmp"), os.path.join(path, "saved_model.pb"))
+    reg.poll()
+    assert version_served(reg, "mf") == 2 and states(reg, "mf") == {1: ("END", 0), 2: ("AVAILABLE", 0)}
+
+
 def test_V10_retired_versions_stay_in_the_status(templates, tmp_path):
     for v in (1, 2):
         put(tmp_path, "mf", v, templates["plain"])
