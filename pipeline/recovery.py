@@ -27,6 +27,7 @@ from typing import Dict, List
 
 NODE_CONTEXT = "node"
 SYSTEM_DIR = ".system"
+STATEFUL_DIR_INDEX = "__stateful_working_dir_index__"  # tfx.orchestration.portable.outputs_utils
 RECOVERY_NOTE = "recovery"
 _STAGING = re.compile(r"^\.tmp-\d+-(\d+)$")  # components/pusher.py: .tmp-<version>-<pid>
 
@@ -58,14 +59,21 @@ def _node_of(store, execution_id: int, context_types: Dict[int, str]) -> str:
     return ""
 
 
-def _execution_dirs(pipeline_root: str, node: str, execution_id: int) -> List[str]:
-    """Output and working directories of one execution under the TFX 1.16 layout."""
+def _execution_dirs(pipeline_root: str, node: str, execution) -> List[str]:
+    """Output and working directories of one execution under the TFX 1.16 layout:
+    `<node>/<output>/<id>`, `<node>/.system/executor_execution/<id>` and
+    `<node>/.system/stateful_working_dir/<uuid kept on the execution>`."""
     node_dir = os.path.join(pipeline_root, node)
     found = [
-        d for d in glob.glob(os.path.join(node_dir, "*", str(execution_id)))
+        d for d in glob.glob(os.path.join(node_dir, "*", str(execution.id)))
         if not os.path.basename(os.path.dirname(d)).startswith(".")
     ]
-    found += glob.glob(os.path.join(node_dir, SYSTEM_DIR, "*", str(execution_id)))
+    found += glob.glob(os.path.join(node_dir, SYSTEM_DIR, "*", str(execution.id)))
+    if STATEFUL_DIR_INDEX in execution.custom_properties:
+        index = execution.custom_properties[STATEFUL_DIR_INDEX].string_value
+        stateful = os.path.join(node_dir, SYSTEM_DIR, "stateful_working_dir", index)
+        if index and os.path.isdir(stateful):
+            found.append(stateful)
     return sorted(found)
 
 
@@ -91,7 +99,7 @@ def recover(pipeline_root: str, metadata_path: str, serving_dir: str) -> List[st
             node = _node_of(store, execution.id, context_types)
             removed = []
             if node:
-                for path in _execution_dirs(pipeline_root, node, execution.id):
+                for path in _execution_dirs(pipeline_root, node, execution):
                     if path not in live_uris:
                         shutil.rmtree(path, ignore_errors=True)
                         removed.append(os.path.relpath(path, pipeline_root))

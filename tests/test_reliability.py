@@ -67,12 +67,14 @@ def _tfx_like_store(tmp_path):
     store.put_execution(done, [(artifact, pb.Event(type=pb.Event.OUTPUT))], [node])
 
     running = pb.Execution(type_id=execution_type, last_known_state=pb.Execution.RUNNING)
+    running.custom_properties["__stateful_working_dir_index__"].string_value = "0b1c-uuid"
     running_id, _, _ = store.put_execution(running, [], [node])
     partial = root / "InteractionExampleGen" / "examples" / str(running_id)
     (partial / ".ingest-tmp-abc" / "Split-train").mkdir(parents=True)
     (partial / "Split-train").mkdir()  # renamed before the kill; eval and test were not
     system = root / "InteractionExampleGen" / ".system" / "executor_execution" / str(running_id)
     system.mkdir(parents=True)
+    (root / "InteractionExampleGen" / ".system" / "stateful_working_dir" / "0b1c-uuid").mkdir(parents=True)
     return str(root), metadata_path, str(done_uri), str(partial), running_id
 
 
@@ -89,6 +91,7 @@ def test_recovery_marks_the_dead_execution_failed_and_removes_its_partial_output
     assert len(notes) == 1 and "InteractionExampleGen" in notes[0] and "marked FAILED" in notes[0]
     assert not os.path.exists(partial)
     assert not glob.glob(os.path.join(root, "InteractionExampleGen", ".system", "*", str(running_id)))
+    assert not os.path.exists(os.path.join(root, "InteractionExampleGen", ".system", "stateful_working_dir", "0b1c-uuid"))
     assert os.path.isdir(os.path.join(done_uri, "Split-test"))  # published outputs are untouched
     assert recovery.audit(root, metadata_path, serving) == []
     [execution] = recovery._store(metadata_path).get_executions_by_id([running_id])
