@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving serve clean install airflow kubeflow-spec
+.PHONY: run test bench bench-ingest bench-mf bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
 
-bench: bench-ingest bench-mf bench-serving
+bench: bench-ingest bench-mf bench-serving bench-reliability
 
 bench-ingest: $(STAMP)
 	$(PY) -m bench.ingest $(ARGS)
@@ -56,8 +56,15 @@ airflow: $(STAMP)
 kubeflow-spec: $(STAMP)
 	$(PY) -m pipeline.kubeflow_runner $(ARGS)
 
+bench-reliability: $(STAMP)
+	$(PY) -m bench.reliability $(ARGS)
+
+# The serving base of `make run`, unless ARGS names a --model_config_file.
 serve: $(STAMP)
-	$(PY) -m serving.local_server --model_base outputs/serving $(ARGS)
+	$(PY) -m serving.local_server $(if $(findstring --model_config_file,$(ARGS)),,--model_base outputs/serving) $(ARGS)
+
+update-schema: $(STAMP)
+	$(PY) -m pipeline.update_schema $(ARGS)
 
 clean:
 	rm -rf outputs

@@ -13,7 +13,7 @@ and metadata differ. Environment variables read when Airflow parses the DAG file
   RECSYS_BEAM_PROFILE   where the Beam stages run (pipeline/configs.py BEAM_PROFILES);
                         RECSYS_BEAM_<SETTING> fill the profile's placeholders
   RECSYS_CONFIG_JSON    any other PipelineConfig fields as a JSON object,
-                        e.g. '{"max_rmse": 0.95, "eval_steps": 50}'
+                        e.g. '{"gate_thresholds": {"rating": 0.95}, "seed": 7}'
   RECSYS_SCHEDULE       Airflow schedule (default '@daily'; 'none' = triggered runs only)
   RECSYS_RETRIES        retries of a failed task (default 2)
   RECSYS_RETRY_DELAY_MINUTES  wait before a retry (default 5)

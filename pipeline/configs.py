@@ -45,6 +45,8 @@ class PipelineConfig:
       gate_thresholds / gate_max_worsening: per task name, the gate's value bound and
         tolerated worsening against the last blessed model (defaults: the dataset's
         task specs, contract/datasets.py).
+      schema_file: validate against this schema instead of the curated
+        `schemas/<dataset>/schema.pbtxt` (e.g. one written by `make update-schema`).
     """
 
     data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
@@ -76,6 +78,7 @@ class PipelineConfig:
     # Where the Beam stages (ExampleGen, StatisticsGen, Transform, Evaluator) run: a
     # profile of BEAM_PROFILES; `beam_pipeline_args` are its arguments (see beam_args()).
     beam_profile: str = "in_process"
+    schema_file: Optional[str] = None
     beam_pipeline_args: Tuple[str, ...] = (
         "--direct_running_mode=in_memory",
         "--direct_num_workers=1",
@@ -100,6 +103,8 @@ class PipelineConfig:
 
     @property
     def schema_path(self) -> str:
+        if self.schema_file:
+            return os.path.abspath(self.schema_file)
         return os.path.join(self.schema_dir, self.dataset, "schema.pbtxt")
 
     def ingest_config(self) -> Dict:

@@ -19,7 +19,8 @@ import sys
 import time
 from typing import List, Optional
 
-from pipeline import report
+from common import run_lock
+from pipeline import recovery, report
 from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
@@ -144,9 +145,11 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
     """Runs the pipeline in-process; returns per-component timings.
 
     With `progress_out`, TensorFlow/Beam logs go to `config.log_path` and one progress
-    line per component goes to `progress_out`. Raises PipelineFailed on failure.
+    line per component goes to `progress_out`. Raises PipelineFailed on failure, and
+    common.run_lock.RunLocked at once when another run holds the output directory.
     """
     with contextlib.ExitStack() as stack:
+        stack.enter_context(run_lock.hold(config.output_dir))
         out = progress_out
         if out is not None:
             to_terminal = progress_out is sys.stdout
@@ -160,6 +163,12 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
         absl_logger = logging.getLogger("absl")
         absl_logger.addHandler(progress)
         stack.callback(absl_logger.removeHandler, progress)
+
+        # With the lock held, an execution still RUNNING belongs to a run that died.
+        for note in recovery.recover(config.pipeline_root, config.metadata_path, config.serving_model_dir):
+            logging.warning("recovered: %s", note)
+            if out is not None:
+                out.write(f"  recovered: {note}\n")
 
         try:
             from tfx import v1 as tfx
@@ -211,6 +220,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     add_beam_arguments(parser)
+    parser.add_argument("--schema_file", default=None, help="schema to validate against (default: the curated one)")
     args = parser.parse_args(argv)
     try:
         hparams = parse_assignments(args.hparam)
@@ -236,11 +246,19 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         negatives_per_positive=args.negatives_per_positive,
         max_bad_rows=args.max_bad_rows,
         seed=args.seed,
+        schema_file=args.schema_file,
     )
     try:
         return apply_beam_arguments(config, args)
     except ValueError as e:
         parser.error(str(e))
+
+
+def _is_input_error(failure: PipelineFailed) -> bool:
+    """Bad input data (rows, files, anomalies): reported by its message, which names file, line or feature."""
+    if failure.component == "AnomalyGate":
+        return True
+    return failure.component == "InteractionExampleGen" and isinstance(failure.cause, (ValueError, OSError))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -251,11 +269,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     try:
         run(config, progress_out=sys.stdout)
+    except run_lock.RunLocked as e:
+        print(f"\nerror: {e}")
+        return 2
     except PipelineFailed as e:
         print(f"\nFAILED in component {e.component or '(before any component)'}:")
         print(f"  {type(e.cause).__name__}: {e.cause}")
-        print(f"\nLast lines of {e.log_path}:")
-        print(tail(e.log_path))
+        if _is_input_error(e):  # the message says it all; the log's stack trace would read as a crash
+            print(f"\nFull log: {e.log_path}")
+        else:
+            print(f"\nLast lines of {e.log_path}:")
+            print(tail(e.log_path))
         return 1
     print(f"\nDone in {time.monotonic() - started:.1f} s. Outputs:")
     print(f"  pipeline root     {config.pipeline_root}")

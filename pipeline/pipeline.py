@@ -41,7 +41,7 @@ def create_pipeline(
     )
     components.append(example_validator)
 
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema_file=config.schema_path)
     components.append(anomaly_gate)
 
     transform = tfx.components.Transform(

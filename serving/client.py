@@ -1,8 +1,8 @@
 """gRPC client for TF Serving (or the local server): predictions, recommendations, metadata, status.
 
-Every call has a deadline; UNAVAILABLE (server down or starting) is retried with
-exponential backoff; any other failure raises `ServingError` with the gRPC code and
-the server's message.
+Every call has one deadline that covers all its attempts; UNAVAILABLE (server down or
+starting) is retried with exponential backoff while the deadline allows; any other
+failure raises `ServingError` with the gRPC code and the server's message.
 
     python -m serving.client recommend --target localhost:8500 --model mf --items 1,50,260 \
         [--behaviors liked,liked,neutral] --k 10
@@ -26,6 +26,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -70,12 +71,16 @@ class ServingClient:
 
     Args:
       target: `host:port` of the server.
-      timeout_s: deadline of each attempt.
-      retries: extra attempts after UNAVAILABLE (0 = none).
+      timeout_s: deadline of a whole call: every attempt and every backoff sleep fit in it;
+        when it passes the call raises DEADLINE_EXCEEDED.
+      retries: extra attempts after UNAVAILABLE (0 = none), while the deadline allows.
       backoff_s: sleep before the first retry; doubles per retry up to `max_backoff_s`.
       max_backoff_s: cap of one backoff sleep.
       on_retry: optional callback(method, attempt, ServingError) before each retry sleep.
     """
+
+    _clock = staticmethod(time.monotonic)  # replaced by tests
+    _sleep = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -108,28 +113,45 @@ class ServingClient:
 
     # -- plumbing --
     def _call(self, method: str, rpc, request):
+        """One call: attempts with the remaining time as their deadline, backoff sleeps cut short
+        by it, DEADLINE_EXCEEDED naming the last error once it is spent."""
+        deadline = self._clock() + self.timeout_s
         attempt = 0
         while True:
+            remaining = deadline - self._clock()
             try:
-                return rpc(request, timeout=self.timeout_s)
+                return rpc(request, timeout=max(remaining, 0.0))
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-                details = exc.details() if hasattr(exc, "details") else str(exc)
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
-                    if self.on_retry is not None:
-                        self.on_retry(method, attempt + 1, ServingError(code, details or "", method))
-                    time.sleep(min(self.backoff_s * (2**attempt), self.max_backoff_s))
-                    attempt += 1
-                    continue
-                if code == grpc.StatusCode.UNAVAILABLE and attempt:
-                    details = f"{details} (after {attempt + 1} attempts to {self.target})"
-                raise ServingError(code, details or "", method) from None
+                details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+                if code != grpc.StatusCode.UNAVAILABLE or attempt >= self.retries:
+                    if code == grpc.StatusCode.UNAVAILABLE and attempt:
+                        details = f"{details} (after {attempt + 1} attempts to {self.target})"
+                    raise ServingError(code, details, method) from None
+                sleep = min(self.backoff_s * (2**attempt), self.max_backoff_s)
+                if self._clock() + sleep >= deadline:
+                    raise ServingError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"deadline of {self.timeout_s:g} s spent after {attempt + 1} attempt(s) to "
+                        f"{self.target}; last error: {code.name}: {details}",
+                        method,
+                    ) from None
+                if self.on_retry is not None:
+                    self.on_retry(method, attempt + 1, ServingError(code, details, method))
+                self._sleep(sleep)
+                attempt += 1
 
     @staticmethod
-    def _model_spec(spec, model: str, version: Optional[int], signature: Optional[str] = None) -> None:
+    def _model_spec(
+        spec, model: str, version: Optional[int], signature: Optional[str] = None, label: Optional[str] = None
+    ) -> None:
         spec.name = model
+        if version is not None and label is not None:
+            raise ValueError(f"model '{model}': give a version ({version}) or a version label ({label!r}), not both")
         if version is not None:
             spec.version.value = int(version)
+        if label is not None:
+            spec.version_label = label
         if signature:
             spec.signature_name = signature
 
@@ -141,6 +163,7 @@ class ServingClient:
         signature: str = protocol.SERVING_DEFAULT,
         version: Optional[int] = None,
         output_filter: Sequence[str] = (),
+        version_label: Optional[str] = None,
     ) -> Prediction:
         """One Predict call; returns the outputs as numpy arrays and the version that served them.
 
@@ -150,9 +173,11 @@ class ServingClient:
           signature: signature name.
           version: pin a version (default: the newest the server has).
           output_filter: return only these outputs.
+          version_label: ask for a version by its label in the server's model config
+            (e.g. `stable`); not together with `version`.
         """
         request = predict_pb2.PredictRequest()
-        self._model_spec(request.model_spec, model, version, signature)
+        self._model_spec(request.model_spec, model, version, signature, version_label)
         for key, value in inputs.items():
             if isinstance(value, tensor_pb2.TensorProto):
                 request.inputs[key].CopyFrom(value)
@@ -181,12 +206,13 @@ class ServingClient:
         signature: str = protocol.SERVING_DEFAULT,
         version: Optional[int] = None,
         output_filter: Sequence[str] = (),
+        version_label: Optional[str] = None,
     ) -> Dict[str, np.ndarray]:
         """Predict with raw input tensors; returns output name -> numpy array.
 
         Args: as `predict`.
         """
-        return self.predict(model, inputs, signature, version, output_filter).outputs
+        return self.predict(model, inputs, signature, version, output_filter, version_label).outputs
 
     def predict_examples(
         self,
@@ -195,6 +221,7 @@ class ServingClient:
         signature: str = protocol.SERVING_DEFAULT,
         version: Optional[int] = None,
         output_filter: Sequence[str] = (),
+        version_label: Optional[str] = None,
     ) -> Dict[str, np.ndarray]:
         """Predict on serialized tf.Examples (raw features); returns output name -> [N] array.
 
@@ -204,9 +231,10 @@ class ServingClient:
           signature: signature taking `examples`.
           version: pin a version.
           output_filter: return only these outputs.
+          version_label: ask for a labelled version instead.
         """
         request = predict_pb2.PredictRequest()
-        self._model_spec(request.model_spec, model, version, signature)
+        self._model_spec(request.model_spec, model, version, signature, version_label)
         proto = request.inputs[protocol.EXAMPLES]
         proto.dtype = types_pb2.DT_STRING
         values = list(serialized_examples)
@@ -225,6 +253,7 @@ class ServingClient:
         history_behaviors: Optional[Sequence[Optional[Sequence[Union[str, bytes]]]]] = None,
         k: Optional[int] = None,
         version: Optional[int] = None,
+        version_label: Optional[str] = None,
     ) -> List[List[Tuple[str, float]]]:
         """Top items for each history through the `recommend` signature.
 
@@ -237,12 +266,13 @@ class ServingClient:
           history_behaviors: aligned behaviors per row (None sends b"").
           k: keep at most k items per row (the model returns its export-time K).
           version: pin a version.
+          version_label: ask for a labelled version instead.
         """
         if not history_item_ids:
             return []
         items, behaviors = protocol.history_arrays(history_item_ids, history_behaviors)
         inputs = {features.HISTORY_ITEM_IDS: items, features.HISTORY_BEHAVIORS: behaviors}
-        outputs = self.predict(model, inputs, protocol.RECOMMEND, version).outputs
+        outputs = self.predict(model, inputs, protocol.RECOMMEND, version, version_label=version_label).outputs
         for key in (protocol.RECOMMEND_ITEM_IDS, protocol.RECOMMEND_SCORES):
             if key not in outputs:
                 raise ServingError(
@@ -253,7 +283,7 @@ class ServingClient:
                 )
         return protocol.ranked_items(outputs[protocol.RECOMMEND_ITEM_IDS], outputs[protocol.RECOMMEND_SCORES], k)
 
-    def model_metadata(self, model: str, version: Optional[int] = None) -> dict:
+    def model_metadata(self, model: str, version: Optional[int] = None, version_label: Optional[str] = None) -> dict:
         """Signatures of the served version: {"model", "version", "signatures": {name: {...}}}.
 
         Each signature maps to {"method_name", "inputs", "outputs"}, the tensors as
@@ -262,9 +292,10 @@ class ServingClient:
         Args:
           model: model name.
           version: pin a version.
+          version_label: ask for a labelled version instead.
         """
         request = get_model_metadata_pb2.GetModelMetadataRequest()
-        self._model_spec(request.model_spec, model, version)
+        self._model_spec(request.model_spec, model, version, label=version_label)
         request.metadata_field.append("signature_def")
         response = self._call("GetModelMetadata", self._prediction.GetModelMetadata, request)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
@@ -316,6 +347,16 @@ class ServingClient:
             for s in response.model_version_status
         ]
 
+    def reload_config(self, config) -> None:
+        """Replaces the server's models, version policies and labels (HandleReloadConfigRequest).
+
+        Args:
+          config: a `tensorflow_serving.config.model_server_config_pb2.ModelServerConfig`.
+        """
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.CopyFrom(config)
+        self._call("HandleReloadConfigRequest", self._models.HandleReloadConfigRequest, request)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -362,6 +403,7 @@ def main(argv=None) -> int:
         p.add_argument("--target", default="localhost:8500", help="host:port")
         p.add_argument("--model", required=True)
         p.add_argument("--version", type=int, default=None)
+        p.add_argument("--label", default=None, help="a version label of the server's model config")
         p.add_argument("--timeout_s", type=float, default=10.0)
         p.add_argument("--retries", type=int, default=3)
 
@@ -386,7 +428,8 @@ def main(argv=None) -> int:
                 parser.error(f"--behaviors has {len(behaviors)} values for {len(items)} --items")
             titles = load_titles(args.movies)
             ranked = client.recommend(
-                args.model, [items], [behaviors] if behaviors else None, k=args.k, version=args.version
+                args.model, [items], [behaviors] if behaviors else None, k=args.k, version=args.version,
+                version_label=args.label,
             )[0]
             print(f"{args.model}: top {len(ranked)} for history {', '.join(items)}")
             for rank, (item, score) in enumerate(ranked, 1):
@@ -399,7 +442,7 @@ def main(argv=None) -> int:
                     line += f" ({s['error_code']}: {s['error_message']})"
                 print(line)
         else:
-            meta = client.model_metadata(args.model, args.version)
+            meta = client.model_metadata(args.model, args.version, args.label)
             print(f"{meta['model']} version {meta['version']}")
             for name, sig in meta["signatures"].items():
                 print(f"  {name} ({sig['method_name']})")
@@ -407,7 +450,7 @@ def main(argv=None) -> int:
                     for alias, t in sig[kind].items():
                         shape = "?" if t["shape"] is None else protocol.shape_str(t["shape"])
                         print(f"    {kind[:-1]:6} {alias}: {t['dtype']} {shape}")
-    except ServingError as exc:
+    except (ServingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

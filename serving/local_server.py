@@ -1,14 +1,25 @@
 """A development stand-in for `tensorflow_model_server` speaking its gRPC API.
 
-Serves every model directory under a serving base (`<base>/<model>/<version>/`) through
-`tensorflow.serving.PredictionService` (Predict, GetModelMetadata) and
-`tensorflow.serving.ModelService` (GetModelStatus), with TF Serving's status codes.
+Serves SavedModel versions through `tensorflow.serving.PredictionService` (Predict,
+GetModelMetadata) and `tensorflow.serving.ModelService` (GetModelStatus,
+HandleReloadConfigRequest) with TF Serving's status codes, and decides which versions
+to serve the way `tensorflow_model_server` does:
+
+- with `--model_config_file`: the models, base paths, version policies (latest N, all,
+  specific versions) and version labels of a ModelServerConfig text proto, as
+  `serving/config/models.config`;
+- without it: every model directory under `--model_base`, newest `--num_versions` each.
+
 New versions are found by polling, warmed up from `assets.extra`, and swapped in
-without failing in-flight requests; a version that fails to load leaves the previous
-one serving and is reported by GetModelStatus. Production runs the real server
-(see serving/README.md).
+without failing in-flight requests. Loading follows TF Serving's availability-preserving
+policy: a version the policy no longer wants is retired only once a version it wants is
+serving, so a newest version that fails to load leaves the previous one serving, and
+GetModelStatus reports the failure with its error code and message. The README's
+conformance table lists each behaviour next to TF Serving's. Production runs the real
+server.
 
     python -m serving.local_server --model_base DIR --port 8500 [--poll_seconds 1]
+    python -m serving.local_server --model_config_file FILE --port 8500
 """
 
 from __future__ import annotations
@@ -22,20 +33,23 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import message as protobuf_message
 from google.protobuf import text_format
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
+from tensorflow_serving.config import model_server_config_pb2
 
 from contract import protocol
 from export import warmup
@@ -47,6 +61,8 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVE_TAG = "serve"
 SIGNATURE_DEF = "signature_def"
 DEFAULT_MAX_BATCH_ROWS = 512  # as serving/config/batching_parameters.txt
+TENSORFLOW_PLATFORM = "tensorflow"
+LATEST, ALL, SPECIFIC = "latest", "all", "specific"
 
 
 class RequestError(Exception):
@@ -56,6 +72,10 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class ConfigError(RequestError):
+    """A model server config the server cannot take (at start or on reload)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,21 +135,46 @@ class VersionStatus:
 
 
 def _read_signature_defs(path: str) -> get_model_metadata_pb2.SignatureDefMap:
+    """The serving meta graph's signatures; RequestError with the code TF Serving's loader gives.
+
+    Read before TensorFlow loads the version, and strictly: Python's protobuf parser only
+    warns when it stops before the end of the file, where TF Serving's C++ loader fails
+    with DATA_LOSS.
+    """
     sig_map = get_model_metadata_pb2.SignatureDefMap()
     pb = os.path.join(path, "saved_model.pb")
+    pbtxt = os.path.join(path, "saved_model.pbtxt")
     saved = saved_model_pb2.SavedModel()
     if os.path.exists(pb):
         with open(pb, "rb") as f:
-            saved.ParseFromString(f.read())
+            data = f.read()
+        try:
+            consumed = saved.ParseFromString(data)
+        except protobuf_message.DecodeError:
+            consumed = -1
+        if consumed != len(data):  # stopped early: only a warning in Python, an error in C++
+            raise RequestError(grpc.StatusCode.DATA_LOSS, f"Can't parse {pb} as binary proto")
+    elif os.path.exists(pbtxt):
+        with open(pbtxt, encoding="utf-8", errors="replace") as f:
+            try:
+                text_format.Parse(f.read(), saved)
+            except text_format.ParseError:
+                raise RequestError(grpc.StatusCode.DATA_LOSS, f"Can't parse {pbtxt} as text proto") from None
     else:
-        with open(os.path.join(path, "saved_model.pbtxt")) as f:
-            text_format.Parse(f.read(), saved)
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
+        )
     for meta_graph in saved.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             for key, sig in meta_graph.signature_def.items():
                 sig_map.signature_def[key].CopyFrom(sig)
-            break
-    return sig_map
+            return sig_map
+    raise RequestError(
+        grpc.StatusCode.NOT_FOUND,
+        f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }}. To inspect available "
+        f"tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli` ({path})",
+    )
 
 
 def load_servable(
@@ -144,19 +189,22 @@ def load_servable(
       run_warmup: replay `assets.extra/tf_serving_warmup_requests` when present.
       max_batch_rows: merge concurrent requests up to this many rows per call (0: never).
     """
+    signature_defs = _read_signature_defs(path)
     module = tf.saved_model.load(path, tags=[SERVE_TAG])
     signatures = {key: Signature.from_function(fn, max_batch_rows) for key, fn in module.signatures.items()}
-    servable = Servable(name, version, path, module, signatures, _read_signature_defs(path))
+    servable = Servable(name, version, path, module, signatures, signature_defs)
     if run_warmup:
         count = 0
         for i, record in enumerate(warmup.read_warmup_requests(path)):
             if not record.HasField("predict_log"):
-                raise ValueError(f"warmup record {i} of {name}/{version} is not a PredictLog")
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"warmup record {i} of {name}/{version} is not a PredictLog"
+                )
             try:
                 predict(servable, record.predict_log.request)
-            except RequestError as exc:
-                raise ValueError(
-                    f"warmup request {i} of {name}/{version} failed: {exc.code.name}: {exc.message}"
+            except RequestError as exc:  # TF Serving fails the load with the request's status
+                raise RequestError(
+                    exc.code, f"warmup request {i} of {name}/{version} failed: {exc.code.name}: {exc.message}"
                 ) from None
             count += 1
         if count:
@@ -203,16 +251,19 @@ def _convert_input(model: str, sig_name: str, key: str, proto, spec: InputSpec):
 def _input_names_error(servable: Servable, sig_name: str, expected, got) -> RequestError:
     missing = sorted(set(expected) - set(got))
     unknown = sorted(set(got) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"missing input(s) {missing}")
-    if unknown:
-        problems.append(f"unknown input(s) {unknown}")
-    return RequestError(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        f"model '{servable.name}' signature '{sig_name}': {'; '.join(problems)}; "
-        f"expected inputs {sorted(expected)}",
-    )
+    where = f"(model '{servable.name}' signature '{sig_name}')"
+    if len(got) != len(expected):  # predict_util.cc VerifyRequestInputsSize
+        message = (
+            f"input size does not match signature: {len(got)}!={len(expected)} "
+            f"len({{{','.join(sorted(got))}}}) != len({{{','.join(sorted(expected))}}}). "
+            f"Sent extra: {{{','.join(unknown)}}}. Missing but required: {{{','.join(missing)}}}. {where}"
+        )
+    else:
+        message = (
+            f"inputs {unknown} are not in the signature; missing but required: {missing}; "
+            f"expected inputs {sorted(expected)} {where}"
+        )
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
@@ -224,11 +275,11 @@ def predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_
     """
     sig_name = request.model_spec.signature_name or protocol.SERVING_DEFAULT
     signature = servable.signatures.get(sig_name)
-    if signature is None:
+    if signature is None:  # predict_util.cc: FailedPrecondition
         raise RequestError(
-            grpc.StatusCode.NOT_FOUND,
-            f"model '{servable.name}' version {servable.version} has no signature '{sig_name}'; "
-            f"signatures: {sorted(servable.signatures)}",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f'Serving signature key "{sig_name}" not found. (model \'{servable.name}\' version '
+            f"{servable.version} has {sorted(servable.signatures)})",
         )
     expected = signature.inputs
     got = request.inputs
@@ -237,12 +288,15 @@ def predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_
     output_names = signature.outputs
     if request.output_filter:
         output_names = tuple(request.output_filter)
+        if len(set(output_names)) != len(output_names):
+            duplicate = next(n for n in output_names if output_names.count(n) > 1)
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias: {duplicate}")
         bad = sorted(set(output_names) - set(signature.outputs))
-        if bad:
+        if bad:  # predict_util.cc's message
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"model '{servable.name}' signature '{sig_name}': output_filter names unknown output(s) "
-                f"{bad}; outputs are {sorted(signature.outputs)}",
+                f"output tensor alias not found in signature: {bad[0]} Outputs expected to be in the set "
+                f"{{{','.join(sorted(signature.outputs))}}}. (model '{servable.name}' signature '{sig_name}')",
             )
     values = {
         key: _convert_input(servable.name, sig_name, key, got[key], spec) for key, spec in expected.items()
@@ -404,46 +458,195 @@ class Batcher:
                 t.error = exc
 
 
-def _version_dirs(model_dir: str) -> Dict[int, Tuple[str, int]]:
-    """Complete version directories: version -> (path, marker mtime)."""
-    out = {}
+def _version_dirs(model_dir: str) -> Dict[int, Tuple[str, Optional[int]]]:
+    """Every version directory of a model: version -> (path, mtime of its saved_model.pb or None).
+
+    As TF Serving's file-system source, any child whose name is a number is a version,
+    complete or not; the marker's mtime lets a failed version be retried once its
+    saved_model.pb changes.
+    """
+    out: Dict[int, Tuple[str, Optional[int]]] = {}
     try:
         entries = list(os.scandir(model_dir))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return out
     for entry in entries:
         if not entry.name.isdigit() or not entry.is_dir():
             continue
-        for marker in ("saved_model.pb", "saved_model.pbtxt"):
-            marker_path = os.path.join(entry.path, marker)
+        marker = None
+        for name in ("saved_model.pb", "saved_model.pbtxt"):
             try:
-                out[int(entry.name)] = (entry.path, os.stat(marker_path).st_mtime_ns)
+                marker = os.stat(os.path.join(entry.path, name)).st_mtime_ns
                 break
             except FileNotFoundError:
                 continue
+        out[int(entry.name)] = (entry.path, marker)
     return out
 
 
-class ModelRegistry:
-    """The loaded versions of every model under a serving base, refreshed by `poll()`.
+@dataclasses.dataclass(frozen=True)
+class ModelPolicy:
+    """One served model: its name, base path and TF Serving version policy.
+
+    Attributes:
+      name: model name clients ask for.
+      base_path: directory holding `<version>/` sub-directories.
+      kind: `latest` (the `num_versions` highest versions), `all`, or `specific`.
+      num_versions: versions kept by `latest` (TF Serving: at least 1).
+      versions: the versions `specific` serves.
+    """
+
+    name: str
+    base_path: str
+    kind: str = LATEST
+    num_versions: int = 1
+    versions: Tuple[int, ...] = ()
+
+    def aspired(self, on_disk: Iterable[int]) -> Set[int]:
+        """The versions the policy wants among those on disk."""
+        on_disk = set(on_disk)
+        if self.kind == ALL:
+            return on_disk
+        if self.kind == SPECIFIC:
+            return on_disk & set(self.versions)
+        return set(sorted(on_disk, reverse=True)[: max(self.num_versions, 1)])
+
+    def describe(self) -> str:
+        if self.kind == LATEST:
+            return f"latest {max(self.num_versions, 1)}"
+        if self.kind == SPECIFIC:
+            return f"specific {sorted(self.versions)}"
+        return "all"
+
+
+def _invalid(message: str) -> ConfigError:
+    return ConfigError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def policies_from_config(
+    config: model_server_config_pb2.ModelServerConfig, source: str = "config"
+) -> Tuple[List[ModelPolicy], Dict[str, Dict[str, int]]]:
+    """The model policies and version labels of a ModelServerConfig, checked as TF Serving checks them.
 
     Args:
-      model_base: directory holding one sub-directory per model.
-      model_names: serve only these (default: every sub-directory not starting with '.').
-      num_versions: newest versions kept loaded per model.
+      config: the parsed config.
+      source: where it came from, for messages (a file name).
+
+    Raises:
+      ConfigError: INVALID_ARGUMENT naming the model and the problem.
+    """
+    if config.WhichOneof("config") != "model_config_list":
+        raise _invalid(
+            f"{source}: only model_config_list is supported (ServerModelConfig type not supported; "
+            "Only ModelConfigList is currently supported)"
+        )
+    policies: List[ModelPolicy] = []
+    labels: Dict[str, Dict[str, int]] = {}
+    seen: Set[str] = set()
+    for model in config.model_config_list.config:
+        name = model.name
+        if not name:
+            raise _invalid(f"{source}: a model config has no name")
+        if name in seen:
+            raise _invalid(f"{source}: Illegal to list model {name} multiple times in config list")
+        seen.add(name)
+        if model.model_type:
+            raise _invalid(f"{source}: model {name}: the deprecated model_type is not supported; set model_platform")
+        platform = model.model_platform
+        if not platform:
+            raise _invalid(
+                f"{source}: model {name}: Illegal setting neither ModelServerConfig::model_type (deprecated) "
+                "nor ModelServerConfig::model_platform."
+            )
+        if platform != TENSORFLOW_PLATFORM:
+            raise _invalid(f"{source}: Model {name} requests unsupported platform {platform}")
+        base = model.base_path
+        if "://" in base:
+            raise _invalid(f"{source}: model {name}: base_path {base} is a URI; the local server reads local directories")
+        if not os.path.isabs(base):
+            raise _invalid(
+                f"{source}: Expected model {name} to have an absolute path or URI; got base_path()={base}"
+            )
+        policy = model.model_version_policy
+        choice = policy.WhichOneof("policy_choice")
+        if choice == "all":
+            policies.append(ModelPolicy(name, base, ALL))
+        elif choice == "specific":
+            versions = tuple(int(v) for v in policy.specific.versions)
+            if not versions:
+                raise _invalid(f"{source}: model {name}: model_version_policy.specific lists no versions")
+            policies.append(ModelPolicy(name, base, SPECIFIC, versions=versions))
+        else:  # latest, or unset: TF Serving's default is the latest version
+            policies.append(ModelPolicy(name, base, LATEST, num_versions=max(int(policy.latest.num_versions), 1)))
+        if model.version_labels:
+            labels[name] = {label: int(v) for label, v in model.version_labels.items()}
+    return policies, labels
+
+
+def read_config_file(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """Parses a ModelServerConfig text proto; ConfigError (INVALID_ARGUMENT) names the file on error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise _invalid(f"cannot read model config file {path}: {exc.strerror or exc}") from None
+    try:
+        return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as exc:
+        raise _invalid(f"{path}: not a ModelServerConfig text proto: {exc}") from None
+
+
+def _load_error(exc: BaseException) -> Tuple[int, str]:
+    """(error code, message) of a failed load, as TF Serving reports it in GetModelStatus."""
+    if isinstance(exc, tf.errors.OpError):
+        return exc.error_code, exc.message
+    if isinstance(exc, RequestError):
+        return exc.code.value[0], exc.message
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, IndexError):  # TF's C++ OUT_OF_RANGE reaches Python as IndexError (e.g. a
+        return error_codes_pb2.OUT_OF_RANGE, str(exc)  # truncated variables file: "Read less bytes")
+    if isinstance(exc, FileNotFoundError) or "SavedModel file does not exist" in text:
+        return error_codes_pb2.NOT_FOUND, text
+    if isinstance(exc, protobuf_message.DecodeError):
+        return error_codes_pb2.DATA_LOSS, text
+    return error_codes_pb2.UNKNOWN, text
+
+
+def _servable_request(name: str, version: Optional[int]) -> str:
+    """TF Serving's ServableRequest::DebugString."""
+    return f"Latest({name})" if version is None else f"Specific({name}, {version})"
+
+
+class ModelRegistry:
+    """The loaded versions of every served model, refreshed by `poll()`.
+
+    Either scans a serving base (one model per sub-directory, newest `num_versions`
+    each) or serves the models of a ModelServerConfig.
+
+    Args:
+      model_base: directory holding one sub-directory per model (scan mode).
+      model_names: scan mode: serve only these (default: every sub-directory not starting with '.').
+      num_versions: scan mode: newest versions kept loaded per model.
       run_warmup: replay warmup records before a version takes traffic.
       max_batch_rows: merge concurrent requests per signature up to this many rows (0: never).
+      config: a ModelServerConfig (config mode; replaces model_base).
+      allow_version_labels_for_unavailable_models: as TF Serving's flag of that name: a
+        label may name a version that is not AVAILABLE yet, unless it moves an existing label.
     """
 
     def __init__(
         self,
-        model_base: str,
+        model_base: Optional[str] = None,
         model_names: Optional[Sequence[str]] = None,
         num_versions: int = 1,
         run_warmup: bool = True,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        config: Optional[model_server_config_pb2.ModelServerConfig] = None,
+        allow_version_labels_for_unavailable_models: bool = False,
     ):
-        if not os.path.isdir(model_base):
+        if (model_base is None) == (config is None):
+            raise ValueError("give either model_base (scan mode) or config (a ModelServerConfig)")
+        if model_base is not None and not os.path.isdir(model_base):
             raise FileNotFoundError(f"model base {model_base} is not a directory")
         if num_versions < 1:
             raise ValueError(f"num_versions must be >= 1, got {num_versions}")
@@ -452,58 +655,136 @@ class ModelRegistry:
         self.num_versions = num_versions
         self.run_warmup = run_warmup
         self.max_batch_rows = max_batch_rows
+        self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self._servables: Dict[str, Dict[int, Servable]] = {}  # replaced, never mutated
+        self._labels: Dict[str, Dict[str, int]] = {}  # replaced, never mutated
         self._status: Dict[str, Dict[int, VersionStatus]] = {}
-        self._failed: Dict[Tuple[str, int], int] = {}  # (model, version) -> marker mtime
+        self._failed: Dict[Tuple[str, int], Optional[int]] = {}  # (model, version) -> marker mtime
+        self._policies: Optional[Dict[str, ModelPolicy]] = None  # None: scan model_base
+        self._warned_empty: Set[str] = set()
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
+        if config is not None:
+            policies, labels = policies_from_config(config)
+            # TF Serving checks labels before anything has loaded, so at start every label
+            # fails unless --allow_version_labels_for_unavailable_models is set.
+            self._labels = self._checked_labels(labels)
+            self._policies = {p.name: p for p in policies}
 
     # -- lookups used by request handlers (lock-free reads of immutable dicts) --
     def model_names_seen(self) -> List[str]:
-        return sorted(set(self._servables) | set(self._status))
+        return sorted(set(self._servables) | set(self._status) | set(self._policies or ()))
 
     def loaded_versions(self, name: str) -> List[int]:
         return sorted(self._servables.get(name, {}))
 
-    def get(self, name: str, version: Optional[int] = None) -> Servable:
-        """The servable for a request; raises RequestError(NOT_FOUND) naming the model/version."""
-        versions = self._servables.get(name)
-        if not versions:
-            if name in self._status:
+    def policies(self) -> List[ModelPolicy]:
+        """The policy of every model currently configured (scan mode: every model directory)."""
+        if self._policies is not None:
+            return list(self._policies.values())
+        return [
+            ModelPolicy(name, os.path.join(self.model_base, name), LATEST, self.num_versions)
+            for name in self._model_dirs()
+        ]
+
+    def labels(self, name: str) -> Dict[str, int]:
+        return dict(self._labels.get(name, {}))
+
+    def get(self, name: str, version: Optional[int] = None, label: Optional[str] = None) -> Servable:
+        """The servable for a request, resolved as ServerCore does; RequestError otherwise.
+
+        Args:
+          name: model name (empty: INVALID_ARGUMENT).
+          version: a specific version, or None for the latest available one.
+          label: a version label from the config (INVALID_ARGUMENT when unknown).
+        """
+        if not name:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+        if label is not None:
+            version = self._labels.get(name, {}).get(label)
+            if version is None:
+                known = sorted(self._labels.get(name, {}))
                 raise RequestError(
-                    grpc.StatusCode.NOT_FOUND, f"model '{name}' has no version available; see GetModelStatus"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Unrecognized servable version label: {label} (model '{name}' labels: {known})",
                 )
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model '{name}' not found; served models: {self.model_names_seen()}",
-            )
-        if version is None:
-            return versions[max(versions)]
-        servable = versions.get(version)
+        versions = self._servables.get(name) or {}
+        servable = versions.get(version) if version is not None else (versions[max(versions)] if versions else None)
         if servable is None:
+            if versions:
+                hint = f"available versions: {sorted(versions)}"
+            elif name in self._status:
+                hint = "no version is available; see GetModelStatus"
+            else:
+                hint = f"served models: {self.model_names_seen()}"
             raise RequestError(
                 grpc.StatusCode.NOT_FOUND,
-                f"model '{name}' version {version} is not available; available versions: {sorted(versions)}",
+                f"Servable not found for request: {_servable_request(name, version)} ({hint})",
             )
         return servable
 
     def status(self, name: str, version: Optional[int] = None) -> List[Tuple[int, VersionStatus]]:
-        """(version, status) pairs of a model; raises RequestError(NOT_FOUND) when unknown."""
+        """(version, status) pairs of a model, as get_model_status_impl.cc; RequestError(NOT_FOUND)."""
         with self._lock:
             statuses = dict(self._status.get(name, {}))
-        if name not in self._status:
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model '{name}' not found; served models: {self.model_names_seen()}",
-            )
         if version is not None:
             if version not in statuses:
                 raise RequestError(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"model '{name}' version {version} not found; known versions: {sorted(statuses)}",
+                    grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}"
                 )
             return [(version, statuses[version])]
+        if not statuses:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         return sorted(statuses.items())
+
+    # -- labels and config reloads --
+    def _checked_labels(self, labels: Mapping[str, Mapping[str, int]]) -> Dict[str, Dict[str, int]]:
+        """Labels that point at AVAILABLE versions (server_core.cc UpdateModelVersionLabelMap)."""
+        out: Dict[str, Dict[str, int]] = {}
+        for name, model_labels in sorted(labels.items()):
+            with self._lock:
+                states = dict(self._status.get(name, {}))
+            for label, version in sorted(model_labels.items()):
+                available = version in states and states[version].state == State.AVAILABLE
+                existing = self._labels.get(name, {}).get(label)
+                moves_existing = existing is not None and existing != version
+                if not available and not (self.allow_unavailable_labels and not moves_existing):
+                    raise ConfigError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model {name}, which is not "
+                        "currently available for inference (label "
+                        f"'{label}'; tensorflow_model_server checks labels before loading, so labels in the "
+                        "config it starts with need --allow_version_labels_for_unavailable_models)",
+                    )
+                out.setdefault(name, {})[label] = version
+        return out
+
+    def reload_config(self, config: model_server_config_pb2.ModelServerConfig) -> List[str]:
+        """Replaces the served models, policies and labels, as HandleReloadConfigRequest.
+
+        Labels are checked against the versions available before the reload; models new
+        to the config must become available, else UNKNOWN names them and their errors.
+        Returns one line per change.
+        """
+        policies, labels = policies_from_config(config, "ReloadConfigRequest")
+        with self._poll_lock:
+            new_labels = self._checked_labels(labels)
+            old_names = set(p.name for p in self.policies())
+            self._policies = {p.name: p for p in policies}
+            self._labels = new_labels
+            events = self._poll_locked()
+        added = [p.name for p in policies if p.name not in old_names]
+        missing = []
+        for name in added:
+            if not self._servables.get(name):
+                with self._lock:
+                    errors = [s.error_message for s in self._status.get(name, {}).values() if s.error_message]
+                missing.append(f"{{{name}{' due to error: ' + errors[-1] if errors else ''}}}")
+        if missing:
+            raise RequestError(
+                grpc.StatusCode.UNKNOWN, f"{len(missing)} model(s) did not become available: {', '.join(missing)}"
+            )
+        return events
 
     # -- refreshing --
     def _set_status(self, name: str, version: int, status: VersionStatus) -> None:
@@ -518,61 +799,75 @@ class ModelRegistry:
         )
 
     def poll(self) -> List[str]:
-        """Loads new versions and retires old ones; returns one line per change."""
+        """Loads the versions the policies want and retires the others; returns one line per change."""
         with self._poll_lock:
-            events = []
-            for name in self._model_dirs():
-                events.extend(self._sync_model(name))
-            return events
+            return self._poll_locked()
 
-    def _sync_model(self, name: str) -> List[str]:
+    def _poll_locked(self) -> List[str]:
         events = []
-        with self._lock:
-            self._status.setdefault(name, {})
-        present = _version_dirs(os.path.join(self.model_base, name))
+        policies = self.policies()
+        for policy in policies:
+            events.extend(self._sync_model(policy))
+        configured = {p.name for p in policies}
+        for name in [n for n in self._servables if n not in configured]:  # removed from the config
+            events.extend(self._sync_model(ModelPolicy(name, "", SPECIFIC, versions=())))
+        return events
+
+    def _sync_model(self, policy: ModelPolicy) -> List[str]:
+        """One model's step of TF Serving's AvailabilityPreservingPolicy."""
+        name = policy.name
+        events: List[str] = []
+        present = _version_dirs(policy.base_path) if policy.base_path else {}
+        if not present and policy.base_path and name not in self._warned_empty:
+            self._warned_empty.add(name)
+            events.append(f"{name}: No versions of servable {name} found under base path {policy.base_path}")
+        elif present:
+            self._warned_empty.discard(name)
+        aspired = policy.aspired(present)
         current = self._servables.get(name, {})
-        wanted: Dict[int, Servable] = {}
-        for version in sorted(present, reverse=True):
-            if len(wanted) >= self.num_versions:
-                break
-            path, mtime = present[version]
-            if version in current:
-                wanted[version] = current[version]
-                continue
-            if self._failed.get((name, version)) == mtime:
-                continue
+        loaded = dict(current)
+        for version in sorted(aspired - set(current), reverse=True):  # highest first
+            path, marker = present[version]
+            if (name, version) in self._failed and self._failed[(name, version)] == marker:
+                continue  # failed before and unchanged on disk
             self._set_status(name, version, VersionStatus(State.LOADING))
             try:
                 servable = load_servable(name, version, path, self.run_warmup, self.max_batch_rows)
-            except Exception as exc:  # any load/warmup failure keeps the old version serving
-                message = f"{type(exc).__name__}: {exc}".strip()
-                if len(message) > 2000:
-                    message = message[:2000] + "..."
-                self._failed[(name, version)] = mtime
-                self._set_status(
-                    name, version, VersionStatus(State.END, error_codes_pb2.UNKNOWN, f"failed to load {path}: {message}")
-                )
-                events.append(f"{name}: version {version} failed to load ({message.splitlines()[0]})")
+            except Exception as exc:  # any load/warmup failure: reported, the old version keeps serving
+                code, message = _load_error(exc)
+                if path not in message:
+                    message = f"{message} (loading {path})"
+                if len(message) > 4000:
+                    message = message[:4000] + "..."
+                self._failed[(name, version)] = marker
+                self._set_status(name, version, VersionStatus(State.END, code, message))
+                first = message.splitlines()[0] if message else ""
+                events.append(f"{name}: version {version} failed to load ({path}): {first}")
                 continue
             self._failed.pop((name, version), None)
-            wanted[version] = servable
+            loaded[version] = servable
             self._set_status(name, version, VersionStatus(State.AVAILABLE))
             events.append(f"{name}: version {version} available")
-        if not wanted:
-            return events  # nothing loadable on disk: keep what is served
-        if wanted.keys() != current.keys() or any(wanted[v] is not current[v] for v in wanted):
-            self._servables = {**self._servables, name: wanted}  # one reference swap
-            for version in current:
-                if version not in wanted:
-                    self._set_status(name, version, VersionStatus(State.END))
-                    events.append(f"{name}: version {version} retired")
-        # Forget versions deleted from disk (TF Serving stops reporting them too).
+        # Retire versions the policy no longer wants, but keep availability: while no wanted
+        # version serves, the newest unwanted one stays (availability_preserving_policy.cc).
+        unwanted = sorted(v for v in loaded if v not in aspired)
+        serving_wanted = any(v in aspired for v in loaded)
+        retire = unwanted if (not aspired or serving_wanted) else unwanted[:-1]
+        for version in retire:
+            del loaded[version]
+        if loaded.keys() != current.keys() or any(loaded[v] is not current[v] for v in loaded):
+            servables = dict(self._servables)
+            if loaded:
+                servables[name] = loaded
+            else:
+                servables.pop(name, None)
+            self._servables = servables  # one reference swap
+        for version in retire:
+            self._set_status(name, version, VersionStatus(State.END))
+            events.append(f"{name}: version {version} retired")
+        # A failed version deleted from disk is tried again if it comes back.
         for key in [k for k in self._failed if k[0] == name and k[1] not in present]:
             del self._failed[key]
-        with self._lock:
-            statuses = self._status[name]
-            for version in [v for v in statuses if v not in present and v not in wanted]:
-                del statuses[version]
         return events
 
 
@@ -588,6 +883,19 @@ def _respond(context, handler, request):
     context.abort(code, message)
 
 
+def _resolve(registry: ModelRegistry, request) -> Servable:
+    """The servable a request's model_spec names (version, version_label, or latest)."""
+    if not request.HasField("model_spec"):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+    spec = request.model_spec
+    choice = spec.WhichOneof("version_choice")
+    return registry.get(
+        spec.name,
+        version=spec.version.value if choice == "version" else None,
+        label=spec.version_label if choice == "version_label" else None,
+    )
+
+
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, registry: ModelRegistry):
         self.registry = registry
@@ -596,32 +904,26 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return _respond(context, self._predict, request)
 
     def _predict(self, request):
-        spec = request.model_spec
-        if spec.version_label:
-            raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"model '{spec.name}': version labels are not supported here; use model_spec.version",
-            )
-        servable = self.registry.get(spec.name, spec.version.value if spec.HasField("version") else None)
-        return predict(servable, request)
+        return predict(_resolve(self.registry, request), request)
 
     def GetModelMetadata(self, request, context):
         return _respond(context, self._metadata, request)
 
     def _metadata(self, request):
-        spec = request.model_spec
+        if not request.HasField("model_spec"):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
         fields = list(request.metadata_field)
         if not fields:
             raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must name a metadata_field"
+                grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field"
             )
-        unsupported = [f for f in fields if f != SIGNATURE_DEF]
-        if unsupported:
-            raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"metadata_field {unsupported} not supported; supported: ['{SIGNATURE_DEF}']",
-            )
-        servable = self.registry.get(spec.name, spec.version.value if spec.HasField("version") else None)
+        for field in fields:
+            if field != SIGNATURE_DEF:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Metadata field {field} is not supported (supported: ['{SIGNATURE_DEF}'])",
+                )
+        servable = _resolve(self.registry, request)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -652,8 +954,10 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return _respond(context, self._status, request)
 
     def _status(self, request):
+        if not request.HasField("model_spec"):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
         spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") else None
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
         response = get_model_status_pb2.GetModelStatusResponse()
         for number, status in self.registry.status(spec.name, version):
             entry = response.model_version_status.add()
@@ -664,32 +968,59 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     def HandleReloadConfigRequest(self, request, context):
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "HandleReloadConfigRequest is not implemented by the local server; it polls the model base",
-        )
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            for event in self.registry.reload_config(request.config):
+                _log_event(event)
+            return response
+        except RequestError as exc:
+            code, message = exc.code, exc.message
+        except Exception as exc:  # reported, not a dropped call
+            log.exception("config reload failed")
+            code, message = grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+        log.error("ReloadConfig failed: %s", message)
+        response.status.error_code = code.value[0]
+        response.status.error_message = message
+        context.set_code(code)
+        context.set_details(message)
+        return response
 
 
 def _log_event(event: str) -> None:
-    (log.warning if " failed to load " in event else log.info)(event)
+    (log.warning if " failed to load " in event or "No versions of servable" in event else log.info)(event)
 
 
 class LocalServer:
     """A running local server: its address, its registry, and `stop()`."""
 
-    def __init__(self, server: grpc.Server, registry: ModelRegistry, host: str, port: int, poll_seconds: float):
+    def __init__(
+        self,
+        server: grpc.Server,
+        registry: ModelRegistry,
+        host: str,
+        port: int,
+        poll_seconds: float,
+        config_file: Optional[str] = None,
+        config_poll_seconds: float = 0.0,
+    ):
         self._server = server
         self.registry = registry
         self.host = host
         self.port = port
         self.address = f"{host}:{port}"
         self._stop = threading.Event()
-        self._poller = None
+        self._threads = []
         if poll_seconds and poll_seconds > 0:
-            self._poller = threading.Thread(
-                target=self._poll_loop, args=(poll_seconds,), name="model-poller", daemon=True
-            )
-            self._poller.start()
+            self._start(self._poll_loop, poll_seconds, "model-poller")
+        if config_file and config_poll_seconds and config_poll_seconds > 0:
+            self._config_file = config_file
+            self._config_text = _read_text(config_file)
+            self._start(self._config_loop, config_poll_seconds, "config-poller")
+
+    def _start(self, target, seconds: float, name: str) -> None:
+        thread = threading.Thread(target=target, args=(seconds,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _poll_loop(self, poll_seconds: float) -> None:
         while not self._stop.wait(poll_seconds):
@@ -697,14 +1028,28 @@ class LocalServer:
                 for event in self.registry.poll():
                     _log_event(event)
             except Exception:  # a bad scan must not stop future polls
-                log.exception("polling %s failed", self.registry.model_base)
+                log.exception("polling the model versions failed")
+
+    def _config_loop(self, seconds: float) -> None:
+        """Re-reads the config file when it changes (--model_config_file_poll_wait_seconds)."""
+        while not self._stop.wait(seconds):
+            text = _read_text(self._config_file)
+            if text is None or text == self._config_text:
+                continue
+            self._config_text = text
+            try:
+                for event in self.registry.reload_config(read_config_file(self._config_file)):
+                    _log_event(event)
+                log.info("reloaded %s", self._config_file)
+            except RequestError as exc:  # the previous config stays in force
+                log.error("ReloadConfig from %s failed: %s: %s", self._config_file, exc.code.name, exc.message)
 
     def stop(self, grace: Optional[float] = 1.0) -> None:
         """Stops polling and the gRPC server, letting in-flight requests finish within `grace`."""
         self._stop.set()
         self._server.stop(grace).wait()
-        if self._poller is not None:
-            self._poller.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def wait(self) -> None:
         """Blocks until the server stops."""
@@ -717,8 +1062,16 @@ class LocalServer:
         self.stop()
 
 
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def serve(
-    model_base: str,
+    model_base: Optional[str] = None,
     port: int = 8500,
     host: str = "127.0.0.1",
     poll_seconds: float = 1.0,
@@ -727,22 +1080,44 @@ def serve(
     model_names: Optional[Sequence[str]] = None,
     run_warmup: bool = True,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    model_config_file: Optional[str] = None,
+    model_config: Optional[model_server_config_pb2.ModelServerConfig] = None,
+    allow_version_labels_for_unavailable_models: bool = False,
+    model_config_file_poll_wait_seconds: float = 0.0,
 ) -> LocalServer:
-    """Loads the newest version of each model, then serves them over gRPC; returns a handle.
+    """Loads the models' versions, then serves them over gRPC; returns a handle.
 
     Args:
-      model_base: serving base (`<base>/<model>/<version>/`).
+      model_base: scan mode: serving base (`<base>/<model>/<version>/`), one model per directory.
       port: TCP port; 0 picks a free one (read it from the handle's `port`).
       host: address to bind (loopback by default).
-      poll_seconds: how often to look for new versions; 0 disables polling.
+      poll_seconds: how often to look for new versions (TF Serving's
+        --file_system_poll_wait_seconds); 0 disables polling.
       max_workers: request threads (8 matches the benchmark's concurrency).
-      num_versions: newest versions kept loaded per model.
-      model_names: serve only these model directories.
+      num_versions: scan mode: newest versions kept loaded per model.
+      model_names: scan mode: serve only these model directories.
       run_warmup: replay each version's warmup records before serving it.
       max_batch_rows: merge requests that arrive while a call to the same signature
         runs, up to this many rows (0: one call per request).
+      model_config_file: a ModelServerConfig text proto (config mode, as --model_config_file).
+      model_config: the same, already parsed.
+      allow_version_labels_for_unavailable_models: as TF Serving's flag.
+      model_config_file_poll_wait_seconds: re-read model_config_file this often (0: never).
+
+    Raises:
+      ConfigError: the config is invalid or its labels name unavailable versions.
     """
-    registry = ModelRegistry(model_base, model_names, num_versions, run_warmup, max_batch_rows)
+    if model_config_file is not None:
+        model_config = read_config_file(model_config_file)
+    registry = ModelRegistry(
+        model_base if model_config is None else None,
+        model_names,
+        num_versions,
+        run_warmup,
+        max_batch_rows,
+        config=model_config,
+        allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
+    )
     for event in registry.poll():
         _log_event(event)
     options = [
@@ -760,19 +1135,30 @@ def serve(
     if not bound:
         raise OSError(f"could not bind {host}:{port}")
     server.start()
-    return LocalServer(server, registry, host, bound, poll_seconds)
+    return LocalServer(
+        server, registry, host, bound, poll_seconds, model_config_file, model_config_file_poll_wait_seconds
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description="Development gRPC server compatible with TF Serving's Predict/metadata/status API."
     )
-    parser.add_argument("--model_base", required=True, help="serving base: <base>/<model>/<version>/")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model_base", help="scan mode: serving base <base>/<model>/<version>/")
+    source.add_argument(
+        "--model_config_file", help="ModelServerConfig text proto: models, version policies and labels"
+    )
     parser.add_argument("--port", type=int, default=8500)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 for all interfaces)")
     parser.add_argument("--poll_seconds", type=float, default=1.0, help="0 disables polling")
-    parser.add_argument("--models", default="", help="comma-separated model names (default: all dirs)")
-    parser.add_argument("--num_versions", type=int, default=1)
+    parser.add_argument("--models", default="", help="scan mode: comma-separated model names (default: all dirs)")
+    parser.add_argument("--num_versions", type=int, default=1, help="scan mode: newest versions served per model")
+    parser.add_argument("--allow_version_labels_for_unavailable_models", action="store_true")
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds", type=float, default=0.0,
+        help="re-read --model_config_file this often when it changed (0: never)",
+    )
     parser.add_argument("--max_workers", type=int, default=8)
     parser.add_argument("--no_warmup", action="store_true", help="skip warmup replay")
     parser.add_argument(
@@ -792,19 +1178,34 @@ def main(argv=None) -> None:
             model_names=[m for m in args.models.split(",") if m] or None,
             run_warmup=not args.no_warmup,
             max_batch_rows=args.max_batch_rows,
+            model_config_file=args.model_config_file,
+            allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         )
+    except RequestError as exc:
+        print(f"error: {exc.code.name}: {exc.message}", file=sys.stderr)
+        sys.exit(2)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(f"serving on {handle.address} (gRPC) from {os.path.abspath(args.model_base)}", flush=True)
-    for name in handle.registry.model_names_seen():
-        versions = handle.registry.loaded_versions(name)
-        failed = [
-            v for v, s in handle.registry.status(name) if s.error_code != error_codes_pb2.OK
-        ]
+    where = args.model_config_file or os.path.abspath(args.model_base)
+    print(f"serving on {handle.address} (gRPC) from {where}", flush=True)
+    registry = handle.registry
+    policies = {p.name: p for p in registry.policies()}
+    for name in registry.model_names_seen():
+        versions = registry.loaded_versions(name)
         line = f"  {name}: versions {versions}" if versions else f"  {name}: no version loaded"
+        if name in policies:
+            line += f" (policy {policies[name].describe()})"
+        try:
+            failed = [v for v, s in registry.status(name) if s.error_code != error_codes_pb2.OK]
+        except RequestError:
+            failed = []
         if failed:
             line += f" (failed: {failed})"
+        labels = registry.labels(name)
+        if labels:
+            line += " labels " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
         print(line, flush=True)
     done = threading.Event()
 

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from contract import features
+from contract import datasets, features
 from contract import protocol
 
 LIKED_BONUS = 0.125  # recommend: added to every score per "liked" history behavior
@@ -28,19 +28,28 @@ class StandInRecommender(tf.Module):
       item_scores: item id -> base score (the catalog; at least `k` items).
       head: name of the serving_default output (e.g. `rating`, `liked`).
       k: number of items `recommend` returns.
+      strict: `recommend` rejects, with tf.errors.InvalidArgumentError raised inside the
+        graph (tf.debugging asserts), a behavior outside the MovieLens vocabulary and a
+        history without any known item id, as a validating exported model does.
     """
 
-    def __init__(self, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10):
+    def __init__(
+        self, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10, strict: bool = False
+    ):
         super().__init__()
         if len(item_scores) < k:
             raise ValueError(f"stand-in catalog has {len(item_scores)} items; recommend needs at least k={k}")
         ids = [str(i) for i in item_scores]
         self._head = head
         self._k = k
+        self._strict = strict
         self._ids = tf.constant(ids)
-        self._scores = tf.constant([float(item_scores[i]) for i in item_scores], tf.float32)
+        scores = tf.constant([float(item_scores[i]) for i in item_scores], tf.float32)
+        # A variable, so the SavedModel has a variables/ checkpoint (which fault tests truncate).
+        self._scores = tf.Variable(scores, trainable=False, name="item_scores")
+        self._behaviors = tf.constant(list(datasets.MOVIELENS.behaviors) + [protocol.HISTORY_PAD.decode()])
         self._table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(self._ids, self._scores), default_value=0.0
+            tf.lookup.KeyValueTensorInitializer(self._ids, scores), default_value=0.0
         )
         self._index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self._ids, tf.range(1, len(ids) + 1, dtype=tf.int64)),
@@ -64,11 +73,29 @@ class StandInRecommender(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None, None], tf.string)])
     def recommend(self, history_item_ids, history_behaviors):
-        liked = tf.reduce_sum(tf.cast(tf.equal(history_behaviors, "liked"), tf.float32), axis=1)
-        scores = self._scores[tf.newaxis, :] + LIKED_BONUS * liked[:, tf.newaxis]
         seen = tf.reduce_any(
             tf.equal(history_item_ids[:, :, tf.newaxis], self._ids[tf.newaxis, tf.newaxis, :]), axis=1
         )
+        if self._strict:
+            known = tf.reduce_any(tf.equal(history_behaviors[:, :, tf.newaxis], self._behaviors), axis=2)
+            checks = [
+                tf.debugging.assert_equal(
+                    tf.reduce_all(known), True,
+                    message="history_behaviors holds a behavior outside ['disliked', 'neutral', 'liked']",
+                ),
+                tf.debugging.assert_equal(
+                    tf.reduce_all(
+                        tf.reduce_any(seen, axis=1)
+                        | ~tf.reduce_any(tf.not_equal(history_item_ids, protocol.HISTORY_PAD), axis=1)
+                    ),
+                    True,
+                    message="a history holds item ids but none the model knows",
+                ),
+            ]
+            with tf.control_dependencies(checks):
+                history_behaviors = tf.identity(history_behaviors)
+        liked = tf.reduce_sum(tf.cast(tf.equal(history_behaviors, "liked"), tf.float32), axis=1)
+        scores = self._scores[tf.newaxis, :] + LIKED_BONUS * liked[:, tf.newaxis]
         scores = tf.where(seen, tf.fill(tf.shape(scores), float("-inf")), scores)
         top = tf.math.top_k(scores, k=self._k)
         return {
@@ -83,7 +110,8 @@ class StandInRecommender(tf.Module):
 
 
 def export_stand_in_model(
-    export_dir: str, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10
+    export_dir: str, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10,
+    strict: bool = False,
 ) -> str:
     """Writes a stand-in SavedModel (test fixture) with the pushed-model signatures.
 
@@ -92,8 +120,9 @@ def export_stand_in_model(
       item_scores: item id -> base score.
       head: serving_default output name.
       k: recommend list length.
+      strict: `recommend` validates its inputs inside the graph (see StandInRecommender).
     """
-    module = StandInRecommender(item_scores, head=head, k=k)
+    module = StandInRecommender(item_scores, head=head, k=k, strict=strict)
     signatures = {
         protocol.SERVING_DEFAULT: module.serve_examples.get_concrete_function(),
         protocol.RECOMMEND: module.recommend.get_concrete_function(),

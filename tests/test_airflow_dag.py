@@ -42,7 +42,7 @@ def airflow_env(movielens_slice, tmp_path_factory):
         RECSYS_OUTPUT_DIR=str(out),
         RECSYS_FAMILIES="mf",
         RECSYS_TRAIN_STEPS="40",
-        RECSYS_CONFIG_JSON=json.dumps({"eval_steps": 2, "max_rmse": 10.0, "max_rmse_increase": 10.0}),
+        RECSYS_CONFIG_JSON=json.dumps({"gate_thresholds": {"rating": 10.0}, "gate_max_worsening": {"rating": 10.0}}),
     )
     _airflow(env, AIRFLOW, "db", "migrate")
     return env
@@ -69,7 +69,7 @@ def test_airflow_loads_the_dag_with_the_local_runners_graph(airflow_env, tmp_pat
     assert dag["fileloc"] == os.path.join(airflow_runner.DAG_FOLDER, "recsys_dag.py")
     assert (dag["schedule"], dag["retries"]) == ("@daily", [2])
     config = airflow_runner.config_from_env(airflow_env)
-    assert (config.families, config.train_steps, config.max_rmse) == (("mf",), 40, 10.0)
+    assert (config.families, config.train_steps, config.gate_thresholds) == (("mf",), 40, {"rating": 10.0})
     assert dag["tasks"] == _local_shape(config)
     assert {"Trainer_mf", "Evaluator_mf", "Pusher_mf", "Transform"} <= {t for t, _ in dag["tasks"]}
 

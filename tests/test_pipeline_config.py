@@ -78,3 +78,15 @@ def test_gates_read_the_eval_split_slice(family, metric, bound):
               if t.threshold.HasField("change_threshold")]
     assert len(change) == 1
     assert all(s.feature_keys[0] == "split" for s in config.slicing_specs)
+
+
+def test_schema_file_option_replaces_the_curated_schema(tmp_path):
+    from pipeline.local_runner import _parse_args
+
+    assert PipelineConfig().schema_path.endswith("schemas/movielens/schema.pbtxt")
+    other = tmp_path / "schema.inferred.pbtxt"
+    config = _parse_args(["--output_dir", str(tmp_path), "--families", "none", "--schema_file", str(other)])
+    assert config.schema_path == str(other)
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert components["ImportSchemaGen"].exec_properties["schema_file"] == str(other)
+    assert components["AnomalyGate"].exec_properties["schema_file"] == str(other)

@@ -162,32 +162,50 @@ def test_transform_statistics_come_from_the_training_split_only(trained_run, mov
     assert test_before != test_after
 
 
-def test_an_anomaly_stops_the_pipeline_before_transform(movielens_slice, tmp_path):
+def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(movielens_slice, tmp_path, capsys):
+    from pipeline import update_schema
+
     data = tmp_path / "data"
     shutil.copytree(movielens_slice, data)
     with open(data / "movies.csv", encoding="utf-8", newline="") as f:
         movies = f.read()
-    # Toy Story's genres gain one the curated schema does not know.
-    movies = movies.replace("Adventure|Animation|Children|Comedy|Fantasy", "Adventure|Animation|Children|Comedy|Cartoon", 1)
+    # Older MovieLens releases spell the genre "Children's"; the curated schema says "Children".
+    movies = movies.replace("|Children|", "|Children's|")
     with open(data / "movies.csv", "w", encoding="utf-8", newline="") as f:
         f.write(movies)
     config = _data_config(data, tmp_path / "out")
     with pytest.raises(PipelineFailed) as failure:
         run(config, progress_out=io.StringIO())
     assert failure.value.component == "AnomalyGate"
-    assert "item_genres" in str(failure.value.cause)
+    message = str(failure.value.cause)
+    assert "item_genres" in message and "Children\\'s" in message
+    assert "How to proceed" in message and config.schema_path in message
+    assert "add the new values to string_domain 'genre'" in message
+    assert f'make update-schema ARGS="--output_dir {config.output_dir}"' in message and "--schema_file" in message
     assert "Transform" not in report.output_dirs(config.pipeline_root)
 
+    # The documented command writes the schema the data implies, for review; the curated one is untouched.
+    curated = open(config.schema_path, encoding="utf-8").read()
+    inferred = tmp_path / "schema.inferred.pbtxt"
+    assert update_schema.main(["--output_dir", config.output_dir, "--out", str(inferred)]) == 0
+    printed = capsys.readouterr().out
+    assert "string_domain 'genre': add [\"Children's\"]" in printed and f"--schema_file {inferred}" in printed
+    assert "Children\\'s" in inferred.read_text()
+    assert open(config.schema_path, encoding="utf-8").read() == curated
 
-def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path):
+
+def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, capsys):
+    from pipeline.local_runner import main
+
     data = tmp_path / "data"
     shutil.copytree(movielens_slice, data)
     with open(data / "ratings.csv", "a", newline="") as f:
         f.write("1,31,2.5\r\n")  # 3 fields instead of 4
     line_no = sum(1 for _ in open(data / "ratings.csv", newline=""))
-    config = _data_config(data, tmp_path / "out")
-    with pytest.raises(PipelineFailed) as failure:
-        run(config, progress_out=io.StringIO())
-    assert failure.value.component == "InteractionExampleGen"
-    message = str(failure.value.cause)
-    assert "ratings.csv" in message and f":{line_no}" in message
+    code = main(["--data_dir", str(data), "--output_dir", str(tmp_path / "out"), "--families", "none"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED in component InteractionExampleGen:" in printed
+    assert f"ratings.csv:{line_no}: expected 4 fields" in printed
+    # Bad input is a message, not a crash: no stack trace from the log on the terminal.
+    assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed

@@ -252,9 +252,9 @@ def test_airflow_config_from_env_and_schedule(tmp_path):
 
 def test_airflow_config_overrides_and_bad_values_are_named(tmp_path):
     env = {"RECSYS_OUTPUT_DIR": str(tmp_path), "RECSYS_TRAIN_STEPS": "7", "RECSYS_BEAM_PROFILE": "multi_process",
-           "RECSYS_BEAM_WORKERS": "3", "RECSYS_CONFIG_JSON": '{"max_rmse": 2.5, "families": ["mf"]}'}
+           "RECSYS_BEAM_WORKERS": "3", "RECSYS_CONFIG_JSON": '{"gate_thresholds": {"rating": 2.5}, "families": ["mf"]}'}
     config = airflow_runner.config_from_env(env)
-    assert (config.train_steps, config.max_rmse, config.families) == (7, 2.5, ("mf",))
+    assert (config.train_steps, config.gate_thresholds, config.families) == (7, {"rating": 2.5}, ("mf",))
     assert config.beam_profile == "multi_process"
     assert "--direct_num_workers=3" in config.beam_pipeline_args
     with pytest.raises(ValueError, match="RECSYS_TRAIN_STEPS must be an integer"):
@@ -262,4 +262,4 @@ def test_airflow_config_overrides_and_bad_values_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown fields \['max_rsme'\]"):
         airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": '{"max_rsme": 1}'})
     with pytest.raises(ValueError, match="not valid JSON"):
-        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": "{max_rmse: 1}"})
+        airflow_runner.config_from_env({"RECSYS_CONFIG_JSON": "{seed: 1}"})

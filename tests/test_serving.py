@@ -182,70 +182,7 @@ def test_status_reports_available_version(client):
     assert client.model_status("mf", version=1)[0]["state"] == "AVAILABLE"
 
 
-# --------------------------------------------------------------------------
-# Bad requests get TF Serving's status codes and say what is wrong
-# --------------------------------------------------------------------------
 EXAMPLE = stand_in.make_example("1")
-HIST = protocol.history_arrays([["1"]])
-
-
-@pytest.mark.parametrize(
-    "call, code, words",
-    [
-        (lambda c: c.predict_examples("nope", [EXAMPLE]), "NOT_FOUND", ["'nope'", "mf"]),
-        (lambda c: c.predict_examples("mf", [EXAMPLE], version=7), "NOT_FOUND", ["version 7", "[1]"]),
-        (lambda c: c.predict_examples("mf", [EXAMPLE], signature="rank"), "NOT_FOUND", ["'rank'", "recommend"]),
-        (lambda c: c.model_metadata("nope"), "NOT_FOUND", ["'nope'"]),
-        (lambda c: c.model_status("nope"), "NOT_FOUND", ["'nope'"]),
-        (lambda c: c.model_status("mf", version=9), "NOT_FOUND", ["version 9"]),
-        (
-            lambda c: c.predict_tensors("mf", {features.HISTORY_ITEM_IDS: HIST[0]}, protocol.RECOMMEND),
-            "INVALID_ARGUMENT",
-            ["missing", features.HISTORY_BEHAVIORS, "'recommend'"],
-        ),
-        (
-            lambda c: c.predict_tensors("mf", {protocol.EXAMPLES: [EXAMPLE], "extra": [1.0]}),
-            "INVALID_ARGUMENT",
-            ["unknown", "'extra'"],
-        ),
-        (
-            lambda c: c.predict_tensors("mf", {protocol.EXAMPLES: np.array([1.0, 2.0], np.float32)}),
-            "INVALID_ARGUMENT",
-            ["'examples'", "expected dtype string", "got float"],
-        ),
-        (
-            lambda c: c.predict_tensors("mf", {protocol.EXAMPLES: np.array([[EXAMPLE]], dtype=object)}),
-            "INVALID_ARGUMENT",
-            ["'examples'", "expected shape [?]", "got [1, 1]"],
-        ),
-        (
-            lambda c: c.predict_tensors(
-                "mf",
-                {features.HISTORY_ITEM_IDS: HIST[0][0], features.HISTORY_BEHAVIORS: HIST[1]},
-                protocol.RECOMMEND,
-            ),
-            "INVALID_ARGUMENT",
-            [features.HISTORY_ITEM_IDS, "expected shape [?, ?]", f"got [{features.MAX_HISTORY}]"],
-        ),
-        (
-            lambda c: c.predict_examples("mf", [EXAMPLE], output_filter=["nope"]),
-            "INVALID_ARGUMENT",
-            ["output_filter", "'nope'", features.RATING],
-        ),
-        (lambda c: c.predict_examples("mf", [b"not a tf.Example"]), "INVALID_ARGUMENT", ["serving_default"]),
-    ],
-    ids=[
-        "unknown-model", "unknown-version", "unknown-signature", "metadata-unknown-model",
-        "status-unknown-model", "status-unknown-version", "missing-input", "unknown-input",
-        "wrong-dtype", "wrong-rank", "wrong-rank-recommend", "unknown-output", "unparsable-example",
-    ],
-)
-def test_bad_requests_get_tf_serving_codes(client, call, code, words):
-    with pytest.raises(ServingError) as info:
-        call(client)
-    assert info.value.code == getattr(grpc.StatusCode, code)
-    for word in words:
-        assert word in info.value.message
 
 
 def test_unsupported_methods_are_unimplemented(server):
@@ -311,9 +248,6 @@ def test_new_version_is_picked_up_without_failed_requests(server, client, templa
         assert set(s[:switch]) == {1} and set(s[switch:]) == {2}  # never back to the old version
     states = {s["version"]: (s["state"], s["error_code"]) for s in client.model_status(model)}
     assert states == {1: ("END", "OK"), 2: ("AVAILABLE", "OK")}
-    # A retired version deleted from disk drops out of the status list.
-    shutil.rmtree(os.path.join(server.registry.model_base, model, "1"))
-    _wait_for(lambda: [s["version"] for s in client.model_status(model)] == [2], "version 1 to be forgotten")
 
 
 @pytest.mark.filterwarnings("ignore:Unexpected end-group tag")  # TF parsing the garbage version
@@ -323,11 +257,20 @@ def test_broken_version_keeps_the_old_one_serving(server, client, templates, cat
     before = client.predict(model, {protocol.EXAMPLES: np.array(example, dtype=object)})
     assert before.version == 1
 
-    # Version 2: not a SavedModel at all.
+    def failed(versions):
+        def check():
+            statuses = client.model_status(model)
+            return statuses if {s["version"] for s in statuses if s["error_code"] != "OK"} == versions else None
+        return check
+
+    # Version 2: not a SavedModel at all. (One at a time: with the policy "latest 1",
+    # only the newest version on disk is ever tried, as in TF Serving.)
     broken = tempfile.mkdtemp()
     with open(os.path.join(broken, "saved_model.pb"), "wb") as f:
         f.write(b"this is not a protobuf")
     push(server.registry.model_base, model, 2, broken)
+    shutil.rmtree(broken)
+    _wait_for(failed({2}), "version 2 to fail")
     # Version 3: a valid SavedModel whose warmup request fails.
     bad_warmup = tempfile.mkdtemp()
     shutil.rmtree(bad_warmup)
@@ -337,19 +280,16 @@ def test_broken_version_keeps_the_old_one_serving(server, client, templates, cat
     with tf.io.TFRecordWriter(warmup.warmup_path(bad_warmup)) as writer:
         writer.write(log.SerializeToString())
     push(server.registry.model_base, model, 3, bad_warmup)
-    shutil.rmtree(broken)
     shutil.rmtree(bad_warmup)
 
-    def failed_versions():
-        statuses = client.model_status(model)
-        failed = {s["version"]: s for s in statuses if s["error_code"] != "OK"}
-        return statuses if set(failed) == {2, 3} else None
-
-    statuses = {s["version"]: s for s in _wait_for(failed_versions, "versions 2 and 3 to fail")}
+    statuses = {s["version"]: s for s in _wait_for(failed({2, 3}), "versions 2 and 3 to fail")}
     assert statuses[1]["state"] == "AVAILABLE" and statuses[1]["error_code"] == "OK"
     for version in (2, 3):
         assert statuses[version]["state"] == "END"
         assert f"{model}/{version}" in statuses[version]["error_message"]
+    # The real error: a saved_model.pb that does not parse, a warmup request's own status.
+    assert statuses[2]["error_code"] == "DATA_LOSS"
+    assert statuses[3]["error_code"] == "FAILED_PRECONDITION"
     assert "no_such_signature" in statuses[3]["error_message"]
     after = client.predict(model, {protocol.EXAMPLES: np.array(example, dtype=object)})
     assert after.version == 1
@@ -415,14 +355,6 @@ def test_client_gives_up_after_retries_and_does_not_retry_other_errors(server):
         live.predict_examples("nope", [EXAMPLE])
     assert info.value.code == grpc.StatusCode.NOT_FOUND and retries == []
     live.close()
-
-
-def test_every_call_has_a_deadline(server):
-    hasty = ServingClient(server.address, timeout_s=1e-4, retries=3, on_retry=lambda *a: pytest.fail("retried"))
-    with pytest.raises(ServingError) as info:
-        hasty.predict_examples("mf", [EXAMPLE] * 50)
-    hasty.close()
-    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def test_cli_recommend_prints_ranked_titles(server, client, capsys, movielens_dir):

@@ -1,8 +1,13 @@
 """Row parsers for the interaction logs and item tables, with line numbers and bad-row reasons.
 
-Everything here is plain Python so it can be tested without Beam. Files are read
-with the `csv` module over files opened with `newline=''`, so CRLF line ends and
-quoted fields with commas are handled; blank lines are skipped.
+Everything here is plain Python so it can be tested without Beam. Files are read as
+bytes, one line at a time, and each line is one record, decoded and split with the
+`csv` module: CRLF line ends and quoted fields with commas are handled, blank lines are
+skipped, and a line that cannot be read (not UTF-8, a NUL byte, a field beyond the csv
+module's limit, a quote not closed on its line, longer than MAX_RECORD_BYTES) is one
+bad row with its file and line, never the end of the file. So every line is either a
+parsed row or a reported one. A header whose columns are the expected ones in another
+order is read by name.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import csv
 import math
 import os
 import re
-from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from contract import datasets, features
 
@@ -23,6 +28,10 @@ UNKNOWN_BEHAVIOR = "unknown_behavior"
 EMPTY_ID = "empty_id"
 MISSING_ITEM_METADATA = "missing_item_metadata"
 BAD_METADATA_ROW = "bad_metadata_row"
+BAD_ENCODING = "bad_encoding"
+UNREADABLE_ROW = "unreadable_row"
+
+MAX_RECORD_BYTES = 64 * 1024  # a longer line is a bad row (real rows are < 1 KiB)
 
 MOVIELENS_RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
 MOVIELENS_MOVIES_HEADER = ("movieId", "title", "genres")
@@ -204,27 +213,91 @@ def _check_file(path: str) -> None:
         raise FileNotFoundError(f"input file not found: {path}")
 
 
-def _iter_csv(path: str, header: Optional[Sequence[str]]) -> Iterator[Tuple[int, list]]:
-    """Yields (first line number, fields) per non-blank csv record after the header."""
-    _check_file(path)
-    # utf-8-sig drops a leading byte-order mark.
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        last_line = 0
+def _physical_lines(f: BinaryIO) -> Iterator[Tuple[bytes, bool]]:
+    """(line, too_long) per line; a line longer than MAX_RECORD_BYTES is skipped to its end, not read."""
+    while True:
+        line = f.readline(MAX_RECORD_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+            while True:  # drain the rest of the line without holding it
+                rest = f.readline(MAX_RECORD_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield b"", True
+        else:
+            yield line, False
+
+
+def _decode(line: bytes) -> str:
+    """UTF-8 text of one line; RowError(BAD_ENCODING) naming the first bad byte."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RowError(
+            BAD_ENCODING,
+            f"not UTF-8: byte 0x{line[e.start]:02x} at column {e.start + 1}; the file must be saved as UTF-8",
+        ) from None
+
+
+def _split(text: str) -> List[str]:
+    """The csv fields of one record's text; RowError(UNREADABLE_ROW) when the csv module cannot read it."""
+    if "\x00" in text:
+        raise RowError(UNREADABLE_ROW, "the row holds a NUL byte (binary data in a text file?)")
+    try:
+        rows = list(csv.reader([text], strict=True))
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise RowError(UNREADABLE_ROW, "a quoted field is not closed on its line") from None
+        raise RowError(UNREADABLE_ROW, f"unreadable csv: {e}") from None
+    if len(rows) != 1:
+        raise RowError(UNREADABLE_ROW, f"one line read as {len(rows)} csv rows")
+    return rows[0]
+
+
+def _records(f: BinaryIO) -> Iterator[Tuple[int, Union[List[str], RowError]]]:
+    """(line number, fields or the RowError of the line) per non-blank line: one record per line."""
+    for line_no, (raw, too_long) in enumerate(_physical_lines(f), start=1):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark
         try:
-            if header is not None:
-                first = next(reader, None)
-                last_line = reader.line_num
-                if first is None or [v.strip() for v in first] != list(header):
-                    raise ValueError(
-                        f"{path}:1: expected header {','.join(header)!r}, got {','.join(first or [])!r}")
-            for fields in reader:
-                start, last_line = last_line + 1, reader.line_num
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue
-                yield start, fields
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}:{last_line + 1}: unreadable csv: {e}") from None
+            if too_long:
+                raise RowError(UNREADABLE_ROW, f"the line is longer than {MAX_RECORD_BYTES} bytes")
+            text = _decode(raw)
+            if not text.strip():
+                continue
+            yield line_no, _split(text)
+        except RowError as e:
+            yield line_no, e
+
+
+def _iter_csv(path: str, header: Optional[Sequence[str]]) -> Iterator[Tuple[int, Union[List[str], RowError]]]:
+    """Yields (first line number, fields or RowError) per non-blank record after the header.
+
+    With a header, its columns may come in any order; fields are returned in the order
+    of `header`. A missing or different header is a ValueError naming the file and line.
+    """
+    _check_file(path)
+    with open(path, "rb") as f:
+        records = _records(f)
+        order: Optional[List[int]] = None
+        if header is not None:
+            first = next(records, None)
+            expected = ",".join(header)
+            if first is None:
+                raise ValueError(f"{path}:1: the file is empty; expected a header {expected!r} and rows")
+            line, fields = first
+            if isinstance(fields, RowError):
+                raise ValueError(f"{path}:{line}: expected header {expected!r}; the line is unreadable: {fields}")
+            names = [v.strip() for v in fields]
+            if names != list(header):
+                if sorted(names) != sorted(header):
+                    raise ValueError(f"{path}:{line}: expected header {expected!r}, got {','.join(fields)!r}")
+                order = [names.index(name) for name in header]  # the same columns, shuffled
+        for line, fields in records:
+            if order is not None and not isinstance(fields, RowError) and len(fields) == len(order):
+                fields = [fields[i] for i in order]
+            yield line, fields
 
 
 def read_interactions(path: str, dataset: str) -> Iterator[Union[Interaction, BadRow]]:
@@ -237,6 +310,8 @@ def read_interactions(path: str, dataset: str) -> Iterator[Union[Interaction, Ba
     header, parse = _INTERACTION_PARSERS[datasets.dataset_spec(dataset).name]
     for line, fields in _iter_csv(path, header):
         try:
+            if isinstance(fields, RowError):
+                raise fields
             yield parse(fields, path, line)
         except RowError as e:
             yield BadRow(e.reason, path, line, str(e))
@@ -256,6 +331,8 @@ def read_items(path: str, dataset: str) -> Iterator[Union[Tuple[str, ItemMeta], 
     seen: Dict[str, int] = {}
     for line, fields in _iter_csv(path, MOVIELENS_MOVIES_HEADER):
         try:
+            if isinstance(fields, RowError):
+                raise fields
             item_id, meta = parse_movielens_movie(fields)
         except RowError as e:
             yield BadRow(e.reason, path, line, str(e))
