@@ -24,7 +24,7 @@ COPY --from=apache/beam_python3.10_sdk:2.62.0 /opt/apache/beam /opt/apache/beam
 # the compiled spec's defaults point at.
 COPY . .
 RUN python -m pip install --no-cache-dir --no-deps -e . \
- && python -c "import pipeline.pipeline, components.example_gen, transform.preprocessing, models.trainer" \
+ && python -c "import pipeline.pipeline, components.example_gen, transform.preprocessing, training.trainer" \
  && test -f /pipeline/data/movielens-small/ratings.csv \
  && test -f /pipeline/schemas/movielens/schema.pbtxt
 

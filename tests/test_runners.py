@@ -210,7 +210,7 @@ def test_dockerfile_builds_on_the_tfx_image_from_files_that_exist():
         assert _dockerignored(excluded), excluded
     runs = " ".join(i for i in instructions if i.startswith("RUN "))
     assert "-r requirements.lock" in runs and "-e ." in runs
-    for module in ("pipeline.pipeline", "components.example_gen", "transform.preprocessing", "models.trainer"):
+    for module in ("pipeline.pipeline", "components.example_gen", "transform.preprocessing", "training.trainer"):
         assert importlib.util.find_spec(module) is not None, module
 
 
