@@ -102,7 +102,7 @@ def md_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str], digits: int
     def cell(v):
         if isinstance(v, float):
             return f"{v:.{digits}f}"
-        return "" if v is None else str(v)
+        return "n/a" if v is None else str(v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
@@ -113,4 +113,5 @@ def mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
     import numpy as np
 
     arr = np.asarray(values, dtype=np.float64)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+    # One value has no spread to report: None (written "n/a"), never 0.
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else None}

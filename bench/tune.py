@@ -59,7 +59,8 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
         stats = common.mean_std(values)
         trials.append({"hparams": hparams, "eval_mean": stats["mean"], "eval_std": stats["std"], "values": values,
                        "best_epochs": epochs, "train_seconds": round(sum(seconds) / len(seconds), 1)})
-        print(f"{family} {hparams}: {monitor} {stats['mean']:.4f} +- {stats['std']:.4f}", file=sys.stderr, flush=True)
+        spread = "" if stats["std"] is None else f" +- {stats['std']:.4f}"
+        print(f"{family} {hparams}: {monitor} {stats['mean']:.4f}{spread}", file=sys.stderr, flush=True)
     lower = "rmse" in monitor
     best = min(trials, key=lambda t: t["eval_mean"]) if lower else max(trials, key=lambda t: t["eval_mean"])
     return {"family": family, "monitor": monitor, "direction": "min" if lower else "max", "seeds": seeds,

@@ -294,3 +294,7 @@ def as_input_protos(inputs: Mapping[str, object]) -> dict:
     for key, value in inputs.items():
         out[key] = value if isinstance(value, tensor_pb2.TensorProto) else ndarray_to_tensor_proto(value)
     return out
+
+# What a Trainer writes beside its model (model_run directory): best epoch, eval values,
+# mean gate weights per expert per task (JSON).
+TRAINING_SUMMARY = "training_summary.json"

@@ -56,7 +56,7 @@ class PipelineConfig:
     dataset: str = "movielens"
     split: str = "hash"
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
-    families: Tuple[str, ...] = ("mf", "mf_history", "mf_dnn", "two_tower")
+    families: Tuple[str, ...] = ("mf", "mf_dnn", "two_tower", "mmoe")
     hparams: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
     max_history: int = 64
     negatives_per_positive: int = 0

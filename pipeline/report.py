@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 
 from google.protobuf import text_format
 
+from contract import protocol
+
 KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration",
                "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift")
 SPLITS = ("eval", "test")
@@ -81,6 +83,11 @@ def family_outcome(pipeline_root: str, family: str) -> Optional[Dict]:
     if evaluation is None:
         return None
     outcome = {"family": family, "metrics": split_metrics(evaluation), "failures": _failures(evaluation)}
+    run_dir = outputs.get(f"Trainer_{family}", {}).get("model_run")
+    summary_file = os.path.join(run_dir, protocol.TRAINING_SUMMARY) if run_dir else None
+    if summary_file and os.path.exists(summary_file):
+        with open(summary_file) as f:
+            outcome["training"] = json.load(f)
     push_file = os.path.join(pushed, "push_result.json") if pushed else None
     if push_file and os.path.exists(push_file):
         with open(push_file) as f:
@@ -100,5 +107,11 @@ def format_outcome(outcome: Dict) -> List[str]:
             shown = "  ".join(f"{name} {metrics[name]:.4f}" for name in KEY_METRICS if name in metrics)
             label = f"{split}{' ' + output if output else ''}:"
             lines.append(f"  {'':<14} {label:<12} {shown}")
+    training = outcome.get("training", {})
+    if training.get("best_epoch") is not None and training.get("monitor"):
+        lines.append(f"  {'':<14} {'trained:':<12} best epoch {training['best_epoch']} of "
+                     f"{training.get('epochs_run', '?')}, {training['monitor']} {training['best_value']:.4f}")
+    for task, weights in sorted(training.get("gates", {}).items()):  # a collapsed gate shows here
+        lines.append(f"  {'':<14} {'gates ' + task + ':':<12} " + " ".join(f"{w:.2f}" for w in weights))
     lines += [f"  {'':<14} failed threshold: {failure}" for failure in outcome["failures"]]
     return lines

@@ -142,7 +142,7 @@ def test_full_history_scorer_excludes_the_history_and_invalid_rows():
     counts = np.asarray(topk.interaction_matrix(train, 7).sum(axis=0)).reshape(-1)
     test = _view([[3], [2, 4]], targets=[[2], [5]])
     valid = np.array([False, True, True, True, True, True, False])
-    scorer = topk.FullHistoryScorer(test, 7, np.diag(np.ones(7, np.float32)), liked_row=0)
+    scorer = topk.FullHistoryScorer(test, 7, np.diag(np.ones(7, np.float32)))
     scorer.weights = np.tile(counts.astype(np.float32), (7, 1))  # every history scores items by popularity
     got = scorer.evaluate(valid)
     # user 0: history {3} -> ranking 2, 4, 5, 1: target 2 at rank 1; user 1: history {2, 4} -> 3, 5, 1: rank 2

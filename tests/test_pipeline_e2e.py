@@ -64,6 +64,10 @@ def test_blessed_models_are_pushed_in_tf_serving_layout(trained_run):
         version_dir = os.path.join(config.serving_model_dir, family, versions[0])
         assert os.path.exists(os.path.join(version_dir, "saved_model.pb"))
         assert os.path.getsize(os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")) > 0
+        # The run summary says which epoch the Trainer kept, by which eval metric.
+        training = outcome["training"]
+        assert 1 <= training["best_epoch"] <= training["epochs_run"] and training["monitor"].startswith("val_")
+        assert any(line.strip().startswith("trained:") for line in report.format_outcome(outcome))
     # Metrics of both splits: the gate read eval, test is reported.
     mf = report.family_outcome(config.pipeline_root, "mf")["metrics"]
     for split in ("eval", "test"):

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 
+from contract import protocol
 from contract import datasets as D
 from contract import features as F
 from contract import tasks as T
@@ -32,7 +33,7 @@ from training import topk
 from training.inputs import item_feature_table, load_examples, make_dataset, num_batches, resolve_files
 from training.views import ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs
 
-TRAINING_SUMMARY = "training_summary.json"
+TRAINING_SUMMARY = protocol.TRAINING_SUMMARY
 
 
 @dataclasses.dataclass(frozen=True)
