@@ -17,7 +17,8 @@ from google.protobuf import text_format
 from contract import protocol
 
 KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration",
-               "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift")
+               "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift",
+               "mean_auc")
 SPLITS = ("eval", "test")
 
 
@@ -105,6 +106,8 @@ def format_outcome(outcome: Dict) -> List[str]:
     for split in SPLITS:
         for output, metrics in sorted(outcome["metrics"].get(split, {}).items()):
             shown = "  ".join(f"{name} {metrics[name]:.4f}" for name in KEY_METRICS if name in metrics)
+            if not shown:
+                continue
             label = f"{split}{' ' + output if output else ''}:"
             lines.append(f"  {'':<14} {label:<12} {shown}")
     training = outcome.get("training", {})

@@ -155,3 +155,14 @@ def test_tune_grid_parses_choices_and_names_a_bad_item():
     assert tune.parse_grid(["dim=16,32", "hidden=64;128,64"]) == {"dim": ["16", "32"], "hidden": ["64", "128,64"]}
     with pytest.raises(ValueError, match="'dim'"):
         tune.parse_grid(["dim"])
+
+
+def test_tuning_prefers_the_fastest_setting_within_the_noise_of_the_best():
+    trials = [{"hparams": {"dim": 128}, "eval_mean": 0.8684, "eval_std": 0.002, "train_seconds": 60.0},
+              {"hparams": {"dim": 64}, "eval_mean": 0.8690, "eval_std": 0.001, "train_seconds": 20.0},
+              {"hparams": {"dim": 8}, "eval_mean": 0.8800, "eval_std": 0.001, "train_seconds": 5.0}]
+    assert tune.choose(trials, lower=True)["hparams"] == {"dim": 64}
+    single = [dict(t, eval_std=None) for t in trials]  # one seed: no noise estimate, the best mean
+    assert tune.choose(single, lower=True)["hparams"] == {"dim": 128}
+    auc = [dict(t, eval_mean=1 - t["eval_mean"]) for t in trials]
+    assert tune.choose(auc, lower=False)["hparams"] == {"dim": 64}

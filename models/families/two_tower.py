@@ -46,7 +46,7 @@ class TwoTowerParams(HParams):
     exclude_own: bool = True
     target_behaviors: Tuple[str, ...] = ()
     l2: float = 0.0
-    learning_rate: float = 0.001
+    learning_rate: float = 0.002  # eval split: bench/results/tuning/two_tower.md
     batch_size: int = 512
     max_epochs: int = 30
     patience: int = 3
