@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,6 +49,14 @@ class DataStages:
     def raw_files(self, view: str, split: str) -> List[str]:
         base = self.user_examples if view == F.USER_VIEW else self.raw_examples
         return sorted(glob.glob(os.path.join(base, f"Split-{split}", "*")))
+
+
+def task_names(config: PipelineConfig, family: str) -> Tuple[str, ...]:
+    """The tasks the pipeline's Trainer gives this family on this data (without sampled
+    negatives, no task on the implicit label, whose labels would all be 1)."""
+    from pipeline.model_stages import family_tasks
+
+    return tuple(t.name for t in family_tasks(config, family))
 
 
 def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> DataStages:

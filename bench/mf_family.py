@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         per_seed, seconds = [], []
         for seed in seeds:
             config = TrainConfig(family=family, hparams=overrides.get(family, {}), seed=seed, top_k=K,
-                                 max_history=stages.config.max_history)
+                                 max_history=stages.config.max_history,
+                                 tasks=common.task_names(stages.config, family))
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.monotonic()
                 summary = train_and_export(config, stages.files(F.INTERACTION_VIEW, "train"),

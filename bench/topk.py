@@ -166,6 +166,7 @@ def served_ranking(saved_model_dir: str, raw_files: Sequence[str], rows: ItemRow
 def train_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], seed: int,
                  out_dir: str) -> Tuple[Dict[str, Any], float]:
     config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                         tasks=common.task_names(stages.config, family),
                          max_history=stages.config.max_history, seed=seed, top_k=K)
     started = time.monotonic()
     summary = train_and_export(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),

@@ -58,6 +58,7 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
         values, epochs, seconds = [], [], []
         for seed in seeds:
             config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                                 tasks=common.task_names(stages.config, family),
                                  max_history=stages.config.max_history, seed=seed)
             started = time.monotonic()
             _, summary, _ = train(config, stages.files(spec.view, "train"), stages.files(spec.view, "eval"),
