@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -32,13 +32,24 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
 
-bench: bench-ingest bench-mf bench-serving bench-reliability
+bench: bench-ingest bench-mf bench-topk bench-serving bench-reliability
 
 bench-ingest: $(STAMP)
 	$(PY) -m bench.ingest $(ARGS)
 
 bench-mf: $(STAMP)
 	$(PY) -m bench.mf_family $(ARGS)
+
+# Benchmark-only packages (implicit for ALS, LightGBM): not in the runtime lock.
+bench-install: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+
+bench-topk: bench-install
+	$(PY) -m bench.topk $(ARGS)
+
+# e.g. make bench-tune ARGS="--family mf --grid dim=32,64 --grid l2=0.05,0.1 --seeds 42,43,44"
+bench-tune: $(STAMP)
+	$(PY) -m bench.tune $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
