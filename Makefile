@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test bench bench-ingest bench-mf bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ bench-ingest: $(STAMP)
 
 bench-mf: $(STAMP)
 	$(PY) -m bench.mf_family $(ARGS)
+
+# Issue 8: multi-task families per task against logistic regression and LightGBM (Taobao
+# from TAOBAO_DIR or /work/shared/data/taobao-userbehavior-sample).
+bench-multitask: $(STAMP)
+	$(PY) -m bench.multitask $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
