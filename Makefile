@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ bench-topk: bench-install
 # e.g. make bench-tune ARGS="--family mf --grid dim=32,64 --grid l2=0.05,0.1 --seeds 42,43,44"
 bench-tune: $(STAMP)
 	$(PY) -m bench.tune $(ARGS)
+
+# Multi-task families per task against logistic regression and LightGBM, on MovieLens and
+# the Taobao sample (TAOBAO_DIR, default ../shared/data/taobao-userbehavior-sample).
+bench-multitask: bench-install
+	$(PY) -m bench.multitask $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)

@@ -1,0 +1,662 @@
+"""Issue 8's benchmark: the multi-task families per task against per-task peers.
+
+Data (the pipeline's own rows, `bench.common.data_stages`):
+- MovieLens ml-latest-small, hash split with `--negatives` sampled negatives per positive
+  (ExampleGen's option): tasks `watched` (all rows), `liked`, `loved` and `rating` (on
+  watched rows only: the families mask conditional tasks, and every metric here is
+  computed on the rows where the task's condition holds).
+- Taobao UserBehavior sample, by-day split (protocol M), no sampled negatives: tasks
+  `cart`, `fav`, `buy` on every first page view (`viewed` is dropped without negatives,
+  as the pipeline's `family_tasks` does).
+
+Families (`--families`, registry defaults unless `--hparam FAMILY.NAME=VALUE`) are trained
+with the pipeline's Trainer code (`training.trainer.train`, early stopping on the eval
+split's mean AUC over the binary tasks), one run per seed, and scored on the transformed
+test rows (the features the served model's Transform produces). Peers, trained in the
+same run on the same transformed training rows of each task (the rows where its condition
+holds) with the same information, per task:
+- `logreg`: scikit-learn LogisticRegression (Ridge for the rating) on one-hot user, item
+  and genre/category ids plus the dense features below; C (alpha) chosen on the eval split.
+- `lightgbm`: LightGBM on user, item and first genre/category ids (categorical) plus the
+  same dense features, learning rate 0.1; leaves (15 or 63) chosen and rounds early-stopped
+  on the eval split (a grid without the ids lost on both datasets' eval splits in a trial
+  run, and was dropped for time).
+Dense features: the item's year z-score, popularity and (MovieLens) leave-one-out mean
+rating from Transform; history length; the share of each behavior type in the history;
+the share of history items with the item's (first) genre/category.
+
+Metrics: evaluation.definitions (the Evaluator's functions): AUC, PR-AUC, log loss and
+calibration (mean prediction / positive rate) per binary task, RMSE and MAE for the
+rating. Families: mean and standard deviation over seeds. Taobao AUCs carry a 95%
+bootstrap interval over test rows (resampled rows shared by every model, the seed mean
+recomputed on each resample) and the Hanley-McNeil interval; the sparse tasks also get
+a paired bootstrap interval of (family - single_task). Gates: mean softmax weight per
+expert per task on the eval split (trainer.mean_gate_weights), mean over seeds.
+
+    python -m bench.multitask [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from contract import datasets as D  # noqa: E402
+from contract import features as F  # noqa: E402
+from contract import tasks as T  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
+
+FAMILIES = ("single_task", "shared_bottom", "mmoe", "ple", "nmtr")
+PEERS = ("logreg", "lightgbm")
+TAOBAO_DIR = os.path.normpath(os.path.join(str(common.REPO_ROOT), "..", "shared", "data", "taobao-userbehavior-sample"))
+SPARSE_TASKS = {"movielens": ("loved",), "taobao": ("fav", "buy")}
+# Issue 8: logistic regression AUC measured on Taobao's test split.
+ISSUE_LR_AUC = {"taobao": {"cart": 0.653, "fav": 0.778, "buy": 0.677}}
+BINARY_METRICS = ("auc", "pr_auc", "log_loss", "calibration")
+REGRESSION_METRICS = ("rmse", "mae")
+LR_C = (0.03, 0.3, 3.0)
+RIDGE_ALPHA = (1.0, 10.0, 100.0)
+LGB_GRID = {"num_leaves": (15, 63), "ids": (True,)}
+DENSE_ITEM_FEATURES = (F.ITEM_YEAR_Z, F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+
+
+# --------------------------------------------------------------------------
+# Tasks and metrics
+# --------------------------------------------------------------------------
+def dataset_tasks(dataset: str, negatives: int) -> Tuple[T.TaskSpec, ...]:
+    """The pointwise tasks the families train (pipeline.model_stages.family_tasks' rule)."""
+    spec = D.dataset_spec(dataset)
+    tasks = tuple(t for t in spec.tasks if t.kind != T.RETRIEVAL)
+    if negatives == 0:
+        tasks = tuple(t for t in tasks if t.label != spec.implicit_label)
+    return tasks
+
+
+def task_mask(data: Dict[str, np.ndarray], task: T.TaskSpec) -> np.ndarray:
+    """Rows where the task is defined (its condition holds; every row without one)."""
+    n = len(data[F.ITEM_IDX])
+    if task.condition and task.condition in data:
+        return np.asarray(data[task.condition]).reshape(n) > 0
+    return np.ones(n, dtype=bool)
+
+
+def task_metrics(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
+    if task.kind == T.REGRESSION:
+        m = d.regression_task_metrics(predictions, labels)
+        return {k: m[k] for k in REGRESSION_METRICS}
+    m = d.binary_task_metrics(predictions, labels)
+    return {k: m[k] for k in BINARY_METRICS}
+
+
+# --------------------------------------------------------------------------
+# AUC intervals
+# --------------------------------------------------------------------------
+def bootstrap_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
+    """[resamples, n] row indices drawn with replacement (shared by every model)."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def weighted_aucs(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of `scores` under each row of `weights` ([R, n] multiplicities), ties counted 1/2.
+
+    With integer weights w this is the AUC of the resample holding row i w_i times.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = np.asarray(positives, dtype=bool)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positives[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positives[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+
+
+def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
+    """Multiplicity of each row in each resample: [R, n]."""
+    r = indices.shape[0]
+    flat = (indices + n * np.arange(r)[:, None]).reshape(-1)
+    return np.bincount(flat, minlength=r * n).reshape(r, n).astype(np.float64)
+
+
+def bootstrap_auc(per_seed_scores: Sequence[np.ndarray], positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[R] AUC of each resample, averaged over seeds (the reported value's distribution)."""
+    return np.mean([weighted_aucs(s, positives, weights) for s in per_seed_scores], axis=0)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> Tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+
+
+def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> Tuple[float, float, float]:
+    """(standard error, low, high) of an AUC (Hanley & McNeil, Radiology 1982)."""
+    q1 = auc / (2.0 - auc)
+    q2 = 2.0 * auc * auc / (1.0 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    se = float(np.sqrt(max(var, 0.0)))
+    return se, max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+
+# --------------------------------------------------------------------------
+# Peers' features
+# --------------------------------------------------------------------------
+def genre_table(parts: Sequence[Dict[str, np.ndarray]], num_items: int) -> np.ndarray:
+    """First genre/category row of each item row (0 unknown), from the item's own metadata."""
+    table = np.zeros(num_items, dtype=np.int64)
+    for data in parts:
+        table[data[F.ITEM_IDX]] = np.asarray(data[F.ITEM_GENRE_IDX]).reshape(len(data[F.ITEM_IDX]), -1)[:, 0]
+    return table
+
+
+def dense_features(data: Dict[str, np.ndarray], num_behaviors: int, genres: np.ndarray,
+                   max_history: int) -> Tuple[np.ndarray, List[str]]:
+    """[n, k] float features every peer reads, and their names."""
+    n = len(data[F.ITEM_IDX])
+    cols, names = [], []
+    for name in DENSE_ITEM_FEATURES:
+        if name in data:
+            cols.append(np.asarray(data[name], dtype=np.float64).reshape(n))
+            names.append(name)
+    hist = np.asarray(data[F.HISTORY_ITEM_IDX]).reshape(n, -1)
+    behaviors = np.asarray(data[F.HISTORY_BEHAVIOR_IDX]).reshape(n, -1)
+    present = hist > 0
+    length = present.sum(axis=1).astype(np.float64)
+    denom = np.maximum(length, 1.0)
+    cols.append(np.log1p(length) / np.log1p(max_history))
+    names.append("history_log_length")
+    for b in range(1, num_behaviors + 1):
+        cols.append(((behaviors == b) & present).sum(axis=1) / denom)
+        names.append(f"history_share_behavior_{b}")
+    item_genre = genres[np.asarray(data[F.ITEM_IDX])]
+    hist_genre = genres[np.clip(hist, 0, len(genres) - 1)]
+    same = (hist_genre == item_genre[:, None]) & present & (item_genre[:, None] > 0)
+    cols.append(same.sum(axis=1) / denom)
+    names.append("history_share_same_genre")
+    return np.stack(cols, axis=1), names
+
+
+def one_hot(values: np.ndarray, width: int) -> sp.csr_matrix:
+    """[n, width] one-hot (or multi-hot for [n, k] inputs; 0 = padding is dropped)."""
+    values = np.asarray(values).reshape(len(values), -1)
+    rows = np.repeat(np.arange(values.shape[0]), values.shape[1])
+    cols = values.reshape(-1)
+    keep = (cols > 0) & (cols < width)
+    m = sp.csr_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(values.shape[0], width))
+    m.data[:] = 1.0
+    return m
+
+
+class PeerFeatures:
+    """Builds the peers' inputs from transformed rows: sparse ids for logreg, a frame for LightGBM."""
+
+    def __init__(self, parts: Sequence[Dict[str, np.ndarray]], num_behaviors: int, max_history: int):
+        def width(name):
+            return int(max(np.asarray(p[name]).max() for p in parts)) + 1
+
+        self.users, self.items, self.genres = width(F.USER_IDX), width(F.ITEM_IDX), width(F.ITEM_GENRE_IDX)
+        self.genre_of = genre_table(parts, self.items)
+        self.num_behaviors = num_behaviors
+        self.max_history = max_history
+        self.mean: Optional[np.ndarray] = None
+        self.scale: Optional[np.ndarray] = None
+
+    def dense(self, data) -> Tuple[np.ndarray, List[str]]:
+        return dense_features(data, self.num_behaviors, self.genre_of, self.max_history)
+
+    def fit_scaler(self, data) -> None:
+        x, _ = self.dense(data)
+        self.mean, self.scale = x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+
+    def linear(self, data) -> sp.csr_matrix:
+        x, _ = self.dense(data)
+        x = (x - self.mean) / self.scale
+        return sp.hstack([one_hot(data[F.USER_IDX], self.users), one_hot(data[F.ITEM_IDX], self.items),
+                          one_hot(data[F.ITEM_GENRE_IDX], self.genres), sp.csr_matrix(x)], format="csr")
+
+    def trees(self, data, ids: bool = True) -> Tuple[np.ndarray, List[str], List[int]]:
+        """(matrix, names, categorical columns) for LightGBM."""
+        x, names = self.dense(data)
+        if not ids:
+            return x, names, []
+        n = len(data[F.ITEM_IDX])
+        id_cols = np.stack([np.asarray(data[F.USER_IDX]).reshape(n), np.asarray(data[F.ITEM_IDX]).reshape(n),
+                            np.asarray(data[F.ITEM_GENRE_IDX]).reshape(n, -1)[:, 0]], axis=1).astype(np.float64)
+        return np.concatenate([id_cols, x], axis=1), ["user_idx", "item_idx", "genre_idx"] + names, [0, 1, 2]
+
+
+def _auc_or_neg_rmse(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> float:
+    """The eval-split selection value (higher is better)."""
+    if task.kind == T.REGRESSION:
+        return -d.rmse(predictions, labels)
+    return d.binary_auc(predictions, labels > 0.5)
+
+
+def fit_logreg(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test, seed: int):
+    """Per-task linear peer, C (alpha) chosen on eval; returns (test predictions, setting, eval value)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    xs = [feats.linear(part) for part in (train, evaluation, test)]
+    ys = [np.asarray(part[task.label], dtype=np.float64).reshape(-1) for part in (train, evaluation, test)]
+    trials = []
+    grid = RIDGE_ALPHA if task.kind == T.REGRESSION else LR_C
+    for value in grid:
+        if task.kind == T.REGRESSION:
+            model = Ridge(alpha=value).fit(xs[0], ys[0])
+            predict = model.predict
+        else:
+            model = LogisticRegression(C=value, max_iter=2000, solver="lbfgs").fit(xs[0], ys[0] > 0.5)
+            predict = lambda x, m=model: m.predict_proba(x)[:, 1]  # noqa: E731
+        trials.append((_auc_or_neg_rmse(task, predict(xs[1]), ys[1]), value, predict))
+    best = max(trials, key=lambda t: t[0])
+    name = "alpha" if task.kind == T.REGRESSION else "C"
+    return best[2](xs[2]), {name: best[1], "eval": [round(t[0], 4) for t in trials]}, best[0]
+
+
+def fit_lightgbm(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test, seed: int, threads: int = 2):
+    """Per-task LightGBM, leaves / ids chosen and rounds early-stopped on eval."""
+    import lightgbm as lgb
+
+    ys = [np.asarray(part[task.label], dtype=np.float64).reshape(-1) for part in (train, evaluation, test)]
+    regression = task.kind == T.REGRESSION
+    trials = []
+    for values in itertools.product(*LGB_GRID.values()):
+        setting = dict(zip(LGB_GRID, values))
+        xs = [feats.trees(part, ids=setting["ids"]) for part in (train, evaluation, test)]
+        names, categorical = xs[0][1], xs[0][2]
+        params = dict(objective="regression" if regression else "binary", metric="rmse" if regression else "auc",
+                      learning_rate=0.1, num_leaves=setting["num_leaves"], min_child_samples=20,
+                      feature_fraction=0.9, seed=seed, num_threads=threads, verbose=-1, deterministic=True,
+                      force_row_wise=True, cat_smooth=10, max_cat_to_onehot=4)
+        dtrain = lgb.Dataset(xs[0][0], ys[0], feature_name=names, categorical_feature=categorical or "auto",
+                             free_raw_data=False)
+        deval = lgb.Dataset(xs[1][0], ys[1], reference=dtrain)
+        booster = lgb.train(params, dtrain, num_boost_round=1000, valid_sets=[deval],
+                            callbacks=[lgb.early_stopping(50, verbose=False)])
+        value = _auc_or_neg_rmse(task, booster.predict(xs[1][0], num_iteration=booster.best_iteration), ys[1])
+        trials.append((value, {**setting, "rounds": booster.best_iteration}, booster, xs[2][0]))
+    best = max(trials, key=lambda t: t[0])
+    setting = {**best[1], "eval": [round(t[0], 4) for t in trials]}
+    return best[2].predict(best[3], num_iteration=best[2].best_iteration), setting, best[0]
+
+
+# --------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------
+def predict_rows(model, data: Dict[str, np.ndarray], batch_size: int = 2048) -> Dict[str, np.ndarray]:
+    """The model's served predictions for every row, in row order (batched per history bucket)."""
+    import tensorflow as tf
+
+    from training.inputs import HISTORY_SEQUENCES
+
+    n = len(data[F.ITEM_IDX])
+    out: Dict[str, np.ndarray] = {}
+    buckets = np.asarray(data[F.HISTORY_BUCKET]).reshape(n)
+    for size in sorted(set(int(b) for b in buckets)):
+        idx = np.flatnonzero(buckets == size)
+        for start in range(0, len(idx), batch_size):
+            rows = idx[start:start + batch_size]
+            batch = {name: tf.constant(value[rows, :size] if name in HISTORY_SEQUENCES else value[rows])
+                     for name, value in data.items()}
+            for task, value in model(batch, training=False).items():
+                out.setdefault(task, np.zeros(n, dtype=np.float64))[rows] = np.asarray(value).reshape(-1)
+    return out
+
+
+def train_family(family: str, stages: common.DataStages, tasks: Sequence[str], seed: int,
+                 hparams: Dict[str, Any], test, evaluation):
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                         max_history=stages.config.max_history, seed=seed, tasks=tuple(tasks))
+    started = time.monotonic()
+    model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
+                              stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph)
+    seconds = time.monotonic() - started
+    return predict_rows(model, test), predict_rows(model, evaluation), summary, seconds
+
+
+# --------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------
+def summarize(dataset: str, model: str, task: T.TaskSpec, per_seed: Sequence[np.ndarray], labels: np.ndarray,
+              mask: np.ndarray) -> List[Dict[str, Any]]:
+    """One row per metric: mean and standard deviation over the seeds' predictions."""
+    values = [task_metrics(task, np.asarray(p)[mask], labels[mask]) for p in per_seed]
+    rows = []
+    for metric in values[0]:
+        stats = common.mean_std([v[metric] for v in values])
+        rows.append({"dataset": dataset, "model": model, "task": task.name, "metric": metric,
+                     "value": stats["mean"], "std": stats["std"], "seeds": len(values)})
+    return rows
+
+
+def add_intervals(rows: List[Dict[str, Any]], dataset: str, scores: Dict[Tuple[str, str], List[np.ndarray]],
+                  labels: Dict[str, np.ndarray], resamples: int, bootstrap: bool) -> Dict[str, Any]:
+    """AUC rows get Hanley-McNeil (and, with `bootstrap`, percentile) 95% intervals; returns
+    the paired bootstrap of each family against single_task on the sparse tasks."""
+    draws: Dict[str, np.ndarray] = {}
+    paired: Dict[str, Any] = {}
+    for task, y in labels.items():
+        positives = y > 0.5
+        n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+        weights = resample_weights(bootstrap_indices(len(y), resamples, seed=7), len(y)) if bootstrap else None
+        for row in rows:
+            if row["dataset"] != dataset or row["task"] != task or row["metric"] != "auc":
+                continue
+            se, low, high = hanley_mcneil(row["value"], n_pos, n_neg)
+            row.update({"hm_low": low, "hm_high": high, "positives": n_pos, "examples": n_pos + n_neg})
+            if weights is not None:
+                dist = bootstrap_auc(scores[(row["model"], task)], positives, weights)
+                draws[f"{row['model']}/{task}"] = dist
+                row["ci_low"], row["ci_high"] = percentile_interval(dist)
+        if weights is not None and task in SPARSE_TASKS.get(dataset, ()) and f"single_task/{task}" in draws:
+            base = draws[f"single_task/{task}"]
+            for family in FAMILIES:
+                key = f"{family}/{task}"
+                if family != "single_task" and key in draws:
+                    diff = draws[key] - base
+                    low, high = percentile_interval(diff)
+                    paired[key] = {"low": low, "high": high, "p_not_better": float(np.mean(diff <= 0))}
+    return paired
+
+
+def goals(rows: Sequence[Dict[str, Any]], datasets: Sequence[str], families: Sequence[str]) -> List[str]:
+    """The goals, met / not met, with the numbers."""
+    out = []
+    for dataset in datasets:
+        auc = {(r["model"], r["task"]): r for r in rows if r["dataset"] == dataset and r["metric"] == "auc"}
+        tasks = sorted({t for _, t in auc}, key=[t.name for t in D.dataset_spec(dataset).tasks].index)
+        for task in tasks:
+            fams = [(auc[(f, task)]["value"], f) for f in families if (f, task) in auc]
+            peers = [(auc[(p, task)]["value"], p) for p in PEERS if (p, task) in auc]
+            if not fams or not peers:
+                continue
+            bf, bp = max(fams), max(peers)
+            issue = ISSUE_LR_AUC.get(dataset, {}).get(task)
+            extra = f"; reference LR AUC {issue:.3f}: {'>=' if bf[0] >= issue else '<'}" if issue is not None else ""
+            out.append(f"- {dataset} {task}: best family {bf[1]} AUC {bf[0]:.4f} "
+                       f"(+- {auc[(bf[1], task)]['std']:.4f}) vs best peer {bp[1]} {bp[0]:.4f}{extra} — "
+                       f"{'met' if bf[0] >= bp[0] else 'not met'}")
+        for task in SPARSE_TASKS.get(dataset, ()):
+            if ("single_task", task) not in auc:
+                continue
+            base = auc[("single_task", task)]
+            beats = []
+            lines = []
+            for f in families:
+                if f == "single_task" or (f, task) not in auc:
+                    continue
+                r = auc[(f, task)]
+                # "more than one standard deviation": the larger of the two seed std's.
+                margin = max(r["std"], base["std"])
+                diff = r["value"] - base["value"]
+                lines.append(f"{f} {r['value']:.4f} ({diff:+.4f}, std {r['std']:.4f})")
+                if diff > margin:
+                    beats.append(f)
+            out.append(f"- {dataset} {task} (sparse): single_task {base['value']:.4f} (std {base['std']:.4f}); "
+                       + "; ".join(lines) + " — "
+                       + (f"met by {', '.join(beats)}" if beats else "not met: no family beats single_task "
+                          "by more than one standard deviation"))
+    return out
+
+
+def gate_lines(gates: Dict[str, Dict[str, Dict[str, List[List[float]]]]]) -> List[Dict[str, Any]]:
+    rows = []
+    for dataset, by_family in gates.items():
+        for family, by_task in by_family.items():
+            for task, per_seed in by_task.items():
+                arr = np.asarray(per_seed, dtype=np.float64)
+                rows.append({"dataset": dataset, "model": family, "task": task,
+                             "mean weight per expert": " ".join(f"{v:.3f}" for v in arr.mean(axis=0)),
+                             "std over seeds": " ".join(f"{v:.3f}" for v in arr.std(axis=0, ddof=1))
+                             if len(arr) > 1 else "",
+                             "max": float(arr.mean(axis=0).max())})
+    return rows
+
+
+def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks, settings) -> str:
+    few = any(len(v) < 5 for v in seeds.values())
+    parts = ["# Multi-task families against per-task peers", "",
+             "Seeds per family: " + "; ".join(f"{k} {len(v)} ({', '.join(map(str, v))})" for k, v in seeds.items())
+             + "; peers are deterministic "
+             "(one run). Test split only reported; everything tuned or early-stopped on the eval split."
+             + (" Fewer than 5 seeds: 5 did not fit the benchmark's time budget (about 100 min "
+                "on 2 shared cores)." if few else ""), ""]
+    parts += meta_lines + [""]
+    for dataset in datasets:
+        table = []
+        sub = [r for r in rows if r["dataset"] == dataset]
+        if not sub:
+            continue
+        tasks = [t.name for t in D.dataset_spec(dataset).tasks if any(r["task"] == t.name for r in sub)]
+        for task in tasks:
+            for model in list(families) + list(PEERS):
+                got = {r["metric"]: r for r in sub if r["task"] == task and r["model"] == model}
+                if not got:
+                    continue
+                entry = {"task": task, "model": model, "seeds": next(iter(got.values()))["seeds"]}
+                for metric in BINARY_METRICS + REGRESSION_METRICS:
+                    if metric in got:
+                        entry[metric] = got[metric]["value"]
+                        entry[metric + " std"] = got[metric]["std"]
+                if "auc" in got:
+                    a = got["auc"]
+                    if "ci_low" in a:
+                        entry["AUC 95% bootstrap"] = f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
+                    entry["AUC 95% Hanley-McNeil"] = f"[{a['hm_low']:.3f}, {a['hm_high']:.3f}]"
+                    entry["test positives"] = a["positives"]
+                table.append(entry)
+        columns = ["task", "model", "auc", "auc std", "pr_auc", "pr_auc std", "log_loss", "calibration", "rmse",
+                   "rmse std", "mae", "seeds", "test positives", "AUC 95% Hanley-McNeil"]
+        if any("AUC 95% bootstrap" in e for e in table):
+            columns.insert(-1, "AUC 95% bootstrap")
+        if not any("rmse" in e for e in table):
+            columns = [c for c in columns if not c.startswith(("rmse", "mae"))]
+        parts += [f"## {dataset}", "", common.md_table(table, columns), ""]
+    parts += ["## Goals", ""] + goals(rows, datasets, families) + [""]
+    if paired:
+        parts += ["Paired bootstrap over test rows, family minus single_task (seed means), 95% interval "
+                  "and share of resamples where the family is not better:", ""]
+        parts += [f"- {k}: [{v['low']:+.4f}, {v['high']:+.4f}], P(diff <= 0) = {v['p_not_better']:.3f}"
+                  for k, v in sorted(paired.items())] + [""]
+    gate_rows = gate_lines(gates)
+    if gate_rows:
+        parts += ["## Gates: mean softmax weight per expert on the eval split (mean over seeds)", "",
+                  "MMoE: the shared experts in order. PLE: the last extraction level's gate of the task, "
+                  "the task's own experts first, then the shared experts.", "",
+                  common.md_table(gate_rows, ["dataset", "model", "task", "mean weight per expert",
+                                              "std over seeds", "max"], digits=3), ""]
+    parts += ["## Checks and settings", ""] + checks + [""]
+    parts += [f"- settings chosen on the eval split (peers per task; families from the grid): `{json.dumps(settings)}`", ""]
+    return "\n".join(parts)
+
+
+def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
+                checks, settings, timings) -> None:
+    import tensorflow_transform as tft
+
+    from training.inputs import load_examples
+
+    if dataset == "movielens":
+        stages = common.data_stages(args.work_dir, negatives_per_positive=args.negatives)
+    else:
+        stages = common.data_stages(args.work_dir, dataset="taobao", split="by_day", data_dir=args.taobao_dir)
+    tft_output = tft.TFTransformOutput(stages.transform_graph)
+    parts = {split: load_examples(stages.files(F.INTERACTION_VIEW, split), tft_output, stages.config.max_history)
+             for split in ("train", "eval", "test")}
+    tasks = dataset_tasks(dataset, stages.config.negatives_per_positive)
+    spec = D.dataset_spec(dataset)
+    masks = {split: {t.name: task_mask(parts[split], t) for t in tasks} for split in parts}
+    labels = {t.name: np.asarray(parts["test"][t.label], dtype=np.float64).reshape(-1)[masks["test"][t.name]]
+              for t in tasks}
+    counts = {split: {t.name: [int(m[t.name].sum()),
+                               int((np.asarray(parts[split][t.label]).reshape(-1)[m[t.name]] > 0.5).sum())]
+                      for t in tasks} for split, m in masks.items()}
+    checks.append(f"- {dataset}: rows train/eval/test {[len(p[F.ITEM_IDX]) for p in parts.values()]}; "
+                  f"[task rows, positives] per split {json.dumps(counts)}")
+    scores: Dict[Tuple[str, str], List[np.ndarray]] = {}
+
+    # Peers.
+    feats = PeerFeatures(list(parts.values()), len(spec.behaviors), stages.config.max_history)
+    for task in tasks:
+        sub = {split: {k: v[masks[split][task.name]] for k, v in parts[split].items()} for split in parts}
+        feats.fit_scaler(sub["train"])
+        for peer, fit in (("logreg", fit_logreg), ("lightgbm", fit_lightgbm)):
+            started = time.monotonic()
+            pred, setting, _ = fit(task, feats, sub["train"], sub["eval"], sub["test"], seeds[0])
+            timings[f"{dataset}/{peer}/{task.name}"] = round(time.monotonic() - started, 1)
+            settings.setdefault(dataset, {}).setdefault(peer, {})[task.name] = setting
+            full = np.zeros(len(masks["test"][task.name]))
+            full[masks["test"][task.name]] = pred
+            scores[(peer, task.name)] = [pred]
+            rows.extend(summarize(dataset, peer, task, [full], labels_full(parts["test"], task),
+                                  masks["test"][task.name]))
+            print(f"{dataset} {peer} {task.name}: {setting}", file=sys.stderr, flush=True)
+    _, dense_names = feats.dense(parts["test"])
+    checks.append(f"- {dataset} peers' dense features: {', '.join(dense_names)}")
+
+    # Families.
+    grid = parse_grid(args.grid) if dataset in args.grid_datasets.split(",") else {}
+    for family in families:
+        per_seed: Dict[str, List[np.ndarray]] = {}
+        check = []
+        hparams, runs = dict(overrides.get(family, {})), {}
+        if grid:  # eval-split choice with the first seed; the chosen run is reused as that seed's
+            trials = []
+            for combo in (dict(zip(grid, v)) for v in itertools.product(*grid.values())):
+                trial = {**hparams, **combo}
+                run = train_family(family, stages, [t.name for t in tasks], seeds[0], trial, parts["test"],
+                                   parts["eval"])
+                trials.append((run[2]["best_value"], json.dumps(combo, sort_keys=True), trial, run))
+                print(f"{dataset} {family} grid {combo}: {run[2]['monitor']} {run[2]['best_value']:.4f} "
+                      f"(epoch {run[2]['best_epoch']})", file=sys.stderr, flush=True)
+            best = max(trials, key=lambda t: t[0])
+            hparams, runs = best[2], {seeds[0]: best[3]}
+            settings.setdefault(dataset, {}).setdefault(family, {"chosen": json.loads(best[1]),
+                                                                 "eval": {t[1]: round(t[0], 4) for t in trials}})
+        for seed in seeds:
+            test_pred, eval_pred, summary, seconds = runs.get(seed) or train_family(
+                family, stages, [t.name for t in tasks], seed, hparams, parts["test"], parts["eval"])
+            timings.setdefault(f"{dataset}/{family}", []).append(round(seconds, 1))
+            for task in tasks:
+                per_seed.setdefault(task.name, []).append(test_pred[task.name])
+            if "gates" in summary:
+                for task, weights in summary["gates"].items():
+                    gates.setdefault(dataset, {}).setdefault(family, {}).setdefault(task, []).append(weights)
+            # Our eval AUC against the Keras metric of the kept (best) epoch.
+            best = summary["best_epoch"] - 1
+            for task in tasks:
+                key = f"val_{task.name}_auc"
+                if task.kind == T.BINARY and key in summary["history"]:
+                    m = masks["eval"][task.name]
+                    ours = d.binary_auc(eval_pred[task.name][m], np.asarray(parts["eval"][task.label]).reshape(-1)[m] > 0.5)
+                    check.append(abs(ours - summary["history"][key][best]))
+            print(f"{dataset} {family} seed {seed}: best epoch {summary['best_epoch']}/{summary['epochs_run']} "
+                  f"{summary['monitor']} {summary['best_value']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+        for task in tasks:
+            scores[(family, task.name)] = [p[masks["test"][task.name]] for p in per_seed[task.name]]
+            rows.extend(summarize(dataset, family, task, per_seed[task.name], labels_full(parts["test"], task),
+                                  masks["test"][task.name]))
+        if check:
+            checks.append(f"- {dataset} {family}: max |eval AUC here - Keras val AUC of the kept epoch| = "
+                          f"{max(check):.4f} (Keras' AUC: models.tasks.AUC_THRESHOLDS)")
+    binary = {t.name: labels[t.name] for t in tasks if t.kind == T.BINARY}
+    paired.update({f"{dataset}/{k}": v for k, v in add_intervals(
+        rows, dataset, scores, binary, args.bootstrap, bootstrap=dataset in args.bootstrap_datasets.split(",")).items()})
+
+
+def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
+    """`["learning_rate=0.002,0.0005", "l2=0.0001,0.01"]` -> {name: [values]} (every family)."""
+    grid: Dict[str, List[str]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid {item!r}: expected NAME=V1,V2")
+        grid[name.strip()] = [v.strip() for v in values.split(",")]
+    return grid
+
+
+def labels_full(data: Dict[str, np.ndarray], task: T.TaskSpec) -> np.ndarray:
+    return np.asarray(data[task.label], dtype=np.float64).reshape(-1)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="taobao,movielens")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--seeds", default="42,43,44,45,46")
+    parser.add_argument("--dataset_seeds", action="append", default=[], metavar="DATASET=S1,S2",
+                        help="seeds for one dataset instead of --seeds")
+    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE")
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                        help="eval-split grid for every family (first seed), on --grid_datasets")
+    parser.add_argument("--grid_datasets", default="taobao")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test rows")
+    parser.add_argument("--bootstrap_datasets", default="taobao")
+    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", TAOBAO_DIR))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    args = parser.parse_args(argv)
+    from models.hparams import parse_assignments
+
+    overrides = parse_assignments(args.hparam)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    families = [f for f in args.families.split(",") if f]
+    datasets = [x for x in args.datasets.split(",") if x]
+    command = "python -m bench.multitask " + " ".join(argv if argv is not None else sys.argv[1:])
+    rows: List[Dict[str, Any]] = []
+    gates: Dict[str, Any] = {}
+    paired: Dict[str, Any] = {}
+    checks: List[str] = []
+    settings: Dict[str, Any] = {}
+    timings: Dict[str, Any] = {}
+    started = time.monotonic()
+    done: List[str] = []
+    seeds_of = {x: seeds for x in datasets}
+    for item in args.dataset_seeds:
+        name, _, values = item.partition("=")
+        seeds_of[name.strip()] = [int(v) for v in values.split(",")]
+    for dataset in datasets:
+        run_dataset(dataset, args, seeds_of[dataset], families, overrides, rows, gates, paired, checks, settings, timings)
+        done.append(dataset)
+        meta_lines = [
+            f"MovieLens: hash split, {args.negatives} sampled negative(s) per positive. Taobao: by-day split, "
+            "no sampled negatives. Family hyperparameters: registry defaults"
+            + (f" with overrides {json.dumps(overrides)}" if overrides else "")
+            + (f"; on {args.grid_datasets} each family's setting is chosen from the grid "
+               f"{json.dumps(parse_grid(args.grid))} by its eval mean AUC with seed {seeds[0]} "
+               "(choices under 'Checks and settings')" if args.grid else "") + ".",
+            f"Datasets finished: {', '.join(done)} of {', '.join(datasets)}; wall time so far "
+            f"{(time.monotonic() - started) / 60:.1f} min.",
+            f"Train seconds per run: `{json.dumps({k: v for k, v in timings.items() if isinstance(v, list)})}`",
+        ]
+        md = markdown(rows, done, families, {x: seeds_of[x] for x in done}, meta_lines, gates, paired, checks, settings)
+        meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+        common.write_results("multitask", rows, md, meta, args.out)
+        common.atomic_write(os.path.join(args.out, "multitask_gates.json"),
+                            json.dumps({"gates": gates, "paired_vs_single_task": paired, "peer_settings": settings,
+                                        "seconds": timings}, indent=2) + "\n")
+        print(md, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""bench/multitask.py's own computations on tiny synthetic data: AUC intervals, rows, goals,
+the peers' features. The benchmark itself runs on the real data (bench/)."""
+import numpy as np
+
+from bench import multitask as mt
+from contract import datasets as D
+from contract import features as F
+from evaluation import definitions as d
+
+
+def _scores(n=400, seed=0, signal=1.0):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.2
+    s = rng.normal(size=n) + signal * y
+    s[:20] = np.round(s[:20])  # some ties
+    s[20:40] = s[0]
+    return s, y
+
+
+def test_weighted_auc_with_unit_weights_is_the_definitions_auc():
+    s, y = _scores()
+    assert np.isclose(mt.weighted_aucs(s, y, np.ones((1, len(s))))[0], d.binary_auc(s, y))
+
+
+def test_weighted_auc_equals_auc_of_the_materialised_resample():
+    s, y = _scores(seed=1)
+    idx = mt.bootstrap_indices(len(s), 5, seed=3)
+    w = mt.resample_weights(idx, len(s))
+    assert w.shape == (5, len(s)) and np.all(w.sum(axis=1) == len(s))
+    got = mt.weighted_aucs(s, y, w)
+    want = [d.binary_auc(s[i], y[i]) for i in idx]
+    assert np.allclose(got, want)
+
+
+def test_bootstrap_interval_agrees_with_hanley_mcneil_and_covers_the_auc():
+    s, y = _scores(n=600, seed=2)
+    auc = d.binary_auc(s, y)
+    w = mt.resample_weights(mt.bootstrap_indices(len(s), 400, seed=0), len(s))
+    low, high = mt.percentile_interval(mt.bootstrap_auc([s], y, w))
+    se, hm_low, hm_high = mt.hanley_mcneil(auc, int(y.sum()), int((~y).sum()))
+    assert low < auc < high and hm_low < auc < hm_high
+    assert abs((high - low) - (hm_high - hm_low)) < 0.5 * (hm_high - hm_low)
+    assert 0 < se < 0.1
+
+
+def test_bootstrap_of_seed_mean_is_mean_of_per_seed_aucs():
+    s1, y = _scores(seed=4)
+    s2 = s1 + np.random.default_rng(5).normal(size=len(s1))
+    w = mt.resample_weights(mt.bootstrap_indices(len(y), 3, seed=1), len(y))
+    got = mt.bootstrap_auc([s1, s2], y, w)
+    assert np.allclose(got, (mt.weighted_aucs(s1, y, w) + mt.weighted_aucs(s2, y, w)) / 2)
+
+
+def test_hanley_mcneil_shrinks_with_more_positives():
+    assert mt.hanley_mcneil(0.75, 17, 6000)[0] > mt.hanley_mcneil(0.75, 500, 6000)[0]
+
+
+def test_tasks_drop_the_implicit_label_without_negatives_and_masks_follow_conditions():
+    assert [t.name for t in mt.dataset_tasks("taobao", 0)] == ["cart", "fav", "buy"]
+    assert {t.name for t in mt.dataset_tasks("movielens", 1)} == {"rating", "liked", "loved", "watched"}
+    data = {F.ITEM_IDX: np.arange(4), F.WATCHED: np.array([1, 0, 1, 0])}
+    spec = D.dataset_spec("movielens")
+    assert mt.task_mask(data, spec.task("liked")).tolist() == [True, False, True, False]
+    assert mt.task_mask(data, spec.task("watched")).all()
+
+
+def test_rows_have_the_issue_shape_mean_and_std_over_seeds():
+    task = D.dataset_spec("taobao").task("buy")
+    y = np.array([0, 1, 0, 1, 1, 0], dtype=float)
+    mask = np.array([True] * 5 + [False])
+    p1 = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.99])
+    p2 = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.0])
+    rows = mt.summarize("taobao", "mmoe", task, [p1, p2], y, mask)
+    assert [r["metric"] for r in rows] == list(mt.BINARY_METRICS)
+    for r in rows:
+        assert set(r) == {"dataset", "model", "task", "metric", "value", "std", "seeds"} and r["seeds"] == 2
+    auc = rows[0]
+    per_seed = [d.binary_auc(p[mask], y[mask] > 0.5) for p in (p1, p2)]
+    assert np.isclose(auc["value"], np.mean(per_seed)) and np.isclose(auc["std"], np.std(per_seed, ddof=1))
+    rating = D.dataset_spec("movielens").task("rating")
+    rrows = mt.summarize("movielens", "nmtr", rating, [np.array([3.0, 4.0])], np.array([3.5, 4.0]),
+                         np.array([True, True]))
+    assert [r["metric"] for r in rrows] == ["rmse", "mae"] and rrows[0]["std"] == 0.0
+
+
+def test_intervals_and_goals_on_synthetic_rows():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.1).astype(float)
+    strong = [y + rng.normal(scale=0.5, size=300) for _ in range(3)]
+    weak = [y + rng.normal(scale=3.0, size=300) for _ in range(3)]
+    task = D.dataset_spec("taobao").task("fav")
+    rows, scores = [], {}
+    for model, preds in (("mmoe", strong), ("single_task", weak), ("logreg", weak[:1])):
+        probs = [1 / (1 + np.exp(-p)) for p in preds]
+        rows += mt.summarize("taobao", model, task, probs, y, np.ones(300, bool))
+        scores[(model, "fav")] = probs
+    paired = mt.add_intervals(rows, "taobao", scores, {"fav": y}, resamples=200, bootstrap=True)
+    auc_rows = [r for r in rows if r["metric"] == "auc"]
+    assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["hm_low"] <= r["value"] <= r["hm_high"]
+               for r in auc_rows)
+    assert paired["mmoe/fav"]["low"] > 0 and paired["mmoe/fav"]["p_not_better"] == 0.0
+    lines = mt.goals(rows, ["taobao"], ["single_task", "mmoe"])
+    assert any("taobao fav: best family mmoe" in l and "— met" in l and "0.778" in l for l in lines)
+    assert any("(sparse)" in l and "met by mmoe" in l for l in lines)
+
+
+def _tiny_rows(n=6, hist=8):
+    rng = np.random.default_rng(1)
+    return {
+        F.USER_IDX: rng.integers(1, 4, n), F.ITEM_IDX: np.arange(1, n + 1),
+        F.ITEM_GENRE_IDX: np.array([[1, 2], [2, 0], [3, 0], [1, 0], [2, 3], [1, 0]])[:n],
+        F.ITEM_POPULARITY_MM: np.linspace(0, 1, n).astype(np.float32),
+        F.HISTORY_ITEM_IDX: np.array([[1, 2, 0, 0, 0, 0, 0, 0]] * n)[:, :hist],
+        F.HISTORY_BEHAVIOR_IDX: np.array([[1, 2, 0, 0, 0, 0, 0, 0]] * n)[:, :hist],
+    }
+
+
+def test_peer_features_on_a_tiny_array():
+    data = _tiny_rows()
+    feats = mt.PeerFeatures([data], num_behaviors=2, max_history=64)
+    assert feats.genre_of.tolist() == [0, 1, 2, 3, 1, 2, 1]
+    x, names = feats.dense(data)
+    assert names == [F.ITEM_POPULARITY_MM, "history_log_length", "history_share_behavior_1",
+                     "history_share_behavior_2", "history_share_same_genre"]
+    assert np.allclose(x[:, 1], np.log1p(2) / np.log1p(64)) and np.allclose(x[:, 2:4], 0.5)
+    # history items 1 (genre 1) and 2 (genre 2): item 1 (genre 1) -> 1/2, item 3 (genre 3) -> 0
+    assert x[0, 4] == 0.5 and x[2, 4] == 0.0 and x[1, 4] == 0.5
+    feats.fit_scaler(data)
+    m = feats.linear(data)
+    assert m.shape == (6, feats.users + feats.items + feats.genres + 5)
+    block = m[:, :feats.users + feats.items + feats.genres].toarray()
+    assert block[0, data[F.USER_IDX][0]] == 1 and block[0, feats.users + 1] == 1
+    assert block[0, feats.users + feats.items + 1] == 1 and block[0, feats.users + feats.items + 2] == 1
+    assert block.sum(axis=1).tolist() == [4, 3, 3, 3, 4, 3]  # user + item + genres (padding dropped)
+    trees, tnames, categorical = feats.trees(data)
+    assert categorical == [0, 1, 2] and tnames[:3] == ["user_idx", "item_idx", "genre_idx"]
+    assert trees[:, 2].tolist() == [1, 2, 3, 1, 2, 1]
+    assert feats.trees(data, ids=False)[2] == []
+
+
+def test_peers_fit_and_predict_on_tiny_data():
+    rng = np.random.default_rng(0)
+    n = 200
+    data = {
+        F.USER_IDX: rng.integers(1, 5, n), F.ITEM_IDX: rng.integers(1, 20, n),
+        F.ITEM_GENRE_IDX: rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
+        F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
+    }
+    data[F.BUY] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
+    parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 120), slice(120, 160), slice(160, 200))]
+    feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8)
+    feats.fit_scaler(parts[0])
+    task = D.dataset_spec("taobao").task("buy")
+    pred, setting, value = mt.fit_logreg(task, feats, *parts, seed=0)
+    assert pred.shape == (40,) and np.all((pred >= 0) & (pred <= 1)) and "C" in setting and value > 0.7
+    pred, setting, value = mt.fit_lightgbm(task, feats, *parts, seed=0, threads=1)
+    assert pred.shape == (40,) and {"num_leaves", "ids", "rounds"} <= set(setting) and value > 0.7
