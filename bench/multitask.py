@@ -343,7 +343,9 @@ def summarize(dataset: str, model: str, task: T.TaskSpec, per_seed: Sequence[np.
     for metric in values[0]:
         stats = common.mean_std([v[metric] for v in values])
         rows.append({"dataset": dataset, "model": model, "task": task.name, "metric": metric,
-                     "value": stats["mean"], "std": stats["std"], "seeds": len(values)})
+                     "value": stats["mean"],
+                     # one value (a deterministic peer, one seed): no spread, written 0
+                     "std": stats["std"] if stats["std"] is not None else 0.0, "seeds": len(values)})
     return rows
 
 
