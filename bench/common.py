@@ -100,7 +100,7 @@ def machine() -> Dict[str, Any]:
 
 def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta: Dict[str, Any],
                   out_dir: str = RESULTS_DIR) -> None:
-    """`<out>/<name>.json` (the rows, as the issue asks) and `<out>/<name>.md` (table + method)."""
+    """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method)."""
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
     header = ["", "Produced by: `" + meta["command"] + "`", f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))

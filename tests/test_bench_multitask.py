@@ -64,7 +64,7 @@ def test_tasks_drop_the_implicit_label_without_negatives_and_masks_follow_condit
     assert mt.task_mask(data, spec.task("watched")).all()
 
 
-def test_rows_have_the_issue_shape_mean_and_std_over_seeds():
+def test_rows_have_one_metric_each_with_mean_and_std_over_seeds():
     task = D.dataset_spec("taobao").task("buy")
     y = np.array([0, 1, 0, 1, 1, 0], dtype=float)
     mask = np.array([True] * 5 + [False])
