@@ -268,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Logs: {config.log_path}")
     started = time.monotonic()
     try:
-        run(config, progress_out=sys.stdout)
+        timings = run(config, progress_out=sys.stdout)
     except run_lock.RunLocked as e:
         print(f"\nerror: {e}")
         return 2
@@ -293,6 +293,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for family in config.families:
             outcome = report.family_outcome(config.pipeline_root, family)
             print("\n".join(report.format_outcome(outcome)) if outcome else f"  {family}: no evaluation")
+    from pipeline import html_report
+
+    print(f"\nReport: {html_report.write(config, timings)}")
     return 0
 
 

@@ -213,3 +213,42 @@ def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, 
     assert f"ratings.csv:{line_no}: expected 4 fields" in printed
     # Bad input is a message, not a crash: no stack trace from the log on the terminal.
     assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed
+
+
+def test_the_run_report_is_one_self_contained_html_file(trained_run):
+    import html.parser
+    import re
+
+    from pipeline import html_report
+
+    config, timings, _ = trained_run
+    path = html_report.write(config, timings)
+    assert path == os.path.join(config.output_dir, html_report.REPORT_NAME)
+    text = open(path, encoding="utf-8").read()
+    # Nothing is fetched from elsewhere: no script, no external stylesheet, image or font.
+    assert "<script" not in text and not re.findall(r"(?:src|href)=[\"'](?:https?:)?//", text)
+    for section in ("run", "data", "models"):
+        assert f'id="{section}"' in text
+    for family in config.families:
+        assert f'id="family-{family}"' in text and "blessed, pushed version" in text
+    assert text.count("<svg") >= len(config.families)  # a training curve per family
+    assert "split=eval x user_activity=" in text  # slices within a split
+    for split in ("train", "eval", "test"):  # the data section has every split's statistics
+        assert f"<td>{split}</td>" in text
+
+    class Checker(html.parser.HTMLParser):  # well-formed: every opened table/svg/section tag is closed
+        def __init__(self):
+            super().__init__()
+            self.open = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("table", "svg", "ul", "h2", "h3", "h4"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag in ("table", "svg", "ul", "h2", "h3", "h4"):
+                assert self.open and self.open.pop() == tag, tag
+
+    checker = Checker()
+    checker.feed(text)
+    assert checker.open == []
