@@ -313,6 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--model", default="mf")
     parser.add_argument("--examples", default=None, help="TFRecord of serialized tf.Examples (.gz = GZIP)")
     parser.add_argument("--out", default=os.path.join("bench", "results"))
+    parser.add_argument("--name", default="serving", help="result files <out>/<name>.json and .md")
     parser.add_argument("--target", default=None, help="measure this running server instead of a local one")
     parser.add_argument("--requests", type=int, default=3000, help="request bound per cell")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per cell")
@@ -347,10 +348,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     loaded = tf.saved_model.load(version_dir)
     signatures = set(loaded.signatures.keys())
-    cases: List[Tuple[str, int, Dict[str, np.ndarray]]] = [
-        (protocol.SERVING_DEFAULT, 1, {protocol.EXAMPLES: np.array(batch100[:1], dtype=object)}),
-        (protocol.SERVING_DEFAULT, CANDIDATES, {protocol.EXAMPLES: np.array(batch100, dtype=object)}),
-    ]
+    cases: List[Tuple[str, int, Dict[str, np.ndarray]]] = []
+    # Scoring cases where the model scores examples (a retrieval-only family's serving_default
+    # is its `recommend`, measured below).
+    default_inputs = loaded.signatures[protocol.SERVING_DEFAULT].structured_input_signature[1]
+    if protocol.EXAMPLES in default_inputs:
+        cases += [
+            (protocol.SERVING_DEFAULT, 1, {protocol.EXAMPLES: np.array(batch100[:1], dtype=object)}),
+            (protocol.SERVING_DEFAULT, CANDIDATES, {protocol.EXAMPLES: np.array(batch100, dtype=object)}),
+        ]
     if protocol.RECOMMEND in signatures:
         cases.append(
             (protocol.RECOMMEND, 1, {features.HISTORY_ITEM_IDS: hist_items, features.HISTORY_BEHAVIORS: hist_behaviors})
@@ -427,13 +433,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     meta["goals"] = goals(rows)
     for row in rows:
         row.pop("first_error", None) if row.get("errors", 0) == 0 else None
-    atomic_write(os.path.join(args.out, "serving.json"), json.dumps(rows, indent=2) + "\n")
-    atomic_write(os.path.join(args.out, "serving.md"), render_markdown(rows, meta))
+    atomic_write(os.path.join(args.out, f"{args.name}.json"), json.dumps(rows, indent=2) + "\n")
+    atomic_write(os.path.join(args.out, f"{args.name}.md"), render_markdown(rows, meta))
     if tmp_base is not None:
         shutil.rmtree(tmp_base, ignore_errors=True)
     for line in meta["goals"]:
         print(line)
-    print(f"wrote {os.path.join(args.out, 'serving.json')} and serving.md")
+    print(f"wrote {os.path.join(args.out, args.name + '.json')} and {args.name}.md")
 
 
 if __name__ == "__main__":
