@@ -295,6 +295,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("\n".join(report.format_outcome(outcome)) if outcome else f"  {family}: no evaluation")
     from pipeline import html_report
 
+    from pipeline import model_card
+
+    for path in model_card.write_cards(config):
+        print(f"Model card: {path}")
     print(f"\nReport: {html_report.write(config, timings)}")
     return 0
 

@@ -252,3 +252,27 @@ def test_the_run_report_is_one_self_contained_html_file(trained_run):
     checker = Checker()
     checker.feed(text)
     assert checker.open == []
+
+
+def test_each_pushed_version_gets_a_model_card_from_the_runs_measurements(trained_run):
+    from pipeline import model_card
+
+    config = trained_run[0]
+    paths = model_card.write_cards(config)
+    # Every family whose newest run pushed a version (another test reruns `mf` with a gate it fails).
+    pushed = {f: report.family_outcome(config.pipeline_root, f) for f in config.families}
+    pushed = {f: o for f, o in pushed.items() if o["push"]["pushed"]}
+    assert "two_tower" in pushed
+    assert paths == [os.path.join(o["push"]["path"], "assets.extra", model_card.CARD_NAME) for o in pushed.values()]
+    for family, path in zip(pushed, paths):
+        outcome = pushed[family]
+        text = open(path, encoding="utf-8").read()
+        for section in ("## Model details", "## Intended use", "## Data", "## Metrics", "## Metrics by slice",
+                        "## Gate", "## Caveats"):
+            assert section in text, (family, section)
+        # The card's numbers are the Evaluator's: the test split's first key metric, as measured.
+        test = outcome["metrics"]["test"]
+        output, values = sorted(test.items())[0]
+        name = next(n for n in report.KEY_METRICS if n in values)
+        assert f"| test | {output or '-'} | {name} | {values[name]:.4f} |" in text
+    assert "recommends the top K" in open(paths[list(pushed).index("two_tower")]).read()
