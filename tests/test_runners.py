@@ -18,10 +18,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_STAGES = {
     "InteractionExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate", "Transform",
 }
-HAS_MODEL_STAGES = importlib.util.find_spec("pipeline.model_stages") is not None
-needs_model_stages = pytest.mark.skipif(
-    not HAS_MODEL_STAGES,
-    reason="pipeline/model_stages.py (trainer/evaluator/pusher stages) is not in this tree yet")
 
 
 def _config(tmp_path, families=()):
@@ -67,7 +63,6 @@ def _kfp_config(tmp_path, families):
         _config(tmp_path, families), data_dir=kubeflow_runner.IMAGE_DATA_DIR, output_dir="gs://bucket/recsys"))
 
 
-@needs_model_stages
 def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_path):
     import kfp.components
     from google.protobuf import json_format
@@ -224,7 +219,6 @@ def test_airflow_pipeline_matches_local_runner(tmp_path):
     assert list(pipeline.beam_pipeline_args) == list(config.beam_pipeline_args)
 
 
-@needs_model_stages
 def test_airflow_pipeline_matches_local_runner_with_families(tmp_path):
     config = _config(tmp_path, PipelineConfig().families)
     assert _shape(airflow_runner.build_pipeline(config)) == _shape(_local_pipeline(config))
