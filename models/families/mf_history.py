@@ -39,13 +39,20 @@ class HistoryMatrixFactorization(OneScoreModel):
     def __init__(self, context, hparams: MFHistoryParams, **kwargs):
         super().__init__(context, hparams, **kwargs)
         self.query_layer = blocks.HistoryQuery(context, hparams.dim, hparams.user_id, hparams.history_dropout, name="query")
-        self.item_embedding = blocks.embedding(context.num_items, hparams.dim, context.seed + 1, "item_embedding")
+        self.build_items(context, hparams)
         self.item_bias = blocks.Bias(context.num_items, name="item_bias")
+
+    # The item side: an id embedding here; `mf_dnn` replaces it with a metadata tower.
+    def build_items(self, context, hparams) -> None:
+        self.item_embedding = blocks.embedding(context.num_items, hparams.dim, context.seed + 1, "item_embedding")
+
+    def item_vector(self, items, features, training=False):
+        return self.item_embedding(items)
 
     def forward(self, features, training=False):
         q, b_q = self.query_layer(features, training=training)
         i = features[F.ITEM_IDX]
-        v, b_i = self.item_embedding(i), self.item_bias(i)
+        v, b_i = self.item_vector(i, features, training=training), self.item_bias(i)
         logit = tf.reduce_sum(q * v, -1) + b_q + b_i + self.global_bias
         penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_q[:, None], b_i[:, None]))
         return {self.task_name: logit}, penalty
