@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -29,8 +29,16 @@ $(STAMP): requirements.lock setup.py
 run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
+
+# The report's browser test needs Chromium: the Debian package, installed when missing
+# (as root, or through sudo). Set CHROMIUM=/path/to/chromium to use another binary.
+browser:
+	@test -n "$$CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "Installing Chromium (Debian package chromium) for the report's browser test..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 bench: bench-ingest bench-mf bench-topk bench-serving bench-reliability
 

@@ -623,6 +623,34 @@ def calibration(predictions, labels) -> float:
     return math.fsum(p.tolist()) / total if total else float("nan")
 
 
+CALIBRATION_BINS = "calibration_bins"
+CALIBRATION_BIN_COUNT = 10
+
+
+def calibration_bins(predictions, labels, low: float, high: float, bins: int = CALIBRATION_BIN_COUNT) -> np.ndarray:
+    """The reliability diagram's data: [bins, 3] rows of (mean prediction, mean label, count)
+    over `bins` equal-width bins of the prediction on [low, high] (values outside go to the
+    end bins); an empty bin is (NaN, NaN, 0).
+
+    Args:
+      predictions: predicted probabilities (binary task) or values (regression).
+      labels: aligned labels.
+      low, high: the prediction range the bins cover.
+      bins: number of bins.
+    """
+    p, y = _float_vector("predictions", predictions), _float_vector("labels", labels)
+    if p.shape != y.shape:
+        raise ValueError(f"predictions and labels must have the same length, got {p.size} and {y.size}")
+    if not high > low or bins < 1:
+        raise ValueError(f"calibration bins need high > low and bins >= 1, got [{low}, {high}] and {bins}")
+    index = np.clip(((p - low) / (high - low) * bins).astype(np.int64), 0, bins - 1) if p.size else p.astype(np.int64)
+    count = np.bincount(index, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(index, weights=p, minlength=bins) / count
+        mean_y = np.bincount(index, weights=y, minlength=bins) / count
+    return np.stack([mean_p, mean_y, count], axis=1)
+
+
 def binary_task_metrics(probabilities, labels) -> Dict[str, float]:
     """`auc`, `pr_auc`, `log_loss`, `calibration`, `positive_rate` and `examples` of a 0/1 task."""
     p, y = _float_vector("probabilities", probabilities), _float_vector("labels", labels)

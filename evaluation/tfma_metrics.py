@@ -23,6 +23,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
 
+from contract import features as F
 from contract import protocol
 
 # The metrics' keys carry example_weighted=None: that is the key a MetricsSpec's
@@ -110,15 +111,22 @@ class _TaskCombiner(beam.CombineFn):
         y = np.concatenate(accumulator.labels) if accumulator.labels else np.zeros(0)
         if self._kind == T.REGRESSION:
             values = d.regression_task_metrics(p, y, self._liked_threshold) if p.size else {}
+            low, high = F.MIN_RATING, F.MAX_RATING
         else:
             values = d.binary_task_metrics(p, y) if p.size else {}
-        return {key: float(values.get(name, float("nan"))) for name, key in self._keys.items()}
+            low, high = 0.0, 1.0
+        out = {key: float(values.get(name, float("nan"))) for name, key in self._keys.items()
+               if name != d.CALIBRATION_BINS}
+        if d.CALIBRATION_BINS in self._keys:  # an array metric: TFMA stores it as an ArrayValue
+            out[self._keys[d.CALIBRATION_BINS]] = d.calibration_bins(p, y, low, high)
+        return out
 
 
 def task_metric_names(kind: str, liked_threshold: Optional[float] = None) -> List[str]:
     if kind == T.REGRESSION:
-        return [d.RMSE_NAME, d.MAE_NAME, "calibration", "examples"] + (["auc"] if liked_threshold is not None else [])
-    return ["auc", "pr_auc", "log_loss", "calibration", "positive_rate", "examples"]
+        return ([d.RMSE_NAME, d.MAE_NAME, "calibration", d.CALIBRATION_BINS, "examples"]
+                + (["auc"] if liked_threshold is not None else []))
+    return ["auc", "pr_auc", "log_loss", "calibration", d.CALIBRATION_BINS, "positive_rate", "examples"]
 
 
 def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task",
@@ -143,9 +151,11 @@ def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = 
 class TaskMetrics(tfma.metrics.Metric):
     """All metrics of one REGRESSION or BINARY task output (see module docstring).
 
-    Regression: `rmse`, `mae`, `calibration` (mean prediction / mean label), `examples`,
+    Regression: `rmse`, `mae`, `calibration` (mean prediction / mean label), `calibration_bins`
+    (the reliability diagram over the rating range, see `definitions.calibration_bins`), `examples`,
     and with `liked_threshold` the `auc` of the prediction against label >= threshold.
-    Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `positive_rate`, `examples`.
+    Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `calibration_bins` (over [0, 1]),
+    `positive_rate`, `examples`.
 
     Args:
       kind: contract.tasks.REGRESSION or BINARY.

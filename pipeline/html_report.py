@@ -1,5 +1,6 @@
 """One self-contained HTML report per run: data, per family the gate's verdict, metrics per
-split, task and slice, the training curve and the expert gates.
+split, task and slice, the comparison with the last blessed model, calibration plots, the
+training curve and the expert gates.
 
 Self-contained: no script, no stylesheet or font from elsewhere, plots as inline SVG, so
 the file opens anywhere, offline. TFMA's own results stay where the Evaluator wrote them
@@ -66,6 +67,39 @@ def line_chart(series: Dict[str, Sequence[float]], title: str, width: int = 480,
         color = colors[k % len(colors)]
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{points}"/>')
         parts.append(f'<text x="{10 + 150 * k}" y="{height + 32}" font-size="11" fill="{color}">{_e(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def reliability_chart(curves: Dict[str, "np.ndarray"], title: str, size: int = 240) -> str:
+    """An inline SVG reliability diagram: per split, mean label against mean prediction of each
+    non-empty bin (rows of `definitions.calibration_bins`), over the diagonal a calibrated
+    model follows. Both axes span the bins' range."""
+    points = {split: bins[bins[:, 2] > 0] for split, bins in curves.items()}
+    values = [v for bins in points.values() for v in bins[:, :2].ravel().tolist()]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    pad = 30
+
+    def xy(p, y):
+        return pad + (size - pad - 10) * (p - lo) / span, size - pad - (size - pad - 10) * (y - lo) / span
+
+    colors = ("#1f77b4", "#d62728")
+    (x0, y0), (x1, y1) = xy(lo, lo), xy(hi, hi)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 120}" height="{size + 20}" role="img">',
+             f"<title>{_e(title)}</title>",
+             f'<text x="4" y="14" font-size="12">{_e(title)}</text>',
+             f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="#999" stroke-dasharray="4"/>',
+             f'<text x="{pad}" y="{size - 8}" font-size="11">predicted {lo:.2f} .. {hi:.2f}; up: observed</text>']
+    for k, (split, bins) in enumerate(sorted(points.items())):
+        color = colors[k % len(colors)]
+        coords = [xy(p, y) for p, y in bins[:, :2].tolist()]
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                     + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in coords]
+        parts.append(f'<text x="{size}" y="{40 + 16 * k}" font-size="11" fill="{color}">{_e(split)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -150,6 +184,22 @@ def _family_section(pipeline_root: str, outputs: Dict[str, Dict[str, str]], fami
     parts.append(_table(["split", "task", "metric", "value"], rows))
     evaluation = outputs.get(f"Evaluator_{family}", {}).get("evaluation")
     if evaluation:
+        diffs = report.split_diffs(evaluation)
+        parts.append("<h4>Against the last blessed model (eval split: candidate minus blessed)</h4>")
+        parts.append(_table(["task", "metric", "difference"],
+                            [[output or "-", name, value] for output, metrics in sorted(diffs.items())
+                             for name, value in sorted(metrics.items())])
+                     if diffs else "<p>No blessed model before this run: nothing to compare with.</p>")
+        curves = report.split_arrays(evaluation, "calibration_bins")
+        by_output: Dict[str, Dict] = {}
+        for split, outputs_bins in curves.items():
+            for output, bins in outputs_bins.items():
+                by_output.setdefault(output, {})[split] = bins
+        if by_output:
+            parts.append('<h4 class="calibration">Calibration: observed against predicted, by bins of the '
+                         'prediction</h4>')
+            parts += [reliability_chart(bins, f"{family} {output or 'prediction'}: calibration")
+                      for output, bins in sorted(by_output.items())]
         parts.append("<h4>Slices</h4>")
         parts.append(_table(["slice", "task", "metric", "value"], slice_metrics(evaluation)))
     training = outcome.get("training", {})

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
+import numpy as np
 from google.protobuf import text_format
 
 from contract import protocol
@@ -49,6 +50,44 @@ def split_metrics(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]
         for kv in slice_metrics.metric_keys_and_values:
             if kv.value.HasField("double_value") and not kv.key.is_diff:
                 out.setdefault(split, {}).setdefault(kv.key.output_name, {})[kv.key.name] = kv.value.double_value.value
+    return out
+
+
+def _array(value) -> np.ndarray:
+    """A TFMA ArrayValue as a numpy array of its shape."""
+    array = value.array_value
+    data = array.float64_values or array.float32_values or array.int64_values or array.int32_values
+    return np.asarray(list(data), dtype=np.float64).reshape(tuple(array.shape))
+
+
+def split_arrays(evaluation_dir: str, name: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """{split: {output name: array}} of the array metric `name` (e.g. calibration_bins) on the
+    split slices."""
+    import tensorflow_model_analysis as tfma
+
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_dir):
+        keys = slice_metrics.slice_key.single_slice_keys
+        if len(keys) != 1 or keys[0].column != "split":
+            continue
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.key.name == name and not kv.key.is_diff and kv.value.HasField("array_value"):
+                out.setdefault(keys[0].bytes_value.decode(), {})[kv.key.output_name] = _array(kv.value)
+    return out
+
+
+def split_diffs(evaluation_dir: str, split: str = "eval") -> Dict[str, Dict[str, float]]:
+    """{output name: {metric: candidate - last blessed}} on one split ({} on a first run)."""
+    import tensorflow_model_analysis as tfma
+
+    out: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_dir):
+        keys = slice_metrics.slice_key.single_slice_keys
+        if len(keys) != 1 or keys[0].column != "split" or keys[0].bytes_value.decode() != split:
+            continue
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.key.is_diff and kv.value.HasField("double_value") and kv.key.name in KEY_METRICS:
+                out.setdefault(kv.key.output_name, {})[kv.key.name] = kv.value.double_value.value
     return out
 
 

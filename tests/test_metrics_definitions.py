@@ -189,3 +189,24 @@ def test_recommendation_metrics_names_and_bad_input():
     with pytest.raises(ValueError, match="user_ids must be one id per example"):
         m.mean_ndcg_at_k([b"a"], [1.0, 2.0], [4.0, 3.0], 10)
     assert math.isnan(m.mean_ndcg_at_k([], [], [], 10))
+
+
+def test_calibration_bins_are_mean_prediction_and_label_per_bin():
+    p = [0.05, 0.15, 0.12, 0.95, 1.0, -0.2]
+    y = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    bins = m.calibration_bins(p, y, 0.0, 1.0, bins=10)
+    assert bins.shape == (10, 3)
+    # -0.2 falls in the first bin with 0.05, 1.0 in the last with 0.95.
+    np.testing.assert_allclose(bins[0], [(0.05 - 0.2) / 2, 0.0, 2])
+    np.testing.assert_allclose(bins[1], [(0.15 + 0.12) / 2, 0.5, 2])
+    np.testing.assert_allclose(bins[9], [(0.95 + 1.0) / 2, 1.0, 2])
+    empty = bins[2:9]
+    assert np.all(empty[:, 2] == 0) and np.all(np.isnan(empty[:, :2]))
+    assert bins[:, 2].sum() == len(p)
+
+
+def test_calibration_bins_reject_mismatched_input():
+    with pytest.raises(ValueError, match="same length"):
+        m.calibration_bins([0.1, 0.2], [1.0], 0.0, 1.0)
+    with pytest.raises(ValueError, match="high > low"):
+        m.calibration_bins([0.1], [1.0], 1.0, 1.0)

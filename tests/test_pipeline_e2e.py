@@ -232,6 +232,10 @@ def test_the_run_report_is_one_self_contained_html_file(trained_run):
     for family in config.families:
         assert f'id="family-{family}"' in text and "blessed, pushed version" in text
     assert text.count("<svg") >= len(config.families)  # a training curve per family
+    # Pointwise families get a reliability diagram per task from the Evaluator's calibration
+    # bins, eval and test on one chart; retrieval families (no probabilities) get none.
+    assert text.count('class="calibration"') == 1 and "mf prediction: calibration" in text
+    assert "Against the last blessed model" in text
     assert "split=eval x user_activity=" in text  # slices within a split
     for split in ("train", "eval", "test"):  # the data section has every split's statistics
         assert f"<td>{split}</td>" in text
