@@ -112,6 +112,36 @@ class RecModel(tfrs.Model):
             total += self.loss_weights[name] * task(features[task.spec.label], value, mask)
         return total
 
+    def train_step(self, inputs):
+        """tfrs.Model's step, with the loss divided by the replicas in sync: under a
+        `tf.distribute` strategy the replicas' gradients are summed, so this keeps the step
+        the gradient of the mean loss (one replica: unchanged)."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.reduce_sum([tf.reduce_sum(loss) for loss in self.losses])
+            total_loss = loss + regularization_loss
+            scaled = total_loss / replicas if replicas > 1 else total_loss
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        return self._step_logs(loss, regularization_loss, total_loss)
+
+    def test_step(self, inputs):
+        loss = self.compute_loss(inputs, training=False)
+        regularization_loss = tf.reduce_sum([tf.reduce_sum(loss) for loss in self.losses])
+        return self._step_logs(loss, regularization_loss, loss + regularization_loss)
+
+    def _step_logs(self, loss, regularization_loss, total_loss):
+        """The step's metrics (synchronised across replicas by Keras) and its losses, averaged
+        over the replicas in sync."""
+        context = tf.distribute.get_replica_context()
+        if context is not None and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            loss, regularization_loss, total_loss = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [loss, regularization_loss, total_loss])
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization_loss, total_loss=total_loss)
+        return metrics
+
     def query_penalty(self, query: tf.Tensor) -> tf.Tensor:
         """Regularization of a retrieval batch's query vectors [B, d] (families override)."""
         return tf.constant(0.0)

@@ -40,6 +40,9 @@ class PipelineConfig:
       max_bad_rows: bad input rows tolerated (dropped and reported) before failing.
       train_steps: cap on each Trainer's total steps (0: none; each family trains
         until its eval metric stops improving, at most its `max_epochs`).
+      train_strategy: the Trainers' `tf.distribute` strategy: `default`, `mirrored`
+        (every local device) or `multi_worker` (one process per worker, each with its
+        TF_CONFIG; see training/distribute.py and README "Distributed training").
       top_k: K of `recommend`, `similar_items` and the top-K metrics.
       seed: one seed for sampling, initialisation and shuffling.
       gate_thresholds / gate_max_worsening: per task name, the gate's value bound and
@@ -64,6 +67,7 @@ class PipelineConfig:
     eval_day: str = "2017-12-02"
     test_day: str = "2017-12-03"
     train_steps: int = 0
+    train_strategy: str = "default"
     top_k: int = 10
     seed: int = 42
     gate_thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)

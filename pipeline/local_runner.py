@@ -219,6 +219,9 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train_strategy", default=defaults.train_strategy,
+                        choices=["default", "mirrored", "multi_worker"],
+                        help="the Trainers' tf.distribute strategy (multi_worker: TF_CONFIG must name the workers)")
     add_beam_arguments(parser)
     parser.add_argument("--schema_file", default=None, help="schema to validate against (default: the curated one)")
     args = parser.parse_args(argv)
@@ -243,6 +246,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         gate_thresholds=gates,
         max_history=args.max_history,
         train_steps=args.train_steps,
+        train_strategy=args.train_strategy,
         negatives_per_positive=args.negatives_per_positive,
         max_bad_rows=args.max_bad_rows,
         seed=args.seed,

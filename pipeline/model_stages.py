@@ -60,6 +60,7 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
                 seed=config.seed,
                 top_k=config.top_k,
                 tasks=tuple(t.name for t in tasks),
+                strategy=config.train_strategy,
             ).to_custom_config(),
         ).with_id(f"Trainer_{family_name}")
 

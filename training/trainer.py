@@ -13,6 +13,8 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -29,7 +31,7 @@ from export.signatures import export_model
 from models.base import RETRIEVE, RecModel
 from models.context import ITEM_TABLE_FEATURES, ModelContext
 from models.registry import Family, get_family
-from training import topk
+from training import distribute, topk
 from training.inputs import item_feature_table, load_examples, make_dataset, num_batches, resolve_files
 from training.views import ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs
 
@@ -49,6 +51,7 @@ class TrainConfig:
       top_k: K of `recommend`, `similar_items` and the top-K metrics.
       tasks: the task names to train (empty: the family's tasks on the dataset); the
         pipeline passes the list its Evaluator measures.
+      strategy: the `tf.distribute` strategy (training.distribute.STRATEGIES).
     """
 
     family: str
@@ -58,6 +61,12 @@ class TrainConfig:
     seed: int = 42
     top_k: int = 10
     tasks: Tuple[str, ...] = ()
+    strategy: str = distribute.DEFAULT
+
+    def __post_init__(self):
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"unknown training strategy {self.strategy!r}; expected one of "
+                             f"{list(distribute.STRATEGIES)}")
 
     @classmethod
     def from_custom_config(cls, config: Dict[str, Any]) -> "TrainConfig":
@@ -147,13 +156,17 @@ def train(
     spec = D.dataset_spec(config.dataset)
     hparams = family.hparams().override(config.hparams)
     tft_output = tft.TFTransformOutput(transform_output)
-    if family.view == F.USER_VIEW:
-        model, fit_args, valid = _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files,
-                                                  train_steps)
-    else:
-        model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
-                                                    eval_files, train_steps)
-    model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
+    strategy = distribute.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    setup = _user_view_setup if family.view == F.USER_VIEW else _interaction_setup
+    with strategy.scope():  # batches stay global: fit splits each across the replicas
+        model, fit_args, valid = setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps)
+        model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
+    if replicas > 1:
+        model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
+        for key in ("x", "validation_data"):
+            if key in fit_args:
+                fit_args[key] = distribute.shard(fit_args[key], strategy)
     monitor, mode = model.monitor(config.top_k)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=hparams.patience,
                                              restore_best_weights=True)
@@ -173,6 +186,8 @@ def train(
         "monitor": monitor,
         "best_value": None if best is None else logs[monitor][best],
         "train_seconds": round(seconds, 2),
+        "strategy": config.strategy,
+        "replicas": replicas,
         "history": logs,
     }
     if hasattr(model, "task_weights"):
@@ -271,7 +286,14 @@ def train_and_export(config: TrainConfig, train_files, eval_files, transform_out
                      train_steps: Optional[int] = None) -> Dict[str, Any]:
     """Trains one family and exports it with its signatures; returns the training summary."""
     model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps)
-    export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
+    if distribute.is_chief(model.distribute_strategy):
+        export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
+    else:  # every worker saves (saving may need all of them); only the chief's export is kept
+        scratch = tempfile.mkdtemp(prefix="worker-export-")
+        try:
+            export_model(model, tft.TFTransformOutput(transform_output), valid, scratch, top_k=config.top_k)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return summary
 
 
