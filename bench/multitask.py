@@ -55,6 +55,7 @@ from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import tasks as T  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
+from training.inputs import predict_rows  # noqa: E402,F401  (re-exported for the benchmarks)
 
 FAMILIES = ("single_task", "shared_bottom", "mmoe", "ple", "nmtr")
 PEERS = ("logreg", "lightgbm")
@@ -299,26 +300,6 @@ def fit_lightgbm(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test,
 # --------------------------------------------------------------------------
 # Families
 # --------------------------------------------------------------------------
-def predict_rows(model, data: Dict[str, np.ndarray], batch_size: int = 2048) -> Dict[str, np.ndarray]:
-    """The model's served predictions for every row, in row order (batched per history bucket)."""
-    import tensorflow as tf
-
-    from training.inputs import HISTORY_SEQUENCES
-
-    n = len(data[F.ITEM_IDX])
-    out: Dict[str, np.ndarray] = {}
-    buckets = np.asarray(data[F.HISTORY_BUCKET]).reshape(n)
-    for size in sorted(set(int(b) for b in buckets)):
-        idx = np.flatnonzero(buckets == size)
-        for start in range(0, len(idx), batch_size):
-            rows = idx[start:start + batch_size]
-            batch = {name: tf.constant(value[rows, :size] if name in HISTORY_SEQUENCES else value[rows])
-                     for name, value in data.items()}
-            for task, value in model(batch, training=False).items():
-                out.setdefault(task, np.zeros(n, dtype=np.float64))[rows] = np.asarray(value).reshape(-1)
-    return out
-
-
 def train_family(family: str, stages: common.DataStages, tasks: Sequence[str], seed: int,
                  hparams: Dict[str, Any], test, evaluation):
     from training.trainer import TrainConfig, train

@@ -14,7 +14,7 @@ from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
 from models import multitask
-from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, two_tower
+from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, takd, two_tower
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -77,6 +77,10 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            "progressive layered extraction (shared and task experts)"),
     Family("nmtr", nmtr.NMTRModel, multitask.MultiTaskParams, multitask.task_names, F.INTERACTION_VIEW,
            "behavior cascade over shared embeddings"),
+    Family("takd_teacher", takd.TAKDTeacher, takd.TAKDTeacherParams, takd.pair_tasks, F.INTERACTION_VIEW,
+           "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)"),
+    Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
+           "small task-pair model distilled from takd_teacher's soft labels (alone without them)"),
 )}
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -139,8 +139,13 @@ def train(
     eval_files,
     transform_output: str,
     train_steps: Optional[int] = None,
+    soft_labels: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None,
 ) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
-    """Trains one family; returns the model, a summary and the candidate rows (bool [N])."""
+    """Trains one family; returns the model, a summary and the candidate rows (bool [N]).
+
+    `soft_labels`, for a distilled student (training/distillation.py), maps the training
+    rows to extra columns (a teacher's soft labels) added to those rows only.
+    """
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
     family = get_family(config.family)
@@ -152,7 +157,7 @@ def train(
                                                   train_steps)
     else:
         model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
-                                                    eval_files, train_steps)
+                                                    eval_files, train_steps, soft_labels)
     model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
     monitor, mode = model.monitor(config.top_k)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=hparams.patience,
@@ -215,7 +220,8 @@ def mean_gate_weights(model: RecModel, batches, max_batches: int = 50) -> Dict[s
     return {task: [round(float(v), 4) for v in total / max(count, 1)] for task, total in sums.items()}
 
 
-def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps,
+                       soft_labels=None):
     data = load_examples(train_files, tft_output, config.max_history)
     eval_data = load_examples(eval_files, tft_output, config.max_history)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
@@ -227,6 +233,8 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
     present = table.pop("present")
     context = _context(family, spec, tft_output, config, counts, mean_rating, table)
     model = family.build(context, hparams)
+    if soft_labels is not None:
+        data = {**data, **soft_labels(data)}
     train_ds = make_dataset(data, hparams.batch_size, shuffle=True, seed=config.seed, repeat=True)
     steps = num_batches(data, hparams.batch_size)
     fit_args = dict(
