@@ -471,19 +471,27 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
     return "\n".join(parts)
 
 
-def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
-                checks, settings, timings) -> None:
+def load_dataset(dataset: str, work_dir: str, negatives: int, taobao_dir: str):
+    """(data stages, {split: transformed rows}) of the benchmark's protocol for `dataset`."""
     import tensorflow_transform as tft
 
     from training.inputs import load_examples
 
     if dataset == "movielens":
-        stages = common.data_stages(args.work_dir, negatives_per_positive=args.negatives)
+        stages = common.data_stages(work_dir, negatives_per_positive=negatives)
+    elif dataset == "taobao":
+        stages = common.data_stages(work_dir, dataset="taobao", split="by_day", data_dir=taobao_dir)
     else:
-        stages = common.data_stages(args.work_dir, dataset="taobao", split="by_day", data_dir=args.taobao_dir)
+        raise ValueError(f"unknown benchmark dataset {dataset!r}; expected movielens or taobao")
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     parts = {split: load_examples(stages.files(F.INTERACTION_VIEW, split), tft_output, stages.config.max_history)
              for split in ("train", "eval", "test")}
+    return stages, parts
+
+
+def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
+                checks, settings, timings) -> None:
+    stages, parts = load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
     tasks = dataset_tasks(dataset, stages.config.negatives_per_positive)
     spec = D.dataset_spec(dataset)
     masks = {split: {t.name: task_mask(parts[split], t) for t in tasks} for split in parts}

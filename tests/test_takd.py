@@ -160,7 +160,7 @@ def test_calibration_step_moves_only_the_platt_heads(trained_teacher):
     assert any(not np.allclose(old, v.numpy()) for old, v in zip(heads_before, heads))
     # and the ranking loss does not reach the heads, nor the calibration loss the network
     with tf.GradientTape(persistent=True) as tape:
-        main, calibration = teacher.losses(batch, training=True)
+        main, calibration = teacher.loss_terms(batch, training=True)
     assert all(g is None for g in tape.gradient(main, heads))
     assert all(g is None for g in tape.gradient(calibration, network))
     for old, v in zip(heads_before, heads):  # the module's teacher as it was

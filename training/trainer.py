@@ -140,11 +140,14 @@ def train(
     transform_output: str,
     train_steps: Optional[int] = None,
     soft_labels: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None,
+    rows: Optional[Callable[[Dict[str, np.ndarray]], np.ndarray]] = None,
 ) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
     """Trains one family; returns the model, a summary and the candidate rows (bool [N]).
 
     `soft_labels`, for a distilled student (training/distillation.py), maps the training
-    rows to extra columns (a teacher's soft labels) added to those rows only.
+    rows to extra columns (a teacher's soft labels) added to those rows only. `rows` maps
+    a split's rows to the bool [n] rows to train and early-stop on (e.g. the rows where
+    the model's tasks are defined; item statistics still come from every training row).
     """
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
@@ -157,7 +160,7 @@ def train(
                                                   train_steps)
     else:
         model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
-                                                    eval_files, train_steps, soft_labels)
+                                                    eval_files, train_steps, soft_labels, rows)
     model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
     monitor, mode = model.monitor(config.top_k)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=hparams.patience,
@@ -221,7 +224,7 @@ def mean_gate_weights(model: RecModel, batches, max_batches: int = 50) -> Dict[s
 
 
 def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps,
-                       soft_labels=None):
+                       soft_labels=None, rows=None):
     data = load_examples(train_files, tft_output, config.max_history)
     eval_data = load_examples(eval_files, tft_output, config.max_history)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
@@ -233,6 +236,9 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
     present = table.pop("present")
     context = _context(family, spec, tft_output, config, counts, mean_rating, table)
     model = family.build(context, hparams)
+    if rows is not None:
+        keep = rows(data), rows(eval_data)
+        data, eval_data = ({k: v[m] for k, v in part.items()} for part, m in zip((data, eval_data), keep))
     if soft_labels is not None:
         data = {**data, **soft_labels(data)}
     train_ds = make_dataset(data, hparams.batch_size, shuffle=True, seed=config.seed, repeat=True)

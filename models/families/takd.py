@@ -113,7 +113,7 @@ class TAKDTeacher(PLEModel):
         scores, penalty = self.scores(features, training=training)
         return {t: self.platt[t](s) if t in self.platt else s for t, s in scores.items()}, penalty
 
-    def losses(self, features, training=False) -> Tuple[tf.Tensor, tf.Tensor]:
+    def loss_terms(self, features, training=False) -> Tuple[tf.Tensor, tf.Tensor]:
         """(the network's loss, the Platt heads' cross-entropy on stop-gradient scores)."""
         scores, penalty = self.scores(features, training=training)
         labels, masks, rows = pair_labels(self, features)
@@ -132,7 +132,7 @@ class TAKDTeacher(PLEModel):
         return main, calibration
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
-        main, calibration = self.losses(features, training=training)
+        main, calibration = self.loss_terms(features, training=training)
         return main + calibration
 
     def calibration_variables(self):
@@ -140,7 +140,7 @@ class TAKDTeacher(PLEModel):
 
     def _step(self, features, rank: bool = True):
         with tf.GradientTape(persistent=True) as tape:
-            main, calibration = self.losses(features, training=True)
+            main, calibration = self.loss_terms(features, training=True)
         heads = self.calibration_variables()
         if rank:
             skip = {v.ref() for v in heads}
