@@ -88,7 +88,7 @@ def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str
     size = int(np.max(np.asarray(data[F.HISTORY_BUCKET])[rows]))
     features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
                 if v.dtype != object}
-    calls = {name: tf.function(lambda x, m=m: m(x, training=False)) for name, m in models.items()}
+    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) for name, m in models.items()}
     times: Dict[str, List[float]] = {name: [] for name in models}
     for name, call in calls.items():
         for _ in range(5):

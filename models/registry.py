@@ -31,6 +31,8 @@ class Family:
       tasks: the task names it is trained on, or a function of the dataset giving them.
       view: the examples it trains on (features.INTERACTION_VIEW or USER_VIEW).
       summary: one line for `--help` and the README.
+      teacher: the family whose trained model (the Trainer's `base_model`) gives this
+        family's training rows soft labels; empty: none.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Family:
     tasks: TaskNames
     view: str
     summary: str
+    teacher: str = ""
 
     @property
     def capabilities(self) -> FrozenSet[str]:
@@ -80,7 +83,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("takd_teacher", takd.TAKDTeacher, takd.TAKDTeacherParams, takd.pair_tasks, F.INTERACTION_VIEW,
            "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)"),
     Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
-           "small task-pair model distilled from takd_teacher's soft labels (alone without them)"),
+           "small task-pair model distilled from takd_teacher's soft labels (alone without them)",
+           teacher="takd_teacher"),
 )}
 
 

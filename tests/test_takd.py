@@ -260,3 +260,56 @@ def test_student_learns_from_the_teachers_soft_labels(trained_teacher):
         from models.context import synthetic_context
         family = registry.get_family("takd_student")
         family.build(synthetic_context(tasks=(F.LIKED, F.RATING)), family.hparams())
+
+
+# -- the pipeline: teacher Trainer -> student Trainer, only the student pushed ------------------
+def test_pipeline_trains_the_teacher_for_the_student_and_pushes_only_the_student(tmp_path):
+    import dataclasses
+    import json
+
+    from pipeline.configs import PipelineConfig
+    from pipeline.pipeline import create_pipeline
+
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf", "takd_student"))
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert "Trainer_takd_teacher" in components
+    assert not {"Evaluator_takd_teacher", "Pusher_takd_teacher"} & set(components)
+    student = components["Trainer_takd_student"]
+    assert student.inputs["base_model"].producer_component_id == "Trainer_takd_teacher"
+    assert json.loads(student.exec_properties["custom_config"])["tasks"] == [F.LOVED, F.LIKED]
+    assert "base_model" not in components["Trainer_mf"].inputs or \
+        components["Trainer_mf"].inputs["base_model"] is None
+    evaluation = components["Evaluator_takd_student"].exec_properties["eval_config"]
+    assert "MultiAUC" in evaluation and d.multi_auc_name(F.LOVED) in evaluation
+
+
+def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(trained_run, tmp_path):
+    import os
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from contract import protocol
+    from pipeline import report
+    from training.distillation import saved_teacher_soft_labels, teacher_soft_labels
+    from training.inputs import load_examples
+    from training.trainer import TrainConfig, train, train_and_export
+
+    found = report.output_dirs(trained_run[0].pipeline_root)
+    graph = found["Transform"]["transform_graph"]
+    files = {s: [os.path.join(found["Transform"]["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
+    config = TrainConfig(family="takd_teacher", hparams={"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8"})
+    teacher, _, _ = train(config, files["train"], files["eval"], graph, train_steps=5)
+    out = str(tmp_path / "teacher")
+    from export.signatures import export_model
+    export_model(teacher, tft.TFTransformOutput(graph), np.ones(teacher.context.num_items, bool), out)
+    assert protocol.SOFT_LABELS in tf.saved_model.load(out).signatures
+    data = load_examples(files["train"], tft.TFTransformOutput(graph))
+    served = saved_teacher_soft_labels(out, files["train"])(data)
+    in_process = teacher_soft_labels(teacher)(data)
+    assert set(served) == {"soft_loved", "soft_liked"}
+    for name in served:
+        np.testing.assert_allclose(served[name], in_process[name], atol=1e-5)
+    with pytest.raises(ValueError, match="needs the teacher's model as base_model"):
+        train_and_export(TrainConfig(family="takd_student"), files["train"], files["eval"], graph,
+                         str(tmp_path / "student"))

@@ -282,9 +282,25 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
 
 
 def train_and_export(config: TrainConfig, train_files, eval_files, transform_output: str, serving_model_dir: str,
-                     train_steps: Optional[int] = None) -> Dict[str, Any]:
-    """Trains one family and exports it with its signatures; returns the training summary."""
-    model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps)
+                     train_steps: Optional[int] = None, base_model: Optional[str] = None) -> Dict[str, Any]:
+    """Trains one family and exports it with its signatures; returns the training summary.
+
+    A family with a teacher (registry) distils from `base_model`, the teacher Trainer's
+    exported model (its `soft_labels` on the training rows).
+    """
+    soft_labels = None
+    teacher = get_family(config.family).teacher
+    if teacher:
+        if not base_model:
+            raise ValueError(f"{config.family} distils from {teacher}: its Trainer needs the teacher's model as "
+                             "base_model")
+        from training.distillation import saved_teacher_soft_labels
+
+        soft_labels = saved_teacher_soft_labels(base_model, train_files)
+    model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps,
+                                  soft_labels=soft_labels)
+    if teacher:
+        summary["teacher_model"] = base_model
     export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
     return summary
 
@@ -293,7 +309,8 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     config = TrainConfig.from_custom_config(dict(fn_args.custom_config or {}))
     summary = train_and_export(config, fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
-                               fn_args.serving_model_dir, train_steps=fn_args.train_steps)
+                               fn_args.serving_model_dir, train_steps=fn_args.train_steps,
+                               base_model=getattr(fn_args, "base_model", None))
     if fn_args.model_run_dir:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_SUMMARY}", "w") as f:

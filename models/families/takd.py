@@ -31,7 +31,7 @@ import tf_keras as keras
 from contract import features as F
 from contract import tasks as T
 from models import blocks
-from models.base import SCORE, RecModel, l2
+from models.base import SCORE, TEACH, RecModel, l2
 from models.families.ple import PLEModel, PLEParams
 from models.hparams import HParams
 from models.multitask import MultiTaskModel
@@ -92,6 +92,8 @@ class TAKDTeacherParams(PLEParams):
 
 
 class TAKDTeacher(PLEModel):
+    capabilities = frozenset({SCORE, TEACH})
+
     def __init__(self, context, hparams: TAKDTeacherParams, **kwargs):
         super().__init__(context, hparams, **kwargs)
         _check_pair(context)
@@ -112,6 +114,12 @@ class TAKDTeacher(PLEModel):
     def forward(self, features, training=False):
         scores, penalty = self.scores(features, training=training)
         return {t: self.platt[t](s) if t in self.platt else s for t, s in scores.items()}, penalty
+
+    def soft_labels(self, features, calibrated: bool = True) -> Dict[str, tf.Tensor]:
+        """{soft_label(task): [B] probabilities}: the calibrated output, or with
+        `calibrated=False` sigmoid of the raw scores (the without-calibration ablation)."""
+        logits = self.forward(features)[0] if calibrated else self.scores(features)[0]
+        return {soft_label(t): tf.sigmoid(v) for t, v in logits.items()}
 
     def loss_terms(self, features, training=False) -> Tuple[tf.Tensor, tf.Tensor]:
         """(the network's loss, the Platt heads' cross-entropy on stop-gradient scores)."""
@@ -228,10 +236,3 @@ class TAKDStudent(RecModel):
                 loss = task(labels[i], logits[name], masks[i])
             total += self.loss_weights[name] * loss
         return total
-
-
-def soft_labels_of(teacher: TAKDTeacher, features, calibrated: bool = True) -> Dict[str, tf.Tensor]:
-    """{soft_label(task): [B] probabilities}: the teacher's calibrated output, or with
-    `calibrated=False` sigmoid of its raw scores (the without-calibration ablation)."""
-    logits = teacher.forward(features)[0] if calibrated else teacher.scores(features)[0]
-    return {soft_label(t): tf.sigmoid(v) for t, v in logits.items()}
