@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-takd bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ bench-tune: $(STAMP)
 # the Taobao sample (TAOBAO_DIR, default ../shared/data/taobao-userbehavior-sample).
 bench-multitask: bench-install
 	$(PY) -m bench.multitask $(ARGS)
+
+# TAKD on MovieLens loved / liked: teacher, distilled student, student alone and ablations.
+# e.g. make bench-takd ARGS="--seeds 42,43,44,45,46 --hparam takd_student.learning_rate=0.01"
+bench-takd: $(STAMP)
+	$(PY) -m bench.takd $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)

@@ -55,6 +55,7 @@ from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import tasks as T  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
+from training.inputs import predict_rows  # noqa: E402,F401  (re-exported for the benchmarks)
 
 FAMILIES = ("single_task", "shared_bottom", "mmoe", "ple", "nmtr")
 PEERS = ("logreg", "lightgbm")
@@ -299,26 +300,6 @@ def fit_lightgbm(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test,
 # --------------------------------------------------------------------------
 # Families
 # --------------------------------------------------------------------------
-def predict_rows(model, data: Dict[str, np.ndarray], batch_size: int = 2048) -> Dict[str, np.ndarray]:
-    """The model's served predictions for every row, in row order (batched per history bucket)."""
-    import tensorflow as tf
-
-    from training.inputs import HISTORY_SEQUENCES
-
-    n = len(data[F.ITEM_IDX])
-    out: Dict[str, np.ndarray] = {}
-    buckets = np.asarray(data[F.HISTORY_BUCKET]).reshape(n)
-    for size in sorted(set(int(b) for b in buckets)):
-        idx = np.flatnonzero(buckets == size)
-        for start in range(0, len(idx), batch_size):
-            rows = idx[start:start + batch_size]
-            batch = {name: tf.constant(value[rows, :size] if name in HISTORY_SEQUENCES else value[rows])
-                     for name, value in data.items()}
-            for task, value in model(batch, training=False).items():
-                out.setdefault(task, np.zeros(n, dtype=np.float64))[rows] = np.asarray(value).reshape(-1)
-    return out
-
-
 def train_family(family: str, stages: common.DataStages, tasks: Sequence[str], seed: int,
                  hparams: Dict[str, Any], test, evaluation):
     from training.trainer import TrainConfig, train
@@ -490,19 +471,27 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
     return "\n".join(parts)
 
 
-def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
-                checks, settings, timings) -> None:
+def load_dataset(dataset: str, work_dir: str, negatives: int, taobao_dir: str):
+    """(data stages, {split: transformed rows}) of the benchmark's protocol for `dataset`."""
     import tensorflow_transform as tft
 
     from training.inputs import load_examples
 
     if dataset == "movielens":
-        stages = common.data_stages(args.work_dir, negatives_per_positive=args.negatives)
+        stages = common.data_stages(work_dir, negatives_per_positive=negatives)
+    elif dataset == "taobao":
+        stages = common.data_stages(work_dir, dataset="taobao", split="by_day", data_dir=taobao_dir)
     else:
-        stages = common.data_stages(args.work_dir, dataset="taobao", split="by_day", data_dir=args.taobao_dir)
+        raise ValueError(f"unknown benchmark dataset {dataset!r}; expected movielens or taobao")
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     parts = {split: load_examples(stages.files(F.INTERACTION_VIEW, split), tft_output, stages.config.max_history)
              for split in ("train", "eval", "test")}
+    return stages, parts
+
+
+def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
+                checks, settings, timings) -> None:
+    stages, parts = load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
     tasks = dataset_tasks(dataset, stages.config.negatives_per_positive)
     spec = D.dataset_spec(dataset)
     masks = {split: {t.name: task_mask(parts[split], t) for t in tasks} for split in parts}

@@ -46,6 +46,8 @@ class DatasetSpec:
         retrieval target when its rating is at least this (MovieLens: liked); None: every
         interaction is one.
       default_split: the split method the dataset is evaluated with by default.
+      task_pair: the two binary tasks (A, B) a task-pair model (TAKD) is trained on by
+        default, A first in the order ++ > +- > -+ > -- of their label pairs.
     """
 
     name: str
@@ -60,6 +62,7 @@ class DatasetSpec:
     tasks: Tuple[T.TaskSpec, ...] = ()
     retrieval_min_rating: Optional[float] = None
     default_split: str = "hash"
+    task_pair: Tuple[str, ...] = ()
 
     def task(self, name: str) -> T.TaskSpec:
         """The task called `name`; ValueError listing the dataset's tasks otherwise."""
@@ -105,6 +108,7 @@ MOVIELENS = DatasetSpec(
     ),
     retrieval_min_rating=LIKED_MIN_RATING,
     default_split="hash",
+    task_pair=(LOVED, LIKED),
 )
 
 TAOBAO = DatasetSpec(
@@ -126,6 +130,7 @@ TAOBAO = DatasetSpec(
     ),
     retrieval_min_rating=None,
     default_split="by_day",
+    task_pair=(BUY, CART),
 )
 
 DATASETS = {spec.name: spec for spec in (MOVIELENS, TAOBAO)}

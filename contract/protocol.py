@@ -32,6 +32,7 @@ RANKED_ROWS = "ranked_rows"  # rank_queries output: int64 [None, K] item rows, b
 POPULAR_ROWS = "popular_rows"  # rank_queries output: the training-popularity ranking, same rules
 TARGET_ROWS = "target_rows"  # rank_queries output: int64 [None, T] target item rows (0 = unknown)
 TARGET_PAD = -1  # padding of TARGET_ROWS
+SOFT_LABELS = "soft_labels"  # a teacher's signature: serialized transformed examples -> soft label per task
 
 # numpy dtype <-> TensorProto dtype and the typed value field that carries it.
 _NUMERIC = {

@@ -678,3 +678,70 @@ def regression_task_metrics(predictions, labels, liked_threshold=None) -> Dict[s
     if liked_threshold is not None:
         out["auc"] = binary_auc(p, y >= liked_threshold) if p.size else float("nan")
     return out
+
+
+# --------------------------------------------------------------------------
+# Multi-AUC of a pair of binary tasks (multipartite ranking over label pairs).
+# --------------------------------------------------------------------------
+MULTI_AUC_PREFIX = "multi_auc"
+PAIR_CLASSES = 4  # label pairs ordered -- < -+ < +- < ++ (classes 0..3)
+
+
+def multi_auc_name(task: str) -> str:
+    """The result name of the Multi-AUC of one task's scores, e.g. `multi_auc_loved`."""
+    return f"{MULTI_AUC_PREFIX}_{task}"
+
+
+def pair_classes(labels_a, labels_b, weights_a=None, weights_b=None) -> Tuple[np.ndarray, np.ndarray]:
+    """The ordered class of each row of a task pair (A, B), and which rows have one.
+
+    Class = 2 * [A] + [B]: 3 = ++, 2 = +-, 1 = -+, 0 = -- (the order the pair ranks by: A
+    first, then B). A task's weight is its condition (None: every row); a row counts when
+    either task's condition holds, and a task whose condition fails there counts as
+    negative (MovieLens liked / watched: an unwatched row is `--`; loved / liked share the
+    condition `watched`, so unwatched rows are left out).
+
+    Returns:
+      (int64 classes of every row, bool rows that count).
+    """
+    a, b = _float_vector("labels_a", labels_a), _float_vector("labels_b", labels_b)
+    if a.shape != b.shape:
+        raise ValueError(f"labels_a and labels_b must have the same length, got {a.size} and {b.size}")
+    wa = np.ones_like(a) if weights_a is None else _float_vector("weights_a", weights_a)
+    wb = np.ones_like(b) if weights_b is None else _float_vector("weights_b", weights_b)
+    if wa.shape != a.shape or wb.shape != b.shape:
+        raise ValueError(f"weights must have one value per row ({a.size}), got {wa.size} and {wb.size}")
+    pos_a = (a > 0.5) & (wa > 0)
+    pos_b = (b > 0.5) & (wb > 0)
+    return 2 * pos_a.astype(np.int64) + pos_b.astype(np.int64), (wa > 0) | (wb > 0)
+
+
+def multi_auc(scores, classes, num_classes: int = PAIR_CLASSES) -> float:
+    """Multipartite ranking AUC of scores over ordered classes (higher class ranks first).
+
+    Multi-AUC = sum_{j<k} p(j or k) * AUC(k, j) / sum_{j<k} p(j or k), over the pairs of
+    classes that both have rows, where AUC(k, j) is the AUC of class k against class j and
+    p(j or k) the share of rows in either. With c classes present the weights sum to
+    (c - 1), so this is `2 / (c (c - 1)) * sum_{j<k} p(j or k) * AUC(k, j)` rescaled by
+    c / 2: a perfect ranking scores 1, a random one 0.5. NaN with fewer than two classes.
+
+    Args:
+      scores: one score per example.
+      classes: one int class per example in [0, num_classes).
+      num_classes: the number of ordered classes.
+    """
+    s = _float_vector("scores", scores)
+    c = np.asarray(classes).reshape(-1)
+    if c.shape != s.shape:
+        raise ValueError(f"scores and classes must have the same length, got {s.size} and {c.size}")
+    if c.size and (c.min() < 0 or c.max() >= num_classes):
+        raise ValueError(f"classes must be in [0, {num_classes}), got values {sorted(set(c.tolist()))[:8]}")
+    present = [k for k in range(num_classes) if np.any(c == k)]
+    total = weight = 0.0
+    for j_index, j in enumerate(present):
+        for k in present[j_index + 1:]:
+            rows = (c == j) | (c == k)
+            w = float(np.mean(rows))
+            total += w * binary_auc(s[rows], c[rows] == k)
+            weight += w
+    return total / weight if weight else float("nan")

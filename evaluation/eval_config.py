@@ -15,6 +15,7 @@ it would mix the two splits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -24,6 +25,7 @@ from google.protobuf import wrappers_pb2
 from contract import features as F
 from contract import protocol
 from contract import tasks as T
+from evaluation.definitions import multi_auc_name
 
 MODULE = "evaluation.tfma_metrics"
 GATE_SPLIT = "eval"
@@ -75,7 +77,8 @@ def metric_config(class_name: str, **config) -> tfma.MetricConfig:
 
 
 def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
-                liked_threshold: Optional[float] = F.LIKED_MIN_RATING) -> tfma.EvalConfig:
+                liked_threshold: Optional[float] = F.LIKED_MIN_RATING, pair: Sequence[str] = (),
+                pair_gate: Optional[T.Gate] = None) -> tfma.EvalConfig:
     """TFMA config for a model trained on `tasks` (all pointwise, or one retrieval task).
 
     Args:
@@ -83,6 +86,10 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
       top_k: K of the top-K metrics.
       liked_threshold: a regression task on the rating also reports the AUC of its
         prediction against rating >= this (None: not).
+      pair: two binary task names (A, B): also report the Multi-AUC of each over their
+        label pairs (`tfma_metrics.MultiAUC`).
+      pair_gate: with `pair`, the gate each of the two Multi-AUCs must pass (its `metric`
+        is ignored: the gate is put on `multi_auc_<A>` and `multi_auc_<B>`).
     """
     options = tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
     retrieval = [t for t in tasks if t.kind == T.RETRIEVAL]
@@ -123,8 +130,24 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
     if len(binary) > 1:  # multi-AUC: reported, not gated (every task has its own gate)
         specs.append(tfma.MetricsSpec(metrics=[metric_config("MeanTaskAUC")], output_names=binary,
                                       example_weights=tfma.ExampleWeightOptions(unweighted=True)))
+    if pair:
+        specs.append(multi_auc_spec(tasks, pair, pair_gate))
     return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing_specs(F.INTERACTION_VIEW),
                            metrics_specs=specs, options=options)
+
+
+def multi_auc_spec(tasks: Sequence[T.TaskSpec], pair: Sequence[str], gate: Optional[T.Gate] = None) -> tfma.MetricsSpec:
+    """The MetricsSpec of a task pair's Multi-AUCs, each gated by `gate` when given."""
+    binary = {t.name for t in tasks if t.kind == T.BINARY}
+    if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= binary:
+        raise ValueError(f"a Multi-AUC pair is two different binary tasks of the model ({sorted(binary)}), "
+                         f"got {list(pair)}")
+    spec = tfma.MetricsSpec(metrics=[metric_config("MultiAUC", pair=list(pair))], output_names=list(pair),
+                            example_weights=tfma.ExampleWeightOptions(unweighted=True))
+    for task in pair:
+        if gate is not None:
+            _gate(spec, dataclasses.replace(gate, metric=multi_auc_name(task)))
+    return spec
 
 
 def with_thresholds(tasks: Sequence[T.TaskSpec], thresholds: Mapping[str, float],

@@ -212,6 +212,71 @@ class MeanTaskAUC(tfma.metrics.Metric):
         super().__init__(_mean_auc_computations, name=name)
 
 
+class _PairCombiner(beam.CombineFn):
+    """Predictions, labels and conditions of a task pair's two outputs; the Multi-AUC of each."""
+
+    def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, pair: List[str]):
+        self._keys = keys
+        self._model_name = model_name
+        self._pair = list(pair)
+
+    def create_accumulator(self) -> List[List[np.ndarray]]:
+        return []  # rows of [prediction A, prediction B, label A, label B, weight A, weight B]
+
+    def add_input(self, accumulator, element):
+        columns = []
+        for field in ("prediction", "label"):
+            columns += [_flat(_select(getattr(element, field), self._model_name, t)) for t in self._pair]
+        for t in self._pair:
+            weight = None
+            if element.example_weight is not None:
+                weight = _select(element.example_weight, self._model_name, t, optional=True)
+            columns.append(np.ones_like(columns[0]) if weight is None else _flat(weight) * np.ones_like(columns[0]))
+        accumulator.append(np.stack(columns, axis=1))
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return [rows for acc in accumulators for rows in acc]
+
+    def compact(self, accumulator):
+        return [np.concatenate(accumulator)] if len(accumulator) > 1 else accumulator
+
+    def extract_output(self, accumulator) -> Dict[tfma.metrics.MetricKey, float]:
+        rows = np.concatenate(accumulator) if accumulator else np.zeros((0, 6))
+        classes, keep = d.pair_classes(rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
+        out = {}
+        for i, task in enumerate(self._pair):
+            value = d.multi_auc(rows[keep, i], classes[keep]) if keep.any() else float("nan")
+            out[self._keys[d.multi_auc_name(task)]] = float(value)
+        return out
+
+
+def _multi_auc_computations(pair=(), name: str = "multi_auc", eval_config=None, model_names=None, output_names=None,
+                            example_weighted: bool = False, query_key: str = "") -> tfma.metrics.MetricComputations:
+    if len(pair) != 2:
+        raise ValueError(f"MultiAUC needs a pair of binary task outputs, got {list(pair)}")
+    computations = []
+    for model_name in model_names or [""]:
+        keys = {d.multi_auc_name(t): tfma.metrics.MetricKey(name=d.multi_auc_name(t), model_name=model_name,
+                                                              example_weighted=None) for t in pair}
+        computations.append(tfma.metrics.MetricComputation(
+            keys=list(keys.values()), preprocessors=None, combiner=_PairCombiner(keys, model_name, list(pair))))
+    return computations
+
+
+class MultiAUC(tfma.metrics.Metric):
+    """`multi_auc_<A>` and `multi_auc_<B>`: the Multi-AUC (`definitions.multi_auc`) of each
+    output of a task pair (A, B) over the label pairs ++ > +- > -+ > -- (`pair_classes`;
+    the outputs' example weights are the tasks' conditions).
+
+    Args:
+      pair: the two task output names, A first.
+    """
+
+    def __init__(self, pair=(), name: str = "multi_auc"):
+        super().__init__(_multi_auc_computations, pair=list(pair), name=name)
+
+
 class _TopKAccumulator:
     __slots__ = ("model", "popular")
 

@@ -26,7 +26,7 @@ import tensorflow_transform as tft
 from contract import datasets as D
 from contract import features as F
 from contract import protocol
-from models.base import RETRIEVE, SCORE, SIMILAR, RecModel
+from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
 
@@ -116,6 +116,17 @@ def export_model(
 
         signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
         signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()
+
+    if TEACH in capabilities:
+        transformed_spec = tf_transform_output.transformed_feature_spec()
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def soft_labels(examples):
+            parsed = tf.io.parse_example(examples, transformed_spec)
+            return model.soft_labels({k: tf.sparse.to_dense(v) if isinstance(v, tf.SparseTensor) else v
+                                      for k, v in parsed.items()})
+
+        signatures[protocol.SOFT_LABELS] = soft_labels.get_concrete_function()
 
     def top_items(history_item_ids, history_behaviors, validate: bool):
         """Ranked rows [B, k] and scores for histories of strings ("" pads)."""

@@ -7,6 +7,7 @@ A family subclasses `RecModel` and defines what its capabilities need:
 - `retrieve` (`recommend`): `query(history items, behaviors)` and `candidates()`;
   the retrieval loss is `compute_loss` on user-view batches (`TARGET_IDX`).
 - `similar` (`similar_items`): `item_vectors()`, by default the candidate vectors.
+- `teach` (`soft_labels`): `soft_labels(features)`, the soft labels a student distils.
 
 `compute_loss` is the sum over tasks of weight x task loss, plus the family's penalty.
 """
@@ -27,7 +28,8 @@ from models.tasks import FULL_SOFTMAX, PointwiseTask, RetrievalTask
 SCORE = "score"
 RETRIEVE = "retrieve"
 SIMILAR = "similar"
-CAPABILITIES = (SCORE, RETRIEVE, SIMILAR)
+TEACH = "teach"  # `soft_labels`: a distillation teacher's soft labels of transformed examples
+CAPABILITIES = (SCORE, RETRIEVE, SIMILAR, TEACH)
 
 # Keys of a retrieval batch (built by training/views.py from the user view).
 TARGET_IDX = "target_idx"  # [B] the item row to retrieve

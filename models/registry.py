@@ -14,7 +14,7 @@ from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
 from models import multitask
-from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, two_tower
+from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, takd, two_tower
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -31,6 +31,8 @@ class Family:
       tasks: the task names it is trained on, or a function of the dataset giving them.
       view: the examples it trains on (features.INTERACTION_VIEW or USER_VIEW).
       summary: one line for `--help` and the README.
+      teacher: the family whose trained model (the Trainer's `base_model`) gives this
+        family's training rows soft labels; empty: none.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Family:
     tasks: TaskNames
     view: str
     summary: str
+    teacher: str = ""
 
     @property
     def capabilities(self) -> FrozenSet[str]:
@@ -77,6 +80,11 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            "progressive layered extraction (shared and task experts)"),
     Family("nmtr", nmtr.NMTRModel, multitask.MultiTaskParams, multitask.task_names, F.INTERACTION_VIEW,
            "behavior cascade over shared embeddings"),
+    Family("takd_teacher", takd.TAKDTeacher, takd.TAKDTeacherParams, takd.pair_tasks, F.INTERACTION_VIEW,
+           "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)"),
+    Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
+           "small task-pair model distilled from takd_teacher's soft labels (alone without them)",
+           teacher="takd_teacher"),
 )}
 
 

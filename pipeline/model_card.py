@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 from common.io_utils import atomic_write
 from contract import datasets as D
-from models.base import RETRIEVE, SCORE, SIMILAR
+from models.base import RETRIEVE, SCORE, SIMILAR, TEACH
 from models.registry import get_family
 from pipeline import report
 from pipeline.configs import PipelineConfig
@@ -24,6 +24,7 @@ _USE = {
     SCORE: "scores given (user, item) examples through `serving_default`, one output per task",
     RETRIEVE: "recommends the top K of the catalogue for a history of items and behaviors (`recommend`)",
     SIMILAR: "finds items with close learned vectors (`similar_items`)",
+    TEACH: "gives a student's Trainer soft labels of transformed examples (`soft_labels`)",
 }
 
 _CAVEATS = [

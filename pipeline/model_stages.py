@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 from components.pusher import ServingPusher
 from contract import datasets as D
 from contract import features as F
+from contract import tasks as T
 from evaluation.eval_config import REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
 from models.registry import get_family
 from pipeline.configs import PipelineConfig
@@ -36,33 +37,38 @@ def family_tasks(config: PipelineConfig, family_name: str):
     return with_thresholds(tasks, config.gate_thresholds, config.gate_max_worsening)
 
 
+# A distilled family's Multi-AUC gate: better than a random order of the label pairs, and
+# no worse than the last blessed model by more than the gate's tolerance.
+MULTI_AUC_GATE = T.Gate(metric="", higher_is_better=True, threshold=0.5)
+
+
 def create_model_stages(config: PipelineConfig, examples, raw_examples, user_examples, transform_graph,
                         schema) -> List:
-    """The components that train, evaluate and push every configured family."""
+    """The components that train, evaluate and push every configured family.
+
+    A family with a teacher (registry) trains from the teacher Trainer's model (its
+    `base_model`, so ML Metadata records the teacher model as the student Trainer's input);
+    a teacher that is not itself a configured family is trained only (never evaluated
+    or pushed).
+    """
     components: List = []
+    trainers = {}
+
+    def trainer_of(family_name: str):
+        if family_name not in trainers:
+            teacher = get_family(family_name).teacher
+            base_model = trainer_of(teacher).outputs["model"] if teacher else None
+            trainers[family_name] = _trainer(config, family_name, examples, user_examples, transform_graph, schema,
+                                             base_model)
+            if family_name not in config.families:
+                components.append(trainers[family_name])
+        return trainers[family_name]
+
     for family_name in config.families:
         family = get_family(family_name)  # fails early, listing the known families
         tasks = family_tasks(config, family_name)  # fails early if the dataset lacks a task
-        hparams = family.hparams().override(config.hparams.get(family_name, {}))  # fails early on bad names
         on_users = family.view == F.USER_VIEW
-        trainer = tfx.components.Trainer(
-            run_fn="training.trainer.run_fn",
-            examples=user_examples if on_users else examples,
-            transform_graph=transform_graph,
-            schema=None if on_users else schema,
-            train_args=tfx.proto.TrainArgs(num_steps=config.train_steps) if config.train_steps else tfx.proto.TrainArgs(),
-            eval_args=tfx.proto.EvalArgs(),
-            custom_config=TrainConfig(
-                family=family_name,
-                dataset=config.dataset,
-                hparams=hparams.to_dict(),
-                max_history=config.max_history,
-                seed=config.seed,
-                top_k=config.top_k,
-                tasks=tuple(t.name for t in tasks),
-                strategy=config.train_strategy,
-            ).to_custom_config(),
-        ).with_id(f"Trainer_{family_name}")
+        trainer = trainer_of(family_name)
 
         resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -83,7 +89,8 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             examples=user_examples if on_users else raw_examples,
             model=trainer.outputs["model"],
             baseline_model=resolver.outputs["model"],
-            eval_config=eval_config(tasks, top_k=config.top_k),
+            eval_config=eval_config(tasks, top_k=config.top_k, pair=[t.name for t in tasks] if family.teacher else (),
+                                    pair_gate=MULTI_AUC_GATE if family.teacher else None),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
         ).with_id(f"Evaluator_{family_name}")
 
@@ -96,3 +103,30 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
         ).with_id(f"Pusher_{family_name}")
         components.extend([trainer, resolver, evaluator, pusher])
     return components
+
+
+def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, transform_graph, schema,
+             base_model=None):
+    family = get_family(family_name)
+    tasks = family_tasks(config, family_name)
+    hparams = family.hparams().override(config.hparams.get(family_name, {}))  # fails early on bad names
+    on_users = family.view == F.USER_VIEW
+    return tfx.components.Trainer(
+        run_fn="training.trainer.run_fn",
+        examples=user_examples if on_users else examples,
+        transform_graph=transform_graph,
+        schema=None if on_users else schema,
+        base_model=base_model,
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps) if config.train_steps else tfx.proto.TrainArgs(),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=TrainConfig(
+            family=family_name,
+            dataset=config.dataset,
+            hparams=hparams.to_dict(),
+            max_history=config.max_history,
+            seed=config.seed,
+            top_k=config.top_k,
+            tasks=tuple(t.name for t in tasks),
+            strategy=config.train_strategy,
+        ).to_custom_config(),
+    ).with_id(f"Trainer_{family_name}")

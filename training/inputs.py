@@ -98,6 +98,30 @@ def make_dataset(
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(4)
 
 
+def predict_rows(model, data: Dict[str, np.ndarray], batch_size: int = 2048,
+                 outputs=None) -> Dict[str, np.ndarray]:
+    """A model's outputs for every row, in row order (batched per history bucket).
+
+    Args:
+      model: a trained model; `outputs(batch)` (default: the model's served predictions,
+        `model(batch)`) maps a feature batch to {name: [B] tensor}.
+      data: feature arrays as `load_examples` returns them.
+    """
+    outputs = outputs or (lambda batch: model(batch, training=False))
+    n = len(data[F.ITEM_IDX])
+    out: Dict[str, np.ndarray] = {}
+    buckets = np.asarray(data[F.HISTORY_BUCKET]).reshape(n)
+    for size in sorted(set(int(b) for b in buckets)):
+        idx = np.flatnonzero(buckets == size)
+        for start in range(0, len(idx), batch_size):
+            rows = idx[start:start + batch_size]
+            batch = {name: tf.constant(value[rows, :size] if name in HISTORY_SEQUENCES else value[rows])
+                     for name, value in data.items()}
+            for name, value in outputs(batch).items():
+                out.setdefault(name, np.zeros(n, dtype=np.float64))[rows] = np.asarray(value).reshape(-1)
+    return out
+
+
 def num_batches(data: Dict[str, np.ndarray], batch_size: int) -> int:
     """Batches in one pass of `make_dataset` (each history bucket is batched separately)."""
     _, counts = np.unique(data[F.HISTORY_BUCKET], return_counts=True)

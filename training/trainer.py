@@ -16,7 +16,7 @@ import math
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -148,8 +148,16 @@ def train(
     eval_files,
     transform_output: str,
     train_steps: Optional[int] = None,
+    soft_labels: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None,
+    rows: Optional[Callable[[Dict[str, np.ndarray]], np.ndarray]] = None,
 ) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
-    """Trains one family; returns the model, a summary and the candidate rows (bool [N])."""
+    """Trains one family; returns the model, a summary and the candidate rows (bool [N]).
+
+    `soft_labels`, for a distilled student (training/distillation.py), maps the training
+    rows to extra columns (a teacher's soft labels) added to those rows only. `rows` maps
+    a split's rows to the bool [n] rows to train and early-stop on (e.g. the rows where
+    the model's tasks are defined; item statistics still come from every training row).
+    """
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
     family = get_family(config.family)
@@ -158,9 +166,13 @@ def train(
     tft_output = tft.TFTransformOutput(transform_output)
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
-    setup = _user_view_setup if family.view == F.USER_VIEW else _interaction_setup
     with strategy.scope():  # batches stay global: fit splits each across the replicas
-        model, fit_args, valid = setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps)
+        if family.view == F.USER_VIEW:
+            model, fit_args, valid = _user_view_setup(family, spec, tft_output, config, hparams, train_files,
+                                                      eval_files, train_steps)
+        else:
+            model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
+                                                        eval_files, train_steps, soft_labels, rows)
         model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
@@ -230,7 +242,8 @@ def mean_gate_weights(model: RecModel, batches, max_batches: int = 50) -> Dict[s
     return {task: [round(float(v), 4) for v in total / max(count, 1)] for task, total in sums.items()}
 
 
-def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+def _interaction_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps,
+                       soft_labels=None, rows=None):
     data = load_examples(train_files, tft_output, config.max_history)
     eval_data = load_examples(eval_files, tft_output, config.max_history)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
@@ -242,6 +255,11 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
     present = table.pop("present")
     context = _context(family, spec, tft_output, config, counts, mean_rating, table)
     model = family.build(context, hparams)
+    if rows is not None:
+        keep = rows(data), rows(eval_data)
+        data, eval_data = ({k: v[m] for k, v in part.items()} for part, m in zip((data, eval_data), keep))
+    if soft_labels is not None:
+        data = {**data, **soft_labels(data)}
     train_ds = make_dataset(data, hparams.batch_size, shuffle=True, seed=config.seed, repeat=True)
     steps = num_batches(data, hparams.batch_size)
     fit_args = dict(
@@ -283,9 +301,25 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
 
 
 def train_and_export(config: TrainConfig, train_files, eval_files, transform_output: str, serving_model_dir: str,
-                     train_steps: Optional[int] = None) -> Dict[str, Any]:
-    """Trains one family and exports it with its signatures; returns the training summary."""
-    model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps)
+                     train_steps: Optional[int] = None, base_model: Optional[str] = None) -> Dict[str, Any]:
+    """Trains one family and exports it with its signatures; returns the training summary.
+
+    A family with a teacher (registry) distils from `base_model`, the teacher Trainer's
+    exported model (its `soft_labels` on the training rows).
+    """
+    soft_labels = None
+    teacher = get_family(config.family).teacher
+    if teacher:
+        if not base_model:
+            raise ValueError(f"{config.family} distils from {teacher}: its Trainer needs the teacher's model as "
+                             "base_model")
+        from training.distillation import saved_teacher_soft_labels
+
+        soft_labels = saved_teacher_soft_labels(base_model, train_files)
+    model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps,
+                                  soft_labels=soft_labels)
+    if teacher:
+        summary["teacher_model"] = base_model
     if distribute.is_chief(model.distribute_strategy):
         export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
     else:  # every worker saves (saving may need all of them); only the chief's export is kept
@@ -301,7 +335,8 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor)."""
     config = TrainConfig.from_custom_config(dict(fn_args.custom_config or {}))
     summary = train_and_export(config, fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
-                               fn_args.serving_model_dir, train_steps=fn_args.train_steps)
+                               fn_args.serving_model_dir, train_steps=fn_args.train_steps,
+                               base_model=getattr(fn_args, "base_model", None))
     if fn_args.model_run_dir:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_SUMMARY}", "w") as f:

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--transform_output", required=True)
     parser.add_argument("--serving_model_dir", required=True)
     parser.add_argument("--train_steps", type=int, default=0, help="cap on total steps (0: none)")
+    parser.add_argument("--base_model", default="", help="the teacher's exported model (a distilled family)")
     parser.add_argument("--summary_out", default="")
     args = parser.parse_args(argv)
     try:
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
         print(f"--config: {e}", file=sys.stderr)
         return 2
     summary = train_and_export(config, args.train_files, args.eval_files, args.transform_output,
-                               args.serving_model_dir, train_steps=args.train_steps or None)
+                               args.serving_model_dir, train_steps=args.train_steps or None,
+                               base_model=args.base_model or None)
     spec = distribute.cluster_spec()
     index = 0 if spec is None else int(spec["task"]["index"])
     if args.summary_out and (index == 0 or "{worker}" in args.summary_out):

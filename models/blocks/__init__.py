@@ -11,3 +11,11 @@ from models.blocks.core import (  # noqa: F401
     normal,
 )
 from models.blocks.experts import CGC, MMoE, PLE, Experts, Gate, Independent, SharedBottom  # noqa: F401,E402
+from models.blocks.distill import (  # noqa: F401,E402
+    AugmentedBPR,
+    PlattScaling,
+    bpr,
+    correct_soft_labels,
+    distillation_loss,
+    label_pair_masks,
+)

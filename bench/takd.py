@@ -1,0 +1,323 @@
+"""The TAKD benchmark: a distilled student against its teacher, itself trained alone, and ablations.
+
+Data: the multi-task benchmark's (`bench.multitask.load_dataset`: MovieLens hash split
+with sampled negatives, Taobao by-day split), on one binary task pair per dataset
+(`contract.datasets.DatasetSpec.task_pair`, or `--pair DATASET=A,B`).
+
+Per seed, trained with the pipeline's Trainer code (`training.trainer.train`, early stopping
+on the eval split's mean AUC of the pair, best epoch kept):
+- teachers (`takd_teacher`, PLE): `teacher` (augmented BPR + Platt heads), `teacher_no_aux`
+  (coarse BPR only + Platt heads), `teacher_ce` (pointwise cross-entropy);
+- students (`takd_student`) on the training rows plus the soft labels of a teacher:
+  `student` (teacher, calibrated, error-corrected), `no_aux` (teacher_no_aux), `no_calibration`
+  (sigmoid of the teacher's raw BPR scores, corrected), `no_error_correction`, `vanilla_kd`
+  (teacher_ce's probabilities, no correction), and `student_alone` (hard labels only).
+The teachers see training labels only (soft labels are computed on the training rows).
+
+Reported on the test split: per task AUC (rows where its condition holds) and Multi-AUC
+(`evaluation.definitions.multi_auc` of the task's scores over the pair's label classes),
+mean and standard deviation over seeds; parameters; in-process serving time (median ms
+of the model's `tf.function` call on transformed test rows, batch 1 and 100, teacher and
+student timed in alternation so both see the same machine load).
+
+    python -m bench.takd [--datasets movielens] [--seeds 42,43,44,45,46]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Sequence
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+
+from bench import multitask as mt  # noqa: E402
+from contract import datasets as D  # noqa: E402
+from contract import features as F  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
+
+RESULTS_NAME = "dtrn_takd"
+TEACHERS = {
+    "teacher": {},
+    "teacher_no_aux": {"aux": "false"},
+    "teacher_ce": {"ranking": "ce"},
+}
+# student variant -> (teacher variant or None, calibrated soft labels, student hparams)
+STUDENTS = {
+    "student": ("teacher", True, {}),
+    "student_alone": (None, True, {"alpha": "0"}),
+    "no_aux": ("teacher_no_aux", True, {}),
+    "no_calibration": ("teacher", False, {}),
+    "no_error_correction": ("teacher", True, {"correct": "false"}),
+    "vanilla_kd": ("teacher_ce", False, {"correct": "false"}),
+}
+COLUMNS = ("dataset", "model", "variant", "task", "metric", "value", "std", "seeds", "params", "serve_ms_b1",
+           "serve_ms_b100")
+
+
+def pair_metrics(pair: Sequence[str], specs, predictions: Dict[str, np.ndarray], data) -> Dict[str, float]:
+    """{"<task>/auc", "<task>/multi_auc"} of one model's predictions on one split."""
+    masks = [mt.task_mask(data, t) for t in specs]
+    labels = [mt.labels_full(data, t) for t in specs]
+    classes, keep = d.pair_classes(labels[0], labels[1], masks[0], masks[1])
+    out = {}
+    for task, mask, label in zip(specs, masks, labels):
+        p = predictions[task.name]
+        out[f"{task.name}/auc"] = d.binary_auc(p[mask], label[mask] > 0.5)
+        out[f"{task.name}/multi_auc"] = d.multi_auc(p[keep], classes[keep])
+    return out
+
+
+def count_params(model) -> int:
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str, float]:
+    """Median ms of each model's compiled call on `batch` test rows, the models timed in turn."""
+    import tensorflow as tf
+
+    from training.inputs import HISTORY_SEQUENCES
+
+    n = len(data[F.ITEM_IDX])
+    rows = np.arange(batch) % n
+    size = int(np.max(np.asarray(data[F.HISTORY_BUCKET])[rows]))
+    features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
+                if v.dtype != object}
+    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) for name, m in models.items()}
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for name, call in calls.items():
+        for _ in range(5):
+            call(features)
+    for _ in range(repeats):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            out = call(features)
+            _ = [np.asarray(v) for v in out.values()]
+            times[name].append((time.perf_counter() - started) * 1000.0)
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
+def pair_rows(specs):
+    """The rows where the pair is defined (either task's condition holds): the only rows
+    whose labels reach a TAKD model's loss, so the only ones trained on."""
+
+    def rows(data):
+        return d.pair_classes(*(mt.labels_full(data, t) for t in specs), *(mt.task_mask(data, t) for t in specs))[1]
+
+    return rows
+
+
+def train_one(family: str, stages, specs, seed: int, hparams: Dict[str, str], soft_labels=None):
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=dict(hparams),
+                         max_history=stages.config.max_history, seed=seed, tasks=tuple(t.name for t in specs))
+    model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
+                              stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph,
+                              soft_labels=soft_labels, rows=pair_rows(specs))
+    return model, summary
+
+
+def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overrides, results: Dict[str, Any],
+                log: List[str]) -> None:
+    from training.distillation import teacher_soft_labels
+
+    stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+    spec = D.dataset_spec(dataset)
+    specs = [spec.task(t) for t in pair]
+    classes, keep = d.pair_classes(*(mt.labels_full(parts["test"], t) for t in specs),
+                                   *(mt.task_mask(parts["test"], t) for t in specs))
+    log.append(f"- {dataset}: pair {list(pair)}; rows train/eval/test {[len(p[F.ITEM_IDX]) for p in parts.values()]}; "
+               f"test rows per class --, -+, +-, ++: {np.bincount(classes[keep], minlength=4).tolist()}")
+    per = results.setdefault(dataset, {})
+    for seed in seeds:
+        teachers = {}
+        for variant, hparams in TEACHERS.items():
+            hp = {**hparams, **overrides.get("takd_teacher", {})}
+            model, summary = train_one("takd_teacher", stages, specs, seed, hp)
+            teachers[variant] = model
+            record(per, "takd_teacher", variant, seed, model, summary, pair, specs, parts, log)
+        students = {}
+        for variant, (teacher, calibrated, hparams) in STUDENTS.items():
+            hp = {**hparams, **overrides.get("takd_student", {})}
+            soft = teacher_soft_labels(teachers[teacher], calibrated) if teacher else None
+            model, summary = train_one("takd_student", stages, specs, seed, hp, soft_labels=soft)
+            students[variant] = model
+            record(per, "takd_student", variant, seed, model, summary, pair, specs, parts, log)
+        for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
+            timed = serve_ms({"teacher": teachers["teacher"], "student": students["student"]}, parts["test"],
+                             batch, repeats)
+            per.setdefault("takd_teacher/teacher", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["teacher"])
+            per.setdefault("takd_student/student", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["student"])
+        log.append(f"  seed {seed} done; serve ms teacher/student "
+                   f"b1 {per['takd_teacher/teacher']['serve_ms_b1'][-1]:.3f}/{per['takd_student/student']['serve_ms_b1'][-1]:.3f}, "
+                   f"b100 {per['takd_teacher/teacher']['serve_ms_b100'][-1]:.3f}/{per['takd_student/student']['serve_ms_b100'][-1]:.3f}")
+        yield seed
+
+
+def record(per, family, variant, seed, model, summary, pair, specs, parts, log) -> None:
+    entry = per.setdefault(f"{family}/{variant}", {})
+    for split in ("eval", "test"):
+        predictions = mt.predict_rows(model, parts[split])
+        for name, value in pair_metrics(pair, specs, predictions, parts[split]).items():
+            entry.setdefault(f"{split}/{name}", []).append(value)
+    entry["params"] = count_params(model)
+    entry.setdefault("seeds", []).append(seed)
+    entry.setdefault("epochs", []).append(summary["best_epoch"])
+    entry.setdefault("train_seconds", []).append(summary["train_seconds"])
+    log.append(f"  {family}/{variant} seed {seed}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+               f"{summary['train_seconds']:.0f} s, eval mean AUC {summary['best_value']:.4f}")
+    print(log[-1], flush=True)
+
+
+def rows_of(results: Dict[str, Any], pairs: Dict[str, Sequence[str]]) -> List[Dict[str, Any]]:
+    rows = []
+    for dataset, per in results.items():
+        for key, entry in per.items():
+            if "seeds" not in entry:
+                continue
+            family, variant = key.split("/")
+            serve = {f"serve_ms_b{b}": float(np.mean(entry[f"serve_ms_b{b}"])) if f"serve_ms_b{b}" in entry else None
+                     for b in (1, 100)}
+            for task in pairs[dataset]:
+                for metric in ("auc", "multi_auc"):
+                    stats = common.mean_std(entry[f"test/{task}/{metric}"])
+                    rows.append({"dataset": dataset, "model": family, "variant": variant, "task": task,
+                                 "metric": metric, "value": stats["mean"], "std": stats["std"],
+                                 "seeds": len(entry["seeds"]), "params": entry["params"], **serve,
+                                 "eval_value": float(np.mean(entry[f"eval/{task}/{metric}"]))})
+    return rows
+
+
+def goals(rows: Sequence[Dict[str, Any]], pairs) -> List[str]:
+    lines = []
+    get = {(r["dataset"], r["variant"], r["task"], r["metric"]): r for r in rows}
+    for dataset, pair in pairs.items():
+        if not any(r["dataset"] == dataset for r in rows):
+            continue
+        for task in pair:
+            s, alone = get[(dataset, "student", task, "multi_auc")], get[(dataset, "student_alone", task, "multi_auc")]
+            diff = s["value"] - alone["value"]
+            spread = max(s["std"] or 0.0, alone["std"] or 0.0)
+            lines.append(f"- {dataset} {task} Multi-AUC: student {s['value']:.4f} ± {s['std'] or 0:.4f} vs alone "
+                         f"{alone['value']:.4f} ± {alone['std'] or 0:.4f} (diff {diff:+.4f}, one std {spread:.4f}): "
+                         + ("met" if diff > spread else "not met" + (" (no difference: within seed noise)"
+                                                                      if abs(diff) <= spread else "")))
+            s, t = get[(dataset, "student", task, "auc")], get[(dataset, "teacher", task, "auc")]
+            lines.append(f"- {dataset} {task} AUC: student {s['value']:.4f} vs teacher {t['value']:.4f} "
+                         f"(diff {s['value'] - t['value']:+.4f}; goal >= -0.005): "
+                         + ("met" if s["value"] - t["value"] >= -0.005 else "not met"))
+        s, t = get[(dataset, "student", pair[0], "auc")], get[(dataset, "teacher", pair[0], "auc")]
+        for b in (1, 100):
+            ts, ss = t[f"serve_ms_b{b}"], s[f"serve_ms_b{b}"]
+            if ts and ss:
+                lines.append(f"- {dataset} serving batch {b}: teacher {ts:.3f} ms, student {ss:.3f} ms "
+                             f"({ts / ss:.1f}x; goal >= 3x): " + ("met" if ts / ss >= 3 else "not met"))
+    return lines
+
+
+def markdown(rows, pairs, seeds, log, args_line) -> str:
+    parts = ["# TAKD: task-augmented knowledge distillation on a task pair", "",
+             "Test split; mean ± std over seeds (sample std). `multi_auc`: Multi-AUC of the task's scores over the "
+             "pair's label classes ++ > +- > -+ > -- (evaluation.definitions.multi_auc). Serving: median in-process "
+             "ms of the model's compiled call on transformed features (no Transform graph, no server), teacher and "
+             "student timed in alternation; mean over seeds. `eval_value`: the same metric on the eval split.", "",
+             f"Seeds: {seeds}. {args_line}", ""]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        parts += [f"## {dataset} (pair {', '.join(pairs[dataset])})", ""]
+        ds_rows = [r for r in rows if r["dataset"] == dataset]
+        parts.append(common.md_table(ds_rows, COLUMNS + ("eval_value",)))
+        parts.append("")
+    parts += ["## Goals", ""] + goals(rows, pairs) + ["", "## Runs", ""] + list(log)
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="movielens")
+    parser.add_argument("--seeds", default="42,43,44,45,46")
+    parser.add_argument("--pair", action="append", default=[], metavar="DATASET=A,B")
+    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="overrides for takd_teacher / takd_student (every variant)")
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per model at batch 1")
+    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", mt.TAOBAO_DIR))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--name", default=RESULTS_NAME)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
+    args = parser.parse_args(argv)
+    from models.hparams import parse_assignments
+
+    command = "python -m bench.takd " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.merge:
+        merge(args.merge.split(","), args.name, args.out, command.strip())
+        return 0
+
+    overrides = parse_assignments(args.hparam)
+    unknown = sorted(set(overrides) - {"takd_teacher", "takd_student"})
+    if unknown:
+        raise ValueError(f"--hparam families {unknown}: only takd_teacher and takd_student are trained here")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = [x for x in args.datasets.split(",") if x]
+    pairs = {x: tuple(D.dataset_spec(x).task_pair) for x in datasets}
+    for item in args.pair:
+        name, _, values = item.partition("=")
+        pairs[name.strip()] = tuple(v.strip() for v in values.split(","))
+    results: Dict[str, Any] = {}
+    log: List[str] = []
+    started = time.monotonic()
+    args_line = (f"MovieLens: hash split, {args.negatives} sampled negative(s) per positive; Taobao: by-day split. "
+                 "Hyperparameters: registry defaults" + (f" with {json.dumps(overrides)}" if overrides else "") + ".")
+    for dataset in datasets:
+        done = []
+        for seed in run_dataset(dataset, args, seeds, pairs[dataset], overrides, results, log):
+            done.append(seed)
+            rows = rows_of(results, pairs)
+            wall = f"Wall time so far {(time.monotonic() - started) / 60:.1f} min; seeds finished on {dataset}: {done}."
+            md = markdown(rows, pairs, done, log + [wall], args_line)
+            meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+            common.write_results(args.name, rows, md, meta, args.out)
+            common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
+                                json.dumps({"command": command.strip(), "pairs": pairs, "results": results,
+                                            "log": log}, indent=2) + "\n")
+            print(wall, flush=True)
+    return 0
+
+
+def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
+    """One result file from the per-seed runs of several invocations (e.g. seeds split over
+    processes): the raw values are concatenated and the rows recomputed."""
+    results: Dict[str, Any] = {}
+    pairs: Dict[str, Any] = {}
+    log: List[str] = []
+    sources = []
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        sources.append(run["command"])
+        pairs.update(run["pairs"])
+        log += run["log"]
+        for dataset, per in run["results"].items():
+            for key, entry in per.items():
+                mine = results.setdefault(dataset, {}).setdefault(key, {})
+                for field, values in entry.items():
+                    if isinstance(values, list):
+                        mine.setdefault(field, []).extend(values)
+                    else:
+                        mine[field] = values
+    rows = rows_of(results, pairs)
+    seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
+    md = markdown(rows, pairs, seeds, log + ["", "Merged from: " + "; ".join(f"`{c}`" for c in sources)], "")
+    common.write_results(name, rows, md, {"command": command, "machine": json.dumps(common.machine())}, out)
+    common.atomic_write(os.path.join(out, f"{name}_runs.json"),
+                        json.dumps({"command": command, "pairs": pairs, "results": results, "log": log}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

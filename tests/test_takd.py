@@ -1,0 +1,315 @@
+"""TAKD on small synthetic data: Multi-AUC, the augmented BPR pairs, calibration, error
+correction and the student's distillation loss."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from contract import features as F
+from contract import tasks as T
+from contract import datasets as D
+from evaluation import definitions as d
+
+
+# -- Multi-AUC ------------------------------------------------------------------------
+def test_multi_auc_equals_the_hand_computed_value():
+    scores = [0.9, 0.4, 0.5, 0.1, 0.6]
+    classes = [3, 3, 1, 0, 0]
+    # AUC(1>0) = 1/2, p = 3/5; AUC(3>0) = 3/4, p = 4/5; AUC(3>1) = 1/2, p = 3/5 (class 2 is empty)
+    expected = (0.6 * 0.5 + 0.8 * 0.75 + 0.6 * 0.5) / (0.6 + 0.8 + 0.6)
+    assert d.multi_auc(scores, classes) == pytest.approx(expected)
+    assert d.multi_auc([4, 3, 2, 1], [3, 2, 1, 0]) == 1.0
+    assert d.multi_auc([1, 2, 3, 4], [3, 2, 1, 0]) == 0.0
+    assert np.isnan(d.multi_auc([1.0, 2.0], [2, 2]))
+    with pytest.raises(ValueError, match="classes must be in"):
+        d.multi_auc([1.0], [4])
+
+
+def test_pair_classes_order_the_label_pairs_and_drop_rows_without_a_condition():
+    a = [1, 1, 0, 0, 1, 0]
+    b = [1, 0, 1, 0, 1, 1]
+    classes, keep = d.pair_classes(a, b)
+    assert classes.tolist() == [3, 2, 1, 0, 3, 1] and keep.all()
+    # liked (A) is conditioned on watched (B): an unwatched row is --, never dropped
+    classes, keep = d.pair_classes([0, 1, 0], [0, 1, 1], weights_a=[0, 1, 1])
+    assert classes.tolist() == [0, 3, 1] and keep.all()
+    # loved / liked share the condition watched: unwatched rows are left out
+    _, keep = d.pair_classes([0, 1], [0, 1], weights_a=[0, 1], weights_b=[0, 1])
+    assert keep.tolist() == [False, True]
+
+
+def test_tfma_multi_auc_combiner_equals_the_definition():
+    from evaluation import tfma_metrics as m
+
+    Element = collections.namedtuple("Element", "prediction label example_weight")
+    rng = np.random.default_rng(0)
+    n = 60
+    watched = (rng.random(n) < 0.7).astype(float)
+    liked = ((rng.random(n) < 0.5) & (watched > 0)).astype(float)
+    p_liked, p_watched = rng.random(n), rng.random(n)
+    computation = m.MultiAUC(pair=[F.LIKED, F.WATCHED]).computations(output_names=[F.LIKED, F.WATCHED])[0]
+    combiner = computation.combiner
+    parts = []
+    for rows in (slice(0, 25), slice(25, n)):  # two bundles, merged
+        acc = combiner.create_accumulator()
+        for i in range(n)[rows]:
+            acc = combiner.add_input(acc, Element(
+                prediction={F.LIKED: np.array([p_liked[i]]), F.WATCHED: np.array([p_watched[i]])},
+                label={F.LIKED: np.array([liked[i]]), F.WATCHED: np.array([watched[i]])},
+                example_weight={F.LIKED: np.array([watched[i]])}))
+        parts.append(acc)
+    out = combiner.extract_output(combiner.compact(combiner.merge_accumulators(parts)))
+    classes, keep = d.pair_classes(liked, watched, watched, None)
+    values = {k.name: v for k, v in out.items()}
+    assert values[d.multi_auc_name(F.LIKED)] == pytest.approx(d.multi_auc(p_liked[keep], classes[keep]))
+    assert values[d.multi_auc_name(F.WATCHED)] == pytest.approx(d.multi_auc(p_watched[keep], classes[keep]))
+
+
+def test_eval_config_gates_both_multi_aucs_of_the_pair():
+    from evaluation.eval_config import eval_config
+
+    tasks = [D.MOVIELENS.task(F.LOVED), D.MOVIELENS.task(F.LIKED)]
+    config = eval_config(tasks, pair=(F.LOVED, F.LIKED), pair_gate=T.Gate("", True, 0.7))
+    spec = [s for s in config.metrics_specs if s.metrics[0].class_name == "MultiAUC"][0]
+    assert set(spec.per_slice_thresholds) == {d.multi_auc_name(F.LOVED), d.multi_auc_name(F.LIKED)}
+    bound = spec.per_slice_thresholds[d.multi_auc_name(F.LOVED)].thresholds[0].threshold
+    assert bound.value_threshold.lower_bound.value == 0.7
+    with pytest.raises(ValueError, match="Multi-AUC pair"):
+        eval_config(tasks, pair=(F.LOVED, F.RATING))
+
+
+# -- the teacher's ranking losses ---------------------------------------------------------
+def test_label_pairs_and_bpr_rank_each_class_against_the_right_ones():
+    import tensorflow as tf
+
+    from models import blocks
+    from models.blocks.distill import FINE_PAIRS, NN, NP, PN, PP
+
+    a = tf.constant([1, 1, 0, 0, 1, 0])
+    b = tf.constant([1, 0, 1, 0, 1, 0])
+    masks = blocks.label_pair_masks(a, b, valid=tf.constant([1, 1, 1, 1, 1, 0]))
+    assert {k: np.flatnonzero(v.numpy()).tolist() for k, v in masks.items()} == {
+        PP: [0, 4], PN: [1], NP: [2], NN: [3]}  # row 5 is not valid
+    assert FINE_PAIRS[0] == ((PP, PN), (NP, NN)) and FINE_PAIRS[1] == ((PP, NP), (PN, NN))
+    scores = tf.constant([2.0, 0.5, 1.0, -1.0, 0.0, 5.0])
+    # bpr = mean over (better, worse) pairs of softplus(s_worse - s_better)
+    loss = blocks.bpr(scores, masks[PP], masks[PN])
+    assert float(loss) == pytest.approx(np.mean([np.log1p(np.exp(0.5 - 2.0)), np.log1p(np.exp(0.5 - 0.0))]), rel=1e-5)
+    assert float(blocks.bpr(scores, masks[PN], tf.zeros(6, tf.bool))) == 0.0
+
+    layer = blocks.AugmentedBPR(fine_weights=(1.0, 2.0, 3.0, 4.0), coarse_weights=(1.0, 1.0))
+    ones = tf.ones(6)
+    s_a, s_b = scores, -scores
+    terms = layer.terms((s_a, s_b), (a, b), (ones, ones), masks[PP] | masks[PN] | masks[NP] | masks[NN])
+    assert float(terms["0:-+>--"]) == pytest.approx(float(blocks.bpr(s_a, masks[NP], masks[NN])))
+    assert float(terms["1:+->--"]) == pytest.approx(float(blocks.bpr(s_b, masks[PN], masks[NN])))
+    positives_a = tf.cast(a, tf.bool)
+    assert float(terms["coarse_0"]) == pytest.approx(float(blocks.bpr(s_a, positives_a, ~positives_a)))
+    total = layer((s_a, s_b), (a, b), (ones, ones), masks[PP] | masks[PN] | masks[NP] | masks[NN])
+    expected = (terms["coarse_0"] + terms["coarse_1"] + 1 * terms["0:++>+-"] + 2 * terms["0:-+>--"]
+                + 3 * terms["1:++>-+"] + 4 * terms["1:+->--"])
+    assert float(total) == pytest.approx(float(expected), rel=1e-5)
+    without = blocks.AugmentedBPR(aux=False)((s_a, s_b), (a, b), (ones, ones), masks[PP])
+    assert float(without) == pytest.approx(float(terms["coarse_0"] + terms["coarse_1"]), rel=1e-5)
+
+
+def _pair_batches(ctx, n=1024, batch=256, seed=3):
+    """loved / liked / watched from a latent affinity; unwatched rows are sampled negatives."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, ctx.num_users - 1, size=n)
+    items = rng.integers(1, ctx.num_items - 1, size=n)
+    u_f, i_f = rng.normal(size=(ctx.num_users, 2)), rng.normal(size=(ctx.num_items, 2))
+    rating = 3.5 + (u_f[users] * i_f[items]).sum(1) + 0.5 * rng.normal(size=n)
+    watched = (rng.random(n) < 0.8).astype(np.int64)
+    data = {F.USER_IDX: users, F.ITEM_IDX: items, F.WATCHED: watched,
+            F.LIKED: ((rating >= 4) & (watched == 1)).astype(np.int64),
+            F.LOVED: ((rating >= 4.6) & (watched == 1)).astype(np.int64),
+            F.HISTORY_ITEM_IDX: rng.integers(1, ctx.num_items - 1, size=(n, 6)),
+            F.HISTORY_BEHAVIOR_IDX: np.full((n, 6), 3), F.HISTORY_BUCKET: np.full(n, 6),
+            **{k: v[items] for k, v in ctx.item_table.items()}}
+    return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
+
+
+@pytest.fixture(scope="module")
+def trained_teacher():
+    """(teacher, context, batches, data): a takd_teacher fitted on synthetic loved / liked."""
+    from models.context import synthetic_context
+    from training.trainer import fit_on_arrays
+
+    ctx = synthetic_context(tasks=(F.LOVED, F.LIKED), num_users=30, num_items=25)
+    batches, data = _pair_batches(ctx)
+    settings = {"dim": 4, "bottom": "8", "tower": "4", "learning_rate": 0.02, "calibration_learning_rate": 0.2}
+    return fit_on_arrays("takd_teacher", ctx, settings, batches, epochs=8), ctx, batches, data
+
+
+def test_calibration_step_moves_only_the_platt_heads(trained_teacher):
+    import tensorflow as tf
+
+    teacher, _, batches, _ = trained_teacher
+    heads = teacher.calibration_variables()
+    assert len(heads) == 4  # P and Q of each task
+    head_ids = {v.ref() for v in heads}
+    network = [v for v in teacher.trainable_variables if v.ref() not in head_ids]
+    before = [v.numpy().copy() for v in network]
+    heads_before = [v.numpy().copy() for v in heads]
+    batch = {k: tf.constant(v) for k, v in batches[0].items()}
+    teacher.calibration_step(batch)
+    for old, v in zip(before, network):
+        np.testing.assert_array_equal(old, v.numpy(), err_msg=v.name)
+    assert any(not np.allclose(old, v.numpy()) for old, v in zip(heads_before, heads))
+    # and the ranking loss does not reach the heads, nor the calibration loss the network
+    with tf.GradientTape(persistent=True) as tape:
+        main, calibration = teacher.loss_terms(batch, training=True)
+    assert all(g is None for g in tape.gradient(main, heads))
+    assert all(g is None for g in tape.gradient(calibration, network))
+    for old, v in zip(heads_before, heads):  # the module's teacher as it was
+        v.assign(old)
+
+
+def test_teacher_ranks_both_tasks_and_serves_calibrated_probabilities(trained_teacher):
+    import tensorflow as tf
+
+    teacher, _, _, data = trained_teacher
+    features = {k: tf.constant(v) for k, v in data.items()}
+    out = teacher(features)
+    raw = teacher.scores(features)[0]
+    watched = data[F.WATCHED] == 1
+    for task in (F.LOVED, F.LIKED):
+        p = out[task].numpy()
+        assert ((p > 0) & (p < 1)).all()
+        assert d.binary_auc(p[watched], data[task][watched]) > 0.7
+        # Platt scaling keeps the ranking of the raw scores (P > 0)
+        assert d.binary_auc(raw[task].numpy()[watched], data[task][watched]) == pytest.approx(
+            d.binary_auc(p[watched], data[task][watched]))
+        # calibrated: the mean prediction is near the positive rate (raw BPR scores are not)
+        assert abs(p[watched].mean() - data[task][watched].mean()) < 0.1
+
+
+# -- the student ------------------------------------------------------------------------
+def test_error_correction_moves_only_labels_beyond_the_margin():
+    import tensorflow as tf
+
+    from models import blocks
+
+    soft = tf.constant([0.9, 0.3, 0.5, 0.1, 0.7, 0.35])
+    hard = tf.constant([1, 1, 1, 0, 0, 0])
+    corrected = blocks.correct_soft_labels(soft, hard, margin=0.6).numpy()
+    np.testing.assert_allclose(corrected, [0.9, 0.4, 0.5, 0.1, 0.6, 0.35], atol=1e-6)
+
+
+def test_student_loss_equals_the_hand_computed_value():
+    import tensorflow as tf
+
+    from models import blocks, registry
+    from models.context import synthetic_context
+    from models.families.takd import soft_label
+
+    alpha, tau, margin = 0.3, 2.0, 0.6
+    labels, soft, logits = [1.0, 0.0], [0.2, 0.3], [0.5, -1.0]
+    corrected = [0.4, 0.3]  # 0.2 is 0.8 from its label 1: moved to 1 - margin
+
+    def ce(y, z):
+        p = 1 / (1 + np.exp(-z))
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    def target(p):
+        return 1 / (1 + np.exp(-np.log(p / (1 - p)) / tau))
+
+    expected = np.mean([(1 - alpha) * ce(y, z) + alpha * ce(target(s), z / tau)
+                        for y, s, z in zip(labels, corrected, logits)])
+    value = blocks.distillation_loss(tf.constant(labels), blocks.correct_soft_labels(
+        tf.constant(soft), tf.constant(labels), margin), tf.constant(logits), alpha, tau)
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+    # the family's loss on a tiny batch: the same per task, plus its penalty
+    ctx = synthetic_context(tasks=(F.LOVED, F.LIKED), num_users=10, num_items=10)
+    family = registry.get_family("takd_student")
+    student = family.build(ctx, family.hparams().override(
+        {"alpha": alpha, "tau": tau, "margin": margin, "l2": 0.0, "dim": 2}))
+    batch = {F.USER_IDX: tf.constant([1, 2]), F.ITEM_IDX: tf.constant([3, 4]), F.WATCHED: tf.constant([1, 1]),
+             F.LOVED: tf.constant([1, 0]), F.LIKED: tf.constant([1, 0]),
+             F.HISTORY_ITEM_IDX: tf.constant([[1, 2], [3, 0]]), F.HISTORY_BEHAVIOR_IDX: tf.constant([[3, 3], [3, 0]]),
+             soft_label(F.LOVED): tf.constant(soft), soft_label(F.LIKED): tf.constant(soft)}
+    z = student.forward(batch)[0]
+    per_task = [np.mean([(1 - alpha) * ce(y, zi) + alpha * ce(target(s), zi / tau)
+                         for y, s, zi in zip(labels, corrected, z[t].numpy())]) for t in (F.LOVED, F.LIKED)]
+    assert float(student.compute_loss(batch)) == pytest.approx(sum(per_task), rel=1e-5)
+    # without soft labels (eval batches, or trained alone): the tasks' cross-entropy
+    hard_only = {k: v for k, v in batch.items() if not k.startswith("soft_")}
+    expected_hard = sum(np.mean([ce(y, zi) for y, zi in zip(labels, z[t].numpy())]) for t in (F.LOVED, F.LIKED))
+    assert float(student.compute_loss(hard_only)) == pytest.approx(expected_hard, rel=1e-5)
+
+
+def test_student_learns_from_the_teachers_soft_labels(trained_teacher):
+    import tensorflow as tf
+
+    from training.distillation import teacher_soft_labels
+    from training.trainer import fit_on_arrays
+
+    teacher, ctx, batches, data = trained_teacher
+    soft = teacher_soft_labels(teacher)(data)
+    assert set(soft) == {"soft_loved", "soft_liked"}
+    distilled = [{**b, **{k: v[i * 256:(i + 1) * 256] for k, v in soft.items()}} for i, b in enumerate(batches)]
+    student = fit_on_arrays("takd_student", ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, distilled, epochs=6)
+    out = student({k: tf.constant(v) for k, v in data.items()})
+    watched = data[F.WATCHED] == 1
+    assert d.binary_auc(out[F.LIKED].numpy()[watched], data[F.LIKED][watched]) > 0.7
+    with pytest.raises(ValueError, match="pair of binary tasks"):
+        from models import registry
+        from models.context import synthetic_context
+        family = registry.get_family("takd_student")
+        family.build(synthetic_context(tasks=(F.LIKED, F.RATING)), family.hparams())
+
+
+# -- the pipeline: teacher Trainer -> student Trainer, only the student pushed ------------------
+def test_pipeline_trains_the_teacher_for_the_student_and_pushes_only_the_student(tmp_path):
+    import dataclasses
+    import json
+
+    from pipeline.configs import PipelineConfig
+    from pipeline.pipeline import create_pipeline
+
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf", "takd_student"))
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert "Trainer_takd_teacher" in components
+    assert not {"Evaluator_takd_teacher", "Pusher_takd_teacher"} & set(components)
+    student = components["Trainer_takd_student"]
+    assert student.inputs["base_model"].producer_component_id == "Trainer_takd_teacher"
+    assert json.loads(student.exec_properties["custom_config"])["tasks"] == [F.LOVED, F.LIKED]
+    assert "base_model" not in components["Trainer_mf"].inputs or \
+        components["Trainer_mf"].inputs["base_model"] is None
+    evaluation = components["Evaluator_takd_student"].exec_properties["eval_config"]
+    assert "MultiAUC" in evaluation and d.multi_auc_name(F.LOVED) in evaluation
+
+
+def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(trained_run, tmp_path):
+    import os
+
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from contract import protocol
+    from pipeline import report
+    from training.distillation import saved_teacher_soft_labels, teacher_soft_labels
+    from training.inputs import load_examples
+    from training.trainer import TrainConfig, train, train_and_export
+
+    found = report.output_dirs(trained_run[0].pipeline_root)
+    graph = found["Transform"]["transform_graph"]
+    files = {s: [os.path.join(found["Transform"]["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
+    config = TrainConfig(family="takd_teacher", hparams={"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8"})
+    teacher, _, _ = train(config, files["train"], files["eval"], graph, train_steps=5)
+    out = str(tmp_path / "teacher")
+    from export.signatures import export_model
+    export_model(teacher, tft.TFTransformOutput(graph), np.ones(teacher.context.num_items, bool), out)
+    assert protocol.SOFT_LABELS in tf.saved_model.load(out).signatures
+    data = load_examples(files["train"], tft.TFTransformOutput(graph))
+    served = saved_teacher_soft_labels(out, files["train"])(data)
+    in_process = teacher_soft_labels(teacher)(data)
+    assert set(served) == {"soft_loved", "soft_liked"}
+    for name in served:
+        np.testing.assert_allclose(served[name], in_process[name], atol=1e-5)
+    with pytest.raises(ValueError, match="needs the teacher's model as base_model"):
+        train_and_export(TrainConfig(family="takd_student"), files["train"], files["eval"], graph,
+                         str(tmp_path / "student"))
