@@ -280,6 +280,30 @@ def binary_auc(scores, positives) -> float:
     return auc_from_counts(score_counts(scores, positives))
 
 
+def set_accuracy(scores, targets) -> float:
+    """Share of examples whose top-scored class is one of their target classes.
+
+    A multi-class accuracy for labels that may hold several right answers (a movie's
+    genres); with exactly one target per example it is the usual accuracy. Ties in
+    score count fractionally: the expected hit over the tied top classes. NaN when empty.
+
+    Args:
+      scores: [n, C] class scores (higher is more likely).
+      targets: [n, C] 0/1 (or nonnegative weights): nonzero marks a target class.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    if s.ndim != 2 or s.shape != t.shape:
+        raise ValueError(f"scores and targets must both be [n, C], got {s.shape} and {t.shape}")
+    if s.shape[0] == 0:
+        return float("nan")
+    if not np.all((t > 0).any(axis=1)):
+        raise ValueError("targets: every example needs at least one target class")
+    top = s == s.max(axis=1, keepdims=True)
+    hits = (top & (t > 0)).sum(axis=1) / top.sum(axis=1)
+    return exact_mean(hits.tolist())
+
+
 def liked_auc(scores, ratings, threshold: float = LIKED_MIN_RATING) -> float:
     """AUC of the scores against liked = (rating >= threshold), over all examples.
 

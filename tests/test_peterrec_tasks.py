@@ -1,0 +1,143 @@
+"""PeterRec's downstream tasks: split rules and no leakage into pretraining (training/downstream.py)."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.example_gen import encoding, histories, inmemory
+from components.example_gen.config import IngestConfig
+from contract import datasets as D
+from contract import features as F
+from evaluation import definitions as d
+from training import downstream as DS
+from training.views import ItemRows, load_user_view
+
+LENGTH = 16
+
+
+@pytest.fixture(scope="module")
+def protocol_s(movielens_slice, tmp_path_factory):
+    """Both views of the MovieLens slice under leave_last_two_out, the user view read back
+    from GZIP TFRecords by `load_user_view` as the Trainer reads ExampleGen's output."""
+    config = IngestConfig.movielens(split="leave_last_two_out")
+    loaded = inmemory.load_inputs(str(movielens_slice), config)
+    examples, _, _ = histories.build_examples(loaded.interactions, config, loaded.catalogue)
+    user_records = histories.build_user_view(loaded.interactions, config, loaded.catalogue)
+    vocab = sorted({e.features[F.ITEM_ID][0] for e in examples if e.split == "train"})
+    rows = ItemRows([v.encode() for v in vocab], D.MOVIELENS.behaviors)
+    out = tmp_path_factory.mktemp("user_view")
+    views = {}
+    for split in DS.SPLITS:
+        path = os.path.join(out, f"{split}.gz")
+        with tf.io.TFRecordWriter(path, "GZIP") as w:
+            for u in user_records:
+                if u.split == split:
+                    w.write(encoding.serialize(u.features))
+        views[split] = load_user_view([path], rows)
+    interactions = DS.interactions_from_records([e.features for e in examples])
+    return views, interactions, rows
+
+
+def _per_user(interactions, split):
+    return {i.user: i for i in interactions if i.split == split}
+
+
+def test_pretraining_never_sees_an_eval_or_test_item(protocol_s):
+    views, interactions, rows = protocol_s
+    items, behaviors = DS.pretraining_sequences(views["train"], LENGTH)
+    assert items.shape == behaviors.shape and items.shape[1] == LENGTH
+    assert np.array_equal(items > 0, behaviors > 0)
+    held_out = {}
+    for split in ("eval", "test"):
+        for user, i in _per_user(interactions, split).items():
+            held_out.setdefault(user, set()).add(int(rows.rows([i.item.encode()])[0]))
+    # Windows cover each train history exactly once, in order.
+    by_user = {}
+    for s, a, b in DS.windows(views["train"].items, LENGTH):
+        by_user.setdefault(s, []).append((a, b))
+    for s, cuts in by_user.items():
+        cuts.sort()
+        n = len(views["train"].items[s])
+        assert cuts[-1][1] == n and all(x[1] == y[0] for x, y in zip(cuts, cuts[1:]))
+        user = views["train"].users[s].decode()
+        seen = set(views["train"].items[s].tolist())
+        assert not seen & held_out.get(user, set()), user
+    assert len(held_out) >= 10
+
+
+def test_next_like_labels_follow_the_split_rules(protocol_s):
+    views, interactions, rows = protocol_s
+    data = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH)
+    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    train = data.splits["train"]
+    # Position t is labelled by the behavior at t + 1 of the same train history.
+    for k in range(len(train)):
+        n = int((train.items[k] > 0).sum())
+        m = train.mask[k]
+        assert m[n:].sum() == 0
+        inside = np.flatnonzero(m[: n - 1])
+        np.testing.assert_array_equal(train.labels[k, inside], train.behaviors[k, inside + 1] == liked)
+    for split, view_split in (("eval", "eval"), ("test", "test")):
+        examples = data.splits[split]
+        targets = _per_user(interactions, split)
+        view = views[view_split]
+        history = {u.decode(): h for u, h in zip(view.users, view.items)}
+        assert len(examples) == len(targets)
+        for k, user in enumerate(examples.users):
+            n = int((examples.items[k] > 0).sum())
+            assert examples.mask[k].sum() == 1 and examples.mask[k, n - 1] == 1
+            assert examples.labels[k, n - 1] == (targets[user].rating >= 4.0)
+            np.testing.assert_array_equal(examples.items[k, :n], history[user][-LENGTH:])
+    # The test input ends with the eval item (protocol S), the eval input does not hold it.
+    evals = _per_user(interactions, "eval")
+    test = data.splits["test"]
+    for k, user in enumerate(test.users):
+        n = int((test.items[k] > 0).sum())
+        assert test.items[k, n - 1] == rows.rows([evals[user].item.encode()])[0]
+
+
+def test_next_liked_genre_targets_are_the_next_liked_movies_genres(protocol_s):
+    views, interactions, rows = protocol_s
+    data = DS.build(DS.NEXT_LIKED_GENRE, views, interactions, rows.ids, LENGTH)
+    assert data.classes == DS.genre_vocabulary(interactions) and "Drama" in data.classes
+    genres_of = {i.item: i.genres for i in interactions}
+    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    for split in ("eval", "test"):
+        examples = data.splits[split]
+        targets = _per_user(interactions, split)
+        assert set(examples.users) == {u for u, i in targets.items() if i.rating >= 4.0}
+        for k, user in enumerate(examples.users):
+            want = {data.classes.index(g) for g in genres_of[targets[user].item]}
+            got = examples.labelled_targets()[k]
+            assert set(np.flatnonzero(got)) == want
+            assert got.sum() == pytest.approx(1.0)
+    train = data.splits["train"]
+    for k in range(len(train)):
+        n = int((train.items[k] > 0).sum())
+        for t in np.flatnonzero(train.mask[k]):
+            later = [j for j in range(t + 1, n) if train.behaviors[k, j] == liked]
+            if later:  # the next liked item inside the window decides the label
+                item = rows.ids[train.items[k, later[0]] - 1].decode()
+                want = {data.classes.index(g) for g in genres_of[item]}
+                assert set(np.flatnonzero(train.labels[k, t])) == want
+
+
+def test_tasks_need_protocol_s(protocol_s):
+    views, interactions, rows = protocol_s
+    doubled = list(interactions) + [i for i in interactions if i.split == "eval"][:1]
+    with pytest.raises(ValueError, match="leave_last_two_out"):
+        DS.build(DS.NEXT_LIKE, views, doubled, rows.ids, LENGTH)
+    with pytest.raises(ValueError, match="unknown downstream task"):
+        DS.build("gender", views, interactions, rows.ids, LENGTH)
+
+
+def test_set_accuracy():
+    scores = np.array([[0.1, 0.9, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    targets = np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]])
+    # Hit, a two-way tie with one right class (1/2), miss.
+    assert d.set_accuracy(scores, targets) == pytest.approx(0.5)
+    assert np.isnan(d.set_accuracy(np.zeros((0, 3)), np.zeros((0, 3))))
+    with pytest.raises(ValueError, match="at least one target"):
+        d.set_accuracy(scores, np.zeros((3, 3)))
