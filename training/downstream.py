@@ -23,9 +23,10 @@ Split rules (the same for both tasks):
 - train: positions inside each user's train history. The label of position t is
   defined by the items after t within that history (the next item; the next liked
   item), and the input is the items up to t. Long histories are cut into windows of
-  `length` positions from the most recent end; the labels are computed on the whole
-  history first, so a window's last position may be labelled by the next window's
-  first item (still inside the train history);
+  `length` positions from the most recent end (optionally only the `per_user` most
+  recent windows are kept); the labels are computed on the whole history first, so a
+  window's last position may be labelled by the next window's first item (still inside
+  the train history);
 - eval: one example per user, the most recent `length` items of the train history as
   input, the eval item as the label (next_liked_genre: only users whose eval item is
   liked). Used for early stopping and every choice of setting;
@@ -223,10 +224,14 @@ def pretraining_sequences(train_view: UserView, length: int) -> Tuple[np.ndarray
 
 
 def _labelled_windows(view: UserView, labels: Sequence[np.ndarray], mask: Sequence[np.ndarray], length: int,
-                      label_shape: Tuple[int, ...]) -> LabeledSequences:
+                      label_shape: Tuple[int, ...], per_user: int = 0) -> LabeledSequences:
     parts, users = [], []
-    for s, a, b in windows(view.items, length):
+    taken: Dict[int, int] = {}
+    for s, a, b in windows(view.items, length):  # most recent first
+        if per_user and taken.get(s, 0) >= per_user:
+            continue
         if mask[s][a:b].any():
+            taken[s] = taken.get(s, 0) + 1
             parts.append((view.items[s][a:b], view.behaviors[s][a:b], labels[s][a:b], mask[s][a:b]))
             users.append(_text(view.users[s]))
     return _stack(parts, length, label_shape, users)
@@ -250,7 +255,7 @@ def _last_position(view: UserView, wanted: Mapping[str, np.ndarray], length: int
 
 
 def next_like(views: Mapping[str, UserView], interactions: Sequence[Interaction], length: int,
-              spec: D.DatasetSpec = D.MOVIELENS) -> DownstreamData:
+              spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
     """Binary: is the next interaction a like (rating >= 4; the `liked` history behavior)."""
     _check_views(views)
     liked_row = spec.behaviors.index("liked") + 1
@@ -262,7 +267,7 @@ def next_like(views: Mapping[str, UserView], interactions: Sequence[Interaction]
         m[:-1] = 1.0
         labels.append(lab)
         mask.append(m)
-    out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, ())}
+    out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, (), per_user)}
     for split in (EVAL, TEST):
         target = _one_per_user(interactions, split)
         wanted = {u: np.float32(i.rating >= F.LIKED_MIN_RATING) for u, i in target.items()}
@@ -276,7 +281,7 @@ def genre_vocabulary(interactions: Sequence[Interaction]) -> Tuple[str, ...]:
 
 
 def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Interaction], item_ids: Sequence[bytes],
-                     length: int, spec: D.DatasetSpec = D.MOVIELENS) -> DownstreamData:
+                     length: int, spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
     """Multi-class: the genres of the user's next liked movie (see the module docstring).
 
     Args:
@@ -284,6 +289,7 @@ def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Inter
       interactions: the interaction view (labels and genres).
       item_ids: the item vocabulary of the rows (row r is item_ids[r - 1]).
       length: sequence length.
+      per_user: training windows kept per user, the most recent first (0: all).
     """
     _check_views(views)
     classes = genre_vocabulary(interactions)
@@ -318,7 +324,7 @@ def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Inter
                     following = row_targets[row]
         labels.append(lab)
         mask.append(m)
-    out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, (len(classes),))}
+    out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, (len(classes),), per_user)}
     for split in (EVAL, TEST):
         wanted = {}
         for u, i in _one_per_user(interactions, split).items():
@@ -330,12 +336,13 @@ def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Inter
 
 
 def build(task: str, views: Mapping[str, UserView], interactions: Sequence[Interaction], item_ids: Sequence[bytes],
-          length: int, spec: D.DatasetSpec = D.MOVIELENS) -> DownstreamData:
-    """The examples of downstream task `task` (one of TASKS)."""
+          length: int, spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
+    """The examples of downstream task `task` (one of TASKS); `per_user` > 0 keeps that many
+    training windows per user, the most recent (a smaller downstream training set)."""
     if spec.name != D.MOVIELENS.name:
         raise ValueError(f"downstream tasks {TASKS} are defined on movielens, not {spec.name!r}")
     if task == NEXT_LIKE:
-        return next_like(views, interactions, length, spec)
+        return next_like(views, interactions, length, spec, per_user)
     if task == NEXT_LIKED_GENRE:
-        return next_liked_genre(views, interactions, item_ids, length, spec)
+        return next_liked_genre(views, interactions, item_ids, length, spec, per_user)
     raise ValueError(f"unknown downstream task {task!r}; expected one of {TASKS}")
