@@ -18,8 +18,8 @@ Tasks (MovieLens):
 
 Split rules (the same for both tasks):
 
-- pretraining reads the train histories only (`pretraining_sequences`), so it never
-  sees an eval or test item;
+- pretraining reads the train histories only (`training.views.sequence_windows` of the
+  train split), so it never sees an eval or test item;
 - train: positions inside each user's train history. The label of position t is
   defined by the items after t within that history (the next item; the next liked
   item), and the input is the items up to t. Long histories are cut into windows of
@@ -53,7 +53,8 @@ import tensorflow as tf
 
 from contract import datasets as D
 from contract import features as F
-from training.views import UserView
+from models.families.sequential import CLOZE
+from training.views import UserView, sequence_windows
 
 BINARY = "binary"
 MULTICLASS = "multiclass"
@@ -183,21 +184,6 @@ def _one_per_user(interactions: Sequence[Interaction], split: str) -> Dict[str, 
     return out
 
 
-def windows(rows: Sequence[np.ndarray], length: int) -> List[Tuple[int, int, int]]:
-    """(sequence index, start, stop) of windows of at most `length` positions, cut from the
-    most recent end of each sequence; windows shorter than 2 positions are left out."""
-    if length < 2:
-        raise ValueError(f"length must be >= 2, got {length}")
-    out = []
-    for s, r in enumerate(rows):
-        stop = len(r)
-        while stop >= 2:
-            start = max(0, stop - length)
-            out.append((s, start, stop))
-            stop = start
-    return out
-
-
 def _stack(parts: Sequence[Tuple[np.ndarray, ...]], length: int, label_shape: Tuple[int, ...], users: List[str]
            ) -> LabeledSequences:
     n = len(parts)
@@ -211,23 +197,13 @@ def _stack(parts: Sequence[Tuple[np.ndarray, ...]], length: int, label_shape: Tu
     return LabeledSequences(items, behaviors, labels, mask, users)
 
 
-def pretraining_sequences(train_view: UserView, length: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(items, behaviors) [n, length] windows of the train histories (see `windows`) for
-    self-supervised next-item pretraining: no eval or test item is in them."""
-    cut = windows(train_view.items, length)
-    items = np.zeros((len(cut), length), np.int64)
-    behaviors = np.zeros((len(cut), length), np.int64)
-    for k, (s, a, b) in enumerate(cut):
-        items[k, : b - a] = train_view.items[s][a:b]
-        behaviors[k, : b - a] = train_view.behaviors[s][a:b]
-    return items, behaviors
-
-
 def _labelled_windows(view: UserView, labels: Sequence[np.ndarray], mask: Sequence[np.ndarray], length: int,
                       label_shape: Tuple[int, ...], per_user: int = 0) -> LabeledSequences:
     parts, users = [], []
     taken: Dict[int, int] = {}
-    for s, a, b in windows(view.items, length):  # most recent first
+    # Windows of up to `length` positions stepping back from the end (the cloze objective's
+    # windows: every position once, no overlap), most recent first per user.
+    for s, a, b in sequence_windows(view, length, CLOZE):
         if per_user and taken.get(s, 0) >= per_user:
             continue
         if mask[s][a:b].any():
