@@ -139,3 +139,17 @@ def test_set_accuracy():
     assert np.isnan(d.set_accuracy(np.zeros((0, 3)), np.zeros((0, 3))))
     with pytest.raises(ValueError, match="at least one target"):
         d.set_accuracy(scores, np.zeros((3, 3)))
+
+
+def test_per_user_keeps_each_users_most_recent_window(protocol_s):
+    views, interactions, rows = protocol_s
+    every = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH)
+    recent = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH, per_user=1)
+    train = views["train"]
+    history = {u.decode(): h for u, h in zip(train.users, train.items)}
+    assert len(recent.splits["train"]) == len(set(recent.splits["train"].users)) < len(every.splits["train"])
+    for k, user in enumerate(recent.splits["train"].users):
+        n = int((recent.splits["train"].items[k] > 0).sum())
+        np.testing.assert_array_equal(recent.splits["train"].items[k, :n], history[user][-LENGTH:])
+    for split in ("eval", "test"):  # only the training set shrinks
+        np.testing.assert_array_equal(recent.splits[split].items, every.splits[split].items)
