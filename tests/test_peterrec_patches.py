@@ -130,3 +130,26 @@ def test_pretrained_weights_load_from_the_exported_saved_model(tmp_path):
     np.testing.assert_allclose(fresh.hidden(batch["items"], batch["behaviors"]).numpy(), want, atol=1e-6)
     with pytest.raises(FileNotFoundError, match="serving model directory"):
         load_pretrained(fresh, str(tmp_path))
+
+
+def test_fine_tune_keeps_the_best_eval_epoch_and_scores_test_once():
+    from training import downstream as DS
+    from training.peterrec import fine_tune, predict, score
+
+    def split(seed, n):
+        b = _batch(seed, n)
+        mask = b["mask"].numpy()
+        labels = (b["items"].numpy() % 2 == 0).astype(np.float32) * mask  # learnable: parity of the item
+        return DS.LabeledSequences(b["items"].numpy(), b["behaviors"].numpy(), labels, mask, [str(i) for i in range(n)])
+
+    data = DS.DownstreamData("parity", DS.BINARY, (), {"train": split(1, 32), "eval": split(2, 16),
+                                                         "test": split(3, 16)})
+    model = PatchedClassifier.from_network(_pretrained(), P.PATCH_PARALLEL, BINARY, 1, bottleneck=BOTTLENECK)
+    result = fine_tune(model, data, learning_rate=0.01, batch_size=8, max_epochs=4, patience=2, seed=0)
+    assert result["eval"] == max(result["eval_history"]) and result["best_epoch"] >= 1
+    assert result["eval_history"][result["best_epoch"] - 1] == result["eval"]
+    # The model holds the best epoch's weights: scoring eval again gives the reported value.
+    assert score(DS.BINARY, predict(model, data.splits["eval"]), data.splits["eval"]) == pytest.approx(result["eval"])
+    assert result["test"] == pytest.approx(score(DS.BINARY, predict(model, data.splits["test"]), data.splits["test"]))
+    assert result["trained_parameters"] == model.trained_parameters() == DIM + 1 + len(DILATIONS) * (
+        2 * DIM * BOTTLENECK + DIM + BOTTLENECK)

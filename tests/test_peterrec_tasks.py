@@ -153,3 +153,16 @@ def test_per_user_keeps_each_users_most_recent_window(protocol_s):
         np.testing.assert_array_equal(recent.splits["train"].items[k, :n], history[user][-LENGTH:])
     for split in ("eval", "test"):  # only the training set shrinks
         np.testing.assert_array_equal(recent.splits[split].items, every.splits[split].items)
+
+
+def test_interactions_read_from_example_files_equal_the_records(movielens_slice, tmp_path):
+    config = IngestConfig.movielens(split="leave_last_two_out")
+    examples, _ = inmemory.ingest_in_memory(str(movielens_slice), config)
+    path = str(tmp_path / "interactions.gz")
+    with tf.io.TFRecordWriter(path, "GZIP") as w:
+        for e in examples:
+            w.write(encoding.serialize(e.features))
+    from_files = DS.load_interactions([path])
+    assert from_files == DS.interactions_from_records([e.features for e in examples])
+    assert {i.split for i in from_files} == set(DS.SPLITS)
+    assert all(i.genres for i in from_files) and all(0.5 <= i.rating <= 5.0 for i in from_files)
