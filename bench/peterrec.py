@@ -20,6 +20,7 @@ fine-tuning seconds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -33,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from common.io_utils import atomic_path, atomic_write  # noqa: E402
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from models.blocks import patches as P  # noqa: E402
@@ -97,6 +99,27 @@ def pretrain(context: ModelContext, params: NextItNetParams, views, valid: np.nd
     }
 
 
+def cached_pretrain(context, params, views, valid, seed: int, cache_dir: str):
+    """`pretrain`, or its weights and summary from an earlier run with the same data,
+    hyperparameters and seed (`cache_dir`/<key>.npz and .json)."""
+    key = hashlib.md5(json.dumps([params.to_dict(), seed, int(context.num_items), LENGTH],
+                                 sort_keys=True).encode()).hexdigest()[:12]
+    weights_path, summary_path = (os.path.join(cache_dir, f"{key}.{ext}") for ext in ("npz", "json"))
+    if os.path.exists(weights_path) and os.path.exists(summary_path):
+        with np.load(weights_path) as saved:
+            weights = [saved[f"w{i}"] for i in range(len(saved.files))]
+        with open(summary_path) as f:
+            return weights, dict(json.load(f), cached=True)
+    net, summary = pretrain(context, params, views, valid, seed)
+    weights = net.get_weights()
+    os.makedirs(cache_dir, exist_ok=True)
+    with atomic_path(weights_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{f"w{i}": w for i, w in enumerate(weights)})
+    atomic_write(summary_path, json.dumps(summary))
+    return weights, summary
+
+
 def run(args) -> List[Dict[str, Any]]:
     stages = common.data_stages(args.work_dir, split="leave_last_two_out")
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -113,10 +136,10 @@ def run(args) -> List[Dict[str, Any]]:
     results: List[Dict[str, Any]] = []
     for seed in args.seeds:
         context = context_for(tft_output, views, seed)
-        net, pre = pretrain(context, params, views, valid, seed)
+        weights, pre = cached_pretrain(context, params, views, valid, seed,
+                                       os.path.join(stages.config.output_dir, "peterrec_pretrained"))
         print(f"seed {seed} pretrained: {pre}", file=sys.stderr)
-        weights = net.get_weights()
-        results.append({"kind": "pretrain", "seed": seed, **pre})
+        results.append({"kind": "pretrain", "seed": seed, **{k: v for k, v in pre.items() if k != "cached"}})
         for name, data in tasks.items():
             for mode in args.modes:
                 keras.utils.set_random_seed(seed)
@@ -197,9 +220,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pretrain_epochs", type=int, default=8)
     parser.add_argument("--train_windows", type=int, default=1,
                         help="fine-tuning windows per user, most recent first (0: all)")
-    parser.add_argument("--lr", type=float, default=0.002)
+    parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=2)
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--name", default="peterrec")
