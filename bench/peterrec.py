@@ -44,7 +44,7 @@ from models.families.sequential import NEXT_ITEM  # noqa: E402
 from models.peterrec import LAST, PatchedClassifier  # noqa: E402
 from training import downstream as DS  # noqa: E402
 from training import topk  # noqa: E402
-from training.peterrec import fine_tune  # noqa: E402
+from training.peterrec import fine_tune, metric_name, score  # noqa: E402
 from training.trainer import vocabulary_rows  # noqa: E402
 from training.views import ItemRows, item_counts, load_user_view, sequence_dataset, sequence_windows  # noqa: E402
 
@@ -120,6 +120,43 @@ def cached_pretrain(context, params, views, valid, seed: int, cache_dir: str):
     return weights, summary
 
 
+def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -> List[Dict[str, Any]]:
+    """Peers without a network, each split's labelled positions scored from the input alone:
+    `prior` (the training labels' mean: one constant score) and `history` (next_like: the
+    share of liked items in the input; next_liked_genre: the genres of the input's liked
+    movies, counted as the targets are, plus the prior to break ties)."""
+    train = data.splits[DS.TRAIN]
+    prior = train.labelled_targets().mean(axis=0)
+    genres = {}
+    if data.kind != DS.BINARY:
+        index = {g: k for k, g in enumerate(data.classes)}
+        for i in interactions:
+            if i.split == DS.TRAIN and i.item not in genres:
+                known = [index[g] for g in i.genres if g in index]
+                genres[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
+    out = []
+    for split in (DS.EVAL, DS.TEST):
+        examples = data.splits[split]
+        last = examples.mask > 0
+        history = []
+        for k in range(len(examples)):
+            n = int(np.flatnonzero(last[k])[0]) + 1
+            items, behaviors = examples.items[k, :n], examples.behaviors[k, :n]
+            if data.kind == DS.BINARY:
+                history.append(float(np.mean(behaviors == liked_row)))
+            else:
+                mass = np.zeros(len(data.classes))
+                for row in items[behaviors == liked_row]:
+                    if 0 < row <= len(item_ids):
+                        mass += genres.get(item_ids[row - 1].decode(), 0.0)
+                history.append(mass + 1e-6 * prior)
+        constant = np.broadcast_to(prior, (len(examples),) + np.shape(prior))
+        for name, scores in (("prior", constant), ("history", np.asarray(history))):
+            out.append({"task": data.task, "mode": name, "split": split, "metric": metric_name(data.kind),
+                        "value": float(score(data.kind, scores, examples))})
+    return out
+
+
 def run(args) -> List[Dict[str, Any]]:
     stages = common.data_stages(args.work_dir, split="leave_last_two_out")
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -134,7 +171,12 @@ def run(args) -> List[Dict[str, Any]]:
     valid[1: len(rows.ids) + 1] = True
     params = pretrain_params(args)
     results: List[Dict[str, Any]] = []
-    for seed in args.seeds:
+    liked_row = SPEC.behaviors.index("liked") + 1
+    for name, data in tasks.items():
+        for row in baselines(data, interactions, rows.ids, liked_row):
+            print(json.dumps(row), file=sys.stderr)
+            results.append({"kind": "baseline", **row})
+    for seed in (args.seeds if args.modes else []):
         context = context_for(tft_output, views, seed)
         weights, pre = cached_pretrain(context, params, views, valid, seed,
                                        os.path.join(stages.config.output_dir, "peterrec_pretrained"))
@@ -158,7 +200,14 @@ def run(args) -> List[Dict[str, Any]]:
 def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Sequence[str]) -> List[Dict[str, Any]]:
     out = []
     for task in tasks:
-        runs = [r for r in results if r.get("task") == task]
+        for name in ("prior", "history"):
+            found = [r for r in results if r["kind"] == "baseline" and r["task"] == task and r["mode"] == name]
+            values = {r["split"]: r["value"] for r in found}
+            if values:
+                out.append({"task": task, "mode": f"baseline: {name}", "metric": found[0]["metric"],
+                            "test": values.get(DS.TEST),
+                            "eval": values.get(DS.EVAL), "trained_parameters": 0, "seeds": None})
+        runs = [r for r in results if r.get("kind") == "fine_tune" and r.get("task") == task]
         full = [r["trained_parameters"] for r in runs if r["mode"] == P.FINE_ALL]
         for mode in modes:
             mine = [r for r in runs if r["mode"] == mode]
@@ -230,7 +279,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.tasks = [t for t in args.tasks.split(",") if t]
-    args.modes = [P.check_mode(m) for m in args.modes.split(",") if m]
+    # --modes none: only the data and the baselines (no pretraining).
+    args.modes = [P.check_mode(m) for m in args.modes.split(",") if m and m != "none"]
     unknown = [t for t in args.tasks if t not in DS.TASKS]
     if unknown:
         parser.error(f"unknown tasks {unknown}; expected some of {DS.TASKS}")
