@@ -138,6 +138,11 @@ class SequentialModel(RecModel):
             total += self.loss_weights[name] * task(query, vectors, biases, wanted, log_q=log_q)
         return total
 
+    def monitor(self, top_k: int = 10):
+        # Protocol S reports NDCG at 10 (evaluation.definitions.NEXT_ITEM_NDCG_KS), the
+        # full-catalogue value early stopping watches, whatever the K of `recommend`.
+        return "val_ndcg@10", "max"
+
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         if SEQUENCE_TARGET_IDX in features:
             return self.sequence_loss(features, training)
