@@ -51,7 +51,7 @@ class SequentialParams(HParams):
     dropout: float = 0.2
     softmax: str = FULL_SOFTMAX
     item_bias: bool = True
-    learning_rate: float = 0.001
+    learning_rate: float = 0.002
     batch_size: int = 32
     max_epochs: int = 200
     patience: int = 5
