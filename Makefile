@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-takd bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -71,6 +71,9 @@ bench-takd: $(STAMP)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
+
+bench-peterrec: $(STAMP)
+	$(PY) -m bench.peterrec $(ARGS)
 
 # Airflow on this machine: SQLite metadata under outputs/airflow_home, the DAGs of dags/
 # (configured by RECSYS_* variables, see pipeline/airflow_runner.py). Parsing the DAG

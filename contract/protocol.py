@@ -33,6 +33,10 @@ POPULAR_ROWS = "popular_rows"  # rank_queries output: the training-popularity ra
 TARGET_ROWS = "target_rows"  # rank_queries output: int64 [None, T] target item rows (0 = unknown)
 TARGET_PAD = -1  # padding of TARGET_ROWS
 SOFT_LABELS = "soft_labels"  # a teacher's signature: serialized transformed examples -> soft label per task
+SCORE_QUERIES = "score_queries"  # user-view examples -> every item's score (protocol S in the Evaluator)
+CATALOGUE_SCORES = "catalogue_scores"  # score_queries output: float32 [None, N], -inf at rows that are not items
+HISTORY_ROWS = "history_rows"  # score_queries output: int64 [None, L] the input's item rows (0 = pad / unknown)
+QUERY_USER = "user_id"  # score_queries output: string [None], the example's user (seeds sampled negatives)
 
 # numpy dtype <-> TensorProto dtype and the typed value field that carries it.
 _NUMERIC = {

@@ -14,8 +14,9 @@ from tfx import v1 as tfx
 from components.pusher import ServingPusher
 from contract import datasets as D
 from contract import features as F
+from components.example_gen.config import SPLIT_LEAVE_LAST_TWO_OUT
 from contract import tasks as T
-from evaluation.eval_config import REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
+from evaluation.eval_config import PROTOCOL_K, PROTOCOL_S, REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
 from models.registry import get_family
 from pipeline.configs import PipelineConfig
 from training.trainer import TrainConfig
@@ -68,6 +69,9 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
         family = get_family(family_name)  # fails early, listing the known families
         tasks = family_tasks(config, family_name)  # fails early if the dataset lacks a task
         on_users = family.view == F.USER_VIEW
+        if family.sequential and config.split != SPLIT_LEAVE_LAST_TWO_OUT:
+            raise ValueError(f"model family {family_name!r} is sequential and is evaluated with protocol S, which "
+                             f"needs --split {SPLIT_LEAVE_LAST_TWO_OUT} (got {config.split!r})")
         trainer = trainer_of(family_name)
 
         resolver = tfx.dsl.Resolver(
@@ -90,7 +94,8 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             model=trainer.outputs["model"],
             baseline_model=resolver.outputs["model"],
             eval_config=eval_config(tasks, top_k=config.top_k, pair=[t.name for t in tasks] if family.teacher else (),
-                                    pair_gate=MULTI_AUC_GATE if family.teacher else None),
+                                    pair_gate=MULTI_AUC_GATE if family.teacher else None,
+                                    protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
         ).with_id(f"Evaluator_{family_name}")
 
