@@ -1,4 +1,4 @@
-"""Protocol R recommendation metrics as pure numpy functions.
+"""Recommendation metrics (protocols R, K and S) as pure numpy functions.
 
 These functions are the single definition of every metric: the TFMA metrics in
 `evaluation.tfma_metrics` call them from their combiners, and benchmarks
@@ -24,7 +24,8 @@ Conventions shared by all functions:
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+import zlib
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -577,6 +578,164 @@ def top_k_excluding(scores: np.ndarray, exclude, k: int) -> np.ndarray:
     k = min(_check_k(k), int(np.isfinite(s).sum()))
     part = np.argpartition(-s, k - 1)[:k] if k < s.size else np.arange(s.size)
     return part[np.lexsort((part, -s[part]))][:k]
+
+
+# --------------------------------------------------------------------------
+# Protocol S: one held-out next item per user, ranked against two candidate sets.
+#
+#   full:    every valid item row (the training vocabulary) except the input's items;
+#   sampled: 100 item rows the user never interacted with, drawn uniformly without
+#            replacement with a fixed seed, plus the target.
+#
+# "Never interacted with" is decided per example from what that example holds: an
+# item of its input (history) or its target. For the test split the input holds every
+# earlier interaction, so the negatives are items the user never rated at all; for the
+# eval split the test item (rated later) may be drawn, since an eval example does not
+# know the future. The draw depends only on (seed, user id, the candidate rows), never
+# on the order users are visited in, so the Trainer's callback, the Evaluator and the
+# benchmarks draw the same negatives for the same user and vocabulary.
+#
+# A target that cannot be scored (not in the training vocabulary) is a miss in both.
+# Ties with the target use the tie-aware expectation (module docstring): with `better`
+# candidates scored above it and `tied` candidates scored equal, the target is equally
+# likely at each rank better + 1 .. better + tied + 1.
+# --------------------------------------------------------------------------
+NEXT_ITEM_HIT_RATE_KS = (5, 10)
+NEXT_ITEM_NDCG_KS = (10,)
+NEXT_ITEM_MRR_KS = (5, 10)
+SAMPLED_PREFIX = "sampled_"
+SAMPLED_NEGATIVES = 100
+SAMPLED_SEED = 20200701
+
+
+def next_item_metric_names(prefix: str = "") -> List[str]:
+    """Per-target metric names of protocol S (`hit_rate@5`, ..., `mrr@10`), with `prefix`."""
+    return ([prefix + hit_rate_name(k) for k in NEXT_ITEM_HIT_RATE_KS]
+            + [prefix + ndcg_name(k) for k in NEXT_ITEM_NDCG_KS]
+            + [prefix + mrr_name(k) for k in NEXT_ITEM_MRR_KS])
+
+
+def protocol_s_metric_names() -> List[str]:
+    """Every protocol S result name: full (no prefix), sampled (`sampled_`), and `users`."""
+    return next_item_metric_names() + next_item_metric_names(SAMPLED_PREFIX) + ["users"]
+
+
+def target_rank_counts(scores, target: int, candidates) -> Optional[Tuple[int, int]]:
+    """(candidates scored above the target, candidates tied with it); None when the target
+    cannot be ranked (a row outside `scores`, or a score that is not finite).
+
+    Args:
+      scores: [N] scores of every item row.
+      target: the target's row.
+      candidates: rows the target is ranked against (the target itself is skipped).
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    target = int(target)
+    if not 0 <= target < s.size or not np.isfinite(s[target]):
+        return None
+    rows = np.asarray(candidates, dtype=np.int64).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= s.size):
+        raise ValueError(f"candidates hold rows outside 0..{s.size - 1}")
+    rows = rows[rows != target]
+    others = s[rows]
+    return int(np.sum(others > s[target])), int(np.sum(others == s[target]))
+
+
+def next_item_user_metrics(counts: Optional[Tuple[int, int]], prefix: str = "") -> Dict[str, float]:
+    """HR@5/10, NDCG@10 and MRR@5/10 of one target from `target_rank_counts` (None: a miss).
+
+    With one relevant item, NDCG@k = 1 / log2(rank + 1) within k, MRR@k = 1 / rank within
+    k and HR@k = [rank <= k]; ties average over the ranks the tie spans.
+    """
+    names = next_item_metric_names(prefix)
+    if counts is None:
+        return dict.fromkeys(names, 0.0)
+    better, tied = counts
+    if better < 0 or tied < 0:
+        raise ValueError(f"rank counts must be >= 0, got better={better}, tied={tied}")
+    ranks = np.arange(better + 1, better + tied + 2, dtype=np.float64)
+    share = 1.0 / ranks.size
+
+    def within(k, values):
+        return float(np.sum(values[ranks <= k]) * share)
+
+    out = {}
+    for k in NEXT_ITEM_HIT_RATE_KS:
+        out[prefix + hit_rate_name(k)] = within(k, np.ones_like(ranks))
+    for k in NEXT_ITEM_NDCG_KS:
+        out[prefix + ndcg_name(k)] = within(k, 1.0 / np.log2(ranks + 1.0))
+    for k in NEXT_ITEM_MRR_KS:
+        out[prefix + mrr_name(k)] = within(k, 1.0 / ranks)
+    return out
+
+
+def _user_key(user) -> int:
+    if isinstance(user, (bytes, bytearray)):
+        raw = bytes(user)
+    elif isinstance(user, (int, np.integer)):
+        raw = str(int(user)).encode()
+    else:
+        raw = str(user).encode()
+    return zlib.crc32(raw)
+
+
+def sampled_negatives(valid, interacted, user, n: int = SAMPLED_NEGATIVES, seed: int = SAMPLED_SEED) -> np.ndarray:
+    """`n` valid item rows outside `interacted`, uniform without replacement (all of them
+    when fewer remain), sorted; the draw depends only on (seed, user, the remaining rows).
+
+    Args:
+      valid: bool [N], the rows that are items (the training vocabulary).
+      interacted: rows the user interacted with (see the section comment); out-of-range
+        rows (unknown items) are ignored.
+      user: the user id (bytes, str or int).
+      n: how many negatives.
+      seed: the fixed seed.
+    """
+    valid = np.asarray(valid, dtype=bool).reshape(-1)
+    pool = valid.copy()
+    rows = np.asarray(interacted, dtype=np.int64).reshape(-1)
+    pool[rows[(rows >= 0) & (rows < pool.size)]] = False
+    pool = np.flatnonzero(pool)
+    if pool.size <= n:
+        return pool
+    rng = np.random.default_rng([int(seed), _user_key(user)])
+    return np.sort(rng.choice(pool, size=n, replace=False))
+
+
+def protocol_s_user_metrics(scores, target: int, history, valid, user, n_negatives: int = SAMPLED_NEGATIVES,
+                            seed: int = SAMPLED_SEED) -> Dict[str, float]:
+    """Protocol S metrics of one example: full (no prefix) and sampled (`sampled_`).
+
+    Args:
+      scores: [N] the model's scores of every item row for this example's input.
+      target: the held-out item's row.
+      history: the input's item rows (never candidates; not drawn as negatives).
+      valid: bool [N], which rows are items.
+      user: the user id (seeds the sampled negatives).
+      n_negatives: size of the sampled candidate set.
+      seed: the fixed seed of the draw.
+    """
+    valid = np.asarray(valid, dtype=bool).reshape(-1)
+    history = np.asarray(history, dtype=np.int64).reshape(-1)
+    target = int(target)
+    rankable = 0 <= target < valid.size and valid[target]
+    full = valid.copy()
+    full[history[(history >= 0) & (history < full.size)]] = False
+    full_counts = target_rank_counts(scores, target, np.flatnonzero(full)) if rankable else None
+    negatives = sampled_negatives(valid, np.append(history, target), user, n_negatives, seed)
+    sampled_counts = target_rank_counts(scores, target, negatives) if rankable else None
+    out = next_item_user_metrics(full_counts)
+    out.update(next_item_user_metrics(sampled_counts, SAMPLED_PREFIX))
+    return out
+
+
+def mean_user_metrics(per_user: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """Exact means over users of per-user metric dicts (same keys), plus `users`."""
+    if not per_user:
+        return {"users": 0.0}
+    out = {name: exact_mean([u[name] for u in per_user]) for name in per_user[0]}
+    out["users"] = float(len(per_user))
+    return out
 
 
 # --------------------------------------------------------------------------
