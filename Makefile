@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-serving bench-reliability serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ bench-tune: $(STAMP)
 # the Taobao sample (TAOBAO_DIR, default ../shared/data/taobao-userbehavior-sample).
 bench-multitask: bench-install
 	$(PY) -m bench.multitask $(ARGS)
+
+# Protocol S (next item, leave_last_two_out): sequential families against MostPopular, ItemKNN,
+# the last-item Markov chain, ALS, BPR and two_tower (e.g. ARGS="--grid sasrec.learning_rate=0.001,0.003").
+bench-sequential: bench-install
+	$(PY) -m bench.sequential $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)

@@ -1,9 +1,11 @@
 """Retrieval peers of the top-K benchmarks (protocols K and S): score functions over item rows.
 
 Every peer is fitted on the histories of a user view's train split and scores the item
-rows 0..num_rows-1 (0 is padding, never valid) for the examples of another split's view.
-A score function takes (view, start, stop) and returns [stop - start, num_rows] scores of
-those examples; the benchmarks rank them with `evaluation.definitions`.
+rows 0..num_rows-1 (0 is padding, never valid) for inputs of another split. A score
+function has the signature `training.topk` ranks with: (items, behaviors) -> scores, the
+inputs [B, L] as item and behavior rows, oldest first, 0-padded on the right
+(`training.views.recent`), the scores [B, num_rows]; `training.topk.evaluate` (protocol K)
+and `evaluate_next_item` (protocol S) rank them and exclude the whole history.
 
 - MostPopular: training interactions per item.
 - ItemKNN: cosine between item columns of the user x item matrix, summed over the input.
@@ -20,10 +22,10 @@ from typing import Callable, Dict
 import numpy as np
 import scipy.sparse as sp
 
-from evaluation import definitions as d
+from training import topk
 from training.views import UserView
 
-ScoreFn = Callable[[UserView, int, int], np.ndarray]
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def interaction_matrix(view: UserView, num_rows: int, liked_row: int = 0) -> sp.csr_matrix:
@@ -44,21 +46,19 @@ def popularity_counts(train: UserView, num_rows: int) -> np.ndarray:
     return np.asarray(interaction_matrix(train, num_rows).sum(axis=0)).reshape(-1).astype(np.float64)
 
 
-def popularity_scores(counts: np.ndarray) -> ScoreFn:
-    """MostPopular: the same scores for every input."""
-    return lambda view, start, stop: np.broadcast_to(counts, (stop - start, counts.size))
+def longest(view: UserView) -> int:
+    """The longest input of a view: as `max_history`, the score functions read every input whole."""
+    return max([1] + [len(items) for items in view.items])
 
 
-def _history_vectors(view: UserView, num_rows: int, start: int, stop: int, liked_row: int = 0,
-                     max_history: int = 0) -> np.ndarray:
-    x = np.zeros((stop - start, num_rows), dtype=np.float32)
-    for i in range(start, stop):
-        items, behaviors = view.items[i], view.behaviors[i]
-        if max_history:  # the most recent max_history interactions, as a family's query reads them
-            items, behaviors = items[-max_history:], behaviors[-max_history:]
-        keep = items[(items < num_rows) & ((behaviors == liked_row) if liked_row else True)]
-        x[i - start, keep] = 1.0
-    return x
+def input_matrix(items: np.ndarray, behaviors: np.ndarray, num_rows: int, liked_row: int = 0) -> sp.csr_matrix:
+    """Binary [B, num_rows] of padded inputs (only `liked_row` behaviors if given; padding and
+    unknown rows dropped)."""
+    keep = (items > 0) & (items < num_rows) & ((behaviors == liked_row) if liked_row else True)
+    rows, cols = np.nonzero(keep)
+    m = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, items[rows, cols])), shape=(len(items), num_rows))
+    m.data[:] = 1.0
+    return m
 
 
 class FullHistoryScorer:
@@ -71,27 +71,17 @@ class FullHistoryScorer:
         self.view, self.num_rows, self.weights, self.liked_row = view, num_rows, weights, liked_row
         self.max_history = max_history
 
-    def scores(self, view: UserView, start: int, stop: int) -> np.ndarray:
-        """A score function (module docstring) of any view with this scorer's weights and input."""
-        return _history_vectors(view, self.num_rows, start, stop, self.liked_row, self.max_history) @ self.weights
+    def scores(self, items: np.ndarray, behaviors: np.ndarray) -> np.ndarray:
+        """A score function (module docstring) with this scorer's weights."""
+        return input_matrix(items, behaviors, self.num_rows, self.liked_row) @ self.weights
+
+    def window(self, view: UserView) -> int:
+        """The `max_history` the scorer reads a view with (0: the whole input)."""
+        return self.max_history or longest(view)
 
     def evaluate(self, valid: np.ndarray, k: int = 10) -> Dict[str, float]:
-        """Protocol K metrics on this scorer's view (see `protocol_k`)."""
-        return protocol_k(self.scores, self.view, valid, k)
-
-
-def protocol_k(scores: ScoreFn, view: UserView, valid: np.ndarray, k: int = 10,
-               batch_size: int = 256) -> Dict[str, float]:
-    """`definitions.topk_metrics` of a score function on a view: top-k over the valid rows,
-    never an item of the example's (whole) input history."""
-    ranked = []
-    invalid = np.flatnonzero(~valid)
-    for start in range(0, len(view), batch_size):
-        stop = min(start + batch_size, len(view))
-        for i, row in enumerate(scores(view, start, stop)):
-            history = view.items[start + i]
-            ranked.append(d.top_k_excluding(row, np.concatenate([invalid, history[history < row.size]]), k))
-    return d.topk_metrics(ranked, view.targets, k)
+        """Protocol K metrics (`training.topk.evaluate`) on this scorer's view."""
+        return topk.evaluate(self.scores, self.view, self.window(self.view), valid, k)
 
 
 def item_knn_weights(train: UserView, num_rows: int) -> np.ndarray:
@@ -145,14 +135,14 @@ def markov_scores(transitions: sp.csr_matrix, counts: np.ndarray, backoff: float
     prior = backoff * counts / max(float(counts.sum()), 1e-12)
     num_rows = transitions.shape[0]
 
-    def scores(view: UserView, start: int, stop: int) -> np.ndarray:
-        out = np.tile(prior, (stop - start, 1))
-        for i in range(start, stop):
-            items = view.items[i]
-            last = int(items[-1]) if len(items) else -1
+    def scores(items: np.ndarray, behaviors: np.ndarray) -> np.ndarray:
+        out = np.tile(prior, (len(items), 1))
+        lengths = np.count_nonzero(items, axis=1)
+        for i, n in enumerate(lengths):
+            last = int(items[i, n - 1]) if n else -1
             if 0 < last < num_rows and out_degree[last] > 0:
                 row = transitions.getrow(last)
-                out[i - start, row.indices] += row.data / out_degree[last]
+                out[i, row.indices] += row.data / out_degree[last]
         return out
 
     return scores
@@ -177,25 +167,30 @@ def als_input_scores(model, num_rows: int) -> ScoreFn:
     (protocol S's test input holds the eval item) is read whole."""
     item_factors = np.asarray(model.item_factors)
 
-    def scores(view: UserView, start: int, stop: int) -> np.ndarray:
-        sub = UserView(view.users[start:stop], view.activity[start:stop], view.items[start:stop],
-                       view.behaviors[start:stop], view.targets[start:stop])
-        users = np.asarray(model.recalculate_user(np.arange(stop - start), interaction_matrix(sub, num_rows)))
+    def scores(items: np.ndarray, behaviors: np.ndarray) -> np.ndarray:
+        users = np.asarray(model.recalculate_user(np.arange(len(items)), input_matrix(items, behaviors, num_rows)))
         return users @ item_factors.T
 
     return scores
 
 
-def fitted_user_scores(user_factors: np.ndarray, item_factors: np.ndarray, train_users) -> ScoreFn:
-    """Scores from the user vectors fitted on the train split (looked up by user id)."""
+def fitted_user_scores(user_factors: np.ndarray, item_factors: np.ndarray, train_users, view: UserView) -> ScoreFn:
+    """Scores from the user vectors fitted on the train split, for the users of `view` in
+    its order: `training.topk` scores a view's inputs in order, in batches, and each call
+    takes the next users (after the last user, the first again)."""
     index = {u: i for i, u in enumerate(train_users)}
+    missing = [u for u in view.users if u not in index]
+    if missing:
+        raise ValueError(f"users {missing[:5]} have no training history, so no fitted vector")
+    vectors = np.asarray(user_factors)[[index[u] for u in view.users]]
+    done = [0]
 
-    def scores(view: UserView, start: int, stop: int) -> np.ndarray:
-        missing = [u for u in view.users[start:stop] if u not in index]
-        if missing:
-            raise ValueError(f"users {missing[:5]} have no training history, so no fitted vector")
-        rows = [index[u] for u in view.users[start:stop]]
-        return np.asarray(user_factors)[rows] @ np.asarray(item_factors).T
+    def scores(items: np.ndarray, behaviors: np.ndarray) -> np.ndarray:
+        batch = vectors[done[0]: done[0] + len(items)]
+        if len(batch) != len(items):
+            raise ValueError(f"scored {done[0] + len(items)} inputs; the view has {len(vectors)} users")
+        done[0] = (done[0] + len(items)) % len(vectors)
+        return batch @ np.asarray(item_factors).T
 
     return scores
 

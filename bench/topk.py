@@ -36,7 +36,7 @@ import tensorflow_transform as tft  # noqa: E402
 
 from bench.retrieval_peers import (  # noqa: E402
     FullHistoryScorer, als_fit, ease_weights, fitted_user_scores, interaction_matrix, item_knn_weights,
-    popularity_counts, protocol_k)
+    popularity_counts)
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import protocol  # noqa: E402
@@ -62,7 +62,8 @@ def als_evaluate(train: UserView, view: UserView, num_rows: int, valid: np.ndarr
                  regularization: float, alpha: float, seed: int) -> Dict[str, float]:
     """ALS with the user vectors fitted on the train split, protocol K metrics on `view`."""
     model = als_fit(train, num_rows, factors, regularization, alpha, seed)
-    return protocol_k(fitted_user_scores(model.user_factors, model.item_factors, train.users), view, valid, K)
+    scores = fitted_user_scores(model.user_factors, model.item_factors, train.users, view)
+    return topk.evaluate(scores, view, 1, valid, K)
 
 
 # --------------------------------------------------------------------------
