@@ -58,9 +58,9 @@ SAMPLED = d.next_item_metric_names(d.SAMPLED_PREFIX)
 
 # Peer grids (eval split). ItemKNN: which input items vote and how many of the most recent.
 KNN_GRID = {"history": ("all", "liked"), "window": (0, 50, 20, 5, 1)}
-MARKOV_BACKOFF = (1e-4, 0.01, 0.1, 0.3, 1.0)
-ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
-BPR_GRID = {"factors": (32, 64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.001, 0.01)}
+MARKOV_BACKOFF = (1e-4, 0.1, 1.0, 10.0, 100.0)  # popularity is a distribution: ~1e-3 per top item
+ALS_GRID = {"factors": (64, 128), "regularization": (0.1, 1.0), "alpha": (1.0, 10.0)}
+BPR_GRID = {"factors": (64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.001, 0.01)}
 BPR_ITERATIONS = 100
 
 
@@ -207,7 +207,10 @@ class Bench:
 
     def tune(self, model: str, grid: Sequence[Dict[str, Any]], make: Callable[[Dict[str, Any]], rp.ScoreFn]):
         """Evaluates every grid point on eval; returns the best point (full NDCG@10)."""
-        tried = [(g, evaluate(make(g), self.views["eval"], self.valid)) for g in grid]
+        tried = []
+        for g in grid:
+            tried.append((g, evaluate(make(g), self.views["eval"], self.valid)))
+            print(f"{model} {json.dumps(g)}: eval {TUNE_ON} {tried[-1][1][TUNE_ON]:.4f}", file=sys.stderr, flush=True)
         best = max(tried, key=lambda t: t[1][TUNE_ON])[0]
         self.tuning[model] = {"split": "eval", "metric": TUNE_ON, "chosen": best,
                               "grid": [{**g, **m} for g, m in tried]}
@@ -278,6 +281,7 @@ class Bench:
                 metrics = {s: evaluate(scores, self.views[s], self.valid) for s in ("eval", "test")}
             info = {"seed": seed, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
                     "best_epoch": summary["best_epoch"], "train_seconds": round(seconds, 1),
+                    "trainer_" + summary["monitor"]: summary["best_value"],
                     "eval": metrics["eval"], "test_" + TUNE_ON: metrics["test"][TUNE_ON]}
             print(f"{family} seed {seed} {json.dumps(hparams)}: eval {TUNE_ON} {metrics['eval'][TUNE_ON]:.4f}, "
                   f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, {seconds:.0f} s",
