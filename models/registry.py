@@ -14,7 +14,8 @@ from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
 from models import multitask
-from models.families import mf, mf_dnn, mf_history, mmoe, nmtr, ple, shared_bottom, single_task, two_tower
+from models.families import (bert4rec, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, ple, sasrec, shared_bottom,
+                             single_task, two_tower)
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -67,6 +68,12 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
             F.INTERACTION_VIEW, "mf_dnn trained on liked (rating >= 4)"),
     Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
             "two-tower retrieval over the whole catalogue (serves recommend)"),
+    Family("sasrec", sasrec.SASRec, sasrec.SASRecParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
+           "causal self-attention over the item sequence, next item at every position (protocol S)"),
+    Family("bert4rec", bert4rec.BERT4Rec, bert4rec.BERT4RecParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
+           "bidirectional self-attention, cloze objective, predicts an appended mask (protocol S)"),
+    Family("nextitnet", nextitnet.NextItNet, nextitnet.NextItNetParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
+           "dilated causal convolution residual blocks, next item at every position (protocol S)"),
     Family("single_task", single_task.SingleTask, multitask.MultiTaskParams, multitask.task_names,
            F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)"),
     Family("shared_bottom", shared_bottom.SharedBottomModel, multitask.MultiTaskParams, multitask.task_names,

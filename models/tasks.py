@@ -107,6 +107,10 @@ class RetrievalTask(keras.layers.Layer):
         if self.softmax == FULL_SOFTMAX:
             logits = tf.matmul(query, candidates, transpose_b=True) + bias[None, :]
             num_rows = tf.shape(logits)[1]
+            if exclude is None:  # only the padding row is blocked: a [N] mask, not [B, N]
+                padding = tf.one_hot(0, num_rows, on_value=-1e9, off_value=0.0, dtype=logits.dtype)
+                return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=targets, logits=logits + padding[None, :]))
             blocked = rows_mask(tf.zeros_like(targets)[:, None], num_rows)  # padding row
             if exclude is not None:
                 blocked = blocked | rows_mask(exclude, num_rows)

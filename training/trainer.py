@@ -2,7 +2,9 @@
 
 One `run_fn` serves every family; the pipeline holds one Trainer per family. Families
 on the interaction view read Transform's output; families on the user view read the
-raw user view and map ids with Transform's vocabulary. Training runs epochs until the
+raw user view and map ids with Transform's vocabulary: leave-one-out retrieval batches,
+or, for a sequential family (a `SequentialModel`), windows of each user's training
+sequence with the family's objective, stopped on protocol S of the eval split. Training runs epochs until the
 family's eval-split metric stops improving (`patience`), keeps the best epoch's
 weights, and never trains longer than `max_epochs` or the Trainer's `train_steps`.
 """
@@ -31,7 +33,9 @@ from models.context import ITEM_TABLE_FEATURES, ModelContext
 from models.registry import Family, get_family
 from training import topk
 from training.inputs import item_feature_table, load_examples, make_dataset, num_batches, resolve_files
-from training.views import ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs
+from models.families.sequential import SequentialModel
+from training.views import (ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs, sequence_dataset,
+                            sequence_windows)
 
 TRAINING_SUMMARY = protocol.TRAINING_SUMMARY
 
@@ -248,23 +252,40 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
     counts = item_counts(train_view, num_items)
     context = _context(family, spec, tft_output, config, counts, 0.0, None)
     model = family.build(context, hparams)
-    wanted = [spec.behaviors.index(b) + 1 for b in getattr(hparams, "target_behaviors", ())]
-    pairs = retrieval_pairs(train_view, wanted)
-    if not len(pairs):
-        raise ValueError(f"{family.name}: the user view's train split has no target interactions")
-    train_ds = retrieval_dataset(train_view, pairs, hparams.batch_size, config.max_history, config.seed,
-                                 exclude_own=getattr(hparams, "exclude_own", True))
-    steps = math.ceil(len(pairs) / hparams.batch_size)
+    if isinstance(model, SequentialModel):
+        train_ds, steps = _sequence_training(family, model, hparams, train_view, config.seed)
+        protocol = topk.PROTOCOL_S
+    else:
+        wanted = [spec.behaviors.index(b) + 1 for b in getattr(hparams, "target_behaviors", ())]
+        pairs = retrieval_pairs(train_view, wanted)
+        if not len(pairs):
+            raise ValueError(f"{family.name}: the user view's train split has no target interactions")
+        train_ds = retrieval_dataset(train_view, pairs, hparams.batch_size, config.max_history, config.seed,
+                                     exclude_own=getattr(hparams, "exclude_own", True))
+        steps = math.ceil(len(pairs) / hparams.batch_size)
+        protocol = topk.PROTOCOL_K
     valid = np.zeros(num_items, dtype=bool)
     valid[1: len(rows.ids) + 1] = True
     callbacks = []
     if RETRIEVE in model.capabilities:
-        callbacks.append(topk.TopKCallback(eval_view, config.max_history, valid, config.top_k))
+        callbacks.append(topk.TopKCallback(eval_view, config.max_history, valid, config.top_k, protocol))
     fit_args = dict(
         x=train_ds.repeat(), steps_per_epoch=_steps_cap(train_steps, steps),
         epochs=_epochs(hparams.max_epochs, steps, train_steps), callbacks=callbacks,
     )
     return model, fit_args, valid
+
+
+def _sequence_training(family, model: SequentialModel, hparams, train_view, seed: int):
+    """The training windows of a sequential family (objective from the model): (dataset, steps)."""
+    windows = sequence_windows(train_view, model.max_len, model.objective)
+    if not len(windows):
+        raise ValueError(f"{family.name}: no user of the user view's train split has a sequence to train on "
+                         f"(at least two items)")
+    dataset = sequence_dataset(train_view, windows, hparams.batch_size, seed, model.objective,
+                               mask_row=getattr(model, "mask_row", 0), mask_prob=getattr(hparams, "mask_prob", 0.0),
+                               last_mask_prob=getattr(hparams, "last_mask_prob", 0.0))
+    return dataset, math.ceil(len(windows) / hparams.batch_size)
 
 
 def train_and_export(config: TrainConfig, train_files, eval_files, transform_output: str, serving_model_dir: str,
@@ -290,6 +311,7 @@ def run_fn(fn_args) -> None:
 def fit_on_arrays(family_name: str, context: ModelContext, hparams_overrides: Dict[str, Any],
                   batches: Sequence[Dict[str, np.ndarray]], epochs: int = 1) -> RecModel:
     """Builds a family on `context` and fits it on in-memory batches (for unit tests)."""
+    _skip_autograph_for_tf_keras()
     family = get_family(family_name)
     model = family.build(context, family.hparams().override(hparams_overrides))
     model.compile(optimizer=keras.optimizers.Adam(model.hparams.learning_rate))

@@ -1,4 +1,5 @@
-"""The user view in memory: histories and targets as item rows, and retrieval batches.
+"""The user view in memory: histories and targets as item rows, retrieval batches and
+sequence batches.
 
 The user view's examples are raw (ExampleGen's ids and behaviors); they are mapped to
 rows with the Transform's item vocabulary (training split only), exactly as the
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from contract import features as F
 from models.base import EXCLUDE_IDX, TARGET_IDX
+from models.families.sequential import CLOZE, NEXT_ITEM, SEQUENCE_TARGET_IDX
 
 USER_VIEW_SPEC = {
     F.USER_ID: tf.io.FixedLenFeature([], tf.string),
@@ -172,4 +174,86 @@ def retrieval_dataset(view: UserView, pairs: np.ndarray, batch_size: int, max_hi
     }
     if exclude_own:
         signature[EXCLUDE_IDX] = tf.TensorSpec([None, None], tf.int64)
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+# --------------------------------------------------------------------------
+# Sequence training (the sequential families): windows of each user's training sequence.
+# --------------------------------------------------------------------------
+def sequence_windows(view: UserView, max_len: int, objective: str) -> np.ndarray:
+    """(user index, start, end) of every training window: [n, 3].
+
+    `next`: windows of up to max_len + 1 items whose inputs are items [start, end - 1)
+    and targets items [start + 1, end); the last window ends at the sequence's end and
+    earlier ones step back by max_len, so every item after the first is a target exactly
+    once, read with up to max_len items before it. `cloze`: windows of up to max_len
+    items, stepping back from the end by max_len. Sequences too short to train on (one
+    item for `next`) give none.
+    """
+    span, least = (max_len + 1, 2) if objective == NEXT_ITEM else (max_len, 1)
+    out = []
+    for u, items in enumerate(view.items):
+        end = len(items)
+        while end >= least:
+            start = max(0, end - span)
+            out.append((u, start, end))
+            if start == 0:
+                break
+            end = start + (span - max_len)  # next: overlap by one (the input before the first target)
+    return np.asarray(out, dtype=np.int64).reshape(-1, 3)
+
+
+def cloze_mask(length: int, rng: np.random.Generator, mask_prob: float, last_mask_prob: float) -> np.ndarray:
+    """Positions of a cloze window to mask (bool [length], at least one): only the last
+    with probability last_mask_prob, else each with probability mask_prob."""
+    if rng.random() < last_mask_prob:
+        masked = np.zeros(length, dtype=bool)
+    else:
+        masked = rng.random(length) < mask_prob
+    if not masked.any():
+        masked[-1] = True
+    return masked
+
+
+def sequence_dataset(view: UserView, windows: np.ndarray, batch_size: int, seed: int, objective: str,
+                     mask_row: int = 0, mask_prob: float = 0.2, last_mask_prob: float = 0.1) -> tf.data.Dataset:
+    """Batches of training windows (`sequence_windows`), reshuffled every epoch (seeded).
+
+    Keys: `history_item_idx` / `history_behavior_idx` [B, L] the input windows (0 pads)
+    and `sequence_target_idx` [B, L], the item row to predict at each position (0: none).
+    `next`: inputs = window[:-1], targets = window[1:]. `cloze`: inputs = the window with
+    masked positions set to `mask_row` (behavior 0: a masked item's behavior is unknown
+    too), targets = the masked items.
+    """
+    if objective not in (NEXT_ITEM, CLOZE):
+        raise ValueError(f"objective must be {NEXT_ITEM!r} or {CLOZE!r}, got {objective!r}")
+    if objective == CLOZE and mask_row < 1:
+        raise ValueError(f"the cloze objective needs the mask's item row (> 0), got {mask_row}")
+    epoch = [0]
+
+    def batches() -> Iterator[Dict[str, np.ndarray]]:
+        rng = np.random.default_rng([seed, epoch[0]])
+        epoch[0] += 1
+        order = rng.permutation(len(windows))
+        for first in range(0, len(order), batch_size):
+            inputs, behaviors, targets = [], [], []
+            for u, start, end in windows[order[first: first + batch_size]]:
+                items, kinds = view.items[u][start:end], view.behaviors[u][start:end]
+                if objective == NEXT_ITEM:
+                    inputs.append(items[:-1])
+                    behaviors.append(kinds[:-1])
+                    targets.append(items[1:])
+                else:
+                    masked = cloze_mask(len(items), rng, mask_prob, last_mask_prob)
+                    inputs.append(np.where(masked, mask_row, items))
+                    behaviors.append(np.where(masked, 0, kinds))
+                    targets.append(np.where(masked, items, 0))
+            yield {
+                F.HISTORY_ITEM_IDX: pad(inputs),
+                F.HISTORY_BEHAVIOR_IDX: pad(behaviors),
+                SEQUENCE_TARGET_IDX: pad(targets),
+            }
+
+    signature = {name: tf.TensorSpec([None, None], tf.int64)
+                 for name in (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX, SEQUENCE_TARGET_IDX)}
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
