@@ -72,16 +72,17 @@ class FullHistoryScorer:
         self.max_history = max_history
 
     def scores(self, items: np.ndarray, behaviors: np.ndarray) -> np.ndarray:
-        """A score function (module docstring) with this scorer's weights."""
+        """A score function (module docstring) with this scorer's weights, reading the most
+        recent `max_history` items of each input (all of them when 0)."""
+        if self.max_history:
+            lengths = np.count_nonzero(items, axis=1)
+            recent = np.arange(items.shape[1])[None, :] >= (lengths - self.max_history)[:, None]
+            items, behaviors = np.where(recent, items, 0), np.where(recent, behaviors, 0)
         return input_matrix(items, behaviors, self.num_rows, self.liked_row) @ self.weights
-
-    def window(self, view: UserView) -> int:
-        """The `max_history` the scorer reads a view with (0: the whole input)."""
-        return self.max_history or longest(view)
 
     def evaluate(self, valid: np.ndarray, k: int = 10) -> Dict[str, float]:
         """Protocol K metrics (`training.topk.evaluate`) on this scorer's view."""
-        return topk.evaluate(self.scores, self.view, self.window(self.view), valid, k)
+        return topk.evaluate(self.scores, self.view, longest(self.view), valid, k)
 
 
 def item_knn_weights(train: UserView, num_rows: int) -> np.ndarray:
