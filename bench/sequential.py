@@ -32,8 +32,9 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -204,6 +205,7 @@ class Bench:
         self.valid[0] = False
         self.results: List[Dict[str, Any]] = []
         self.tuning: Dict[str, Any] = {}
+        self.peer_error: BaseException = None
 
     def tune(self, model: str, grid: Sequence[Dict[str, Any]], make: Callable[[Dict[str, Any]], rp.ScoreFn]):
         """Evaluates every grid point on eval; returns the best point (full NDCG@10)."""
@@ -269,43 +271,72 @@ class Bench:
             print(f"{model}: {json.dumps(best)} test ndcg@10 {runs[0][0]['ndcg@10']:.4f}", file=sys.stderr,
                   flush=True)
 
-    def family(self, family: str, kind: str, fixed: Dict[str, Any], grid: Dict[str, List[str]],
-               seeds: Sequence[int]) -> None:
-        """Grid on eval at the first seed, then the chosen setting at every seed; test reported."""
-        tried, runs = [], {}
+    def families(self, specs: Sequence[Tuple[str, str, Dict[str, Any], Dict[str, List[str]]]],
+                 seeds: Sequence[int], jobs: int, during: Callable[[], None]) -> None:
+        """Every (family, kind, fixed hparams, grid): the grid on eval at the first seed, then
+        the chosen setting at the other seeds; test reported. Fits run in `jobs` worker
+        processes; `during` (the peers) runs in a thread of this process meanwhile."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-        def fit(hparams, seed):
-            with tempfile.TemporaryDirectory() as tmp:
-                summary, seconds = fit_family(self.stages, family, hparams, seed, tmp)
-                scores = served_scores(tmp, self.rows, self.spec.behaviors, self.num_rows)
-                metrics = {s: evaluate(scores, self.views[s], self.valid) for s in ("eval", "test")}
-            info = {"seed": seed, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
-                    "best_epoch": summary["best_epoch"], "train_seconds": round(seconds, 1),
-                    "trainer_" + summary["monitor"]: summary["best_value"],
-                    "eval": metrics["eval"], "test_" + TUNE_ON: metrics["test"][TUNE_ON]}
-            print(f"{family} seed {seed} {json.dumps(hparams)}: eval {TUNE_ON} {metrics['eval'][TUNE_ON]:.4f}, "
-                  f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, {seconds:.0f} s",
-                  file=sys.stderr, flush=True)
-            return info, (metrics["test"], seconds)
+        from bench.sequential import fit_and_score  # by module name, also when this file runs as __main__
 
-        points = [{**fixed, **g} for g in grid_points(grid)]
-        for hparams in points:
-            info, run = fit(hparams, seeds[0])
-            tried.append({"grid_point": hparams, **info})
-            runs[json.dumps(hparams, sort_keys=True)] = [run]
-        best_i = max(range(len(tried)), key=lambda i: tried[i]["eval"][TUNE_ON])
-        best = points[best_i]
-        key = json.dumps(best, sort_keys=True)
-        per_seed = [tried[best_i]]
-        for seed in seeds[1:]:
-            info, run = fit(best, seed)
-            per_seed.append(info)
-            runs[key].append(run)
-        epochs = ", ".join(f"{i['best_epoch']}/{i['epochs_run']}" for i in per_seed)
-        self.tuning[family] = {"split": "eval", "metric": TUNE_ON, "chosen": best, "grid": tried,
-                               "seeds": per_seed}
-        self.results.append(result_row(family, kind, runs[key], json.dumps(best) if best else "defaults",
-                                       epochs=epochs, hparams=per_seed[0]["hparams"]))
+        work_dir = os.path.dirname(self.stages.config.output_dir)
+        with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            first, later = {}, {}
+            for family, _, fixed, grid in specs:
+                points = [{**fixed, **g} for g in grid_points(grid)]
+                first[family] = [(p, pool.submit(fit_and_score, work_dir, family, p, seeds[0])) for p in points]
+                if len(points) == 1:  # nothing to choose: every seed at once
+                    later[family] = [pool.submit(fit_and_score, work_dir, family, points[0], seed)
+                                     for seed in seeds[1:]]
+            peers = threading.Thread(target=during, name="peers")
+            peers.start()
+            chosen = {}
+            for family, _, _, _ in specs:
+                tried = [(p, f.result()) for p, f in first[family]]
+                best_i = max(range(len(tried)), key=lambda i: tried[i][1][0]["eval"][TUNE_ON])
+                chosen[family] = (tried, best_i)
+                if family not in later:
+                    later[family] = [pool.submit(fit_and_score, work_dir, family, tried[best_i][0], seed)
+                                     for seed in seeds[1:]]
+            for family, kind, _, _ in specs:
+                tried, best_i = chosen[family]
+                best = tried[best_i][0]
+                runs = [tried[best_i][1]] + [f.result() for f in later[family]]
+                per_seed = [info for info, _ in runs]
+                self.tuning[family] = {"split": "eval", "metric": TUNE_ON, "chosen": best,
+                                       "grid": [{"grid_point": p, **r[0]} for p, r in tried], "seeds": per_seed}
+                epochs = ", ".join(f"{i['best_epoch']}/{i['epochs_run']}" for i in per_seed)
+                self.results.append(result_row(family, kind, [run for _, run in runs],
+                                               json.dumps(best) if best else "defaults", epochs=epochs,
+                                               hparams=per_seed[0]["hparams"]))
+            peers.join()
+        if self.peer_error is not None:
+            raise self.peer_error
+
+
+_WORKER_BENCH: Dict[str, Bench] = {}
+
+
+def fit_and_score(work_dir: str, family: str, hparams: Dict[str, Any], seed: int):
+    """One fit of a family (a worker process's job): its eval metrics and summary, and
+    (test metrics, training seconds)."""
+    if work_dir not in _WORKER_BENCH:
+        _WORKER_BENCH[work_dir] = Bench(common.data_stages(work_dir, split=SPLIT))
+    bench = _WORKER_BENCH[work_dir]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary, seconds = fit_family(bench.stages, family, hparams, seed, tmp)
+        scores = served_scores(tmp, bench.rows, bench.spec.behaviors, bench.num_rows)
+        metrics = {s: evaluate(scores, bench.views[s], bench.valid) for s in ("eval", "test")}
+    info = {"seed": seed, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"], "train_seconds": round(seconds, 1),
+            "trainer_" + summary["monitor"]: summary["best_value"],
+            "eval": metrics["eval"], "test_" + TUNE_ON: metrics["test"][TUNE_ON]}
+    print(f"{family} seed {seed} {json.dumps(hparams)}: eval {TUNE_ON} {metrics['eval'][TUNE_ON]:.4f}, "
+          f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, {seconds:.0f} s", file=sys.stderr,
+          flush=True)
+    return info, (metrics["test"], seconds)
 
 
 def tried_lines(tuning: Dict[str, Any], models: Sequence[str]) -> List[str]:
@@ -337,6 +368,7 @@ def main(argv=None) -> int:
                         help="a family's knob to choose on the eval split (every combination, first seed)")
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
@@ -362,11 +394,17 @@ def main(argv=None) -> int:
 
     started = time.monotonic()
     bench = Bench(common.data_stages(args.work_dir, split=SPLIT))
-    bench.peers(seeds, with_implicit=not args.skip_implicit)
-    for family in peer_families:
-        bench.family(family, "peer", fixed.get(family, {}), grids.get(family, {}), seeds)
-    for family in families:
-        bench.family(family, "family", fixed.get(family, {}), grids.get(family, {}), seeds)
+    specs = [(f, "peer", fixed.get(f, {}), grids.get(f, {})) for f in peer_families]
+    specs += [(f, "family", fixed.get(f, {}), grids.get(f, {})) for f in families]
+    def peers():
+        try:
+            bench.peers(seeds, with_implicit=not args.skip_implicit)
+        except BaseException as e:  # re-raised in the main thread once the fits are done
+            bench.peer_error = e
+
+    bench.families(specs, seeds, args.jobs, peers)
+    order = ["most_popular", "item_knn", "markov", "als", "bpr"] + peer_families + families
+    bench.results.sort(key=lambda r: order.index(r["model"]))
 
     command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
