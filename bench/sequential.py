@@ -152,7 +152,8 @@ def tables(results: Sequence[Dict[str, Any]]) -> str:
             header.append("setting")
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         for r in results:
-            cells = [r["model"], r["kind"]] + [_cell(r, n) for n in names] + [str(r["seeds"]), f"{r['train_seconds']:.1f}"]
+            cells = [r["model"], r["kind"]] + [_cell(r, n) for n in names]
+            cells += [str(r["seeds"]), f"{r['train_seconds']:.1f}"]
             if names is FULL:
                 cells.append(r["setting"])
             lines.append("| " + " | ".join(cells) + " |")

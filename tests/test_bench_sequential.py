@@ -128,10 +128,11 @@ def test_sampled_candidates_never_hold_the_users_items_and_are_seeded():
 
     # Random scores: the sampled metrics come out the same in every run (fixed draw per user).
     noise = np.random.default_rng(1).random((len(view), num_rows))
+    at = [0]  # the next user's row of `noise` (users are scored in order)
 
-    def random_scores(items, behaviors, _state={"at": 0}):
-        out = noise[_state["at"]: _state["at"] + len(items)]
-        _state["at"] = (_state["at"] + len(items)) % len(view)
+    def random_scores(items, behaviors):
+        out = noise[at[0]: at[0] + len(items)]
+        at[0] = (at[0] + len(items)) % len(view)
         return out
 
     a = seq.evaluate(random_scores, view, valid)
