@@ -166,6 +166,8 @@ def compare(a: Dict[str, Any], b: Dict[str, Any], name: str) -> str:
     diff = a[name] - b[name]
     noise = max(a.get(name + "_std") or 0.0, b.get(name + "_std") or 0.0)
     verdict = "no difference (within one std over seeds)" if abs(diff) <= noise else f"{diff:+.4f}"
+    if any(r["kind"] == "family" and r.get("seeds") == 1 for r in (a, b)):
+        verdict += " (a trained model with one seed: its seed noise is not measured)"
     return f"{a['model']} {_cell(a, name)} vs {b['model']} {_cell(b, name)}: {verdict}"
 
 

@@ -176,8 +176,8 @@ def test_served_scores_put_recommends_scores_at_their_rows(tmp_path):
     np.testing.assert_array_equal(got[1], [inf, inf, 2.0, 1.0, inf])
 
 
-def _row(model, ndcg, std, hr=0.5):
-    out = {"model": model, "ndcg@10": ndcg, "ndcg@10_std": std,
+def _row(model, ndcg, std, hr=0.5, kind="family", seeds=3):
+    out = {"model": model, "kind": kind, "seeds": seeds, "ndcg@10": ndcg, "ndcg@10_std": std,
            d.SAMPLED_PREFIX + "hit_rate@10": hr, d.SAMPLED_PREFIX + "hit_rate@10_std": std}
     return out
 
@@ -196,7 +196,9 @@ def test_result_row_reports_mean_and_sample_std_over_seeds():
 
 
 def test_goals_say_met_or_not_and_no_difference_within_noise():
-    results = [_row("sasrec", 0.061, 0.004, hr=0.70), _row("markov", 0.058, None, hr=0.66)]
+    results = [_row("sasrec", 0.061, 0.004, hr=0.70), _row("markov", 0.058, None, hr=0.66, kind="peer", seeds=1)]
     lines = seq.goal_lines(results, ["sasrec"])
     assert "**met** (sasrec 0.0610 ± 0.0040)" in lines[0] and "no difference" in lines[0]
-    assert "**not met**" in lines[1] and "+0.0400" in lines[1]
+    assert "**not met**" in lines[1] and "+0.0400" in lines[1] and "one seed" not in lines[1]
+    one_seed = seq.goal_lines([_row("sasrec", 0.061, None, seeds=1), results[1]], ["sasrec"])
+    assert "+0.0030 (a trained model with one seed" in one_seed[0]
