@@ -32,6 +32,10 @@ RANKED_ROWS = "ranked_rows"  # rank_queries output: int64 [None, K] item rows, b
 POPULAR_ROWS = "popular_rows"  # rank_queries output: the training-popularity ranking, same rules
 TARGET_ROWS = "target_rows"  # rank_queries output: int64 [None, T] target item rows (0 = unknown)
 TARGET_PAD = -1  # padding of TARGET_ROWS
+SCORE_QUERIES = "score_queries"  # user-view examples -> every item's score (protocol S in the Evaluator)
+CATALOGUE_SCORES = "catalogue_scores"  # score_queries output: float32 [None, N], -inf at rows that are not items
+HISTORY_ROWS = "history_rows"  # score_queries output: int64 [None, L] the input's item rows (0 = pad / unknown)
+QUERY_USER = "user_id"  # score_queries output: string [None], the example's user (seeds sampled negatives)
 
 # numpy dtype <-> TensorProto dtype and the typed value field that carries it.
 _NUMERIC = {

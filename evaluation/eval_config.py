@@ -8,9 +8,10 @@ it would mix the two splits.
 
 - Pointwise tasks (interaction view): `serving_default`, one `TaskMetrics` per task
   output; the task's condition is the example weight (rows where it is 0 are left out).
-- Retrieval (user view): `rank_queries`, one `TopKMetrics`; the gate is NDCG@K's lift
-  over the training-popularity ranking on the same queries, plus no drop in NDCG@K
-  against the last blessed model.
+- Retrieval (user view): `rank_queries`, one `TopKMetrics` (protocol K), or for the
+  sequential families `score_queries`, one `NextItemMetrics` (protocol S, full and
+  sampled); the gate is the (full) NDCG@K's lift over the training-popularity ranking
+  on the same queries, plus no drop in NDCG@K against the last blessed model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from google.protobuf import wrappers_pb2
 from contract import features as F
 from contract import protocol
 from contract import tasks as T
+from evaluation.definitions import NEXT_ITEM_NDCG_KS
 
 MODULE = "evaluation.tfma_metrics"
 GATE_SPLIT = "eval"
@@ -74,8 +76,12 @@ def metric_config(class_name: str, **config) -> tfma.MetricConfig:
                              config=json.dumps(config, sort_keys=True) if config else "")
 
 
+PROTOCOL_K = "K"  # top-K lists against held-out item sets (rank_queries)
+PROTOCOL_S = "S"  # one next item against all items and 100 sampled ones (score_queries)
+
+
 def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
-                liked_threshold: Optional[float] = F.LIKED_MIN_RATING) -> tfma.EvalConfig:
+                liked_threshold: Optional[float] = F.LIKED_MIN_RATING, protocol_name: str = PROTOCOL_K) -> tfma.EvalConfig:
     """TFMA config for a model trained on `tasks` (all pointwise, or one retrieval task).
 
     Args:
@@ -83,18 +89,27 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
       top_k: K of the top-K metrics.
       liked_threshold: a regression task on the rating also reports the AUC of its
         prediction against rating >= this (None: not).
+      protocol_name: a retrieval task's protocol: PROTOCOL_K, or PROTOCOL_S (sequential
+        families: full and sampled next-item metrics; the gate reads the full NDCG@K
+        and its lift over popularity, the same metric names as protocol K).
     """
     options = tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
     retrieval = [t for t in tasks if t.kind == T.RETRIEVAL]
+    if protocol_name not in (PROTOCOL_K, PROTOCOL_S):
+        raise ValueError(f"protocol_name must be {PROTOCOL_K!r} or {PROTOCOL_S!r}, got {protocol_name!r}")
     if retrieval:
         if len(tasks) != 1:
             raise ValueError(f"a retrieval model is evaluated on its one retrieval task, got {[t.name for t in tasks]}")
-        spec = tfma.MetricsSpec(metrics=[metric_config("TopKMetrics", top_k=top_k)],
+        metric, signature = (("TopKMetrics", protocol.RANK_QUERIES) if protocol_name == PROTOCOL_K
+                             else ("NextItemMetrics", protocol.SCORE_QUERIES))
+        if protocol_name == PROTOCOL_S:
+            top_k = NEXT_ITEM_NDCG_KS[0]  # protocol S's NDCG is at 10 whatever the K of recommend
+        spec = tfma.MetricsSpec(metrics=[metric_config(metric, top_k=top_k)],
                                 example_weights=tfma.ExampleWeightOptions(unweighted=True))
         gate = retrieval[0].gate
         _gate(spec, gate, change_metric=f"ndcg@{top_k}" if gate is not None else None)
         return tfma.EvalConfig(
-            model_specs=[tfma.ModelSpec(signature_name=protocol.RANK_QUERIES)],
+            model_specs=[tfma.ModelSpec(signature_name=signature)],
             slicing_specs=slicing_specs(F.USER_VIEW), metrics_specs=[spec], options=options)
 
     single = len(tasks) == 1

@@ -13,6 +13,9 @@ how Beam splits and merges bundles.
 - `TopKMetrics`: the `rank_queries` outputs of a retrieving model on user-view examples:
   HR, Recall, NDCG and MRR at K, the same for the training-popularity ranking, and
   `ndcg@K_lift` (the model's NDCG minus popularity's), which gates `recommend`.
+- `NextItemMetrics`: protocol S from the `score_queries` outputs (one next item per
+  example): full and sampled HR / NDCG / MRR, and the lift of full NDCG@10 over the
+  training-popularity ranking, which gates the sequential families.
 """
 
 from __future__ import annotations
@@ -286,3 +289,73 @@ class TopKMetrics(tfma.metrics.Metric):
 
     def __init__(self, top_k: int = 10, name: str = "topk"):
         super().__init__(_topk_computations, top_k=top_k, name=name)
+
+
+class _NextItemCombiner(_TopKCombiner):
+    """Protocol S of `score_queries` outputs: per example the definitions' full and sampled
+    metrics of its one target, and the popularity ranking's, summed exactly."""
+
+    def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
+        outputs = element.prediction
+        if self._model_name and self._model_name in outputs:
+            outputs = outputs[self._model_name]
+        targets = np.asarray(outputs[protocol.TARGET_ROWS]).reshape(-1)
+        targets = targets[targets != protocol.TARGET_PAD]
+        if targets.size == 0:
+            return accumulator  # a user without targets has no value
+        if targets.size != 1:
+            raise ValueError(f"protocol S ranks one next item per example, got {targets.size} targets "
+                             f"(evaluate sequential families on the leave_last_two_out split)")
+        scores = np.asarray(outputs[protocol.CATALOGUE_SCORES], dtype=np.float32).reshape(-1)
+        user = np.asarray(outputs[protocol.QUERY_USER]).reshape(-1)[0]
+        values = d.protocol_s_user_metrics(scores, int(targets[0]), np.asarray(outputs[protocol.HISTORY_ROWS]),
+                                           np.isfinite(scores), user)
+        self._add(accumulator.model, values)
+        popular = d.topk_user_metrics(np.asarray(outputs[protocol.POPULAR_ROWS]).reshape(-1), targets, self._k)
+        self._add(accumulator.popular, {d.NDCG_PREFIX: popular[d.NDCG_PREFIX]})
+        return accumulator
+
+    def extract_output(self, accumulator: _TopKAccumulator) -> Dict[tfma.metrics.MetricKey, float]:
+        users = accumulator.model.get("users", d.ExactSum()).value()
+        out = {name: (accumulator.model[name].value() / users if users else float("nan"))
+               for name in d.next_item_metric_names() + d.next_item_metric_names(d.SAMPLED_PREFIX)}
+        ndcg = d.ndcg_name(self._k)
+        popular = accumulator.popular.get(d.NDCG_PREFIX, d.ExactSum()).value()
+        out[POPULARITY_PREFIX + ndcg] = popular / users if users else float("nan")
+        out[ndcg + LIFT_SUFFIX] = out[ndcg] - out[POPULARITY_PREFIX + ndcg]
+        out["users"] = users
+        return {self._keys[name]: float(value) for name, value in out.items()}
+
+
+def next_item_metric_names(k: int = 10) -> List[str]:
+    """Protocol S result names: full and `sampled_` metrics, popularity's full NDCG@k, the lift, users."""
+    ndcg = d.ndcg_name(k)
+    return (d.next_item_metric_names() + d.next_item_metric_names(d.SAMPLED_PREFIX)
+            + [POPULARITY_PREFIX + ndcg, ndcg + LIFT_SUFFIX, "users"])
+
+
+def _next_item_computations(top_k: int = 10, name: str = "next_item", eval_config=None, model_names=None,
+                            output_names=None, example_weighted: bool = False,
+                            query_key: str = "") -> tfma.metrics.MetricComputations:
+    if d.ndcg_name(top_k) not in d.next_item_metric_names():
+        raise ValueError(f"protocol S reports NDCG at {d.NEXT_ITEM_NDCG_KS}, not at {top_k}")
+    computations = []
+    for model_name in model_names or [""]:
+        keys = {metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, example_weighted=None)
+                for metric in next_item_metric_names(top_k)}
+        computations.append(tfma.metrics.MetricComputation(
+            keys=list(keys.values()), preprocessors=None, combiner=_NextItemCombiner(keys, model_name, top_k)))
+    return computations
+
+
+class NextItemMetrics(tfma.metrics.Metric):
+    """Protocol S metrics of `score_queries` outputs: HR@5/10, NDCG@10, MRR@5/10 against
+    all items minus the input's (full) and against 100 sampled never-interacted items
+    (`sampled_*`), popularity's full NDCG@K on the same queries and the model's lift over it.
+
+    Args:
+      top_k: the K of the popularity comparison and the gate's NDCG (10).
+    """
+
+    def __init__(self, top_k: int = 10, name: str = "next_item"):
+        super().__init__(_next_item_computations, top_k=top_k, name=name)

@@ -4,9 +4,11 @@
   the model, so there is no train/serve skew; one output per task) and
   `transform_features` (for the Evaluator).
 - retrieve: `recommend` (a batch of histories -> the top-K items over the catalogue and
-  their scores, never an item of the history) and `rank_queries` (serialized user-view
+  their scores, never an item of the history), `rank_queries` (serialized user-view
   examples -> ranked item rows, the popularity ranking and the target rows, for the
-  Evaluator's top-K metrics). Without `score`, `serving_default` is `recommend`.
+  Evaluator's protocol K) and `score_queries` (the same examples -> every item's score,
+  the history rows, the popularity ranking, the target rows and the user, for protocol
+  S's full and sampled candidates). Without `score`, `serving_default` is `recommend`.
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine).
 
 `recommend` rejects what it would silently misread: a behavior outside the dataset's
@@ -117,8 +119,9 @@ def export_model(
         signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
         signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()
 
-    def top_items(history_item_ids, history_behaviors, validate: bool):
-        """Ranked rows [B, k] and scores for histories of strings ("" pads)."""
+    def catalogue_scores(history_item_ids, history_behaviors, validate: bool):
+        """Scores [B, N] of every row (-inf where no item) for histories of strings ("" pads),
+        and the histories' rows [B, L] (0 = padding or unknown)."""
         present = tf.not_equal(history_item_ids, "")
         behaviors = tf.where(present & tf.equal(history_behaviors, ""), tf.constant(spec.default_behavior),
                              history_behaviors)
@@ -142,7 +145,11 @@ def export_model(
                 F.HISTORY_BEHAVIORS: tf.ragged.boolean_mask(behaviors, present).to_sparse(),
             }))
         scores = model.score_catalogue(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
-        scores = tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
+        return tf.where(model.catalogue.valid[None, :], scores, -float("inf")), rows
+
+    def top_items(history_item_ids, history_behaviors, validate: bool):
+        """Ranked rows [B, k] and scores for histories of strings ("" pads)."""
+        scores, rows = catalogue_scores(history_item_ids, history_behaviors, validate)
         # Every history item is excluded, not only the most recent ones the query read.
         scores = _mask_rows(scores, rows)
         top = tf.math.top_k(scores, k=k)
@@ -164,26 +171,50 @@ def export_model(
             F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
             F.HISTORY_BEHAVIORS: tf.io.VarLenFeature(tf.string),
             F.TARGET_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+            F.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=""),
         }
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
-        def rank_queries(examples):
+        def parse_queries(examples):
+            """(history ids, behaviors, target rows with TARGET_PAD, user ids) of user-view examples."""
             parsed = tf.io.parse_example(examples, query_spec)
             items = tf.sparse.to_dense(parsed[F.HISTORY_ITEM_IDS], default_value="")
             behaviors = tf.sparse.to_dense(parsed[F.HISTORY_BEHAVIORS], default_value="")
-            indices, _, rows = top_items(items, behaviors, validate=False)
+            target_ids = tf.sparse.to_dense(parsed[F.TARGET_ITEM_IDS], default_value="")
+            targets = tf.where(tf.not_equal(target_ids, ""), model.catalogue.lookup(target_ids),
+                               tf.constant(protocol.TARGET_PAD, tf.int64))
+            return items, behaviors, targets, parsed[F.USER_ID]
+
+        def popular_rows(rows):
+            """The training-popularity top k per history [B, k], the history excluded."""
             popular = tf.where(model.catalogue.valid, model.catalogue.popularity, -float("inf"))
-            popular = _mask_rows(tf.tile(popular[None, :], [tf.shape(items)[0], 1]), rows)
-            targets = model.catalogue.lookup(tf.sparse.to_dense(parsed[F.TARGET_ITEM_IDS], default_value=""))
-            target_present = tf.not_equal(tf.sparse.to_dense(parsed[F.TARGET_ITEM_IDS], default_value=""), "")
+            popular = _mask_rows(tf.tile(popular[None, :], [tf.shape(rows)[0], 1]), rows)
+            return tf.math.top_k(popular, k=k).indices
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def rank_queries(examples):
+            items, behaviors, targets, _ = parse_queries(examples)
+            indices, _, rows = top_items(items, behaviors, validate=False)
             return {
                 protocol.RANKED_ROWS: indices,
-                protocol.POPULAR_ROWS: tf.math.top_k(popular, k=k).indices,
-                protocol.TARGET_ROWS: tf.where(target_present, targets, tf.constant(protocol.TARGET_PAD, tf.int64)),
+                protocol.POPULAR_ROWS: popular_rows(rows),
+                protocol.TARGET_ROWS: targets,
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def score_queries(examples):
+            items, behaviors, targets, users = parse_queries(examples)
+            scores, rows = catalogue_scores(items, behaviors, validate=False)
+            return {
+                protocol.CATALOGUE_SCORES: scores,
+                protocol.HISTORY_ROWS: rows,
+                protocol.POPULAR_ROWS: popular_rows(rows),
+                protocol.TARGET_ROWS: targets,
+                protocol.QUERY_USER: users,
             }
 
         signatures[protocol.RECOMMEND] = recommend.get_concrete_function()
         signatures[protocol.RANK_QUERIES] = rank_queries.get_concrete_function()
+        signatures[protocol.SCORE_QUERIES] = score_queries.get_concrete_function()
         if SCORE not in capabilities:
             signatures[protocol.SERVING_DEFAULT] = signatures[protocol.RECOMMEND]
 

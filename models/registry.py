@@ -13,6 +13,7 @@ from contract import features as F
 from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
+from models.families.sequential import SequentialModel
 from models import multitask
 from models.families import (bert4rec, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, ple, sasrec, shared_bottom,
                              single_task, two_tower)
@@ -44,6 +45,11 @@ class Family:
     @property
     def capabilities(self) -> FrozenSet[str]:
         return self.model.capabilities
+
+    @property
+    def sequential(self) -> bool:
+        """Trained on item sequences and evaluated with protocol S (leave_last_two_out)."""
+        return issubclass(self.model, SequentialModel)
 
     def task_specs(self, dataset: D.DatasetSpec) -> Tuple[T.TaskSpec, ...]:
         """The family's tasks on `dataset`; a clear error when the dataset lacks one."""

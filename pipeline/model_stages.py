@@ -14,7 +14,8 @@ from tfx import v1 as tfx
 from components.pusher import ServingPusher
 from contract import datasets as D
 from contract import features as F
-from evaluation.eval_config import REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
+from components.example_gen.config import SPLIT_LEAVE_LAST_TWO_OUT
+from evaluation.eval_config import PROTOCOL_K, PROTOCOL_S, REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
 from models.registry import get_family
 from pipeline.configs import PipelineConfig
 from training.trainer import TrainConfig
@@ -45,6 +46,9 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
         tasks = family_tasks(config, family_name)  # fails early if the dataset lacks a task
         hparams = family.hparams().override(config.hparams.get(family_name, {}))  # fails early on bad names
         on_users = family.view == F.USER_VIEW
+        if family.sequential and config.split != SPLIT_LEAVE_LAST_TWO_OUT:
+            raise ValueError(f"model family {family_name!r} is sequential and is evaluated with protocol S, which "
+                             f"needs --split {SPLIT_LEAVE_LAST_TWO_OUT} (got {config.split!r})")
         trainer = tfx.components.Trainer(
             run_fn="training.trainer.run_fn",
             examples=user_examples if on_users else examples,
@@ -82,7 +86,8 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             examples=user_examples if on_users else raw_examples,
             model=trainer.outputs["model"],
             baseline_model=resolver.outputs["model"],
-            eval_config=eval_config(tasks, top_k=config.top_k),
+            eval_config=eval_config(tasks, top_k=config.top_k,
+                                    protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
         ).with_id(f"Evaluator_{family_name}")
 

@@ -18,7 +18,7 @@ from contract import protocol
 
 KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration",
                "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift",
-               "mean_auc")
+               "sampled_hit_rate@10", "sampled_ndcg@10", "mean_auc")
 SPLITS = ("eval", "test")
 
 

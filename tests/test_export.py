@@ -21,7 +21,7 @@ from training.views import ItemRows, load_user_view
 
 CAPABILITY_SIGNATURES = {
     SCORE: {protocol.SERVING_DEFAULT, protocol.TRANSFORM_FEATURES},
-    RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RANK_QUERIES},
+    RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RANK_QUERIES, protocol.SCORE_QUERIES},
     SIMILAR: {protocol.SIMILAR_ITEMS},
 }
 

@@ -90,3 +90,24 @@ def test_schema_file_option_replaces_the_curated_schema(tmp_path):
     components = {c.id: c for c in create_pipeline(config).components}
     assert components["ImportSchemaGen"].exec_properties["schema_file"] == str(other)
     assert components["AnomalyGate"].exec_properties["schema_file"] == str(other)
+
+
+def test_sequential_families_are_evaluated_with_protocol_s(tmp_path):
+    from contract import protocol
+    from evaluation.eval_config import PROTOCOL_S
+
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("sasrec", "two_tower"),
+                                 split="leave_last_two_out")
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert components["Trainer_sasrec"].inputs["examples"].output_key == "user_examples"
+    tasks = model_stages.family_tasks(config, "sasrec")
+    sequential = eval_config(tasks, protocol_name=PROTOCOL_S)
+    (spec,) = sequential.metrics_specs
+    assert sequential.model_specs[0].signature_name == protocol.SCORE_QUERIES
+    assert [m.class_name for m in spec.metrics] == ["NextItemMetrics"]
+    (gate,) = spec.per_slice_thresholds["ndcg@10_lift"].thresholds
+    assert dict(gate.slicing_specs[0].feature_values) == {"split": "eval"}
+    assert spec.per_slice_thresholds["ndcg@10"].thresholds[0].threshold.HasField("change_threshold")
+    assert eval_config(tasks).model_specs[0].signature_name == protocol.RANK_QUERIES  # protocol K stays the default
+    with pytest.raises(ValueError, match="protocol_name"):
+        eval_config(tasks, protocol_name="R")

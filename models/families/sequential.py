@@ -51,7 +51,7 @@ class SequentialParams(HParams):
     dropout: float = 0.2
     softmax: str = FULL_SOFTMAX
     item_bias: bool = True
-    learning_rate: float = 0.001
+    learning_rate: float = 0.002
     batch_size: int = 32
     max_epochs: int = 200
     patience: int = 5
@@ -137,6 +137,11 @@ class SequentialModel(RecModel):
         for name, task in self.retrieval.items():
             total += self.loss_weights[name] * task(query, vectors, biases, wanted, log_q=log_q)
         return total
+
+    def monitor(self, top_k: int = 10):
+        # Protocol S reports NDCG at 10 (evaluation.definitions.NEXT_ITEM_NDCG_KS), the
+        # full-catalogue value early stopping watches, whatever the K of `recommend`.
+        return "val_ndcg@10", "max"
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         if SEQUENCE_TARGET_IDX in features:
