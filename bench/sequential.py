@@ -21,7 +21,8 @@ same rows in the same run: MostPopular, ItemKNN, the last-item Markov chain, ALS
 (`implicit`, benchmark-only).
 
     python -m bench.sequential [--families sasrec,bert4rec,nextitnet] [--peer_families two_tower]
-        [--seeds 42,43,44] [--grid FAMILY.NAME=V1,V2 ...] [--hparam FAMILY.NAME=VALUE ...]
+        [--seeds 42,43,44] [--family_seeds 42] [--grid FAMILY.NAME=V1,V2 ...]
+        [--hparam FAMILY.NAME=VALUE ...] [--jobs N]
 """
 
 from __future__ import annotations
