@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ bench-multitask: bench-install
 # e.g. make bench-takd ARGS="--seeds 42,43,44,45,46 --hparam takd_student.learning_rate=0.01"
 bench-takd: $(STAMP)
 	$(PY) -m bench.takd $(ARGS)
+
+# Protocol S (next item, leave_last_two_out): sequential families against MostPopular, ItemKNN,
+# the last-item Markov chain, ALS, BPR and two_tower (e.g. ARGS="--grid sasrec.learning_rate=0.001,0.003").
+bench-sequential: bench-install
+	$(PY) -m bench.sequential $(ARGS)
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)

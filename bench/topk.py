@@ -31,10 +31,12 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
 import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
+from bench.retrieval_peers import (  # noqa: E402
+    FullHistoryScorer, als_fit, ease_weights, fitted_user_scores, interaction_matrix, item_knn_weights,
+    popularity_counts)
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import protocol  # noqa: E402
@@ -50,95 +52,18 @@ KNN_SOURCES = ("liked", "all")
 
 
 # --------------------------------------------------------------------------
-# Peers: score functions over item rows, fitted on the train split's histories.
+# Peers: score functions over item rows (bench.retrieval_peers), fitted on the train split.
 # --------------------------------------------------------------------------
-def interaction_matrix(view: UserView, num_rows: int, liked_row: int = 0) -> sp.csr_matrix:
-    """Binary users x item rows of the training histories (only `liked_row` behaviors if given)."""
-    rows, cols = [], []
-    for u, (items, behaviors) in enumerate(zip(view.items, view.behaviors)):
-        keep = items[(items < num_rows) & ((behaviors == liked_row) if liked_row else True)]
-        rows.append(np.full(len(keep), u))
-        cols.append(keep)
-    data = np.ones(sum(len(c) for c in cols), dtype=np.float32)
-    m = sp.csr_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=(len(view), num_rows))
-    m.data[:] = 1.0
-    return m
-
-
 def most_popular(train: UserView, num_rows: int) -> Callable:
-    counts = np.asarray(interaction_matrix(train, num_rows).sum(axis=0)).reshape(-1).astype(np.float64)
-    return topk.popularity_scores(counts)
-
-
-def _history_vectors(view: UserView, num_rows: int, start: int, stop: int, liked_row: int = 0,
-                     max_history: int = 0) -> np.ndarray:
-    x = np.zeros((stop - start, num_rows), dtype=np.float32)
-    for i in range(start, stop):
-        items, behaviors = view.items[i], view.behaviors[i]
-        if max_history:  # the most recent max_history interactions, as a family's query reads them
-            items, behaviors = items[-max_history:], behaviors[-max_history:]
-        keep = items[(items < num_rows) & ((behaviors == liked_row) if liked_row else True)]
-        x[i - start, keep] = 1.0
-    return x
-
-
-class FullHistoryScorer:
-    """Scores from the user's input history: all of it (`max_history` 0) or its most recent
-    `max_history` items, as a family's query reads it. Every history item is excluded."""
-
-    def __init__(self, view: UserView, num_rows: int, weights: np.ndarray, liked_row: int = 0,
-                 max_history: int = 0):
-        self.view, self.num_rows, self.weights, self.liked_row = view, num_rows, weights, liked_row
-        self.max_history = max_history
-
-    def evaluate(self, valid: np.ndarray) -> Dict[str, float]:
-        ranked = []
-        invalid = np.flatnonzero(~valid)
-        for start in range(0, len(self.view), 256):
-            stop = min(start + 256, len(self.view))
-            scores = _history_vectors(self.view, self.num_rows, start, stop, self.liked_row,
-                                      self.max_history) @ self.weights
-            for i, row in enumerate(scores):
-                history = self.view.items[start + i]
-                ranked.append(d.top_k_excluding(row, np.concatenate([invalid, history[history < row.size]]), K))
-        return d.topk_metrics(ranked, self.view.targets, K)
-
-
-def item_knn_weights(train: UserView, num_rows: int) -> np.ndarray:
-    x = interaction_matrix(train, num_rows)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).reshape(-1)) + 1e-9
-    gram = (x.T @ x).toarray().astype(np.float32)
-    sim = gram / norms[:, None] / norms[None, :]
-    np.fill_diagonal(sim, 0.0)
-    return sim
-
-
-def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    g = gram.astype(np.float64).copy()
-    g[np.diag_indices_from(g)] += lam
-    p = np.linalg.inv(g)
-    b = -p / np.diag(p)
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
+    return topk.popularity_scores(popularity_counts(train, num_rows))
 
 
 def als_evaluate(train: UserView, view: UserView, num_rows: int, valid: np.ndarray, factors: int,
                  regularization: float, alpha: float, seed: int) -> Dict[str, float]:
-    from implicit.cpu.als import AlternatingLeastSquares
-
-    x = interaction_matrix(train, num_rows)
-    model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                    iterations=15, random_state=seed)
-    model.fit(x, show_progress=False)
-    index = {u: i for i, u in enumerate(train.users)}
-    item_factors = np.asarray(model.item_factors)
-    user_factors = np.asarray(model.user_factors)
-    invalid = np.flatnonzero(~valid)
-    ranked = []
-    for u, history in zip(view.users, view.items):
-        scores = item_factors @ user_factors[index[u]]
-        ranked.append(d.top_k_excluding(scores, np.concatenate([invalid, history[history < num_rows]]), K))
-    return d.topk_metrics(ranked, view.targets, K)
+    """ALS with the user vectors fitted on the train split, protocol K metrics on `view`."""
+    model = als_fit(train, num_rows, factors, regularization, alpha, seed)
+    scores = fitted_user_scores(model.user_factors, model.item_factors, train.users, view)
+    return topk.evaluate(scores, view, 1, valid, K)
 
 
 # --------------------------------------------------------------------------

@@ -47,9 +47,9 @@ def choose(trials: List[Dict[str, Any]], lower: bool) -> Dict[str, Any]:
 
 
 def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed: Dict[str, str],
-               work_dir: str = common.DEFAULT_WORK_DIR) -> Dict[str, Any]:
+               work_dir: str = common.DEFAULT_WORK_DIR, split: str = "hash") -> Dict[str, Any]:
     spec = get_family(family)
-    stages = common.data_stages(work_dir)
+    stages = common.data_stages(work_dir, split=split)
     trials = []
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
     for combo in combos:
@@ -86,10 +86,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "tuning"))
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--split", default="hash", help="ExampleGen split (leave_last_two_out: protocol S)")
     args = parser.parse_args(argv)
     fixed = dict(item.split("=", 1) for item in args.fixed)
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
-                        args.work_dir)
+                        args.work_dir, args.split)
     command = "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:])
     result["command"] = command.strip()
     result["machine"] = common.machine()

@@ -1,0 +1,443 @@
+"""Protocol S: the next item of every MovieLens user, sequential families against peers.
+
+Protocol S (MovieLens, ExampleGen split `leave_last_two_out`): per user (with at least
+three ratings), the last rating by (timestamp, item) is the test item and the second to
+last the eval item. The user view gives per split the input and the target: eval input =
+every rating before the eval item, test input = every rating before the test item (the
+eval item included). The target is ranked against every item of the training vocabulary
+minus the input's items (full) and against 100 items the user never rated, drawn
+uniformly with a fixed seed per user (sampled); HR@5/10, NDCG@10, MRR@5/10 of both, by
+`evaluation.definitions` through `training.topk.evaluate_next_item`, the Trainer's and
+the Evaluator's own definitions.
+
+Every model is fitted on the training sequences only (the train split's histories: every
+rating before the eval item), for the eval and the test inputs alike; nothing is refitted
+on train + eval. Its knobs are chosen on the eval split by full NDCG@10, the test split
+is only reported. Families (the sequential ones and the retrieval family `two_tower`)
+are trained by the Trainer's code (early stopping on the eval split, as in the
+pipeline), exported with `recommend` returning the whole catalogue, and scored through
+it; the grid runs at the first seed, the chosen setting at every seed. Peers, on the
+same rows in the same run: MostPopular, ItemKNN, the last-item Markov chain, ALS and BPR
+(`implicit`, benchmark-only).
+
+    python -m bench.sequential [--families sasrec,bert4rec,nextitnet] [--peer_families two_tower]
+        [--seeds 42,43,44] [--family_seeds 42] [--grid FAMILY.NAME=V1,V2 ...]
+        [--hparam FAMILY.NAME=VALUE ...] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from bench import retrieval_peers as rp  # noqa: E402
+from bench.tune import parse_grid  # noqa: E402
+from contract import datasets as D  # noqa: E402
+from contract import features as F  # noqa: E402
+from contract import protocol  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
+from training import topk  # noqa: E402
+from training.views import ItemRows, UserView, load_user_view  # noqa: E402
+
+NAME = "sequential"
+SPLIT = "leave_last_two_out"
+TUNE_ON = "ndcg@10"  # full NDCG@10 on the eval split: the gate's metric
+FULL = d.next_item_metric_names()
+SAMPLED = d.next_item_metric_names(d.SAMPLED_PREFIX)
+
+# Peer grids (eval split). ItemKNN: which input items vote and how many of the most recent.
+KNN_GRID = {"history": ("all", "liked"), "window": (0, 50, 20, 5, 1)}
+MARKOV_BACKOFF = (1e-4, 0.1, 1.0, 10.0, 100.0)  # popularity is a distribution: ~1e-3 per top item
+ALS_GRID = {"factors": (64, 128), "regularization": (0.1, 1.0), "alpha": (1.0,)}  # small: the machine is shared
+BPR_GRID = {"factors": (64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.01,)}
+BPR_ITERATIONS = 100
+
+
+def grid_points(grid: Dict[str, Sequence[Any]]) -> List[Dict[str, Any]]:
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def evaluate(scores: rp.ScoreFn, view: UserView, valid: np.ndarray) -> Dict[str, float]:
+    """Protocol S metrics of a score function reading every input whole."""
+    return topk.evaluate_next_item(scores, view, rp.longest(view), valid)
+
+
+# --------------------------------------------------------------------------
+# Families: trained with the Trainer's code, scored through `recommend`.
+# --------------------------------------------------------------------------
+def served_scores(saved_model_dir: str, rows: ItemRows, behaviors: Sequence[str], num_rows: int) -> rp.ScoreFn:
+    """A score function (bench.retrieval_peers) over `recommend` of an export whose K is the
+    whole catalogue: inputs go in as item ids and behavior names (unknown items as "",
+    which `recommend` ignores, as it ignores unknown ids), the scores of the K returned
+    items come back at their rows; items `recommend` does not return (the input's) are -inf."""
+    recommend = tf.saved_model.load(saved_model_dir).signatures[protocol.RECOMMEND]
+    id_of = np.array([b""] + list(rows.ids) + [b""], dtype=object)  # rows 0 (pad) .. V + 1 (unknown)
+    behavior_of = np.array([b""] + [b.encode() for b in behaviors] + [b""], dtype=object)
+
+    def scores(items: np.ndarray, behavior_rows: np.ndarray) -> np.ndarray:
+        out = recommend(history_item_ids=tf.constant(id_of[np.clip(items, 0, len(id_of) - 1)].astype(bytes)),
+                        history_behaviors=tf.constant(
+                            behavior_of[np.clip(behavior_rows, 0, len(behavior_of) - 1)].astype(bytes)))
+        ids = out[protocol.RECOMMEND_ITEM_IDS].numpy()
+        values = out[protocol.RECOMMEND_SCORES].numpy()
+        full = np.full((len(items), num_rows), -np.inf, dtype=np.float64)
+        for i in range(len(items)):
+            at = rows.rows(list(ids[i]))
+            known = at < num_rows
+            full[i, at[known]] = values[i][known]
+        return full
+
+    return scores
+
+
+def fit_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], seed: int,
+               out_dir: str) -> Tuple[Dict[str, Any], float]:
+    """Trains `family` as the Trainer does and exports it with `recommend` over the whole catalogue."""
+    from export.signatures import export_model
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
+                         tasks=common.task_names(stages.config, family),
+                         max_history=stages.config.max_history, seed=seed)
+    started = time.monotonic()
+    model, summary, valid = train(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
+                                  stages.transform_graph)
+    seconds = time.monotonic() - started
+    export_model(model, tft.TFTransformOutput(stages.transform_graph), valid, out_dir, top_k=int(valid.sum()))
+    return summary, seconds
+
+
+# --------------------------------------------------------------------------
+# Rows of the results.
+# --------------------------------------------------------------------------
+def result_row(model: str, kind: str, runs: Sequence[Tuple[Dict[str, float], float]], setting: str,
+               **extra) -> Dict[str, Any]:
+    """Mean and std (over seeds; None for one run) of every metric and of the training time."""
+    out: Dict[str, Any] = {"model": model, "kind": kind, "setting": setting, "seeds": len(runs),
+                           "users": int(runs[0][0]["users"])}
+    for name in FULL + SAMPLED:
+        stats = common.mean_std([m[name] for m, _ in runs])
+        out[name], out[name + "_std"] = stats["mean"], stats["std"]
+    seconds = common.mean_std([s for _, s in runs])
+    out["train_seconds"], out["train_seconds_std"] = round(seconds["mean"], 1), seconds["std"]
+    out.update(extra)
+    return out
+
+
+def _cell(row: Dict[str, Any], name: str) -> str:
+    std = row.get(name + "_std")
+    return f"{row[name]:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
+def tables(results: Sequence[Dict[str, Any]]) -> str:
+    """The two tables (full, sampled) with mean ± std per metric."""
+    out = []
+    for title, names in (("Full candidate set (every training item minus the input's)", FULL),
+                         (f"Sampled candidate set ({d.SAMPLED_NEGATIVES} never-rated items, seed "
+                          f"{d.SAMPLED_SEED})", SAMPLED)):
+        header = ["model", "kind"] + [n.replace(d.SAMPLED_PREFIX, "") for n in names] + ["seeds", "train s"]
+        if names is FULL:
+            header.append("setting")
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for r in results:
+            cells = [r["model"], r["kind"]] + [_cell(r, n) for n in names]
+            cells += [str(r["seeds"]), f"{r['train_seconds']:.1f}"]
+            if names is FULL:
+                cells.append(r["setting"])
+            lines.append("| " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def compare(a: Dict[str, Any], b: Dict[str, Any], name: str) -> str:
+    """`a` against `b` on one metric: the difference, or "no difference" within seed noise."""
+    diff = a[name] - b[name]
+    noise = max(a.get(name + "_std") or 0.0, b.get(name + "_std") or 0.0)
+    verdict = "no difference (within one std over seeds)" if abs(diff) <= noise else f"{diff:+.4f}"
+    if any(r["kind"] == "family" and r.get("seeds") == 1 for r in (a, b)):
+        verdict += " (a trained model with one seed: its seed noise is not measured)"
+    return f"{a['model']} {_cell(a, name)} vs {b['model']} {_cell(b, name)}: {verdict}"
+
+
+GOALS = (("ndcg@10", 0.060), (d.SAMPLED_PREFIX + "hit_rate@10", 0.72))
+
+
+def goal_lines(results: Sequence[Dict[str, Any]], families: Sequence[str]) -> List[str]:
+    fams = [r for r in results if r["model"] in families]
+    peers = [r for r in results if r["model"] not in families]
+    lines = []
+    for name, threshold in GOALS:
+        if not fams:
+            lines.append(f"- best sequential family {name} >= {threshold}: not measured (no family in this run)")
+            continue
+        best = max(fams, key=lambda r: r[name])
+        met = "met" if best[name] >= threshold else "not met"
+        line = f"- best sequential family {name} >= {threshold}: **{met}** ({best['model']} {_cell(best, name)})"
+        if peers:
+            line += "; against the best peer: " + compare(best, max(peers, key=lambda r: r[name]), name)
+        lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------
+# The benchmark.
+# --------------------------------------------------------------------------
+class Bench:
+    """The data of one run: views, rows, candidates, and what was tried."""
+
+    def __init__(self, stages: common.DataStages):
+        self.stages = stages
+        self.spec = D.dataset_spec(stages.config.dataset)
+        tft_output = tft.TFTransformOutput(stages.transform_graph)
+        self.rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), self.spec.behaviors)
+        self.num_rows = len(self.rows.ids) + 1
+        self.views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), self.rows) for s in ("train", "eval", "test")}
+        self.valid = np.ones(self.num_rows, dtype=bool)
+        self.valid[0] = False
+        self.results: List[Dict[str, Any]] = []
+        self.tuning: Dict[str, Any] = {}
+        self.peer_error: BaseException = None
+
+    def tune(self, model: str, grid: Sequence[Dict[str, Any]], make: Callable[[Dict[str, Any]], rp.ScoreFn]):
+        """Evaluates every grid point on eval; returns the best point (full NDCG@10)."""
+        tried = []
+        for g in grid:
+            tried.append((g, evaluate(make(g), self.views["eval"], self.valid)))
+            print(f"{model} {json.dumps(g)}: eval {TUNE_ON} {tried[-1][1][TUNE_ON]:.4f}", file=sys.stderr, flush=True)
+        best = max(tried, key=lambda t: t[1][TUNE_ON])[0]
+        self.tuning[model] = {"split": "eval", "metric": TUNE_ON, "chosen": best,
+                              "grid": [{**g, **m} for g, m in tried]}
+        return best
+
+    def deterministic_peer(self, model: str, grid, make, fit_seconds: float) -> None:
+        best = self.tune(model, grid, make)
+        test = evaluate(make(best), self.views["test"], self.valid)
+        self.results.append(result_row(model, "peer", [(test, fit_seconds)], json.dumps(best)))
+        print(f"{model}: {json.dumps(best)} test ndcg@10 {test['ndcg@10']:.4f}", file=sys.stderr, flush=True)
+
+    def peers(self, seeds: Sequence[int], with_implicit: bool) -> None:
+        train, n = self.views["train"], self.num_rows
+        liked = self.spec.behaviors.index("liked") + 1 if "liked" in self.spec.behaviors else 0
+
+        started = time.monotonic()
+        counts = rp.popularity_counts(train, n)
+        self.deterministic_peer("most_popular", [{}], lambda g: topk.popularity_scores(counts),
+                                time.monotonic() - started)
+
+        started = time.monotonic()
+        sim = rp.item_knn_weights(train, n)
+        seconds = time.monotonic() - started
+
+        def knn(g):
+            return rp.FullHistoryScorer(train, n, sim, liked if g["history"] == "liked" else 0, g["window"]).scores
+
+        self.deterministic_peer("item_knn", grid_points(KNN_GRID), knn, seconds)
+
+        started = time.monotonic()
+        transitions = rp.markov_transitions(train, n)
+        seconds = time.monotonic() - started
+        self.deterministic_peer("markov", [{"backoff": b} for b in MARKOV_BACKOFF],
+                                lambda g: rp.markov_scores(transitions, counts, g["backoff"]), seconds)
+        if not with_implicit:
+            return
+
+        def als(g, seed, view):
+            return rp.als_input_scores(rp.als_fit(train, n, seed=seed, **g), n)
+
+        def bpr(g, seed, view):
+            model = rp.bpr_fit(train, n, iterations=BPR_ITERATIONS, seed=seed, **g)
+            return rp.fitted_user_scores(model.user_factors, model.item_factors, train.users, view)
+
+        for model, grid, make, setting in (
+                ("als", ALS_GRID, als, "user vector solved from the input"),
+                ("bpr", BPR_GRID, bpr, f"{BPR_ITERATIONS} iterations, fitted user vectors")):
+            best = self.tune(model, grid_points(grid), lambda g: make(g, seeds[0], self.views["eval"]))
+            runs = []
+            for seed in seeds:
+                started = time.monotonic()
+                scores = make(best, seed, self.views["test"])
+                seconds = time.monotonic() - started
+                runs.append((evaluate(scores, self.views["test"], self.valid), seconds))
+            self.results.append(result_row(model, "peer", runs, f"{json.dumps(best)}; {setting}"))
+            print(f"{model}: {json.dumps(best)} test ndcg@10 {runs[0][0]['ndcg@10']:.4f}", file=sys.stderr,
+                  flush=True)
+
+    def families(self, specs: Sequence[Tuple[str, str, Dict[str, Any], Dict[str, List[str]]]],
+                 seeds: Sequence[int], jobs: int, during: Callable[[], None]) -> None:
+        """Every (family, kind, fixed hparams, grid): the grid on eval at the first seed, then
+        the chosen setting at the other seeds; test reported. Fits run in `jobs` worker
+        processes; `during` (the peers) runs in a thread of this process meanwhile."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from bench.sequential import fit_and_score  # by module name, also when this file runs as __main__
+
+        work_dir = os.path.dirname(self.stages.config.output_dir)
+        with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            first, later = {}, {}
+            for family, _, fixed, grid in specs:
+                points = [{**fixed, **g} for g in grid_points(grid)]
+                first[family] = [(p, pool.submit(fit_and_score, work_dir, family, p, seeds[0])) for p in points]
+                if len(points) == 1:  # nothing to choose: every seed at once
+                    later[family] = [pool.submit(fit_and_score, work_dir, family, points[0], seed)
+                                     for seed in seeds[1:]]
+            peers = threading.Thread(target=during, name="peers")
+            peers.start()
+            chosen = {}
+            for family, _, _, _ in specs:
+                tried = [(p, f.result()) for p, f in first[family]]
+                best_i = max(range(len(tried)), key=lambda i: tried[i][1][0]["eval"][TUNE_ON])
+                chosen[family] = (tried, best_i)
+                if family not in later:
+                    later[family] = [pool.submit(fit_and_score, work_dir, family, tried[best_i][0], seed)
+                                     for seed in seeds[1:]]
+            for family, kind, _, _ in specs:
+                tried, best_i = chosen[family]
+                best = tried[best_i][0]
+                runs = [tried[best_i][1]] + [f.result() for f in later[family]]
+                per_seed = [info for info, _ in runs]
+                self.tuning[family] = {"split": "eval", "metric": TUNE_ON, "chosen": best,
+                                       "grid": [{"grid_point": p, **r[0]} for p, r in tried], "seeds": per_seed}
+                epochs = ", ".join(f"{i['best_epoch']}/{i['epochs_run']}" for i in per_seed)
+                self.results.append(result_row(family, kind, [run for _, run in runs],
+                                               json.dumps(best) if best else "defaults", epochs=epochs,
+                                               hparams=per_seed[0]["hparams"]))
+            peers.join()
+        if self.peer_error is not None:
+            raise self.peer_error
+
+
+_WORKER_BENCH: Dict[str, Bench] = {}
+
+
+def fit_and_score(work_dir: str, family: str, hparams: Dict[str, Any], seed: int):
+    """One fit of a family (a worker process's job): its eval metrics and summary, and
+    (test metrics, training seconds)."""
+    if work_dir not in _WORKER_BENCH:
+        _WORKER_BENCH[work_dir] = Bench(common.data_stages(work_dir, split=SPLIT))
+    bench = _WORKER_BENCH[work_dir]
+    with tempfile.TemporaryDirectory() as tmp:
+        summary, seconds = fit_family(bench.stages, family, hparams, seed, tmp)
+        scores = served_scores(tmp, bench.rows, bench.spec.behaviors, bench.num_rows)
+        metrics = {s: evaluate(scores, bench.views[s], bench.valid) for s in ("eval", "test")}
+    info = {"seed": seed, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"], "train_seconds": round(seconds, 1),
+            "trainer_" + summary["monitor"]: summary["best_value"],
+            "eval": metrics["eval"], "test_" + TUNE_ON: metrics["test"][TUNE_ON]}
+    print(f"{family} seed {seed} {json.dumps(hparams)}: eval {TUNE_ON} {metrics['eval'][TUNE_ON]:.4f}, "
+          f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, {seconds:.0f} s", file=sys.stderr,
+          flush=True)
+    return info, (metrics["test"], seconds)
+
+
+def tried_lines(tuning: Dict[str, Any], models: Sequence[str]) -> List[str]:
+    """One line per model: the grid points and their eval full NDCG@10."""
+    lines = []
+    for model in models:
+        t = tuning.get(model)
+        if not t:
+            continue
+        if "seeds" in t:  # a family
+            points = "; ".join(f"{json.dumps(p['grid_point']) if p['grid_point'] else 'defaults'} "
+                               f"{p['eval'][TUNE_ON]:.4f} (best epoch {p['best_epoch']} of {p['epochs_run']}, "
+                               f"{p['train_seconds']:.0f} s)" for p in t["grid"])
+        else:
+            points = f"{len(t['grid'])} points, eval {TUNE_ON} " + \
+                f"{min(p[TUNE_ON] for p in t['grid']):.4f} .. {max(p[TUNE_ON] for p in t['grid']):.4f}"
+        lines.append(f"- `{model}`: {points}; chosen `{json.dumps(t['chosen'])}`")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default="sasrec,bert4rec,nextitnet", help="sequential families ('' for none)")
+    parser.add_argument("--peer_families", default="two_tower", help="other retrieving families, as peers")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--family_seeds", default=None,
+                        help="seeds of the family fits when fewer than --seeds fit the time (default: --seeds)")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="a fixed setting of a family")
+    parser.add_argument("--grid", action="append", default=[], metavar="FAMILY.NAME=V1,V2",
+                        help="a family's knob to choose on the eval split (every combination, first seed)")
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
+    parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
+    args = parser.parse_args(argv)
+    from models.hparams import parse_assignments
+    from models.registry import get_family
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    family_seeds = [int(s) for s in (args.family_seeds or args.seeds).split(",")]
+    families = [f for f in args.families.split(",") if f]
+    peer_families = [f for f in args.peer_families.split(",") if f]
+    fixed = parse_assignments(args.hparam)
+    grids: Dict[str, Dict[str, List[str]]] = {}
+    for item in args.grid:
+        family, sep, rest = item.partition(".")
+        if not sep:
+            raise ValueError(f"--grid {item!r}: expected FAMILY.NAME=V1,V2")
+        grids.setdefault(family, {}).update(parse_grid([rest]))
+    for family in families + peer_families:  # a bad family or knob fails before anything runs
+        spec = get_family(family)
+        for point in grid_points(grids.get(family, {})):
+            spec.hparams().override({**fixed.get(family, {}), **point})
+    unknown = sorted((set(grids) | set(fixed)) - set(families + peer_families))
+    if unknown:
+        raise ValueError(f"--grid / --hparam name families {unknown} that this run does not train")
+
+    started = time.monotonic()
+    bench = Bench(common.data_stages(args.work_dir, split=SPLIT))
+    specs = [(f, "peer", fixed.get(f, {}), grids.get(f, {})) for f in peer_families]
+    specs += [(f, "family", fixed.get(f, {}), grids.get(f, {})) for f in families]
+    def peers():
+        try:
+            bench.peers(seeds, with_implicit=not args.skip_implicit)
+        except BaseException as e:  # re-raised in the main thread once the fits are done
+            bench.peer_error = e
+
+    bench.families(specs, family_seeds, args.jobs, peers)
+    order = ["most_popular", "item_knn", "markov", "als", "bpr"] + peer_families + families
+    bench.results.sort(key=lambda r: order.index(r["model"]))
+
+    command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+    views = bench.views
+    markdown = "\n".join([
+        "# Protocol S: the next item (MovieLens ml-latest-small, split leave_last_two_out, test users)", "",
+        f"{len(views['test'])} test users (eval: {len(views['eval'])}); input = every rating before the target "
+        "(test: the eval item included); every model fitted on the training sequences only (every rating before "
+        "the eval item), tuned on the eval split by full NDCG@10, test reported. Trained models: mean ± std over "
+        f"seeds {','.join(map(str, seeds))} (families: {','.join(map(str, family_seeds))}; std over seeds, none "
+        "for one run; deterministic peers: one run). `train s`: fitting "
+        "time per seed (families: the Trainer's fit with early stopping on eval).", "",
+        tables(bench.results), "",
+        "## Goals (issue 9)", *goal_lines(bench.results, families), "",
+        "## What was tried on the eval split (full NDCG@10; all grids in `sequential_tuning.json`)",
+        *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
+        "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
+            f"{r['model']} {r['epochs']}" for r in bench.results if "epochs" in r),
+        f"Wall time of the whole run: {time.monotonic() - started:.0f} s.",
+    ])
+    common.write_results(NAME, bench.results, markdown, meta, args.out)
+    common.atomic_write(os.path.join(args.out, f"{NAME}_tuning.json"),
+                        json.dumps(bench.tuning, indent=2, default=str) + "\n")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

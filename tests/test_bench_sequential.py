@@ -1,0 +1,204 @@
+"""The sequential benchmark's peers and scoring path on tiny hand-made sequences (no `implicit`)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench import retrieval_peers as rp
+from bench import sequential as seq
+from contract import protocol
+from evaluation import definitions as d
+from training.views import ItemRows, UserView, recent
+
+
+def _view(histories, targets=None, behaviors=None, users=None):
+    n = len(histories)
+    return UserView(users=users or [f"u{i}".encode() for i in range(n)], activity=[b"light"] * n,
+                    items=[np.array(h, np.int64) for h in histories],
+                    behaviors=[np.array(b, np.int64) for b in (behaviors or [[1] * len(h) for h in histories])],
+                    targets=[np.array(t, np.int64) for t in (targets or [[] for _ in histories])])
+
+
+def test_markov_counts_consecutive_pairs_and_scores_the_last_items_row_plus_backoff():
+    # rows 1..5; 6 is unknown (outside num_rows), 0 padding.
+    train = _view([[1, 2, 3], [1, 2, 4], [2, 3, 6, 5], [5]])
+    transitions = rp.markov_transitions(train, num_rows=6)
+    want = np.zeros((6, 6))
+    want[1, 2] = 2  # 1 -> 2 twice
+    want[2, 3] = 2
+    want[2, 4] = 1
+    # 3 -> 6 and 6 -> 5 hold the unknown row: not counted; [5] has no pair.
+    np.testing.assert_array_equal(transitions.toarray(), want)
+
+    counts = rp.popularity_counts(train, 6)
+    np.testing.assert_array_equal(counts, [0, 2, 3, 2, 1, 2])
+    pop = counts / counts.sum()
+    backoff = 0.1
+    scores = rp.markov_scores(transitions, counts, backoff)
+    items, behaviors = recent(_view([[4, 1, 2], [3], [2, 6], []]), 3)
+    got = scores(items, behaviors)
+    # last item 2: P(3|2) = 2/3, P(4|2) = 1/3; last 3 has no successor: popularity alone;
+    # last item unknown (6) and an empty input: popularity alone.
+    np.testing.assert_allclose(got[0], backoff * pop + np.array([0, 0, 0, 2 / 3, 1 / 3, 0]))
+    for row in got[1:]:
+        np.testing.assert_allclose(row, backoff * pop)
+
+
+def test_markov_ranks_the_likeliest_successor_first_under_protocol_s():
+    train = _view([[1, 2, 3], [1, 2, 4], [4, 2, 3], [5, 1]])
+    scores = rp.markov_scores(rp.markov_transitions(train, 6), rp.popularity_counts(train, 6), 0.01)
+    valid = np.array([False] + [True] * 5)
+    test = _view([[5, 1], [4, 2]], targets=[[2], [3]])
+    got = seq.evaluate(scores, test, valid)
+    assert got["hit_rate@5"] == 1.0 and got["mrr@5"] == 1.0 and got["users"] == 2
+
+
+def test_input_matrix_keeps_known_items_and_only_liked_when_asked():
+    items = np.array([[1, 2, 7, 0], [3, 0, 0, 0]])
+    behaviors = np.array([[3, 1, 3, 0], [3, 0, 0, 0]])
+    np.testing.assert_array_equal(rp.input_matrix(items, behaviors, 5).toarray(),
+                                  [[0, 1, 1, 0, 0], [0, 0, 0, 1, 0]])
+    np.testing.assert_array_equal(rp.input_matrix(items, behaviors, 5, liked_row=3).toarray(),
+                                  [[0, 1, 0, 0, 0], [0, 0, 0, 1, 0]])
+
+
+def test_item_knn_window_reads_only_the_most_recent_items():
+    weights = np.eye(6, dtype=np.float32)  # an item votes for itself only
+    view = _view([[1, 2, 3, 4], [5]])
+    items, behaviors = recent(view, rp.longest(view))  # the whole inputs, as the benchmark passes them
+    window = rp.FullHistoryScorer(view, 6, weights, max_history=2)
+    np.testing.assert_array_equal(window.scores(items, behaviors), [[0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 1]])
+    whole = rp.FullHistoryScorer(view, 6, weights)
+    np.testing.assert_array_equal(whole.scores(items, behaviors), [[0, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 1]])
+
+
+def test_als_scores_solve_the_user_vector_from_the_whole_input():
+    class FakeALS:  # the two members of implicit's ALS the score function uses
+        item_factors = np.arange(12, dtype=np.float32).reshape(6, 2)
+
+        def recalculate_user(self, userid, user_items):
+            # user vector = sum of its input's item factors: shows which items went in
+            return np.asarray(user_items @ self.item_factors)
+
+    scores = rp.als_input_scores(FakeALS(), 6)
+    items, behaviors = recent(_view([[1, 2], [5, 7]]), 2)  # 7: unknown, dropped
+    user = np.array([[2 + 4, 3 + 5], [10, 11]], dtype=np.float32)
+    np.testing.assert_allclose(scores(items, behaviors), user @ FakeALS.item_factors.T)
+
+
+def test_fitted_user_scores_follow_the_views_order_and_name_a_missing_user():
+    user_factors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    item_factors = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]])
+    view = _view([[1], [2], [1]], users=[b"c", b"a", b"b"])
+    scores = rp.fitted_user_scores(user_factors, item_factors, [b"a", b"b", b"c"], view)
+    items, behaviors = recent(view, 1)
+    got = np.concatenate([scores(items[:2], behaviors[:2]), scores(items[2:], behaviors[2:])])
+    np.testing.assert_allclose(got, user_factors[[2, 0, 1]] @ item_factors.T)
+    np.testing.assert_allclose(scores(items, behaviors), got)  # a second pass starts again
+    with pytest.raises(ValueError, match="b'z'"):
+        rp.fitted_user_scores(user_factors, item_factors, [b"a"], _view([[1]], users=[b"z"]))
+
+
+def _catalogue_view(rng, users=30, items=300):
+    histories, targets = [], []
+    for _ in range(users):
+        seq_ = rng.choice(np.arange(1, items + 1), size=int(rng.integers(3, 40)), replace=False)
+        histories.append(seq_[:-1])
+        targets.append([seq_[-1]])
+    return _view(histories, targets)
+
+
+def test_sampled_candidates_never_hold_the_users_items_and_are_seeded():
+    rng = np.random.default_rng(0)
+    view = _catalogue_view(rng)
+    num_rows = 301
+    valid = np.ones(num_rows, dtype=bool)
+    valid[0] = False
+    longest = rp.longest(view)
+
+    # Every input item outscores the target, the target every other item: if an input item
+    # were a candidate (full) or a sampled negative, the target would not be first.
+    def history_first(items, behaviors):
+        out = np.zeros((len(items), num_rows))
+        for i, row in enumerate(items):
+            out[i, row[row > 0]] = 100.0
+        return out + 50.0 * _target_onehot(items, view, num_rows, longest)
+
+    got = seq.evaluate(history_first, view, valid)
+    assert got["hit_rate@5"] == 1.0 and got[d.SAMPLED_PREFIX + "mrr@10"] == 1.0
+
+    # Random scores: the sampled metrics come out the same in every run (fixed draw per user).
+    noise = np.random.default_rng(1).random((len(view), num_rows))
+    at = [0]  # the next user's row of `noise` (users are scored in order)
+
+    def random_scores(items, behaviors):
+        out = noise[at[0]: at[0] + len(items)]
+        at[0] = (at[0] + len(items)) % len(view)
+        return out
+
+    a = seq.evaluate(random_scores, view, valid)
+    b = seq.evaluate(random_scores, view, valid)
+    assert a == b
+    assert 0.0 < a[d.SAMPLED_PREFIX + "hit_rate@10"] < 1.0
+
+
+def _target_onehot(items, view, num_rows, width):
+    """The target row of each input (matched by its padded history)."""
+    by_history = {tuple(np.pad(h, (0, width - len(h)))): t[0] for h, t in zip(view.items, view.targets)}
+    out = np.zeros((len(items), num_rows))
+    for i, row in enumerate(items):
+        out[i, by_history[tuple(row)]] = 1.0
+    return out
+
+
+def test_served_scores_put_recommends_scores_at_their_rows(tmp_path):
+    # A `recommend` that echoes what it receives: the first input item with score 3, then
+    # items "b" and "c"; the behavior it got for that item as a fourth id.
+    class Echo(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string),
+                                      tf.TensorSpec([None, None], tf.string)])
+        def recommend(self, history_item_ids, history_behaviors):
+            batch = tf.shape(history_item_ids)[0]
+            ids = tf.stack([history_item_ids[:, 0], tf.fill([batch], "b"), tf.fill([batch], "c"),
+                            history_behaviors[:, 0]], axis=1)
+            scores = tf.tile(tf.constant([[3.0, 2.0, 1.0, 0.5]]), [batch, 1])
+            return {protocol.RECOMMEND_ITEM_IDS: ids, protocol.RECOMMEND_SCORES: scores}
+
+    module = Echo()
+    path = str(tmp_path / "echo")
+    tf.saved_model.save(module, path, signatures={protocol.RECOMMEND: module.recommend.get_concrete_function()})
+    rows = ItemRows([b"a", b"b", b"c", b"liked"], ["disliked", "neutral", "liked"])
+    scores = seq.served_scores(path, rows, ["disliked", "neutral", "liked"], num_rows=5)
+    # input 1: item a (row 1), liked (behavior row 3); input 2: an unknown item (row 5) first.
+    got = scores(np.array([[1, 2], [5, 0]]), np.array([[3, 1], [2, 0]]))
+    inf = -np.inf
+    np.testing.assert_array_equal(got[0], [inf, 3.0, 2.0, 1.0, 0.5])  # "liked" came back as an id
+    # The unknown item went in as "" (ignored by recommend): "" maps to no row; "neutral" is no item.
+    np.testing.assert_array_equal(got[1], [inf, inf, 2.0, 1.0, inf])
+
+
+def _row(model, ndcg, std, hr=0.5, kind="family", seeds=3):
+    out = {"model": model, "kind": kind, "seeds": seeds, "ndcg@10": ndcg, "ndcg@10_std": std,
+           d.SAMPLED_PREFIX + "hit_rate@10": hr, d.SAMPLED_PREFIX + "hit_rate@10_std": std}
+    return out
+
+
+def test_result_row_reports_mean_and_sample_std_over_seeds():
+    runs = []
+    for v, s in ((0.1, 10.0), (0.2, 20.0), (0.3, 30.0)):
+        m = dict.fromkeys(seq.FULL + seq.SAMPLED, v)
+        m["users"] = 7.0
+        runs.append((m, s))
+    row = seq.result_row("x", "family", runs, "defaults")
+    assert row["ndcg@10"] == pytest.approx(0.2) and row["ndcg@10_std"] == pytest.approx(0.1)
+    assert row["train_seconds"] == 20.0 and row["seeds"] == 3 and row["users"] == 7
+    one = seq.result_row("y", "peer", runs[:1], "")
+    assert one["ndcg@10_std"] is None and "±" not in seq._cell(one, "ndcg@10")
+
+
+def test_goals_say_met_or_not_and_no_difference_within_noise():
+    results = [_row("sasrec", 0.061, 0.004, hr=0.70), _row("markov", 0.058, None, hr=0.66, kind="peer", seeds=1)]
+    lines = seq.goal_lines(results, ["sasrec"])
+    assert "**met** (sasrec 0.0610 ± 0.0040)" in lines[0] and "no difference" in lines[0]
+    assert "**not met**" in lines[1] and "+0.0400" in lines[1] and "one seed" not in lines[1]
+    one_seed = seq.goal_lines([_row("sasrec", 0.061, None, seeds=1), results[1]], ["sasrec"])
+    assert "+0.0030 (a trained model with one seed" in one_seed[0]
