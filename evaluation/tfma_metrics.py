@@ -20,7 +20,7 @@ how Beam splits and merges bundles.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -346,12 +346,18 @@ def topk_metric_names(k: int) -> List[str]:
 def _topk_computations(top_k: int = 10, name: str = "topk", eval_config=None, model_names=None,
                        output_names=None, example_weighted: bool = False,
                        query_key: str = "") -> tfma.metrics.MetricComputations:
+    return _per_model_computations(model_names, topk_metric_names(top_k),
+                                   lambda keys, model_name: _TopKCombiner(keys, model_name, top_k))
+
+
+def _per_model_computations(model_names, metric_names: Sequence[str], combiner) -> tfma.metrics.MetricComputations:
+    """One computation per model over `metric_names`, by `combiner(keys, model_name)`."""
     computations = []
     for model_name in model_names or [""]:
         keys = {metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, example_weighted=None)
-                for metric in topk_metric_names(top_k)}
+                for metric in metric_names}
         computations.append(tfma.metrics.MetricComputation(
-            keys=list(keys.values()), preprocessors=None, combiner=_TopKCombiner(keys, model_name, top_k)))
+            keys=list(keys.values()), preprocessors=None, combiner=combiner(keys, model_name)))
     return computations
 
 
@@ -414,13 +420,8 @@ def _next_item_computations(top_k: int = 10, name: str = "next_item", eval_confi
                             query_key: str = "") -> tfma.metrics.MetricComputations:
     if d.ndcg_name(top_k) not in d.next_item_metric_names():
         raise ValueError(f"protocol S reports NDCG at {d.NEXT_ITEM_NDCG_KS}, not at {top_k}")
-    computations = []
-    for model_name in model_names or [""]:
-        keys = {metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, example_weighted=None)
-                for metric in next_item_metric_names(top_k)}
-        computations.append(tfma.metrics.MetricComputation(
-            keys=list(keys.values()), preprocessors=None, combiner=_NextItemCombiner(keys, model_name, top_k)))
-    return computations
+    return _per_model_computations(model_names, next_item_metric_names(top_k),
+                                   lambda keys, model_name: _NextItemCombiner(keys, model_name, top_k))
 
 
 class NextItemMetrics(tfma.metrics.Metric):

@@ -110,14 +110,15 @@ def test_nextitnet_block_patches():
     plain = block(x).numpy()
     assert block.dilations == (2, 4)
     serial = BlockPatches(serial=[BottleneckPatch(16, 4, seed=i) for i in range(2)])
-    parallel = BlockPatches(parallel=BottleneckPatch(16, 4, seed=5))
-    # Patches start as the identity on their branch: the pretrained output is unchanged ...
+    parallel = BlockPatches(parallel=BottleneckPatch(16, 4, seed=5, skip=False))
+    # Patches start as the identity on their branch (serial) or as 0 beside the block
+    # (parallel, no skip: the block adds its input once): the pretrained output is unchanged.
     np.testing.assert_allclose(block(x, patches=serial).numpy(), plain, atol=1e-5)
-    # ... except the parallel one, which adds its input (a residual block beside the block).
-    np.testing.assert_allclose(block(x, patches=parallel).numpy(), plain + x.numpy(), atol=1e-5)
-    for i, patch in enumerate(serial.serial):
+    np.testing.assert_allclose(block(x, patches=parallel).numpy(), plain, atol=1e-5)
+    for i, patch in enumerate(list(serial.serial) + [parallel.parallel]):
         patch.up.kernel.assign(tf.random.stateless_normal(patch.up.kernel.shape, seed=[i, 9]))
     assert np.abs(block(x, patches=serial).numpy() - plain).max() > 1e-3
+    assert np.abs(block(x, patches=parallel).numpy() - plain).max() > 1e-3
     with pytest.raises(ValueError, match="2 serial patches"):
         block(x, patches=BlockPatches(serial=serial.serial[:1]))
     model = _model("nextitnet")

@@ -13,7 +13,7 @@ modes differ in which weights the task trains and in what is added:
 | `patch_parallel` | loaded, frozen | a patch beside each residual block + the head |
 
 A serial patch is `models.blocks.sequence.BottleneckPatch`, x + up(relu(down(x))); a
-parallel patch is `ParallelPatch`, the same bottleneck without the skip, whose output is
+parallel patch is the same bottleneck without the skip (`skip=False`), whose output is
 added to the block's. Both start with `up` = 0, so a freshly patched network computes
 exactly what the pretrained one did. With model width d, bottleneck k and B blocks, the
 patches hold 2B(2dk + d + k) (serial) or B(2dk + d + k) (parallel) weights, a few
@@ -54,25 +54,6 @@ def loads_pretrained(mode: str) -> bool:
     return check_mode(mode) != SCRATCH
 
 
-class ParallelPatch(keras.layers.Layer):
-    """The parallel patch: up(relu(down(x))), added beside a residual block; 0 at init.
-
-    Args:
-      dim: input and output width.
-      bottleneck: the hidden width.
-      seed: initialisation seed.
-    """
-
-    def __init__(self, dim: int, bottleneck: int, seed: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.down = keras.layers.Dense(bottleneck, activation="relu",
-                                       kernel_initializer=keras.initializers.GlorotUniform(seed), name="down")
-        self.up = keras.layers.Dense(dim, kernel_initializer="zeros", name="up")
-
-    def call(self, x):
-        return self.up(self.down(x))
-
-
 def make_patches(mode: str, num_blocks: int, dim: int, bottleneck: int, seed: int = 0) -> List[Optional[BlockPatches]]:
     """One `BlockPatches` per residual block for a patch mode; None per block otherwise."""
     check_mode(mode)
@@ -85,8 +66,8 @@ def make_patches(mode: str, num_blocks: int, dim: int, bottleneck: int, seed: in
                 BottleneckPatch(dim, bottleneck, seed=seed + 10 * b + i, name=f"patch_{b}_serial_{i}")
                 for i in range(NextItNetBlock.CONVOLUTIONS)]))
         elif mode == PATCH_PARALLEL:
-            out.append(BlockPatches(parallel=ParallelPatch(dim, bottleneck, seed=seed + 10 * b,
-                                                           name=f"patch_{b}_parallel")))
+            out.append(BlockPatches(parallel=BottleneckPatch(dim, bottleneck, seed=seed + 10 * b, skip=False,
+                                                             name=f"patch_{b}_parallel")))
         else:
             out.append(None)
     return out

@@ -114,7 +114,8 @@ class TransformerLayer(keras.layers.Layer):
 
 
 class BottleneckPatch(keras.layers.Layer):
-    """PeterRec's model patch: x + up(relu(down(x))), a bottleneck residual block.
+    """PeterRec's model patch: x + up(relu(down(x))), a bottleneck residual block (serial
+    patch), or without the skip, up(relu(down(x))), added beside a block (parallel patch).
 
     `up` starts at zero, so a freshly inserted patch leaves the pretrained network's
     output unchanged.
@@ -123,23 +124,27 @@ class BottleneckPatch(keras.layers.Layer):
       dim: input and output width.
       bottleneck: the hidden width.
       seed: initialisation seed.
+      skip: add the input (serial); False for a parallel patch, whose block adds its input.
     """
 
-    def __init__(self, dim: int, bottleneck: int, seed: int = 0, **kwargs):
+    def __init__(self, dim: int, bottleneck: int, seed: int = 0, skip: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.skip = skip
         self.down = keras.layers.Dense(bottleneck, activation="relu",
                                        kernel_initializer=keras.initializers.GlorotUniform(seed), name="down")
         self.up = keras.layers.Dense(dim, kernel_initializer="zeros", name="up")
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        return x + self.up(self.down(x))
+        out = self.up(self.down(x))
+        return x + out if self.skip else out
 
 
 @dataclasses.dataclass
 class BlockPatches:
     """Patches of one `NextItNetBlock` (PeterRec): `serial` holds one layer per dilated
     convolution, applied right after it; `parallel` is applied to the block's input and
-    added to its output. Either may be empty / None."""
+    added to its output (a `BottleneckPatch` with `skip=False`: the block already adds its
+    input). Either may be empty / None."""
 
     serial: Sequence[keras.layers.Layer] = ()
     parallel: Optional[keras.layers.Layer] = None
