@@ -303,12 +303,16 @@ class _TopKCombiner(beam.CombineFn):
             sums.setdefault(name, d.ExactSum()).add(value)
         sums.setdefault("users", d.ExactSum()).add(1.0)
 
-    def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
+    def _outputs_and_targets(self, element):
+        """This model's outputs of one example and its target rows (padding dropped)."""
         outputs = element.prediction
         if self._model_name and self._model_name in outputs:
             outputs = outputs[self._model_name]
         targets = np.asarray(outputs[protocol.TARGET_ROWS]).reshape(-1)
-        targets = targets[targets != protocol.TARGET_PAD]
+        return outputs, targets[targets != protocol.TARGET_PAD]
+
+    def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
+        outputs, targets = self._outputs_and_targets(element)
         if targets.size == 0:
             return accumulator  # a user without targets has no value
         self._add(accumulator.model, d.topk_user_metrics(np.asarray(outputs[protocol.RANKED_ROWS]).reshape(-1), targets, self._k))
@@ -377,11 +381,7 @@ class _NextItemCombiner(_TopKCombiner):
     metrics of its one target, and the popularity ranking's, summed exactly."""
 
     def add_input(self, accumulator: _TopKAccumulator, element) -> _TopKAccumulator:
-        outputs = element.prediction
-        if self._model_name and self._model_name in outputs:
-            outputs = outputs[self._model_name]
-        targets = np.asarray(outputs[protocol.TARGET_ROWS]).reshape(-1)
-        targets = targets[targets != protocol.TARGET_PAD]
+        outputs, targets = self._outputs_and_targets(element)
         if targets.size == 0:
             return accumulator  # a user without targets has no value
         if targets.size != 1:
