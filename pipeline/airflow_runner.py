@@ -34,14 +34,13 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional
 
 from common.io_utils import atomic_write
-from pipeline.configs import REPO_ROOT, PipelineConfig, beam_args, families_arg
+from pipeline.configs import REPO_ROOT, PipelineConfig, beam_args, config_fields, families_arg
 
 DAG_ID = "recsys"  # the pipeline name (pipeline/configs.py PIPELINE_NAME)
 DAG_FOLDER = os.path.join(str(REPO_ROOT), "dags")
 DEFAULT_OUTPUT_DIR = os.path.join(str(REPO_ROOT), "outputs", "airflow")
 START_DATE = datetime.datetime(2024, 1, 1)
 ENV_PREFIX = "RECSYS_"
-_FIELDS = {f.name: f for f in dataclasses.fields(PipelineConfig)}
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
@@ -64,15 +63,7 @@ def _json_overrides(env: Mapping[str, str]) -> Dict[str, Any]:
         raise ValueError(f"{ENV_PREFIX}CONFIG_JSON is not valid JSON ({e}): {text!r}") from None
     if not isinstance(overrides, dict):
         raise ValueError(f"{ENV_PREFIX}CONFIG_JSON must be a JSON object of PipelineConfig fields, got {text!r}")
-    unknown = sorted(set(overrides) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"{ENV_PREFIX}CONFIG_JSON has unknown fields {unknown}; PipelineConfig fields are "
-                         f"{', '.join(sorted(_FIELDS))}")
-    if "families" in overrides:
-        overrides["families"] = tuple(overrides["families"])
-    if "beam_pipeline_args" in overrides:
-        overrides["beam_pipeline_args"] = tuple(overrides["beam_pipeline_args"])
-    return overrides
+    return config_fields(overrides, f"{ENV_PREFIX}CONFIG_JSON")
 
 
 def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PipelineConfig:

@@ -128,6 +128,30 @@ class PipelineConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
+    @classmethod
+    def from_json(cls, text: str) -> "PipelineConfig":
+        """The config `to_json` wrote."""
+        return dataclasses.replace(cls(), **config_fields(json.loads(text), "the config JSON"))
+
+
+def config_fields(values: Mapping, source: str) -> Dict:
+    """PipelineConfig fields as JSON holds them (lists for tuples), as dataclasses.replace takes them.
+
+    Args:
+      values: field name -> value.
+      source: where the values come from, named in the error on an unknown field.
+    """
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{source} has unknown fields {unknown}; PipelineConfig fields are "
+                         f"{', '.join(sorted(names))}")
+    return {name: tuple(value) if name in _TUPLE_FIELDS and value is not None else value
+            for name, value in values.items()}
+
+
+_TUPLE_FIELDS = ("families", "beam_pipeline_args")
+
 
 # ----------------------------------------------------------------------------
 # Beam runner profiles

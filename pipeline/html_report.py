@@ -10,7 +10,6 @@ the file opens anywhere, offline. TFMA's own results stay where the Evaluator wr
 from __future__ import annotations
 
 import datetime
-import glob
 import html
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -108,11 +107,12 @@ def _data_section(outputs: Dict[str, Dict[str, str]]) -> str:
     stats_dir = outputs.get("StatisticsGen", {}).get("statistics")
     if not stats_dir:
         return "<p>No StatisticsGen output.</p>"
+    import tensorflow as tf
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import anomalies_pb2
 
     per_split = {}
-    for path in sorted(glob.glob(os.path.join(stats_dir, "Split-*", "FeatureStats.pb"))):
+    for path in sorted(tf.io.gfile.glob(os.path.join(stats_dir, "Split-*", "FeatureStats.pb"))):
         split = os.path.basename(os.path.dirname(path))[len("Split-"):]
         per_split[split] = tfdv.load_stats_binary(path).datasets[0]
     parts = []
@@ -136,10 +136,10 @@ def _data_section(outputs: Dict[str, Dict[str, str]]) -> str:
     anomalies_dir = outputs.get("ExampleValidator", {}).get("anomalies")
     if anomalies_dir:
         found = []
-        for path in sorted(glob.glob(os.path.join(anomalies_dir, "Split-*", "SchemaDiff.pb"))):
+        for path in sorted(tf.io.gfile.glob(os.path.join(anomalies_dir, "Split-*", "SchemaDiff.pb"))):
             split = os.path.basename(os.path.dirname(path))[len("Split-"):]
             anomalies = anomalies_pb2.Anomalies()
-            with open(path, "rb") as f:
+            with tf.io.gfile.GFile(path, "rb") as f:
                 anomalies.ParseFromString(f.read())
             for feature, info in anomalies.anomaly_info.items():
                 found.append((split, feature, info.short_description))
@@ -164,8 +164,8 @@ def slice_metrics(evaluation_dir: str) -> List[List]:
     return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
 
 
-def _family_section(pipeline_root: str, outputs: Dict[str, Dict[str, str]], family: str) -> str:
-    outcome = report.family_outcome(pipeline_root, family)
+def _family_section(outputs: Dict[str, Dict[str, str]], family: str) -> str:
+    outcome = report.family_outcome(None, family, outputs)
     if outcome is None:
         return f"<h3>{_e(family)}</h3><p>No evaluation.</p>"
     push = outcome.get("push", {})
@@ -223,8 +223,17 @@ def _family_section(pipeline_root: str, outputs: Dict[str, Dict[str, str]], fami
     return "".join(parts)
 
 
-def render(config: PipelineConfig, timings: Optional[Sequence] = None) -> str:
-    outputs = report.output_dirs(config.pipeline_root)
+def render(config: PipelineConfig, timings: Optional[Sequence] = None,
+           outputs: Optional[Dict[str, Dict[str, str]]] = None) -> str:
+    """The report's HTML.
+
+    Args:
+      config: the run's configuration.
+      timings: per component name, status and seconds (the local runner's), if known.
+      outputs: {component: {output key: directory or URI}} to report on; default: the
+        newest outputs under the pipeline root (report.output_dirs).
+    """
+    outputs = report.output_dirs(config.pipeline_root) if outputs is None else outputs
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>Run report: {_e(config.dataset)}</title><style>{_STYLE}</style></head><body>",
              f"<h1>Run report: {_e(config.dataset)} ({_e(config.split)} split)</h1>",
@@ -241,7 +250,7 @@ def render(config: PipelineConfig, timings: Optional[Sequence] = None) -> str:
     if not config.families:
         parts.append("<p>No model families in this run.</p>")
     for family in config.families:
-        parts.append(_family_section(config.pipeline_root, outputs, family))
+        parts.append(_family_section(outputs, family))
     parts.append(f"<p>TFMA results in a notebook: <code>tfma.load_eval_result(path)</code> with the "
                  f"Evaluator's evaluation directory; training summaries: "
                  f"<code>{_e(protocol.TRAINING_SUMMARY)}</code> beside each model run.</p>")

@@ -54,7 +54,8 @@ TARGETS = ("kubeflow", "vertex")
 DATA_ROOT = "data_root"
 TRAIN_ARGS = "train_args"
 # (component class name, exec property) -> runtime parameter replacing it.
-_PARAMETERIZED = {("InteractionExampleGen", "input_base"): DATA_ROOT, ("Trainer", "train_args"): TRAIN_ARGS}
+_PARAMETERIZED = {("InteractionExampleGen", "input_base"): DATA_ROOT, ("RunReport", "data_dir"): DATA_ROOT,
+                  ("Trainer", "train_args"): TRAIN_ARGS}
 
 
 def image_config(config: PipelineConfig) -> PipelineConfig:

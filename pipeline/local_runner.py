@@ -182,6 +182,7 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
                     config.metadata_path
                 ),
                 enable_cache=config.enable_cache,
+                report_step=False,  # main() writes the report, with the timings, after the run
             )
             tfx.orchestration.LocalDagRunner().run(pipeline)
         except BaseException as e:  # noqa: B902 - reported, then re-raised

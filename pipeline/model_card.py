@@ -95,16 +95,24 @@ def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[
     return "\n".join(lines)
 
 
-def write_cards(config: PipelineConfig) -> List[str]:
-    """Writes a card into each pushed version of this run's families; returns the paths."""
+def write_cards(config: PipelineConfig, outputs: Optional[Dict[str, Dict[str, str]]] = None) -> List[str]:
+    """Writes a card into each pushed version of this run's families; returns the paths.
+
+    Args:
+      config: the run's configuration.
+      outputs: {component: {output key: directory or URI}} of the run; default: the newest
+        outputs under the pipeline root (report.output_dirs).
+    """
+    import tensorflow as tf
+
     from pipeline.html_report import slice_metrics
 
-    outputs = report.output_dirs(config.pipeline_root)
+    outputs = report.output_dirs(config.pipeline_root) if outputs is None else outputs
     written = []
     for family in config.families:
-        outcome = report.family_outcome(config.pipeline_root, family)
+        outcome = report.family_outcome(None, family, outputs)
         push = (outcome or {}).get("push", {})
-        if not push.get("pushed") or not os.path.isdir(push.get("path", "")):
+        if not push.get("pushed") or not tf.io.gfile.isdir(push.get("path", "")):
             continue
         evaluation = outputs.get(f"Evaluator_{family}", {}).get("evaluation")
         slices = slice_metrics(evaluation) if evaluation else None

@@ -1,7 +1,8 @@
 """The pipeline, in the order the data flows.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomalyGate ->
-Transform -> per family: Trainer -> Resolver (latest blessed) -> Evaluator -> Pusher.
+Transform -> per family: Trainer -> Resolver (latest blessed) -> Evaluator -> Pusher
+-> RunReport (scheduled runs).
 """
 
 from __future__ import annotations
@@ -21,8 +22,18 @@ def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config=None,
     enable_cache: bool = False,
+    report_step: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """Builds the TFX pipeline for one configuration (see pipeline/configs.py)."""
+    """Builds the TFX pipeline for one configuration (see pipeline/configs.py).
+
+    Args:
+      config: what the pipeline computes.
+      metadata_connection_config: the ML Metadata store (none: the orchestrator's).
+      enable_cache: reuse a component's outputs when its inputs and settings are unchanged.
+      report_step: end with the run report and model cards (pipeline/report_step.py), after
+        every Pusher; the local runner writes them itself after the run, with each
+        component's time.
+    """
     components: List = []
 
     example_gen = InteractionExampleGen(
@@ -73,6 +84,14 @@ def create_pipeline(
                 schema=schema_gen.outputs["schema"],
             )
         )
+
+    if report_step:
+        from pipeline.report_step import COMPONENT_ID, RunReport
+
+        produced = {(c.id, key): channel for c in components for key, channel in c.outputs.items()}
+        run_report = RunReport(config, produced).with_id(COMPONENT_ID)
+        run_report.add_upstream_node(transform)  # with no families, after the data stages all the same
+        components.append(run_report)
 
     return tfx.dsl.Pipeline(
         pipeline_name=PIPELINE_NAME,

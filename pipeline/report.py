@@ -1,8 +1,9 @@
 """What a finished run produced: output directories, and per family the gate's verdict.
 
-Read from the pipeline root after a run: the newest output of each component, each
-Evaluator's overall metrics and validation result (which threshold failed, with the
-value), and each Pusher's push result.
+Read after a run from the newest output of each component under the pipeline root, or
+from a run's own artifacts (the pipeline's report step, pipeline/report_step.py), local
+or URIs: each Evaluator's overall metrics and validation result (which threshold failed,
+with the value), and each Pusher's push result.
 """
 
 from __future__ import annotations
@@ -115,23 +116,39 @@ def _failures(evaluation_dir: str) -> List[str]:
     return lines
 
 
-def family_outcome(pipeline_root: str, family: str) -> Optional[Dict]:
-    """Metrics, gate failures and push result of one family's newest run."""
-    outputs = output_dirs(pipeline_root)
+def _read_json(path: str) -> Optional[Dict]:
+    """The JSON file at `path` (local or a URI), or None when there is none."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def family_outcome(pipeline_root: Optional[str], family: str,
+                   outputs: Optional[Dict[str, Dict[str, str]]] = None) -> Optional[Dict]:
+    """Metrics, gate failures and push result of one family's newest run.
+
+    Args:
+      pipeline_root: read the newest outputs under it (output_dirs), unless `outputs` is given.
+      family: the model family.
+      outputs: {component: {output key: directory or URI}} to read instead, as output_dirs
+        returns them (a scheduled run's own artifacts).
+    """
+    outputs = output_dirs(pipeline_root) if outputs is None else outputs
     evaluation = outputs.get(f"Evaluator_{family}", {}).get("evaluation")
     pushed = outputs.get(f"Pusher_{family}", {}).get("pushed_model")
     if evaluation is None:
         return None
     outcome = {"family": family, "metrics": split_metrics(evaluation), "failures": _failures(evaluation)}
     run_dir = outputs.get(f"Trainer_{family}", {}).get("model_run")
-    summary_file = os.path.join(run_dir, protocol.TRAINING_SUMMARY) if run_dir else None
-    if summary_file and os.path.exists(summary_file):
-        with open(summary_file) as f:
-            outcome["training"] = json.load(f)
-    push_file = os.path.join(pushed, "push_result.json") if pushed else None
-    if push_file and os.path.exists(push_file):
-        with open(push_file) as f:
-            outcome["push"] = json.load(f)
+    training = _read_json(os.path.join(run_dir, protocol.TRAINING_SUMMARY)) if run_dir else None
+    if training is not None:
+        outcome["training"] = training
+    push = _read_json(os.path.join(pushed, "push_result.json")) if pushed else None
+    if push is not None:
+        outcome["push"] = push
     return outcome
 
 

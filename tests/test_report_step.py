@@ -1,0 +1,99 @@
+"""The pipeline's report step (scheduled runs) writes the run report and model cards from a run's artifacts.
+
+It runs on the outputs of the shared tiny run (fixture `trained_run`), wired as the
+pipeline wires it, with the output directory a URI (TensorFlow's in-memory `ram://` file
+system, standing in for gs://) and one family whose model the gate did not bless.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+import pytest
+import tensorflow as tf
+
+from pipeline import html_report, model_card, report
+from pipeline.report_step import COMPONENT_ID, REPORT_KEY, REPORT_PATH_PROPERTY, Executor, RunReport
+
+
+def _unblessed_push(config, outputs, tmp_path):
+    """What the project's Pusher writes for mf when the Evaluator did not bless it."""
+    from tfx.types import standard_artifacts
+
+    from components.pusher import ServingPusher
+
+    def artifact(kind, uri):
+        a = kind()
+        a.uri = uri
+        return a
+
+    blessing = artifact(standard_artifacts.ModelBlessing, str(tmp_path / "blessing"))
+    blessing.set_int_custom_property("blessed", 0)
+    pushed = artifact(standard_artifacts.PushedModel, str(tmp_path / "pushed_model"))
+    ServingPusher.EXECUTOR_SPEC.executor_class().Do(
+        {"model": [artifact(standard_artifacts.Model, outputs["Trainer_mf"]["model"])],
+         "model_blessing": [blessing],
+         "examples": [artifact(standard_artifacts.Examples, outputs["InteractionExampleGen"]["examples"])]},
+        {"pushed_model": [pushed]},
+        {"serving_base_dir": config.serving_model_dir, "model_name": "mf", "warmup_split": "eval"})
+    return pushed.uri
+
+
+def test_the_report_step_writes_report_and_cards_from_the_runs_artifacts(trained_run, tmp_path, caplog):
+    from tfx.types.experimental.simple_artifacts import File
+
+    from pipeline.pipeline import create_pipeline
+
+    run_config, timings, _ = trained_run
+    # The local runner writes the report itself after the run: its pipeline has no report step.
+    assert COMPONENT_ID not in [t.name for t in timings]
+    assert COMPONENT_ID not in report.output_dirs(run_config.pipeline_root)
+
+    output_dir = f"ram://report_step/{tmp_path.name}"
+    config = dataclasses.replace(run_config, output_dir=output_dir)
+    step = next(c for c in create_pipeline(config).components if c.id == COMPONENT_ID)
+    found = report.output_dirs(run_config.pipeline_root)
+    found["Pusher_mf"] = {"pushed_model": _unblessed_push(run_config, found, tmp_path)}
+    inputs = {}
+    for key, (component, output) in json.loads(step.exec_properties["sources"]).items():
+        artifact = step.inputs[key].type()
+        artifact.uri = found[component][output]
+        inputs[key] = [artifact]
+    out = File()
+    out.uri = str(tmp_path / "report_artifact")
+    tower_push = report.family_outcome(run_config.pipeline_root, "two_tower")["push"]
+    card = os.path.join(tower_push["path"], "assets.extra", model_card.CARD_NAME)
+    if os.path.exists(card):  # written by another test of this run
+        os.remove(card)
+
+    with caplog.at_level(logging.INFO, logger="absl"):
+        Executor().Do(inputs, {REPORT_KEY: [out]}, dict(step.exec_properties))
+
+    path = f"{output_dir}/{html_report.REPORT_NAME}"
+    assert out.get_string_custom_property(REPORT_PATH_PROPERTY) == path
+    with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    assert open(os.path.join(out.uri, html_report.REPORT_NAME), encoding="utf-8").read() == text
+    assert [name for name in tf.io.gfile.listdir(output_dir)] == [html_report.REPORT_NAME]  # no temporary left
+    assert f"Report: {path}" in caplog.text and f"Model card: {card}" in caplog.text
+    for section in ("run", "data", "models", "family-mf", "family-two_tower"):
+        assert f'id="{section}"' in text, section
+    for split in ("train", "eval", "test"):
+        assert f"<td>{split}</td>" in text
+    # Each family as this run left it: two_tower pushed, mf evaluated but not pushed.
+    tower = text[text.index('id="family-two_tower"'):]
+    mf = text[text.index('id="family-mf"'):text.index('id="family-two_tower"')]
+    assert f"blessed, pushed version {tower_push['version']}" in tower
+    assert "not blessed, not pushed" in mf and "mf prediction: calibration" in mf
+    # A card only for the pushed version.
+    assert os.path.exists(card) and "# Model card: two_tower" in open(card, encoding="utf-8").read()
+    assert f"Model card: {os.path.join(run_config.serving_model_dir, 'mf')}" not in caplog.text
+
+
+def test_the_report_step_names_an_output_the_pipeline_lacks(tmp_path):
+    from pipeline.configs import PipelineConfig
+
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf",))
+    with pytest.raises(ValueError, match=r"reads StatisticsGen\.statistics, .*Pusher_mf\.pushed_model, which"):
+        RunReport(config, {})
