@@ -6,8 +6,8 @@ Airflow's DAGs folder is `dags/` of the repository (`dags/recsys_dag.py` calls
 and metadata differ. Environment variables read when Airflow parses the DAG file:
 
   RECSYS_DATA_DIR       input data (default: the shipped MovieLens data)
-  RECSYS_OUTPUT_DIR     root of what a run writes, including metadata.sqlite
-                        (default: <repo>/outputs/airflow)
+  RECSYS_OUTPUT_DIR     root of what a run writes, including metadata.sqlite and the
+                        report.html of the last task, RunReport (default: <repo>/outputs/airflow)
   RECSYS_FAMILIES       comma-separated model families, or 'none' (default: all)
   RECSYS_TRAIN_STEPS    trainer steps per family (default: PipelineConfig.train_steps)
   RECSYS_BEAM_PROFILE   where the Beam stages run (pipeline/configs.py BEAM_PROFILES);

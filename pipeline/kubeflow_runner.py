@@ -14,8 +14,9 @@ Runtime parameters (set per run at submission; defaults are in the spec):
 
 Compile-time choices (they change the pipeline's components, so they are not runtime
 parameters): `--families`, `--dataset`, `--split`, `--beam_profile`, and `--output_dir`
-(required: where pushed models go, `<output_dir>/serving`, and the default pipeline root
-`<output_dir>/pipeline_root`; a gs:// bucket or a mounted volume, as the containers see it).
+(required: where pushed models go, `<output_dir>/serving`, the run report of the last task,
+`<output_dir>/report.html`, and the default pipeline root `<output_dir>/pipeline_root`; a
+gs:// bucket or a mounted volume, as the containers see it).
 
     python -m pipeline.kubeflow_runner --image REGISTRY/recsys-tfx:TAG \\
         --output_dir gs://BUCKET/recsys --output_file outputs/kubeflow/recsys_pipeline.yaml
@@ -230,8 +231,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Wrote {args.output_file}: {len(tasks)} tasks ({', '.join(tasks)}), image {args.image}")
     print("Runtime parameters: " + ", ".join(f"{k} (default {v.get('defaultValue')!r})"
                                              for k, v in sorted(parameters.items())))
+    from pipeline.html_report import REPORT_NAME
+
     print(json.dumps({"pipeline_root": args.pipeline_root or config.pipeline_root,
-                      "serving_base_dir": config.serving_model_dir}))
+                      "serving_base_dir": config.serving_model_dir,
+                      "report": os.path.join(config.output_dir, REPORT_NAME)}))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Airflow runs in child processes (its CLI, with a temporary AIRFLOW_HOME and SQLite
 metadata), configured only through the environment, as a deployment would be; the test
-then reads the run's ML Metadata.
+then reads the run's ML Metadata and the report its last task wrote.
 """
 
 import json
@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from pipeline import airflow_runner
+from pipeline import airflow_runner, html_report, model_card
+from pipeline.report_step import COMPONENT_ID as REPORT_STEP, REPORT_PATH_PROPERTY
 
 AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
 EXECUTION_DATE = "2024-01-02"
@@ -55,8 +56,15 @@ def _local_shape(config):
     from pipeline.pipeline import create_pipeline
 
     pipeline = create_pipeline(config, tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        config.metadata_path))
+        config.metadata_path), report_step=False)
     return sorted([c.id, sorted(u.id for u in c.upstream_nodes)] for c in pipeline.components)
+
+
+def _dag_shape(config):
+    """The local runner's graph plus the report step, after the data stages and every family's stages."""
+    report = [REPORT_STEP, sorted(["StatisticsGen", "ExampleValidator", "Transform"] + [
+        f"{stage}_{f}" for f in config.families for stage in ("Trainer", "Evaluator", "Pusher")])]
+    return sorted(_local_shape(config) + [report])
 
 
 def test_airflow_loads_the_dag_with_the_local_runners_graph(airflow_env, tmp_path):
@@ -70,8 +78,9 @@ def test_airflow_loads_the_dag_with_the_local_runners_graph(airflow_env, tmp_pat
     assert (dag["schedule"], dag["retries"]) == ("@daily", [2])
     config = airflow_runner.config_from_env(airflow_env)
     assert (config.families, config.train_steps, config.gate_thresholds) == (("mf",), 40, {"rating": 10.0})
-    assert dag["tasks"] == _local_shape(config)
+    assert dag["tasks"] == _dag_shape(config)
     assert {"Trainer_mf", "Evaluator_mf", "Pusher_mf", "Transform"} <= {t for t, _ in dag["tasks"]}
+    assert "Pusher_mf" in dict(dag["tasks"])[REPORT_STEP]
 
 
 def test_airflow_runs_the_dag_and_metadata_holds_the_pushed_model(airflow_env):
@@ -82,7 +91,7 @@ def test_airflow_runs_the_dag_and_metadata_holds_the_pushed_model(airflow_env):
     states = _airflow(airflow_env, AIRFLOW, "tasks", "states-for-dag-run", airflow_runner.DAG_ID, RUN_ID,
                       "-o", "json")
     rows = json.loads(next(line for line in states.splitlines() if line.startswith("[{")))
-    assert {r["task_id"]: r["state"] for r in rows} == {t: "success" for t, _ in _local_shape(
+    assert {r["task_id"]: r["state"] for r in rows} == {t: "success" for t, _ in _dag_shape(
         airflow_runner.config_from_env(airflow_env))}
 
     config = airflow_runner.config_from_env(airflow_env)
@@ -97,3 +106,12 @@ def test_airflow_runs_the_dag_and_metadata_holds_the_pushed_model(airflow_env):
     assert os.path.exists(os.path.join(destination, "saved_model.pb"))
     # The push belongs to this Airflow run.
     assert pushed[0].custom_properties["name"].string_value.endswith(RUN_ID)
+
+    # The last task wrote the run report (in its artifact and the output directory) and the pushed model's card.
+    [artifact] = store.get_artifacts_by_type("File")
+    report_path = os.path.join(config.output_dir, html_report.REPORT_NAME)
+    assert artifact.custom_properties[REPORT_PATH_PROPERTY].string_value == report_path
+    text = open(report_path, encoding="utf-8").read()
+    assert open(os.path.join(artifact.uri, html_report.REPORT_NAME), encoding="utf-8").read() == text
+    assert 'id="family-mf"' in text and f"blessed, pushed version {os.path.basename(destination)}" in text
+    assert os.path.exists(os.path.join(destination, "assets.extra", model_card.CARD_NAME))

@@ -18,6 +18,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA_STAGES = {
     "InteractionExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate", "Transform",
 }
+# The scheduled runners' last step (pipeline/report_step.py); the local runner writes the report itself.
+REPORT_STEP = "RunReport"
 
 
 def _config(tmp_path, families=()):
@@ -33,7 +35,15 @@ def _local_pipeline(config):
     return create_pipeline(
         config,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path))
+            config.metadata_path),
+        report_step=False)
+
+
+def _report_upstream(families):
+    """What the report step runs after: the data stages it reads, Transform, and each family's Trainer,
+    Evaluator and Pusher."""
+    return sorted(["StatisticsGen", "ExampleValidator", "Transform"]
+                  + [f"{stage}_{f}" for f in families for stage in ("Trainer", "Evaluator", "Pusher")])
 
 
 def _shape(pipeline):
@@ -83,13 +93,15 @@ def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_p
     spec = json_format.MessageToDict(loaded.pipeline_spec)
     from pipeline.pipeline import create_pipeline
 
-    local = create_pipeline(config)  # as the local runner builds it, minus the (local) metadata store
+    local = create_pipeline(config)  # as the local runner builds it, minus the (local) metadata store, plus the report
     order = [c.id for c in local.components]  # the local runner's (topological) order
     upstream = {c.id: sorted(u.id for u in c.upstream_nodes) for c in local.components}
+    assert order[-1] == REPORT_STEP and upstream[REPORT_STEP] == _report_upstream(families)
 
-    # Components: every local component is a task (the Resolvers as two), and nothing else.
+    # Components: every local component is a task (the Resolvers as two), the report step, and nothing else.
     tasks = spec["root"]["dag"]["tasks"]
     assert {_task_id(t, upstream) for t in tasks} == set(order)
+    assert sorted(tasks[REPORT_STEP]["dependentTasks"]) == _report_upstream(families)  # after every Pusher
     for family in families:
         assert {f"Trainer_{family}", f"Evaluator_{family}", f"Pusher_{family}"} <= set(tasks)
     assert f"# Families: {', '.join(families)}" in text
@@ -111,12 +123,18 @@ def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_p
     for family in families:
         assert tasks[f"Trainer_{family}"]["inputs"]["parameters"]["train_args"] == {
             "componentInputParameter": "train_args"}
+    # The report names the run's data_root, and goes to the output directory as the containers see it.
+    report_parameters = tasks[REPORT_STEP]["inputs"]["parameters"]
+    assert report_parameters["data_dir"] == {"componentInputParameter": "data_root"}
+    assert json.loads(report_parameters["config"]["runtimeValue"]["constant"])["output_dir"] == "gs://bucket/recsys"
     schema_file = tasks["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"]["runtimeValue"]["constant"]
     assert schema_file == kubeflow_runner.IMAGE_SCHEMA_DIR + "/movielens/schema.pbtxt"
 
     executors = spec["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values() if "container" in e} == {
         "registry.example/recsys-tfx:7"}
+    assert executors[REPORT_STEP + "_executor"]["container"]["args"][:2] == [
+        "--executor_class_path", "pipeline.report_step.Executor"]
     # Every artifact type is a schemaTitle that TFX's container entrypoint maps to an importable class.
     titles = set()
     for component in spec["components"].values():
@@ -124,7 +142,8 @@ def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_p
             for artifact in component.get(side, {}).get("artifacts", {}).values():
                 assert set(artifact["artifactType"]) == {"schemaTitle", "schemaVersion"}, artifact
                 titles.add(artifact["artifactType"]["schemaTitle"])
-    assert {"tfx.Examples", "tfx.TransformGraph", "tfx.Model", "tfx.ModelBlessing", "tfx.PushedModel"} <= titles
+    assert {"tfx.Examples", "tfx.TransformGraph", "tfx.Model", "tfx.ModelBlessing", "tfx.PushedModel",
+            "tfx.File"} <= titles
     for title in titles:
         type_schema = pipeline_spec_pb2.ArtifactTypeSchema(schema_title=title)
         assert import_utils.import_class_by_path(entrypoint._retrieve_class_path(type_schema)).TYPE_NAME
@@ -138,7 +157,7 @@ def test_kubeflow_vertex_job_keeps_instance_schemas_and_sets_parameter_values(tm
     job = json.loads((tmp_path / "kubeflow" / "job.json").read_text())
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     assert job["runtimeConfig"]["parameterValues"] == {"data_root": kubeflow_runner.IMAGE_DATA_DIR}
-    assert set(kubeflow_runner.task_names(job["pipelineSpec"])) == DATA_STAGES
+    assert set(kubeflow_runner.task_names(job["pipelineSpec"])) == DATA_STAGES | {REPORT_STEP}
     assert "instanceSchema" in json.dumps(job["pipelineSpec"]["components"])
 
 
@@ -152,12 +171,14 @@ def test_kubeflow_main_needs_an_output_dir_and_defaults_to_the_images_data(tmp_p
     assert kubeflow_runner.main(["--families", "none", "--output_file", str(output_file),
                                  "--output_dir", "/mnt/pvc/recsys", "--beam_profile", "multi_process"]) == 0
     spec = yaml.safe_load(output_file.read_text())
-    assert set(kubeflow_runner.task_names(spec)) == DATA_STAGES
+    assert set(kubeflow_runner.task_names(spec)) == DATA_STAGES | {REPORT_STEP}
     data_root = spec["root"]["inputDefinitions"]["parameters"]["data_root"]
     assert data_root["defaultValue"] == "/pipeline/data/movielens-small"
     assert kubeflow_runner.DEFAULT_IMAGE in json.dumps(spec["deploymentSpec"])
     assert "--direct_running_mode=multi_processing" in json.dumps(spec["deploymentSpec"])
-    assert "Runtime parameters: data_root" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Runtime parameters: data_root" in printed
+    assert json.loads(printed.splitlines()[-1])["report"] == "/mnt/pvc/recsys/report.html"
 
 
 def _dockerfile():
@@ -205,15 +226,16 @@ def test_dockerfile_builds_on_the_tfx_image_from_files_that_exist():
         assert _dockerignored(excluded), excluded
     runs = " ".join(i for i in instructions if i.startswith("RUN "))
     assert "-r requirements.lock" in runs and "-e ." in runs
-    for module in ("pipeline.pipeline", "components.example_gen", "transform.preprocessing", "training.trainer"):
+    for module in ("pipeline.pipeline", "components.example_gen", "transform.preprocessing", "training.trainer",
+                   "pipeline.report_step"):
         assert importlib.util.find_spec(module) is not None, module
 
 
 def test_airflow_pipeline_matches_local_runner(tmp_path):
     config = _config(tmp_path)
     pipeline = airflow_runner.build_pipeline(config)
-    assert _shape(pipeline) == _shape(_local_pipeline(config))
-    assert {c.id for c in pipeline.components} == DATA_STAGES
+    assert _shape(pipeline) == _shape(_local_pipeline(config)) + [(REPORT_STEP, "RunReport", _report_upstream(()))]
+    assert {c.id for c in pipeline.components} == DATA_STAGES | {REPORT_STEP}
     assert pipeline.metadata_connection_config.sqlite.filename_uri == config.metadata_path
     assert config.metadata_path.startswith(config.output_dir)
     assert list(pipeline.beam_pipeline_args) == list(config.beam_pipeline_args)
@@ -221,7 +243,8 @@ def test_airflow_pipeline_matches_local_runner(tmp_path):
 
 def test_airflow_pipeline_matches_local_runner_with_families(tmp_path):
     config = _config(tmp_path, PipelineConfig().families)
-    assert _shape(airflow_runner.build_pipeline(config)) == _shape(_local_pipeline(config))
+    assert _shape(airflow_runner.build_pipeline(config)) == _shape(_local_pipeline(config)) + [
+        (REPORT_STEP, "RunReport", _report_upstream(config.families))]
 
 
 def test_airflow_config_from_env_and_schedule(tmp_path):
