@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from contract import protocol
 
-PUSH_RESULT = "push_result.json"
+PUSH_RESULT = protocol.PUSH_RESULT
 WARMUP_EXAMPLES = 8
 
 

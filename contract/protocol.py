@@ -303,3 +303,5 @@ def as_input_protos(inputs: Mapping[str, object]) -> dict:
 # What a Trainer writes beside its model (model_run directory): best epoch, eval values,
 # mean gate weights per expert per task (JSON).
 TRAINING_SUMMARY = "training_summary.json"
+# The Pusher's record of a push (or of why it did not push), in its output directory.
+PUSH_RESULT = "push_result.json"

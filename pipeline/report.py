@@ -146,7 +146,7 @@ def family_outcome(pipeline_root: Optional[str], family: str,
     training = _read_json(os.path.join(run_dir, protocol.TRAINING_SUMMARY)) if run_dir else None
     if training is not None:
         outcome["training"] = training
-    push = _read_json(os.path.join(pushed, "push_result.json")) if pushed else None
+    push = _read_json(os.path.join(pushed, protocol.PUSH_RESULT)) if pushed else None
     if push is not None:
         outcome["push"] = push
     return outcome
