@@ -71,10 +71,12 @@ class InteractionEncoder(keras.layers.Layer):
         self.item = blocks.ItemEncoder(context.num_items, context.num_genres, dim, (2 * dim,), numeric=numeric,
                                        item_table=context.item_table, seed=seed, name="item")
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, with_item=False):
+        """(input [B, 3 dim], embedding penalty), plus the target item's vector with `with_item`."""
         q, _ = self.query(features, training=training)
         v = self.item(features[F.ITEM_IDX], features, training=training)
-        return tf.concat([q, v, q * v], axis=-1), l2(q, v)
+        out = tf.concat([q, v, q * v], axis=-1), l2(q, v)
+        return out + (v,) if with_item else out
 
 
 def task_names(dataset) -> Tuple[str, ...]:

@@ -15,8 +15,8 @@ from models.base import RecModel
 from models.context import ModelContext
 from models.families.sequential import SequentialModel
 from models import multitask
-from models.families import (bert4rec, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, ple, sasrec, shared_bottom,
-                              single_task, takd, two_tower)
+from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, ple, sasrec,
+                              shared_bottom, single_task, takd, two_tower)
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -93,6 +93,9 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            "progressive layered extraction (shared and task experts)"),
     Family("nmtr", nmtr.NMTRModel, multitask.MultiTaskParams, multitask.task_names, F.INTERACTION_VIEW,
            "behavior cascade over shared embeddings"),
+    Family("dtrn", dtrn.DTRNModel, dtrn.DTRNParams, multitask.task_names, F.INTERACTION_VIEW,
+           "task-specific bottoms: typed-sequence interest (hypernetwork layer norms) + refinement; "
+           "sharing none / mmoe / ple above"),
     Family("takd_teacher", takd.TAKDTeacher, takd.TAKDTeacherParams, takd.pair_tasks, F.INTERACTION_VIEW,
            "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)"),
     Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,

@@ -10,7 +10,9 @@ representation [B, D] to one representation per task {task: [B, d]}.
 
 Every block's call returns (representations, gate weights): {task: [B, d]} and
 {task: [B, experts]} (empty when nothing is gated), so a family can report what the
-gates do.
+gates do. Every block also takes one input per task ({task: [B, D]}, a task-specific
+bottom such as DTRN's): the sharing above stays, each task's experts and gate read its
+own input (PLE's shared path reads the tasks' mean).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class SharedBottom(keras.layers.Layer):
         self.mlp = MLP(units, output_activation="relu", seed=seed, name="shared")
 
     def call(self, x, training=False):
+        if isinstance(x, dict):
+            return {t: self.mlp(x[t], training=training) for t in self.tasks}, {}
         shared = self.mlp(x, training=training)
         return {t: shared for t in self.tasks}, {}
 
@@ -86,10 +90,14 @@ class MMoE(keras.layers.Layer):
         self.gates = {t: Gate(experts, seed=seed + 100 + i, name=f"gate_{t}") for i, t in enumerate(self.tasks)}
 
     def call(self, x, training=False):
-        e = self.experts(x, training=training)
+        per_task = isinstance(x, dict)
+        e = None if per_task else self.experts(x, training=training)
         out, gates = {}, {}
         for t in self.tasks:
-            out[t], gates[t] = self.gates[t](x, e)
+            if per_task:  # the shared experts applied to the task's own input
+                out[t], gates[t] = self.gates[t](x[t], self.experts(x[t], training=training))
+            else:
+                out[t], gates[t] = self.gates[t](x, e)
         return out, gates
 
 
@@ -138,8 +146,12 @@ class PLE(keras.layers.Layer):
                            name=f"cgc_{i}") for i in range(levels)]
 
     def call(self, x, training=False):
-        inputs = {t: x for t in self.tasks}
-        inputs[CGC.SHARED] = x
+        if isinstance(x, dict):
+            inputs = {t: x[t] for t in self.tasks}
+            inputs[CGC.SHARED] = tf.add_n([x[t] for t in self.tasks]) / float(len(self.tasks))
+        else:
+            inputs = {t: x for t in self.tasks}
+            inputs[CGC.SHARED] = x
         for level in self.levels:
             inputs, gates = level(inputs, training=training)
         return {t: inputs[t] for t in self.tasks}, gates
