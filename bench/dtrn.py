@@ -1,0 +1,265 @@
+"""The DTRN benchmark: task-specific bottoms against MMoE and PLE, and DTRN's ablations.
+
+Data: the multi-task benchmark's (`bench.multitask.load_dataset`): MovieLens hash split
+with sampled negatives (tasks watched, liked, loved, rating; the conditional ones on
+watched rows), Taobao by-day split (cart, fav, buy on every first page view).
+
+Models, per seed, each trained with the pipeline's Trainer code (`training.trainer.train`,
+early stopping on the eval split's mean AUC over the binary tasks, best epoch kept):
+- `mmoe`, `ple`: the multi-task families (registry defaults);
+- `dtrn` (task towers on the refined task-specific representations), `dtrn_mmoe` and
+  `dtrn_ple` (the same bottom under MMoE's / PLE's experts);
+- ablations of `dtrn`: `no_hyper` (plain layer norms: one interest for every task),
+  `no_refine` (no refinement), `untyped` (one sequence of every behavior instead of one
+  per type).
+`--hparam DATASET.NAME=VALUE` sets a hyperparameter for every model on that dataset (e.g.
+the learning rate the multi-task benchmark's grid chose on Taobao for both MMoE and PLE).
+
+Reported on the test split (tuning and early stopping on eval only): AUC per binary task
+and RMSE of the rating, mean and standard deviation over seeds; trainable parameters;
+in-process serving time (median ms of the model's compiled call on transformed test rows
+at batch 1 and 100, every model of a seed timed in alternation).
+
+    python -m bench.dtrn [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Sequence
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+
+from bench import multitask as mt  # noqa: E402
+from bench import takd  # noqa: E402
+from contract import features as F  # noqa: E402
+from contract import tasks as T  # noqa: E402
+
+RESULTS_NAME = "dtrn"
+# variant -> (family, hyperparameters)
+MODELS = {
+    "mmoe": ("mmoe", {}),
+    "ple": ("ple", {}),
+    "dtrn": ("dtrn", {}),
+    "dtrn_mmoe": ("dtrn", {"sharing": "mmoe"}),
+    "dtrn_ple": ("dtrn", {"sharing": "ple"}),
+    "no_hyper": ("dtrn", {"hyper": "false"}),
+    "no_refine": ("dtrn", {"refine": "false"}),
+    "untyped": ("dtrn", {"typed": "false"}),
+}
+BASELINES = ("mmoe", "ple")
+DTRN_VARIANTS = ("dtrn", "dtrn_mmoe", "dtrn_ple")
+ABLATIONS = ("no_hyper", "no_refine", "untyped")
+
+
+def metric_of(task: T.TaskSpec) -> str:
+    return "rmse" if task.kind == T.REGRESSION else "auc"
+
+
+def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], overrides: Dict[str, str],
+                results: Dict[str, Any], log: List[str]):
+    from training.trainer import TrainConfig, train
+
+    stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+    tasks = mt.dataset_tasks(dataset, stages.config.negatives_per_positive)
+    names = tuple(t.name for t in tasks)
+    per = results.setdefault(dataset, {})
+    log.append(f"- {dataset}: tasks {list(names)}; rows train/eval/test "
+               f"{[len(p[F.ITEM_IDX]) for p in parts.values()]}; every model: {json.dumps(overrides)}")
+    for seed in seeds:
+        models = {}
+        for variant in variants:
+            family, hparams = MODELS[variant]
+            config = TrainConfig(family=family, dataset=stages.config.dataset, hparams={**hparams, **overrides},
+                                 max_history=stages.config.max_history, seed=seed, tasks=names)
+            model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
+                                      stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph)
+            models[variant] = model
+            entry = per.setdefault(variant, {})
+            for split in ("eval", "test"):
+                predictions = mt.predict_rows(model, parts[split])
+                for task in tasks:
+                    mask = mt.task_mask(parts[split], task)
+                    value = mt.task_metrics(task, np.asarray(predictions[task.name])[mask],
+                                            mt.labels_full(parts[split], task)[mask])[metric_of(task)]
+                    entry.setdefault(f"{split}/{task.name}", []).append(value)
+            entry["params"] = takd.count_params(model)
+            entry.setdefault("seeds", []).append(seed)
+            entry.setdefault("epochs", []).append(summary["best_epoch"])
+            entry.setdefault("train_seconds", []).append(summary["train_seconds"])
+            log.append(f"  {variant} seed {seed}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+                       f"{summary['train_seconds']:.0f} s, eval mean AUC {summary['best_value']:.4f}")
+            print(log[-1], flush=True)
+        for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
+            for variant, ms in takd.serve_ms(models, parts["test"], batch, repeats).items():
+                per[variant].setdefault(f"serve_ms_b{batch}", []).append(ms)
+        yield seed, {t.name: metric_of(t) for t in tasks}
+
+
+def rows_of(results: Dict[str, Any], metrics: Dict[str, Dict[str, str]]) -> List[Dict[str, Any]]:
+    rows = []
+    for dataset, per in results.items():
+        for variant, entry in per.items():
+            serve = {f"serve_ms_b{b}": float(np.mean(entry[f"serve_ms_b{b}"])) if f"serve_ms_b{b}" in entry else None
+                     for b in (1, 100)}
+            for task, metric in metrics[dataset].items():
+                stats = common.mean_std(entry[f"test/{task}"])
+                rows.append({"dataset": dataset, "model": MODELS[variant][0], "variant": variant, "task": task,
+                             "metric": metric, "value": stats["mean"], "std": stats["std"],
+                             "seeds": len(entry["seeds"]), "params": entry["params"], **serve,
+                             "eval_value": float(np.mean(entry[f"eval/{task}"]))})
+    return rows
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a <= b if metric == "rmse" else a >= b
+
+
+def goals(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Per dataset and task: each DTRN variant against the best of MMoE and PLE, and each
+    ablation against `dtrn`; a difference within one standard deviation is "no difference"."""
+    get = {(r["dataset"], r["variant"], r["task"]): r for r in rows}
+    lines = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        tasks = [r["task"] for r in rows if r["dataset"] == dataset and r["variant"] == "dtrn"]
+        for task in tasks:
+            base = [get[(dataset, v, task)] for v in BASELINES if (dataset, v, task) in get]
+            if not base:
+                continue
+            metric = base[0]["metric"]
+            best = min(base, key=lambda r: r["value"]) if metric == "rmse" else max(base, key=lambda r: r["value"])
+            for variant in DTRN_VARIANTS:
+                r = get.get((dataset, variant, task))
+                if r is None:
+                    continue
+                diff = r["value"] - best["value"]
+                spread = max(r["std"] or 0.0, best["std"] or 0.0)
+                verdict = "met" if _better(metric, r["value"], best["value"]) else "not met"
+                if abs(diff) <= spread:
+                    verdict += " (no difference: within one std)"
+                lines.append(f"- {dataset} {task} {metric}: {variant} {r['value']:.4f} ± {r['std'] or 0:.4f} vs best "
+                             f"of mmoe/ple ({best['variant']}) {best['value']:.4f} ± {best['std'] or 0:.4f} "
+                             f"(diff {diff:+.4f}): {verdict}")
+    lines.append("")
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for r in rows:
+            if r["dataset"] != dataset or r["variant"] not in ABLATIONS:
+                continue
+            full = get[(dataset, "dtrn", r["task"])]
+            diff = r["value"] - full["value"]
+            spread = max(r["std"] or 0.0, full["std"] or 0.0)
+            worse = not _better(r["metric"], r["value"], full["value"])
+            verdict = ("no difference" if abs(diff) <= spread else
+                       "the part earns its place" if worse else "the model is better without it")
+            lines.append(f"- {dataset} {r['task']} {r['metric']}: {r['variant']} {r['value']:.4f} vs dtrn "
+                         f"{full['value']:.4f} (diff {diff:+.4f}, one std {spread:.4f}): {verdict}")
+    return lines
+
+
+COLUMNS = ("dataset", "model", "variant", "task", "metric", "value", "std", "seeds", "params", "serve_ms_b1",
+           "serve_ms_b100", "eval_value")
+
+
+def markdown(rows, seeds, log, args_line) -> str:
+    parts = ["# DTRN: task-specific bottom representations against MMoE and PLE, with ablations", "",
+             "Test split; mean ± std over seeds (sample std). `auc` per binary task on the rows where its condition "
+             "holds; `rmse` of the rating on watched rows. `eval_value`: the same metric on the eval split (where "
+             "everything is tuned and early-stopped). Serving: median in-process ms of the model's compiled call on "
+             "transformed features, every model of a seed timed in alternation; mean over seeds.", "",
+             f"Seeds: {seeds}. {args_line}", ""]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        parts += [f"## {dataset}", "", common.md_table([r for r in rows if r["dataset"] == dataset], COLUMNS), ""]
+    parts += ["## Goal and ablations", ""] + goals(rows) + ["", "## Runs", ""] + list(log)
+    return "\n".join(parts)
+
+
+def write(name: str, out: str, command: str, results, metrics, log, args_line) -> None:
+    rows = rows_of(results, metrics)
+    seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
+    common.write_results(name, rows, markdown(rows, seeds, log, args_line),
+                         {"command": command, "machine": json.dumps(common.machine())}, out)
+    common.atomic_write(os.path.join(out, f"{name}_runs.json"),
+                        json.dumps({"command": command, "metrics": metrics, "results": results, "log": log,
+                                    "args_line": args_line}, indent=2) + "\n")
+
+
+def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
+    """One result file from several invocations' runs files (datasets or seeds split over
+    processes): the raw per-seed values are concatenated and the rows recomputed."""
+    results: Dict[str, Any] = {}
+    metrics: Dict[str, Any] = {}
+    log: List[str] = []
+    lines = []
+    for path in paths:
+        with open(path) as f:
+            run = json.load(f)
+        metrics.update(run["metrics"])
+        log += run["log"]
+        lines.append(f"`{run['command']}`: {run['args_line']}")
+        for dataset, per in run["results"].items():
+            for variant, entry in per.items():
+                mine = results.setdefault(dataset, {}).setdefault(variant, {})
+                for field, values in entry.items():
+                    if isinstance(values, list):
+                        mine.setdefault(field, []).extend(values)
+                    else:
+                        mine[field] = values
+    write(name, out, command, results, metrics, log, "Merged from: " + "; ".join(lines))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="taobao,movielens")
+    parser.add_argument("--seeds", default="42,43,44,45,46")
+    parser.add_argument("--variants", default=",".join(MODELS))
+    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
+    parser.add_argument("--hparam", action="append", default=[], metavar="DATASET.NAME=VALUE",
+                        help="a hyperparameter of every model on a dataset")
+    parser.add_argument("--repeats", type=int, default=100, help="timed calls per model at batch 1")
+    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", mt.TAOBAO_DIR))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--name", default=RESULTS_NAME)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
+    args = parser.parse_args(argv)
+    from models.hparams import parse_assignments
+
+    command = ("python -m bench.dtrn " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    if args.merge:
+        merge(args.merge.split(","), args.name, args.out, command)
+        return 0
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(MODELS))
+    if unknown:
+        raise ValueError(f"--variants {unknown}: expected some of {list(MODELS)}")
+    if any(a in variants for a in ABLATIONS) and "dtrn" not in variants:
+        raise ValueError("the ablations are measured against dtrn: add it to --variants")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = [x for x in args.datasets.split(",") if x]
+    overrides = parse_assignments(args.hparam)
+    unknown = sorted(set(overrides) - set(datasets))
+    if unknown:
+        raise ValueError(f"--hparam datasets {unknown} are not in --datasets {datasets}")
+    results: Dict[str, Any] = {}
+    metrics: Dict[str, Dict[str, str]] = {}
+    log: List[str] = []
+    started = time.monotonic()
+    args_line = (f"MovieLens: hash split, {args.negatives} sampled negative(s) per positive; Taobao: by-day split. "
+                 "Hyperparameters: registry defaults" + (f", with {json.dumps(overrides)}" if overrides else "") + ".")
+    for dataset in datasets:
+        for seed, names in run_dataset(dataset, args, seeds, variants, overrides.get(dataset, {}), results, log):
+            metrics[dataset] = names
+            log.append(f"  seed {seed} done on {dataset}; wall time so far {(time.monotonic() - started) / 60:.1f} min")
+            write(args.name, args.out, command, results, metrics, log, args_line)
+            print(log[-1], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

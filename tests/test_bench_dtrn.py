@@ -1,0 +1,69 @@
+"""The DTRN benchmark's bookkeeping: rows from per-seed values, merged runs, and the goal
+and ablation verdicts (direction per metric, "no difference" within one std)."""
+
+import json
+
+import pytest
+
+from bench import dtrn
+
+METRICS = {"movielens": {"liked": "auc", "rating": "rmse"}}
+
+
+def _entry(liked, rating, seeds):
+    return {"eval/liked": [v - 0.01 for v in liked], "test/liked": liked, "eval/rating": rating,
+            "test/rating": rating, "params": 100, "seeds": seeds, "epochs": [1] * len(seeds),
+            "train_seconds": [1.0] * len(seeds), "serve_ms_b1": [1.0] * len(seeds),
+            "serve_ms_b100": [2.0] * len(seeds)}
+
+
+def _results(seeds=(42, 43)):
+    n = len(seeds)
+    return {"movielens": {
+        "mmoe": _entry([0.80] * n, [0.86] * n, list(seeds)),
+        "ple": _entry([0.81, 0.812][:n], [0.85, 0.852][:n], list(seeds)),
+        "dtrn": _entry([0.83, 0.832][:n], [0.853, 0.851][:n], list(seeds)),
+        "no_hyper": _entry([0.82, 0.822][:n], [0.8525, 0.8515][:n], list(seeds)),
+    }}
+
+
+def test_rows_carry_the_issues_columns_with_mean_and_std_over_seeds():
+    rows = dtrn.rows_of(_results(), METRICS)
+    row = next(r for r in rows if r["variant"] == "dtrn" and r["task"] == "liked")
+    assert set(dtrn.COLUMNS) <= set(row)
+    assert row["model"] == "dtrn" and row["metric"] == "auc" and row["seeds"] == 2
+    assert row["value"] == pytest.approx(0.831) and row["std"] == pytest.approx(0.0014142, abs=1e-6)
+    assert row["eval_value"] == pytest.approx(0.821)
+    assert next(r for r in rows if r["variant"] == "no_hyper")["model"] == "dtrn"
+
+
+def test_goal_compares_each_task_in_its_metrics_direction_and_says_no_difference_within_noise():
+    lines = dtrn.goals(dtrn.rows_of(_results(), METRICS))
+    liked = next(l for l in lines if "liked auc: dtrn" in l)
+    assert "best of mmoe/ple (ple)" in liked and liked.endswith(": met")
+    rating = next(l for l in lines if "rating rmse: dtrn" in l)  # 0.852 vs ple's 0.851: worse, within noise
+    assert "best of mmoe/ple (ple)" in rating and "not met (no difference" in rating
+    ablation = next(l for l in lines if "liked auc: no_hyper" in l)
+    assert ablation.endswith("the part earns its place")
+    assert next(l for l in lines if "rating rmse: no_hyper" in l).endswith("no difference")
+
+
+def test_merge_concatenates_the_seeds_of_separate_runs(tmp_path):
+    paths = []
+    for seed in (42, 43):
+        path = tmp_path / f"run{seed}_runs.json"
+        path.write_text(json.dumps({"command": f"run {seed}", "metrics": METRICS, "log": [f"seed {seed}"],
+                                    "args_line": "x", "results": _results((seed,))}))
+        paths.append(str(path))
+    dtrn.merge(paths, "merged", str(tmp_path), "merge command")
+    rows = json.loads((tmp_path / "merged.json").read_text())
+    assert all(r["seeds"] == 2 for r in rows)
+    markdown = (tmp_path / "merged.md").read_text()
+    assert "`run 42`" in markdown and "`run 43`" in markdown and "Produced by: `merge command`" in markdown
+
+
+def test_unknown_variants_and_ablations_without_dtrn_are_refused():
+    with pytest.raises(ValueError, match="expected some of"):
+        dtrn.main(["--variants", "mmoe,dtrn_v2"])
+    with pytest.raises(ValueError, match="measured against dtrn"):
+        dtrn.main(["--variants", "mmoe,no_hyper"])
