@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -63,6 +63,11 @@ bench-tune: $(STAMP)
 # the Taobao sample (TAOBAO_DIR, default ../shared/data/taobao-userbehavior-sample).
 bench-multitask: bench-install
 	$(PY) -m bench.multitask $(ARGS)
+
+# DTRN (task-specific bottoms), its MMoE / PLE variants and ablations against MMoE and PLE.
+# e.g. make bench-dtrn ARGS="--datasets taobao --hparam taobao.learning_rate=0.0005"
+bench-dtrn: $(STAMP)
+	$(PY) -m bench.dtrn $(ARGS)
 
 # TAKD on MovieLens loved / liked: teacher, distilled student, student alone and ablations.
 # e.g. make bench-takd ARGS="--seeds 42,43,44,45,46 --hparam takd_student.learning_rate=0.01"

@@ -18,7 +18,8 @@ the learning rate the multi-task benchmark's grid chose on Taobao for both MMoE 
 Reported on the test split (tuning and early stopping on eval only): AUC per binary task
 and RMSE of the rating, mean and standard deviation over seeds; trainable parameters;
 in-process serving time (median ms of the model's compiled call on transformed test rows
-at batch 1 and 100, every model of a seed timed in alternation).
+at batch 1 and 100, every model of a seed timed in alternation). Written to
+`bench/results/dtrn.{json,md}` and joined with bench.takd's rows in `dtrn_takd.{json,md}`.
 
     python -m bench.dtrn [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
 """
@@ -42,6 +43,7 @@ from contract import features as F  # noqa: E402
 from contract import tasks as T  # noqa: E402
 
 RESULTS_NAME = "dtrn"
+JOINED_NAME = "dtrn_takd"  # the issue's one table: these rows and bench.takd's
 # variant -> (family, hyperparameters)
 MODELS = {
     "mmoe": ("mmoe", {}),
@@ -187,6 +189,8 @@ def write(name: str, out: str, command: str, results, metrics, log, args_line) -
     common.atomic_write(os.path.join(out, f"{name}_runs.json"),
                         json.dumps({"command": command, "metrics": metrics, "results": results, "log": log,
                                     "args_line": args_line}, indent=2) + "\n")
+    if name == RESULTS_NAME:
+        common.join_results(JOINED_NAME, (RESULTS_NAME, "takd"), out)
 
 
 def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:

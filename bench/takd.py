@@ -41,7 +41,8 @@ from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 
-RESULTS_NAME = "dtrn_takd"
+RESULTS_NAME = "takd"
+JOINED_NAME = "dtrn_takd"  # the one table: bench.dtrn's rows and these
 TEACHERS = {
     "teacher": {},
     "teacher_no_aux": {"aux": "false"},
@@ -286,6 +287,8 @@ def main(argv=None) -> int:
             common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
                                 json.dumps({"command": command.strip(), "pairs": pairs, "results": results,
                                             "log": log}, indent=2) + "\n")
+            if args.name == RESULTS_NAME:
+                common.join_results(JOINED_NAME, ("dtrn", RESULTS_NAME), args.out)
             print(wall, flush=True)
     return 0
 

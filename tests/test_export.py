@@ -42,9 +42,10 @@ def outputs(trained_run):
     }
 
 
-# One family per kind of export: one score, several scores, retrieval. (Every family is
-# trained on synthetic tensors in test_model_layer.py.)
-EXPORTED = {"mf": (), "mmoe": (F.RATING, F.LIKED, F.LOVED), "two_tower": ()}
+# One family per kind of export: one score, several scores, a task-specific bottom over the
+# typed history (dtrn), retrieval. (Every family is trained on synthetic tensors in
+# test_model_layer.py and test_dtrn.py.)
+EXPORTED = {"mf": (), "mmoe": (F.RATING, F.LIKED, F.LOVED), "dtrn": (F.LIKED, F.LOVED), "two_tower": ()}
 
 
 @pytest.fixture(scope="module", params=sorted(EXPORTED))
