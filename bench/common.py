@@ -106,6 +106,19 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
 
+def extend_results(into: Dict[str, Any], results: Dict[str, Any]) -> None:
+    """Adds a run's per-seed values, {dataset: {model: {field: [values] or value}}}, to
+    `into`: lists are concatenated (seeds of several processes), other values replaced."""
+    for dataset, per in results.items():
+        for model, entry in per.items():
+            mine = into.setdefault(dataset, {}).setdefault(model, {})
+            for field, values in entry.items():
+                if isinstance(values, list):
+                    mine.setdefault(field, []).extend(values)
+                else:
+                    mine[field] = values
+
+
 def join_results(name: str, parts: Sequence[str], out_dir: str = RESULTS_DIR) -> Optional[str]:
     """`<out>/<name>.json` and `.md` joining the result files `parts` (their rows, then their
     tables one after the other), when every part exists; returns the JSON path or None."""

@@ -206,14 +206,7 @@ def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
         metrics.update(run["metrics"])
         log += run["log"]
         lines.append(f"`{run['command']}`: {run['args_line']}")
-        for dataset, per in run["results"].items():
-            for variant, entry in per.items():
-                mine = results.setdefault(dataset, {}).setdefault(variant, {})
-                for field, values in entry.items():
-                    if isinstance(values, list):
-                        mine.setdefault(field, []).extend(values)
-                    else:
-                        mine[field] = values
+        common.extend_results(results, run["results"])
     write(name, out, command, results, metrics, log, "Merged from: " + "; ".join(lines))
 
 
@@ -222,14 +215,11 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="taobao,movielens")
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--variants", default=",".join(MODELS))
-    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
     parser.add_argument("--hparam", action="append", default=[], metavar="DATASET.NAME=VALUE",
                         help="a hyperparameter of every model on a dataset")
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per model at batch 1")
-    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", mt.TAOBAO_DIR))
-    parser.add_argument("--out", default=common.RESULTS_DIR)
+    mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
-    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments

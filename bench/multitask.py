@@ -588,6 +588,15 @@ def labels_full(data: Dict[str, np.ndarray], task: T.TaskSpec) -> np.ndarray:
     return np.asarray(data[task.label], dtype=np.float64).reshape(-1)
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every benchmark on this benchmark's rows: --negatives, --taobao_dir,
+    --out, --work_dir."""
+    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
+    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", TAOBAO_DIR))
+    parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="taobao,movielens")
@@ -595,16 +604,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--dataset_seeds", action="append", default=[], metavar="DATASET=S1,S2",
                         help="seeds for one dataset instead of --seeds")
-    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                         help="eval-split grid for every family (first seed), on --grid_datasets")
     parser.add_argument("--grid_datasets", default="taobao")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test rows")
     parser.add_argument("--bootstrap_datasets", default="taobao")
-    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", TAOBAO_DIR))
-    parser.add_argument("--out", default=common.RESULTS_DIR)
-    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 

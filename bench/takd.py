@@ -243,14 +243,11 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="movielens")
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--pair", action="append", default=[], metavar="DATASET=A,B")
-    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
                         help="overrides for takd_teacher / takd_student (every variant)")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per model at batch 1")
-    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", mt.TAOBAO_DIR))
-    parser.add_argument("--out", default=common.RESULTS_DIR)
+    mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
-    parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
@@ -306,14 +303,7 @@ def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
         sources.append(run["command"])
         pairs.update(run["pairs"])
         log += run["log"]
-        for dataset, per in run["results"].items():
-            for key, entry in per.items():
-                mine = results.setdefault(dataset, {}).setdefault(key, {})
-                for field, values in entry.items():
-                    if isinstance(values, list):
-                        mine.setdefault(field, []).extend(values)
-                    else:
-                        mine[field] = values
+        common.extend_results(results, run["results"])
     rows = rows_of(results, pairs)
     seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
     md = markdown(rows, pairs, seeds, log + ["", "Merged from: " + "; ".join(f"`{c}`" for c in sources)], "")
