@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from components import pusher
 from contract import features, protocol
 from pipeline import recovery
 from serving import local_server, stand_in
@@ -100,17 +101,15 @@ def test_recovery_marks_the_dead_execution_failed_and_removes_its_partial_output
 
 
 SLOW_PUSH = """
-import shutil, sys, time
+import sys, time
+import tensorflow as tf
 from components import pusher
-def slow_copy(src, dst, **kwargs):
-    out = shutil.copy2(src, dst, **kwargs)
+copy = tf.io.gfile.copy
+def slow_copy(src, dst, overwrite=False):
+    copy(src, dst, overwrite)
     print("copied", dst, flush=True)
     time.sleep(0.5)
-    return out
-copytree = shutil.copytree
-def slow_copytree(src, dst, symlinks=False, ignore=None, copy_function=None, *args, **kwargs):
-    return copytree(src, dst, symlinks, ignore, slow_copy, *args, **kwargs)
-shutil.copytree = slow_copytree
+tf.io.gfile.copy = slow_copy
 pusher.push_model(sys.argv[1], sys.argv[2], "mf")
 print("pushed", flush=True)
 """
@@ -146,6 +145,22 @@ def test_a_push_killed_mid_copy_leaves_no_partial_version(template, tmp_path):
     assert len(notes) == 1 and "interrupted push" in notes[0]
     assert os.listdir(serving / "mf") == ["1"]
     assert recovery.audit(str(tmp_path / "root"), str(tmp_path / "none.sqlite"), str(serving)) == []
+
+
+def test_a_push_between_uris_goes_through_tensorflows_file_systems(template, tmp_path, monkeypatch):
+    # file:// URIs take the path a gs:// model or serving base takes (is_uri), on local disk.
+    monkeypatch.chdir(tmp_path)
+    serving = tmp_path / "serving"
+    version, path = pusher.push_model(f"file://{template}", f"file://{serving}", "mf")
+    assert path == f"file://{serving}/mf/{version}"
+    assert os.listdir(serving / "mf") == [str(version)]  # renamed into place, no staging left
+    assert sorted(os.listdir(serving / "mf" / str(version))) == sorted(os.listdir(template))
+    assert not (tmp_path / "file:").exists()  # nothing written under a local directory named after the scheme
+    registry = local_server.ModelRegistry(str(serving), run_warmup=False)
+    registry.poll()
+    assert registry.loaded_versions("mf") == [version]
+    later, _ = pusher.push_model(str(template), f"file://{serving}", "mf")
+    assert later == version + 1 and sorted(os.listdir(serving / "mf")) == sorted([str(version), str(later)])
 
 
 # --------------------------------------------------------------------------
