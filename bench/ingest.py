@@ -13,6 +13,13 @@ has measured:
   resident memory, sampled every second, during that stage), and the load average;
 - `scale_runs.json`: one row per (profile, scale) run with every measurement;
 - `scale.md`: the table, plus command, data, split, seed, machine and load.
+
+With `--trainer_workers 1,2` (the default) it then trains one family (`--trainer_family`,
+mf by default) on the smallest scale's Transform output with each number of worker
+processes (`python -m training.worker`; two or more join one MultiWorkerMirroredStrategy
+over loopback, as tests/test_distributed_training.py runs them) and adds a row per count
+with stage `Trainer (<family>)`: rows = training examples seen (train rows x epochs),
+seconds = the chief's fit time, peak RSS = the workers' resident memory together.
 """
 
 from __future__ import annotations
@@ -408,8 +415,82 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
         row.update(status="failed", seconds=None, rows_per_second=None, error=error,
                    log_tail=result.get("log_tail"))
         print(f"scale {scale}: FAILED: {error}", flush=True)
-    if not keep:
+    if keep:
+        row["pipeline_root"] = PipelineConfig(output_dir=os.path.join(scale_dir, "outputs")).pipeline_root
+    else:
         shutil.rmtree(scale_dir, ignore_errors=True)
+    return row
+
+
+def _sample_peak_kb(processes: List[subprocess.Popen]) -> int:
+    """Waits for every process; returns the highest sampled resident memory of all their trees together."""
+    peak = 0
+    while any(p.poll() is None for p in processes):
+        peak = max(peak, sum(_tree_rss_kb(p.pid) for p in processes if p.poll() is None))
+        time.sleep(1.0)
+    return peak
+
+
+def measure_trainer(workers: int, data_row: Dict[str, object], work_dir: str, family: str,
+                    epochs: int) -> Dict[str, object]:
+    """Trains `family` on a kept data run's Transform output with `workers` processes; returns the row.
+
+    One worker trains in one process with the default strategy; more join one
+    MultiWorkerMirroredStrategy over loopback (TF_CONFIG per process), each taking its
+    share of every global batch. Early stopping cannot end the run before `epochs`.
+    """
+    from pipeline import report as run_report
+    from training import distribute, worker
+
+    found = run_report.output_dirs(str(data_row["pipeline_root"]))[TRANSFORM]
+    files = {s: [os.path.join(found["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
+    config: Dict[str, object] = {"family": family, "hparams": {"max_epochs": epochs, "patience": epochs}}
+    tf_configs: List[Optional[str]] = [None]
+    if workers > 1:
+        config["strategy"] = distribute.MULTI_WORKER
+        tf_configs = list(worker.local_cluster(workers))
+    out = os.path.join(work_dir, f"trainer-{family}-{workers}")
+    summary_path = os.path.join(out, "summary-{worker}.json")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
+    env.pop("TF_CONFIG", None)
+    row: Dict[str, object] = {"stage": f"Trainer ({family})", "profile": f"{workers} worker" + "s" * (workers > 1),
+                              "workers": workers, "scale": data_row["scale"], "family": family, "epochs": epochs,
+                              "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                              "load_average_at_start": _load_average()}
+    print(f"Trainer ({family}) with {workers} worker(s) on the {data_row['scale']}x Transform output", flush=True)
+    os.makedirs(out, exist_ok=True)
+    started = time.monotonic()
+    logs = [open(os.path.join(out, f"worker{i}.log"), "w") for i in range(workers)]
+    try:
+        processes = [subprocess.Popen(
+            worker.command(config, files["train"], files["eval"], found["transform_graph"],
+                           os.path.join(out, "model"), summary_out=summary_path),
+            cwd=str(REPO_ROOT), env=env if tf_config is None else dict(env, TF_CONFIG=tf_config),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            for tf_config, log in zip(tf_configs, logs)]
+        peak_kb = _sample_peak_kb(processes)
+    finally:
+        for log in logs:
+            log.close()
+    row["wall_seconds"] = round(time.monotonic() - started, 1)
+    row["load_average_at_end"] = _load_average()
+    chief = summary_path.replace("{worker}", "0")
+    if any(p.returncode != 0 for p in processes) or not os.path.exists(chief):
+        with open(os.path.join(out, "worker0.log")) as f:
+            tail = "".join(f.readlines()[-20:])
+        row.update(status="failed", seconds=None, rows_per_second=None, log_tail=tail,
+                   error=f"worker exit statuses {[p.returncode for p in processes]}")
+        print(f"Trainer with {workers} worker(s): FAILED", flush=True)
+        return row
+    with open(chief) as f:
+        summary = json.load(f)
+    train_rows = int(data_row["rows_written"]["train"])
+    seen = train_rows * int(summary["epochs_run"])
+    row.update(status="ok", rows=seen, train_rows=train_rows, epochs_run=summary["epochs_run"],
+               replicas=summary["replicas"], seconds=summary["train_seconds"],
+               rows_per_second=round(seen / summary["train_seconds"], 1),
+               peak_rss_mb=round(peak_kb / 1024.0, 1), hparams=summary["hparams"],
+               monitor=summary["monitor"], best_value=summary["best_value"])
     return row
 
 
@@ -434,6 +515,11 @@ def stage_rows(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
     out = []
     for r in runs:
         if r.get("status") != "ok":
+            continue
+        if str(r.get("stage", "")).startswith("Trainer"):
+            out.append({k: r[k] for k in ("stage", "profile", "scale", "rows", "seconds", "rows_per_second",
+                                          "peak_rss_mb")})
+            out[-1]["load_average"] = [r["load_average_at_start"][0], r["load_average_at_end"][0]]
             continue
         peaks = r.get("stage_peak_rss_mb") or {}
         for component, stage in STAGES:
@@ -489,7 +575,7 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
     """The results page: the stage table of scale.json, the per-run details, then how they were measured."""
     machine = meta["machine"]
     lines = [
-        "# Scaling benchmark: ExampleGen + Transform vs rows, per Beam profile",
+        "# Scaling benchmark: ExampleGen + Transform vs rows, per Beam profile; the Trainer per worker count",
         "",
         "The pipeline's data stages on MovieLens ml-latest-small replicated `scale` times (offset ids); "
         "rows = interactions read by ExampleGen; seconds = the runner's wall time of the stage; "
@@ -500,7 +586,10 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "| stage | profile | scale | rows | seconds | rows/s | peak RSS MB | load |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for r in stage_rows(rows):
+    stages = stage_rows(rows)
+    trainer = [r for r in rows if "workers" in r]
+    rows = [r for r in rows if "workers" not in r]
+    for r in stages:
         lines.append(f"| {r['stage']} | {r['profile']} | {r['scale']} | {_fmt(r['rows'])} | {_fmt(r['seconds'])} "
                      f"| {_fmt(r['rows_per_second'], 0)} | {_fmt(r['peak_rss_mb'], 0)} "
                      f"| {r['load_average'][0]} / {r['load_average'][1]} |")
@@ -524,8 +613,27 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
             f"| {_fmt(ratio, 2)} | {_fmt(r.get('cpu_seconds'))} | {_fmt(r.get('rows_per_cpu_second'), 0)} "
             f"| {_fmt(cpu_ratio, 2)} | {_fmt(r.get('statistics_gen_seconds'))} "
             f"| {_fmt(r.get('data_stages_seconds'))} | {r.get('status')} |")
+    if trainer:
+        lines += [
+            "",
+            f"The Trainer on the {trainer[0]['scale']}x Transform output (`python -m training.worker`, one process "
+            "per worker; two or more workers join one MultiWorkerMirroredStrategy over loopback and split every "
+            "global batch; rows = training examples seen; seconds = the chief's fit time, its per-epoch "
+            "evaluation included; peak RSS = all workers together):",
+            "",
+            "| family | workers | epochs | rows | seconds | rows/s | wall s | peak RSS MB | eval metric | status |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for r in trainer:
+            metric = f"{r['monitor']} {r['best_value']:.4f}" if r.get("best_value") is not None else "-"
+            lines.append(f"| {r['family']} | {r['workers']} | {r.get('epochs_run', '-')} | {_fmt(r.get('rows'))} "
+                         f"| {_fmt(r.get('seconds'))} | {_fmt(r.get('rows_per_second'), 0)} "
+                         f"| {_fmt(r.get('wall_seconds'))} | {_fmt(r.get('peak_rss_mb'), 0)} | {metric} "
+                         f"| {r['status']}{': ' + r['error'] if r.get('error') else ''} |")
     done = {(r.get("profile", "in_process"), r["scale"]) for r in rows}
     pending = [f"{p} {s}x" for p in meta.get("profiles", ["in_process"]) for s in meta["scales"] if (p, s) not in done]
+    measured = {r["workers"] for r in trainer}
+    pending += [f"Trainer with {w} worker(s)" for w in meta.get("trainer_workers", []) if w not in measured]
     if pending:
         lines += ["", f"Not yet measured in this run (still running or not reached): {', '.join(pending)}."]
     for r in rows:
@@ -589,6 +697,16 @@ def _scales_arg(text: str) -> List[int]:
     return scales
 
 
+def _workers_arg(text: str) -> List[int]:
+    try:
+        workers = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--trainer_workers expects comma-separated integers, got {text!r}") from None
+    if any(w < 1 for w in workers):
+        raise argparse.ArgumentTypeError(f"--trainer_workers expects integers >= 1, got {text!r}")
+    return workers
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=_scales_arg, default=[1, 4, 16], help="comma-separated, e.g. 1,4,16")
@@ -602,6 +720,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max_rss_gb", type=float, default=16.0,
                         help="stop a scale whose resident memory passes this")
     parser.add_argument("--keep", action="store_true", help="keep replicated data and pipeline outputs")
+    parser.add_argument("--trainer_workers", type=_workers_arg, default=[1, 2],
+                        help="comma-separated worker counts for the Trainer rows ('' for none)")
+    parser.add_argument("--trainer_family", default="mf", help="the family the Trainer rows train")
+    parser.add_argument("--trainer_epochs", type=int, default=3, help="epochs of each Trainer row")
     parser.add_argument("--child_data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_result", help=argparse.SUPPRESS)
@@ -627,15 +749,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         "max_history": defaults.max_history,
         "negatives_per_positive": defaults.negatives_per_positive,
         "niceness": os.nice(0),
+        "trainer_workers": args.trainer_workers,
         "machine": machine_info(),
     }
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-ingest-")
     os.makedirs(work_dir, exist_ok=True)
     print(f"Scratch: {work_dir}; results: {args.out}", flush=True)
     rows: List[Dict[str, object]] = []
+    trainer_data = (min(args.scales), args.profiles[0])  # the run whose Transform output the Trainer rows read
     try:
         for scale, profile in [(s, p) for s in args.scales for p in args.profiles]:
-            rows.append(measure_scale(scale, args.data_dir, work_dir, args.max_rss_gb, args.keep, profile,
+            keep = args.keep or (bool(args.trainer_workers) and (scale, profile) == trainer_data)
+            rows.append(measure_scale(scale, args.data_dir, work_dir, args.max_rss_gb, keep, profile,
                                       args.transform_tf2))
             write_results(args.out, rows, meta)
             r = rows[-1]
@@ -643,6 +768,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"scale {scale} ({profile}): {r['rows']} rows, ExampleGen {r['example_gen_seconds']} s + "
                       f"Transform {r['transform_seconds']} s = {r['seconds']} s, {r['rows_per_second']} rows/s, "
                       f"peak RSS {r['stage_peak_rss_mb']['both']} MB", flush=True)
+        data = next((r for r in rows if (r["scale"], r["profile"]) == trainer_data and r["status"] == "ok"), None)
+        for workers in args.trainer_workers if data else []:
+            rows.append(measure_trainer(workers, data, work_dir, args.trainer_family, args.trainer_epochs))
+            write_results(args.out, rows, meta)
+            r = rows[-1]
+            if r["status"] == "ok":
+                print(f"Trainer ({args.trainer_family}) with {workers} worker(s): {r['rows']} rows in {r['seconds']} s, "
+                      f"{r['rows_per_second']} rows/s, peak RSS {r['peak_rss_mb']} MB", flush=True)
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)

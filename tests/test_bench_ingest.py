@@ -115,3 +115,24 @@ def test_component_cpu_from_runner_log_records():
     fields = ingest._cpu_fields({"cpu_timings": {"InteractionExampleGen": 3.0, "Transform": 5.0}}, 40)
     assert (fields["cpu_seconds"], fields["rows_per_cpu_second"]) == (8.0, 5.0)
     assert ingest._cpu_fields({}, 40) == {}
+
+
+def test_trainer_row_from_one_worker_on_a_runs_transform_output(trained_run, tmp_path):
+    config = trained_run[0]
+    data = {"scale": 1, "pipeline_root": config.pipeline_root, "rows_written": {"train": 1000}}
+    row = ingest.measure_trainer(1, data, str(tmp_path), "mf", epochs=2)
+    assert row["status"] == "ok", row.get("log_tail")
+    assert (row["stage"], row["profile"], row["workers"], row["replicas"]) == ("Trainer (mf)", "1 worker", 1, 1)
+    # Early stopping cannot cut the run short: rows are the training rows once per epoch.
+    assert row["epochs_run"] == 2 and row["rows"] == 2000
+    assert row["rows_per_second"] == round(2000 / row["seconds"], 1) and row["peak_rss_mb"] > 100
+    assert (tmp_path / "trainer-mf-1" / "model" / "saved_model.pb").exists()
+
+    stages = ingest.stage_rows([row])
+    assert [(r["stage"], r["profile"], r["rows"]) for r in stages] == [("Trainer (mf)", "1 worker", 2000)]
+    meta = {"command": "c", "started": "t", "scales": [1], "profiles": [], "trainer_workers": [1, 2],
+            "data_dir": "d", "split": "hash", "seed": 42, "max_history": 64, "negatives_per_positive": 0,
+            "niceness": 0, "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gb": 1.0, "python": "3.10",
+                                       "tfx": "1", "tensorflow": "2", "tensorflow_transform": "1", "apache_beam": "2"}}
+    text = ingest.render_markdown([row], meta)
+    assert "| mf | 1 | 2 | 2,000 |" in text and "Trainer with 2 worker(s)" in text

@@ -10,7 +10,6 @@ differ. Only the chief's export is kept.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,27 +19,16 @@ import tensorflow as tf
 
 from pipeline import report
 from training import distribute
+from training import worker
 from training.trainer import TrainConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 0.05  # eval RMSE, two workers vs one process, after the same steps
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _worker_command(files, config, out, summary):
-    return [sys.executable, "-m", "training.worker", "--config", json.dumps(config),
-            "--train_files", *files["train"], "--eval_files", *files["eval"],
-            "--transform_output", files["graph"], "--serving_model_dir", out, "--train_steps", "30",
-            "--summary_out", summary]
+    return worker.command(config, files["train"], files["eval"], files["graph"], out, train_steps=30,
+                          summary_out=summary)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +50,12 @@ def runs(files, tmp_path_factory):
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    cluster = [f"localhost:{p}" for p in _free_ports(2)]
     config = {"family": "mf", "hparams": hparams, "strategy": distribute.MULTI_WORKER}
     workers = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+    for index, tf_config in enumerate(worker.local_cluster(2)):
         workers.append(subprocess.Popen(
             _worker_command(files, config, str(root / f"worker{index}"), str(root / "worker{worker}.json")),
-            env=dict(env, TF_CONFIG=json.dumps(tf_config)), cwd=REPO, stdout=subprocess.PIPE,
+            env=dict(env, TF_CONFIG=tf_config), cwd=REPO, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     for w in workers:
         _, err = w.communicate(timeout=600)

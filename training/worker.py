@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+from typing import Dict, List, Optional, Sequence
 
 import common  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -27,7 +29,30 @@ from training import distribute
 from training.trainer import TrainConfig, train_and_export
 
 
-def main(argv=None) -> int:
+def command(config: Dict, train_files: Sequence[str], eval_files: Sequence[str], transform_output: str,
+            serving_model_dir: str, train_steps: int = 0, summary_out: str = "") -> List[str]:
+    """The command line of one worker (this module), as a launcher on this machine runs it."""
+    return [sys.executable, "-m", "training.worker", "--config", json.dumps(config),
+            "--train_files", *train_files, "--eval_files", *eval_files, "--transform_output", transform_output,
+            "--serving_model_dir", serving_model_dir, "--train_steps", str(train_steps),
+            "--summary_out", summary_out]
+
+
+def local_cluster(workers: int, host: str = "localhost") -> List[str]:
+    """TF_CONFIG (JSON) of each of `workers` processes on this machine, one free loopback port each."""
+    sockets = [socket.socket() for _ in range(workers)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        cluster = [f"{host}:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="the Trainer's custom config as JSON (TrainConfig fields)")
     parser.add_argument("--train_files", required=True, nargs="+")
