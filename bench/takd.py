@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -78,8 +78,15 @@ def count_params(model) -> int:
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
+FLOOR = "floor"  # in serve_ms: a compiled call that takes the same features and only returns one of them
+
+
 def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str, float]:
-    """Median ms of each model's compiled call on `batch` test rows, the models timed in turn."""
+    """Median ms of each model's compiled call on `batch` test rows, the models timed in turn.
+
+    A model given as FLOOR is the cost of the call itself: the same inputs in and out of a
+    compiled function with no arithmetic, which no model can go below.
+    """
     import tensorflow as tf
 
     from training.inputs import HISTORY_SEQUENCES
@@ -89,7 +96,9 @@ def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str
     size = int(np.max(np.asarray(data[F.HISTORY_BUCKET])[rows]))
     features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
                 if v.dtype != object}
-    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) for name, m in models.items()}
+    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) if m is not FLOOR
+             else tf.function(lambda x: {F.ITEM_IDX: tf.identity(x[F.ITEM_IDX])}, autograph=False)
+             for name, m in models.items()}
     times: Dict[str, List[float]] = {name: [] for name in models}
     for name, call in calls.items():
         for _ in range(5):
@@ -113,14 +122,15 @@ def pair_rows(specs):
     return rows
 
 
-def train_one(family: str, stages, specs, seed: int, hparams: Dict[str, str], soft_labels=None):
+def train_one(family: str, stages, specs, seed: int, hparams: Dict[str, str], soft_labels=None,
+              train_steps: Optional[int] = None):
     from training.trainer import TrainConfig, train
 
     config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=dict(hparams),
                          max_history=stages.config.max_history, seed=seed, tasks=tuple(t.name for t in specs))
     model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
                               stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph,
-                              soft_labels=soft_labels, rows=pair_rows(specs))
+                              train_steps=train_steps, soft_labels=soft_labels, rows=pair_rows(specs))
     return model, summary
 
 
@@ -249,6 +259,8 @@ def main(argv=None) -> int:
     mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
     parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
+    parser.add_argument("--serve_only", action="store_true",
+                        help="time teacher, student and the floor of a compiled call (takd_serving.md); no training")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
@@ -267,6 +279,9 @@ def main(argv=None) -> int:
     for item in args.pair:
         name, _, values = item.partition("=")
         pairs[name.strip()] = tuple(v.strip() for v in values.split(","))
+    if args.serve_only:
+        serving_only(args, pairs, overrides, command.strip())
+        return 0
     results: Dict[str, Any] = {}
     log: List[str] = []
     started = time.monotonic()
@@ -288,6 +303,55 @@ def main(argv=None) -> int:
                 common.join_results(JOINED_NAME, ("dtrn", RESULTS_NAME), args.out)
             print(wall, flush=True)
     return 0
+
+
+SERVING_NAME = "takd_serving"
+
+
+def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str, rounds: int = 5) -> None:
+    """Teacher and student serving cost against the floor of a compiled call, without training.
+
+    Serving cost does not depend on the weights, so each model is built by one training step
+    (registry defaults and --hparam); every round times the teacher, the student and the
+    floor (serve_ms's FLOOR) in alternation at batch 1 and 100. Writes takd_serving.{json,md}.
+    """
+    rows: List[Dict[str, Any]] = []
+    lines: List[str] = []
+    for dataset, pair in pairs.items():
+        stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+        specs = [D.dataset_spec(dataset).task(t) for t in pair]
+        models = {name: train_one(family, stages, specs, 42, overrides.get(family, {}), train_steps=1)[0]
+                  for name, family in (("teacher", "takd_teacher"), ("student", "takd_student"))}
+        timed: Dict[tuple, List[float]] = {}
+        for _ in range(rounds):
+            for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
+                for name, ms in serve_ms({**models, FLOOR: FLOOR}, parts["test"], batch, repeats).items():
+                    timed.setdefault((name, batch), []).append(ms)
+        for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            stats = common.mean_std(values)
+            floor = float(np.mean(timed[(FLOOR, batch)]))
+            rows.append({"dataset": dataset, "model": name, "batch": batch, "ms": stats["mean"], "std": stats["std"],
+                         "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
+                         "params": count_params(models[name]) if name in models else 0})
+        for batch in (1, 100):
+            get = {r["model"]: r for r in rows if r["dataset"] == dataset and r["batch"] == batch}
+            t, s_, f = get["teacher"], get["student"], get[FLOOR]
+            lines.append(f"- {dataset} batch {batch}: teacher {t['ms']:.3f} ms, student {s_['ms']:.3f} ms "
+                         f"({t['ms'] / s_['ms']:.2f}x), floor {f['ms']:.3f} ms; above the floor teacher "
+                         f"{t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms "
+                         f"({t['above_floor_ms'] / max(s_['above_floor_ms'], 1e-6):.2f}x); the largest speed-up any "
+                         f"student could reach is {t['ms'] / f['ms']:.2f}x")
+    md = "\n".join([
+        "# TAKD serving: teacher and student against the floor of a compiled call", "",
+        "Median in-process ms of each model's compiled call on transformed test features (serve_ms), mean ± std "
+        f"over {rounds} rounds, the three timed in alternation. `floor`: a compiled call that takes the same "
+        "features and returns one of them, no arithmetic. Models built by one training step (the cost of a call "
+        "does not depend on the weights).", "",
+        common.md_table(rows, ("dataset", "model", "batch", "ms", "std", "rounds", "above_floor_ms", "params")), "",
+        "## Speed-ups", ""] + lines + [""])
+    common.write_results(SERVING_NAME, rows, md, {"command": command, "machine": json.dumps(common.machine())},
+                         args.out)
+    print(md, flush=True)
 
 
 def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:

@@ -313,3 +313,22 @@ def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(t
     with pytest.raises(ValueError, match="needs the teacher's model as base_model"):
         train_and_export(TrainConfig(family="takd_student"), files["train"], files["eval"], graph,
                          str(tmp_path / "student"))
+
+
+def test_serving_times_a_model_against_the_floor_of_a_compiled_call():
+    import tensorflow as tf
+
+    from bench import takd
+
+    seen = {}
+
+    def model(x, training=False):
+        seen["history"] = x[F.HISTORY_ITEM_IDX].shape
+        return {"score": tf.reduce_sum(tf.cast(x[F.HISTORY_ITEM_IDX], tf.float32), -1)}
+
+    data = {F.ITEM_IDX: np.arange(10), F.HISTORY_BUCKET: np.full(10, 4),
+            F.HISTORY_ITEM_IDX: np.ones((10, 16), np.int64), F.HISTORY_BEHAVIOR_IDX: np.ones((10, 16), np.int64)}
+    timed = takd.serve_ms({"model": model, takd.FLOOR: takd.FLOOR}, data, batch=3, repeats=5)
+    assert set(timed) == {"model", takd.FLOOR} and all(v > 0 for v in timed.values())
+    # The histories are cut to the batch's bucket, as the serving signature pads them.
+    assert tuple(seen["history"]) == (3, 4)
