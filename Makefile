@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec serve update-schema clean install airflow kubeflow-spec
+.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec bench-similar serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -40,7 +40,7 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-bench: bench-ingest bench-mf bench-topk bench-serving bench-reliability
+bench: bench-ingest bench-mf bench-topk bench-similar bench-serving bench-reliability
 
 bench-ingest: $(STAMP)
 	$(PY) -m bench.ingest $(ARGS)
@@ -54,6 +54,10 @@ bench-install: $(STAMP)
 
 bench-topk: bench-install
 	$(PY) -m bench.topk $(ARGS)
+
+# similar_items: how much genre-set cosine each rating family blends in (eval split).
+bench-similar: $(STAMP)
+	$(PY) -m bench.similar $(ARGS)
 
 # e.g. make bench-tune ARGS="--family mf --grid dim=32,64 --grid l2=0.05,0.1 --seeds 42,43,44"
 bench-tune: $(STAMP)

@@ -9,7 +9,8 @@
   Evaluator's protocol K) and `score_queries` (the same examples -> every item's score,
   the history rows, the popularity ranking, the target rows and the user, for protocol
   S's full and sampled candidates). Without `score`, `serving_default` is `recommend`.
-- similar: `similar_items` (item ids -> the K items with the closest vectors, cosine).
+- similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
+  with genre-set cosine by the family's `similar_genre_weight`).
 
 `recommend` rejects what it would silently misread: a behavior outside the dataset's
 vocabulary, or a history whose items are all unknown (INVALID_ARGUMENT in TF Serving).
@@ -236,7 +237,7 @@ def export_model(
             check = tf.debugging.assert_positive(
                 rows, message="similar_items: unknown item id (not in the training vocabulary)")
             with tf.control_dependencies([check]):
-                unit = tf.math.l2_normalize(model.item_vectors(), axis=-1)
+                unit = model.similarity_vectors()
             scores = tf.matmul(tf.gather(unit, rows), unit, transpose_b=True)
             scores = tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
             scores = _mask_rows(scores, rows[:, None])

@@ -6,7 +6,9 @@ A family subclasses `RecModel` and defines what its capabilities need:
   pointwise task plus a penalty; `call` turns logits into served predictions.
 - `retrieve` (`recommend`): `query(history items, behaviors)` and `candidates()`;
   the retrieval loss is `compute_loss` on user-view batches (`TARGET_IDX`).
-- `similar` (`similar_items`): `item_vectors()`, by default the candidate vectors.
+- `similar` (`similar_items`): `item_vectors()`, by default the candidate vectors;
+  `similarity_vectors()` blends their cosine with the cosine of the items' genre sets
+  by the family's `similar_genre_weight`.
 - `teach` (`soft_labels`): `soft_labels(features)`, the soft labels a student distils.
 
 `compute_loss` is the sum over tasks of weight x task loss, plus the family's penalty.
@@ -14,8 +16,10 @@ A family subclasses `RecModel` and defines what its capabilities need:
 
 from __future__ import annotations
 
+import math
 from typing import Dict, FrozenSet, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -85,6 +89,24 @@ class RecModel(tfrs.Model):
     def item_vectors(self) -> tf.Tensor:
         """[N, d] vectors whose cosine similarity answers `similar_items`."""
         return self.candidates()[0]
+
+    def similarity_vectors(self) -> tf.Tensor:
+        """[N, D] vectors whose dot products are the `similar_items` scores, in [-1, 1]:
+        (cos(item vectors) + w * cos(genre sets)) / (1 + w), w = `similar_genre_weight`.
+
+        Learned item vectors on few users order items by taste and popularity more than
+        by kind; the genre term, weighted as chosen on the eval split, keeps an item's
+        neighbours of its kind (bench/results/similar.md).
+        """
+        unit = tf.math.l2_normalize(self.item_vectors(), axis=-1)
+        weight = float(getattr(self.hparams, "similar_genre_weight", 0.0))
+        table = self.context.item_table
+        if weight <= 0 or not table or F.ITEM_GENRE_IDX not in table:
+            return unit
+        genres = tf.math.l2_normalize(tf.constant(genre_sets(table[F.ITEM_GENRE_IDX], self.context.num_genres)), -1)
+        rows = tf.shape(unit)[0]
+        genres = genres[:rows]
+        return tf.concat([unit, math.sqrt(weight) * genres], axis=-1) / math.sqrt(1.0 + weight)
 
     # -- training ---------------------------------------------------------------
     def retrieval_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
@@ -188,3 +210,12 @@ def l2(*tensors: tf.Tensor) -> tf.Tensor:
         t = tf.reshape(t, [tf.shape(t)[0], -1])
         total += tf.reduce_sum(t * t, axis=-1)
     return total
+
+
+def genre_sets(genre_idx: np.ndarray, num_genres: int) -> np.ndarray:
+    """Multi-hot [N, num_genres] float32 of per-item genre rows [N, L] (0 = padding)."""
+    genre_idx = np.asarray(genre_idx)
+    out = np.zeros((genre_idx.shape[0], num_genres), np.float32)
+    rows, cols = np.nonzero(genre_idx > 0)
+    out[rows, genre_idx[rows, cols]] = 1.0
+    return out

@@ -72,6 +72,19 @@ class HParams:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class SimilarParams(HParams):
+    """What a family that serves `similar` from an item table (genres) adds.
+
+    Attributes:
+      similar_genre_weight: `similar_items` scores (cos(item vectors) + w * cos(genre
+        sets)) / (1 + w): with w = 0 the learned vectors alone. Chosen per family on the
+        eval split (bench/results/similar.md).
+    """
+
+    similar_genre_weight: float = 0.0
+
+
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin in (tuple, Tuple):

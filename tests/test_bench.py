@@ -166,3 +166,33 @@ def test_tuning_prefers_the_fastest_setting_within_the_noise_of_the_best():
     assert tune.choose(single, lower=True)["hparams"] == {"dim": 128}
     auc = [dict(t, eval_mean=1 - t["eval_mean"]) for t in trials]
     assert tune.choose(auc, lower=False)["hparams"] == {"dim": 64}
+
+
+def test_similar_bench_queries_neighbours_and_genre_measures():
+    from bench import similar
+
+    liked = 3
+    train = UserView(users=[b"a", b"b", b"c"], activity=[b"light"] * 3,
+                     items=[np.array([1, 2, 3]), np.array([4, 5]), np.array([2])],
+                     behaviors=[np.array([3, 3, 1]), np.array([1, 2]), np.array([3])],
+                     targets=[np.zeros(0, np.int64)] * 3)
+    split = UserView(users=[b"c", b"a", b"b"], activity=[b"light"] * 3,
+                     items=[np.zeros(0, np.int64)] * 3, behaviors=[np.zeros(0, np.int64)] * 3,
+                     targets=[np.array([5]), np.array([4, 0]), np.array([1])])
+    rows, targets = similar.item_to_item_queries(train, split, liked)
+    # c: most recent liked is 2; a: most recent liked is 2 (3 was disliked); b liked nothing
+    assert rows.tolist() == [2, 2] and targets == [{5}, {4}]
+
+    vectors = np.eye(6)
+    vectors[4] = vectors[2] * 0.9 + vectors[5] * 0.1
+    valid = np.ones(6, bool)
+    valid[0] = False
+    top = similar.top_similar(similar.dot_scores(vectors), np.array([2]), valid, k=2)
+    assert top[0, 0] == 4 and 2 not in top[0]  # the item itself is never its own neighbour
+    assert similar.hit_rate(top, [{4}]) == 1.0 and similar.hit_rate(top, [{3}]) == 0.0
+
+    genres = np.array([[0, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], float)  # kids genre: column 0
+    measures = similar.genre_measures(np.array([[2, 3], [1, 3]]), np.array([1, 2]), genres, np.array([0, 1]))
+    assert measures["genre_jaccard_at_10"] == pytest.approx((0.5 + 0 + 0.5 + 0) / 4)
+    assert measures["children_animation_films"] == 1  # only row 1 has both kids genres
+    assert measures["children_animation_share"] == pytest.approx(0.5)

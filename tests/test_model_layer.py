@@ -264,3 +264,25 @@ def test_uncertainty_weighting_learns_task_weights():
     assert set(weights) == {F.RATING, F.LIKED} and weights[F.RATING] != pytest.approx(1.0)
     fixed = fit_on_arrays("shared_bottom", ctx, {"dim": 4, "loss_weights": "2,0.5"}, batches[:1])
     assert fixed.task_weights() == {F.RATING: 2.0, F.LIKED: 0.5}
+
+
+def test_similar_blends_the_vector_cosine_with_the_genre_set_cosine():
+    """similar_genre_weight w: scores = (cos(vectors) + w cos(genre sets)) / (1 + w)."""
+    ctx = synthetic_context(num_items=12, num_genres=6)
+    genre_idx = ctx.item_table[F.ITEM_GENRE_IDX]
+    family = registry.get_family("mf")
+    plain = family.build(ctx, family.hparams().override({"dim": 4, "similar_genre_weight": 0}))
+    vectors = plain.item_vectors().numpy()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.testing.assert_allclose(plain.similarity_vectors().numpy(), unit, atol=1e-6)
+
+    model = family.build(ctx, family.hparams().override({"dim": 4, "similar_genre_weight": "0.5"}))
+    model.item_embedding.embeddings.assign(vectors)  # same learned vectors, blended
+    sims = model.similarity_vectors().numpy()
+    multi_hot = np.zeros((12, 6))
+    for row, ids in enumerate(genre_idx):
+        multi_hot[row, ids[ids > 0]] = 1.0
+    g = multi_hot / np.maximum(np.linalg.norm(multi_hot, axis=1, keepdims=True), 1e-12)
+    expected = (unit @ unit.T + 0.5 * g @ g.T) / 1.5
+    np.testing.assert_allclose(sims @ sims.T, expected, atol=1e-5)
+    assert np.all(sims @ sims.T <= 1.0 + 1e-5)

@@ -14,15 +14,18 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import SCORE, SIMILAR, OneScoreModel, l2
-from models.hparams import HParams
+from models.hparams import SimilarParams
 
 
 @dataclasses.dataclass(frozen=True)
-class MFParams(HParams):
-    """Attributes: dim: vector size; l2: penalty weight on looked-up vectors and biases."""
+class MFParams(SimilarParams):
+    """Attributes: dim: vector size; l2: penalty weight on looked-up vectors;
+    bias_l2_scale: the biases' penalty weight as a multiple of `l2`."""
 
     dim: int = 64  # chosen on the eval split: bench/results/tuning/mf.md
     l2: float = 0.1
+    bias_l2_scale: float = 1.0
+    similar_genre_weight: float = 0.2  # eval split: bench/results/similar.md
     learning_rate: float = 0.003
     max_epochs: int = 30
 
@@ -45,7 +48,8 @@ class MatrixFactorization(OneScoreModel):
         q, v = self.user_embedding(u), self.item_embedding(i)
         b_u, b_i = self.user_bias(u), self.item_bias(i)
         logit = tf.reduce_sum(q * v, -1) + b_u + b_i + self.global_bias
-        penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_u[:, None], b_i[:, None]))
+        penalty = self.hparams.l2 * tf.reduce_mean(
+            l2(q, v) + self.hparams.bias_l2_scale * l2(b_u[:, None], b_i[:, None]))
         return {self.task_name: logit}, penalty
 
     def candidates(self):

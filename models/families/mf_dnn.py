@@ -23,6 +23,7 @@ class MFDnnParams(MFHistoryParams):
     """Attributes (beyond `mf_history`'s): hidden: item MLP widths."""
 
     hidden: Tuple[int, ...] = (64,)
+    similar_genre_weight: float = 0.3  # eval split: bench/results/similar.md
 
 
 class ItemDnnMatrixFactorization(HistoryMatrixFactorization):

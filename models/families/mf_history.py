@@ -15,11 +15,11 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import SCORE, SIMILAR, OneScoreModel, l2
-from models.hparams import HParams
+from models.hparams import SimilarParams
 
 
 @dataclasses.dataclass(frozen=True)
-class MFHistoryParams(HParams):
+class MFHistoryParams(SimilarParams):
     """Attributes: dim: vector size; l2: penalty weight; user_id: add a user vector and bias
     to the pooled history; history_dropout: training-time dropout of history items."""
 
@@ -27,6 +27,7 @@ class MFHistoryParams(HParams):
     l2: float = 0.05
     user_id: bool = True
     history_dropout: float = 0.0
+    similar_genre_weight: float = 0.1  # eval split: bench/results/similar.md
     learning_rate: float = 0.003
     max_epochs: int = 30
 
