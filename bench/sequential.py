@@ -111,7 +111,7 @@ def fit_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], 
 
     config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
                          tasks=common.task_names(stages.config, family),
-                         max_history=stages.config.max_history, seed=seed)
+                         max_history=stages.config.max_history, seed=seed, split=stages.config.split)
     started = time.monotonic()
     model, summary, valid = train(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
                                   stages.transform_graph)

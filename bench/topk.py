@@ -92,7 +92,8 @@ def train_family(stages: common.DataStages, family: str, hparams: Dict[str, Any]
                  out_dir: str) -> Tuple[Dict[str, Any], float]:
     config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
                          tasks=common.task_names(stages.config, family),
-                         max_history=stages.config.max_history, seed=seed, top_k=K)
+                         max_history=stages.config.max_history, seed=seed, top_k=K,
+                         split=stages.config.split)
     started = time.monotonic()
     summary = train_and_export(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
                                stages.transform_graph, out_dir)

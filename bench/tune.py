@@ -59,7 +59,8 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
         for seed in seeds:
             config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
                                  tasks=common.task_names(stages.config, family),
-                                 max_history=stages.config.max_history, seed=seed)
+                                 max_history=stages.config.max_history, seed=seed,
+                                 split=stages.config.split)
             started = time.monotonic()
             _, summary, _ = train(config, stages.files(spec.view, "train"), stages.files(spec.view, "eval"),
                                   stages.transform_graph)

@@ -45,6 +45,9 @@ class DatasetSpec:
       retrieval_min_rating: in the hash split's user view, an eval/test interaction is a
         retrieval target when its rating is at least this (MovieLens: liked); None: every
         interaction is one.
+      retrieval_target_behaviors: the history behaviors `retrieval_min_rating` keeps
+        (MovieLens: liked); empty: all. A retrieval family trained on the hash split takes
+        them as its training targets by default (`retrieval_targets`).
       default_split: the split method the dataset is evaluated with by default.
       task_pair: the two binary tasks (A, B) a task-pair model (TAKD) is trained on by
         default, A first in the order ++ > +- > -+ > -- of their label pairs.
@@ -61,6 +64,7 @@ class DatasetSpec:
     genre_multi_hot: bool
     tasks: Tuple[T.TaskSpec, ...] = ()
     retrieval_min_rating: Optional[float] = None
+    retrieval_target_behaviors: Tuple[str, ...] = ()
     default_split: str = "hash"
     task_pair: Tuple[str, ...] = ()
 
@@ -73,11 +77,20 @@ class DatasetSpec:
             f"dataset {self.name!r} has no task {name!r}; its tasks: {', '.join(t.name for t in self.tasks)}"
         )
 
+    def retrieval_targets(self, split: str) -> Tuple[str, ...]:
+        """The behaviors whose interactions are the retrieval targets of `split` (empty: all).
+
+        Only the hash split filters its targets (by `retrieval_min_rating`); the time splits
+        hold out every interaction.
+        """
+        return self.retrieval_target_behaviors if split == HASH_SPLIT else ()
+
     def binary_tasks(self) -> Tuple[str, ...]:
         """Names of the 0/1 tasks defined on observed interactions (not on sampled negatives)."""
         return tuple(t.name for t in self.tasks if t.kind == T.BINARY and t.label != self.implicit_label)
 
 
+HASH_SPLIT = "hash"  # the split method that assigns each interaction by a hash (ExampleGen's default)
 RETRIEVAL_TASK = "items"  # every dataset's retrieval task: the user's held-out items
 
 
@@ -107,6 +120,7 @@ MOVIELENS = DatasetSpec(
         _task(RETRIEVAL_TASK, T.RETRIEVAL),
     ),
     retrieval_min_rating=LIKED_MIN_RATING,
+    retrieval_target_behaviors=("liked",),
     default_split="hash",
     task_pair=(LOVED, LIKED),
 )

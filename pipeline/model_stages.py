@@ -133,5 +133,6 @@ def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, 
             top_k=config.top_k,
             tasks=tuple(t.name for t in tasks),
             strategy=config.train_strategy,
+            split=config.split,
         ).to_custom_config(),
     ).with_id(f"Trainer_{family_name}")

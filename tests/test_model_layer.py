@@ -183,6 +183,37 @@ def test_two_tower_retrieves_co_occurring_items_better_than_popularity():
     assert (np.argsort(-scores[1:21])[:10] + 1 > 10).mean() >= 0.9
 
 
+def test_two_tower_item_metadata_without_an_item_table_is_an_error_not_a_silent_switch_off():
+    import dataclasses
+    family = registry.FAMILIES["two_tower"]
+    ctx = dataclasses.replace(synthetic_context(tasks=(D.RETRIEVAL_TASK,)), item_table=None)
+    with pytest.raises(ValueError, match="item_metadata=true needs the item table"):
+        family.build(ctx, family.hparams(item_metadata=True))
+    family.build(ctx, family.hparams(item_metadata=False))  # the default trains on the user view
+
+
+def test_retrieval_target_behaviors_are_the_ones_the_hash_split_keeps():
+    # The hash split's eval/test targets are the ratings >= retrieval_min_rating: exactly
+    # the interactions whose history behavior is in retrieval_target_behaviors.
+    spec = D.MOVIELENS
+    for rating in np.arange(0.5, 5.01, 0.5):
+        assert (rating >= spec.retrieval_min_rating) == (D.rating_behavior(rating) in spec.retrieval_targets("hash"))
+    assert spec.retrieval_targets("by_day") == () and D.TAOBAO.retrieval_targets("hash") == ()
+
+
+def test_retrieval_training_targets_default_to_the_evaluated_behaviors():
+    from training.trainer import target_behavior_ids
+    family = registry.FAMILIES["two_tower"]
+    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    assert target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(), "hash") == [liked]
+    assert target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(), "leave_last_two_out") == []
+    assert target_behavior_ids("two_tower", D.TAOBAO, family.hparams(), "by_day") == []
+    every = family.hparams(target_behaviors=D.MOVIELENS.behaviors)
+    assert target_behavior_ids("two_tower", D.MOVIELENS, every, "hash") == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"target_behaviors \['buy'\] are not behaviors of dataset 'movielens'"):
+        target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(target_behaviors=("buy",)), "hash")
+
+
 def test_retrieval_batches_leave_the_target_out_of_the_query():
     from training.views import UserView, retrieval_dataset, retrieval_pairs
 

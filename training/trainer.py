@@ -18,7 +18,7 @@ import math
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +56,8 @@ class TrainConfig:
       tasks: the task names to train (empty: the family's tasks on the dataset); the
         pipeline passes the list its Evaluator measures.
       strategy: the `tf.distribute` strategy (training.distribute.STRATEGIES).
+      split: ExampleGen's split method of the files (which behaviors the eval split's
+        retrieval targets have: `DatasetSpec.retrieval_targets`).
     """
 
     family: str
@@ -66,6 +68,7 @@ class TrainConfig:
     top_k: int = 10
     tasks: Tuple[str, ...] = ()
     strategy: str = distribute.DEFAULT
+    split: str = D.HASH_SPLIT
 
     def __post_init__(self):
         if self.strategy not in distribute.STRATEGIES:
@@ -277,6 +280,20 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
     return model, fit_args, valid
 
 
+def target_behavior_ids(family: str, spec: D.DatasetSpec, hparams, split: str) -> List[int]:
+    """Behavior ids (1..n) of a retrieval family's training targets (empty: every interaction).
+
+    The family's `target_behaviors`, or else the ones `split` evaluates (MovieLens hash
+    split: liked), so that the family learns to retrieve what it is measured on.
+    """
+    names = tuple(getattr(hparams, "target_behaviors", ())) or spec.retrieval_targets(split)
+    unknown = [b for b in names if b not in spec.behaviors]
+    if unknown:
+        raise ValueError(f"{family}: target_behaviors {unknown} are not behaviors of dataset {spec.name!r}; "
+                         f"expected some of {list(spec.behaviors)}")
+    return [spec.behaviors.index(b) + 1 for b in names]
+
+
 def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
     rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     train_view = load_user_view(resolve_files(train_files), rows)
@@ -289,8 +306,7 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
         train_ds, steps = _sequence_training(family, model, hparams, train_view, config.seed)
         protocol = topk.PROTOCOL_S
     else:
-        wanted = [spec.behaviors.index(b) + 1 for b in getattr(hparams, "target_behaviors", ())]
-        pairs = retrieval_pairs(train_view, wanted)
+        pairs = retrieval_pairs(train_view, target_behavior_ids(family.name, spec, hparams, config.split))
         if not len(pairs):
             raise ValueError(f"{family.name}: the user view's train split has no target interactions")
         train_ds = retrieval_dataset(train_view, pairs, hparams.batch_size, config.max_history, config.seed,

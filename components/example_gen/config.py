@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 from contract import datasets, features
 
-SPLIT_HASH = "hash"
+SPLIT_HASH = datasets.HASH_SPLIT
 SPLIT_LEAVE_LAST_TWO_OUT = "leave_last_two_out"
 SPLIT_BY_DAY = "by_day"
 SPLIT_METHODS = (SPLIT_HASH, SPLIT_LEAVE_LAST_TWO_OUT, SPLIT_BY_DAY)

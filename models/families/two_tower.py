@@ -30,23 +30,26 @@ class TwoTowerParams(HParams):
     """Attributes:
       dim: vector size of both towers.
       query_hidden: widths of an MLP over the pooled history (empty: none).
-      item_metadata: the candidate tower reads genres and item statistics.
+      item_metadata: the candidate tower reads genres and item statistics (needs an item
+        table, which the user view does not carry: an error there).
       softmax: `full` or `sampled` (in-batch with log-q correction).
       history_dropout: training-time dropout of query history items.
       exclude_own: the user's own other items are not negatives.
-      target_behaviors: behaviors whose interactions are training targets (empty: all).
+      target_behaviors: behaviors whose interactions are training targets (empty: the ones
+        the split evaluates, `DatasetSpec.retrieval_targets`: liked on the MovieLens hash
+        split, every behavior otherwise; eval split: bench/results/tuning/two_tower_targets.md).
       l2: penalty weight on query vectors.
     """
 
-    dim: int = 64
+    dim: int = 128  # eval split: bench/results/tuning/two_tower_l2.md
     query_hidden: Tuple[int, ...] = ()
     item_metadata: bool = False
     softmax: str = FULL_SOFTMAX
     history_dropout: float = 0.0
     exclude_own: bool = True
     target_behaviors: Tuple[str, ...] = ()
-    l2: float = 0.0
-    learning_rate: float = 0.002  # eval split: bench/results/tuning/two_tower.md
+    l2: float = 0.1
+    learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
     batch_size: int = 512
     max_epochs: int = 30
     patience: int = 3
@@ -69,6 +72,10 @@ class TwoTower(RecModel):
                                              dropout=hparams.history_dropout, name="history")
         self.query_mlp = (blocks.MLP(tuple(hparams.query_hidden) + (hparams.dim,), activation="tanh",
                                      seed=seed + 20, name="query_mlp") if hparams.query_hidden else None)
+        if hparams.item_metadata and not context.item_table:
+            raise ValueError(
+                "two_tower: item_metadata=true needs the item table (genres, item statistics), and the "
+                "user view this family trains on carries none; train with item_metadata=false")
         numeric = [n for n in NUMERIC_ITEM_FEATURES if context.item_table and n in context.item_table]
         self.item_encoder = blocks.ItemEncoder(
             context.num_items, context.num_genres, hparams.dim, (2 * hparams.dim,), numeric=numeric,
