@@ -158,7 +158,7 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
 
 
 def run(args) -> List[Dict[str, Any]]:
-    stages = common.data_stages(args.work_dir, split="leave_last_two_out")
+    stages = common.data_stages(args.work_dir, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), SPEC.behaviors)
     views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in DS.SPLITS}

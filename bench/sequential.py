@@ -53,7 +53,7 @@ from training import topk  # noqa: E402
 from training.views import ItemRows, UserView, load_user_view  # noqa: E402
 
 NAME = "sequential"
-SPLIT = "leave_last_two_out"
+SPLIT = D.LEAVE_LAST_TWO_OUT_SPLIT
 TUNE_ON = "ndcg@10"  # full NDCG@10 on the eval split: the gate's metric
 FULL = d.next_item_metric_names()
 SAMPLED = d.next_item_metric_names(d.SAMPLED_PREFIX)

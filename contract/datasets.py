@@ -90,7 +90,11 @@ class DatasetSpec:
         return tuple(t.name for t in self.tasks if t.kind == T.BINARY and t.label != self.implicit_label)
 
 
-HASH_SPLIT = "hash"  # the split method that assigns each interaction by a hash (ExampleGen's default)
+# ExampleGen's split methods (how interactions are assigned to train / eval / test).
+HASH_SPLIT = "hash"  # by a hash of the interaction (the default)
+LEAVE_LAST_TWO_OUT_SPLIT = "leave_last_two_out"  # each user's last two interactions: eval, test (protocol S)
+BY_DAY_SPLIT = "by_day"  # by calendar day
+SPLIT_METHODS = (HASH_SPLIT, LEAVE_LAST_TWO_OUT_SPLIT, BY_DAY_SPLIT)
 RETRIEVAL_TASK = "items"  # every dataset's retrieval task: the user's held-out items
 
 

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from contract import datasets as D
 from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
 
 DEFAULT_IMAGE = "recsys-tfx:latest"
@@ -198,8 +199,8 @@ def _parse_args(argv: Optional[List[str]]):
                         help="root of what a run writes, as the containers see it (gs:// or a mounted volume)")
     parser.add_argument("--data_dir", default=IMAGE_DATA_DIR,
                         help="default of the data_root runtime parameter (default: the data in the image)")
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["movielens", "taobao"])
-    parser.add_argument("--split", default=defaults.split, choices=["hash", "leave_last_two_out", "by_day"])
+    parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(D.DATASETS))
+    parser.add_argument("--split", default=defaults.split, choices=list(D.SPLIT_METHODS))
     parser.add_argument("--pipeline_root", default=None, help="default: <output_dir>/pipeline_root")
     parser.add_argument("--families", default=None, help="comma-separated, or 'none' for data stages only")
     parser.add_argument("--train_steps", type=int, default=defaults.train_steps,

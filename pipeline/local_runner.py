@@ -205,7 +205,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     )
     parser.add_argument("--data_dir", default=defaults.data_dir)
     parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(D.DATASETS))
-    parser.add_argument("--split", default=None, choices=["hash", "leave_last_two_out", "by_day"],
+    parser.add_argument("--split", default=None, choices=list(D.SPLIT_METHODS),
                         help="default: the dataset's (movielens: hash, taobao: by_day)")
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--families", default=None,

@@ -30,8 +30,6 @@ from training import topk  # noqa: E402
 from training.trainer import TrainConfig, train  # noqa: E402
 from training.views import ItemRows, load_user_view  # noqa: E402
 
-PROTOCOL_S_SPLIT = "leave_last_two_out"  # the ExampleGen split protocol S reads
-
 
 def _newest(run_dir: str, component: str, output: str) -> str:
     runs = glob.glob(os.path.join(run_dir, "pipeline_root", component, output, "*"))
@@ -57,7 +55,7 @@ def main(argv=None) -> int:
     graph = _newest(args.run_dir, "Transform", "transform_graph")
     hparams = parse_assignments([f"{args.family}.{h}" for h in args.hparam]).get(args.family, {})
     config = TrainConfig(family=args.family, dataset=args.dataset, hparams=hparams, max_history=args.max_history,
-                         seed=args.seed, tasks=(D.RETRIEVAL_TASK,), split=PROTOCOL_S_SPLIT)
+                         seed=args.seed, tasks=(D.RETRIEVAL_TASK,), split=D.LEAVE_LAST_TWO_OUT_SPLIT)
     files = {s: [os.path.join(users, f"Split-{s}", "*")] for s in ("train", "eval", "test")}
     started = time.monotonic()
     model, summary, valid = train(config, files["train"], files["eval"], graph)
@@ -65,7 +63,7 @@ def main(argv=None) -> int:
                     D.dataset_spec(args.dataset).behaviors)
     result = {
         "command": "python -m training.protocol_s " + " ".join(sys.argv[1:] if argv is None else argv),
-        "family": args.family, "dataset": args.dataset, "split": PROTOCOL_S_SPLIT, "seed": args.seed,
+        "family": args.family, "dataset": args.dataset, "split": D.LEAVE_LAST_TWO_OUT_SPLIT, "seed": args.seed,
         "max_history": args.max_history, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
         "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
     }

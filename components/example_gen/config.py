@@ -10,9 +10,9 @@ from typing import Any, Dict, Optional
 from contract import datasets, features
 
 SPLIT_HASH = datasets.HASH_SPLIT
-SPLIT_LEAVE_LAST_TWO_OUT = "leave_last_two_out"
-SPLIT_BY_DAY = "by_day"
-SPLIT_METHODS = (SPLIT_HASH, SPLIT_LEAVE_LAST_TWO_OUT, SPLIT_BY_DAY)
+SPLIT_LEAVE_LAST_TWO_OUT = datasets.LEAVE_LAST_TWO_OUT_SPLIT
+SPLIT_BY_DAY = datasets.BY_DAY_SPLIT
+SPLIT_METHODS = datasets.SPLIT_METHODS
 
 # Output split names, in the order they are written and published.
 TRAIN = "train"
