@@ -14,13 +14,18 @@ from typing import Any, Dict, List, Mapping, Tuple, Type, TypeVar
 
 H = TypeVar("H", bound="HParams")
 
+OPTIMIZERS = ("adam", "rmsprop")
+
 
 @dataclasses.dataclass(frozen=True)
 class HParams:
     """What every family's training shares.
 
     Attributes:
-      learning_rate: Adam's step size.
+      learning_rate: the optimizer's step size.
+      optimizer: `adam` or `rmsprop`. RMSprop has no momentum, so an embedding row that is
+        not in a batch is not moved by it (Adam keeps moving rows on their old momentum);
+        mf's eval RMSE: bench/results/tuning/mf_optimizer.md.
       batch_size: examples per step.
       max_epochs: passes over the training data at most (early stopping may end sooner).
       patience: epochs without improvement of the monitored eval metric before stopping;
@@ -31,8 +36,11 @@ class HParams:
     batch_size: int = 256
     max_epochs: int = 20
     patience: int = 2
+    optimizer: str = "adam"
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:

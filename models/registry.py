@@ -73,7 +73,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
             F.INTERACTION_VIEW, "MF with the pooled history (+ user) as the query"),
     Family("mf_dnn", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, (F.RATING,), F.INTERACTION_VIEW,
             "MF with an item-metadata DNN"),
-    Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, (F.LIKED,),
+    Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnLikedParams, (F.LIKED,),
             F.INTERACTION_VIEW, "mf_dnn trained on liked (rating >= 4)"),
     Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
             "two-tower retrieval over the whole catalogue (serves recommend)"),

@@ -12,7 +12,7 @@ from models.base import EXCLUDE_IDX, RETRIEVE, SCORE, TARGET_IDX
 from models.context import synthetic_context
 from models.hparams import HParams, parse_assignments
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX, PointwiseTask, RetrievalTask, rows_mask
-from training.trainer import fit_on_arrays
+from training.trainer import fit_on_arrays, make_optimizer
 
 
 # -- blocks -------------------------------------------------------------------------
@@ -111,6 +111,27 @@ def test_hparams_override_converts_types_and_rejects_unknown_names():
     with pytest.raises(ValueError, match="FAMILY.NAME=VALUE"):
         parse_assignments(["dim=8"])
     assert "learning_rate=" in "\n".join(HParams.describe())
+
+
+def _row_moved_after_a_batch_without_it(optimizer_name: str) -> bool:
+    """Two steps on an embedding table: rows 0 and 1 in the first batch, only row 0 in
+    the second. Does row 1 move in the second step?"""
+    table = tf.Variable(tf.ones((3, 2)))
+    optimizer = make_optimizer(registry.get_family("mf").hparams().override(
+        {"optimizer": optimizer_name, "learning_rate": 0.1}))
+    for rows in ([0, 1], [0]):
+        before = table.numpy()[1].copy()
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.gather(table, rows) ** 2)
+        optimizer.apply_gradients([(tape.gradient(loss, table), table)])
+    return not np.allclose(before, table.numpy()[1])
+
+
+def test_optimizer_is_a_hyperparameter_and_rmsprop_leaves_rows_outside_the_batch_alone():
+    assert not _row_moved_after_a_batch_without_it("rmsprop")
+    assert _row_moved_after_a_batch_without_it("adam")  # Adam's momentum keeps moving it
+    with pytest.raises(ValueError, match="optimizer must be one of adam, rmsprop, got 'sgd'"):
+        registry.get_family("mf").hparams().override({"optimizer": "sgd"})
 
 
 def test_every_family_declares_tasks_the_datasets_have_and_serves_something():

@@ -180,7 +180,7 @@ def train(
         else:
             model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
                                                         eval_files, train_steps, soft_labels, rows)
-        model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate))
+        model.compile(optimizer=make_optimizer(hparams))
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
         for key in ("x", "validation_data"):
@@ -381,13 +381,20 @@ def run_fn(fn_args) -> None:
     logging.info("trained %s: %s", config.family, {k: v for k, v in summary.items() if k != "history"})
 
 
+def make_optimizer(hparams) -> keras.optimizers.Optimizer:
+    """The Keras optimizer a family's record names (`HParams.optimizer`), at its learning rate."""
+    if hparams.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(hparams.learning_rate)
+    return keras.optimizers.Adam(hparams.learning_rate)
+
+
 def fit_on_arrays(family_name: str, context: ModelContext, hparams_overrides: Dict[str, Any],
                   batches: Sequence[Dict[str, np.ndarray]], epochs: int = 1) -> RecModel:
     """Builds a family on `context` and fits it on in-memory batches (for unit tests)."""
     _skip_autograph_for_tf_keras()
     family = get_family(family_name)
     model = family.build(context, family.hparams().override(hparams_overrides))
-    model.compile(optimizer=keras.optimizers.Adam(model.hparams.learning_rate))
+    model.compile(optimizer=make_optimizer(model.hparams))
     first = batches[0]
     signature = {k: tf.TensorSpec((None,) + np.shape(v)[1:], tf.as_dtype(np.asarray(v).dtype)) for k, v in first.items()}
     ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)

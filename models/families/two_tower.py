@@ -52,7 +52,7 @@ class TwoTowerParams(HParams):
     learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
     batch_size: int = 512
     max_epochs: int = 30
-    patience: int = 3
+    patience: int = 2  # eval split: bench/results/tuning/two_tower_patience.md (same best epochs as 3)
 
     def __post_init__(self):
         super().__post_init__()
