@@ -16,6 +16,7 @@ import sys
 
 from bench import common
 from components.example_gen import inmemory
+from contract import datasets as D
 from components.example_gen.config import IngestConfig
 from pipeline.configs import REPO_ROOT
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     movielens = os.path.join(str(REPO_ROOT), "data", "movielens-small")
-    rows = [counts(movielens, IngestConfig.movielens(split=s)) for s in ("hash", "leave_last_two_out")]
+    rows = [counts(movielens, IngestConfig.movielens(split=s)) for s in (D.HASH_SPLIT, D.LEAVE_LAST_TWO_OUT_SPLIT)]
     if os.path.isdir(args.taobao_dir):
         rows.append(counts(args.taobao_dir, IngestConfig.taobao()))
     else:

@@ -480,7 +480,7 @@ def load_dataset(dataset: str, work_dir: str, negatives: int, taobao_dir: str):
     if dataset == "movielens":
         stages = common.data_stages(work_dir, negatives_per_positive=negatives)
     elif dataset == "taobao":
-        stages = common.data_stages(work_dir, dataset="taobao", split="by_day", data_dir=taobao_dir)
+        stages = common.data_stages(work_dir, dataset="taobao", split=D.TAOBAO.default_split, data_dir=taobao_dir)
     else:
         raise ValueError(f"unknown benchmark dataset {dataset!r}; expected movielens or taobao")
     tft_output = tft.TFTransformOutput(stages.transform_graph)

@@ -21,6 +21,7 @@ from typing import Any, Dict, List
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
+from contract import datasets as D  # noqa: E402
 from models.registry import get_family  # noqa: E402
 from training.trainer import TrainConfig, train  # noqa: E402
 
@@ -47,7 +48,7 @@ def choose(trials: List[Dict[str, Any]], lower: bool) -> Dict[str, Any]:
 
 
 def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed: Dict[str, str],
-               work_dir: str = common.DEFAULT_WORK_DIR, split: str = "hash") -> Dict[str, Any]:
+               work_dir: str = common.DEFAULT_WORK_DIR, split: str = D.HASH_SPLIT) -> Dict[str, Any]:
     spec = get_family(family)
     stages = common.data_stages(work_dir, split=split)
     trials = []
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "tuning"))
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
-    parser.add_argument("--split", default="hash", help="ExampleGen split (leave_last_two_out: protocol S)")
+    parser.add_argument("--split", default=D.HASH_SPLIT, choices=D.SPLIT_METHODS, help="ExampleGen split (leave_last_two_out: protocol S)")
     args = parser.parse_args(argv)
     fixed = dict(item.split("=", 1) for item in args.fixed)
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,

@@ -26,6 +26,13 @@ from contract.features import (
 )
 
 
+# ExampleGen's split methods (how interactions are assigned to train / eval / test).
+HASH_SPLIT = "hash"  # by a hash of the interaction (the default)
+LEAVE_LAST_TWO_OUT_SPLIT = "leave_last_two_out"  # each user's last two interactions: eval, test (protocol S)
+BY_DAY_SPLIT = "by_day"  # by calendar day
+SPLIT_METHODS = (HASH_SPLIT, LEAVE_LAST_TWO_OUT_SPLIT, BY_DAY_SPLIT)
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """What one interaction-log format provides.
@@ -65,7 +72,7 @@ class DatasetSpec:
     tasks: Tuple[T.TaskSpec, ...] = ()
     retrieval_min_rating: Optional[float] = None
     retrieval_target_behaviors: Tuple[str, ...] = ()
-    default_split: str = "hash"
+    default_split: str = HASH_SPLIT
     task_pair: Tuple[str, ...] = ()
 
     def task(self, name: str) -> T.TaskSpec:
@@ -90,11 +97,6 @@ class DatasetSpec:
         return tuple(t.name for t in self.tasks if t.kind == T.BINARY and t.label != self.implicit_label)
 
 
-# ExampleGen's split methods (how interactions are assigned to train / eval / test).
-HASH_SPLIT = "hash"  # by a hash of the interaction (the default)
-LEAVE_LAST_TWO_OUT_SPLIT = "leave_last_two_out"  # each user's last two interactions: eval, test (protocol S)
-BY_DAY_SPLIT = "by_day"  # by calendar day
-SPLIT_METHODS = (HASH_SPLIT, LEAVE_LAST_TWO_OUT_SPLIT, BY_DAY_SPLIT)
 RETRIEVAL_TASK = "items"  # every dataset's retrieval task: the user's held-out items
 
 
@@ -125,7 +127,7 @@ MOVIELENS = DatasetSpec(
     ),
     retrieval_min_rating=LIKED_MIN_RATING,
     retrieval_target_behaviors=("liked",),
-    default_split="hash",
+    default_split=HASH_SPLIT,
     task_pair=(LOVED, LIKED),
 )
 
@@ -147,7 +149,7 @@ TAOBAO = DatasetSpec(
         _task(RETRIEVAL_TASK, T.RETRIEVAL),
     ),
     retrieval_min_rating=None,
-    default_split="by_day",
+    default_split=BY_DAY_SPLIT,
     task_pair=(BUY, CART),
 )
 

@@ -14,6 +14,7 @@ import re
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from components.example_gen.config import IngestConfig
+from contract import datasets as D
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "recsys"
@@ -57,7 +58,7 @@ class PipelineConfig:
     # points at the copy inside the pipeline image.
     schema_dir: str = str(REPO_ROOT / "schemas")
     dataset: str = "movielens"
-    split: str = "hash"
+    split: str = D.HASH_SPLIT
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
     families: Tuple[str, ...] = ("mf", "mf_dnn", "two_tower", "mmoe")
     hparams: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
