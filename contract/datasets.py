@@ -20,6 +20,7 @@ from contract.features import (
     LIKED,
     LIKED_MIN_RATING,
     LOVED,
+    NEXT_LIKE,
     RATING,
     VIEWED,
     WATCHED,
@@ -58,6 +59,10 @@ class DatasetSpec:
       default_split: the split method the dataset is evaluated with by default.
       task_pair: the two binary tasks (A, B) a task-pair model (TAKD) is trained on by
         default, A first in the order ++ > +- > -+ > -- of their label pairs.
+      next_behavior_tasks: (task, behavior) pairs: binary tasks on the user view, "is the
+        user's next interaction (the split's target) of this behavior", read from the
+        input sequence alone (PeterRec's downstream tasks). The label is the task's name,
+        computed from `target_behaviors` by the model's `transform_features`.
     """
 
     name: str
@@ -74,15 +79,29 @@ class DatasetSpec:
     retrieval_target_behaviors: Tuple[str, ...] = ()
     default_split: str = HASH_SPLIT
     task_pair: Tuple[str, ...] = ()
+    next_behavior_tasks: Tuple[Tuple[str, str], ...] = ()
 
     def task(self, name: str) -> T.TaskSpec:
         """The task called `name`; ValueError listing the dataset's tasks otherwise."""
-        for task in self.tasks:
+        every = self.tasks + self.sequence_tasks()
+        for task in every:
             if task.name == name:
                 return task
         raise ValueError(
-            f"dataset {self.name!r} has no task {name!r}; its tasks: {', '.join(t.name for t in self.tasks)}"
+            f"dataset {self.name!r} has no task {name!r}; its tasks: {', '.join(t.name for t in every)}"
         )
+
+    def sequence_tasks(self) -> Tuple[T.TaskSpec, ...]:
+        """The binary tasks of `next_behavior_tasks` (label = task name, the default AUC gate)."""
+        return tuple(_task(name, T.BINARY, name) for name, _ in self.next_behavior_tasks)
+
+    def next_behavior(self, task: str) -> str:
+        """The behavior a next-behavior task asks about; ValueError for another task."""
+        for name, behavior in self.next_behavior_tasks:
+            if name == task:
+                return behavior
+        raise ValueError(f"dataset {self.name!r} has no next-behavior task {task!r}; its next-behavior tasks: "
+                         f"{[n for n, _ in self.next_behavior_tasks]}")
 
     def retrieval_targets(self, split: str) -> Tuple[str, ...]:
         """The behaviors whose interactions are the retrieval targets of `split` (empty: all).
@@ -129,6 +148,7 @@ MOVIELENS = DatasetSpec(
     retrieval_target_behaviors=("liked",),
     default_split=HASH_SPLIT,
     task_pair=(LOVED, LIKED),
+    next_behavior_tasks=((NEXT_LIKE, "liked"),),
 )
 
 TAOBAO = DatasetSpec(

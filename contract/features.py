@@ -32,6 +32,7 @@ USER_VIEW = "users"
 
 # Raw features of the user view.
 TARGET_ITEM_IDS = "target_item_ids"  # bytes, the items the split holds out for the user
+TARGET_BEHAVIORS = "target_behaviors"  # bytes, aligned with TARGET_ITEM_IDS
 USER_ACTIVITY_LEVEL = "user_activity_level"  # bytes light / medium / heavy (training interactions)
 
 # Raw labels.
@@ -54,6 +55,9 @@ DISLIKED_MAX_RATING = 2.5  # history behavior "disliked": rating <= 2.5
 # Derived labels (written by Transform).
 LIKED = "liked"
 LOVED = "loved"
+# A user-view label (computed by the model's transform_features from TARGET_BEHAVIORS):
+# is the user's next interaction a like (datasets.DatasetSpec.next_behavior_tasks).
+NEXT_LIKE = "next_like"
 
 # --------------------------------------------------------------------------
 # Transformed features (written by Transform, read by models).

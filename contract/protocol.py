@@ -300,6 +300,12 @@ def as_input_protos(inputs: Mapping[str, object]) -> dict:
         out[key] = value if isinstance(value, tensor_pb2.TensorProto) else ndarray_to_tensor_proto(value)
     return out
 
+# The SavedModel's directory for files TF Serving does not load as the model (its warmup
+# records, the model card, the model record).
+ASSETS_EXTRA = "assets.extra"
+# The family, hyperparameters, dataset and max_history a model was built with (JSON in
+# ASSETS_EXTRA; a fine-tuning Trainer rebuilds its base model's network from it).
+MODEL_RECORD = "model_record.json"
 # What a Trainer writes beside its model (model_run directory): best epoch, eval values,
 # mean gate weights per expert per task (JSON).
 TRAINING_SUMMARY = "training_summary.json"

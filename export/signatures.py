@@ -20,6 +20,8 @@ answer is the model's item prior).
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Dict
 
 import numpy as np
@@ -28,10 +30,13 @@ import tensorflow_transform as tft
 
 from contract import datasets as D
 from contract import features as F
+from common.io_utils import atomic_write
 from contract import protocol
 from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
+# What a model scoring user-view examples reads of them.
+HISTORY_SPEC = {F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string), F.HISTORY_BEHAVIORS: tf.io.VarLenFeature(tf.string)}
 
 
 def densify(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -92,8 +97,10 @@ def export_model(
     valid_rows,
     output_dir: str,
     top_k: int = 10,
+    family: str = "",
 ) -> None:
-    """Saves `model` with the signatures of its capabilities to `output_dir`."""
+    """Saves `model` with the signatures of its capabilities to `output_dir`, and with
+    `family`, the model record (`read_model_record`)."""
     spec = model.context.dataset
     capabilities = model.capabilities
     model.tft_layer = tf_transform_output.transform_features_layer()
@@ -103,7 +110,24 @@ def export_model(
     k = min(top_k, int(np.sum(valid_rows)))
     signatures = {}
 
-    if SCORE in capabilities:
+    if SCORE in capabilities and model.score_view == F.USER_VIEW:
+        # User-view examples: the model reads the history; the Evaluator's label comes from
+        # the examples' target behaviors (`example_labels`).
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def serve(examples):
+            parsed = tf.io.parse_example(examples, HISTORY_SPEC)
+            return model(densify(model.tft_layer(parsed)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def transform_features(examples):
+            parsed = tf.io.parse_example(examples, {**HISTORY_SPEC, F.TARGET_BEHAVIORS: tf.io.VarLenFeature(tf.string)})
+            out = densify(model.tft_layer({k: parsed[k] for k in HISTORY_SPEC}))
+            targets = tf.RaggedTensor.from_sparse(parsed[F.TARGET_BEHAVIORS]).to_tensor(default_value="",
+                                                                                         shape=[None, 1])
+            out.update(model.example_labels(targets))
+            return out
+
+    elif SCORE in capabilities:
         serving_spec = serving_feature_spec(tf_transform_output, spec)
         raw_spec = tf_transform_output.raw_feature_spec()
 
@@ -116,6 +140,8 @@ def export_model(
         def transform_features(examples):
             parsed = tf.io.parse_example(examples, raw_spec)
             return densify(model.tft_layer(parsed))
+
+    if SCORE in capabilities:
 
         signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
         signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()
@@ -252,3 +278,20 @@ def export_model(
     # A plain SavedModel: every capability is a signature, and a model without `call`
     # (retrieve only) saves the same way.
     tf.saved_model.save(model, output_dir, signatures=signatures)
+    if family:
+        record = {"family": family, "hparams": model.hparams.to_dict(), "dataset": spec.name,
+                  "max_history": int(model.context.max_history)}
+        os.makedirs(os.path.join(output_dir, protocol.ASSETS_EXTRA), exist_ok=True)
+        atomic_write(os.path.join(output_dir, protocol.ASSETS_EXTRA, protocol.MODEL_RECORD),
+                     json.dumps(record, indent=2, sort_keys=True))
+
+
+def read_model_record(saved_model_dir: str) -> Dict:
+    """The family, hyperparameters, dataset and max_history an exported model was built
+    with (written by `export_model` beside the SavedModel, where TF Serving ignores it)."""
+    path = os.path.join(saved_model_dir, protocol.ASSETS_EXTRA, protocol.MODEL_RECORD)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"no model record at {path}: was {saved_model_dir} exported by this project's "
+                                "Trainer (export.signatures.export_model with its family)?")
+    with tf.io.gfile.GFile(path) as f:
+        return json.loads(f.read())

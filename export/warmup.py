@@ -16,7 +16,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from contract import protocol
 from common.io_utils import atomic_path
 
-WARMUP_DIR = "assets.extra"
+WARMUP_DIR = protocol.ASSETS_EXTRA
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records
 

@@ -50,6 +50,9 @@ class RecModel(tfrs.Model):
     """
 
     capabilities: FrozenSet[str] = frozenset()
+    # The examples `score` reads: the interaction view (through the Transform), or the
+    # user view (its history; the Evaluator's labels from `example_labels`).
+    score_view: str = F.INTERACTION_VIEW
 
     def __init__(self, context: ModelContext, hparams: HParams, softmax: str = FULL_SOFTMAX, **kwargs):
         super().__init__(**kwargs)

@@ -15,8 +15,8 @@ from models.base import RecModel
 from models.context import ModelContext
 from models.families.sequential import SequentialModel
 from models import multitask
-from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, ple, sasrec,
-                              shared_bottom, single_task, takd, two_tower)
+from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, peterrec, ple,
+                              sasrec, shared_bottom, single_task, takd, two_tower)
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -35,6 +35,8 @@ class Family:
       summary: one line for `--help` and the README.
       teacher: the family whose trained model (the Trainer's `base_model`) gives this
         family's training rows soft labels; empty: none.
+      base: the family whose trained model (the Trainer's `base_model`) this family
+        fine-tunes (PeterRec: a pretrained NextItNet); empty: none.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Family:
     view: str
     summary: str
     teacher: str = ""
+    base: str = ""
 
     @property
     def capabilities(self) -> FrozenSet[str]:
@@ -51,8 +54,14 @@ class Family:
 
     @property
     def sequential(self) -> bool:
-        """Trained on item sequences and evaluated with protocol S (leave_last_two_out)."""
-        return issubclass(self.model, SequentialModel)
+        """Trained on item sequences (itself or the family it fine-tunes), so on the
+        leave_last_two_out split (protocol S)."""
+        return issubclass(self.model, SequentialModel) or bool(self.base and get_family(self.base).sequential)
+
+    @property
+    def upstream(self) -> str:
+        """The family whose trained model this family's Trainer takes as `base_model` (or "")."""
+        return self.teacher or self.base
 
     def task_specs(self, dataset: D.DatasetSpec) -> Tuple[T.TaskSpec, ...]:
         """The family's tasks on `dataset`; a clear error when the dataset lacks one."""
@@ -83,6 +92,9 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            "bidirectional self-attention, cloze objective, predicts an appended mask (protocol S)"),
     Family("nextitnet", nextitnet.NextItNet, nextitnet.NextItNetParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
            "dilated causal convolution residual blocks, next item at every position (protocol S)"),
+    Family("peterrec", peterrec.PeterRec, peterrec.PeterRecParams, peterrec.next_behavior_tasks, F.USER_VIEW,
+           "nextitnet's pretrained network with model patches and a new head, fine-tuned on the next "
+           "behavior (next_like)", base="nextitnet"),
     Family("single_task", single_task.SingleTask, multitask.MultiTaskParams, multitask.task_names,
            F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)"),
     Family("shared_bottom", shared_bottom.SharedBottomModel, multitask.MultiTaskParams, multitask.task_names,

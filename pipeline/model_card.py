@@ -13,6 +13,8 @@ from typing import Dict, List, Optional
 
 from common.io_utils import atomic_write
 from contract import datasets as D
+from contract import features as F
+from contract import protocol
 from models.base import RETRIEVE, SCORE, SIMILAR, TEACH
 from models.registry import get_family
 from pipeline import report
@@ -68,7 +70,11 @@ def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[
         "",
         "## Intended use",
     ]
-    lines += [f"- It {_USE[c]}." for c in sorted(spec.capabilities)]
+    uses = dict(_USE)
+    if spec.model.score_view == F.USER_VIEW:
+        uses[SCORE] = ("scores a user's history (item ids and behaviors, as `recommend` takes them) through "
+                       "`serving_default`: each task's probability after the history's last item")
+    lines += [f"- It {uses[c]}." for c in sorted(spec.capabilities)]
     lines += [
         "- Out of scope: users or items of another catalogue; decisions about people.",
         "",
@@ -116,6 +122,6 @@ def write_cards(config: PipelineConfig, outputs: Optional[Dict[str, Dict[str, st
             continue
         evaluation = outputs.get(f"Evaluator_{family}", {}).get("evaluation")
         slices = slice_metrics(evaluation) if evaluation else None
-        path = os.path.join(push["path"], "assets.extra", CARD_NAME)
+        path = os.path.join(push["path"], protocol.ASSETS_EXTRA, CARD_NAME)
         written.append(atomic_write(path, render(config, family, outcome, slices)))
     return written

@@ -47,18 +47,18 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
                         schema) -> List:
     """The components that train, evaluate and push every configured family.
 
-    A family with a teacher (registry) trains from the teacher Trainer's model (its
-    `base_model`, so ML Metadata records the teacher model as the student Trainer's input);
-    a teacher that is not itself a configured family is trained only (never evaluated
-    or pushed).
+    A family with a teacher or a base (registry) trains from that family's Trainer's model
+    (its `base_model`, so ML Metadata records the teacher / pretrained model as the
+    student / fine-tuning Trainer's input); a teacher or base that is not itself a
+    configured family is trained only (never evaluated or pushed).
     """
     components: List = []
     trainers = {}
 
     def trainer_of(family_name: str):
         if family_name not in trainers:
-            teacher = get_family(family_name).teacher
-            base_model = trainer_of(teacher).outputs["model"] if teacher else None
+            upstream = get_family(family_name).upstream
+            base_model = trainer_of(upstream).outputs["model"] if upstream else None
             trainers[family_name] = _trainer(config, family_name, examples, user_examples, transform_graph, schema,
                                              base_model)
             if family_name not in config.families:

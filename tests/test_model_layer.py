@@ -140,8 +140,8 @@ def test_every_family_declares_tasks_the_datasets_have_and_serves_something():
         assert tasks and family.capabilities
         if RETRIEVE in family.capabilities:
             assert family.view == F.USER_VIEW and all(t.kind == T.RETRIEVAL for t in tasks)
-        if SCORE in family.capabilities:
-            assert family.view == F.INTERACTION_VIEW
+        if SCORE in family.capabilities:  # scores the examples it trains on
+            assert family.model.score_view == family.view
     with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no task 'rating'"):
         registry.get_family("mf").task_specs(D.TAOBAO)
 

@@ -1,5 +1,6 @@
 """PeterRec's downstream tasks: split rules and no leakage into pretraining (training/downstream.py)."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -88,6 +89,10 @@ def test_next_like_labels_follow_the_split_rules(protocol_s):
             assert examples.mask[k].sum() == 1 and examples.mask[k, n - 1] == 1
             assert examples.labels[k, n - 1] == (targets[user].rating >= 4.0)
             np.testing.assert_array_equal(examples.items[k, :n], history[user][-LENGTH:])
+    # What a Trainer builds (no test split): the same train and eval examples, no test.
+    trainer = DS.next_like({s: views[s] for s in ("train", "eval")}, LENGTH)
+    assert set(trainer.splits) == {"train", "eval"}
+    np.testing.assert_array_equal(trainer.splits["eval"].labels, data.splits["eval"].labels)
     # The test input ends with the eval item (protocol S), the eval input does not hold it.
     evals = _per_user(interactions, "eval")
     test = data.splits["test"]
@@ -126,7 +131,15 @@ def test_tasks_need_protocol_s(protocol_s):
     views, interactions, rows = protocol_s
     doubled = list(interactions) + [i for i in interactions if i.split == "eval"][:1]
     with pytest.raises(ValueError, match="leave_last_two_out"):
-        DS.build(DS.NEXT_LIKE, views, doubled, rows.ids, LENGTH)
+        DS.build(DS.NEXT_LIKED_GENRE, views, doubled, rows.ids, LENGTH)
+    # next_like reads its eval / test labels from the user view's target behaviors.
+    two = dataclasses.replace(views["eval"], target_behaviors=[np.concatenate([b, b])
+                                                               for b in views["eval"].target_behaviors])
+    with pytest.raises(ValueError, match="leave_last_two_out"):
+        DS.build(DS.NEXT_LIKE, {**views, "eval": two}, interactions, rows.ids, LENGTH)
+    stale = dataclasses.replace(views["eval"], target_behaviors=[])
+    with pytest.raises(ValueError, match="eval user view carries no target_behaviors"):
+        DS.build(DS.NEXT_LIKE, {**views, "eval": stale}, interactions, rows.ids, LENGTH)
     with pytest.raises(ValueError, match="unknown downstream task"):
         DS.build("gender", views, interactions, rows.ids, LENGTH)
 

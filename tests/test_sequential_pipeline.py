@@ -3,6 +3,7 @@
 import dataclasses
 import glob
 import io
+import json
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from contract import datasets as D
 from contract import features as F
 from contract import protocol
 from evaluation import definitions as d
@@ -22,14 +24,16 @@ TINY = {"dim": "16", "max_epochs": "2"}
 
 @pytest.fixture(scope="module")
 def sequence_run(movielens_slice, tmp_path_factory):
-    """One pipeline run of nextitnet on the slice with split=leave_last_two_out."""
+    """One pipeline run of nextitnet, and of peterrec fine-tuning it, on the slice with
+    split=leave_last_two_out."""
     from pipeline.local_runner import run
 
     config = dataclasses.replace(
         PipelineConfig(), data_dir=str(movielens_slice), output_dir=str(tmp_path_factory.mktemp("sequence_run")),
-        split="leave_last_two_out", families=("nextitnet",), hparams={"nextitnet": dict(TINY)}, train_steps=10,
+        split="leave_last_two_out", families=("nextitnet", "peterrec"),
+        hparams={"nextitnet": dict(TINY), "peterrec": {"max_epochs": "2", "bottleneck": "4"}}, train_steps=10,
         # Loose enough to bless what a few steps on 15 users learn.
-        gate_thresholds={"items": -1.0}, gate_max_worsening={"items": 1.0})
+        gate_thresholds={"items": -1.0, F.NEXT_LIKE: 0.0}, gate_max_worsening={"items": 1.0, F.NEXT_LIKE: 1.0})
     timings = run(config, progress_out=io.StringIO())
     assert all(t.status == "ok" for t in timings), timings
     return config
@@ -69,11 +73,75 @@ def test_the_evaluator_computes_protocol_s_through_the_exported_signature(sequen
     assert "sampled_hit_rate@10" in lines and "ndcg@10_lift" in lines
 
 
+def _serving(config, family):
+    return os.path.join(report.output_dirs(config.pipeline_root)[f"Trainer_{family}"]["model"], "Format-Serving")
+
+
+def test_peterrec_fine_tunes_the_pipelines_nextitnet_and_serves_only_its_classifier(sequence_run):
+    from pipeline.pipeline import create_pipeline
+
+    config = sequence_run
+    # Lineage: the fine-tuning Trainer's base_model is nextitnet's Trainer's model, and it
+    # is the model the run_fn loaded.
+    components = {c.id: c for c in create_pipeline(config).components}
+    assert components["Trainer_peterrec"].inputs["base_model"].producer_component_id == "Trainer_nextitnet"
+    runs = report.output_dirs(config.pipeline_root)["Trainer_peterrec"]["model_run"]
+    with open(os.path.join(runs, protocol.TRAINING_SUMMARY)) as f:
+        summary = json.load(f)
+    assert os.path.realpath(summary["base_model"]) == os.path.realpath(_serving(config, "nextitnet"))
+    assert summary["examples"]["eval"]["examples"] == len(_user_records(config, "eval"))
+    assert summary["trained_parameters"] > 0 and summary["hparams"]["mode"] == "patch_serial"
+    # The served model: scores only, the pretrained weights unchanged under the patches,
+    # and not the network's next-item output (its item bias).
+    tuned = tf.saved_model.load(_serving(config, "peterrec"))
+    assert set(tuned.signatures) == {protocol.SERVING_DEFAULT, protocol.TRANSFORM_FEATURES}
+
+    def checkpoint(family):
+        path = os.path.join(_serving(config, family), "variables", "variables")
+        return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+                if name.endswith("VARIABLE_VALUE")}
+
+    base, tuned_values = checkpoint("nextitnet"), list(checkpoint("peterrec").values())
+    bias = base["item_bias/table/embeddings/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert not [v for v in tuned_values if v.shape == bias.shape]
+    for name in ("embedding/variables/0/.ATTRIBUTES/VARIABLE_VALUE",  # the item embeddings
+                 "residual_blocks/0/variables/0/.ATTRIBUTES/VARIABLE_VALUE"):  # a convolution
+        assert any(v.shape == base[name].shape and np.array_equal(v, base[name]) for v in tuned_values), name
+    # The Evaluator's test AUC is the AUC of serving_default on the test user view, the
+    # label being whether the test item is liked.
+    outcome = report.family_outcome(config.pipeline_root, "peterrec")
+    assert outcome["failures"] == [] and outcome["push"]["pushed"] is True
+    records = _user_records(config, "test")
+    scores = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[F.NEXT_LIKE].numpy()
+    labels = [tf.train.Example.FromString(r).features.feature[F.TARGET_BEHAVIORS].bytes_list.value[0] == b"liked"
+              for r in records]
+    assert 0 < sum(labels) < len(labels)
+    assert outcome["metrics"]["test"][""]["auc"] == pytest.approx(d.binary_auc(scores, np.array(labels)), abs=1e-3)
+    from pipeline import model_card
+
+    assert "It scores a user's history" in model_card.render(config, "peterrec", outcome)
+
+
 def test_sequential_families_need_the_leave_last_two_out_split():
     from pipeline.pipeline import create_pipeline
 
     with pytest.raises(ValueError, match="sasrec.*protocol S.*--split leave_last_two_out"):
         create_pipeline(dataclasses.replace(PipelineConfig(), families=("sasrec",), split="hash"))
+    # A family fine-tuning a sequential one is sequential too.
+    with pytest.raises(ValueError, match="peterrec.*--split leave_last_two_out"):
+        create_pipeline(dataclasses.replace(PipelineConfig(), families=("peterrec",), split="hash"))
+
+
+def test_peterrec_alone_trains_its_base_without_evaluating_or_pushing_it():
+    from models.registry import get_family
+    from pipeline.pipeline import create_pipeline
+
+    ids = {c.id for c in create_pipeline(dataclasses.replace(
+        PipelineConfig(), families=("peterrec",), split="leave_last_two_out")).components}
+    assert {"Trainer_nextitnet", "Trainer_peterrec", "Evaluator_peterrec", "Pusher_peterrec"} <= ids
+    assert not {"Evaluator_nextitnet", "Pusher_nextitnet"} & ids
+    with pytest.raises(ValueError, match="dataset 'taobao' defines no next-behavior task"):
+        get_family("peterrec").task_specs(D.TAOBAO)
 
 
 # The pipeline's nextitnet, and bert4rec, whose query differs (an appended mask); sasrec

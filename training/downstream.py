@@ -10,7 +10,10 @@ eval item, its test history everything before the test item (the eval item inclu
 Tasks (MovieLens):
 
 - `next_like` (binary, AUC): is the user's next interaction a like (rating >= 4)?
-  Input: the sequence before it.
+  Input: the sequence before it. Built from the user view alone (training labels from
+  the histories' behaviors, eval / test labels from the split's `target_behaviors`), so
+  the pipeline's fine-tuning Trainer, which reads only the user view, builds it too
+  (`next_behavior`, any of the dataset's `next_behavior_tasks`).
 - `next_liked_genre` (multi-class over the genres, user-level, accuracy): the genre of
   the user's next liked movie. A movie may have several genres: the target is the set,
   the loss a softmax against the even distribution over it, and a prediction is right
@@ -59,7 +62,7 @@ from training.views import UserView, sequence_windows
 BINARY = "binary"
 MULTICLASS = "multiclass"
 
-NEXT_LIKE = "next_like"
+NEXT_LIKE = F.NEXT_LIKE
 NEXT_LIKED_GENRE = "next_liked_genre"
 TASKS = (NEXT_LIKE, NEXT_LIKED_GENRE)
 
@@ -165,7 +168,8 @@ def load_interactions(files: Sequence[str]) -> List[Interaction]:
 
 
 def _check_views(views: Mapping[str, UserView]) -> None:
-    missing = [s for s in SPLITS if s not in views]
+    """Train and eval are needed; test is optional (a Trainer is not given it)."""
+    missing = [s for s in (TRAIN, EVAL) if s not in views]
     if missing:
         raise ValueError(f"user views of splits {missing} are missing; got {sorted(views)}")
 
@@ -230,25 +234,43 @@ def _last_position(view: UserView, wanted: Mapping[str, np.ndarray], length: int
     return _stack(parts, length, label_shape, users)
 
 
-def next_like(views: Mapping[str, UserView], interactions: Sequence[Interaction], length: int,
-              spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
-    """Binary: is the next interaction a like (rating >= 4; the `liked` history behavior)."""
+def next_behavior(views: Mapping[str, UserView], length: int, task: str = NEXT_LIKE,
+                  spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
+    """Binary: is the next interaction of the task's behavior (`spec.next_behavior(task)`;
+    `next_like`: liked, rating >= 4)? Training labels come from the train histories'
+    behaviors; an eval / test label from the split's one target behavior in the user view."""
     _check_views(views)
-    liked_row = spec.behaviors.index("liked") + 1
+    row = spec.behaviors.index(spec.next_behavior(task)) + 1
     labels, mask = [], []
     for behaviors in views[TRAIN].behaviors:
         lab = np.zeros(len(behaviors), np.float32)
-        lab[:-1] = behaviors[1:] == liked_row
+        lab[:-1] = behaviors[1:] == row
         m = np.zeros(len(behaviors), np.float32)
         m[:-1] = 1.0
         labels.append(lab)
         mask.append(m)
     out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, (), per_user)}
     for split in (EVAL, TEST):
-        target = _one_per_user(interactions, split)
-        wanted = {u: np.float32(i.rating >= F.LIKED_MIN_RATING) for u, i in target.items()}
-        out[split] = _last_position(views[split], wanted, length, ())
-    return DownstreamData(NEXT_LIKE, BINARY, (), out)
+        if split not in views:
+            continue
+        view = views[split]
+        if len(view.target_behaviors) != len(view):
+            raise ValueError(f"the {split} user view carries no target_behaviors (ExampleGen writes them; "
+                             "re-run the ingest that made these files)")
+        wanted = {}
+        for user, behaviors in zip(view.users, view.target_behaviors):
+            if len(behaviors) != 1:
+                raise ValueError(f"user {_text(user)} has {len(behaviors)} {split} targets: the downstream tasks "
+                                 "need the leave_last_two_out split (protocol S), one target per user")
+            wanted[_text(user)] = np.float32(behaviors[0] == row)
+        out[split] = _last_position(view, wanted, length, ())
+    return DownstreamData(task, BINARY, (), out)
+
+
+def next_like(views: Mapping[str, UserView], length: int, spec: D.DatasetSpec = D.MOVIELENS,
+              per_user: int = 0) -> DownstreamData:
+    """Binary: is the next interaction a like (rating >= 4; the `liked` history behavior)."""
+    return next_behavior(views, length, NEXT_LIKE, spec, per_user)
 
 
 def genre_vocabulary(interactions: Sequence[Interaction]) -> Tuple[str, ...]:
@@ -302,6 +324,8 @@ def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Inter
         mask.append(m)
     out = {TRAIN: _labelled_windows(views[TRAIN], labels, mask, length, (len(classes),), per_user)}
     for split in (EVAL, TEST):
+        if split not in views:
+            continue
         wanted = {}
         for u, i in _one_per_user(interactions, split).items():
             t = target(i.genres)
@@ -318,7 +342,7 @@ def build(task: str, views: Mapping[str, UserView], interactions: Sequence[Inter
     if spec.name != D.MOVIELENS.name:
         raise ValueError(f"downstream tasks {TASKS} are defined on movielens, not {spec.name!r}")
     if task == NEXT_LIKE:
-        return next_like(views, interactions, length, spec, per_user)
+        return next_like(views, length, spec, per_user)
     if task == NEXT_LIKED_GENRE:
         return next_liked_genre(views, interactions, item_ids, length, spec, per_user)
     raise ValueError(f"unknown downstream task {task!r}; expected one of {TASKS}")

@@ -10,15 +10,19 @@ accuracy against the target set (`set_accuracy`) for a multi-class one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from evaluation import definitions as d
+from export.signatures import read_model_record
+from models.context import ModelContext
+from models.registry import get_family
 from training.downstream import BINARY, EVAL, TEST, TRAIN, DownstreamData, LabeledSequences
 
 AUC = "auc"
@@ -42,6 +46,32 @@ def load_pretrained(network: keras.Model, saved_model_dir: str) -> None:
     status = network.load_weights(path)
     status.expect_partial()
     status.assert_existing_objects_matched()
+
+
+def pretrained_network(saved_model_dir: str, context: ModelContext, load: bool = True) -> keras.Model:
+    """The network an exported model was trained as (family and hyperparameters from its
+    model record, `export.signatures.read_model_record`), with its weights loaded.
+
+    Args:
+      saved_model_dir: the base model's serving directory (`fn_args.base_model`).
+      context: the fine-tuning model's context (same Transform output, so the same item
+        rows); the network gets its own family's tasks and the base's max_history.
+      load: False keeps the fresh initialisation (training from scratch).
+    """
+    record = read_model_record(saved_model_dir)
+    family = get_family(record["family"])
+    if record.get("dataset", context.dataset.name) != context.dataset.name:
+        raise ValueError(f"the base model at {saved_model_dir} was trained on {record['dataset']!r}, "
+                         f"not {context.dataset.name!r}")
+    base_context = dataclasses.replace(context, tasks=family.task_specs(context.dataset),
+                                       max_history=int(record["max_history"]))
+    network = family.build(base_context, family.hparams.from_dict(record["hparams"]))
+    dummy = tf.ones([1, 2], tf.int64)
+    network.hidden(dummy, dummy)  # creates every variable, so that all of them must load
+    network.candidates()
+    if load:
+        load_pretrained(network, saved_model_dir)
+    return network
 
 
 def metric_name(kind: str) -> str:
@@ -77,18 +107,21 @@ def score(kind: str, logits: np.ndarray, split: LabeledSequences) -> float:
 
 
 def fine_tune(model: keras.Model, data: DownstreamData, learning_rate: float, batch_size: int, max_epochs: int,
-              patience: int, seed: int, verbose: int = 0) -> Dict[str, Any]:
+              patience: int, seed: int, verbose: int = 0, steps_per_epoch: Optional[int] = None,
+              optimizer: Optional[keras.optimizers.Optimizer] = None) -> Dict[str, Any]:
     """Trains `model` on data's train split with early stopping on eval; returns the summary
-    (eval and test metric of the best epoch, epochs, trained parameters, seconds)."""
+    (eval and test metric of the best epoch, epochs, trained parameters, seconds). Without
+    a test split the test metric is NaN; `steps_per_epoch` caps each epoch's batches;
+    `optimizer` defaults to Adam at `learning_rate`."""
     if len(data.splits[TRAIN]) == 0 or len(data.splits[EVAL]) == 0:
         raise ValueError(f"task {data.task}: the train and eval splits need examples, got {data.counts()}")
     keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate))
     train = dataset(data.splits[TRAIN], batch_size, shuffle=True, seed=seed)
     best, best_epoch, best_weights, history = -np.inf, 0, None, []
     started = time.monotonic()
     for epoch in range(1, max_epochs + 1):
-        model.fit(train, epochs=1, verbose=verbose)
+        model.fit(train, epochs=1, verbose=verbose, steps_per_epoch=steps_per_epoch)
         value = score(data.kind, predict(model, data.splits[EVAL]), data.splits[EVAL])
         history.append(float(value))
         if value > best:
@@ -98,11 +131,11 @@ def fine_tune(model: keras.Model, data: DownstreamData, learning_rate: float, ba
     seconds = time.monotonic() - started
     if best_weights is not None:
         model.set_weights(best_weights)
-    test = data.splits[TEST]
+    test = data.splits.get(TEST)
     return {
         "metric": metric_name(data.kind),
         "eval": float(best),
-        "test": float(score(data.kind, predict(model, test), test)) if len(test) else float("nan"),
+        "test": float(score(data.kind, predict(model, test), test)) if test is not None and len(test) else float("nan"),
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "eval_history": history,

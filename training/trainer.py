@@ -33,7 +33,8 @@ from export.signatures import export_model
 from models.base import RETRIEVE, RecModel
 from models.context import ITEM_TABLE_FEATURES, ModelContext
 from models.registry import Family, get_family
-from training import distribute, topk
+from models.blocks import patches as P
+from training import distribute, downstream, peterrec, topk
 from training.inputs import item_feature_table, load_examples, make_dataset, num_batches, resolve_files
 from models.families.sequential import SequentialModel
 from training.views import (ItemRows, item_counts, load_user_view, retrieval_dataset, retrieval_pairs, sequence_dataset,
@@ -337,6 +338,56 @@ def _sequence_training(family, model: SequentialModel, hparams, train_view, seed
     return dataset, math.ceil(len(windows) / hparams.batch_size)
 
 
+def fine_tune_pretrained(config: TrainConfig, train_files, eval_files, transform_output: str,
+                         base_model: Optional[str], train_steps: Optional[int] = None
+                         ) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
+    """A family with a base (PeterRec): its base Trainer's network, patched, fine-tuned on the
+    family's next-behavior task of the user view (training/downstream.py's split rules:
+    training windows of the train histories, early stopping on the eval split's AUC).
+    Returns the model, a summary and the candidate rows, as `train`."""
+    _skip_autograph_for_tf_keras()
+    keras.utils.set_random_seed(config.seed)
+    family = get_family(config.family)
+    if not base_model:
+        raise ValueError(f"{config.family} fine-tunes {family.base}: its Trainer needs {family.base}'s model as "
+                         "base_model")
+    spec = D.dataset_spec(config.dataset)
+    hparams = family.hparams().override(config.hparams)
+    tft_output = tft.TFTransformOutput(transform_output)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
+    views = {downstream.TRAIN: load_user_view(resolve_files(train_files), rows),
+             downstream.EVAL: load_user_view(resolve_files(eval_files), rows)}
+    num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
+    context = _context(family, spec, tft_output, config, item_counts(views[downstream.TRAIN], num_items), 0.0, None)
+    # scratch: the base's architecture, freshly initialised.
+    network = peterrec.pretrained_network(base_model, context, load=P.loads_pretrained(hparams.mode))
+    model = family.model(context, hparams, network=network)
+    task = context.pointwise_tasks[0].name
+    data = downstream.next_behavior(views, model.max_len, task, spec, hparams.windows_per_user)
+    steps = math.ceil(len(data.splits[downstream.TRAIN]) / hparams.batch_size)
+    result = peterrec.fine_tune(model.classifier, data, hparams.learning_rate, hparams.batch_size,
+                                _epochs(hparams.max_epochs, steps, train_steps), hparams.patience, config.seed,
+                                verbose=2, steps_per_epoch=_steps_cap(train_steps, steps),
+                                optimizer=make_optimizer(hparams))
+    summary = {
+        "family": family.name,
+        "tasks": [task],
+        "hparams": hparams.to_dict(),
+        "epochs_run": result["epochs_run"],
+        "best_epoch": result["best_epoch"],
+        "monitor": f"val_{task}_{result['metric']}",
+        "best_value": result["eval"],
+        "train_seconds": result["train_seconds"],
+        "trained_parameters": result["trained_parameters"],
+        "examples": data.counts(),
+        "base_model": base_model,
+        "history": {f"val_{task}_{result['metric']}": result["eval_history"]},
+    }
+    valid = np.zeros(num_items, dtype=bool)
+    valid[1: len(rows.ids) + 1] = True
+    return model, summary, valid
+
+
 def train_and_export(config: TrainConfig, train_files, eval_files, transform_output: str, serving_model_dir: str,
                      train_steps: Optional[int] = None, base_model: Optional[str] = None) -> Dict[str, Any]:
     """Trains one family and exports it with its signatures; returns the training summary.
@@ -344,8 +395,15 @@ def train_and_export(config: TrainConfig, train_files, eval_files, transform_out
     A family with a teacher (registry) distils from `base_model`, the teacher Trainer's
     exported model (its `soft_labels` on the training rows).
     """
+    family = get_family(config.family)
+    if family.base:
+        model, summary, valid = fine_tune_pretrained(config, train_files, eval_files, transform_output, base_model,
+                                                     train_steps)
+        export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k,
+                     family=config.family)
+        return summary
     soft_labels = None
-    teacher = get_family(config.family).teacher
+    teacher = family.teacher
     if teacher:
         if not base_model:
             raise ValueError(f"{config.family} distils from {teacher}: its Trainer needs the teacher's model as "
@@ -358,7 +416,8 @@ def train_and_export(config: TrainConfig, train_files, eval_files, transform_out
     if teacher:
         summary["teacher_model"] = base_model
     if distribute.is_chief(model.distribute_strategy):
-        export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k)
+        export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k,
+                     family=config.family)
     else:  # every worker saves (saving may need all of them); only the chief's export is kept
         scratch = tempfile.mkdtemp(prefix="worker-export-")
         try:

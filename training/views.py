@@ -27,6 +27,7 @@ USER_VIEW_SPEC = {
     F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
     F.HISTORY_BEHAVIORS: tf.io.VarLenFeature(tf.string),
     F.TARGET_ITEM_IDS: tf.io.VarLenFeature(tf.string),
+    F.TARGET_BEHAVIORS: tf.io.VarLenFeature(tf.string),
 }
 
 
@@ -57,6 +58,7 @@ class UserView:
       activity: user activity levels (light / medium / heavy).
       items / behaviors: history item and behavior rows, oldest first, untruncated.
       targets: target item rows (unknown items map to the unknown row, never ranked).
+      target_behaviors: behavior rows aligned with `targets` (empty when not loaded).
     """
 
     users: List[bytes]
@@ -64,6 +66,7 @@ class UserView:
     items: List[np.ndarray]
     behaviors: List[np.ndarray]
     targets: List[np.ndarray]
+    target_behaviors: List[np.ndarray] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -75,18 +78,20 @@ def load_user_view(files: Sequence[str], rows: ItemRows) -> UserView:
         raise FileNotFoundError("no user-view files given")
     ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP").batch(512)
     ds = ds.map(lambda records: tf.io.parse_example(records, USER_VIEW_SPEC))
-    view = UserView([], [], [], [], [])
+    view = UserView([], [], [], [], [], [])
     for batch in ds:
         def lists(name):
             sparse = batch[name]
             return tf.RaggedTensor.from_sparse(sparse).to_list()
         histories, behaviors, targets = lists(F.HISTORY_ITEM_IDS), lists(F.HISTORY_BEHAVIORS), lists(F.TARGET_ITEM_IDS)
+        target_behaviors = lists(F.TARGET_BEHAVIORS)
         view.users.extend(batch[F.USER_ID].numpy().tolist())
         view.activity.extend(batch[F.USER_ACTIVITY_LEVEL].numpy().tolist())
-        for h, b, t in zip(histories, behaviors, targets):
+        for h, b, t, tb in zip(histories, behaviors, targets, target_behaviors):
             view.items.append(rows.rows(h))
             view.behaviors.append(rows.behavior_rows(b))
             view.targets.append(rows.rows(t))
+            view.target_behaviors.append(rows.behavior_rows(tb))
     return view
 
 

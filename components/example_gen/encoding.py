@@ -19,7 +19,7 @@ from contract import features
 BYTES_FEATURES = frozenset({
     features.USER_ID, features.ITEM_ID, features.ITEM_GENRES,
     features.HISTORY_ITEM_IDS, features.HISTORY_BEHAVIORS, features.SPLIT,
-    features.TARGET_ITEM_IDS, features.USER_ACTIVITY_LEVEL,
+    features.TARGET_ITEM_IDS, features.TARGET_BEHAVIORS, features.USER_ACTIVITY_LEVEL,
 })
 INT64_FEATURES = frozenset({
     features.TIMESTAMP, features.ITEM_YEAR,

@@ -243,6 +243,7 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     stats = _new_stats()
     examples: List[ExampleRecord] = []
     positives: List[ExampleRecord] = []
+    positive_behaviors: List[str] = []  # aligned with positives: the behavior of each one's interaction
     history_ids: List[str] = []
     history_behaviors: List[str] = []
     seen_ids: List[str] = []  # every visible interaction so far, untruncated (the user view)
@@ -274,6 +275,7 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
             record = ExampleRecord(split, feats, False)
             examples.append(record)
             positives.append(record)
+            positive_behaviors.append(row.event.behavior)
             stats[STAT_POSITIVES][split] += 1
             for label, values in row.labels.items():
                 if label != features.RATING and values == [1]:
@@ -294,11 +296,13 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
             for item in sampler.draw(config.negatives_per_positive):
                 examples.append(_negative(record, item, spec, catalogue))
                 stats[STAT_NEGATIVES][record.split] += 1
-    user_examples = _user_view(user_id, positives, seen_ids, seen_behaviors, seen_before, config)
+    user_examples = _user_view(user_id, positives, positive_behaviors, seen_ids, seen_behaviors, seen_before,
+                               config)
     return UserResult(examples, bad_rows, stats, user_examples)
 
 
-def _user_view(user_id: str, positives: Sequence[ExampleRecord], seen_ids: Sequence[str],
+def _user_view(user_id: str, positives: Sequence[ExampleRecord], positive_behaviors: Sequence[str],
+               seen_ids: Sequence[str],
                seen_behaviors: Sequence[str], seen_before: Mapping[str, int],
                config: IngestConfig) -> List[ExampleRecord]:
     """The user view: per split, what the user had done before it and the items it holds out.
@@ -317,11 +321,11 @@ def _user_view(user_id: str, positives: Sequence[ExampleRecord], seen_ids: Seque
     level = features.activity_level(train_count)
     out: List[ExampleRecord] = []
     for split in (TRAIN, EVAL, TEST):
-        rows = [r for r in positives if r.split == split]
+        rows = [(r, b) for r, b in zip(positives, positive_behaviors) if r.split == split]
         if config.split == SPLIT_HASH:
             seen = len(seen_ids)
             if spec.retrieval_min_rating is not None and split != TRAIN:
-                rows = [r for r in rows if r.features[features.RATING][0] >= spec.retrieval_min_rating]
+                rows = [(r, b) for r, b in rows if r.features[features.RATING][0] >= spec.retrieval_min_rating]
         elif split == TRAIN:
             later = [seen_before[s] for s in (EVAL, TEST) if s in seen_before]
             seen = min(later) if later else len(seen_ids)
@@ -335,7 +339,8 @@ def _user_view(user_id: str, positives: Sequence[ExampleRecord], seen_ids: Seque
             features.USER_ACTIVITY_LEVEL: [level],
             features.HISTORY_ITEM_IDS: list(seen_ids[:seen]),
             features.HISTORY_BEHAVIORS: list(seen_behaviors[:seen]),
-            features.TARGET_ITEM_IDS: [r.features[features.ITEM_ID][0] for r in rows],
+            features.TARGET_ITEM_IDS: [r.features[features.ITEM_ID][0] for r, _ in rows],
+            features.TARGET_BEHAVIORS: [b for _, b in rows],
         }, False))
     return out
 

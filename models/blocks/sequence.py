@@ -139,12 +139,13 @@ class BottleneckPatch(keras.layers.Layer):
         return x + out if self.skip else out
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class BlockPatches:
     """Patches of one `NextItNetBlock` (PeterRec): `serial` holds one layer per dilated
     convolution, applied right after it; `parallel` is applied to the block's input and
     added to its output (a `BottleneckPatch` with `skip=False`: the block already adds its
-    input). Either may be empty / None."""
+    input). Either may be empty / None. Hashed by identity (`eq=False`): saving a model
+    traces the blocks' calls, and a traced argument must be hashable."""
 
     serial: Sequence[keras.layers.Layer] = ()
     parallel: Optional[keras.layers.Layer] = None
