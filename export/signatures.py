@@ -110,26 +110,13 @@ def export_model(
     k = min(top_k, int(np.sum(valid_rows)))
     signatures = {}
 
-    if SCORE in capabilities and model.score_view == F.USER_VIEW:
-        # User-view examples: the model reads the history; the Evaluator's label comes from
-        # the examples' target behaviors (`example_labels`).
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
-        def serve(examples):
-            parsed = tf.io.parse_example(examples, HISTORY_SPEC)
-            return model(densify(model.tft_layer(parsed)))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
-        def transform_features(examples):
-            parsed = tf.io.parse_example(examples, {**HISTORY_SPEC, F.TARGET_BEHAVIORS: tf.io.VarLenFeature(tf.string)})
-            out = densify(model.tft_layer({k: parsed[k] for k in HISTORY_SPEC}))
-            targets = tf.RaggedTensor.from_sparse(parsed[F.TARGET_BEHAVIORS]).to_tensor(default_value="",
-                                                                                         shape=[None, 1])
-            out.update(model.example_labels(targets))
-            return out
-
-    elif SCORE in capabilities:
-        serving_spec = serving_feature_spec(tf_transform_output, spec)
-        raw_spec = tf_transform_output.raw_feature_spec()
+    if SCORE in capabilities:
+        # A model scoring user-view examples reads their history, and the Evaluator's label
+        # comes from the examples' target behaviors (`example_labels`).
+        on_users = model.score_view == F.USER_VIEW
+        serving_spec = HISTORY_SPEC if on_users else serving_feature_spec(tf_transform_output, spec)
+        raw_spec = ({**HISTORY_SPEC, F.TARGET_BEHAVIORS: tf.io.VarLenFeature(tf.string)} if on_users
+                    else tf_transform_output.raw_feature_spec())
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
         def serve(examples):
@@ -139,9 +126,12 @@ def export_model(
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
         def transform_features(examples):
             parsed = tf.io.parse_example(examples, raw_spec)
-            return densify(model.tft_layer(parsed))
-
-    if SCORE in capabilities:
+            out = densify(model.tft_layer({k: v for k, v in parsed.items() if k != F.TARGET_BEHAVIORS}))
+            if on_users:
+                targets = tf.RaggedTensor.from_sparse(parsed[F.TARGET_BEHAVIORS]).to_tensor(default_value="",
+                                                                                             shape=[None, 1])
+                out.update(model.example_labels(targets))
+            return out
 
         signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
         signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()

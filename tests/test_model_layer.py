@@ -29,6 +29,19 @@ def test_history_pooling_ignores_padding_and_scales_by_sqrt_n():
     np.testing.assert_allclose(empty.numpy(), 0.0)
 
 
+def test_history_pooling_attention_reads_items_together_and_ignores_padding():
+    pool = blocks.HistoryPooling(num_items=10, num_behaviors=5, dim=4, seed=0, attention_heads=2)
+    items = tf.constant([[3, 4, 0, 0], [3, 5, 0, 0]], tf.int64)
+    behaviors = tf.constant([[1, 1, 0, 0], [1, 1, 0, 0]], tf.int64)
+    q, _ = pool(items, behaviors)
+    q_short, _ = pool(items[:, :2], behaviors[:, :2])
+    np.testing.assert_allclose(q.numpy(), q_short.numpy(), atol=1e-5)
+    # Without attention the pooled pair is the sum of what each item gives alone (/ sqrt 2);
+    # with it, each item is read in the light of the other.
+    alone = [pool(tf.constant([[i]], tf.int64), tf.constant([[1]], tf.int64))[0].numpy()[0] for i in (3, 4)]
+    assert np.abs(q.numpy()[0] * np.sqrt(2) - alone[0] - alone[1]).max() > 1e-4
+
+
 def test_history_pooling_behavior_weight_changes_the_query():
     pool = blocks.HistoryPooling(num_items=10, num_behaviors=5, dim=4, seed=0)
     items = tf.constant([[3]], tf.int64)

@@ -97,9 +97,13 @@ class HistoryPooling(keras.layers.Layer):
       seed: initialisation seed.
       dropout: at training time, each history item is dropped with this probability
         (the query must not rely on any single item).
+      attention_heads: > 0 puts a self-attention layer (that many heads, residual and layer
+        norm, padding masked) over the item vectors before they are pooled, so that each
+        history item is read in the light of the others (as EASE's item-item weights do).
     """
 
-    def __init__(self, num_items: int, num_behaviors: int, dim: int, seed: int, dropout: float = 0.0, **kwargs):
+    def __init__(self, num_items: int, num_behaviors: int, dim: int, seed: int, dropout: float = 0.0,
+                 attention_heads: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = embedding(num_items, dim, seed + 11, "item_embedding")
         self.item_bias = Bias(num_items, name="item_bias")
@@ -109,6 +113,12 @@ class HistoryPooling(keras.layers.Layer):
             num_behaviors, 1, embeddings_initializer="ones", name="behavior_weight")
         self.dropout = float(dropout)
         self.seed = seed
+        self.attention = self.attention_norm = None
+        if attention_heads:
+            self.attention = keras.layers.MultiHeadAttention(
+                attention_heads, key_dim=max(dim // attention_heads, 1),
+                kernel_initializer=keras.initializers.GlorotUniform(seed + 13), name="attention")
+            self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
 
     def call(self, item_idx: tf.Tensor, behavior_idx: tf.Tensor, training: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
         mask = tf.cast(item_idx > 0, tf.float32)[..., None]  # [B, L, 1]
@@ -117,6 +127,11 @@ class HistoryPooling(keras.layers.Layer):
             mask = mask * keep
         weight = self.behavior_weight(behavior_idx)
         vectors = self.item_embedding(item_idx) * weight + self.behavior_embedding(behavior_idx)
+        if self.attention is not None:
+            present = mask[..., 0] > 0
+            both = present[:, :, None] & present[:, None, :]
+            vectors = self.attention_norm(
+                vectors + self.attention(vectors, vectors, attention_mask=both, training=training))
         biases = self.item_bias(item_idx)[..., None] * weight
         norm = tf.sqrt(tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))  # [B, 1]
         query = tf.reduce_sum(vectors * mask, axis=1) / norm

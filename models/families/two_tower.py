@@ -39,6 +39,9 @@ class TwoTowerParams(HParams):
         the split evaluates, `DatasetSpec.retrieval_targets`: liked on the MovieLens hash
         split, every behavior otherwise; eval split: bench/results/tuning/two_tower_targets.md).
       l2: penalty weight on query vectors.
+      query_attention_heads: > 0: a self-attention layer over the history's item vectors
+        before pooling (blocks.HistoryPooling), so the query reads items in the light of
+        each other; 0: the SVD++ pooling alone.
     """
 
     dim: int = 128  # eval split: bench/results/tuning/two_tower_l2.md
@@ -49,6 +52,7 @@ class TwoTowerParams(HParams):
     exclude_own: bool = True
     target_behaviors: Tuple[str, ...] = ()
     l2: float = 0.1
+    query_attention_heads: int = 0
     learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
     batch_size: int = 512
     max_epochs: int = 30
@@ -69,7 +73,8 @@ class TwoTower(RecModel):
         super().__init__(context, hparams, softmax=hparams.softmax, **kwargs)
         seed = context.seed
         self.pooling = blocks.HistoryPooling(context.num_items, context.num_behaviors, hparams.dim, seed,
-                                             dropout=hparams.history_dropout, name="history")
+                                             dropout=hparams.history_dropout,
+                                             attention_heads=hparams.query_attention_heads, name="history")
         self.query_mlp = (blocks.MLP(tuple(hparams.query_hidden) + (hparams.dim,), activation="tanh",
                                      seed=seed + 20, name="query_mlp") if hparams.query_hidden else None)
         if hparams.item_metadata and not context.item_table:
