@@ -11,6 +11,7 @@ import math
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from contract import features
@@ -270,6 +271,33 @@ def recommend_inputs(items: np.ndarray, behaviors: np.ndarray) -> dict:
         features.HISTORY_ITEM_IDS: ndarray_to_tensor_proto(items),
         features.HISTORY_BEHAVIORS: ndarray_to_tensor_proto(behaviors),
     }
+
+
+def history_examples(history_item_ids: Sequence[Sequence[Union[str, bytes, int]]],
+                     history_behaviors: Optional[Sequence[Optional[Sequence[Union[str, bytes]]]]] = None
+                     ) -> List[bytes]:
+    """Serialized tf.Examples holding one history each (what `serving_default` of a model
+    scoring user-view examples reads); a missing behavior row sends b"" (the default).
+
+    Args:
+      history_item_ids: per example, item ids oldest first.
+      history_behaviors: aligned behaviors per example (None: all default).
+    """
+    if history_behaviors is not None and len(history_behaviors) != len(history_item_ids):
+        raise ValueError(f"history_behaviors has {len(history_behaviors)} rows but history_item_ids has "
+                         f"{len(history_item_ids)}")
+    out = []
+    for i, row in enumerate(history_item_ids):
+        brow = None if history_behaviors is None else history_behaviors[i]
+        if brow is not None and len(brow) != len(row):
+            raise ValueError(f"history row {i}: {len(brow)} behaviors for {len(row)} items; they must align")
+        example = example_pb2.Example()
+        feature = example.features.feature
+        feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(_as_bytes(v) for v in row)
+        feature[features.HISTORY_BEHAVIORS].bytes_list.value.extend(
+            _as_bytes(v) for v in (brow if brow is not None else [HISTORY_PAD] * len(row)))
+        out.append(example.SerializeToString())
+    return out
 
 
 def ranked_items(item_ids: np.ndarray, scores: np.ndarray, k: Optional[int] = None) -> List[List[Tuple[str, float]]]:

@@ -283,6 +283,22 @@ class ServingClient:
                 )
         return protocol.ranked_items(outputs[protocol.RECOMMEND_ITEM_IDS], outputs[protocol.RECOMMEND_SCORES], k)
 
+    def score_histories(
+        self,
+        model: str,
+        history_item_ids: Sequence[Sequence[Union[str, bytes, int]]],
+        history_behaviors: Optional[Sequence[Optional[Sequence[Union[str, bytes]]]]] = None,
+        version: Optional[int] = None,
+        output_filter: Sequence[str] = (),
+        version_label: Optional[str] = None,
+    ) -> Dict[str, np.ndarray]:
+        """Each task's score of each history, from a model that scores user histories
+        (`peterrec`: the probability that the next interaction is a like); output name ->
+        [N] array. `output_filter` asks for some tasks only."""
+        examples = protocol.history_examples(history_item_ids, history_behaviors)
+        return self.predict_examples(model, examples, version=version, output_filter=output_filter,
+                                     version_label=version_label)
+
     def model_metadata(self, model: str, version: Optional[int] = None, version_label: Optional[str] = None) -> dict:
         """Signatures of the served version: {"model", "version", "signatures": {name: {...}}}.
 
@@ -413,19 +429,29 @@ def main(argv=None) -> int:
     rec.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--movies", default=str(MOVIES_CSV), help="movies.csv for titles")
+    hist = sub.add_parser("score-history", help="each task's score of one history (a model scoring histories)")
+    common(hist)
+    hist.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
+    hist.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
     common(sub.add_parser("status", help="version states of a model"))
     common(sub.add_parser("metadata", help="signatures of a model"))
     args = parser.parse_args(argv)
 
     client = ServingClient(args.target, timeout_s=args.timeout_s, retries=args.retries)
     try:
-        if args.command == "recommend":
+        if args.command in ("recommend", "score-history"):
             items = _split(args.items)
             behaviors = _split(args.behaviors) if args.behaviors is not None else None
             if not items:
                 parser.error("--items is empty")
             if behaviors is not None and len(behaviors) != len(items):
                 parser.error(f"--behaviors has {len(behaviors)} values for {len(items)} --items")
+        if args.command == "score-history":
+            outputs = client.score_histories(args.model, [items], [behaviors] if behaviors else None,
+                                             version=args.version, version_label=args.label)
+            for name, values in sorted(outputs.items()):
+                print(f"{args.model} {name}: {float(np.asarray(values).reshape(-1)[0]):.4f}")
+        elif args.command == "recommend":
             titles = load_titles(args.movies)
             ranked = client.recommend(
                 args.model, [items], [behaviors] if behaviors else None, k=args.k, version=args.version,

@@ -122,6 +122,33 @@ def test_peterrec_fine_tunes_the_pipelines_nextitnet_and_serves_only_its_classif
     assert "It scores a user's history" in model_card.render(config, "peterrec", outcome)
 
 
+def test_the_grpc_client_scores_histories_with_the_pushed_peterrec(sequence_run, capsys):
+    from serving import client as serving_client
+    from serving import local_server
+
+    config = sequence_run
+    tuned = tf.saved_model.load(_serving(config, "peterrec"))
+    records = _user_records(config, "test")[:3]
+    histories, behaviors = [], []
+    for r in records:
+        feature = tf.train.Example.FromString(r).features.feature
+        histories.append([v.decode() for v in feature[F.HISTORY_ITEM_IDS].bytes_list.value])
+        behaviors.append([v.decode() for v in feature[F.HISTORY_BEHAVIORS].bytes_list.value])
+    want = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[F.NEXT_LIKE].numpy()
+    handle = local_server.serve(config.serving_model_dir, port=0, host="127.0.0.1")
+    try:
+        with serving_client.ServingClient(handle.address, timeout_s=20.0) as c:
+            got = c.score_histories("peterrec", histories, behaviors, output_filter=[F.NEXT_LIKE])
+            np.testing.assert_allclose(got[F.NEXT_LIKE], want, rtol=1e-5)
+            with pytest.raises(ValueError, match="must align"):
+                c.score_histories("peterrec", [histories[0]], [behaviors[0][:-1]])
+        assert serving_client.main(["score-history", "--target", handle.address, "--model", "peterrec",
+                                    "--items", ",".join(histories[0]), "--behaviors", ",".join(behaviors[0])]) == 0
+        assert capsys.readouterr().out.strip() == f"peterrec {F.NEXT_LIKE}: {want[0]:.4f}"
+    finally:
+        handle.stop(grace=0)
+
+
 def test_sequential_families_need_the_leave_last_two_out_split():
     from pipeline.pipeline import create_pipeline
 
