@@ -93,8 +93,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("nextitnet", nextitnet.NextItNet, nextitnet.NextItNetParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
            "dilated causal convolution residual blocks, next item at every position (protocol S)"),
     Family("peterrec", peterrec.PeterRec, peterrec.PeterRecParams, peterrec.next_behavior_tasks, F.USER_VIEW,
-           "nextitnet's pretrained network with model patches and a new head, fine-tuned on the next "
-           "behavior (next_like)", base="nextitnet"),
+           "nextitnet's pretrained network and a new head fine-tuned on the next behavior (next_like): "
+           "all of it (default) or PeterRec's model patches (mode)", base="nextitnet"),
     Family("single_task", single_task.SingleTask, multitask.MultiTaskParams, multitask.task_names,
            F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)"),
     Family("shared_bottom", shared_bottom.SharedBottomModel, multitask.MultiTaskParams, multitask.task_names,

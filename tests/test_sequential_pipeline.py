@@ -31,7 +31,7 @@ def sequence_run(movielens_slice, tmp_path_factory):
     config = dataclasses.replace(
         PipelineConfig(), data_dir=str(movielens_slice), output_dir=str(tmp_path_factory.mktemp("sequence_run")),
         split="leave_last_two_out", families=("nextitnet", "peterrec"),
-        hparams={"nextitnet": dict(TINY), "peterrec": {"max_epochs": "2", "bottleneck": "4"}}, train_steps=10,
+        hparams={"nextitnet": dict(TINY), "peterrec": {"max_epochs": "2", "bottleneck": "4", "mode": "patch_serial"}}, train_steps=10,
         # Loose enough to bless what a few steps on 15 users learn.
         gate_thresholds={"items": -1.0, F.NEXT_LIKE: 0.0}, gate_max_worsening={"items": 1.0, F.NEXT_LIKE: 1.0})
     timings = run(config, progress_out=io.StringIO())
