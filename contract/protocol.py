@@ -243,10 +243,7 @@ def history_arrays(
       width: padded width; default `history_width(longest row)`.
     """
     rows = len(history_item_ids)
-    if history_behaviors is not None and len(history_behaviors) != rows:
-        raise ValueError(
-            f"history_behaviors has {len(history_behaviors)} rows but history_item_ids has {rows}"
-        )
+    behavior_rows = aligned_behaviors(history_item_ids, history_behaviors)
     longest = max((len(r) for r in history_item_ids), default=0)
     width = history_width(longest) if width is None else width
     if longest > width:
@@ -255,14 +252,27 @@ def history_arrays(
     behaviors = np.full((rows, width), HISTORY_PAD, dtype=object)
     for i, row in enumerate(history_item_ids):
         items[i, : len(row)] = [_as_bytes(v) for v in row]
-        brow = None if history_behaviors is None else history_behaviors[i]
-        if brow is not None:
-            if len(brow) != len(row):
-                raise ValueError(
-                    f"history row {i}: {len(brow)} behaviors for {len(row)} items; they must align"
-                )
-            behaviors[i, : len(brow)] = [_as_bytes(v) for v in brow]
+        behaviors[i, : len(row)] = [_as_bytes(v) for v in behavior_rows[i]]
     return items, behaviors
+
+
+def aligned_behaviors(history_item_ids: Sequence[Sequence[Union[str, bytes, int]]],
+                      history_behaviors: Optional[Sequence[Optional[Sequence[Union[str, bytes]]]]] = None
+                      ) -> List[Sequence[Union[str, bytes]]]:
+    """One behavior row per history, aligned with its items; a missing row (None, or no
+    `history_behaviors`) is b"" per item, the default behavior. ValueError on a mismatch."""
+    rows = len(history_item_ids)
+    if history_behaviors is not None and len(history_behaviors) != rows:
+        raise ValueError(
+            f"history_behaviors has {len(history_behaviors)} rows but history_item_ids has {rows}"
+        )
+    out = []
+    for i, row in enumerate(history_item_ids):
+        brow = None if history_behaviors is None else history_behaviors[i]
+        if brow is not None and len(brow) != len(row):
+            raise ValueError(f"history row {i}: {len(brow)} behaviors for {len(row)} items; they must align")
+        out.append(brow if brow is not None else [HISTORY_PAD] * len(row))
+    return out
 
 
 def recommend_inputs(items: np.ndarray, behaviors: np.ndarray) -> dict:
@@ -283,19 +293,12 @@ def history_examples(history_item_ids: Sequence[Sequence[Union[str, bytes, int]]
       history_item_ids: per example, item ids oldest first.
       history_behaviors: aligned behaviors per example (None: all default).
     """
-    if history_behaviors is not None and len(history_behaviors) != len(history_item_ids):
-        raise ValueError(f"history_behaviors has {len(history_behaviors)} rows but history_item_ids has "
-                         f"{len(history_item_ids)}")
     out = []
-    for i, row in enumerate(history_item_ids):
-        brow = None if history_behaviors is None else history_behaviors[i]
-        if brow is not None and len(brow) != len(row):
-            raise ValueError(f"history row {i}: {len(brow)} behaviors for {len(row)} items; they must align")
+    for row, brow in zip(history_item_ids, aligned_behaviors(history_item_ids, history_behaviors)):
         example = example_pb2.Example()
         feature = example.features.feature
         feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(_as_bytes(v) for v in row)
-        feature[features.HISTORY_BEHAVIORS].bytes_list.value.extend(
-            _as_bytes(v) for v in (brow if brow is not None else [HISTORY_PAD] * len(row)))
+        feature[features.HISTORY_BEHAVIORS].bytes_list.value.extend(_as_bytes(v) for v in brow)
         out.append(example.SerializeToString())
     return out
 

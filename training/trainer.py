@@ -295,13 +295,21 @@ def target_behavior_ids(family: str, spec: D.DatasetSpec, hparams, split: str) -
     return [spec.behaviors.index(b) + 1 for b in names]
 
 
-def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+def _user_views(family, spec, tft_output, config, train_files, eval_files):
+    """The train and eval user views in rows, the family's context on them, and the
+    candidate rows (bool [N]: the training vocabulary's items)."""
     rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     train_view = load_user_view(resolve_files(train_files), rows)
     eval_view = load_user_view(resolve_files(eval_files), rows)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
-    counts = item_counts(train_view, num_items)
-    context = _context(family, spec, tft_output, config, counts, 0.0, None)
+    context = _context(family, spec, tft_output, config, item_counts(train_view, num_items), 0.0, None)
+    valid = np.zeros(num_items, dtype=bool)
+    valid[1: len(rows.ids) + 1] = True
+    return train_view, eval_view, context, valid
+
+
+def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eval_files, train_steps):
+    train_view, eval_view, context, valid = _user_views(family, spec, tft_output, config, train_files, eval_files)
     model = family.build(context, hparams)
     if isinstance(model, SequentialModel):
         train_ds, steps = _sequence_training(family, model, hparams, train_view, config.seed)
@@ -314,8 +322,6 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
                                      exclude_own=getattr(hparams, "exclude_own", True))
         steps = math.ceil(len(pairs) / hparams.batch_size)
         protocol = topk.PROTOCOL_K
-    valid = np.zeros(num_items, dtype=bool)
-    valid[1: len(rows.ids) + 1] = True
     callbacks = []
     if RETRIEVE in model.capabilities:
         callbacks.append(topk.TopKCallback(eval_view, config.max_history, valid, config.top_k, protocol))
@@ -354,11 +360,8 @@ def fine_tune_pretrained(config: TrainConfig, train_files, eval_files, transform
     spec = D.dataset_spec(config.dataset)
     hparams = family.hparams().override(config.hparams)
     tft_output = tft.TFTransformOutput(transform_output)
-    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
-    views = {downstream.TRAIN: load_user_view(resolve_files(train_files), rows),
-             downstream.EVAL: load_user_view(resolve_files(eval_files), rows)}
-    num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
-    context = _context(family, spec, tft_output, config, item_counts(views[downstream.TRAIN], num_items), 0.0, None)
+    train_view, eval_view, context, valid = _user_views(family, spec, tft_output, config, train_files, eval_files)
+    views = {downstream.TRAIN: train_view, downstream.EVAL: eval_view}
     # scratch: the base's architecture, freshly initialised.
     network = peterrec.pretrained_network(base_model, context, load=P.loads_pretrained(hparams.mode))
     model = family.model(context, hparams, network=network)
@@ -383,8 +386,6 @@ def fine_tune_pretrained(config: TrainConfig, train_files, eval_files, transform
         "base_model": base_model,
         "history": {f"val_{task}_{result['metric']}": result["eval_history"]},
     }
-    valid = np.zeros(num_items, dtype=bool)
-    valid[1: len(rows.ids) + 1] = True
     return model, summary, valid
 
 

@@ -1,6 +1,6 @@
-"""PeterRec in the pipeline (Yuan et al., SIGIR'20): a pretrained NextItNet with model
-patches and a new head, fine-tuned on one of the dataset's next-behavior tasks
-(MovieLens `next_like`: is the user's next interaction a like).
+"""PeterRec in the pipeline (Yuan et al., SIGIR'20): a pretrained NextItNet and a new head,
+fine-tuned (all of it, or only model patches: `mode`) on one of the dataset's
+next-behavior tasks (MovieLens `next_like`: is the user's next interaction a like).
 
 The family's Trainer receives the pretraining Trainer's model as its `base_model`
 (registry: `base="nextitnet"`); `training.peterrec.pretrained_network` rebuilds that
@@ -8,7 +8,7 @@ network from the export's model record and loads its weights, this model is buil
 network's layers (`models.peterrec.PatchedClassifier`) and `training.peterrec.fine_tune`
 trains what the mode trains, on every labelled position of the users' training windows,
 stopping on the eval split's AUC. The model holds the sequence embedding, the residual
-blocks with their patches, the final norm and the head, not the network's next-item
+blocks (with their patches in a patch mode), the final norm and the head, not the network's next-item
 output (its item bias): the served model carries only what it serves.
 
 It scores user-view examples (`score_view`): `serving_default` reads a history (ids and
