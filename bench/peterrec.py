@@ -37,6 +37,7 @@ import tf_keras as keras  # noqa: E402
 from common.io_utils import atomic_path, atomic_write  # noqa: E402
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
 from models.blocks import patches as P  # noqa: E402
 from models.context import ModelContext  # noqa: E402
 from models.families.nextitnet import NextItNet, NextItNetParams  # noqa: E402
@@ -143,7 +144,7 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
             n = int(np.flatnonzero(last[k])[0]) + 1
             items, behaviors = examples.items[k, :n], examples.behaviors[k, :n]
             if data.kind == DS.BINARY:
-                history.append(float(np.mean(behaviors == liked_row)))
+                history.append(d.history_share(behaviors, liked_row))  # the Evaluator's peer
             else:
                 mass = np.zeros(len(data.classes))
                 for row in items[behaviors == liked_row]:
@@ -194,7 +195,7 @@ def run(args) -> List[Dict[str, Any]]:
                 row = {"kind": "fine_tune", "task": name, "mode": mode, "seed": seed, **summary}
                 print(json.dumps({k: v for k, v in row.items() if k != "eval_history"}), file=sys.stderr)
                 results.append(row)
-    return results, {n: d.counts() for n, d in tasks.items()}
+    return results, {n: data.counts() for n, data in tasks.items()}
 
 
 def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Sequence[str]) -> List[Dict[str, Any]]:

@@ -92,8 +92,10 @@ class DatasetSpec:
         )
 
     def sequence_tasks(self) -> Tuple[T.TaskSpec, ...]:
-        """The binary tasks of `next_behavior_tasks` (label = task name, the default AUC gate)."""
-        return tuple(_task(name, T.BINARY, name) for name, _ in self.next_behavior_tasks)
+        """The binary tasks of `next_behavior_tasks` (label = task name), gated on their AUC's
+        lift over the history peer (`tasks.history_peer_gate`)."""
+        return tuple(dataclasses.replace(_task(name, T.BINARY, name), gate=T.history_peer_gate())
+                     for name, _ in self.next_behavior_tasks)
 
     def next_behavior(self, task: str) -> str:
         """The behavior a next-behavior task asks about; ValueError for another task."""

@@ -23,6 +23,9 @@ RMSE = "rmse"
 AUC = "auc"
 NDCG_AT_10 = "ndcg@10"
 NDCG_LIFT_AT_10 = "ndcg@10_lift"  # ndcg@10 minus MostPopular's on the same queries
+# A next-behavior task's AUC minus its history peer's (the share of the input's items with
+# the task's behavior) on the same examples.
+AUC_LIFT = "auc_lift"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +38,15 @@ class Gate:
       threshold: lower bound (higher is better) or upper bound of the value.
       max_worsening: how much worse than the latest blessed model of the same family
         the value may be (absolute, >= 0).
+      change_metric: the metric the worsening is measured on, when not `metric` (a lift
+        over a peer is bounded by `threshold`, the model's own value may not worsen).
     """
 
     metric: str
     higher_is_better: bool
     threshold: float
     max_worsening: float = 0.01
+    change_metric: str = ""
 
     def __post_init__(self):
         if self.max_worsening < 0:
@@ -93,3 +99,9 @@ def default_gate(kind: str) -> Gate:
     # A retrieval model must rank better than the training popularity list does on
     # the same queries; its NDCG may also not fall behind the last blessed model's.
     return Gate(NDCG_LIFT_AT_10, higher_is_better=True, threshold=0.0)
+
+
+def history_peer_gate() -> Gate:
+    """The gate of a task with a history peer (next-behavior tasks): its AUC must beat the
+    peer's on the same examples (lift > 0), and may not fall behind the last blessed model's."""
+    return Gate(AUC_LIFT, higher_is_better=True, threshold=0.0, change_metric=AUC)

@@ -848,6 +848,15 @@ def binary_task_metrics(probabilities, labels) -> Dict[str, float]:
     }
 
 
+def history_share(behaviors, behavior) -> float:
+    """The history peer of a next-behavior task: the share of the input's interactions whose
+    behavior is `behavior` (0 for an empty input). `behaviors` holds no padding; bytes and
+    strings compare equal."""
+    values = [b.decode() if isinstance(b, bytes) else b for b in np.asarray(behaviors, dtype=object).reshape(-1)]
+    target = behavior.decode() if isinstance(behavior, bytes) else behavior
+    return float(np.mean([v == target for v in values])) if values else 0.0
+
+
 def regression_task_metrics(predictions, labels, liked_threshold=None) -> Dict[str, float]:
     """`rmse`, `mae`, `calibration`, `examples` (and `auc` of the prediction against
     label >= liked_threshold when given) of a regression task."""

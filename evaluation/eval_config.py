@@ -66,7 +66,7 @@ def _gate(spec: tfma.MetricsSpec, gate: Optional[T.Gate], change_metric: Optiona
     threshold = _threshold(gate)
     value_only = tfma.MetricThreshold(value_threshold=threshold.value_threshold)
     change_only = tfma.MetricThreshold(change_threshold=threshold.change_threshold)
-    targets = [(gate.metric, value_only), (change_metric or gate.metric, change_only)]
+    targets = [(gate.metric, value_only), (change_metric or gate.change_metric or gate.metric, change_only)]
     for metric, part in targets:
         spec.per_slice_thresholds[metric].thresholds.append(
             tfma.PerSliceMetricThreshold(slicing_specs=[split_slice()], threshold=part))
@@ -83,7 +83,8 @@ PROTOCOL_S = "S"  # one next item against all items and 100 sampled ones (score_
 
 def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
                 liked_threshold: Optional[float] = F.LIKED_MIN_RATING, pair: Sequence[str] = (),
-                pair_gate: Optional[T.Gate] = None, protocol_name: str = PROTOCOL_K) -> tfma.EvalConfig:
+                pair_gate: Optional[T.Gate] = None, protocol_name: str = PROTOCOL_K,
+                history_peers: Mapping[str, str] = None, view: str = F.INTERACTION_VIEW) -> tfma.EvalConfig:
     """TFMA config for a model trained on `tasks` (all pointwise, or one retrieval task).
 
     Args:
@@ -98,7 +99,13 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
       protocol_name: a retrieval task's protocol: PROTOCOL_K, or PROTOCOL_S (sequential
         families: full and sampled next-item metrics; the gate reads the full NDCG@K
         and its lift over popularity, the same metric names as protocol K).
+      history_peers: task name -> behavior, for binary tasks on user-view examples (the
+        dataset's next-behavior tasks): the task also reports its history peer's AUC and
+        `auc_lift` (`TaskMetrics`), which a task gated on `auc_lift` needs.
+      view: the examples pointwise tasks are evaluated on (F.INTERACTION_VIEW, or
+        F.USER_VIEW for a model scoring histories), which decides the slices.
     """
+    history_peers = dict(history_peers or {})
     options = tfma.Options(include_default_metrics=wrappers_pb2.BoolValue(value=False))
     retrieval = [t for t in tasks if t.kind == T.RETRIEVAL]
     if protocol_name not in (PROTOCOL_K, PROTOCOL_S):
@@ -135,6 +142,11 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
         config: Dict = {"kind": task.kind}
         if task.kind == T.REGRESSION and task.label == F.RATING and liked_threshold is not None:
             config["liked_threshold"] = liked_threshold
+        if task.name in history_peers:
+            config["peer_behavior"] = history_peers[task.name]
+        elif task.gate is not None and T.AUC_LIFT in (task.gate.metric, task.gate.change_metric):
+            raise ValueError(f"task {task.name!r} is gated on {T.AUC_LIFT}, which needs its history peer's "
+                             f"behavior (history_peers)")
         spec = tfma.MetricsSpec(metrics=[metric_config("TaskMetrics", **config)],
                                 output_names=[] if single else [task.name],
                                 example_weights=tfma.ExampleWeightOptions(unweighted=True))
@@ -146,7 +158,7 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
                                       example_weights=tfma.ExampleWeightOptions(unweighted=True)))
     if pair:
         specs.append(multi_auc_spec(tasks, pair, pair_gate))
-    return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing_specs(F.INTERACTION_VIEW),
+    return tfma.EvalConfig(model_specs=[model_spec], slicing_specs=slicing_specs(view),
                            metrics_specs=specs, options=options)
 
 

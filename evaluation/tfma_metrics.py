@@ -10,6 +10,8 @@ how Beam splits and merges bundles.
 
 - `TaskMetrics`: a REGRESSION or BINARY task output. The task's condition arrives as
   the example weight (ModelSpec example_weight_keys): rows with weight 0 are left out.
+  A next-behavior task (user-view examples) also gets its history peer's AUC and the
+  model's `auc_lift` over it, which gates the task.
 - `TopKMetrics`: the `rank_queries` outputs of a retrieving model on user-view examples:
   HR, Recall, NDCG and MRR at K, the same for the training-popularity ranking, and
   `ndcg@K_lift` (the model's NDCG minus popularity's), which gates `recommend`.
@@ -61,23 +63,26 @@ def _flat(value: Any) -> np.ndarray:
 
 
 class _PairsAccumulator:
-    __slots__ = ("predictions", "labels")
+    __slots__ = ("predictions", "labels", "peers")
 
     def __init__(self):
         self.predictions: List[np.ndarray] = []
         self.labels: List[np.ndarray] = []
+        self.peers: List[np.ndarray] = []  # the history peer's scores, with a peer behavior
 
 
 class _TaskCombiner(beam.CombineFn):
-    """Collects (prediction, label) of one task output where its weight is positive."""
+    """Collects (prediction, label) of one task output where its weight is positive, and
+    with `peer_behavior` the history peer's score of the same example."""
 
     def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, output_name: str, kind: str,
-                 liked_threshold: Optional[float]):
+                 liked_threshold: Optional[float], peer_behavior: Optional[str] = None):
         self._keys = keys
         self._model_name = model_name
         self._output_name = output_name
         self._kind = kind
         self._liked_threshold = liked_threshold
+        self._peer_behavior = peer_behavior
 
     def create_accumulator(self) -> _PairsAccumulator:
         return _PairsAccumulator()
@@ -91,6 +96,14 @@ class _TaskCombiner(beam.CombineFn):
             if weight is not None and weight.size == prediction.size:
                 keep = weight > 0
                 prediction, label = prediction[keep], label[keep]
+        if prediction.size and self._peer_behavior is not None:
+            if prediction.size != 1:
+                raise ValueError(f"the history peer scores one example at a time, got {prediction.size} predictions")
+            history = element.features.get(F.HISTORY_BEHAVIORS) if element.features else None
+            if history is None:
+                raise ValueError(f"the history peer of {self._output_name or 'the task'} needs the raw feature "
+                                 f"{F.HISTORY_BEHAVIORS!r} (user-view examples)")
+            accumulator.peers.append(np.array([d.history_share(history, self._peer_behavior)]))
         if prediction.size:
             accumulator.predictions.append(prediction)
             accumulator.labels.append(label)
@@ -101,12 +114,15 @@ class _TaskCombiner(beam.CombineFn):
         for acc in accumulators:
             merged.predictions.extend(acc.predictions)
             merged.labels.extend(acc.labels)
+            merged.peers.extend(acc.peers)
         return merged
 
     def compact(self, accumulator: _PairsAccumulator) -> _PairsAccumulator:
         if len(accumulator.predictions) > 1:
             accumulator.predictions = [np.concatenate(accumulator.predictions)]
             accumulator.labels = [np.concatenate(accumulator.labels)]
+        if len(accumulator.peers) > 1:
+            accumulator.peers = [np.concatenate(accumulator.peers)]
         return accumulator
 
     def extract_output(self, accumulator: _PairsAccumulator) -> Dict[tfma.metrics.MetricKey, float]:
@@ -122,31 +138,46 @@ class _TaskCombiner(beam.CombineFn):
                if name != d.CALIBRATION_BINS}
         if d.CALIBRATION_BINS in self._keys:  # an array metric: TFMA stores it as an ArrayValue
             out[self._keys[d.CALIBRATION_BINS]] = d.calibration_bins(p, y, low, high)
+        if self._peer_behavior is not None:
+            peer = np.concatenate(accumulator.peers) if accumulator.peers else np.zeros(0)
+            peer_auc = d.binary_auc(peer, y > 0.5) if peer.size else float("nan")
+            out[self._keys[PEER_AUC]] = float(peer_auc)
+            out[self._keys[T.AUC_LIFT]] = float(values.get(T.AUC, float("nan")) - peer_auc)
         return out
 
 
-def task_metric_names(kind: str, liked_threshold: Optional[float] = None) -> List[str]:
+PEER_AUC = "peer_auc"  # the history peer's AUC on the task's examples
+
+
+def task_metric_names(kind: str, liked_threshold: Optional[float] = None, peer: bool = False) -> List[str]:
+    """The metric names of one task output; `peer`: with the history peer's AUC and the lift over it."""
     if kind == T.REGRESSION:
         return ([d.RMSE_NAME, d.MAE_NAME, "calibration", d.CALIBRATION_BINS, "examples"]
                 + (["auc"] if liked_threshold is not None else []))
-    return ["auc", "pr_auc", "log_loss", "calibration", d.CALIBRATION_BINS, "positive_rate", "examples"]
+    return (["auc", "pr_auc", "log_loss", "calibration", d.CALIBRATION_BINS, "positive_rate", "examples"]
+            + ([PEER_AUC, T.AUC_LIFT] if peer else []))
 
 
-def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task",
+def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None,
+                       peer_behavior: Optional[str] = None, name: str = "task",
                        eval_config=None, model_names=None, output_names=None, example_weighted: bool = False,
                        query_key: str = "") -> tfma.metrics.MetricComputations:
+    if peer_behavior is not None and kind != T.BINARY:
+        raise ValueError(f"a history peer is a binary task's, got a {kind} task")
+    # The peer reads the raw history behaviors; the default inputs come along.
+    preprocessors = [tfma.metrics.FeaturePreprocessor([F.HISTORY_BEHAVIORS])] if peer_behavior is not None else None
     computations = []
     for model_name in model_names or [""]:
         for output_name in output_names or [""]:
             keys = {
                 metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, output_name=output_name,
                                                example_weighted=None)
-                for metric in task_metric_names(kind, liked_threshold)
+                for metric in task_metric_names(kind, liked_threshold, peer=peer_behavior is not None)
             }
             computations.append(tfma.metrics.MetricComputation(
                 keys=list(keys.values()),
-                preprocessors=None,
-                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold),
+                preprocessors=preprocessors,
+                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold, peer_behavior),
             ))
     return computations
 
@@ -158,15 +189,20 @@ class TaskMetrics(tfma.metrics.Metric):
     (the reliability diagram over the rating range, see `definitions.calibration_bins`), `examples`,
     and with `liked_threshold` the `auc` of the prediction against label >= threshold.
     Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `calibration_bins` (over [0, 1]),
-    `positive_rate`, `examples`.
+    `positive_rate`, `examples`; with `peer_behavior` also `peer_auc`, the AUC of the history
+    peer (`definitions.history_share` of the example's raw `history_behaviors`), and
+    `auc_lift` (`auc` minus `peer_auc`), which gates next-behavior tasks.
 
     Args:
       kind: contract.tasks.REGRESSION or BINARY.
       liked_threshold: see above (regression only).
+      peer_behavior: see above (binary tasks on user-view examples only).
     """
 
-    def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None, name: str = "task"):
-        super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold, name=name)
+    def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None,
+                 peer_behavior: Optional[str] = None, name: str = "task"):
+        super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold,
+                         peer_behavior=peer_behavior, name=name)
 
 
 class _MeanAUCCombiner(beam.CombineFn):

@@ -95,7 +95,9 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             baseline_model=resolver.outputs["model"],
             eval_config=eval_config(tasks, top_k=config.top_k, pair=[t.name for t in tasks] if family.teacher else (),
                                     pair_gate=MULTI_AUC_GATE if family.teacher else None,
-                                    protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K),
+                                    protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K,
+                                    history_peers=dict(D.dataset_spec(config.dataset).next_behavior_tasks),
+                                    view=family.view),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
         ).with_id(f"Evaluator_{family_name}")
 

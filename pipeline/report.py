@@ -18,7 +18,7 @@ from google.protobuf import text_format
 
 from contract import protocol
 
-KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration",
+KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration", "peer_auc", "auc_lift",
                "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift",
                "sampled_hit_rate@10", "sampled_ndcg@10", "mean_auc")
 SPLITS = ("eval", "test")

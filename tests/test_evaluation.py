@@ -176,3 +176,51 @@ def test_gate_overrides_and_default_gates():
     assert D.MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == T.NDCG_LIFT_AT_10
     with pytest.raises(ValueError, match="max_worsening must be >= 0"):
         dataclasses.replace(rating.gate, max_worsening=-1)
+
+
+def _next_like_rows(strong: bool, seed=7, users=300):
+    """User-view rows: a history of behaviors, the next_like label, a model's probability
+    (`strong`: close to the label; otherwise noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(users):
+        history = list(rng.choice([b"liked", b"neutral", b"disliked"], size=int(rng.integers(1, 12))))
+        share = d.history_share(history, "liked")
+        label = int(rng.random() < 0.1 + 0.8 * share)
+        prob = float(np.float32(np.clip(label * 0.6 + rng.normal(0.2, 0.15), 0, 1) if strong else rng.random()))
+        rows.append({F.SPLIT: [b"eval" if u % 2 else b"test"], F.HISTORY_BEHAVIORS: history,
+                     F.NEXT_LIKE: [label], "p": [prob]})
+    return rows
+
+
+def test_history_share_is_the_share_of_the_behavior_in_the_input():
+    assert d.history_share([b"liked", b"neutral", "liked", b"disliked"], "liked") == 0.5
+    assert d.history_share([3, 1, 3], 3) == pytest.approx(2 / 3)
+    assert d.history_share([], "liked") == 0.0
+
+
+@pytest.mark.parametrize("strong", [True, False])
+def test_next_behavior_task_is_gated_on_its_lift_over_the_history_peer(tmp_path, strong):
+    task = D.MOVIELENS.task(F.NEXT_LIKE)
+    assert (task.gate.metric, task.gate.change_metric, task.gate.threshold) == (T.AUC_LIFT, T.AUC, 0.0)
+    config = _model_agnostic(eval_config([task], history_peers=dict(D.MOVIELENS.next_behavior_tasks)),
+                             prediction_key="p")
+    rows = _next_like_rows(strong)
+    metrics, validation = _run(rows, config, tmp_path)
+    for split in ("eval", "test"):
+        chosen = [r for r in rows if r[F.SPLIT][0].decode() == split]
+        labels = np.array([r[F.NEXT_LIKE][0] for r in chosen]) > 0
+        auc = d.binary_auc(np.array([r["p"][0] for r in chosen], np.float32), labels)
+        peer = d.binary_auc(np.array([d.history_share(r[F.HISTORY_BEHAVIORS], "liked") for r in chosen]), labels)
+        got = lambda name: metrics[(((F.SPLIT, split),), "", name)]  # noqa: E731
+        assert got("auc") == pytest.approx(auc, rel=1e-9)
+        assert got("peer_auc") == pytest.approx(peer, rel=1e-9)
+        assert got(T.AUC_LIFT) == pytest.approx(auc - peer, rel=1e-9)
+    lift = metrics[(((F.SPLIT, "eval"),), "", T.AUC_LIFT)]
+    assert (lift > 0) is strong  # the fixtures put the strong model above the peer, the noise below
+    assert validation.validation_ok is strong
+
+
+def test_a_task_gated_on_auc_lift_needs_its_history_peer():
+    with pytest.raises(ValueError, match="history peer"):
+        eval_config([D.MOVIELENS.task(F.NEXT_LIKE)])
