@@ -1,8 +1,7 @@
 """Custom TFMA metrics: every metric of one task in one combiner.
 
 TFMA calls a combiner once per example per slice, so its cost grows with the number
-of combiners; measured on the Evaluator of `mf` (bench/profile_evaluator.py), the
-per-example Python of six separate metrics was most of the Evaluator's time. Here a
+of combiners (where an Evaluator's time goes: bench/profile_evaluator.py). Here a
 task output has one combiner that keeps the (prediction, label) pairs of its slice and
 computes all of the task's metrics at the end with the numpy definitions of
 `evaluation.definitions` (which the benchmarks call too), so results do not depend on

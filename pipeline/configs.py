@@ -193,6 +193,9 @@ BEAM_PROFILES: Dict[str, Tuple[str, ...]] = {
         "--environment_config={environment_config}",
     ),
 }
+# Profiles whose Beam workers run in this Python environment (this project and TFX
+# installed): nothing has to be packaged for them.
+LOCAL_BEAM_PROFILES = ("in_process", "multi_process")
 BEAM_SETTING_DEFAULTS: Dict[str, str] = {
     "workers": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
     "region": "us-central1",

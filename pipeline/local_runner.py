@@ -21,7 +21,7 @@ from typing import List, Optional
 
 from common import run_lock
 from pipeline import recovery, report
-from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
+from pipeline.configs import LOCAL_BEAM_PROFILES, PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _SKIP_LINE = re.compile(r"^Skipping component (\S+)\.$")
@@ -141,6 +141,23 @@ def tail(path: str, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+@contextlib.contextmanager
+def without_tfx_sdist():
+    """TFX's Beam executors package TFX as an sdist for the Beam workers unless the Beam
+    arguments name a dependency (`tfx.utils.dependency_utils.make_beam_dependency_flags`):
+    a `setup.py sdist` subprocess of 2-3 s in each Beam component, seven of them in `make
+    run` (bench/results/evaluator_profile.md). Workers of the local profiles run in this
+    Python environment, which has TFX: within this context nothing is packaged."""
+    from tfx.utils import dependency_utils
+
+    original = dependency_utils.make_beam_dependency_flags
+    dependency_utils.make_beam_dependency_flags = lambda beam_pipeline_args: list(beam_pipeline_args)
+    try:
+        yield
+    finally:
+        dependency_utils.make_beam_dependency_flags = original
+
+
 def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) -> List[ComponentTiming]:
     """Runs the pipeline in-process; returns per-component timings.
 
@@ -176,6 +193,8 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
             from pipeline.pipeline import create_pipeline
 
             os.makedirs(config.output_dir, exist_ok=True)
+            if config.beam_profile in LOCAL_BEAM_PROFILES:
+                stack.enter_context(without_tfx_sdist())
             pipeline = create_pipeline(
                 config,
                 metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -51,6 +51,11 @@ def test_every_stage_runs_in_data_flow_order(trained_run):
     assert all(line.split()[1] == "ok" and line.endswith(" s") for line in lines)
     # The TensorFlow/Beam logs went to the file instead.
     assert os.path.getsize(config.log_path) > 10_000
+    # No Beam component packaged TFX for workers that run in this environment (the
+    # in-process profile): TFX logs the sdist it would add to the Beam arguments.
+    with open(config.log_path) as f:
+        log = f.read()
+    assert "Component Evaluator_mf is running" in log and "tfx_ephemeral" not in log
 
 
 def test_blessed_models_are_pushed_in_tf_serving_layout(trained_run):
@@ -280,3 +285,25 @@ def test_each_pushed_version_gets_a_model_card_from_the_runs_measurements(traine
         name = next(n for n in report.KEY_METRICS if n in values)
         assert f"| test | {output or '-'} | {name} | {values[name]:.4f} |" in text
     assert "recommends the top K" in open(paths[list(pushed).index("two_tower")]).read()
+
+
+def test_the_evaluator_profile_reruns_an_evaluator_from_ml_metadata(trained_run, tmp_path):
+    """bench/profile_evaluator.py: each family's Evaluator is found in the run's ML Metadata
+    and executed again on the recorded inputs and settings, giving the run's own metrics; the
+    profile's parts add up to the time it profiled."""
+    from bench import profile_evaluator
+
+    config = trained_run[0]
+    runs = profile_evaluator.evaluator_runs(config.output_dir)
+    assert set(config.families) <= set(runs)
+    _, stats = profile_evaluator.run_evaluator(runs["mf"], list(config.beam_pipeline_args), str(tmp_path))
+    want = report.split_metrics(_newest(config, "Evaluator_mf", "evaluation"))
+    got = report.split_metrics(str(tmp_path / "evaluation"))
+    assert got.keys() == want.keys() and got["eval"][""].keys() == want["eval"][""].keys()
+    for split in want:
+        for name, value in want[split][""].items():
+            assert got[split][""][name] == pytest.approx(value, rel=1e-9, nan_ok=True), (split, name)
+    parts = profile_evaluator.breakdown(stats)
+    own = sum(entry[2] for entry in stats.stats.values())
+    assert sum(parts[p] for p in profile_evaluator.PARTS) == pytest.approx(own, rel=1e-6)
+    assert parts["project_combiners"] > 0 and parts["signature_calls"] > 0 and parts["load_models"] > 0
