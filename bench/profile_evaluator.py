@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         common.md_table(rows, ["family", "tfx_sdist", "wall_seconds", "profiled_share", *PARTS, *ENTRY_POINTS],
                         digits=2), "",
         "`tfx_sdist` yes: TFX packs itself into an sdist for the Beam workers (a `setup.py sdist` subprocess, "
-        "its wait counted in `other`), as every Beam component of a TFX run does by default; no: as the local "
+        "its wait counted in `tfx`, which started it), as every Beam component of a TFX run does by default; no: as the local "
         "runner runs it (`pipeline.local_runner.without_tfx_sdist`).", "",
     ]
     for family, lines in tops.items():

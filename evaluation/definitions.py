@@ -848,11 +848,12 @@ def binary_task_metrics(probabilities, labels) -> Dict[str, float]:
     }
 
 
-def history_share(behaviors, behavior) -> float:
+def history_share(behaviors, behavior, window: int = 0) -> float:
     """The history peer of a next-behavior task: the share of the input's interactions whose
-    behavior is `behavior` (0 for an empty input). `behaviors` holds no padding; bytes and
-    strings compare equal."""
+    behavior is `behavior` (0 for an empty input), over its `window` most recent ones (0: all).
+    `behaviors` holds no padding, oldest first; bytes and strings compare equal."""
     values = [b.decode() if isinstance(b, bytes) else b for b in np.asarray(behaviors, dtype=object).reshape(-1)]
+    values = values[-window:] if window > 0 else values
     target = behavior.decode() if isinstance(behavior, bytes) else behavior
     return float(np.mean([v == target for v in values])) if values else 0.0
 

@@ -84,7 +84,8 @@ PROTOCOL_S = "S"  # one next item against all items and 100 sampled ones (score_
 def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
                 liked_threshold: Optional[float] = F.LIKED_MIN_RATING, pair: Sequence[str] = (),
                 pair_gate: Optional[T.Gate] = None, protocol_name: str = PROTOCOL_K,
-                history_peers: Mapping[str, str] = None, view: str = F.INTERACTION_VIEW) -> tfma.EvalConfig:
+                history_peers: Mapping[str, str] = None, peer_window: int = 0,
+                view: str = F.INTERACTION_VIEW) -> tfma.EvalConfig:
     """TFMA config for a model trained on `tasks` (all pointwise, or one retrieval task).
 
     Args:
@@ -102,6 +103,8 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
       history_peers: task name -> behavior, for binary tasks on user-view examples (the
         dataset's next-behavior tasks): the task also reports its history peer's AUC and
         `auc_lift` (`TaskMetrics`), which a task gated on `auc_lift` needs.
+      peer_window: the history peer reads the most recent `peer_window` interactions (the
+        most a model reads: the pipeline's max_history); 0: the whole history.
       view: the examples pointwise tasks are evaluated on (F.INTERACTION_VIEW, or
         F.USER_VIEW for a model scoring histories), which decides the slices.
     """
@@ -144,6 +147,8 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
             config["liked_threshold"] = liked_threshold
         if task.name in history_peers:
             config["peer_behavior"] = history_peers[task.name]
+            if peer_window > 0:
+                config["peer_window"] = int(peer_window)
         elif task.gate is not None and T.AUC_LIFT in (task.gate.metric, task.gate.change_metric):
             raise ValueError(f"task {task.name!r} is gated on {T.AUC_LIFT}, which needs its history peer's "
                              f"behavior (history_peers)")

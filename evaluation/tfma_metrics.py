@@ -75,13 +75,14 @@ class _TaskCombiner(beam.CombineFn):
     with `peer_behavior` the history peer's score of the same example."""
 
     def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, output_name: str, kind: str,
-                 liked_threshold: Optional[float], peer_behavior: Optional[str] = None):
+                 liked_threshold: Optional[float], peer_behavior: Optional[str] = None, peer_window: int = 0):
         self._keys = keys
         self._model_name = model_name
         self._output_name = output_name
         self._kind = kind
         self._liked_threshold = liked_threshold
         self._peer_behavior = peer_behavior
+        self._peer_window = peer_window
 
     def create_accumulator(self) -> _PairsAccumulator:
         return _PairsAccumulator()
@@ -102,7 +103,7 @@ class _TaskCombiner(beam.CombineFn):
             if history is None:
                 raise ValueError(f"the history peer of {self._output_name or 'the task'} needs the raw feature "
                                  f"{F.HISTORY_BEHAVIORS!r} (user-view examples)")
-            accumulator.peers.append(np.array([d.history_share(history, self._peer_behavior)]))
+            accumulator.peers.append(np.array([d.history_share(history, self._peer_behavior, self._peer_window)]))
         if prediction.size:
             accumulator.predictions.append(prediction)
             accumulator.labels.append(label)
@@ -158,7 +159,7 @@ def task_metric_names(kind: str, liked_threshold: Optional[float] = None, peer: 
 
 
 def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None,
-                       peer_behavior: Optional[str] = None, name: str = "task",
+                       peer_behavior: Optional[str] = None, peer_window: int = 0, name: str = "task",
                        eval_config=None, model_names=None, output_names=None, example_weighted: bool = False,
                        query_key: str = "") -> tfma.metrics.MetricComputations:
     if peer_behavior is not None and kind != T.BINARY:
@@ -176,7 +177,8 @@ def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = 
             computations.append(tfma.metrics.MetricComputation(
                 keys=list(keys.values()),
                 preprocessors=preprocessors,
-                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold, peer_behavior),
+                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold, peer_behavior,
+                                       peer_window),
             ))
     return computations
 
@@ -189,7 +191,8 @@ class TaskMetrics(tfma.metrics.Metric):
     and with `liked_threshold` the `auc` of the prediction against label >= threshold.
     Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `calibration_bins` (over [0, 1]),
     `positive_rate`, `examples`; with `peer_behavior` also `peer_auc`, the AUC of the history
-    peer (`definitions.history_share` of the example's raw `history_behaviors`), and
+    peer (`definitions.history_share` of the example's raw `history_behaviors`, its
+    `peer_window` most recent ones; 0: all), and
     `auc_lift` (`auc` minus `peer_auc`), which gates next-behavior tasks.
 
     Args:
@@ -199,9 +202,9 @@ class TaskMetrics(tfma.metrics.Metric):
     """
 
     def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None,
-                 peer_behavior: Optional[str] = None, name: str = "task"):
+                 peer_behavior: Optional[str] = None, peer_window: int = 0, name: str = "task"):
         super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold,
-                         peer_behavior=peer_behavior, name=name)
+                         peer_behavior=peer_behavior, peer_window=peer_window, name=name)
 
 
 class _MeanAUCCombiner(beam.CombineFn):

@@ -97,6 +97,7 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
                                     pair_gate=MULTI_AUC_GATE if family.teacher else None,
                                     protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K,
                                     history_peers=dict(D.dataset_spec(config.dataset).next_behavior_tasks),
+                                    peer_window=config.max_history,
                                     view=family.view),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
         ).with_id(f"Evaluator_{family_name}")

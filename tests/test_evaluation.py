@@ -197,21 +197,23 @@ def test_history_share_is_the_share_of_the_behavior_in_the_input():
     assert d.history_share([b"liked", b"neutral", "liked", b"disliked"], "liked") == 0.5
     assert d.history_share([3, 1, 3], 3) == pytest.approx(2 / 3)
     assert d.history_share([], "liked") == 0.0
+    assert d.history_share([b"liked", b"liked", b"neutral"], "liked", window=2) == 0.5  # the most recent 2
 
 
 @pytest.mark.parametrize("strong", [True, False])
 def test_next_behavior_task_is_gated_on_its_lift_over_the_history_peer(tmp_path, strong):
     task = D.MOVIELENS.task(F.NEXT_LIKE)
     assert (task.gate.metric, task.gate.change_metric, task.gate.threshold) == (T.AUC_LIFT, T.AUC, 0.0)
-    config = _model_agnostic(eval_config([task], history_peers=dict(D.MOVIELENS.next_behavior_tasks)),
-                             prediction_key="p")
+    config = _model_agnostic(eval_config([task], history_peers=dict(D.MOVIELENS.next_behavior_tasks),
+                                         peer_window=5), prediction_key="p")
     rows = _next_like_rows(strong)
     metrics, validation = _run(rows, config, tmp_path)
     for split in ("eval", "test"):
         chosen = [r for r in rows if r[F.SPLIT][0].decode() == split]
         labels = np.array([r[F.NEXT_LIKE][0] for r in chosen]) > 0
         auc = d.binary_auc(np.array([r["p"][0] for r in chosen], np.float32), labels)
-        peer = d.binary_auc(np.array([d.history_share(r[F.HISTORY_BEHAVIORS], "liked") for r in chosen]), labels)
+        peer = d.binary_auc(np.array([d.history_share(r[F.HISTORY_BEHAVIORS][-5:], "liked") for r in chosen]),
+                            labels)
         got = lambda name: metrics[(((F.SPLIT, split),), "", name)]  # noqa: E731
         assert got("auc") == pytest.approx(auc, rel=1e-9)
         assert got("peer_auc") == pytest.approx(peer, rel=1e-9)

@@ -119,10 +119,10 @@ def test_peterrec_fine_tunes_the_pipelines_nextitnet_and_serves_only_its_classif
               for r in records]
     assert 0 < sum(labels) < len(labels)
     assert outcome["metrics"]["test"][""]["auc"] == pytest.approx(d.binary_auc(scores, np.array(labels)), abs=1e-3)
-    # Next to it, the history peer (the share of liked items in the input) on the same
-    # users, and the lift the gate reads.
-    peer = [d.history_share(tf.train.Example.FromString(r).features.feature[F.HISTORY_BEHAVIORS].bytes_list.value,
-                            "liked") for r in records]
+    # Next to it, the history peer (the share of liked items among the input's most recent
+    # max_history, what the model reads at most) on the same users, and the lift the gate reads.
+    peer = [d.history_share(list(tf.train.Example.FromString(r).features.feature[F.HISTORY_BEHAVIORS]
+                                 .bytes_list.value)[-config.max_history:], "liked") for r in records]
     test = outcome["metrics"]["test"][""]
     assert test["peer_auc"] == pytest.approx(d.binary_auc(np.array(peer), np.array(labels)), abs=1e-9)
     assert test[T.AUC_LIFT] == pytest.approx(test["auc"] - test["peer_auc"], abs=1e-9)
