@@ -52,7 +52,8 @@ PACKAGES: Tuple[Tuple[str, str], ...] = (
 STDLIB = os.path.dirname(os.__file__)
 PARTS = ("tensorflow", "tensorflow_model_analysis", "beam", "tfx", "arrow / tfx_bsl", "numpy", "project", "other")
 
-# Cumulative time of entry points (they nest inside the parts above, not in each other).
+# Cumulative time of entry points, summed over their functions (which do not call each
+# other); they nest inside the parts above.
 ENTRY_POINTS = {
     # tf.saved_model.load of the candidate (and baseline) model
     "load_models": (("/tensorflow/python/saved_model/load.py", "load"),),
@@ -193,8 +194,8 @@ def breakdown(stats: pstats.Stats) -> Dict[str, float]:
             out[part] += own * w
         for name, functions in ENTRY_POINTS.items():
             if any(path.endswith(suffix) and function == fn for suffix, fn in functions):
-                # A recursive entry point counts once: its largest cumulative time.
-                entry[name] = entry[name] + cumulative if name == "project_combiners" else max(entry[name], cumulative)
+                # cProfile's cumulative time already counts a recursive call once.
+                entry[name] += cumulative
     out.update(entry)
     return out
 
