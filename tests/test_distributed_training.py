@@ -93,6 +93,11 @@ def test_each_worker_keeps_its_own_rows_of_every_batch():
 def test_strategy_configuration_errors_name_what_is_expected(monkeypatch):
     with pytest.raises(ValueError, match="unknown training strategy 'tpu'"):
         TrainConfig(family="mf", strategy="tpu")
+    # the fine-tuning loop of a family with a base model runs in one process: said, not ignored
+    with pytest.raises(ValueError, match="peterrec is fine-tuned from nextitnet in one process; training "
+                                         "strategy 'mirrored' is not supported"):
+        TrainConfig(family="peterrec", strategy="mirrored")
+    assert TrainConfig(family="peterrec").strategy == "default"
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.make_strategy(distribute.MULTI_WORKER)

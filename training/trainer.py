@@ -56,7 +56,8 @@ class TrainConfig:
       top_k: K of `recommend`, `similar_items` and the top-K metrics.
       tasks: the task names to train (empty: the family's tasks on the dataset); the
         pipeline passes the list its Evaluator measures.
-      strategy: the `tf.distribute` strategy (training.distribute.STRATEGIES).
+      strategy: the `tf.distribute` strategy (training.distribute.STRATEGIES). A family
+        fine-tuned from a base model (PeterRec) trains in one process: `default` only.
       split: ExampleGen's split method of the files (which behaviors the eval split's
         retrieval targets have: `DatasetSpec.retrieval_targets`).
     """
@@ -75,6 +76,12 @@ class TrainConfig:
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"unknown training strategy {self.strategy!r}; expected one of "
                              f"{list(distribute.STRATEGIES)}")
+        if self.strategy != distribute.DEFAULT and get_family(self.family).base:
+            # fine_tune_pretrained's loop (training/peterrec.py) runs outside any strategy scope:
+            # refuse rather than train on one device while the run says otherwise.
+            raise ValueError(f"{self.family} is fine-tuned from {get_family(self.family).base} in one process; "
+                             f"training strategy {self.strategy!r} is not supported for it (use "
+                             f"{distribute.DEFAULT!r})")
 
     @classmethod
     def from_custom_config(cls, config: Dict[str, Any]) -> "TrainConfig":
