@@ -207,47 +207,35 @@ class TaskMetrics(tfma.metrics.Metric):
                          peer_behavior=peer_behavior, peer_window=peer_window, name=name)
 
 
-class _MeanAUCCombiner(beam.CombineFn):
-    """Per-output (prediction, label) pairs of several binary outputs; the mean of their AUCs."""
-
-    def __init__(self, key: tfma.metrics.MetricKey, model_name: str, output_names: List[str]):
-        self._key = key
-        self._outputs = [_TaskCombiner({}, model_name, name, T.BINARY, None) for name in output_names]
-
-    def create_accumulator(self):
-        return [c.create_accumulator() for c in self._outputs]
-
-    def add_input(self, accumulator, element):
-        return [c.add_input(a, element) for c, a in zip(self._outputs, accumulator)]
-
-    def merge_accumulators(self, accumulators):
-        accumulators = list(accumulators)
-        return [c.merge_accumulators([acc[i] for acc in accumulators]) for i, c in enumerate(self._outputs)]
-
-    def compact(self, accumulator):
-        return [c.compact(a) for c, a in zip(self._outputs, accumulator)]
-
-    def extract_output(self, accumulator):
-        aucs = []
-        for acc in accumulator:
-            if acc.predictions:
-                aucs.append(d.binary_auc(np.concatenate(acc.predictions), np.concatenate(acc.labels) > 0.5))
-        return {self._key: float(np.mean(aucs)) if aucs else float("nan")}
-
-
 def _mean_auc_computations(name: str = "mean_auc", eval_config=None, model_names=None, output_names=None,
                            example_weighted: bool = False, query_key: str = "") -> tfma.metrics.MetricComputations:
-    return [tfma.metrics.MetricComputation(
-        keys=[tfma.metrics.MetricKey(name=name, model_name=model_name, example_weighted=None)],
-        preprocessors=None,
-        combiner=_MeanAUCCombiner(tfma.metrics.MetricKey(name=name, model_name=model_name, example_weighted=None),
-                                  model_name, list(output_names or [])))
-        for model_name in model_names or [""]]
+    """Derived from the `auc` and `examples` of each output's TaskMetrics (their MetricsSpecs
+    sit next to this one), so that no example is read a second time."""
+    computations = []
+    for model_name in model_names or [""]:
+        key = tfma.metrics.MetricKey(name=name, model_name=model_name, example_weighted=None)
+        outputs = list(output_names or [])
+
+        def result(metrics, key=key, model_name=model_name, outputs=outputs):
+            aucs = []
+            for output in outputs:
+                auc, examples = (tfma.metrics.MetricKey(name=n, model_name=model_name, output_name=output,
+                                                        example_weighted=None) for n in ("auc", "examples"))
+                if auc not in metrics or examples not in metrics:
+                    raise ValueError(f"{name} averages the TaskMetrics auc of each output; output {output!r} "
+                                     f"has no TaskMetrics in the EvalConfig")
+                if metrics[examples] > 0:  # an output with no rows in the slice has no AUC to average
+                    aucs.append(metrics[auc])
+            return {key: float(np.mean(aucs)) if aucs else float("nan")}
+
+        computations.append(tfma.metrics.DerivedMetricComputation(keys=[key], result=result))
+    return computations
 
 
 class MeanTaskAUC(tfma.metrics.Metric):
     """`mean_auc`: the mean AUC over a multi-task model's binary outputs (its MetricsSpec's
-    output names), each on the rows where its condition holds."""
+    output names), each on the rows where its condition holds: derived from the outputs'
+    TaskMetrics, which the same EvalConfig must compute."""
 
     def __init__(self, name: str = "mean_auc"):
         super().__init__(_mean_auc_computations, name=name)

@@ -117,6 +117,20 @@ def test_task_metrics_equal_the_numpy_definitions_per_split_and_condition(tmp_pa
     assert (((F.SPLIT, "eval"), (F.USER_ACTIVITY, "heavy")), F.RATING, "rmse") in metrics
 
 
+def test_mean_auc_averages_the_outputs_with_rows_and_needs_their_task_metrics():
+    from evaluation.tfma_metrics import MeanTaskAUC
+
+    (computation,) = MeanTaskAUC().computations(model_names=[""], output_names=["a", "b", "c"])
+    key = lambda name, output: tfma.metrics.MetricKey(name=name, output_name=output, example_weighted=None)
+    metrics = {key("auc", "a"): 0.7, key("examples", "a"): 10, key("auc", "b"): 0.9, key("examples", "b"): 3,
+               key("auc", "c"): float("nan"), key("examples", "c"): 0}  # c: no rows in this slice
+    (value,) = computation.result(metrics).values()
+    assert value == pytest.approx(0.8)
+    del metrics[key("auc", "b")]
+    with pytest.raises(ValueError, match="output 'b' has no TaskMetrics"):
+        computation.result(metrics)
+
+
 @pytest.mark.parametrize("threshold,ok", [(5.0, True), (0.5, False)])
 def test_the_gate_reads_the_eval_split_only(tmp_path, threshold, ok):
     tasks = with_thresholds([D.MOVIELENS.task(F.RATING)], {F.RATING: threshold}, {})
