@@ -261,6 +261,31 @@ def test_retrieval_batches_leave_the_target_out_of_the_query():
         assert list(own) == list(history)
 
 
+def test_user_balance_draws_every_user_equally_often_at_power_one():
+    from training.views import UserView, retrieval_dataset, retrieval_pairs, user_balanced_probabilities
+
+    heavy, light = np.arange(1, 91), np.arange(91, 101)
+    view = UserView([b"h", b"l"], [b"x", b"x"], [heavy, light], [np.ones(90, np.int64), np.ones(10, np.int64)],
+                    [heavy, light])
+    pairs = retrieval_pairs(view)
+    assert user_balanced_probabilities(pairs, 0.0) is None
+    p = user_balanced_probabilities(pairs, 1.0)
+    assert p[pairs[:, 0] == 0].sum() == pytest.approx(0.5) and p[pairs[:, 0] == 1].sum() == pytest.approx(0.5)
+    half = user_balanced_probabilities(pairs, 0.5)
+    assert half[pairs[:, 0] == 1].sum() == pytest.approx(10 / np.sqrt(10) / (10 / np.sqrt(10) + 90 / np.sqrt(90)))
+    with pytest.raises(ValueError, match="power"):
+        user_balanced_probabilities(pairs, 1.5)
+
+    def light_share(balance):
+        targets = np.concatenate([b[TARGET_IDX].numpy() for _ in range(3)
+                                  for b in retrieval_dataset(view, pairs, 25, 4, seed=0, user_balance=balance)])
+        assert len(targets) == 3 * len(pairs)  # an epoch is still len(pairs) targets
+        return np.isin(targets, light).mean()
+
+    assert light_share(0.0) == pytest.approx(0.1)  # every target once per epoch
+    assert 0.4 < light_share(1.0) < 0.6
+
+
 MULTITASK = ["single_task", "shared_bottom", "mmoe", "ple", "nmtr"]
 
 

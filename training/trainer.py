@@ -326,7 +326,8 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
         if not len(pairs):
             raise ValueError(f"{family.name}: the user view's train split has no target interactions")
         train_ds = retrieval_dataset(train_view, pairs, hparams.batch_size, config.max_history, config.seed,
-                                     exclude_own=getattr(hparams, "exclude_own", True))
+                                     exclude_own=getattr(hparams, "exclude_own", True),
+                                     user_balance=getattr(hparams, "user_balance", 0.0))
         steps = math.ceil(len(pairs) / hparams.batch_size)
         protocol = topk.PROTOCOL_K
     callbacks = []

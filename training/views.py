@@ -132,20 +132,38 @@ def retrieval_pairs(view: UserView, target_behaviors: Sequence[int] = ()) -> np.
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
+def user_balanced_probabilities(pairs: np.ndarray, power: float) -> Optional[np.ndarray]:
+    """Drawing probabilities of training pairs ((user, position) rows), proportional to
+    (the user's number of pairs) ** -power: None (no reweighting) at power 0; at 1 every
+    user is drawn equally often, as a per-user average metric (protocol K) weighs them."""
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"user balance power must be in [0, 1], got {power}")
+    if power == 0.0 or not len(pairs):
+        return None
+    _, inverse, counts = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** -power
+    return weights / weights.sum()
+
+
 def retrieval_dataset(view: UserView, pairs: np.ndarray, batch_size: int, max_history: int, seed: int,
-                      exclude_own: bool = True) -> tf.data.Dataset:
+                      exclude_own: bool = True, user_balance: float = 0.0) -> tf.data.Dataset:
     """Leave-one-out retrieval batches, reshuffled every epoch (seeded).
 
     For a target at position j of a user's history, the query is the rest of the
     history (the most recent `max_history` of it) and, with `exclude_own`, every item
-    of the user is kept out of the softmax's negatives except the target.
+    of the user is kept out of the softmax's negatives except the target. An epoch is
+    len(pairs) targets: each pair once (user_balance 0), or drawn with replacement with
+    probability proportional to (the user's pair count) ** -user_balance
+    (`user_balanced_probabilities`), so that heavy users do not dominate the loss.
     """
     epoch = [0]
+    probabilities = user_balanced_probabilities(pairs, user_balance)
 
     def batches() -> Iterator[Dict[str, np.ndarray]]:
         rng = np.random.default_rng(seed + epoch[0])
         epoch[0] += 1
-        order = rng.permutation(len(pairs))
+        order = (rng.permutation(len(pairs)) if probabilities is None
+                 else rng.choice(len(pairs), size=len(pairs), p=probabilities))
         for start in range(0, len(order), batch_size):
             chosen = pairs[order[start: start + batch_size]]
             items, behaviors, targets, own = [], [], [], []

@@ -39,6 +39,9 @@ class TwoTowerParams(HParams):
         the split evaluates, `DatasetSpec.retrieval_targets`: liked on the MovieLens hash
         split, every behavior otherwise; eval split: bench/results/tuning/two_tower_targets.md).
       l2: penalty weight on query vectors.
+      user_balance: training targets are drawn with probability proportional to (their
+        user's target count) ** -user_balance (training.views.retrieval_dataset): 0 every
+        target once per epoch, 1 every user equally often (protocol K averages over users).
       query_attention_heads: > 0: a self-attention layer over the history's item vectors
         before pooling (blocks.HistoryPooling), so the query reads items in the light of
         each other; 0: the SVD++ pooling alone.
@@ -53,6 +56,7 @@ class TwoTowerParams(HParams):
     target_behaviors: Tuple[str, ...] = ()
     l2: float = 0.1
     query_attention_heads: int = 0
+    user_balance: float = 0.0
     learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
     batch_size: int = 512
     max_epochs: int = 30
@@ -60,6 +64,8 @@ class TwoTowerParams(HParams):
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 <= self.user_balance <= 1.0:
+            raise ValueError(f"user_balance must be in [0, 1], got {self.user_balance}")
         if self.softmax not in (FULL_SOFTMAX, SAMPLED_SOFTMAX):
             raise ValueError(f"softmax must be {FULL_SOFTMAX!r} or {SAMPLED_SOFTMAX!r}, got {self.softmax!r}")
 
