@@ -1,0 +1,108 @@
+"""What the project's TFMA combiners cost per example, with and without cProfile.
+
+    python -m bench.combiner_cost [--examples 60000]
+
+`bench.profile_evaluator` measures an Evaluator under cProfile, which adds a fixed cost
+to every Python call: the per-example `add_input` of the project's combiners
+(`evaluation/tfma_metrics.py`) is many small calls, so the profile overstates their
+share. This feeds the same synthetic per-example inputs (one example per element, as
+TFMA's StandardMetricInputs give them: a prediction, label and example weight per task
+output) to the combiners an Evaluator runs for a one-task binary model and for the
+four tasks of `mmoe` on MovieLens (watched, liked, loved, rating; `mean_auc` is derived
+from their results and reads no example), and times `add_input` over every element plus
+`extract_output`, in process CPU seconds, plainly and under cProfile.
+
+Writes `bench/results/combiner_cost.{md,json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import sys
+import time
+from typing import Dict, List, Sequence
+
+from bench import common  # noqa: E402  (sets the Keras switch first)
+
+import numpy as np  # noqa: E402
+import tensorflow_model_analysis as tfma  # noqa: E402
+
+from contract import tasks as T  # noqa: E402
+from evaluation.tfma_metrics import _TaskCombiner, task_metric_names  # noqa: E402
+
+NAME = "combiner_cost"
+SETUPS = {  # output name -> task kind
+    "one binary task": {"liked": T.BINARY},
+    "mmoe (movielens)": {"watched": T.BINARY, "liked": T.BINARY, "loved": T.BINARY, "rating": T.REGRESSION},
+}
+
+
+def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metrics.StandardMetricInputs]:
+    rng = np.random.default_rng(seed)
+    one = lambda value: np.array([value], np.float32)
+    out = []
+    for _ in range(n):
+        out.append(tfma.metrics.StandardMetricInputs({
+            tfma.PREDICTIONS_KEY: {o: one(rng.random() * (5 if k == T.REGRESSION else 1)) for o, k in outputs.items()},
+            tfma.LABELS_KEY: {o: one(rng.integers(1, 6) if k == T.REGRESSION else rng.random() > 0.5)
+                              for o, k in outputs.items()},
+            tfma.EXAMPLE_WEIGHTS_KEY: {o: one(rng.random() > 0.2) for o in outputs},
+        }))
+    return out
+
+
+def run_combiners(outputs: Dict[str, str], data: Sequence[Element]) -> None:
+    for output, kind in outputs.items():
+        threshold = 4.0 if kind == T.REGRESSION else None
+        keys = {m: tfma.metrics.MetricKey(name=m, output_name=output) for m in task_metric_names(kind, threshold)}
+        combiner = _TaskCombiner(keys, "", output, kind, threshold)
+        accumulator = combiner.create_accumulator()
+        for element in data:
+            accumulator = combiner.add_input(accumulator, element)
+        combiner.extract_output(combiner.compact(accumulator))
+
+
+def cpu_seconds(outputs: Dict[str, str], data: Sequence[Element], profiled: bool, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        profiler = cProfile.Profile() if profiled else None
+        started = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        run_combiners(outputs, data)
+        if profiler is not None:
+            profiler.disable()
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=60000,
+                        help="elements per combiner (an Evaluator of /tmp/makerun10: ~59,000 per slice set)")
+    parser.add_argument("--repeats", type=int, default=3, help="the fastest of this many runs is kept")
+    args = parser.parse_args(argv)
+    rows = []
+    for setup, outputs in SETUPS.items():
+        data = elements(outputs, args.examples)
+        plain = cpu_seconds(outputs, data, False, args.repeats)
+        profiled = cpu_seconds(outputs, data, True, args.repeats)
+        rows.append({"setup": setup, "outputs": len(outputs), "examples": args.examples,
+                     "cpu_seconds": round(plain, 3), "cpu_seconds_profiled": round(profiled, 3),
+                     "us_per_example_and_output": round(1e6 * plain / (args.examples * len(outputs)), 2),
+                     "profiler_factor": round(profiled / plain, 2)})
+    lines = ["# The project's TFMA combiners: CPU per example, plain and under cProfile", "",
+             __doc__.split("\n\n")[2].replace("\n", " "), "",
+             "| setup | outputs | examples | cpu s | cpu s under cProfile | us per example and output | cProfile factor |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['setup']} | {r['outputs']} | {r['examples']} | {r['cpu_seconds']} | {r['cpu_seconds_profiled']} "
+              f"| {r['us_per_example_and_output']} | {r['profiler_factor']} |" for r in rows]
+    command = "python -m bench.combiner_cost" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    common.write_results(NAME, rows, "\n".join(lines), {"command": command, "machine": common.machine()})
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
