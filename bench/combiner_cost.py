@@ -52,7 +52,9 @@ def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metric
     return out
 
 
-def run_combiners(outputs: Dict[str, str], data: Sequence[Element]) -> None:
+def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs]) -> Dict[str, Dict]:
+    """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}."""
+    results = {}
     for output, kind in outputs.items():
         threshold = 4.0 if kind == T.REGRESSION else None
         keys = {m: tfma.metrics.MetricKey(name=m, output_name=output) for m in task_metric_names(kind, threshold)}
@@ -60,10 +62,13 @@ def run_combiners(outputs: Dict[str, str], data: Sequence[Element]) -> None:
         accumulator = combiner.create_accumulator()
         for element in data:
             accumulator = combiner.add_input(accumulator, element)
-        combiner.extract_output(combiner.compact(accumulator))
+        values = combiner.extract_output(combiner.compact(accumulator))
+        results[output] = {key.name: value for key, value in values.items()}
+    return results
 
 
-def cpu_seconds(outputs: Dict[str, str], data: Sequence[Element], profiled: bool, repeats: int) -> float:
+def cpu_seconds(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs], profiled: bool,
+                repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         profiler = cProfile.Profile() if profiled else None

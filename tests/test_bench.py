@@ -151,6 +151,20 @@ def test_full_history_scorer_excludes_the_history_and_invalid_rows():
     assert got["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
 
 
+def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
+    from bench import combiner_cost
+
+    outputs = {"liked": "binary", "rating": "regression"}
+    data = combiner_cost.elements(outputs, 300)
+    results = combiner_cost.run_combiners(outputs, data)
+    column = lambda key, output: np.array([float(e[key][output][0]) for e in data])
+    kept = column("example_weights", "liked") > 0
+    assert results["liked"]["examples"] == kept.sum() < 300
+    p, y = column("predictions", "liked")[kept], column("labels", "liked")[kept]
+    assert results["liked"]["auc"] == pytest.approx(d.binary_auc(p, y > 0.5))
+    assert np.isfinite(results["rating"]["rmse"])
+
+
 def test_tune_grid_parses_choices_and_names_a_bad_item():
     assert tune.parse_grid(["dim=16,32", "hidden=64;128,64"]) == {"dim": ["16", "32"], "hidden": ["64", "128,64"]}
     with pytest.raises(ValueError, match="'dim'"):
