@@ -140,8 +140,8 @@ def test_next_item_windows_predict_every_item_after_the_first_once():
     view = _view([1, 2, 5, 9, 21])
     windows = sequence_windows(view, 4, NEXT_ITEM)
     targets = {u: [] for u in range(5)}
-    for u, start, end in windows:
-        assert 2 <= end - start <= 5
+    for u, start, end, first in windows:
+        assert 2 <= end - start <= 5 and first == start + 1
         targets[u] += list(range(start + 1, end))
     assert targets[0] == []  # one item: nothing to predict
     for u, n in enumerate([1, 2, 5, 9, 21]):
@@ -162,11 +162,42 @@ def test_next_item_windows_predict_every_item_after_the_first_once():
     np.testing.assert_array_equal(batches[0]["history_item_idx"], again[0]["history_item_idx"])
 
 
+def test_overlapping_windows_read_every_target_with_a_full_context_once():
+    lengths = [1, 2, 5, 9, 21]
+    view = _view(lengths, seed=3)
+    windows = sequence_windows(view, 6, NEXT_ITEM, stride=2)
+    targets = {u: [] for u in range(len(lengths))}
+    for u, start, end, first in windows:
+        assert 2 <= end - start <= 7 and start + 1 <= first < end
+        # every target but a sequence's first max_len - stride has max_len - stride + 1 items before it
+        assert first - start >= min(5, first)
+        targets[u] += list(range(first, end))
+    for u, n in enumerate(lengths):
+        assert sorted(targets[u]) == list(range(1, n))  # each item after the first, once
+    assert len(windows) > len(sequence_windows(view, 6, NEXT_ITEM))
+    seen = 0
+    for b in sequence_dataset(view, windows, 4, seed=2, objective=NEXT_ITEM):
+        x, t = b["history_item_idx"].numpy(), b[SEQUENCE_TARGET_IDX].numpy()
+        for row_x, row_t in zip(x, t):
+            n = int((row_x > 0).sum())
+            wanted = row_t[:n] > 0
+            # the targets are a suffix of the window, each the input after it
+            assert wanted[-1] and (np.diff(wanted.astype(int)) >= 0).all() and (row_t[n:] == 0).all()
+            np.testing.assert_array_equal(row_x[1:n][wanted[:-1]], row_t[:n - 1][wanted[:-1]])
+            seen += int(wanted.sum())
+    assert seen == sum(n - 1 for n in lengths)
+    with pytest.raises(ValueError, match="stride"):
+        sequence_windows(view, 6, NEXT_ITEM, stride=7)
+    with pytest.raises(ValueError, match="next"):
+        sequence_windows(view, 6, CLOZE, stride=3)
+
+
 def test_cloze_windows_mask_items_and_their_behaviors():
     view = _view([3, 10, 25])
     windows = sequence_windows(view, 8, CLOZE)
     covered = {u: [] for u in range(3)}
-    for u, start, end in windows:
+    for u, start, end, first in windows:
+        assert first == start
         covered[u] += list(range(start, end))
     assert all(sorted(covered[u]) == list(range(n)) for u, n in enumerate([3, 10, 25]))
     mask_row = 30

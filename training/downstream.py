@@ -207,7 +207,7 @@ def _labelled_windows(view: UserView, labels: Sequence[np.ndarray], mask: Sequen
     taken: Dict[int, int] = {}
     # Windows of up to `length` positions stepping back from the end (the cloze objective's
     # windows: every position once, no overlap), most recent first per user.
-    for s, a, b in sequence_windows(view, length, CLOZE):
+    for s, a, b, _ in sequence_windows(view, length, CLOZE):
         if per_user and taken.get(s, 0) >= per_user:
             continue
         if mask[s][a:b].any():

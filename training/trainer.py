@@ -342,7 +342,8 @@ def _user_view_setup(family, spec, tft_output, config, hparams, train_files, eva
 
 def _sequence_training(family, model: SequentialModel, hparams, train_view, seed: int):
     """The training windows of a sequential family (objective from the model): (dataset, steps)."""
-    windows = sequence_windows(train_view, model.max_len, model.objective)
+    windows = sequence_windows(train_view, model.max_len, model.objective,
+                               stride=min(hparams.window_stride, model.max_len))
     if not len(windows):
         raise ValueError(f"{family.name}: no user of the user view's train split has a sequence to train on "
                          f"(at least two items)")

@@ -203,27 +203,38 @@ def retrieval_dataset(view: UserView, pairs: np.ndarray, batch_size: int, max_hi
 # --------------------------------------------------------------------------
 # Sequence training (the sequential families): windows of each user's training sequence.
 # --------------------------------------------------------------------------
-def sequence_windows(view: UserView, max_len: int, objective: str) -> np.ndarray:
-    """(user index, start, end) of every training window: [n, 3].
+def sequence_windows(view: UserView, max_len: int, objective: str, stride: int = 0) -> np.ndarray:
+    """(user index, start, end, first) of every training window: [n, 4].
 
     `next`: windows of up to max_len + 1 items whose inputs are items [start, end - 1)
-    and targets items [start + 1, end); the last window ends at the sequence's end and
-    earlier ones step back by max_len, so every item after the first is a target exactly
-    once, read with up to max_len items before it. `cloze`: windows of up to max_len
-    items, stepping back from the end by max_len. Sequences too short to train on (one
-    item for `next`) give none.
+    and whose targets are items [first, end); the last window ends at the sequence's
+    end and earlier ones step back by `stride` (0: max_len), so every item after the
+    first is a target exactly once. With stride max_len the windows do not overlap
+    (first = start + 1) and a target is read with 1 to max_len items before it; a smaller
+    stride overlaps them, so that every target but a sequence's first few is read with
+    at least max_len - stride + 1 items before it (as a served query is), at max_len /
+    stride times the positions encoded. `cloze`: windows of up to max_len items, stepping
+    back from the end by max_len (first = start; stride must be 0 or max_len). Sequences
+    too short to train on (one item for `next`) give none.
     """
-    span, least = (max_len + 1, 2) if objective == NEXT_ITEM else (max_len, 1)
+    stride = int(stride) or max_len
+    if not 1 <= stride <= max_len:
+        raise ValueError(f"window stride must be in [1, max_len={max_len}] (0: max_len), got {stride}")
+    if objective != NEXT_ITEM and stride != max_len:
+        raise ValueError(f"overlapping windows (stride {stride} < max_len {max_len}) are for the "
+                         f"{NEXT_ITEM!r} objective, not {objective!r}")
+    span, least, lag = (max_len + 1, 2, 1) if objective == NEXT_ITEM else (max_len, 1, 0)
     out = []
     for u, items in enumerate(view.items):
         end = len(items)
         while end >= least:
             start = max(0, end - span)
-            out.append((u, start, end))
-            if start == 0:
+            first = max(start + lag, end - stride)
+            out.append((u, start, end, first))
+            if first == lag:
                 break
-            end = start + (span - max_len)  # next: overlap by one (the input before the first target)
-    return np.asarray(out, dtype=np.int64).reshape(-1, 3)
+            end = first
+    return np.asarray(out, dtype=np.int64).reshape(-1, 4)
 
 
 def cloze_mask(length: int, rng: np.random.Generator, mask_prob: float, last_mask_prob: float) -> np.ndarray:
@@ -244,7 +255,8 @@ def sequence_dataset(view: UserView, windows: np.ndarray, batch_size: int, seed:
 
     Keys: `history_item_idx` / `history_behavior_idx` [B, L] the input windows (0 pads)
     and `sequence_target_idx` [B, L], the item row to predict at each position (0: none).
-    `next`: inputs = window[:-1], targets = window[1:]. `cloze`: inputs = the window with
+    `next`: inputs = window[:-1], targets = window[1:] from the window's `first` item on
+    (0 before it: the context of an overlapping window). `cloze`: inputs = the window with
     masked positions set to `mask_row` (behavior 0: a masked item's behavior is unknown
     too), targets = the masked items.
     """
@@ -258,14 +270,15 @@ def sequence_dataset(view: UserView, windows: np.ndarray, batch_size: int, seed:
         rng = np.random.default_rng([seed, epoch[0]])
         epoch[0] += 1
         order = rng.permutation(len(windows))
-        for first in range(0, len(order), batch_size):
+        for at in range(0, len(order), batch_size):
             inputs, behaviors, targets = [], [], []
-            for u, start, end in windows[order[first: first + batch_size]]:
+            for u, start, end, first in windows[order[at: at + batch_size]]:
                 items, kinds = view.items[u][start:end], view.behaviors[u][start:end]
                 if objective == NEXT_ITEM:
                     inputs.append(items[:-1])
                     behaviors.append(kinds[:-1])
-                    targets.append(items[1:])
+                    # positions before `first` are context only (an overlapping window)
+                    targets.append(np.where(np.arange(start + 1, end) >= first, items[1:], 0))
                 else:
                     masked = cloze_mask(len(items), rng, mask_prob, last_mask_prob)
                     inputs.append(np.where(masked, mask_row, items))

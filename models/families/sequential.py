@@ -44,6 +44,9 @@ class SequentialParams(HParams):
       dropout: on embeddings and residual branches.
       softmax: `full` (every item) or `sampled` (the batch's targets, log-q corrected).
       item_bias: candidates carry a learned bias (the prior of an empty history).
+      window_stride: the next-item objective's training windows step back by this many
+        items (0: max_len, no overlap); smaller overlaps them so that targets are read
+        with a context as long as a served query's (training.views.sequence_windows).
     """
 
     dim: int = 64
@@ -51,6 +54,7 @@ class SequentialParams(HParams):
     dropout: float = 0.2
     softmax: str = FULL_SOFTMAX
     item_bias: bool = True
+    window_stride: int = 0
     learning_rate: float = 0.002
     batch_size: int = 32
     max_epochs: int = 200
@@ -62,6 +66,8 @@ class SequentialParams(HParams):
             raise ValueError(f"softmax must be {FULL_SOFTMAX!r} or {SAMPLED_SOFTMAX!r}, got {self.softmax!r}")
         if self.max_len < 2 or self.dim < 1:
             raise ValueError(f"need max_len >= 2 and dim >= 1; got max_len={self.max_len}, dim={self.dim}")
+        if not 0 <= self.window_stride <= self.max_len:
+            raise ValueError(f"window_stride must be in [0, max_len={self.max_len}], got {self.window_stride}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
