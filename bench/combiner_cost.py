@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import sys
 import time
 from typing import Dict, List, Sequence
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 
 from contract import tasks as T  # noqa: E402
-from evaluation.tfma_metrics import _TaskCombiner, task_metric_names  # noqa: E402
+from evaluation.tfma_metrics import TaskMetrics  # noqa: E402
 
 NAME = "combiner_cost"
 SETUPS = {  # output name -> task kind
@@ -56,9 +57,9 @@ def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardM
     """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}."""
     results = {}
     for output, kind in outputs.items():
-        threshold = 4.0 if kind == T.REGRESSION else None
-        keys = {m: tfma.metrics.MetricKey(name=m, output_name=output) for m in task_metric_names(kind, threshold)}
-        combiner = _TaskCombiner(keys, "", output, kind, threshold)
+        metric = TaskMetrics(kind=kind, liked_threshold=4.0 if kind == T.REGRESSION else None)
+        (computation,) = metric.computations(model_names=[""], output_names=[output])  # as the Evaluator builds it
+        combiner = computation.combiner
         accumulator = combiner.create_accumulator()
         for element in data:
             accumulator = combiner.add_input(accumulator, element)
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     lines += [f"| {r['setup']} | {r['outputs']} | {r['examples']} | {r['cpu_seconds']} | {r['cpu_seconds_profiled']} "
               f"| {r['us_per_example_and_output']} | {r['profiler_factor']} |" for r in rows]
     command = "python -m bench.combiner_cost" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    common.write_results(NAME, rows, "\n".join(lines), {"command": command, "machine": common.machine()})
+    common.write_results(NAME, rows, "\n".join(lines), {"command": command, "machine": json.dumps(common.machine())})
     print("\n".join(lines))
     return 0
 
