@@ -100,10 +100,7 @@ def main(argv=None) -> int:
                      "profiler_factor": round(profiled / plain, 2)})
     lines = ["# The project's TFMA combiners: CPU per example, plain and under cProfile", "",
              __doc__.split("\n\n")[2].replace("\n", " "), "",
-             "| setup | outputs | examples | cpu s | cpu s under cProfile | us per example and output | cProfile factor |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['setup']} | {r['outputs']} | {r['examples']} | {r['cpu_seconds']} | {r['cpu_seconds_profiled']} "
-              f"| {r['us_per_example_and_output']} | {r['profiler_factor']} |" for r in rows]
+             common.md_table(rows, list(rows[0]), digits=3)]
     command = "python -m bench.combiner_cost" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     common.write_results(NAME, rows, "\n".join(lines), {"command": command, "machine": json.dumps(common.machine())})
     print("\n".join(lines))

@@ -66,15 +66,12 @@ ENTRY_POINTS = {
 
 
 def _store(output_dir: str):
-    import ml_metadata as mlmd
-    from ml_metadata.proto import metadata_store_pb2
+    from pipeline.recovery import open_store
 
     path = PipelineConfig(output_dir=output_dir).metadata_path
     if not os.path.exists(path):
         raise FileNotFoundError(f"no ML Metadata at {path}: pass the --output_dir of a finished pipeline run")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = path
-    return mlmd.MetadataStore(config)
+    return open_store(path)
 
 
 def _value(value) -> Any:

@@ -32,7 +32,8 @@ RECOVERY_NOTE = "recovery"
 _STAGING = re.compile(r"^\.tmp-\d+-(\d+)$")  # components/pusher.py: .tmp-<version>-<pid>
 
 
-def _store(metadata_path: str):
+def open_store(metadata_path: str):
+    """The run's ML Metadata store (SQLite at `metadata_path`, opened without creating it)."""
     from ml_metadata.metadata_store import metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
@@ -90,7 +91,7 @@ def recover(pipeline_root: str, metadata_path: str, serving_dir: str) -> List[st
         from ml_metadata.proto import metadata_store_pb2
 
         State = metadata_store_pb2.Execution.State
-        store = _store(metadata_path)
+        store = open_store(metadata_path)
         context_types = {t.id: t.name for t in store.get_context_types()}
         live_uris = {a.uri for a in store.get_artifacts() if a.state == metadata_store_pb2.Artifact.LIVE}
         for execution in store.get_executions():
@@ -153,7 +154,7 @@ def audit(pipeline_root: str, metadata_path: str, serving_dir: str) -> List[str]
         from ml_metadata.proto import metadata_store_pb2
 
         State = metadata_store_pb2.Execution.State
-        store = _store(metadata_path)
+        store = open_store(metadata_path)
         context_types = {t.id: t.name for t in store.get_context_types()}
         artifact_types = {t.id: t.name for t in store.get_artifact_types()}
         for execution in store.get_executions():

@@ -94,7 +94,7 @@ def test_recovery_marks_the_dead_execution_failed_and_removes_its_partial_output
     assert not os.path.exists(os.path.join(root, "InteractionExampleGen", ".system", "stateful_working_dir", "0b1c-uuid"))
     assert os.path.isdir(os.path.join(done_uri, "Split-test"))  # published outputs are untouched
     assert recovery.audit(root, metadata_path, serving) == []
-    [execution] = recovery._store(metadata_path).get_executions_by_id([running_id])
+    [execution] = recovery.open_store(metadata_path).get_executions_by_id([running_id])
     assert execution.last_known_state == pb.Execution.FAILED
     assert "died" in execution.custom_properties[recovery.RECOVERY_NOTE].string_value
     assert recovery.recover(root, metadata_path, serving) == []  # nothing left to do
