@@ -183,13 +183,13 @@ def _digest(path: str) -> str:
 
 def snapshot(config) -> Dict[str, Dict[str, str]]:
     """LIVE artifacts (uri -> type) and pushed versions (path -> digest) of an output directory."""
-    from pipeline.recovery import _store
+    from pipeline.recovery import open_store
 
     live = {}
     if os.path.exists(config.metadata_path):
         from ml_metadata.proto import metadata_store_pb2
 
-        store = _store(config.metadata_path)
+        store = open_store(config.metadata_path)
         types = {t.id: t.name for t in store.get_artifact_types()}
         live = {
             a.uri: types.get(a.type_id, "")

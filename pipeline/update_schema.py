@@ -45,9 +45,9 @@ def curated_schema_file(metadata_path: str) -> Optional[str]:
     """The schema file the newest ImportSchemaGen execution imported (from ML Metadata)."""
     if not os.path.exists(metadata_path):
         return None
-    from pipeline.recovery import _store
+    from pipeline.recovery import open_store
 
-    store = _store(metadata_path)
+    store = open_store(metadata_path)
     found = None
     for execution in store.get_executions():
         if "schema_file" in execution.custom_properties:
