@@ -21,11 +21,22 @@ of the model's `tf.function` call on transformed test rows, batch 1 and 100, tea
 student timed in alternation so both see the same machine load).
 
     python -m bench.takd [--datasets movielens] [--seeds 42,43,44,45,46]
+
+`--grid takd_student.NAME=V1,V2` tunes instead (eval split only, the test split is never
+read): at the first seed the teacher is trained once, then `student` (distilled) and
+`student_alone` are trained at every grid point, each keeping the point with its best
+eval mean AUC of the pair (the Trainer's early-stopping value). Writes
+`bench/results/tuning/takd_student.{json,md}` and prints the options that run the chosen
+settings: `--hparam` for every student variant (the ablations share `student`'s setting,
+so each differs from it by one part) and `--variant_hparam student_alone.NAME=VALUE`
+where the student trained alone chose differently.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -37,6 +48,7 @@ from bench import common  # noqa: E402  (sets the Keras switch first)
 import numpy as np  # noqa: E402
 
 from bench import multitask as mt  # noqa: E402
+from bench import tune  # noqa: E402
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
@@ -134,6 +146,19 @@ def train_one(family: str, stages, specs, seed: int, hparams: Dict[str, str], so
     return model, summary
 
 
+def variant_hparams(family: str, variant: str, fixed: Dict[str, str], overrides) -> Dict[str, str]:
+    """A variant's hyperparameters: the family's overrides (--hparam), then what defines the
+    variant (e.g. student_alone's alpha 0, teacher_ce's ranking; an override cannot undo
+    it), then the variant's own overrides (--variant_hparam VARIANT.NAME=VALUE)."""
+    hp = {**overrides.get(family, {}), **fixed}
+    own = overrides.get(f"variant:{variant}", {})
+    clash = sorted(set(own) & set(fixed))
+    if clash:
+        raise ValueError(f"--variant_hparam {variant}.{clash[0]}: {clash} define the variant {variant!r} "
+                         f"({json.dumps(fixed)}) and cannot be overridden")
+    return {**hp, **own}
+
+
 def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overrides, results: Dict[str, Any],
                 log: List[str]) -> None:
     from training.distillation import teacher_soft_labels
@@ -149,13 +174,13 @@ def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overr
     for seed in seeds:
         teachers = {}
         for variant, hparams in TEACHERS.items():
-            hp = {**hparams, **overrides.get("takd_teacher", {})}
+            hp = variant_hparams("takd_teacher", variant, hparams, overrides)
             model, summary = train_one("takd_teacher", stages, specs, seed, hp)
             teachers[variant] = model
             record(per, "takd_teacher", variant, seed, model, summary, pair, specs, parts, log)
         students = {}
         for variant, (teacher, calibrated, hparams) in STUDENTS.items():
-            hp = {**hparams, **overrides.get("takd_student", {})}
+            hp = variant_hparams("takd_student", variant, hparams, overrides)
             soft = teacher_soft_labels(teachers[teacher], calibrated) if teacher else None
             model, summary = train_one("takd_student", stages, specs, seed, hp, soft_labels=soft)
             students[variant] = model
@@ -255,6 +280,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pair", action="append", default=[], metavar="DATASET=A,B")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
                         help="overrides for takd_teacher / takd_student (every variant)")
+    parser.add_argument("--variant_hparam", action="append", default=[], metavar="VARIANT.NAME=VALUE",
+                        help="overrides for one variant (e.g. student_alone.learning_rate=0.01), after --hparam")
+    parser.add_argument("--grid", action="append", default=[], metavar="takd_student.NAME=V1,V2",
+                        help="tune student and student_alone on the eval split at the first seed instead of "
+                             "running the benchmark (tuning/takd_student.md)")
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per model at batch 1")
     mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
@@ -273,6 +303,10 @@ def main(argv=None) -> int:
     unknown = sorted(set(overrides) - {"takd_teacher", "takd_student"})
     if unknown:
         raise ValueError(f"--hparam families {unknown}: only takd_teacher and takd_student are trained here")
+    for variant, values in parse_assignments(args.variant_hparam).items():
+        if variant not in STUDENTS and variant not in TEACHERS:
+            raise ValueError(f"--variant_hparam {variant}: not a variant; one of {sorted({*STUDENTS, *TEACHERS})}")
+        overrides[f"variant:{variant}"] = values
     seeds = [int(s) for s in args.seeds.split(",")]
     datasets = [x for x in args.datasets.split(",") if x]
     pairs = {x: tuple(D.dataset_spec(x).task_pair) for x in datasets}
@@ -281,6 +315,9 @@ def main(argv=None) -> int:
         pairs[name.strip()] = tuple(v.strip() for v in values.split(","))
     if args.serve_only:
         serving_only(args, pairs, overrides, command.strip())
+        return 0
+    if args.grid:
+        tune_students(args, pairs, overrides, tune.parse_grid(args.grid), seeds[0], command.strip())
         return 0
     results: Dict[str, Any] = {}
     log: List[str] = []
@@ -306,6 +343,84 @@ def main(argv=None) -> int:
 
 
 SERVING_NAME = "takd_serving"
+TUNED = ("student", "student_alone")
+
+
+def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[str, List[str]], seed: int,
+                  command: str) -> Dict[str, Any]:
+    """The eval-split grid of `student` and `student_alone` (module docstring); the test split
+    is not read. Writes tuning/takd_student.{json,md}; returns the result."""
+    from training.distillation import teacher_soft_labels
+
+    unknown = sorted(set(grid) - {f"takd_student.{n}" for n in _student_fields()})
+    if unknown:
+        raise ValueError(f"--grid {unknown}: tunes takd_student's hyperparameters (takd_student.NAME=V1,V2), "
+                         f"one of {sorted(_student_fields())}")
+    names = [g.split(".", 1)[1] for g in grid]
+    points = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
+    result: Dict[str, Any] = {"command": command, "machine": common.machine(), "split": "eval", "seed": seed,
+                              "monitor": "eval mean AUC of the pair (best epoch)", "grid": grid, "datasets": {}}
+    lines = ["# Tuning the TAKD student on the eval split", "",
+             f"Seed {seed}. Teacher: `takd_teacher` (variant `teacher`) trained once; then `student` (distilled from "
+             "its calibrated, error-corrected soft labels) and `student_alone` (hard labels) at every grid point. "
+             "Chosen per variant: the best eval mean AUC of the pair (the Trainer's early-stopping value, best "
+             "epoch). The test split is not read.", ""]
+    for dataset, pair in pairs.items():
+        stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+        specs = [D.dataset_spec(dataset).task(t) for t in pair]
+        teacher, summary = train_one("takd_teacher", stages, specs, seed,
+                                     variant_hparams("takd_teacher", "teacher", TEACHERS["teacher"], overrides))
+        teacher_eval = pair_metrics(pair, specs, mt.predict_rows(teacher, parts["eval"]), parts["eval"])
+        soft = teacher_soft_labels(teacher, True)
+        per: Dict[str, Any] = {"pair": list(pair), "teacher_eval": teacher_eval,
+                               "teacher_best_value": summary["best_value"]}
+        table = [{"variant": "teacher", "point": "", "eval mean AUC": summary["best_value"],
+                  **{k: v for k, v in teacher_eval.items()}}]
+        for variant in TUNED:
+            teacher_name, _, fixed = STUDENTS[variant]
+            trials, seen = [], set()
+            for point in points:
+                family_overrides = {**overrides, "takd_student": {**overrides.get("takd_student", {}), **point}}
+                hp = variant_hparams("takd_student", variant, fixed, family_overrides)
+                effective = {n: hp[n] for n in names}
+                key = json.dumps(effective, sort_keys=True)
+                if key in seen:  # a grid name the variant fixes (alpha when trained alone)
+                    continue
+                seen.add(key)
+                model, run = train_one("takd_student", stages, specs, seed, hp,
+                                       soft_labels=soft if teacher_name else None)
+                metrics = pair_metrics(pair, specs, mt.predict_rows(model, parts["eval"]), parts["eval"])
+                trials.append({"hparams": effective, "eval_mean": run["best_value"], "eval_std": None,
+                               "best_epochs": [run["best_epoch"]], "train_seconds": run["train_seconds"],
+                               "eval": metrics})
+                table.append({"variant": variant, "point": json.dumps(effective), "eval mean AUC": run["best_value"],
+                              **metrics})
+                print(f"{dataset} {variant} {effective}: eval mean AUC {run['best_value']:.4f} "
+                      f"(epoch {run['best_epoch']}, {run['train_seconds']:.0f} s)", flush=True)
+            per[variant] = {"trials": trials, "chosen": tune.choose(trials, lower=False)["hparams"]}
+        result["datasets"][dataset] = per
+        chosen, alone = per["student"]["chosen"], per["student_alone"]["chosen"]
+        options = [f"--hparam takd_student.{n}={v}" for n, v in chosen.items()]
+        options += [f"--variant_hparam student_alone.{n}={v}" for n, v in alone.items()
+                    if v != chosen[n] and n not in STUDENTS["student_alone"][2]]
+        per["options"] = " ".join(options)
+        metric_columns = [f"{t}/{m}" for t in pair for m in ("auc", "multi_auc")]
+        lines += [f"## {dataset} (pair {', '.join(pair)})", "",
+                  common.md_table(table, ["variant", "point", "eval mean AUC"] + metric_columns), "",
+                  f"Chosen: student `{json.dumps(chosen)}`, student_alone `{json.dumps(alone)}`; the bench runs "
+                  f"them with `{per['options']}`.", ""]
+    lines += [f"Produced by: `{command}`", f"Machine: {json.dumps(result['machine'])}"]
+    out = os.path.join(args.out, "tuning")
+    common.atomic_write(os.path.join(out, "takd_student.json"), json.dumps(result, indent=2) + "\n")
+    common.atomic_write(os.path.join(out, "takd_student.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return result
+
+
+def _student_fields() -> List[str]:
+    from models.families.takd import TAKDStudentParams
+
+    return [f.name for f in dataclasses.fields(TAKDStudentParams)]
 
 
 def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str, rounds: int = 5) -> None:

@@ -332,3 +332,63 @@ def test_serving_times_a_model_against_the_floor_of_a_compiled_call():
     assert set(timed) == {"model", takd.FLOOR} and all(v > 0 for v in timed.values())
     # The histories are cut to the batch's bucket, as the serving signature pads them.
     assert tuple(seen["history"]) == (3, 4)
+
+
+def test_a_variant_keeps_what_defines_it_and_takes_its_own_overrides_last():
+    from bench import takd
+
+    overrides = {"takd_student": {"alpha": "0.8", "dim": "64"}, "variant:student_alone": {"dim": "16"}}
+    # --hparam reaches every variant, but cannot turn student_alone into a distilled student
+    assert takd.variant_hparams("takd_student", "student_alone", {"alpha": "0"}, overrides) == {"alpha": "0",
+                                                                                               "dim": "16"}
+    assert takd.variant_hparams("takd_student", "student", {}, overrides) == {"alpha": "0.8", "dim": "64"}
+    with pytest.raises(ValueError, match="student_alone.alpha"):
+        takd.variant_hparams("takd_student", "student_alone", {"alpha": "0"},
+                             {"variant:student_alone": {"alpha": "0.5"}})
+
+
+def test_student_grid_chooses_per_variant_on_eval_and_never_reads_test(monkeypatch, tmp_path):
+    import argparse
+
+    from bench import multitask as mt
+    from bench import takd
+    from training import distillation
+
+    eval_rows, test_rows = object(), object()
+    trained = []
+
+    def score(hp):  # student best at dim 64 / alpha 0.8; alone (alpha 0) best at dim 32
+        if hp.get("alpha") == "0":
+            return 0.80 + (0.01 if hp["dim"] == "32" else 0.0)
+        return 0.80 + (0.02 if hp["dim"] == "64" else 0.0) + (0.01 if hp["alpha"] == "0.8" else 0.0)
+
+    def train_one(family, stages, specs, seed, hparams, soft_labels=None, train_steps=None):
+        trained.append((family, dict(hparams), soft_labels))
+        value = 0.9 if family == "takd_teacher" else score(hparams)
+        return dict(hparams), {"best_value": value, "best_epoch": 1, "train_seconds": 1.0}
+
+    def pair_metrics(pair, specs, predictions, data):
+        assert data is eval_rows, "the grid reads the eval split only"
+        return {f"{t}/{m}": 0.5 for t in pair for m in ("auc", "multi_auc")}
+
+    monkeypatch.setattr(mt, "load_dataset", lambda *a: (None, {"train": None, "eval": eval_rows, "test": test_rows}))
+    monkeypatch.setattr(mt, "predict_rows", lambda model, data: {})
+    monkeypatch.setattr(takd, "train_one", train_one)
+    monkeypatch.setattr(takd, "pair_metrics", pair_metrics)
+    monkeypatch.setattr(distillation, "teacher_soft_labels", lambda teacher, calibrated: "soft")
+    args = argparse.Namespace(work_dir="", negatives=1, taobao_dir="", out=str(tmp_path))
+    grid = {"takd_student.dim": ["32", "64"], "takd_student.alpha": ["0.5", "0.8"]}
+    result = takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, grid, 42, "cmd")
+    per = result["datasets"]["movielens"]
+    assert [f for f, _, _ in trained].count("takd_teacher") == 1
+    students = [(hp, soft) for f, hp, soft in trained if f == "takd_student"]
+    assert len(students) == 4 + 2  # alone fixes alpha: its grid has two distinct points
+    assert all(soft == "soft" for hp, soft in students if hp["alpha"] != "0")
+    assert all(soft is None for hp, soft in students if hp["alpha"] == "0")
+    assert per["student"]["chosen"] == {"dim": "64", "alpha": "0.8"}
+    assert per["student_alone"]["chosen"] == {"dim": "32", "alpha": "0"}
+    assert per["options"] == ("--hparam takd_student.dim=64 --hparam takd_student.alpha=0.8 "
+                              "--variant_hparam student_alone.dim=32")
+    assert (tmp_path / "tuning" / "takd_student.md").exists()
+    with pytest.raises(ValueError, match="takd_student.NAME"):
+        takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, {"takd_teacher.dim": ["4"]}, 42, "cmd")
