@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--skip_als", action="store_true", help="when the `implicit` package is missing")
+    parser.add_argument("--name", default="topk", help="result files <out>/<name>.json, .md, <name>_tuning.json")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
@@ -198,12 +199,13 @@ def main(argv=None) -> int:
         "# Protocol K: top-10 over the whole catalogue (MovieLens ml-latest-small, hash split, test users)",
         "", common.md_table(results, columns), "",
         "Tuned on the eval split (same protocol, eval targets); the test split is only reported:",
-        f"the grids and the eval values are in `topk_tuning.json`. Rows `*_recent{max_history}` read only the",
+        f"the grids and the eval values are in `{args.name}_tuning.json`. Rows `*_recent{max_history}` read only the",
         f"most recent {max_history} training interactions of each user, as the families' queries do; the",
         "other peers read the whole training history. Every model excludes the whole history.",
     ])
-    common.write_results("topk", results, markdown, meta, args.out)
-    common.atomic_write(os.path.join(args.out, "topk_tuning.json"), json.dumps(tuning, indent=2, default=str) + "\n")
+    common.write_results(args.name, results, markdown, meta, args.out)
+    common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
+                        json.dumps(tuning, indent=2, default=str) + "\n")
     print(markdown)
     return 0
 

@@ -115,11 +115,16 @@ class RecModel(tfrs.Model):
     def retrieval_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
         q, _ = self.query(features[F.HISTORY_ITEM_IDX], features[F.HISTORY_BEHAVIOR_IDX], training=training)
         vectors, biases = self.candidates()
+        return self.query_penalty(q) + self.retrieval_terms(features, q, vectors, biases)
+
+    def retrieval_terms(self, features: Dict[str, tf.Tensor], query: tf.Tensor, vectors: tf.Tensor,
+                        biases: tf.Tensor) -> tf.Tensor:
+        """The retrieval tasks' weighted losses of queries [B, d] against candidates [N, d], [N]."""
         log_q = self.log_popularity() if any(t.softmax != FULL_SOFTMAX for t in self.retrieval.values()) else None
-        total = self.query_penalty(q)
+        total = tf.constant(0.0)
         for name, task in self.retrieval.items():
             total += self.loss_weights[name] * task(
-                q, vectors, biases, features[TARGET_IDX], exclude=features.get(EXCLUDE_IDX), log_q=log_q)
+                query, vectors, biases, features[TARGET_IDX], exclude=features.get(EXCLUDE_IDX), log_q=log_q)
         return total
 
     def log_popularity(self) -> tf.Tensor:

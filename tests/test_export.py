@@ -219,3 +219,19 @@ def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
                     expected = _recommend(loaded, [history])[protocol.RECOMMEND_ITEM_IDS].numpy()[0]
                     assert [item for item, _ in ranked] == [e.decode() for e in expected][:len(ranked)]
                     assert ranked and not {item for item, _ in ranked} & set(history)
+
+
+def test_a_two_tower_ensemble_trains_its_members_apart_and_serves_their_sum(outputs, tmp_path):
+    view = FAMILIES["two_tower"].view
+    config = TrainConfig(family="two_tower", hparams={"max_epochs": 1, "batch_size": 64, "members": 2}, top_k=5,
+                         seed=7)
+    summary = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
+                               str(tmp_path / "ensemble"), train_steps=5)
+    assert [m["seed"] for m in summary["members"]] == [7, 8]
+    assert summary["hparams"]["members"] == 2 and summary["monitor"] == "val_ndcg@5"
+    assert 0.0 <= summary["best_value"] <= 1.0
+    loaded = tf.saved_model.load(str(tmp_path / "ensemble"))
+    out = loaded.signatures[protocol.RECOMMEND](history_item_ids=tf.constant([["1", "2"]]),
+                                                  history_behaviors=tf.constant([["liked", "liked"]]))
+    ids = [i.decode() for i in out[protocol.RECOMMEND_ITEM_IDS].numpy()[0]]
+    assert len(ids) == 5 and not {"1", "2"} & set(ids)

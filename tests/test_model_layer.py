@@ -217,6 +217,55 @@ def test_two_tower_retrieves_co_occurring_items_better_than_popularity():
     assert (np.argsort(-scores[1:21])[:10] + 1 > 10).mean() >= 0.9
 
 
+def test_two_tower_members_train_as_separate_models_and_serve_the_sum_of_their_scores():
+    import dataclasses
+
+    family = registry.FAMILIES["two_tower"]
+    ctx = synthetic_context(tasks=(D.RETRIEVAL_TASK,), num_items=22)
+    rng = np.random.default_rng(1)
+    hist = rng.integers(1, 21, size=(8, 4))
+    batch = {F.HISTORY_ITEM_IDX: tf.constant(hist), F.HISTORY_BEHAVIOR_IDX: tf.constant(np.full((8, 4), 3)),
+             TARGET_IDX: tf.constant(rng.integers(1, 21, size=8)), EXCLUDE_IDX: tf.constant(hist)}
+    model = family.build(ctx, family.hparams(dim=4, members=2, l2=0.0))
+    single = family.build(ctx, family.hparams(dim=4, l2=0.0))
+    scores = model.score_catalogue(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]).numpy()
+    members = model.members()
+    assert len(members) == 2 and members[0][2] is not members[1][2]
+    per_member = []
+    for q, (_, _, encoder, bias) in zip(model.member_queries(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]),
+                                        members):
+        per_member.append(tf.matmul(q, encoder.catalogue(), transpose_b=True).numpy() + bias.all().numpy()[None])
+        assert q.shape[-1] == 4
+    np.testing.assert_allclose(scores, per_member[0] + per_member[1], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(per_member[0], per_member[1])  # members start from different weights
+    # The loss is each member's own softmax, so member 1's weights get no gradient from member 0's scores.
+    loss = model.retrieval_loss(batch, training=True)
+    member_loss = [model.retrieval_terms(batch, q, m[2].catalogue(), m[3].all())
+                   for q, m in zip(model.member_queries(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]),
+                                   members)]
+    np.testing.assert_allclose(loss.numpy(), sum(v.numpy() for v in member_loss), rtol=1e-5)
+    with tf.GradientTape() as tape:
+        first = model.retrieval_terms(batch, model.member_queries(batch[F.HISTORY_ITEM_IDX],
+                                                                  batch[F.HISTORY_BEHAVIOR_IDX])[0],
+                                      members[0][2].catalogue(), members[0][3].all())
+    second = members[1][0].trainable_variables + members[1][2].trainable_variables
+    assert all(g is None for g in tape.gradient(first, second))
+    # Two members are two one-model families' weights.
+    single.score_catalogue(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX])
+    assert sorted(tuple(v.shape) for v in model.trainable_variables) == sorted(
+        2 * [tuple(v.shape) for v in single.trainable_variables])
+    # The Trainer's ensemble: one-member models trained apart, assembled side by side.
+    apart = [family.build(dataclasses.replace(ctx, seed=s), family.hparams(dim=4)) for s in (5, 6)]
+    alone = [m.score_catalogue(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]).numpy() for m in apart]
+    model.assemble(apart)
+    np.testing.assert_allclose(model.score_catalogue(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]).numpy(),
+                               alone[0] + alone[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="assembles 2 one-member models, got 1"):
+        model.assemble(apart[:1])
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        family.hparams(members=0)
+
+
 def test_two_tower_item_metadata_without_an_item_table_is_an_error_not_a_silent_switch_off():
     import dataclasses
     family = registry.FAMILIES["two_tower"]

@@ -178,6 +178,8 @@ def train(
     family = get_family(config.family)
     spec = D.dataset_spec(config.dataset)
     hparams = family.hparams().override(config.hparams)
+    if getattr(hparams, "members", 1) > 1:
+        return _train_members(config, family, spec, hparams, train_files, eval_files, transform_output, train_steps)
     tft_output = tft.TFTransformOutput(transform_output)
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -223,6 +225,45 @@ def train(
         gates = mean_gate_weights(model, eval_batches)
         if gates:
             summary["gates"] = gates
+    return model, summary, valid
+
+
+def _train_members(config: TrainConfig, family: Family, spec: D.DatasetSpec, hparams, train_files, eval_files,
+                   transform_output: str, train_steps: Optional[int]) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
+    """An ensemble (`members` k > 1, two_tower): k one-member models trained one after the
+    other, member m with seed + m (its own initial weights, data order and early stopping),
+    then put side by side in one model whose scores are the sum of theirs. Members trained
+    together on the same batches agree too much to gain from each other
+    (bench/results/tuning/two_tower_members_joint.md)."""
+    runs = []
+    for m in range(hparams.members):
+        member = dataclasses.replace(config, seed=config.seed + m, hparams={**config.hparams, "members": "1"})
+        runs.append(train(member, train_files, eval_files, transform_output, train_steps))
+    keras.utils.set_random_seed(config.seed)
+    model = family.build(runs[0][0].context, hparams)
+    model.assemble([r[0] for r in runs])
+    model.compile(optimizer=make_optimizer(hparams))
+    tft_output = tft.TFTransformOutput(transform_output)
+    _, eval_view, _, valid = _user_views(family, spec, tft_output, config, train_files, eval_files)
+    monitor = runs[0][1]["monitor"]
+    metrics = topk.evaluate(topk.model_scores(model), eval_view, config.max_history, valid, config.top_k)
+    members = [{k: r[1][k] for k in ("best_epoch", "epochs_run", "best_value", "train_seconds")} for r in runs]
+    for m, entry in enumerate(members):
+        entry["seed"] = config.seed + m
+    summary = {
+        "family": family.name,
+        "tasks": [t.name for t in model.context.tasks],
+        "hparams": hparams.to_dict(),
+        "epochs_run": max(m["epochs_run"] for m in members),
+        "best_epoch": max(m["best_epoch"] for m in members),
+        "monitor": monitor,
+        "best_value": metrics[monitor[len("val_"):]],
+        "train_seconds": round(sum(m["train_seconds"] for m in members), 2),
+        "strategy": config.strategy,
+        "replicas": 1,
+        "members": members,
+        "history": {},
+    }
     return model, summary, valid
 
 

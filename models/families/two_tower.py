@@ -9,6 +9,16 @@ the rest of the user's training history (leave-one-out, the most recent
 one held-out item, which is what `recommend` is asked. The softmax is over the whole
 catalogue (`full`) or over the batch's targets with a log-popularity correction
 (`sampled`); the user's own other items are not negatives.
+
+With `members` k > 1 the family is an ensemble of k such models: the Trainer trains k
+one-member models one after the other, member m with seed + m (its own initial weights,
+data order and early stopping; training.trainer._train_members), and puts them side by
+side. The served score is the sum of the members' scores: the query is the members' query
+vectors concatenated, the candidate the members' item vectors concatenated and their
+biases summed, so `recommend` and the Evaluator read one dot product as before. Fitted as
+one model (fit_on_arrays), each member has its own softmax loss, so with Adam's per-weight
+steps each trains as it would alone on the same batches; so trained, the members agree
+too much to gain from each other (bench/results/tuning/two_tower_members_joint.md).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Tuple
 
 import tensorflow as tf
 
+from contract import features as F
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
 from models.families.mf_dnn import NUMERIC_ITEM_FEATURES
@@ -45,6 +56,7 @@ class TwoTowerParams(HParams):
       query_attention_heads: > 0: a self-attention layer over the history's item vectors
         before pooling (blocks.HistoryPooling), so the query reads items in the light of
         each other; 0: the SVD++ pooling alone.
+      members: models in the ensemble (module docstring); 1: one model.
     """
 
     dim: int = 128  # eval split: bench/results/tuning/two_tower_l2.md
@@ -57,6 +69,7 @@ class TwoTowerParams(HParams):
     l2: float = 0.1
     query_attention_heads: int = 0
     user_balance: float = 0.0
+    members: int = 1
     learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
     batch_size: int = 512
     max_epochs: int = 30
@@ -66,6 +79,8 @@ class TwoTowerParams(HParams):
         super().__post_init__()
         if not 0.0 <= self.user_balance <= 1.0:
             raise ValueError(f"user_balance must be in [0, 1], got {self.user_balance}")
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
         if self.softmax not in (FULL_SOFTMAX, SAMPLED_SOFTMAX):
             raise ValueError(f"softmax must be {FULL_SOFTMAX!r} or {SAMPLED_SOFTMAX!r}, got {self.softmax!r}")
 
@@ -77,34 +92,84 @@ class TwoTower(RecModel):
 
     def __init__(self, context, hparams: TwoTowerParams, **kwargs):
         super().__init__(context, hparams, softmax=hparams.softmax, **kwargs)
-        seed = context.seed
-        self.pooling = blocks.HistoryPooling(context.num_items, context.num_behaviors, hparams.dim, seed,
-                                             dropout=hparams.history_dropout,
-                                             attention_heads=hparams.query_attention_heads, name="history")
-        self.query_mlp = (blocks.MLP(tuple(hparams.query_hidden) + (hparams.dim,), activation="tanh",
-                                     seed=seed + 20, name="query_mlp") if hparams.query_hidden else None)
         if hparams.item_metadata and not context.item_table:
             raise ValueError(
                 "two_tower: item_metadata=true needs the item table (genres, item statistics), and the "
                 "user view this family trains on carries none; train with item_metadata=false")
+        # Member 0 keeps the one-model names (a members=1 model is what it always was).
+        self.pooling, self.query_mlp, self.item_encoder, self.item_bias = self._towers(context, hparams, 0)
+        extra = [self._towers(context, hparams, m) for m in range(1, hparams.members)]
+        self.member_poolings = [t[0] for t in extra]
+        self.member_mlps = [t[1] for t in extra if t[1] is not None]
+        self.member_encoders = [t[2] for t in extra]
+        self.member_biases = [t[3] for t in extra]
+
+    @staticmethod
+    def _towers(context, hparams: TwoTowerParams, member: int):
+        """(history pooling, query MLP or None, item encoder, item bias) of one member."""
+        seed = context.seed + 1000 * member
+        suffix = f"_{member}" if member else ""
+        pooling = blocks.HistoryPooling(context.num_items, context.num_behaviors, hparams.dim, seed,
+                                        dropout=hparams.history_dropout,
+                                        attention_heads=hparams.query_attention_heads, name="history" + suffix)
+        mlp = (blocks.MLP(tuple(hparams.query_hidden) + (hparams.dim,), activation="tanh", seed=seed + 20,
+                          name="query_mlp" + suffix) if hparams.query_hidden else None)
         numeric = [n for n in NUMERIC_ITEM_FEATURES if context.item_table and n in context.item_table]
-        self.item_encoder = blocks.ItemEncoder(
+        encoder = blocks.ItemEncoder(
             context.num_items, context.num_genres, hparams.dim, (2 * hparams.dim,), numeric=numeric,
             item_table=context.item_table, metadata=hparams.item_metadata and bool(context.item_table),
-            seed=seed + 30, name="candidate")
-        self.item_bias = blocks.Bias(context.num_items, name="candidate_bias")
+            seed=seed + 30, name="candidate" + suffix)
+        return pooling, mlp, encoder, blocks.Bias(context.num_items, name="candidate_bias" + suffix)
+
+    def members(self):
+        """[(pooling, query MLP or None, item encoder, item bias)] of every member."""
+        mlps = [self.query_mlp] + (self.member_mlps or [None] * len(self.member_poolings))
+        return list(zip([self.pooling] + self.member_poolings, mlps, [self.item_encoder] + self.member_encoders,
+                        [self.item_bias] + self.member_biases))
+
+    def assemble(self, models) -> None:
+        """Takes each member's weights from a one-member model of the same setting (in order)."""
+        if len(models) != self.hparams.members:
+            raise ValueError(f"two_tower with {self.hparams.members} members assembles {self.hparams.members} "
+                             f"one-member models, got {len(models)}")
+        probe = tf.constant([[1]], tf.int64)
+        for model in [self] + list(models):
+            model.score_catalogue(probe, probe)  # builds every weight
+        for target, source in zip(self.members(), models):
+            (only,) = source.members()
+            for to, frm in zip(target, only):
+                if to is not None:
+                    to.set_weights(frm.get_weights())
+
+    def member_queries(self, history_item_idx, history_behavior_idx, training=False):
+        out = []
+        for pooling, mlp, _, _ in self.members():
+            q, _ = pooling(history_item_idx, history_behavior_idx, training=training)
+            out.append(mlp(q, training=training) if mlp is not None else q)
+        return out
 
     def query(self, history_item_idx, history_behavior_idx, training=False):
-        q, _ = self.pooling(history_item_idx, history_behavior_idx, training=training)
-        if self.query_mlp is not None:
-            q = self.query_mlp(q, training=training)
+        q = tf.concat(self.member_queries(history_item_idx, history_behavior_idx, training=training), axis=-1)
         return q, tf.zeros(tf.shape(q)[:1])
 
     def query_penalty(self, query):
+        # Over the members' concatenated queries: the sum of each member's own penalty.
         return self.hparams.l2 * tf.reduce_mean(tf.reduce_sum(query * query, -1))
 
     def candidates(self):
-        return self.item_encoder.catalogue(), self.item_bias.all()
+        members = self.members()
+        return (tf.concat([encoder.catalogue() for _, _, encoder, _ in members], axis=-1),
+                tf.add_n([bias.all() for _, _, _, bias in members]))
 
     def item_vectors(self):
-        return self.item_encoder.catalogue()
+        return tf.concat([encoder.catalogue() for _, _, encoder, _ in self.members()], axis=-1)
+
+    def retrieval_loss(self, features, training):
+        """Each member's softmax on its own scores (an ensemble of models trained alone),
+        not one softmax on their sum (one wider model)."""
+        queries = self.member_queries(features[F.HISTORY_ITEM_IDX], features[F.HISTORY_BEHAVIOR_IDX],
+                                      training=training)
+        total = self.query_penalty(tf.concat(queries, axis=-1))
+        for q, (_, _, encoder, bias) in zip(queries, self.members()):
+            total += self.retrieval_terms(features, q, encoder.catalogue(), bias.all())
+        return total
