@@ -260,7 +260,7 @@ def _train_members(config: TrainConfig, family: Family, spec: D.DatasetSpec, hpa
         "best_value": metrics[monitor[len("val_"):]],
         "train_seconds": round(sum(m["train_seconds"] for m in members), 2),
         "strategy": config.strategy,
-        "replicas": 1,
+        "replicas": runs[0][1]["replicas"],  # each member trains under the strategy
         "members": members,
         "history": {},
     }
