@@ -392,3 +392,5 @@ def test_student_grid_chooses_per_variant_on_eval_and_never_reads_test(monkeypat
     assert (tmp_path / "tuning" / "takd_student.md").exists()
     with pytest.raises(ValueError, match="takd_student.NAME"):
         takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, {"takd_teacher.dim": ["4"]}, 42, "cmd")
+    with pytest.raises(ValueError, match="no hyperparameter 'width'"):
+        takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, {"takd_student.width": ["4"]}, 42, "cmd")
