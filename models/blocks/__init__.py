@@ -19,4 +19,4 @@ from models.blocks.distill import (  # noqa: F401,E402
     distillation_loss,
     label_pair_masks,
 )
-from models.blocks.interest import ConditionalLayerNorm, Refinement, TaskInterest, typed_sequences  # noqa: F401,E402
+from models.blocks.interest import REFINE_GATES, ConditionalLayerNorm, Refinement, TaskInterest, typed_sequences  # noqa: F401,E402

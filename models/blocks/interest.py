@@ -13,7 +13,8 @@ sequences, and task-specific refinement of the input representation.
   shared by every (task, type) pair, over every typed sequence; each encoded sequence is
   pooled by attention with the target item as query; a task's interest is its pooled
   vectors over the types, concatenated.
-- `Refinement`: per task, `raw * MLP_t(raw)` with a 2-layer ReLU MLP (SENet-like).
+- `Refinement`: per task, `raw * MLP_t(raw)` with a 2-layer MLP (SENet-like; output
+  activation `relu`, `sigmoid` or `2sigmoid`).
 
 Pairs are batched: the encoder runs once on [B * pairs, L, d] rows, each row's norms
 conditioned on its pair.
@@ -195,27 +196,46 @@ class TaskInterest(keras.layers.Layer):
         return {t: pooled[:, i if repeat > 1 else 0] for i, t in enumerate(self.tasks)}
 
 
+REFINE_GATES = ("relu", "sigmoid", "2sigmoid")
+
+
 class Refinement(keras.layers.Layer):
-    """Task-specific refinement: {task: raw_t * MLP_t(raw_t)}, MLP_t 2-layer ReLU (SENet-like).
+    """Task-specific refinement: {task: raw_t * MLP_t(raw_t)}, MLP_t 2 layers (SENet-like).
+
+    The hidden layer is ReLU; `gate` is the output's activation:
+    - `relu`: unbounded, and a unit at zero removes its input feature;
+    - `sigmoid`: SENet's excitation, a scale in (0, 1);
+    - `2sigmoid`: 2 * sigmoid, a scale in (0, 2) that can keep a feature as it is (1 at a
+      zero pre-activation) or amplify it.
 
     Args:
       tasks: task names.
       hidden: the MLPs' hidden width.
+      gate: the output activation, one of REFINE_GATES.
       seed: initialisation seed.
     """
 
-    def __init__(self, tasks: Sequence[str], hidden: int, seed: int = 0, **kwargs):
+    def __init__(self, tasks: Sequence[str], hidden: int, gate: str = "relu", seed: int = 0, **kwargs):
         super().__init__(**kwargs)
+        if gate not in REFINE_GATES:
+            raise ValueError(f"refinement gate must be one of {REFINE_GATES}, got {gate!r}")
         self.tasks = tuple(tasks)
         self.hidden = int(hidden)
+        self.gate = gate
         self.seed = seed
         self.mlps: Dict[str, MLP] = {}
 
     def build(self, input_shape):
         width = int(next(iter(input_shape.values()))[-1])
-        self.mlps = {t: MLP((self.hidden, width), output_activation="relu", seed=self.seed + 17 * i,
+        output = {"relu": "relu", "sigmoid": "sigmoid", "2sigmoid": None}[self.gate]
+        self.mlps = {t: MLP((self.hidden, width), output_activation=output, seed=self.seed + 17 * i,
                             name=f"refine_{t}") for i, t in enumerate(self.tasks)}
         super().build(input_shape)
 
+    def scale(self, task: str, raw: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """The factor task `task` multiplies its raw representation by."""
+        out = self.mlps[task](raw, training=training)
+        return 2.0 * tf.sigmoid(out) if self.gate == "2sigmoid" else out
+
     def call(self, raw: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
-        return {t: raw[t] * self.mlps[t](raw[t], training=training) for t in self.tasks}
+        return {t: raw[t] * self.scale(t, raw[t], training=training) for t in self.tasks}

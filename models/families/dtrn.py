@@ -5,7 +5,8 @@ families' interaction input plus the task's own interest from the user's behavio
 sequences split by type (MovieLens disliked / neutral / liked; Taobao pv / cart / fav /
 buy), encoded by one transformer layer shared by every (task, type) pair whose layer
 norms a hypernetwork conditions on the pair (`blocks.TaskInterest`). The refinement
-module then scales `raw_t` by a task's own SENet-like MLP (`blocks.Refinement`).
+module then scales `raw_t` by a task's own SENet-like MLP (`blocks.Refinement`; its output
+activation is `refine_gate`).
 
 Above the bottom, `sharing` chooses what is shared: `none` (each task's representation
 goes through its own MLP and tower), `mmoe` or `ple` (the multi-task families' expert
@@ -44,6 +45,8 @@ class DTRNParams(MultiTaskParams):
       typed: one sequence per behavior type (false: one sequence of every behavior).
       cond_dim / hyper_hidden: task and type embedding size; the hypernetworks' hidden width.
       refine_hidden: the refinement MLPs' hidden width.
+      refine_gate: the refinement MLPs' output activation: relu (unbounded), sigmoid (SENet's
+        (0, 1) excitation) or 2sigmoid ((0, 2), the identity at a zero pre-activation).
       seq_dropout: dropout in the interest encoder.
     """
 
@@ -61,6 +64,7 @@ class DTRNParams(MultiTaskParams):
     cond_dim: int = 16
     hyper_hidden: int = 32
     refine_hidden: int = 64
+    refine_gate: str = "relu"
     seq_dropout: float = 0.1
 
     def __post_init__(self):
@@ -69,6 +73,9 @@ class DTRNParams(MultiTaskParams):
             raise ValueError(f"hyperparameter sharing must be one of {SHARING}, got {self.sharing!r}")
         if self.seq_len < 1:
             raise ValueError(f"hyperparameter seq_len must be >= 1, got {self.seq_len}")
+        if self.refine_gate not in blocks.REFINE_GATES:
+            raise ValueError(f"hyperparameter refine_gate must be one of {blocks.REFINE_GATES}, "
+                             f"got {self.refine_gate!r}")
 
 
 class DTRNModel(MultiTaskModel):
@@ -80,8 +87,9 @@ class DTRNModel(MultiTaskModel):
             context.num_behaviors, hparams.seq_dim, hparams.seq_len * (1 if hparams.typed else behaviors),
             heads=hparams.heads, hyper=hparams.hyper, cond_dim=hparams.cond_dim, hyper_hidden=hparams.hyper_hidden,
             dropout=hparams.seq_dropout, seed=context.seed + 700, name="interest")
-        self.refinement = (blocks.Refinement(self.names, hparams.refine_hidden, seed=context.seed + 800,
-                                             name="refinement") if hparams.refine else None)
+        self.refinement = (blocks.Refinement(self.names, hparams.refine_hidden, hparams.refine_gate,
+                                             seed=context.seed + 800, name="refinement")
+                           if hparams.refine else None)
 
     def make_bottom(self, names, hparams: DTRNParams, seed):
         if hparams.sharing == "mmoe":
