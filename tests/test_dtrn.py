@@ -131,15 +131,15 @@ def test_two_sigmoid_refinement_is_the_identity_at_zero_weights():
 SMALL = {"dim": 4, "bottom": "16", "tower": "8", "learning_rate": 0.03, "seq_len": 3, "seq_dim": 4, "heads": 1}
 
 
-# PLE over refined inputs learns slowest here (measured: liked AUC 0.67 after 4 epochs, 0.91 after 8).
-@pytest.mark.parametrize("variant,epochs", [({}, 4), ({"sharing": "mmoe"}, 4), ({"sharing": "ple"}, 8),
-                                            ({"hyper": "false"}, 4), ({"refine": "false"}, 4), ({"typed": "false"}, 4),
-                                            ({"refine_gate": "2sigmoid"}, 4)])
-def test_dtrn_variants_train_every_task_and_learn_liked(variant, epochs):
+# With fit_on_arrays seeded from the context (seed 0), liked AUC after 8 epochs: dtrn 0.80,
+# mmoe 0.89, ple 0.90, no hyper 0.93, no refine 0.93, untyped 0.89 (after 4: dtrn 0.65).
+@pytest.mark.parametrize("variant", [{}, {"sharing": "mmoe"}, {"sharing": "ple"}, {"hyper": "false"},
+                                     {"refine": "false"}, {"typed": "false"}])
+def test_dtrn_variants_train_every_task_and_learn_liked(variant):
     tasks = (F.RATING, F.LIKED, F.LOVED, F.WATCHED)
     ctx = synthetic_context(tasks=tasks, num_users=40, num_items=30)
     batches, data = _multitask_batches(ctx, n=1536, batch=256)
-    model = fit_on_arrays("dtrn", ctx, {**SMALL, **variant}, batches, epochs=epochs)
+    model = fit_on_arrays("dtrn", ctx, {**SMALL, **variant}, batches, epochs=8)
     out = model({k: tf.constant(v) for k, v in data.items()})
     assert set(out) == set(tasks)
     from evaluation.definitions import binary_auc

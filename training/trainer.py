@@ -500,8 +500,13 @@ def make_optimizer(hparams) -> keras.optimizers.Optimizer:
 
 def fit_on_arrays(family_name: str, context: ModelContext, hparams_overrides: Dict[str, Any],
                   batches: Sequence[Dict[str, np.ndarray]], epochs: int = 1) -> RecModel:
-    """Builds a family on `context` and fits it on in-memory batches (for unit tests)."""
+    """Builds a family on `context` and fits it on in-memory batches (for unit tests).
+
+    Seeds Python, NumPy and TensorFlow from `context.seed` first, as `train` does, so that a
+    test's result does not depend on which tests ran before it.
+    """
     _skip_autograph_for_tf_keras()
+    keras.utils.set_random_seed(context.seed)
     family = get_family(family_name)
     model = family.build(context, family.hparams().override(hparams_overrides))
     model.compile(optimizer=make_optimizer(model.hparams))
