@@ -12,8 +12,10 @@ early stopping on the eval split's mean AUC over the binary tasks, best epoch ke
 - ablations of `dtrn`: `no_hyper` (plain layer norms: one interest for every task),
   `no_refine` (no refinement), `untyped` (one sequence of every behavior instead of one
   per type).
-`--hparam DATASET.NAME=VALUE` sets a hyperparameter for every model on that dataset (e.g.
-the learning rate the multi-task benchmark's grid chose on Taobao for both MMoE and PLE).
+`--hparam DATASET.NAME=VALUE` sets a hyperparameter for every model on that dataset whose
+family has it (e.g. the learning rate the multi-task benchmark's grid chose on Taobao for
+both MMoE and PLE, or DTRN's `refine_gate` for the DTRN variants only); a name that no
+chosen model has is an error.
 
 Reported on the test split (tuning and early stopping on eval only): AUC per binary task
 and RMSE of the rating, mean and standard deviation over seeds; trainable parameters;
@@ -27,6 +29,7 @@ at batch 1 and 100, every model of a seed timed in alternation). Written to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -60,6 +63,28 @@ DTRN_VARIANTS = ("dtrn", "dtrn_mmoe", "dtrn_ple")
 ABLATIONS = ("no_hyper", "no_refine", "untyped")
 
 
+def family_fields(family: str) -> set:
+    from models.registry import get_family
+
+    return {f.name for f in dataclasses.fields(get_family(family).hparams)}
+
+
+def overrides_for(family: str, overrides: Dict[str, str]) -> Dict[str, str]:
+    """The --hparam values that `family` has (e.g. refine_gate for DTRN, not for MMoE)."""
+    fields = family_fields(family)
+    return {k: v for k, v in overrides.items() if k in fields}
+
+
+def check_overrides(overrides: Dict[str, Dict[str, str]], variants: Sequence[str]) -> None:
+    """Every --hparam name belongs to at least one chosen variant's family."""
+    known = set().union(*(family_fields(MODELS[v][0]) for v in variants))
+    for dataset, values in overrides.items():
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"--hparam {dataset}.{unknown[0]}: no model of --variants {list(variants)} "
+                             f"has a hyperparameter {unknown[0]!r}")
+
+
 def metric_of(task: T.TaskSpec) -> str:
     return "rmse" if task.kind == T.REGRESSION else "auc"
 
@@ -78,7 +103,8 @@ def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], o
         models = {}
         for variant in variants:
             family, hparams = MODELS[variant]
-            config = TrainConfig(family=family, dataset=stages.config.dataset, hparams={**hparams, **overrides},
+            config = TrainConfig(family=family, dataset=stages.config.dataset,
+                                 hparams={**hparams, **overrides_for(family, overrides)},
                                  max_history=stages.config.max_history, seed=seed, tasks=names)
             model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
                                       stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph)
@@ -216,7 +242,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--variants", default=",".join(MODELS))
     parser.add_argument("--hparam", action="append", default=[], metavar="DATASET.NAME=VALUE",
-                        help="a hyperparameter of every model on a dataset")
+                        help="a hyperparameter of every model on a dataset whose family has it")
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per model at batch 1")
     mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
@@ -240,6 +266,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(overrides) - set(datasets))
     if unknown:
         raise ValueError(f"--hparam datasets {unknown} are not in --datasets {datasets}")
+    check_overrides(overrides, variants)
     results: Dict[str, Any] = {}
     metrics: Dict[str, Dict[str, str]] = {}
     log: List[str] = []

@@ -83,3 +83,12 @@ def test_joined_file_holds_both_benchmarks_rows_once_both_exist(tmp_path):
     assert [r["model"] for r in rows] == ["dtrn", "takd_student", "takd_teacher"]
     markdown = (tmp_path / "dtrn_takd.md").read_text()
     assert "## DTRN" in markdown and "### movielens" in markdown and "## TAKD" in markdown
+
+
+def test_hparam_reaches_only_the_families_that_have_it():
+    overrides = {"refine_gate": "sigmoid", "learning_rate": "0.0005"}
+    assert dtrn.overrides_for("mmoe", overrides) == {"learning_rate": "0.0005"}
+    assert dtrn.overrides_for("dtrn", overrides) == overrides
+    dtrn.check_overrides({"taobao": overrides}, ["mmoe", "dtrn"])
+    with pytest.raises(ValueError, match="taobao.refine_gate: no model of --variants"):
+        dtrn.main(["--datasets", "taobao", "--variants", "mmoe,ple", "--hparam", "taobao.refine_gate=sigmoid"])
