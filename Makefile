@@ -71,7 +71,7 @@ bench-multitask: bench-install
 	$(PY) -m bench.multitask $(ARGS)
 
 # DTRN (task-specific bottoms), its MMoE / PLE variants and ablations against MMoE and PLE.
-# e.g. make bench-dtrn ARGS="--datasets taobao --hparam taobao.learning_rate=0.0005"
+# e.g. make bench-dtrn ARGS="--datasets taobao --hparam taobao.learning_rate=0.0005 --hparam taobao.refine_gate=sigmoid"
 bench-dtrn: $(STAMP)
 	$(PY) -m bench.dtrn $(ARGS)
 
