@@ -131,15 +131,17 @@ def test_two_sigmoid_refinement_is_the_identity_at_zero_weights():
 SMALL = {"dim": 4, "bottom": "16", "tower": "8", "learning_rate": 0.03, "seq_len": 3, "seq_dim": 4, "heads": 1}
 
 
-# With fit_on_arrays seeded from the context (seed 0), liked AUC after 8 epochs: dtrn 0.80,
-# mmoe 0.89, ple 0.90, no hyper 0.93, no refine 0.93, untyped 0.89 (after 4: dtrn 0.65).
-@pytest.mark.parametrize("variant", [{}, {"sharing": "mmoe"}, {"sharing": "ple"}, {"hyper": "false"},
-                                     {"refine": "false"}, {"typed": "false"}])
-def test_dtrn_variants_train_every_task_and_learn_liked(variant):
+# With fit_on_arrays seeded from the context (seed 0), liked AUC after 5 epochs: dtrn 0.77,
+# mmoe 0.90, ple 0.89, no hyper 0.79, no refine 0.82, untyped 0.90; the relu gate learns
+# slowest (0.80 after 8 epochs, 0.65 after 4).
+@pytest.mark.parametrize("variant,epochs", [({}, 5), ({"sharing": "mmoe"}, 5), ({"sharing": "ple"}, 5),
+                                            ({"hyper": "false"}, 5), ({"refine": "false"}, 5),
+                                            ({"typed": "false"}, 5), ({"refine_gate": "relu"}, 8)])
+def test_dtrn_variants_train_every_task_and_learn_liked(variant, epochs):
     tasks = (F.RATING, F.LIKED, F.LOVED, F.WATCHED)
     ctx = synthetic_context(tasks=tasks, num_users=40, num_items=30)
     batches, data = _multitask_batches(ctx, n=1536, batch=256)
-    model = fit_on_arrays("dtrn", ctx, {**SMALL, **variant}, batches, epochs=8)
+    model = fit_on_arrays("dtrn", ctx, {**SMALL, **variant}, batches, epochs=epochs)
     out = model({k: tf.constant(v) for k, v in data.items()})
     assert set(out) == set(tasks)
     from evaluation.definitions import binary_auc
@@ -163,7 +165,8 @@ def test_dtrn_ablations_remove_what_they_name():
     assert untyped.types is None and untyped.length == 3 * 3
     with pytest.raises(ValueError, match="sharing must be one of"):
         family.hparams().override({"sharing": "moe"})
-    gated = family.build(ctx, family.hparams().override({**SMALL, "refine_gate": "sigmoid"})).refinement
-    assert gated.gate == "sigmoid"
+    assert full.refinement.gate == "sigmoid"  # the default, chosen on eval
+    gated = family.build(ctx, family.hparams().override({**SMALL, "refine_gate": "relu"})).refinement
+    assert gated.gate == "relu"
     with pytest.raises(ValueError, match="refine_gate must be one of"):
         family.hparams().override({"refine_gate": "tanh"})
