@@ -92,3 +92,11 @@ def test_hparam_reaches_only_the_families_that_have_it():
     dtrn.check_overrides({"taobao": overrides}, ["mmoe", "dtrn"])
     with pytest.raises(ValueError, match="taobao.refine_gate: no model of --variants"):
         dtrn.main(["--datasets", "taobao", "--variants", "mmoe,ple", "--hparam", "taobao.refine_gate=sigmoid"])
+
+
+def test_merge_refuses_to_overwrite_an_input(tmp_path):
+    path = tmp_path / "both_runs.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="would overwrite its input"):
+        dtrn.merge([str(path)], "both", str(tmp_path), "merge command")
+    assert path.read_text() == "{}"
