@@ -215,7 +215,7 @@ class Refinement(keras.layers.Layer):
       seed: initialisation seed.
     """
 
-    def __init__(self, tasks: Sequence[str], hidden: int, gate: str = "relu", seed: int = 0, **kwargs):
+    def __init__(self, tasks: Sequence[str], hidden: int, gate: str = "sigmoid", seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         if gate not in REFINE_GATES:
             raise ValueError(f"refinement gate must be one of {REFINE_GATES}, got {gate!r}")
