@@ -76,10 +76,19 @@ def overrides_for(family: str, overrides: Dict[str, str]) -> Dict[str, str]:
 
 
 def check_overrides(overrides: Dict[str, Dict[str, str]], variants: Sequence[str]) -> None:
-    """Every --hparam name belongs to at least one chosen variant's family."""
-    known = set().union(*(family_fields(MODELS[v][0]) for v in variants))
+    """Before any training: every variant's hyperparameters with the --hparam values it takes
+    pass its family's `HParams.override` (names and values), and every --hparam name is
+    taken by at least one chosen variant."""
+    from models.registry import get_family
+
     for dataset, values in overrides.items():
-        unknown = sorted(set(values) - known)
+        taken = set()
+        for variant in variants:
+            family, fixed = MODELS[variant]
+            chosen = overrides_for(family, values)
+            get_family(family).hparams().override({**fixed, **chosen})
+            taken |= set(chosen)
+        unknown = sorted(set(values) - taken)
         if unknown:
             raise ValueError(f"--hparam {dataset}.{unknown[0]}: no model of --variants {list(variants)} "
                              f"has a hyperparameter {unknown[0]!r}")

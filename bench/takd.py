@@ -419,7 +419,6 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
     return result
 
 
-
 def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str, rounds: int = 5) -> None:
     """Teacher and student serving cost against the floor of a compiled call, without training.
 

@@ -92,6 +92,8 @@ def test_hparam_reaches_only_the_families_that_have_it():
     dtrn.check_overrides({"taobao": overrides}, ["mmoe", "dtrn"])
     with pytest.raises(ValueError, match="taobao.refine_gate: no model of --variants"):
         dtrn.main(["--datasets", "taobao", "--variants", "mmoe,ple", "--hparam", "taobao.refine_gate=sigmoid"])
+    with pytest.raises(ValueError, match="refine_gate must be one of"):  # a bad value, before any training
+        dtrn.check_overrides({"taobao": {"refine_gate": "tanh"}}, ["mmoe", "dtrn"])
 
 
 def test_merge_refuses_to_overwrite_an_input(tmp_path):
