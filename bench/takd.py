@@ -53,6 +53,8 @@ from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 
 RESULTS_NAME = "takd"
+STUDENT = "takd_student"
+TEACHER_FAMILIES = ("takd_teacher", "takd_teacher_dtrn")  # --teacher: PLE or DTRN under the ranking losses
 JOINED_NAME = "dtrn_takd"  # the issue's one table: bench.dtrn's rows and these
 TEACHERS = {
     "teacher": {},
@@ -89,14 +91,29 @@ def count_params(model) -> int:
     return int(sum(np.prod(v.shape) for v in model.trainable_variables))
 
 
-FLOOR = "floor"  # in serve_ms: a compiled call that takes the same features and only returns one of them
+FLOOR = "floor"  # in serve_ms: a compiled call that takes a model's features and only returns one of them
 
 
-def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str, float]:
+def read_features(model, features) -> List[str]:
+    """The names of the features that `model`'s call reads, found by tracing it on
+    `features`: what a serving request to it carries (labels and unread features are not
+    sent)."""
+    import tensorflow as tf
+
+    names = sorted(features)
+    specs = {n: tf.TensorSpec([None] + list(features[n].shape[1:]), features[n].dtype) for n in names}
+    traced = tf.function(lambda x: model(x, training=False), autograph=False).get_concrete_function(specs)
+    placeholders = traced.inputs[:len(names)]  # the flattened dict: sorted keys, then captured variables
+    return [n for n, t in zip(names, placeholders) if t.consumers()]
+
+
+def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: str = "") -> Dict[str, float]:
     """Median ms of each model's compiled call on `batch` test rows, the models timed in turn.
 
-    A model given as FLOOR is the cost of the call itself: the same inputs in and out of a
-    compiled function with no arithmetic, which no model can go below.
+    Each call takes only the features its model reads (read_features), as its serving
+    request would. With `floor_of` (a name in `models`), FLOOR is timed too: the cost of
+    the call itself, that model's inputs in and out of a compiled function with no
+    arithmetic, which no model reading those features can go below.
     """
     import tensorflow as tf
 
@@ -107,17 +124,19 @@ def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int) -> Dict[str
     size = int(np.max(np.asarray(data[F.HISTORY_BUCKET])[rows]))
     features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
                 if v.dtype != object}
-    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) if m is not FLOOR
-             else tf.function(lambda x: {F.ITEM_IDX: tf.identity(x[F.ITEM_IDX])}, autograph=False)
-             for name, m in models.items()}
-    times: Dict[str, List[float]] = {name: [] for name in models}
+    inputs = {name: {f: features[f] for f in read_features(m, features)} for name, m in models.items()}
+    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) for name, m in models.items()}
+    if floor_of:
+        inputs[FLOOR] = inputs[floor_of]
+        calls[FLOOR] = tf.function(lambda x: {F.ITEM_IDX: tf.identity(x[F.ITEM_IDX])}, autograph=False)
+    times: Dict[str, List[float]] = {name: [] for name in calls}
     for name, call in calls.items():
         for _ in range(5):
-            call(features)
+            call(inputs[name])
     for _ in range(repeats):
         for name, call in calls.items():
             started = time.perf_counter()
-            out = call(features)
+            out = call(inputs[name])
             _ = [np.asarray(v) for v in out.values()]
             times[name].append((time.perf_counter() - started) * 1000.0)
     return {name: float(np.median(v)) for name, v in times.items()}
@@ -160,6 +179,8 @@ def variant_hparams(family: str, variant: str, fixed: Dict[str, str], overrides)
 
 def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overrides, results: Dict[str, Any],
                 log: List[str]) -> None:
+    """Trains every variant per seed (the teachers are args.teacher's family), recording into
+    `results[dataset]`; yields each finished seed."""
     from training.distillation import teacher_soft_labels
 
     stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
@@ -173,10 +194,10 @@ def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overr
     for seed in seeds:
         teachers = {}
         for variant, hparams in TEACHERS.items():
-            hp = variant_hparams("takd_teacher", variant, hparams, overrides)
-            model, summary = train_one("takd_teacher", stages, specs, seed, hp)
+            hp = variant_hparams(args.teacher, variant, hparams, overrides)
+            model, summary = train_one(args.teacher, stages, specs, seed, hp)
             teachers[variant] = model
-            record(per, "takd_teacher", variant, seed, model, summary, pair, specs, parts, log)
+            record(per, args.teacher, variant, seed, model, summary, pair, specs, parts, log)
         students = {}
         for variant, (teacher, calibrated, hparams) in STUDENTS.items():
             hp = variant_hparams("takd_student", variant, hparams, overrides)
@@ -187,11 +208,11 @@ def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overr
         for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
             timed = serve_ms({"teacher": teachers["teacher"], "student": students["student"]}, parts["test"],
                              batch, repeats)
-            per.setdefault("takd_teacher/teacher", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["teacher"])
+            per.setdefault(f"{args.teacher}/teacher", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["teacher"])
             per.setdefault("takd_student/student", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["student"])
         log.append(f"  seed {seed} done; serve ms teacher/student "
-                   f"b1 {per['takd_teacher/teacher']['serve_ms_b1'][-1]:.3f}/{per['takd_student/student']['serve_ms_b1'][-1]:.3f}, "
-                   f"b100 {per['takd_teacher/teacher']['serve_ms_b100'][-1]:.3f}/{per['takd_student/student']['serve_ms_b100'][-1]:.3f}")
+                   f"b1 {per[f'{args.teacher}/teacher']['serve_ms_b1'][-1]:.3f}/{per['takd_student/student']['serve_ms_b1'][-1]:.3f}, "
+                   f"b100 {per[f'{args.teacher}/teacher']['serve_ms_b100'][-1]:.3f}/{per['takd_student/student']['serve_ms_b100'][-1]:.3f}")
         yield seed
 
 
@@ -277,8 +298,10 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="movielens")
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--pair", action="append", default=[], metavar="DATASET=A,B")
+    parser.add_argument("--teacher", default="", choices=("",) + TEACHER_FAMILIES,
+                        help="the teachers' family (default: takd_student's teacher in the registry)")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
-                        help="overrides for takd_teacher / takd_student (every variant)")
+                        help="overrides for the teacher's family / takd_student (every variant)")
     parser.add_argument("--variant_hparam", action="append", default=[], metavar="VARIANT.NAME=VALUE",
                         help="overrides for one variant (e.g. student_alone.learning_rate=0.01), after --hparam")
     parser.add_argument("--grid", action="append", default=[], metavar="takd_student.NAME=V1,V2",
@@ -298,10 +321,14 @@ def main(argv=None) -> int:
         merge(args.merge.split(","), args.name, args.out, command.strip())
         return 0
 
+    from models.registry import get_family
+
+    args.teacher = args.teacher or get_family(STUDENT).teacher
     overrides = parse_assignments(args.hparam)
-    unknown = sorted(set(overrides) - {"takd_teacher", "takd_student"})
+    unknown = sorted(set(overrides) - {args.teacher, STUDENT})
     if unknown:
-        raise ValueError(f"--hparam families {unknown}: only takd_teacher and takd_student are trained here")
+        raise ValueError(f"--hparam families {unknown}: only {args.teacher} and {STUDENT} are trained here "
+                         "(--teacher chooses the teacher's family)")
     for variant, values in parse_assignments(args.variant_hparam).items():
         if variant not in STUDENTS and variant not in TEACHERS:
             raise ValueError(f"--variant_hparam {variant}: not a variant; one of {sorted({*STUDENTS, *TEACHERS})}")
@@ -363,15 +390,15 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
     result: Dict[str, Any] = {"command": command, "machine": common.machine(), "split": "eval", "seed": seed,
                               "monitor": "eval mean AUC of the pair (best epoch)", "grid": grid, "datasets": {}}
     lines = ["# Tuning the TAKD student on the eval split", "",
-             f"Seed {seed}. Teacher: `takd_teacher` (variant `teacher`) trained once; then `student` (distilled from "
+             f"Seed {seed}. Teacher: `{args.teacher}` (variant `teacher`) trained once; then `student` (distilled from "
              "its calibrated, error-corrected soft labels) and `student_alone` (hard labels) at every grid point. "
              "Chosen per variant: the best eval mean AUC of the pair (the Trainer's early-stopping value, best "
              "epoch). The test split is not read.", ""]
     for dataset, pair in pairs.items():
         stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
         specs = [D.dataset_spec(dataset).task(t) for t in pair]
-        teacher, summary = train_one("takd_teacher", stages, specs, seed,
-                                     variant_hparams("takd_teacher", "teacher", TEACHERS["teacher"], overrides))
+        teacher, summary = train_one(args.teacher, stages, specs, seed,
+                                     variant_hparams(args.teacher, "teacher", TEACHERS["teacher"], overrides))
         teacher_eval = pair_metrics(pair, specs, mt.predict_rows(teacher, parts["eval"]), parts["eval"])
         soft = teacher_soft_labels(teacher, True)
         per: Dict[str, Any] = {"pair": list(pair), "teacher_eval": teacher_eval,
@@ -424,7 +451,8 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
 
     Serving cost does not depend on the weights, so each model is built by one training step
     (registry defaults and --hparam); every round times the teacher, the student and the
-    floor (serve_ms's FLOOR) in alternation at batch 1 and 100. Writes takd_serving.{json,md}.
+    floor of the student's inputs (serve_ms's FLOOR) in alternation at batch 1 and 100, each
+    call taking the features its model reads. Writes takd_serving.{json,md}.
     """
     rows: List[Dict[str, Any]] = []
     lines: List[str] = []
@@ -432,33 +460,41 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
         stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
         specs = [D.dataset_spec(dataset).task(t) for t in pair]
         models = {name: train_one(family, stages, specs, 42, overrides.get(family, {}), train_steps=1)[0]
-                  for name, family in (("teacher", "takd_teacher"), ("student", "takd_student"))}
+                  for name, family in (("teacher", args.teacher), ("student", STUDENT))}
+        sample = {k: v[:2] for k, v in parts["test"].items() if v.dtype != object}
+        read = {name: read_features(m, sample) for name, m in models.items()}
+        read[FLOOR] = read["student"]
         timed: Dict[tuple, List[float]] = {}
         for _ in range(rounds):
             for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
-                for name, ms in serve_ms({**models, FLOOR: FLOOR}, parts["test"], batch, repeats).items():
+                for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of="student").items():
                     timed.setdefault((name, batch), []).append(ms)
         for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             stats = common.mean_std(values)
             floor = float(np.mean(timed[(FLOOR, batch)]))
-            rows.append({"dataset": dataset, "model": name, "batch": batch, "ms": stats["mean"], "std": stats["std"],
-                         "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
-                         "params": count_params(models[name]) if name in models else 0})
+            rows.append({"dataset": dataset, "model": args.teacher if name == "teacher" else
+                         STUDENT if name == "student" else name, "batch": batch, "ms": stats["mean"],
+                         "std": stats["std"], "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
+                         "params": count_params(models[name]) if name in models else 0,
+                         "features": len(read[name])})
+        for name in ("teacher", "student"):
+            lines.append(f"- {dataset} {name} reads {len(read[name])} features: {', '.join(read[name])}")
         for batch in (1, 100):
             get = {r["model"]: r for r in rows if r["dataset"] == dataset and r["batch"] == batch}
-            t, s_, f = get["teacher"], get["student"], get[FLOOR]
+            t, s_, f = get[args.teacher], get[STUDENT], get[FLOOR]
             lines.append(f"- {dataset} batch {batch}: teacher {t['ms']:.3f} ms, student {s_['ms']:.3f} ms "
                          f"({t['ms'] / s_['ms']:.2f}x), floor {f['ms']:.3f} ms; above the floor teacher "
-                         f"{t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms "
-                         f"({t['above_floor_ms'] / max(s_['above_floor_ms'], 1e-6):.2f}x); the largest speed-up any "
-                         f"student could reach is {t['ms'] / f['ms']:.2f}x")
+                         f"{t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms; the largest "
+                         f"speed-up a student reading these features could reach is {t['ms'] / f['ms']:.2f}x")
     md = "\n".join([
         "# TAKD serving: teacher and student against the floor of a compiled call", "",
         "Median in-process ms of each model's compiled call on transformed test features (serve_ms), mean ± std "
-        f"over {rounds} rounds, the three timed in alternation. `floor`: a compiled call that takes the same "
+        f"over {rounds} rounds, the three timed in alternation. Each call takes the features its model reads "
+        "(found by tracing it), as its serving request would. `floor`: a compiled call that takes the student's "
         "features and returns one of them, no arithmetic. Models built by one training step (the cost of a call "
         "does not depend on the weights).", "",
-        common.md_table(rows, ("dataset", "model", "batch", "ms", "std", "rounds", "above_floor_ms", "params")), "",
+        common.md_table(rows, ("dataset", "model", "batch", "ms", "std", "rounds", "above_floor_ms", "params",
+                               "features")), "",
         "## Speed-ups", ""] + lines + [""])
     common.write_results(SERVING_NAME, rows, md, {"command": command, "machine": json.dumps(common.machine())},
                          args.out)

@@ -1,13 +1,15 @@
 """TAKD: task-augmented knowledge distillation for a pair of binary tasks (A, B).
 
-- `TAKDTeacher`: PLE trained with ranking losses instead of cross-entropy: the coarse BPR
-  ranking of each task's positives over its negatives plus the augmented fine-grained
-  tasks from label pairs (A: ++ > +-, -+ > --; B: ++ > -+, +- > --; models/blocks/distill.py).
-  BPR scores are not probabilities, so each task has a Platt head y~ = sigmoid(P r + Q)
-  trained with cross-entropy on the labels on its own optimizer step (its loss sees the
-  scores through a stop-gradient, and the ranking step never moves P and Q). The served
-  output is the calibrated probability. `ranking="ce"` trains the same network with
-  pointwise cross-entropy instead (the vanilla-KD teacher).
+- The teacher: a multi-task network trained with ranking losses instead of cross-entropy:
+  the coarse BPR ranking of each task's positives over its negatives plus the augmented
+  fine-grained tasks from label pairs (A: ++ > +-, -+ > --; B: ++ > -+, +- > --;
+  models/blocks/distill.py). BPR scores are not probabilities, so each task has a Platt
+  head y~ = sigmoid(P r + Q) trained with cross-entropy on the labels on its own optimizer
+  step (its loss sees the scores through a stop-gradient, and the ranking step never moves
+  P and Q). The served output is the calibrated probability. `ranking="ce"` trains the
+  same network with pointwise cross-entropy instead (the vanilla-KD teacher). The network
+  is PLE (`TAKDTeacher`) or DTRN, the strongest multi-task family here
+  (`TAKDDTRNTeacher`); `RankingTeacher` holds what they share.
 - `TAKDStudent`: a small model cheap to serve: the pooled-history query (`mf_history`'s)
   dotted with one item vector per task, plus biases. On training rows that carry the
   teacher's soft labels (`soft_label(task)` columns, training/distillation.py) its loss per
@@ -32,6 +34,7 @@ from contract import features as F
 from contract import tasks as T
 from models import blocks
 from models.base import SCORE, TEACH, RecModel, l2
+from models.families.dtrn import DTRNModel, DTRNParams
 from models.families.ple import PLEModel, PLEParams
 from models.hparams import HParams
 from models.multitask import MultiTaskModel
@@ -74,8 +77,8 @@ def pair_labels(model: RecModel, features) -> Tuple[Tuple[tf.Tensor, ...], Tuple
 
 
 @dataclasses.dataclass(frozen=True)
-class TAKDTeacherParams(PLEParams):
-    """Attributes (beyond PLE's):
+class RankingParams:
+    """A TAKD teacher's training, beside its network's hyperparameters. Attributes:
       ranking: "bpr" (coarse BPR per task, plus the augmented tasks with `aux`) or "ce"
         (pointwise cross-entropy: the vanilla-KD teacher).
       aux: add the fine-grained BPR tasks of the label pairs.
@@ -91,14 +94,27 @@ class TAKDTeacherParams(PLEParams):
     calibration_learning_rate: float = 0.01
 
 
-class TAKDTeacher(PLEModel):
+@dataclasses.dataclass(frozen=True)
+class TAKDTeacherParams(PLEParams, RankingParams):
+    """PLE's hyperparameters and the teacher's training (RankingParams)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TAKDDTRNTeacherParams(DTRNParams, RankingParams):
+    """DTRN's hyperparameters and the teacher's training (RankingParams)."""
+
+
+class RankingTeacher:
+    """The teacher's training over a multi-task network (a MultiTaskModel subclass after this
+    one in the bases): ranking losses, Platt heads on their own step, soft labels."""
+
     capabilities = frozenset({SCORE, TEACH})
 
-    def __init__(self, context, hparams: TAKDTeacherParams, **kwargs):
+    def __init__(self, context, hparams: RankingParams, **kwargs):
         super().__init__(context, hparams, **kwargs)
         _check_pair(context)
         if hparams.ranking not in (BPR, CE):
-            raise ValueError(f"takd_teacher ranking must be {BPR!r} or {CE!r}, got {hparams.ranking!r}")
+            raise ValueError(f"a TAKD teacher's ranking must be {BPR!r} or {CE!r}, got {hparams.ranking!r}")
         self.ranking = blocks.AugmentedBPR(hparams.fine_weights, aux=hparams.aux, name="ranking")
         self.platt = {}
         if hparams.calibrate and hparams.ranking == BPR:
@@ -168,6 +184,14 @@ class TAKDTeacher(PLEModel):
     def calibration_step(self, features):
         """The Platt heads' step alone (the network stays as it is)."""
         return self._step(features, rank=False)
+
+
+class TAKDTeacher(RankingTeacher, PLEModel):
+    """PLE as the teacher's network."""
+
+
+class TAKDDTRNTeacher(RankingTeacher, DTRNModel):
+    """DTRN (task-specific bottoms over typed behavior sequences) as the teacher's network."""
 
 
 @dataclasses.dataclass(frozen=True)
