@@ -6,8 +6,9 @@ with sampled negatives, Taobao by-day split), on one binary task pair per datase
 
 Per seed, trained with the pipeline's Trainer code (`training.trainer.train`, early stopping
 on the eval split's mean AUC of the pair, best epoch kept):
-- teachers (`takd_teacher`, PLE): `teacher` (augmented BPR + Platt heads), `teacher_no_aux`
-  (coarse BPR only + Platt heads), `teacher_ce` (pointwise cross-entropy);
+- teachers (`--teacher`: `takd_teacher`, PLE, or `takd_teacher_dtrn`, DTRN; by default
+  takd_student's teacher in the registry): `teacher` (augmented BPR + Platt heads),
+  `teacher_no_aux` (coarse BPR only + Platt heads), `teacher_ce` (pointwise cross-entropy);
 - students (`takd_student`) on the training rows plus the soft labels of a teacher:
   `student` (teacher, calibrated, error-corrected), `no_aux` (teacher_no_aux), `no_calibration`
   (sigmoid of the teacher's raw BPR scores, corrected), `no_error_correction`, `vanilla_kd`
@@ -17,8 +18,9 @@ The teachers see training labels only (soft labels are computed on the training 
 Reported on the test split: per task AUC (rows where its condition holds) and Multi-AUC
 (`evaluation.definitions.multi_auc` of the task's scores over the pair's label classes),
 mean and standard deviation over seeds; parameters; in-process serving time (median ms
-of the model's `tf.function` call on transformed test rows, batch 1 and 100, teacher and
-student timed in alternation so both see the same machine load).
+of the model's compiled call, a fixed signature taking the transformed features it reads,
+on test rows, batch 1 and 100, teacher and student timed in alternation so both see the
+same machine load).
 
     python -m bench.takd [--datasets movielens] [--seeds 42,43,44,45,46]
 
@@ -94,15 +96,32 @@ def count_params(model) -> int:
 FLOOR = "floor"  # in serve_ms: a compiled call that takes a model's features and only returns one of them
 
 
+def _model_call(model):
+    return lambda x: model(x, training=False)
+
+
+def _floor_call(x):
+    import tensorflow as tf
+
+    return {F.ITEM_IDX: tf.identity(x[F.ITEM_IDX])}
+
+
+def signature_call(fn, features):
+    """`fn` compiled once for `features`' names and dtypes, every dimension unknown: a fixed
+    signature, as a server calls it (a SavedModel's signatures are such functions), so a
+    call does no matching of Python arguments against traced ones."""
+    import tensorflow as tf
+
+    specs = {n: tf.TensorSpec([None] * len(v.shape), v.dtype) for n, v in features.items()}
+    return tf.function(fn, autograph=False).get_concrete_function(specs)
+
+
 def read_features(model, features) -> List[str]:
     """The names of the features that `model`'s call reads, found by tracing it on
     `features`: what a serving request to it carries (labels and unread features are not
     sent)."""
-    import tensorflow as tf
-
     names = sorted(features)
-    specs = {n: tf.TensorSpec([None] + list(features[n].shape[1:]), features[n].dtype) for n in names}
-    traced = tf.function(lambda x: model(x, training=False), autograph=False).get_concrete_function(specs)
+    traced = signature_call(_model_call(model), {n: features[n] for n in names})
     placeholders = traced.inputs[:len(names)]  # the flattened dict: sorted keys, then captured variables
     return [n for n, t in zip(names, placeholders) if t.consumers()]
 
@@ -110,10 +129,11 @@ def read_features(model, features) -> List[str]:
 def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: str = "") -> Dict[str, float]:
     """Median ms of each model's compiled call on `batch` test rows, the models timed in turn.
 
-    Each call takes only the features its model reads (read_features), as its serving
-    request would. With `floor_of` (a name in `models`), FLOOR is timed too: the cost of
-    the call itself, that model's inputs in and out of a compiled function with no
-    arithmetic, which no model reading those features can go below.
+    Each call is a fixed signature (signature_call) that takes only the features its model
+    reads (read_features), as its serving request would. With `floor_of` (a name in
+    `models`), FLOOR is timed too: the cost of the call itself, that model's inputs in and
+    out of a compiled function with no arithmetic, which no model reading those features
+    can go below.
     """
     import tensorflow as tf
 
@@ -125,10 +145,10 @@ def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: s
     features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
                 if v.dtype != object}
     inputs = {name: {f: features[f] for f in read_features(m, features)} for name, m in models.items()}
-    calls = {name: tf.function(lambda x, m=m: m(x, training=False), autograph=False) for name, m in models.items()}
+    calls = {name: signature_call(_model_call(m), inputs[name]) for name, m in models.items()}
     if floor_of:
         inputs[FLOOR] = inputs[floor_of]
-        calls[FLOOR] = tf.function(lambda x: {F.ITEM_IDX: tf.identity(x[F.ITEM_IDX])}, autograph=False)
+        calls[FLOOR] = signature_call(_floor_call, inputs[FLOOR])
     times: Dict[str, List[float]] = {name: [] for name in calls}
     for name, call in calls.items():
         for _ in range(5):
@@ -281,8 +301,8 @@ def markdown(rows, pairs, seeds, log, args_line) -> str:
     parts = ["# TAKD: task-augmented knowledge distillation on a task pair", "",
              "Test split; mean ± std over seeds (sample std). `multi_auc`: Multi-AUC of the task's scores over the "
              "pair's label classes ++ > +- > -+ > -- (evaluation.definitions.multi_auc). Serving: median in-process "
-             "ms of the model's compiled call on transformed features (no Transform graph, no server), teacher and "
-             "student timed in alternation; mean over seeds. `eval_value`: the same metric on the eval split.", "",
+             "ms of the model's compiled call (a fixed signature taking the transformed features the model reads; no "
+             "Transform graph, no server), teacher and student timed in alternation; mean over seeds. `eval_value`: the same metric on the eval split.", "",
              f"Seeds: {seeds}. {args_line}", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
         parts += [f"## {dataset} (pair {', '.join(pairs[dataset])})", ""]
@@ -312,7 +332,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=RESULTS_NAME)
     parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
     parser.add_argument("--serve_only", action="store_true",
-                        help="time teacher, student and the floor of a compiled call (takd_serving.md); no training")
+                        help="time every teacher family, the student and the floor of a compiled call "
+                             "(takd_serving.md); no training")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
@@ -325,7 +346,7 @@ def main(argv=None) -> int:
 
     args.teacher = args.teacher or get_family(STUDENT).teacher
     overrides = parse_assignments(args.hparam)
-    unknown = sorted(set(overrides) - {args.teacher, STUDENT})
+    unknown = sorted(set(overrides) - ({*TEACHER_FAMILIES, STUDENT} if args.serve_only else {args.teacher, STUDENT}))
     if unknown:
         raise ValueError(f"--hparam families {unknown}: only {args.teacher} and {STUDENT} are trained here "
                          "(--teacher chooses the teacher's family)")
@@ -447,52 +468,55 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
 
 
 def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str, rounds: int = 5) -> None:
-    """Teacher and student serving cost against the floor of a compiled call, without training.
+    """Every teacher family's and the student's serving cost against the floor of a compiled
+    call, without training.
 
     Serving cost does not depend on the weights, so each model is built by one training step
-    (registry defaults and --hparam); every round times the teacher, the student and the
-    floor of the student's inputs (serve_ms's FLOOR) in alternation at batch 1 and 100, each
-    call taking the features its model reads. Writes takd_serving.{json,md}.
+    (registry defaults and --hparam); every round times the teachers (TEACHER_FAMILIES), the
+    student and the floor of the student's inputs (serve_ms's FLOOR) in alternation at batch
+    1 and 100, each call a fixed signature taking the features its model reads. Writes
+    takd_serving.{json,md}.
     """
     rows: List[Dict[str, Any]] = []
     lines: List[str] = []
     for dataset, pair in pairs.items():
         stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
         specs = [D.dataset_spec(dataset).task(t) for t in pair]
-        models = {name: train_one(family, stages, specs, 42, overrides.get(family, {}), train_steps=1)[0]
-                  for name, family in (("teacher", args.teacher), ("student", STUDENT))}
+        models = {family: train_one(family, stages, specs, 42, overrides.get(family, {}), train_steps=1)[0]
+                  for family in TEACHER_FAMILIES + (STUDENT,)}
         sample = {k: v[:2] for k, v in parts["test"].items() if v.dtype != object}
         read = {name: read_features(m, sample) for name, m in models.items()}
-        read[FLOOR] = read["student"]
+        read[FLOOR] = read[STUDENT]
         timed: Dict[tuple, List[float]] = {}
         for _ in range(rounds):
             for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
-                for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of="student").items():
+                for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of=STUDENT).items():
                     timed.setdefault((name, batch), []).append(ms)
         for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             stats = common.mean_std(values)
             floor = float(np.mean(timed[(FLOOR, batch)]))
-            rows.append({"dataset": dataset, "model": args.teacher if name == "teacher" else
-                         STUDENT if name == "student" else name, "batch": batch, "ms": stats["mean"],
-                         "std": stats["std"], "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
-                         "params": count_params(models[name]) if name in models else 0,
-                         "features": len(read[name])})
-        for name in ("teacher", "student"):
-            lines.append(f"- {dataset} {name} reads {len(read[name])} features: {', '.join(read[name])}")
+            rows.append({"dataset": dataset, "model": name, "batch": batch, "ms": stats["mean"], "std": stats["std"],
+                         "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
+                         "params": count_params(models[name]) if name in models else 0, "features": len(read[name])})
+        for name in models:
+            lines.append(f"- {dataset}: {name} reads {len(read[name])} features: {', '.join(read[name])}")
         for batch in (1, 100):
             get = {r["model"]: r for r in rows if r["dataset"] == dataset and r["batch"] == batch}
-            t, s_, f = get[args.teacher], get[STUDENT], get[FLOOR]
-            lines.append(f"- {dataset} batch {batch}: teacher {t['ms']:.3f} ms, student {s_['ms']:.3f} ms "
-                         f"({t['ms'] / s_['ms']:.2f}x), floor {f['ms']:.3f} ms; above the floor teacher "
-                         f"{t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms; the largest "
-                         f"speed-up a student reading these features could reach is {t['ms'] / f['ms']:.2f}x")
+            s_, f = get[STUDENT], get[FLOOR]
+            for teacher in TEACHER_FAMILIES:
+                t = get[teacher]
+                lines.append(f"- {dataset} batch {batch}, {teacher}: teacher {t['ms']:.3f} ms, student "
+                             f"{s_['ms']:.3f} ms ({t['ms'] / s_['ms']:.2f}x), floor {f['ms']:.3f} ms; above the floor "
+                             f"teacher {t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms; the "
+                             f"largest speed-up a student reading these features could reach is "
+                             f"{t['ms'] / f['ms']:.2f}x")
     md = "\n".join([
-        "# TAKD serving: teacher and student against the floor of a compiled call", "",
+        "# TAKD serving: teachers and student against the floor of a compiled call", "",
         "Median in-process ms of each model's compiled call on transformed test features (serve_ms), mean ± std "
-        f"over {rounds} rounds, the three timed in alternation. Each call takes the features its model reads "
-        "(found by tracing it), as its serving request would. `floor`: a compiled call that takes the student's "
-        "features and returns one of them, no arithmetic. Models built by one training step (the cost of a call "
-        "does not depend on the weights).", "",
+        f"over {rounds} rounds, the models timed in alternation. Each call is a fixed signature (every dimension "
+        "unknown, as a SavedModel signature) taking the features its model reads (found by tracing it), as its "
+        "serving request would. `floor`: such a call that takes the student's features and returns one of them, "
+        "no arithmetic. Models built by one training step (the cost of a call does not depend on the weights).", "",
         common.md_table(rows, ("dataset", "model", "batch", "ms", "std", "rounds", "above_floor_ms", "params",
                                "features")), "",
         "## Speed-ups", ""] + lines + [""])
