@@ -113,8 +113,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("takd_teacher_dtrn", takd.TAKDDTRNTeacher, takd.TAKDDTRNTeacherParams, takd.pair_tasks,
            F.INTERACTION_VIEW, "DTRN on a task pair with takd_teacher's ranking losses and Platt heads"),
     Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
-           "small task-pair model distilled from takd_teacher's soft labels (alone without them)",
-           teacher="takd_teacher"),
+           "small task-pair model distilled from takd_teacher_dtrn's soft labels (alone without them)",
+           teacher="takd_teacher_dtrn"),
 )}
 
 

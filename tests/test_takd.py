@@ -280,12 +280,16 @@ def test_pipeline_trains_the_teacher_for_the_student_and_pushes_only_the_student
     from pipeline.configs import PipelineConfig
     from pipeline.pipeline import create_pipeline
 
+    from models.registry import get_family
+
+    teacher = get_family("takd_student").teacher
+    assert teacher == "takd_teacher_dtrn"  # the strongest multi-task family's network
     config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf", "takd_student"))
     components = {c.id: c for c in create_pipeline(config).components}
-    assert "Trainer_takd_teacher" in components
-    assert not {"Evaluator_takd_teacher", "Pusher_takd_teacher"} & set(components)
+    assert f"Trainer_{teacher}" in components
+    assert not {f"Evaluator_{teacher}", f"Pusher_{teacher}"} & set(components)
     student = components["Trainer_takd_student"]
-    assert student.inputs["base_model"].producer_component_id == "Trainer_takd_teacher"
+    assert student.inputs["base_model"].producer_component_id == f"Trainer_{teacher}"
     assert json.loads(student.exec_properties["custom_config"])["tasks"] == [F.LOVED, F.LIKED]
     assert "base_model" not in components["Trainer_mf"].inputs or \
         components["Trainer_mf"].inputs["base_model"] is None
@@ -308,7 +312,8 @@ def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(t
     found = report.output_dirs(trained_run[0].pipeline_root)
     graph = found["Transform"]["transform_graph"]
     files = {s: [os.path.join(found["Transform"]["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
-    config = TrainConfig(family="takd_teacher", hparams={"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8"})
+    config = TrainConfig(family="takd_teacher_dtrn", hparams={"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8",
+                                                              **TEACHER_SETTINGS["takd_teacher_dtrn"][0]})
     teacher, _, _ = train(config, files["train"], files["eval"], graph, train_steps=5)
     out = str(tmp_path / "teacher")
     from export.signatures import export_model
