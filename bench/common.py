@@ -119,6 +119,15 @@ def extend_results(into: Dict[str, Any], results: Dict[str, Any]) -> None:
                     mine[field] = values
 
 
+def merged_runs_path(paths: Sequence[str], out_dir: str, name: str) -> str:
+    """`<out>/<name>_runs.json`, where a --merge of the runs files `paths` writes; an error if
+    that is one of them (the merge would overwrite its own input)."""
+    target = os.path.abspath(os.path.join(out_dir, f"{name}_runs.json"))
+    if target in {os.path.abspath(p) for p in paths}:
+        raise ValueError(f"--merge would overwrite its input {target} with the merged runs: choose another --name")
+    return target
+
+
 def join_results(name: str, parts: Sequence[str], out_dir: str = RESULTS_DIR) -> Optional[str]:
     """`<out>/<name>.json` and `.md` joining the result files `parts` (their rows, then their
     tables one after the other), when every part exists; returns the JSON path or None."""

@@ -231,9 +231,7 @@ def write(name: str, out: str, command: str, results, metrics, log, args_line) -
 def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
     """One result file from several invocations' runs files (datasets or seeds split over
     processes): the raw per-seed values are concatenated and the rows recomputed."""
-    target = os.path.abspath(os.path.join(out, f"{name}_runs.json"))
-    if target in {os.path.abspath(p) for p in paths}:
-        raise ValueError(f"--merge would overwrite its input {target} with the merged runs: choose another --name")
+    common.merged_runs_path(paths, out, name)
     results: Dict[str, Any] = {}
     metrics: Dict[str, Any] = {}
     log: List[str] = []

@@ -528,6 +528,7 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
 def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
     """One result file from the per-seed runs of several invocations (e.g. seeds split over
     processes): the raw values are concatenated and the rows recomputed."""
+    target = common.merged_runs_path(paths, out, name)
     results: Dict[str, Any] = {}
     pairs: Dict[str, Any] = {}
     log: List[str] = []
@@ -543,8 +544,10 @@ def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
     seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
     md = markdown(rows, pairs, seeds, log + ["", "Merged from: " + "; ".join(f"`{c}`" for c in sources)], "")
     common.write_results(name, rows, md, {"command": command, "machine": json.dumps(common.machine())}, out)
-    common.atomic_write(os.path.join(out, f"{name}_runs.json"),
-                        json.dumps({"command": command, "pairs": pairs, "results": results, "log": log}, indent=2) + "\n")
+    common.atomic_write(target, json.dumps({"command": command, "pairs": pairs, "results": results, "log": log},
+                                           indent=2) + "\n")
+    if name == RESULTS_NAME:
+        common.join_results(JOINED_NAME, ("dtrn", RESULTS_NAME), out)
 
 
 if __name__ == "__main__":

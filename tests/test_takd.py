@@ -416,3 +416,45 @@ def test_student_grid_chooses_per_variant_on_eval_and_never_reads_test(monkeypat
         takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, {"takd_teacher.dim": ["4"]}, 42, "cmd")
     with pytest.raises(ValueError, match="no hyperparameter 'width'"):
         takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, {"takd_student.width": ["4"]}, 42, "cmd")
+
+
+def _takd_runs(seed, value):
+    """A bench.takd runs file's content for one seed: teacher, student and student alone."""
+    def entry(v, serve=False):
+        metrics = {f"{split}/{t}/{m}": [v] for split in ("eval", "test") for t in ("loved", "liked")
+                   for m in ("auc", "multi_auc")}
+        timing = {"serve_ms_b1": [3.0 if serve == "teacher" else 1.0], "serve_ms_b100": [6.0 if serve == "teacher"
+                                                                                          else 1.0]} if serve else {}
+        return {**metrics, **timing, "params": 10, "seeds": [seed], "epochs": [1], "train_seconds": [1.0]}
+
+    return {"command": f"run {seed}", "pairs": {"movielens": ["loved", "liked"]}, "log": [f"seed {seed}"],
+            "results": {"movielens": {"takd_teacher_dtrn/teacher": entry(value, "teacher"),
+                                      "takd_student/student": entry(value + 0.01, "student"),
+                                      "takd_student/student_alone": entry(value - 0.01)}}}
+
+
+def test_merge_concatenates_seeds_joins_dtrn_and_refuses_to_overwrite_an_input(tmp_path):
+    import json
+
+    from bench import takd
+
+    paths = []
+    for seed, value in ((42, 0.80), (43, 0.82)):
+        paths.append(str(tmp_path / f"takd_s{seed}_runs.json"))
+        (tmp_path / f"takd_s{seed}_runs.json").write_text(json.dumps(_takd_runs(seed, value)))
+    (tmp_path / "dtrn.json").write_text(json.dumps([{"model": "dtrn"}]))
+    (tmp_path / "dtrn.md").write_text("# DTRN\n")
+    takd.merge(paths, takd.RESULTS_NAME, str(tmp_path), "merge command")
+    rows = json.loads((tmp_path / "takd.json").read_text())
+    student = [r for r in rows if r["variant"] == "student" and r["task"] == "loved" and r["metric"] == "multi_auc"]
+    assert student[0]["seeds"] == 2 and student[0]["value"] == pytest.approx(0.82)
+    assert student[0]["serve_ms_b1"] == 1.0
+    markdown = (tmp_path / "takd.md").read_text()
+    assert "`run 42`" in markdown and "`run 43`" in markdown
+    assert "serving batch 1: teacher 3.000 ms, student 1.000 ms (3.0x; goal >= 3x): met" in markdown
+    assert [r["model"] for r in json.loads((tmp_path / "dtrn_takd.json").read_text())][:2] == ["dtrn",
+                                                                                              "takd_teacher_dtrn"]
+    before = (tmp_path / "takd_s42_runs.json").read_text()
+    with pytest.raises(ValueError, match="would overwrite its input"):
+        takd.merge(paths, "takd_s42", str(tmp_path), "merge command")
+    assert (tmp_path / "takd_s42_runs.json").read_text() == before
