@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -228,21 +228,41 @@ def write(name: str, out: str, command: str, results, metrics, log, args_line) -
         common.join_results(JOINED_NAME, (RESULTS_NAME, "takd"), out)
 
 
-def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
+def runs_source(item: str) -> Tuple[str, Optional[List[str]]]:
+    """A --merge item: `PATH`, or `PATH:V1+V2` to take only those variants of that runs file
+    (e.g. MMoE and PLE from a run whose DTRN variants had other settings)."""
+    path, sep, only = item.rpartition(":")
+    if not sep or "/" in only or not path:
+        return item, None
+    return path, [v for v in only.split("+") if v]
+
+
+def merge(items: Sequence[str], name: str, out: str, command: str) -> None:
     """One result file from several invocations' runs files (datasets or seeds split over
-    processes): the raw per-seed values are concatenated and the rows recomputed."""
-    common.merged_runs_path(paths, out, name)
+    processes; each item a runs_source): the raw per-seed values are concatenated and the
+    rows recomputed."""
+    sources = [runs_source(item) for item in items]
+    common.merged_runs_path([path for path, _ in sources], out, name)
     results: Dict[str, Any] = {}
     metrics: Dict[str, Any] = {}
     log: List[str] = []
     lines = []
-    for path in paths:
+    for path, only in sources:
         with open(path) as f:
             run = json.load(f)
+        taken = run["results"]
+        if only is not None:
+            found = {v for per in taken.values() for v in per}
+            missing = sorted(set(only) - found)
+            if missing:
+                raise ValueError(f"--merge {path}:{'+'.join(only)}: no variant {missing} in that runs file "
+                                 f"(it has {sorted(found)})")
+            taken = {dataset: {v: e for v, e in per.items() if v in only} for dataset, per in taken.items()}
         metrics.update(run["metrics"])
         log += run["log"]
-        lines.append(f"`{run['command']}`: {run['args_line']}")
-        common.extend_results(results, run["results"])
+        lines.append(f"`{run['command']}`" + (f" (variants {', '.join(only)} only)" if only else "") +
+                     f": {run['args_line']}")
+        common.extend_results(results, taken)
     write(name, out, command, results, metrics, log, "Merged from: " + "; ".join(lines))
 
 
@@ -256,7 +276,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=100, help="timed calls per model at batch 1")
     mt.add_data_arguments(parser)
     parser.add_argument("--name", default=RESULTS_NAME)
-    parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training")
+    parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training; "
+                                                    "PATH:V1+V2 takes only those variants of a file")
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 

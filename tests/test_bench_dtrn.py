@@ -62,6 +62,23 @@ def test_merge_concatenates_the_seeds_of_separate_runs(tmp_path):
     assert "`run 42`" in markdown and "`run 43`" in markdown and "Produced by: `merge command`" in markdown
 
 
+def test_merge_takes_only_the_named_variants_of_a_runs_file(tmp_path):
+    first, second = tmp_path / "a_runs.json", tmp_path / "b_runs.json"
+    for path, seed in ((first, 42), (second, 43)):
+        path.write_text(json.dumps({"command": f"run {seed}", "metrics": METRICS, "log": [], "args_line": "x",
+                                    "results": _results((seed,))}))
+    variants = sorted(_results((42,))["movielens"])
+    keep = variants[0]
+    assert dtrn.runs_source(f"{first}:{keep}+{variants[1]}") == (str(first), [keep, variants[1]])
+    assert dtrn.runs_source(str(first)) == (str(first), None)
+    dtrn.merge([str(first), f"{second}:{keep}"], "merged", str(tmp_path), "merge command")
+    seeds = {r["variant"]: r["seeds"] for r in json.loads((tmp_path / "merged.json").read_text())}
+    assert seeds[keep] == 2 and all(seeds[v] == 1 for v in variants[1:])
+    assert f"`run 43` (variants {keep} only)" in (tmp_path / "merged.md").read_text()
+    with pytest.raises(ValueError, match="no variant \\['dtrn_v2'\\]"):
+        dtrn.merge([f"{second}:dtrn_v2"], "other", str(tmp_path), "merge command")
+
+
 def test_unknown_variants_and_ablations_without_dtrn_are_refused():
     with pytest.raises(ValueError, match="expected some of"):
         dtrn.main(["--variants", "mmoe,dtrn_v2"])
