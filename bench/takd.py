@@ -220,19 +220,20 @@ def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overr
             record(per, args.teacher, variant, seed, model, summary, pair, specs, parts, log)
         students = {}
         for variant, (teacher, calibrated, hparams) in STUDENTS.items():
-            hp = variant_hparams("takd_student", variant, hparams, overrides)
+            hp = variant_hparams(STUDENT, variant, hparams, overrides)
             soft = teacher_soft_labels(teachers[teacher], calibrated) if teacher else None
-            model, summary = train_one("takd_student", stages, specs, seed, hp, soft_labels=soft)
+            model, summary = train_one(STUDENT, stages, specs, seed, hp, soft_labels=soft)
             students[variant] = model
-            record(per, "takd_student", variant, seed, model, summary, pair, specs, parts, log)
+            record(per, STUDENT, variant, seed, model, summary, pair, specs, parts, log)
         for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
             timed = serve_ms({"teacher": teachers["teacher"], "student": students["student"]}, parts["test"],
                              batch, repeats)
             per.setdefault(f"{args.teacher}/teacher", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["teacher"])
-            per.setdefault("takd_student/student", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["student"])
-        log.append(f"  seed {seed} done; serve ms teacher/student "
-                   f"b1 {per[f'{args.teacher}/teacher']['serve_ms_b1'][-1]:.3f}/{per['takd_student/student']['serve_ms_b1'][-1]:.3f}, "
-                   f"b100 {per[f'{args.teacher}/teacher']['serve_ms_b100'][-1]:.3f}/{per['takd_student/student']['serve_ms_b100'][-1]:.3f}")
+            per.setdefault(f"{STUDENT}/student", {}).setdefault(f"serve_ms_b{batch}", []).append(timed["student"])
+        served = {n: per[k] for n, k in (("teacher", f"{args.teacher}/teacher"), ("student", f"{STUDENT}/student"))}
+        log.append(f"  seed {seed} done; serve ms teacher/student b1 {served['teacher']['serve_ms_b1'][-1]:.3f}/"
+                   f"{served['student']['serve_ms_b1'][-1]:.3f}, b100 {served['teacher']['serve_ms_b100'][-1]:.3f}/"
+                   f"{served['student']['serve_ms_b100'][-1]:.3f}")
         yield seed
 
 
@@ -302,7 +303,8 @@ def markdown(rows, pairs, seeds, log, args_line) -> str:
              "Test split; mean ± std over seeds (sample std). `multi_auc`: Multi-AUC of the task's scores over the "
              "pair's label classes ++ > +- > -+ > -- (evaluation.definitions.multi_auc). Serving: median in-process "
              "ms of the model's compiled call (a fixed signature taking the transformed features the model reads; no "
-             "Transform graph, no server), teacher and student timed in alternation; mean over seeds. `eval_value`: the same metric on the eval split.", "",
+             "Transform graph, no server), teacher and student timed in alternation; mean over seeds. `eval_value`: "
+             "the same metric on the eval split.", "",
              f"Seeds: {seeds}. {args_line}", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
         parts += [f"## {dataset} (pair {', '.join(pairs[dataset])})", ""]
@@ -407,7 +409,7 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
     names = [g.split(".", 1)[1] for g in grid]
     points = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
     for point in points:  # a bad name or value fails here, before any training
-        get_family("takd_student").hparams().override(point)
+        get_family(STUDENT).hparams().override(point)
     result: Dict[str, Any] = {"command": command, "machine": common.machine(), "split": "eval", "seed": seed,
                               "monitor": "eval mean AUC of the pair (best epoch)", "grid": grid, "datasets": {}}
     lines = ["# Tuning the TAKD student on the eval split", "",
@@ -430,14 +432,14 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
             teacher_name, _, fixed = STUDENTS[variant]
             trials, seen = [], set()
             for point in points:
-                family_overrides = {**overrides, "takd_student": {**overrides.get("takd_student", {}), **point}}
-                hp = variant_hparams("takd_student", variant, fixed, family_overrides)
+                family_overrides = {**overrides, STUDENT: {**overrides.get(STUDENT, {}), **point}}
+                hp = variant_hparams(STUDENT, variant, fixed, family_overrides)
                 effective = {n: hp[n] for n in names}
                 key = json.dumps(effective, sort_keys=True)
                 if key in seen:  # a grid name the variant fixes (alpha when trained alone)
                     continue
                 seen.add(key)
-                model, run = train_one("takd_student", stages, specs, seed, hp,
+                model, run = train_one(STUDENT, stages, specs, seed, hp,
                                        soft_labels=soft if teacher_name else None)
                 metrics = pair_metrics(pair, specs, mt.predict_rows(model, parts["eval"]), parts["eval"])
                 trials.append({"hparams": effective, "eval_mean": run["best_value"], "eval_std": None,

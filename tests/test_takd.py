@@ -312,8 +312,8 @@ def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(t
     found = report.output_dirs(trained_run[0].pipeline_root)
     graph = found["Transform"]["transform_graph"]
     files = {s: [os.path.join(found["Transform"]["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
-    config = TrainConfig(family="takd_teacher_dtrn", hparams={"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8",
-                                                              **TEACHER_SETTINGS["takd_teacher_dtrn"][0]})
+    hparams = {"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8", **TEACHER_SETTINGS["takd_teacher_dtrn"][0]}
+    config = TrainConfig(family="takd_teacher_dtrn", hparams=hparams)
     teacher, _, _ = train(config, files["train"], files["eval"], graph, train_steps=5)
     out = str(tmp_path / "teacher")
     from export.signatures import export_model
