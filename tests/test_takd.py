@@ -458,3 +458,45 @@ def test_merge_concatenates_seeds_joins_dtrn_and_refuses_to_overwrite_an_input(t
     with pytest.raises(ValueError, match="would overwrite its input"):
         takd.merge(paths, "takd_s42", str(tmp_path), "merge command")
     assert (tmp_path / "takd_s42_runs.json").read_text() == before
+
+
+def test_benchmark_trains_the_chosen_teacher_family_and_times_its_teacher_against_the_student(monkeypatch):
+    import argparse
+
+    from bench import multitask as mt
+    from bench import takd
+    from training import distillation
+
+    test_rows = {F.LOVED: np.array([1, 0, 0, 1]), F.LIKED: np.array([1, 1, 0, 0]), F.WATCHED: np.ones(4, int),
+                 F.ITEM_IDX: np.arange(4)}
+    trained = []
+
+    def train_one(family, stages, specs, seed, hparams, soft_labels=None, train_steps=None):
+        trained.append((family, dict(hparams), soft_labels))
+        return family, {"best_value": 0.8, "best_epoch": 1, "epochs_run": 2, "train_seconds": 1.0}
+
+    def serve_ms(models, data, batch, repeats, floor_of=""):
+        assert set(models) == {"teacher", "student"} and models["teacher"] == "takd_teacher_dtrn"
+        return {"teacher": 4.0 * batch, "student": 1.0 * batch}
+
+    parts = {"train": test_rows, "eval": test_rows, "test": test_rows}
+    monkeypatch.setattr(mt, "load_dataset", lambda *a: (None, parts))
+    monkeypatch.setattr(mt, "predict_rows", lambda model, data: {})
+    monkeypatch.setattr(takd, "train_one", train_one)
+    monkeypatch.setattr(takd, "pair_metrics", lambda pair, specs, predictions, data: {"loved/auc": 0.8})
+    monkeypatch.setattr(takd, "count_params", lambda model: 1)
+    monkeypatch.setattr(takd, "serve_ms", serve_ms)
+    monkeypatch.setattr(distillation, "teacher_soft_labels", lambda teacher, calibrated: (teacher, calibrated))
+    args = argparse.Namespace(work_dir="", negatives=1, taobao_dir="", repeats=4, teacher="takd_teacher_dtrn")
+    results, log = {}, []
+    overrides = {"takd_teacher_dtrn": {"max_epochs": "6"}, "takd_student": {"dim": "64"}}
+    assert list(takd.run_dataset("movielens", args, [42], ("loved", "liked"), overrides, results, log)) == [42]
+    teachers = [(hp, soft) for family, hp, soft in trained if family == "takd_teacher_dtrn"]
+    assert [hp for hp, _ in teachers] == [{"max_epochs": "6"}, {"max_epochs": "6", "aux": "false"},
+                                          {"max_epochs": "6", "ranking": "ce"}]
+    students = [soft for family, _, soft in trained if family == "takd_student"]
+    assert len(students) == len(takd.STUDENTS) and ("takd_teacher_dtrn", True) in students and None in students
+    per = results["movielens"]
+    assert per["takd_teacher_dtrn/teacher"]["serve_ms_b100"] == [400.0]
+    assert per["takd_student/student"]["serve_ms_b1"] == [1.0]
+    assert log[-1] == "  seed 42 done; serve ms teacher/student b1 4.000/1.000, b100 400.000/100.000"
