@@ -126,14 +126,15 @@ def read_features(model, features) -> List[str]:
     return [n for n, t in zip(names, placeholders) if t.consumers()]
 
 
-def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: str = "") -> Dict[str, float]:
+def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: str = "",
+             reads: Optional[Dict[str, List[str]]] = None) -> Dict[str, float]:
     """Median ms of each model's compiled call on `batch` test rows, the models timed in turn.
 
     Each call is a fixed signature (signature_call) that takes only the features its model
-    reads (read_features), as its serving request would. With `floor_of` (a name in
-    `models`), FLOOR is timed too: the cost of the call itself, that model's inputs in and
-    out of a compiled function with no arithmetic, which no model reading those features
-    can go below.
+    reads (`reads[name]` when the caller has found them, else read_features), as its
+    serving request would. With `floor_of` (a name in `models`), FLOOR is timed too: the
+    cost of the call itself, that model's inputs in and out of a compiled function with no
+    arithmetic, which no model reading those features can go below.
     """
     import tensorflow as tf
 
@@ -144,7 +145,9 @@ def serve_ms(models: Dict[str, Any], data, batch: int, repeats: int, floor_of: s
     size = int(np.max(np.asarray(data[F.HISTORY_BUCKET])[rows]))
     features = {name: tf.constant(v[rows, :size] if name in HISTORY_SEQUENCES else v[rows]) for name, v in data.items()
                 if v.dtype != object}
-    inputs = {name: {f: features[f] for f in read_features(m, features)} for name, m in models.items()}
+    reads = reads or {}
+    inputs = {name: {f: features[f] for f in (reads[name] if name in reads else read_features(m, features))}
+              for name, m in models.items()}
     calls = {name: signature_call(_model_call(m), inputs[name]) for name, m in models.items()}
     if floor_of:
         inputs[FLOOR] = inputs[floor_of]
@@ -492,7 +495,7 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
         timed: Dict[tuple, List[float]] = {}
         for _ in range(rounds):
             for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
-                for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of=STUDENT).items():
+                for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of=STUDENT, reads=read).items():
                     timed.setdefault((name, batch), []).append(ms)
         for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             stats = common.mean_std(values)

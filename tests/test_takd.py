@@ -354,6 +354,10 @@ def test_serving_times_a_model_on_the_features_it_reads_against_the_floor_of_a_c
     assert seen["keys"] == [F.HISTORY_ITEM_IDX, F.ITEM_IDX]
     assert seen["history"].numpy().tolist() == [3, 4]
     assert set(takd.serve_ms({"model": model}, data, batch=3, repeats=2)) == {"model"}
+    # the feature lists the caller found are what each call takes
+    seen["keys"] = None
+    takd.serve_ms({"model": model}, data, batch=3, repeats=2, reads={"model": [F.HISTORY_ITEM_IDX, F.ITEM_IDX]})
+    assert seen["keys"] == [F.HISTORY_ITEM_IDX, F.ITEM_IDX]
 
 
 def test_a_variant_keeps_what_defines_it_and_takes_its_own_overrides_last():
