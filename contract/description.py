@@ -835,3 +835,87 @@ class _Builder:
 def text_docs(columns: Sequence[Feature]) -> Tuple[Feature, ...]:
     """The interaction text columns that build user and item documents."""
     return tuple(c for c in columns if c.type == TEXT and c.documents)
+
+
+# ----------------------------------------------------------------------------------------
+# Raw features: what ExampleGen writes for a description (its encoding, and the schema
+# generated from it, read this; nothing else lists them).
+# ----------------------------------------------------------------------------------------
+BYTES, INT, FLOAT = "bytes", "int", "float"
+
+
+@dataclasses.dataclass(frozen=True)
+class RawFeature:
+    """One raw feature of the interaction view.
+
+    Attributes:
+      name: the tf.Example feature.
+      dtype: bytes, int or float.
+      min_count / max_count: values per example (max_count None: unbounded).
+      required: present on every example.
+      serving: a client sends it with a `serving_default` request (labels, the split, the
+        timestamp and interaction outcomes are not sent).
+      domain: the allowed string values (behaviors, the split), empty: any.
+      minimum / maximum: numeric range, when declared.
+      role: id, time, split, history, feature, outcome, document or label.
+    """
+
+    name: str
+    dtype: str
+    min_count: int
+    max_count: Optional[int]
+    required: bool
+    serving: bool
+    domain: Tuple[str, ...] = ()
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    role: str = "feature"
+
+
+SPLIT_VALUES = ("train", "eval", "test")
+
+
+def _feature_raw(f: Feature, serving: bool, role: str) -> RawFeature:
+    if f.type == MULTI_CATEGORICAL:
+        return RawFeature(f.raw_name, BYTES, 1 if f.required else 0, f.max_values, f.required, serving, role=role)
+    if f.type == CATEGORICAL:
+        return RawFeature(f.raw_name, BYTES, 1 if f.required else 0, 1, f.required, serving, role=role)
+    if f.type == NUMERIC:
+        return RawFeature(f.raw_name, INT if f.dtype == "int" else FLOAT, 1 if f.required else 0, 1, f.required,
+                          serving, minimum=f.minimum, maximum=f.maximum, role=role)
+    if f.type == TIME:
+        return RawFeature(f.raw_name, INT, 1 if f.required else 0, 1, f.required, serving, role=role)
+    return RawFeature(f.raw_name, BYTES, 1 if f.required else 0, 1, f.required, serving, role=role)
+
+
+def raw_features(d: Description) -> Tuple[RawFeature, ...]:
+    """Every raw feature of the interaction view, in a fixed order: ids, time, history,
+    item and user features, interaction outcomes and their documents, labels, split."""
+    out = [
+        RawFeature("user_id", BYTES, 1, 1, True, True, role="id"),
+        RawFeature("item_id", BYTES, 1, 1, True, True, role="id"),
+        RawFeature("timestamp", INT, 1, 1, True, False, minimum=0, role="time"),
+        RawFeature("history_item_ids", BYTES, 0, d.max_history, False, True, role="history"),
+        RawFeature("history_behaviors", BYTES, 0, d.max_history, False, True, domain=d.behaviors, role="history"),
+    ]
+    out += [_feature_raw(f, True, "feature") for f in d.item_features + d.user_features]
+    for c in d.columns:
+        # Outcomes of the interaction: absent on sampled negatives, never sent for serving.
+        out.append(dataclasses.replace(_feature_raw(c, False, "outcome"), min_count=0, required=False))
+        for doc in c.document_names():
+            out.append(RawFeature(doc, BYTES, 0, c.max_documents, False, True, role="document"))
+    for label in d.labels:
+        if label.source == RATING:
+            out.append(RawFeature(label.name, FLOAT, 0, 1, False, False, minimum=d.rating_min,
+                                  maximum=d.rating_max, role="label"))
+        elif label.raw:
+            out.append(RawFeature(label.name, INT, 1, 1, True, False, minimum=0, maximum=1, role="label"))
+    out.append(RawFeature("split", BYTES, 1, 1, True, False, domain=SPLIT_VALUES, role="split"))
+    return tuple(out)
+
+
+def raw_feature(d: Description, name: str) -> RawFeature:
+    for f in raw_features(d):
+        if f.name == name:
+            return f
+    raise KeyError(f"{d.name}: no raw feature {name!r}")
