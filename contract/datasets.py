@@ -137,8 +137,20 @@ def _task(t: desc.TaskDef) -> T.TaskSpec:
     return T.TaskSpec(name=t.name, kind=kind, label=t.label, condition=t.condition, gate=gate, parent=t.parent)
 
 
+_BY_DESCRIPTION: Dict[int, Tuple[desc.Description, "DatasetSpec"]] = {}
+
+
 def spec_of(d: desc.Description) -> DatasetSpec:
-    """The DatasetSpec of a description."""
+    """The DatasetSpec of a description (the same object for the same description)."""
+    cached = _BY_DESCRIPTION.get(id(d))
+    if cached is not None and cached[0] is d:
+        return cached[1]
+    spec = _build_spec(d)
+    _BY_DESCRIPTION[id(d)] = (d, spec)
+    return spec
+
+
+def _build_spec(d: desc.Description) -> DatasetSpec:
     pointwise = tuple(_task(t) for t in d.tasks if t.kind in (T.REGRESSION, T.BINARY, T.RETRIEVAL))
     targets: Tuple[str, ...] = ()
     for t in d.tasks:
@@ -185,3 +197,23 @@ def dataset_spec(ref: DatasetRef) -> DatasetSpec:
 def description_dict(ref: Optional[DatasetRef]) -> Dict[str, Any]:
     """The description mapping of a reference (what configs carry between components)."""
     return dataset_spec(ref).to_dict()
+
+
+# ----------------------------------------------------------------------------------------
+# TRANSITION ONLY (removed before issue 27 lands): names the code of 0c3ec41 still reads.
+# ----------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    if name in ("MOVIELENS", "TAOBAO"):
+        return dataset_spec(name.lower())
+    if name == "DATASETS":
+        return {n: dataset_spec(n) for n in desc.shipped()}
+    raise AttributeError(name)
+
+
+def rating_behavior(rating: float) -> str:
+    return dataset_spec("movielens").description.rating_behavior(rating)
+
+
+DatasetSpec.has_year = property(lambda self: any(f.name == "year" for f in self.item_features))
+DatasetSpec.genre_multi_hot = property(lambda self: any(f.multi_hot for f in self.item_features))
+DatasetSpec.retrieval_min_rating = property(lambda self: 4.0 if self.retrieval_target_behaviors else None)
