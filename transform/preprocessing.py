@@ -1,19 +1,51 @@
 """The Transform `preprocessing_fn`: raw interaction examples -> model features.
 
-Every analyzer (vocabularies, means, min/max, item and user statistics) runs on the
+What it writes follows the dataset description (`custom_config["description"]`), by
+feature type, never by a feature's name:
+
+- ids: user_idx, item_idx (0 padding, 1..V the training vocabulary, V + 1 unknown);
+- item statistics from the training split (leave-one-out; see `_item_statistics`):
+  item_avg_rating_mm (when the description has a rating, scaled by its declared
+  rating_min / rating_max), item_popularity_mm, item_popularity_level, user_activity;
+- histories: history_item_idx / history_behavior_idx padded to their bucket, with
+  history_length and history_bucket;
+- every item and user side-table feature, by `Feature.transformed_names()`:
+  categorical: <raw>_idx [B] (0 missing, 1..V, V + 1 unknown);
+  multi_categorical: <raw>_idx [B, max_values] 0-padded, and <raw>_multi_hot [B, V + 1]
+  with `multi_hot`;
+  numeric / time: <raw>_<z|mm|log|bucket> [B] (time: days since the epoch first);
+  z: (x - mean) / std, missing -> 0 (the mean); mm: (x - min) / (max - min), missing
+  -> 0; log: the z-score of log1p(max(x, 0)), missing -> 0; bucket: 1..n + 1 by the
+  declared boundaries, missing -> 0;
+  text: <raw>_tokens [B, max_tokens] 0-padded;
+- documents of an interaction text column (user_<c>_docs / item_<c>_docs): <doc>_tokens
+  [B, max_documents, max_tokens] in the column's vocabulary;
+- labels: raw labels passed through (missing -> 0), `expr` labels from their condition
+  on the rating or a numeric interaction column (missing -> 0), and <c>_tokens of each
+  interaction text column (a target: never read as an input of its own row).
+
+Tokenization (text features, interaction texts and documents alike): the text is
+lower-cased (UTF-8), every run of characters that are not letters or digits
+(`[^\\p{L}\\p{N}]+`) becomes a separator, and the first `max_tokens` tokens are kept. The
+vocabulary is the training split's tokens, the `vocabulary_size` most frequent (0: all);
+other tokens get the unknown id V + 1.
+
+Every analyzer (vocabularies, means, min / max, item and user statistics) runs on the
 training split only: the pipeline's Transform uses `splits_config(analyze=["train"])`.
-The same graph is applied inside exported models, so serving sees exactly the
-features training saw.
+The same graph is applied inside exported models, so serving sees exactly the features
+training saw; an output whose inputs a request does not carry (labels, interaction
+outcomes) is simply not computed there.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import datasets as D
+from contract import description as desc
 from contract import features as F
 
 ITEM_COUNT_VOCAB = "item_positive_count"
@@ -22,7 +54,15 @@ PAIR_COUNT_VOCAB = "pair_positive_count"
 PAIR_RATING_SUM_VOCAB = "pair_rating_sum"
 USER_COUNT_VOCAB = "user_positive_count"
 PAIR_SEPARATOR = "\x1f"  # joins user and item ids into a (user, item) key
+TOKEN_SEPARATORS = r"[^\p{L}\p{N}]+"  # what splits a text into tokens (after lower-casing)
+SECONDS_PER_DAY = 86400.0
 _MILLI = 1000.0
+
+# custom_config keys.
+DESCRIPTION = "description"
+MAX_HISTORY = "max_history"
+_OPS = {">=": tf.greater_equal, "<=": tf.less_equal, "==": tf.equal, "!=": tf.not_equal, ">": tf.greater,
+        "<": tf.less}
 
 
 def _dense(x, default) -> tf.Tensor:
@@ -36,26 +76,59 @@ def _dense(x, default) -> tf.Tensor:
     return tf.reshape(x, [-1])
 
 
+def _present(x) -> tf.Tensor:
+    """[batch] bool: the one-valued feature has a value in the row."""
+    if isinstance(x, tf.SparseTensor):
+        return _dense(tf.sparse.map_values(tf.ones_like, tf.cast(x, tf.int64)), 0) > 0
+    if isinstance(x, tf.RaggedTensor):
+        return x.row_lengths() > 0
+    return tf.ones(tf.shape(tf.reshape(x, [-1])), tf.bool)
+
+
+def _map_values(fn, x):
+    """`fn` applied to the values of a dense, sparse or ragged tensor (missing stay missing)."""
+    if isinstance(x, tf.SparseTensor):
+        return tf.sparse.map_values(fn, x)
+    if isinstance(x, tf.RaggedTensor):
+        return tf.ragged.map_flat_values(fn, x)
+    return fn(x)
+
+
 def _ragged(x) -> tf.RaggedTensor:
     """A [batch, None] ragged tensor from a sparse, ragged or dense multi-valued feature."""
     if isinstance(x, tf.SparseTensor):
         return tf.RaggedTensor.from_sparse(x)
     if isinstance(x, tf.RaggedTensor):
         return x
-    return tf.RaggedTensor.from_tensor(x)
+    return tf.RaggedTensor.from_tensor(x if x.shape.rank != 1 else x[:, None])
 
 
-def _shifted_vocab_ids(x, vocab_filename: str, deferred_vocab=None):
+def _shift(ids):
     """Vocabulary ids shifted by one so that 0 is free for padding (OOV after the vocab)."""
-    if deferred_vocab is None:
-        ids = tft.compute_and_apply_vocabulary(
-            x, num_oov_buckets=F.OOV_BUCKETS, vocab_filename=vocab_filename
-        )
-    else:
-        ids = tft.apply_vocabulary(x, deferred_vocab, num_oov_buckets=F.OOV_BUCKETS)
     if isinstance(ids, tf.RaggedTensor):
         return ids.with_flat_values(ids.flat_values + 1)
     return ids + 1
+
+
+def _shifted_vocab_ids(x, vocab_filename: str, deferred_vocab=None, top_k: Optional[int] = None):
+    """Vocabulary ids shifted by one so that 0 is free for padding (OOV after the vocab)."""
+    if deferred_vocab is None:
+        ids = tft.compute_and_apply_vocabulary(
+            x, top_k=top_k, num_oov_buckets=F.OOV_BUCKETS, vocab_filename=vocab_filename
+        )
+    else:
+        ids = tft.apply_vocabulary(x, deferred_vocab, num_oov_buckets=F.OOV_BUCKETS)
+    return _shift(ids)
+
+
+def tokenize(texts: tf.Tensor, max_tokens: int) -> tf.RaggedTensor:
+    """[N] strings -> [N, <= max_tokens] tokens (see the module docstring's rule)."""
+    lower = tf.strings.lower(texts, encoding="utf-8")
+    return tf.strings.split(tf.strings.regex_replace(lower, TOKEN_SEPARATORS, " "))[:, :max_tokens]
+
+
+def _top_k(feature: desc.Feature) -> Optional[int]:
+    return feature.vocabulary_size or None
 
 
 def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Tensor:
@@ -123,20 +196,187 @@ def _history(inputs, spec: D.DatasetSpec, item_vocab, max_history: int) -> Dict[
     }
 
 
-def _labels(inputs, spec: D.DatasetSpec) -> Dict[str, tf.Tensor]:
+# ----------------------------------------------------------------------------------------
+# Side-table features by type
+# ----------------------------------------------------------------------------------------
+def _categorical(x, feature: desc.Feature) -> Dict[str, tf.Tensor]:
+    ids = _shifted_vocab_ids(_ragged(x)[:, :1], feature.vocabulary_name, top_k=_top_k(feature))
+    return {feature.transformed_name(): tf.reshape(ids.to_tensor(default_value=0, shape=[None, 1]), [-1])}
+
+
+def _multi_categorical(x, feature: desc.Feature) -> Dict[str, tf.Tensor]:
+    width = feature.max_values
+    ids = _shifted_vocab_ids(_ragged(x)[:, :width], feature.vocabulary_name, top_k=_top_k(feature))
+    idx_name = feature.transformed_names()[0]
+    out = {idx_name: ids.to_tensor(default_value=0, shape=[None, width])}
+    if feature.multi_hot:
+        depth = tf.cast(
+            tft.experimental.get_vocabulary_size_by_name(feature.vocabulary_name) + F.OOV_BUCKETS + 1, tf.int32)
+        multi_hot = tf.reduce_max(tf.one_hot(out[idx_name], depth=depth, dtype=tf.float32), axis=1)
+        out[feature.transformed_names()[1]] = multi_hot[:, 1:]  # drop the padding column
+    return out
+
+
+def _numeric(x, feature: desc.Feature) -> Dict[str, tf.Tensor]:
+    """A numeric or time feature normalized by its declared normalizer (training statistics)."""
+    if feature.type == desc.TIME:
+        x = _map_values(lambda v: tf.cast(tf.cast(v, tf.float64) / SECONDS_PER_DAY, tf.float32), x)
+    else:
+        x = tf.cast(x, tf.float32)
+    name = feature.transformed_name()
+    normalizer = feature.normalizer
+    if normalizer == desc.Z_SCORE:
+        return {name: _dense(tft.scale_to_z_score(x), 0.0)}
+    if normalizer == desc.MIN_MAX:
+        return {name: _dense(tft.scale_to_0_1(x), 0.0)}
+    if normalizer == desc.LOG:
+        return {name: _dense(tft.scale_to_z_score(_map_values(lambda v: tf.math.log1p(tf.maximum(v, 0.0)), x)), 0.0)}
+    boundaries = tf.constant([list(feature.boundaries)], tf.float32)
+    return {name: _dense(_map_values(lambda b: b + 1, tft.apply_buckets(x, boundaries)), tf.constant(0, tf.int64))}
+
+
+def _text(x, feature: desc.Feature, vocab=None) -> Dict[str, tf.Tensor]:
+    """<raw>_tokens [B, max_tokens] of a one-valued text feature (its own vocabulary, or `vocab`)."""
+    tokens = tokenize(_dense(x, b""), feature.max_tokens)
+    if vocab is None:
+        vocab = tft.vocabulary(tokens, top_k=_top_k(feature), vocab_filename=feature.vocabulary_name)
+    ids = _shifted_vocab_ids(tokens, feature.vocabulary_name, deferred_vocab=vocab)
+    return {feature.transformed_name(): ids.to_tensor(default_value=0, shape=[None, feature.max_tokens])}
+
+
+def _documents(x, column: desc.Feature, vocab) -> tf.Tensor:
+    """[B, max_documents, max_tokens] token ids of a documents feature (the column's vocabulary)."""
+    docs = _ragged(x)[:, -column.max_documents:]
+    tokens = tokenize(docs.flat_values, column.max_tokens)
+    ids = tokens.with_flat_values(tft.apply_vocabulary(tokens.flat_values, vocab, num_oov_buckets=F.OOV_BUCKETS) + 1)
+    nested = docs.with_flat_values(ids)
+    return nested.to_tensor(default_value=0, shape=[None, column.max_documents, column.max_tokens])
+
+
+def _side_feature(inputs, feature: desc.Feature) -> Dict[str, tf.Tensor]:
+    if feature.raw_name not in inputs:
+        raise ValueError(f"Transform: the description declares the {feature.side} feature {feature.name!r} "
+                         f"({feature.type}), but the examples carry no raw feature {feature.raw_name!r}; raw "
+                         f"features given: {sorted(inputs)}")
+    x = inputs[feature.raw_name]
+    if feature.type == desc.CATEGORICAL:
+        return _categorical(x, feature)
+    if feature.type == desc.MULTI_CATEGORICAL:
+        return _multi_categorical(x, feature)
+    if feature.type in (desc.NUMERIC, desc.TIME):
+        return _numeric(x, feature)
+    return _text(x, feature)
+
+
+def _interaction_texts(inputs, d: desc.Description) -> Dict[str, tf.Tensor]:
+    """Each interaction text column's tokens (a target) and its documents' tokens (inputs)."""
+    out = {}
+    for column in d.text_columns:
+        # The vocabulary analyzer reads the training rows' own texts; at serving time the
+        # column is absent and only the documents (which need only the vocabulary) are built.
+        tokens = tokenize(_dense(inputs[column.raw_name], b""), column.max_tokens)
+        vocab = tft.vocabulary(tokens, top_k=_top_k(column), vocab_filename=column.vocabulary_name)
+        ids = _shifted_vocab_ids(tokens, column.vocabulary_name, deferred_vocab=vocab)
+        out[column.transformed_name()] = ids.to_tensor(default_value=0, shape=[None, column.max_tokens])
+        for doc in column.document_names():
+            if doc in inputs:
+                out[document_feature(doc)] = _documents(inputs[doc], column, vocab)
+    return out
+
+
+def document_feature(doc: str) -> str:
+    """The transformed feature of a raw documents feature (user_<c>_docs -> user_<c>_docs_tokens)."""
+    return f"{doc}_tokens"
+
+
+# ----------------------------------------------------------------------------------------
+# Labels and statistics
+# ----------------------------------------------------------------------------------------
+def rating_label(d: desc.Description) -> str:
+    """The raw label holding the rating ('' when the description has none)."""
+    return next((label.name for label in d.labels if label.source == desc.RATING), "")
+
+
+def _condition(inputs, d: desc.Description, condition: desc.Condition) -> Optional[tf.Tensor]:
+    """int64 [B]: 1 where the field has a value and the condition holds (None: field absent)."""
+    field = rating_label(d) if condition.field == desc.RATING else d.column(condition.field).raw_name
+    if field not in inputs:
+        return None
+    x = inputs[field]
+    value = _dense(tf.cast(x, tf.float32), 0.0)
+    holds = _OPS[condition.op](value, tf.constant(float(condition.value), tf.float32))
+    return tf.cast(_present(x) & holds, tf.int64)
+
+
+def _labels(inputs, d: desc.Description) -> Dict[str, tf.Tensor]:
     """Labels after Transform (absent at serving time, when labels are not sent)."""
     out = {}
-    for name in spec.raw_labels:
-        if name not in inputs:
-            continue
-        if name == F.RATING:
-            rating = _dense(inputs[F.RATING], 0.0)
-            out[F.RATING] = rating
-            out[F.LIKED] = tf.cast(rating >= F.LIKED_MIN_RATING, tf.int64)
-            out[F.LOVED] = tf.cast(rating >= F.LOVED_RATING, tf.int64)
-        else:
-            out[name] = _dense(inputs[name], 0)
+    for label in d.labels:
+        if label.source == desc.EXPR:
+            value = _condition(inputs, d, label.condition)
+            if value is not None:
+                out[label.name] = value
+        elif label.name in inputs:
+            default = 0.0 if label.source == desc.RATING else 0
+            out[label.name] = _dense(inputs[label.name], default)
     return out
+
+
+def _level(count: tf.Tensor, first_max: int, second_max: int, levels) -> tf.Tensor:
+    return tf.where(count <= first_max, tf.constant(levels[0]),
+                    tf.where(count <= second_max, tf.constant(levels[1]), tf.constant(levels[2])))
+
+
+def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[str, tf.Tensor]:
+    """Item statistics from the training split's positives only, leave-one-out.
+
+    A training row's own interaction is subtracted (its (user, item) pair is looked up in
+    the training pairs), so no feature of a training row holds its own label. Eval, test
+    and serving rows are not training pairs and see the full statistics. Scaled by
+    constants that no label moves (a min-max over the rows would let a row's label shift
+    its own scaled value through the range).
+    """
+    out = {}
+    pair = tf.strings.join([user, item], separator=PAIR_SEPARATOR)
+    item_count = tft.vocabulary(item, weights=positive, store_frequency=True, vocab_filename=ITEM_COUNT_VOCAB)
+    pair_count = tft.vocabulary(pair, weights=positive, store_frequency=True, vocab_filename=PAIR_COUNT_VOCAB)
+    own = _frequency_lookup(pair, pair_count, default=0.0)
+    count = _frequency_lookup(item, item_count, default=0.0) - own
+    rows = tf.cast(tft.size(positive), tf.float32)
+    out[F.ITEM_POPULARITY_MM] = tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0)
+    out[F.ITEM_POPULARITY_LEVEL] = _level(count, F.POPULARITY_TAIL_MAX, F.POPULARITY_TORSO_MAX, F.POPULARITY_LEVELS)
+    rating_name = rating_label(d)
+    if rating_name:
+        if d.rating_min is None or d.rating_max is None or d.rating_max <= d.rating_min:
+            raise ValueError(f"Transform: description {d.name!r} ({d.path or 'a mapping'}) has a rating label "
+                             f"{rating_name!r} but no rating scale: item_avg_rating_mm is scaled by "
+                             f"interactions.rating.min and .max (min < max), got min={d.rating_min}, "
+                             f"max={d.rating_max}")
+        rating = _dense(inputs[rating_name], 0.0)
+        weighted = rating * positive
+        rating_sum = tft.vocabulary(item, weights=weighted, store_frequency=True, vocab_filename=ITEM_RATING_SUM_VOCAB)
+        pair_sum = tft.vocabulary(pair, weights=weighted, store_frequency=True, vocab_filename=PAIR_RATING_SUM_VOCAB)
+        own_sum = _frequency_lookup(pair, pair_sum, default=0.0)
+        total = _frequency_lookup(item, rating_sum, default=0.0) - own_sum
+        global_mean = (tft.sum(weighted) - own_sum) / tf.maximum(tft.sum(positive) - own, 1.0)
+        average = tf.where(count > 0, total / tf.maximum(count, 1.0), global_mean)
+        low, high = float(d.rating_min), float(d.rating_max)
+        out[F.ITEM_AVG_RATING_MM] = tf.clip_by_value((average - low) / (high - low), 0.0, 1.0)
+
+    # User activity level (for slicing), from the training split's positives.
+    user_count = tft.vocabulary(user, weights=positive, store_frequency=True, vocab_filename=USER_COUNT_VOCAB)
+    activity = _frequency_lookup(user, user_count, default=0.0)
+    out[F.USER_ACTIVITY] = _level(activity, F.ACTIVITY_LIGHT_MAX, F.ACTIVITY_MEDIUM_MAX, F.ACTIVITY_LEVELS)
+    return out
+
+
+def description_of(custom_config: Optional[Mapping[str, Any]]) -> desc.Description:
+    """The description a Transform custom config carries (`DatasetSpec.to_dict()`)."""
+    config = dict(custom_config or {})
+    if not config.get(DESCRIPTION):
+        raise ValueError(f"Transform custom_config needs {DESCRIPTION!r}: the dataset description mapping "
+                         f"(contract.datasets.DatasetSpec.to_dict()); got keys {sorted(config)}")
+    return D.dataset_spec(config[DESCRIPTION]).description
 
 
 def preprocessing_fn(
@@ -144,12 +384,18 @@ def preprocessing_fn(
 ) -> Dict[str, Any]:
     """tf.Transform entry point.
 
-    `custom_config`: `dataset` names the DatasetSpec; `max_history` the most recent history
+    `custom_config`: `description`, the dataset description mapping
+    (`contract.datasets.DatasetSpec.to_dict()`); `max_history`, the most recent history
     items kept (the pipeline's setting, the same the ExampleGen used).
     """
-    custom_config = custom_config or {}
-    spec = D.dataset_spec(custom_config.get("dataset", D.MOVIELENS.name))
-    max_history = int(custom_config.get("max_history", F.MAX_HISTORY))
+    custom_config = dict(custom_config or {})
+    unknown = sorted(set(custom_config) - {DESCRIPTION, MAX_HISTORY})
+    if unknown:
+        raise ValueError(f"Transform custom_config: unknown keys {unknown}; expected {DESCRIPTION!r} and "
+                         f"{MAX_HISTORY!r}")
+    d = description_of(custom_config)
+    spec = D.spec_of(d)
+    max_history = int(custom_config.get(MAX_HISTORY, F.MAX_HISTORY))
     outputs: Dict[str, Any] = {}
 
     user = _dense(inputs[F.USER_ID], b"")
@@ -161,81 +407,10 @@ def preprocessing_fn(
     item_vocab = tft.vocabulary(item, vocab_filename=F.ITEM_VOCAB)
     outputs[F.ITEM_IDX] = _shifted_vocab_ids(item, F.ITEM_VOCAB, deferred_vocab=item_vocab)
 
-    # Genres (MovieLens) / category (Taobao): padded ids, plus multi-hot when small.
-    genres = _ragged(inputs[F.ITEM_GENRES])[:, : F.MAX_GENRES]
-    genre_ids = _shifted_vocab_ids(genres, F.GENRE_VOCAB)
-    outputs[F.ITEM_GENRE_IDX] = genre_ids.to_tensor(default_value=0, shape=[None, F.MAX_GENRES])
-    if spec.genre_multi_hot:
-        depth = tf.cast(
-            tft.experimental.get_vocabulary_size_by_name(F.GENRE_VOCAB) + F.OOV_BUCKETS + 1,
-            tf.int32,
-        )
-        multi_hot = tf.reduce_max(
-            tf.one_hot(outputs[F.ITEM_GENRE_IDX], depth=depth, dtype=tf.float32), axis=1
-        )
-        outputs[F.ITEM_GENRES_MULTI_HOT] = multi_hot[:, 1:]  # drop the padding column
-
-    if spec.has_year:
-        year = tf.cast(inputs[F.ITEM_YEAR], tf.float32)
-        outputs[F.ITEM_YEAR_Z] = _dense(tft.scale_to_z_score(year), 0.0)
-
-    # Item statistics from the training split's positives only, leave-one-out: a
-    # training row's own interaction is subtracted (its (user, item) pair is looked
-    # up in the training pairs), so no feature of a training row holds its own label.
-    # Eval, test and serving rows are not training pairs and see the full statistics.
-    pair = tf.strings.join([user, item], separator=PAIR_SEPARATOR)
-    item_count = tft.vocabulary(
-        item, weights=positive, store_frequency=True, vocab_filename=ITEM_COUNT_VOCAB
-    )
-    pair_count = tft.vocabulary(
-        pair, weights=positive, store_frequency=True, vocab_filename=PAIR_COUNT_VOCAB
-    )
-    own = _frequency_lookup(pair, pair_count, default=0.0)
-    count = _frequency_lookup(item, item_count, default=0.0) - own
-    # Scaled by constants that no label moves (a min-max over the rows would let a
-    # row's label shift its own scaled value through the range).
-    rows = tf.cast(tft.size(positive), tf.float32)
-    outputs[F.ITEM_POPULARITY_MM] = tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0)
-    outputs[F.ITEM_POPULARITY_LEVEL] = tf.where(
-        count <= F.POPULARITY_TAIL_MAX,
-        tf.constant(F.POPULARITY_LEVELS[0]),
-        tf.where(
-            count <= F.POPULARITY_TORSO_MAX,
-            tf.constant(F.POPULARITY_LEVELS[1]),
-            tf.constant(F.POPULARITY_LEVELS[2]),
-        ),
-    )
-    if spec.has_rating:
-        rating = _dense(inputs[F.RATING], 0.0)
-        weighted = rating * positive
-        rating_sum = tft.vocabulary(
-            item, weights=weighted, store_frequency=True, vocab_filename=ITEM_RATING_SUM_VOCAB
-        )
-        pair_sum = tft.vocabulary(
-            pair, weights=weighted, store_frequency=True, vocab_filename=PAIR_RATING_SUM_VOCAB
-        )
-        own_sum = _frequency_lookup(pair, pair_sum, default=0.0)
-        total = _frequency_lookup(item, rating_sum, default=0.0) - own_sum
-        global_mean = (tft.sum(weighted) - own_sum) / tf.maximum(tft.sum(positive) - own, 1.0)
-        average = tf.where(count > 0, total / tf.maximum(count, 1.0), global_mean)
-        outputs[F.ITEM_AVG_RATING_MM] = tf.clip_by_value(
-            (average - F.MIN_RATING) / (F.MAX_RATING - F.MIN_RATING), 0.0, 1.0)
-
-    # User activity level (for slicing), from the training split's positives.
-    user_count = tft.vocabulary(
-        user, weights=positive, store_frequency=True, vocab_filename=USER_COUNT_VOCAB
-    )
-    activity = _frequency_lookup(user, user_count, default=0.0)
-    outputs[F.USER_ACTIVITY] = tf.where(
-        activity <= F.ACTIVITY_LIGHT_MAX,
-        tf.constant(F.ACTIVITY_LEVELS[0]),
-        tf.where(
-            activity <= F.ACTIVITY_MEDIUM_MAX,
-            tf.constant(F.ACTIVITY_LEVELS[1]),
-            tf.constant(F.ACTIVITY_LEVELS[2]),
-        ),
-    )
-
+    for feature in d.features:
+        outputs.update(_side_feature(inputs, feature))
+    outputs.update(_interaction_texts(inputs, d))
+    outputs.update(_item_statistics(inputs, d, user, item, positive))
     outputs.update(_history(inputs, spec, item_vocab, max_history))
-    outputs.update(_labels(inputs, spec))
+    outputs.update(_labels(inputs, d))
     return outputs
