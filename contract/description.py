@@ -213,6 +213,11 @@ class Feature:
         """Raw features of an interaction text's documents: user_<name>_docs, item_<name>_docs."""
         return (f"user_{self.name}_docs", f"item_{self.name}_docs") if self.documents else ()
 
+    def document_transformed_names(self) -> Tuple[str, ...]:
+        """Transformed features of its documents (Transform): <doc>_tokens [B, max_documents,
+        max_tokens], aligned with `document_names`."""
+        return tuple(f"{doc}_tokens" for doc in self.document_names())
+
 
 @dataclasses.dataclass(frozen=True)
 class Condition:
@@ -378,6 +383,11 @@ class Description:
     @property
     def implicit_label(self) -> str:
         return next(l.name for l in self.labels if l.source == IMPLICIT)
+
+    @property
+    def rating_label(self) -> str:
+        """The label holding the rating itself ('' when none is declared)."""
+        return next((l.name for l in self.labels if l.source == RATING), "")
 
     @property
     def raw_labels(self) -> Tuple[str, ...]:

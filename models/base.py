@@ -7,8 +7,9 @@ A family subclasses `RecModel` and defines what its capabilities need:
 - `retrieve` (`recommend`): `query(history items, behaviors)` and `candidates()`;
   the retrieval loss is `compute_loss` on user-view batches (`TARGET_IDX`).
 - `similar` (`similar_items`): `item_vectors()`, by default the candidate vectors;
-  `similarity_vectors()` blends their cosine with the cosine of the items' genre sets
-  by the family's `similar_genre_weight`.
+  `similarity_vectors()` blends their cosine with the cosine of the items' category sets
+  (the values of their categorical and multi-valued features) by the family's
+  `similar_category_weight`.
 - `teach` (`soft_labels`): `soft_labels(features)`, the soft labels a student distils.
 
 `compute_loss` is the sum over tasks of weight x task loss, plus the family's penalty.
@@ -95,21 +96,21 @@ class RecModel(tfrs.Model):
 
     def similarity_vectors(self) -> tf.Tensor:
         """[N, D] vectors whose dot products are the `similar_items` scores, in [-1, 1]:
-        (cos(item vectors) + w * cos(genre sets)) / (1 + w), w = `similar_genre_weight`.
+        (cos(item vectors) + w * cos(category sets)) / (1 + w), w = `similar_category_weight`.
 
         Learned item vectors on few users order items by taste and popularity more than
-        by kind; the genre term, weighted as chosen on the eval split, keeps an item's
+        by kind; the category term, weighted as chosen on the eval split, keeps an item's
         neighbours of its kind (bench/results/similar.md).
         """
         unit = tf.math.l2_normalize(self.item_vectors(), axis=-1)
-        weight = float(getattr(self.hparams, "similar_genre_weight", 0.0))
-        table = self.context.item_table
-        if weight <= 0 or not table or F.ITEM_GENRE_IDX not in table:
+        weight = float(getattr(self.hparams, "similar_category_weight", 0.0))
+        sets = category_sets(self.context.item_table, self.context.item_features) if weight > 0 else None
+        if sets is None:
             return unit
-        genres = tf.math.l2_normalize(tf.constant(genre_sets(table[F.ITEM_GENRE_IDX], self.context.num_genres)), -1)
+        sets = tf.math.l2_normalize(tf.constant(sets), -1)
         rows = tf.shape(unit)[0]
-        genres = genres[:rows]
-        return tf.concat([unit, math.sqrt(weight) * genres], axis=-1) / math.sqrt(1.0 + weight)
+        sets = sets[:rows]
+        return tf.concat([unit, math.sqrt(weight) * sets], axis=-1) / math.sqrt(1.0 + weight)
 
     # -- training ---------------------------------------------------------------
     def retrieval_loss(self, features: Dict[str, tf.Tensor], training: bool) -> tf.Tensor:
@@ -220,10 +221,23 @@ def l2(*tensors: tf.Tensor) -> tf.Tensor:
     return total
 
 
-def genre_sets(genre_idx: np.ndarray, num_genres: int) -> np.ndarray:
-    """Multi-hot [N, num_genres] float32 of per-item genre rows [N, L] (0 = padding)."""
-    genre_idx = np.asarray(genre_idx)
-    out = np.zeros((genre_idx.shape[0], num_genres), np.float32)
-    rows, cols = np.nonzero(genre_idx > 0)
-    out[rows, genre_idx[rows, cols]] = 1.0
-    return out
+def category_sets(table, inputs) -> "np.ndarray | None":
+    """Multi-hot [N, sum of vocabulary rows] float32 of each item row's categorical and
+    multi-valued feature values (0 = missing / padding), one block per feature in
+    declared order; None without such a feature in the item table.
+
+    Args:
+      table: the item table (feature name -> [N] or [N, L] ids by item row).
+      inputs: the item features (models.context.FeatureInput).
+    """
+    blocks = []
+    for f in inputs:
+        if not f.category_set or not table or f.name not in table:
+            continue
+        ids = np.asarray(table[f.name])
+        ids = ids[:, None] if ids.ndim == 1 else ids
+        out = np.zeros((ids.shape[0], f.rows), np.float32)
+        rows, cols = np.nonzero(ids > 0)
+        out[rows, ids[rows, cols]] = 1.0
+        blocks.append(out)
+    return np.concatenate(blocks, axis=1) if blocks else None

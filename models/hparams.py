@@ -82,15 +82,17 @@ class HParams:
 
 @dataclasses.dataclass(frozen=True)
 class SimilarParams(HParams):
-    """What a family that serves `similar` from an item table (genres) adds.
+    """What a family that serves `similar` adds.
 
     Attributes:
-      similar_genre_weight: `similar_items` scores (cos(item vectors) + w * cos(genre
-        sets)) / (1 + w): with w = 0 the learned vectors alone. Chosen per family on the
-        eval split (bench/results/similar.md).
+      similar_category_weight: `similar_items` scores (cos(item vectors) + w * cos(category
+        sets)) / (1 + w), an item's category set being the values of its categorical and
+        multi-valued features (`models.base.category_sets`); with w = 0 (or no such
+        feature) the learned vectors alone. Chosen per family on the eval split
+        (bench/results/similar.md).
     """
 
-    similar_genre_weight: float = 0.0
+    similar_category_weight: float = 0.0
 
 
 def _type_name(tp) -> str:

@@ -1,16 +1,18 @@
 """What the multi-task families share: the input, the towers, the loss weighting.
 
 Every multi-task family reads the same input representation (`InteractionEncoder`: the
-user's pooled history with its behavior types plus the user's own vector when known,
-the item's id and metadata, and their elementwise product) and ends in one tower per
+user's pooled history with its behavior types plus the user's own vector when known
+(and the user's features when the description declares some), the item's id and the
+item features the description declares, read by type, and their elementwise product) and ends in one tower per
 task, so the families differ only in how the bottom between the two is shared
 (`make_bottom`, one of models/blocks/experts.py) and, for the cascade, how the towers'
 logits combine (`combine`).
 
-Conditional tasks are masked: `liked`, `loved` and the rating are trained and measured
-on watched rows only (their labels are undefined on sampled negatives), and each
-output is the conditional prediction p(liked | watched). A served ranking that wants
-p(liked and watched) multiplies the `watched` and `liked` outputs.
+Conditional tasks are masked: a task with a condition (e.g. a rating-derived task
+conditioned on the implicit label) is trained and measured on the rows where its
+condition holds only (its label is undefined on sampled negatives), and its output is
+the conditional prediction p(task | condition). A served ranking that wants p(task and
+condition) multiplies the two outputs.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ from contract import features as F
 from contract import tasks as T
 from models import blocks
 from models.base import SCORE, RecModel, l2
-from models.families.mf_dnn import NUMERIC_ITEM_FEATURES
 from models.hparams import HParams
 
 
 @dataclasses.dataclass(frozen=True)
 class MultiTaskParams(HParams):
     """Attributes:
-      dim: embedding size of users, items, genres and history items.
+      dim: embedding size of users, items, item features and history items.
       user_id: add the user's own vector to the pooled history.
       bottom: widths of the bottom MLPs (each expert, or the shared bottom).
       tower: widths of each task's tower before its logit.
@@ -42,6 +43,7 @@ class MultiTaskParams(HParams):
         CVPR'18): sum_t exp(-s_t) L_t + s_t, s_t learned; replaces `loss_weights`.
       l2: penalty on the looked-up embeddings.
       dropout: dropout in the bottom and towers.
+      text: read the description's text features and documents (item and user side).
     """
 
     dim: int = 32
@@ -52,6 +54,7 @@ class MultiTaskParams(HParams):
     uncertainty: bool = False
     l2: float = 1e-4
     dropout: float = 0.0
+    text: bool = True
     learning_rate: float = 0.002
     batch_size: int = 512
     max_epochs: int = 20
@@ -61,15 +64,10 @@ class MultiTaskParams(HParams):
 class InteractionEncoder(keras.layers.Layer):
     """[query, item, query * item] of an interaction: the input every multi-task family reads."""
 
-    def __init__(self, context, dim: int, user_id: bool, seed: int = 0, **kwargs):
+    def __init__(self, context, dim: int, user_id: bool, seed: int = 0, text: bool = True, **kwargs):
         super().__init__(**kwargs)
-        table = context.item_table or {}
-        numeric = [n for n in NUMERIC_ITEM_FEATURES if n in table]
-        if not context.dataset.has_rating:
-            numeric = [n for n in numeric if n != F.ITEM_AVG_RATING_MM]
-        self.query = blocks.HistoryQuery(context, dim, user_id, name="query")
-        self.item = blocks.ItemEncoder(context.num_items, context.num_genres, dim, (2 * dim,), numeric=numeric,
-                                       item_table=context.item_table, seed=seed, name="item")
+        self.query = blocks.HistoryQuery(context, dim, user_id, text=text, name="query")
+        self.item = blocks.ItemEncoder.for_context(context, dim, (2 * dim,), seed, text=text, name="item")
 
     def call(self, features, training=False, with_item=False):
         """(input [B, 3 dim], embedding penalty), plus the target item's vector with `with_item`."""
@@ -95,10 +93,12 @@ class MultiTaskModel(RecModel):
         self.names = tuple(t.name for t in context.pointwise_tasks)
         seed = context.seed
         if self.shared_input:
-            self.encoder = InteractionEncoder(context, hparams.dim, hparams.user_id, seed=seed, name="encoder")
+            self.encoder = InteractionEncoder(context, hparams.dim, hparams.user_id, seed=seed, text=hparams.text,
+                                              name="encoder")
         else:
             self.encoders = {t: InteractionEncoder(context, hparams.dim, hparams.user_id, seed=seed + 31 * i,
-                                                   name=f"encoder_{t}") for i, t in enumerate(self.names)}
+                                                   text=hparams.text, name=f"encoder_{t}")
+                             for i, t in enumerate(self.names)}
         self.bottom = self.make_bottom(self.names, hparams, seed + 500)
         self.towers = {t: blocks.MLP(tuple(hparams.tower) + (1,), dropout=hparams.dropout, seed=seed + 900 + 13 * i,
                                      name=f"tower_{t}") for i, t in enumerate(self.names)}

@@ -22,6 +22,24 @@ from models.hparams import HParams
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
 
 
+def regression_task(dataset: D.DatasetSpec) -> Tuple[str, ...]:
+    """The dataset's first regression task (a rating family's one output)."""
+    names = dataset.regression_tasks()
+    if not names:
+        raise ValueError(f"dataset {dataset.name!r} has no regression task (its tasks: "
+                         f"{', '.join(t.name for t in dataset.tasks)}); a rating family needs one")
+    return names[:1]
+
+
+def binary_task(dataset: D.DatasetSpec) -> Tuple[str, ...]:
+    """The dataset's first binary task defined on observed interactions (not the implicit label)."""
+    names = dataset.binary_tasks()
+    if not names:
+        raise ValueError(f"dataset {dataset.name!r} has no binary task besides its implicit label "
+                         f"{dataset.implicit_label!r} (its tasks: {', '.join(t.name for t in dataset.tasks)})")
+    return names[:1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """A trainable family.
@@ -65,8 +83,8 @@ class Family:
 
     def task_specs(self, dataset: D.DatasetSpec) -> Tuple[T.TaskSpec, ...]:
         """The family's tasks on `dataset`; a clear error when the dataset lacks one."""
-        names = self.tasks(dataset) if callable(self.tasks) else self.tasks
         try:
+            names = self.tasks(dataset) if callable(self.tasks) else self.tasks
             return tuple(dataset.task(name) for name in names)
         except ValueError as e:
             raise ValueError(f"model family {self.name!r} cannot train on dataset {dataset.name!r}: {e}") from None
@@ -76,14 +94,14 @@ class Family:
 
 
 FAMILIES: Dict[str, Family] = {f.name: f for f in (
-    Family("mf", mf.MatrixFactorization, mf.MFParams, (F.RATING,), F.INTERACTION_VIEW,
-            "biased matrix factorization on the rating"),
-    Family("mf_history", mf_history.HistoryMatrixFactorization, mf_history.MFHistoryParams, (F.RATING,),
+    Family("mf", mf.MatrixFactorization, mf.MFParams, regression_task, F.INTERACTION_VIEW,
+            "biased matrix factorization on the dataset's (first) regression task, e.g. the rating"),
+    Family("mf_history", mf_history.HistoryMatrixFactorization, mf_history.MFHistoryParams, regression_task,
             F.INTERACTION_VIEW, "MF with the pooled history (+ user) as the query"),
-    Family("mf_dnn", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, (F.RATING,), F.INTERACTION_VIEW,
-            "MF with an item-metadata DNN"),
-    Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnLikedParams, (F.LIKED,),
-            F.INTERACTION_VIEW, "mf_dnn trained on liked (rating >= 4)"),
+    Family("mf_dnn", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, regression_task, F.INTERACTION_VIEW,
+            "MF with a DNN over the item features the description declares"),
+    Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnLikedParams, binary_task,
+            F.INTERACTION_VIEW, "mf_dnn trained on the dataset's first binary task besides the implicit label"),
     Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
             "two-tower retrieval over the whole catalogue (serves recommend)"),
     Family("sasrec", sasrec.SASRec, sasrec.SASRecParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,

@@ -6,7 +6,7 @@ of tasks or datasets, so a family is a few lines that compose them.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -141,16 +141,18 @@ class HistoryPooling(keras.layers.Layer):
 
 class HistoryQuery(keras.layers.Layer):
     """Query of a user: the pooled history, plus the user's own vector and bias when
-    `user_id` (absent or OOV for users unseen in training, whose rows stay near zero).
+    `user_id` (absent or OOV for users unseen in training, whose rows stay near zero),
+    plus the user's side-table features (`UserEncoder`) when the dataset declares some.
 
     Args:
-      context: a models.context.ModelContext (sizes, seed).
+      context: a models.context.ModelContext (sizes, user features, seed).
       dim: vector size.
       user_id: add the user id's vector and bias.
       history_dropout: training-time dropout of history items.
+      text: read the user's text features and documents (when declared).
     """
 
-    def __init__(self, context, dim: int, user_id: bool, history_dropout: float = 0.0, **kwargs):
+    def __init__(self, context, dim: int, user_id: bool, history_dropout: float = 0.0, text: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.pooling = HistoryPooling(
             context.num_items, context.num_behaviors, dim, context.seed, dropout=history_dropout, name="history")
@@ -158,6 +160,10 @@ class HistoryQuery(keras.layers.Layer):
         if user_id:
             self.user_embedding = embedding(context.num_users, dim, context.seed + 5, "user_embedding")
             self.user_bias = Bias(context.num_users, name="user_bias")
+        self.user_features = None
+        inputs = [f for f in context.user_features if text or not f.text]
+        if inputs:
+            self.user_features = UserEncoder(inputs, dim, context.seed + USER_FEATURE_SEED, name="user_features")
 
     def call(self, features, training=False):
         q, b = self.pooling(features[F.HISTORY_ITEM_IDX], features[F.HISTORY_BEHAVIOR_IDX], training=training)
@@ -165,55 +171,168 @@ class HistoryQuery(keras.layers.Layer):
             user = features[F.USER_IDX]
             q = q + self.user_embedding(user)
             b = b + self.user_bias(user)
+        if self.user_features is not None:
+            q = q + self.user_features(features, training=training)
         return q, b
 
 
+# Seed offsets of the typed-feature layers (from the owning layer's seed), apart from the
+# other layers' seeds: an item encoder's first embedded feature keeps seed + 2 (what it was
+# when the item encoder read one multi-valued feature by name), its others take
+# seed + 200 + k, its text encoders seed + 250 + k; a query's user features seed + 400 + k,
+# their text encoders seed + 450 + k and their projection seed + 499.
+ITEM_FEATURE_SEED = 200
+USER_FEATURE_SEED = 400
+TEXT_SEED = 50
 
-class ItemEncoder(keras.layers.Layer):
-    """Item vector from its id and metadata: id embedding, mean genre embedding, and the
-    Transform's numeric item features, through an MLP; with `metadata=False`, the id
-    embedding alone.
 
-    `call(item_idx, features)` reads the metadata from the example's features;
-    `catalogue()` encodes every item row from the item table (training-split values).
+class TextEncoder(keras.layers.Layer):
+    """A bag of token embeddings: token ids [B, T] (0 = padding) -> the mean of their vectors
+    [B, d]; documents [B, D, T] -> the mean over the documents that have a token of each
+    document's mean (0 when none).
 
     Args:
-      num_items / num_genres: id rows.
-      dim: output size.
-      hidden: MLP hidden widths (empty: a single linear layer over the inputs).
-      numeric: names of the numeric item features to read.
-      item_table: per-item feature arrays by item row (for `catalogue`).
-      metadata: read metadata at all.
+      rows: token ids (padding 0, the vocabulary, unknown).
+      dim: vector size.
       seed: initialisation seed.
     """
 
-    def __init__(self, num_items: int, num_genres: int, dim: int, hidden: Sequence[int] = (64,),
-                 numeric: Sequence[str] = (), item_table: Optional[Dict] = None, metadata: bool = True,
-                 seed: int = 0, **kwargs):
+    def __init__(self, rows: int, dim: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = embedding(rows, dim, seed, "token_embedding")
+
+    def call(self, tokens: tf.Tensor) -> tf.Tensor:
+        pooled = masked_mean(self.embedding(tokens), tokens)
+        if tokens.shape.rank == 3:
+            pooled = masked_mean(pooled, tf.reduce_max(tokens, axis=-1))
+        return pooled
+
+
+class TypedFeatures(keras.layers.Layer):
+    """Side-table features read by their type (models.context.FeatureInput), as parts a
+    layer concatenates, in this order: an embedding per categorical (or its one-hot with
+    `encoding: one_hot`) and per bucketized numeric, a pooled (masked mean) embedding per
+    multi-valued feature, in declared order; the normalized numbers stacked after
+    `numbers_before`; a text encoder (`TextEncoder`) per text feature and documents.
+
+    Args:
+      inputs: the features to read.
+      dim: size of every embedding.
+      seed: seed of the k-th embedding (seed + k) and text encoder (seed + TEXT_SEED + k).
+      first_seed: the first embedding's seed instead (None: seed + 0).
+      numbers_before: names of numeric features stacked before the declared numbers
+        (an item encoder's statistics).
+      text: read the text features and documents (false: skip them).
+    """
+
+    def __init__(self, inputs, dim: int, seed: int, first_seed: Optional[int] = None,
+                 numbers_before: Sequence[str] = (), text: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.categorical = tuple(f for f in inputs if f.embedded or f.one_hot)
+        self.embeddings = {}
+        for f in self.categorical:
+            if f.embedded:
+                k = len(self.embeddings)
+                layer_seed = first_seed if k == 0 and first_seed is not None else seed + k
+                self.embeddings[f.name] = embedding(f.rows, dim, layer_seed, f"{f.name}_embedding")
+        self.numbers = tuple(numbers_before) + tuple(f.name for f in inputs if f.number)
+        self.texts = tuple(f for f in inputs if f.text) if text else ()
+        self.text_encoders = {f.name: TextEncoder(f.rows, dim, seed + TEXT_SEED + k, name=f"{f.name}_encoder")
+                              for k, f in enumerate(self.texts)}
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        """Every feature read."""
+        return tuple(f.name for f in self.categorical) + self.numbers + tuple(f.name for f in self.texts)
+
+    def call(self, features: Dict[str, tf.Tensor]) -> List[tf.Tensor]:
+        parts = []
+        for f in self.categorical:
+            ids = features[f.name]
+            if f.one_hot:
+                parts.append(tf.one_hot(ids, f.rows, dtype=tf.float32)[:, 1:])  # no column for "missing"
+                continue
+            ids = ids[:, None] if ids.shape.rank == 1 else ids
+            parts.append(masked_mean(self.embeddings[f.name](ids), ids))
+        if self.numbers:
+            parts.append(tf.stack([tf.cast(features[n], tf.float32) for n in self.numbers], axis=-1))
+        parts += [self.text_encoders[f.name](features[f.name]) for f in self.texts]
+        return parts
+
+
+class UserEncoder(keras.layers.Layer):
+    """The user's side-table features read by type (`TypedFeatures`), projected to `dim`: a
+    vector added to a query.
+
+    Args:
+      inputs: the user features (models.context.FeatureInput).
+      dim: output size.
+      seed: initialisation seed (embeddings from seed, the projection seed + 99).
+    """
+
+    def __init__(self, inputs, dim: int, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.typed = TypedFeatures(inputs, dim, seed, name="typed")
+        self.projection = keras.layers.Dense(dim, kernel_initializer=keras.initializers.GlorotUniform(seed + 99),
+                                             name="projection")
+
+    def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.projection(tf.concat(self.typed(features), axis=-1))
+
+
+class ItemEncoder(keras.layers.Layer):
+    """Item vector from its id and metadata: id embedding, the item's side-table features by
+    type (`TypedFeatures`: embeddings of categorical and multi-valued features, the item
+    statistics stacked with the declared numerics, text encoders), through an MLP; with
+    `metadata=False`, the id embedding alone.
+
+    `call(item_idx, features)` reads the metadata from the example's features;
+    `catalogue()` encodes every item row from the item table (training-split values).
+    Seeds: id embedding seed + 1, the first embedded feature seed + 2, the MLP seed + 3,
+    the other features from seed + ITEM_FEATURE_SEED.
+
+    Args:
+      num_items: id rows.
+      dim: output size.
+      hidden: MLP hidden widths (empty: a single linear layer over the inputs).
+      features: the item features to read (models.context.FeatureInput).
+      statistics: names of the item statistics stacked before the declared numerics.
+      item_table: per-item feature arrays by item row (for `catalogue`).
+      metadata: read metadata at all.
+      text: read text features and item documents (when declared).
+      seed: initialisation seed.
+    """
+
+    def __init__(self, num_items: int, dim: int, hidden: Sequence[int] = (64,), features=(),
+                 statistics: Sequence[str] = (), item_table: Optional[Dict] = None, metadata: bool = True,
+                 text: bool = True, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.num_items = num_items
         self.metadata = metadata
         self.id_embedding = embedding(num_items, dim, seed + 1, "id_embedding")
-        self.numeric = tuple(numeric)
         self.table = {}
         if metadata:
-            self.genre_embedding = embedding(num_genres, dim, seed + 2, "genre_embedding")
+            self.typed = TypedFeatures(features, dim, seed + ITEM_FEATURE_SEED, first_seed=seed + 2,
+                                       numbers_before=statistics, text=text, name="features")
             self.mlp = MLP(tuple(hidden) + (dim,), seed=seed + 3, name="mlp")
-            names = (F.ITEM_GENRE_IDX,) + self.numeric
             self.table = {
                 name: tf.Variable(item_table[name], trainable=False, name=f"item_table_{name}")
-                for name in names
+                for name in self.typed.names
             } if item_table is not None else {}
+
+    @classmethod
+    def for_context(cls, context, dim: int, hidden: Sequence[int], seed: int, metadata: bool = True,
+                    text: bool = True, **kwargs) -> "ItemEncoder":
+        """The encoder of a model context's items: its item features, statistics and table."""
+        return cls(context.num_items, dim, hidden, features=context.item_features,
+                   statistics=context.item_statistics, item_table=context.item_table, metadata=metadata,
+                   text=text, seed=seed, **kwargs)
 
     def call(self, item_idx: tf.Tensor, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         ids = self.id_embedding(item_idx)
         if not self.metadata:
             return ids
-        genres = features[F.ITEM_GENRE_IDX]
-        parts = [ids, masked_mean(self.genre_embedding(genres), genres)]
-        if self.numeric:
-            parts.append(tf.stack([tf.cast(features[n], tf.float32) for n in self.numeric], axis=-1))
-        return self.mlp(tf.concat(parts, axis=-1), training=training)
+        return self.mlp(tf.concat([ids] + self.typed(features), axis=-1), training=training)
 
     def catalogue(self) -> tf.Tensor:
         """Vectors of every item row, [num_items, dim]."""

@@ -21,13 +21,15 @@ from models.hparams import SimilarParams
 @dataclasses.dataclass(frozen=True)
 class MFHistoryParams(SimilarParams):
     """Attributes: dim: vector size; l2: penalty weight; user_id: add a user vector and bias
-    to the pooled history; history_dropout: training-time dropout of history items."""
+    to the pooled history; history_dropout: training-time dropout of history items; text:
+    read the description's text features and documents (user and, in mf_dnn, item side)."""
 
     dim: int = 32
     l2: float = 0.05
     user_id: bool = True
     history_dropout: float = 0.0
-    similar_genre_weight: float = 1.0  # eval split: bench/results/similar.md
+    text: bool = True
+    similar_category_weight: float = 1.0  # eval split: bench/results/similar.md
     learning_rate: float = 0.003
     max_epochs: int = 30
     # eval split (mf_history 0.8551 against Adam's 0.8598; mf_dnn 0.8463 against 0.8488):
@@ -42,7 +44,8 @@ class HistoryMatrixFactorization(OneScoreModel):
 
     def __init__(self, context, hparams: MFHistoryParams, **kwargs):
         super().__init__(context, hparams, **kwargs)
-        self.query_layer = blocks.HistoryQuery(context, hparams.dim, hparams.user_id, hparams.history_dropout, name="query")
+        self.query_layer = blocks.HistoryQuery(context, hparams.dim, hparams.user_id, hparams.history_dropout,
+                                               text=hparams.text, name="query")
         self.build_items(context, hparams)
         self.item_bias = blocks.Bias(context.num_items, name="item_bias")
 

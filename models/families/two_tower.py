@@ -2,7 +2,8 @@
 
 Query tower: the user's history (items with their behaviors) pooled as in SVD++,
 optionally through an MLP. Candidate tower: the item's own embedding (and, with
-`item_metadata`, its genres and statistics through an MLP) plus a bias that learns
+`item_metadata`, the item features the description declares, read by type, and the item
+statistics through an MLP) plus a bias that learns
 popularity. Trained on the user view: each training interaction is a target and
 the rest of the user's training history (leave-one-out, the most recent
 `max_history`) is the query, so the model learns what the whole history says about
@@ -31,7 +32,6 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
-from models.families.mf_dnn import NUMERIC_ITEM_FEATURES
 from models.hparams import HParams
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
 
@@ -41,14 +41,15 @@ class TwoTowerParams(HParams):
     """Attributes:
       dim: vector size of both towers.
       query_hidden: widths of an MLP over the pooled history (empty: none).
-      item_metadata: the candidate tower reads genres and item statistics (needs an item
-        table, which the user view does not carry: an error there).
+      item_metadata: the candidate tower reads the item features and statistics (needs an
+        item table, which the user view does not carry: an error there).
       softmax: `full` or `sampled` (in-batch with log-q correction).
       history_dropout: training-time dropout of query history items.
       exclude_own: the user's own other items are not negatives.
       target_behaviors: behaviors whose interactions are training targets (empty: the ones
-        the split evaluates, `DatasetSpec.retrieval_targets`: liked on the MovieLens hash
-        split, every behavior otherwise; eval split: bench/results/tuning/two_tower_targets.md).
+        the split evaluates, `DatasetSpec.retrieval_targets`: the description's retrieval
+        task's target_behaviors on the hash split, every behavior otherwise; eval split:
+        bench/results/tuning/two_tower_targets.md).
       l2: penalty weight on query vectors.
       user_balance: training targets are drawn with probability proportional to (their
         user's target count) ** -user_balance (training.views.retrieval_dataset): 0 every
@@ -94,7 +95,7 @@ class TwoTower(RecModel):
         super().__init__(context, hparams, softmax=hparams.softmax, **kwargs)
         if hparams.item_metadata and not context.item_table:
             raise ValueError(
-                "two_tower: item_metadata=true needs the item table (genres, item statistics), and the "
+                "two_tower: item_metadata=true needs the item table (item features, item statistics), and the "
                 "user view this family trains on carries none; train with item_metadata=false")
         # Member 0 keeps the one-model names (a members=1 model is what it always was).
         self.pooling, self.query_mlp, self.item_encoder, self.item_bias = self._towers(context, hparams, 0)
@@ -114,11 +115,9 @@ class TwoTower(RecModel):
                                         attention_heads=hparams.query_attention_heads, name="history" + suffix)
         mlp = (blocks.MLP(tuple(hparams.query_hidden) + (hparams.dim,), activation="tanh", seed=seed + 20,
                           name="query_mlp" + suffix) if hparams.query_hidden else None)
-        numeric = [n for n in NUMERIC_ITEM_FEATURES if context.item_table and n in context.item_table]
-        encoder = blocks.ItemEncoder(
-            context.num_items, context.num_genres, hparams.dim, (2 * hparams.dim,), numeric=numeric,
-            item_table=context.item_table, metadata=hparams.item_metadata and bool(context.item_table),
-            seed=seed + 30, name="candidate" + suffix)
+        encoder = blocks.ItemEncoder.for_context(
+            context, hparams.dim, (2 * hparams.dim,), seed + 30,
+            metadata=hparams.item_metadata and bool(context.item_table), name="candidate" + suffix)
         return pooling, mlp, encoder, blocks.Bias(context.num_items, name="candidate_bias" + suffix)
 
     def members(self):
