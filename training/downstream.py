@@ -3,43 +3,45 @@
 Every task is built from what ExampleGen writes with the `leave_last_two_out` split
 (protocol S): the user view (per user and split, the history before the split's item,
 mapped to rows with `training.views`) and the interaction view (each interaction's
-split, rating and genres). A user's time-ordered interactions are
+split, rating and item features). A user's time-ordered interactions are
 `train ... train, eval, test`; the user view's train history is everything before the
 eval item, its test history everything before the test item (the eval item included).
 
-Tasks (MovieLens):
+Tasks of a dataset (`tasks(spec)`), from its description:
 
-- `next_like` (binary, AUC): is the user's next interaction a like (rating >= 4)?
-  Input: the sequence before it. Built from the user view alone (training labels from
-  the histories' behaviors, eval / test labels from the split's `target_behaviors`), so
-  the pipeline's fine-tuning Trainer, which reads only the user view, builds it too
-  (`next_behavior`, any of the dataset's `next_behavior_tasks`).
-- `next_liked_genre` (multi-class over the genres, user-level, accuracy): the genre of
-  the user's next liked movie. A movie may have several genres: the target is the set,
-  the loss a softmax against the even distribution over it, and a prediction is right
-  when its top genre is one of them (`evaluation.definitions.set_accuracy`).
+- each next-behavior task (binary, AUC; e.g. `next_like`: is the user's next interaction
+  of the task's behavior?). Input: the sequence before it. Built from the user view
+  alone (training labels from the histories' behaviors, eval / test labels from the
+  split's `target_behaviors`), so the pipeline's fine-tuning Trainer, which reads only
+  the user view, builds it too (`next_behavior`).
+- with behaviors from the rating and a categorical or multi-valued item feature, for
+  each next-behavior task's behavior B and the first such feature f:
+  `next_<B>_<f>` (multi-class over f's values, user-level, accuracy): the values of f of
+  the user's next item of behavior B. An item may have several values: the target is
+  the set, the loss a softmax against the even distribution over it, and a prediction
+  is right when its top value is one of them (`evaluation.definitions.set_accuracy`).
 
-Split rules (the same for both tasks):
+Split rules (the same for every task):
 
 - pretraining reads the train histories only (`training.views.sequence_windows` of the
   train split), so it never sees an eval or test item;
 - train: positions inside each user's train history. The label of position t is
-  defined by the items after t within that history (the next item; the next liked
+  defined by the items after t within that history (the next item; the next B
   item), and the input is the items up to t. Long histories are cut into windows of
   `length` positions from the most recent end (optionally only the `per_user` most
   recent windows are kept); the labels are computed on the whole history first, so a
   window's last position may be labelled by the next window's first item (still inside
   the train history);
 - eval: one example per user, the most recent `length` items of the train history as
-  input, the eval item as the label (next_liked_genre: only users whose eval item is
-  liked). Used for early stopping and every choice of setting;
+  input, the eval item as the label (next_<B>_<f>: only users whose eval item is of
+  behavior B). Used for early stopping and every choice of setting;
 - test: one example per user, the most recent `length` items of the test history
-  (train history + eval item) as input, the test item as the label (next_liked_genre:
-  only users whose test item is liked). Only reported.
+  (train history + eval item) as input, the test item as the label (next_<B>_<f>:
+  only users whose test item is of behavior B). Only reported.
 
 So no pretraining sequence and no fine-tuning training label contains an eval or test
-item, and the genre vocabulary comes from the training split's movies only (a genre
-seen only in eval/test is dropped from a target; a target left empty drops the example).
+item, and the classes of f come from the training split's items only (a value seen only
+in eval/test is dropped from a target; a target left empty drops the example).
 
 An example is a sequence with a label per position: `labels[b, t]` is the label of the
 prediction made from `items[b, :t + 1]`, and `mask[b, t]` is 1 where it is defined. An
@@ -49,12 +51,13 @@ eval or test example has one labelled position, its last item.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from contract import datasets as D
+from contract import description as desc
 from contract import features as F
 from models.families.sequential import CLOZE
 from training.views import UserView, sequence_windows
@@ -62,32 +65,67 @@ from training.views import UserView, sequence_windows
 BINARY = "binary"
 MULTICLASS = "multiclass"
 
-NEXT_LIKE = F.NEXT_LIKE
-NEXT_LIKED_GENRE = "next_liked_genre"
-TASKS = (NEXT_LIKE, NEXT_LIKED_GENRE)
-
 TRAIN, EVAL, TEST = "train", "eval", "test"
 SPLITS = (TRAIN, EVAL, TEST)
+MISSING_RATING = -1.0  # an interaction without a rating (a sampled negative)
 
-# The raw interaction-view features the labels come from.
-INTERACTION_SPEC = {
-    F.USER_ID: tf.io.FixedLenFeature([], tf.string),
-    F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-    F.SPLIT: tf.io.FixedLenFeature([], tf.string),
-    F.RATING: tf.io.FixedLenFeature([], tf.float32, default_value=-1.0),
-    F.ITEM_GENRES: tf.io.VarLenFeature(tf.string),
-}
+
+def class_feature(spec: D.DatasetSpec) -> Optional[desc.Feature]:
+    """The item feature whose values a next-item-feature task predicts: the first
+    categorical or multi-valued item feature, when the behaviors come from the rating
+    (the interaction view then tells each interaction's behavior); None otherwise."""
+    d = spec.description
+    if not d.behavior_bins or not d.rating_label:
+        return None
+    return next((f for f in d.item_features if f.type in (desc.CATEGORICAL, desc.MULTI_CATEGORICAL)), None)
+
+
+def feature_task(behavior: str, feature: desc.Feature) -> str:
+    """The name of the task: the values of `feature` of the next item of `behavior`."""
+    return f"next_{behavior}_{feature.name}"
+
+
+def tasks(spec: D.DatasetSpec) -> Tuple[str, ...]:
+    """The downstream tasks of a dataset: its next-behavior tasks, then one next-item-feature
+    task per next-behavior task's behavior (when `class_feature` gives a feature)."""
+    feature = class_feature(spec)
+    names = tuple(name for name, _ in spec.next_behavior_tasks)
+    if feature is not None:
+        names += tuple(feature_task(behavior, feature) for _, behavior in spec.next_behavior_tasks)
+    return names
+
+
+def interaction_spec(spec: D.DatasetSpec) -> Dict[str, tf.io.FixedLenFeature]:
+    """The raw interaction-view features the labels come from (ids, split, rating, the class feature)."""
+    out = {
+        F.USER_ID: tf.io.FixedLenFeature([], tf.string),
+        F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+        F.SPLIT: tf.io.FixedLenFeature([], tf.string),
+    }
+    rating = spec.description.rating_label
+    if rating:
+        out[rating] = tf.io.FixedLenFeature([], tf.float32, default_value=MISSING_RATING)
+    feature = class_feature(spec)
+    if feature is not None:
+        out[feature.raw_name] = tf.io.VarLenFeature(tf.string)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Interaction:
-    """One interaction of the interaction view: what the labels read."""
+    """One interaction of the interaction view: what the labels read.
+
+    Attributes:
+      user / item / split: as written by ExampleGen.
+      rating: the rating (MISSING_RATING without one).
+      values: the item's values of the class feature (`class_feature`).
+    """
 
     user: str
     item: str
     split: str
     rating: float
-    genres: Tuple[str, ...]
+    values: Tuple[str, ...]
 
 
 @dataclasses.dataclass
@@ -141,29 +179,37 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def interactions_from_records(records: Sequence[Mapping[str, list]]) -> List[Interaction]:
+def interactions_from_records(records: Sequence[Mapping[str, list]], spec: D.DatasetSpec) -> List[Interaction]:
     """Interactions from raw interaction-view feature dicts (in-memory ingest records' `features`)."""
+    rating_name = spec.description.rating_label
+    feature = class_feature(spec)
     out = []
     for r in records:
-        rating = r.get(F.RATING) or [-1.0]
+        rating = (r.get(rating_name) if rating_name else None) or [MISSING_RATING]
+        values = r.get(feature.raw_name, []) if feature is not None else []
         out.append(Interaction(_text(r[F.USER_ID][0]), _text(r[F.ITEM_ID][0]), _text(r[F.SPLIT][0]),
-                               float(rating[0]), tuple(_text(g) for g in r.get(F.ITEM_GENRES, []))))
+                               float(rating[0]), tuple(_text(g) for g in values)))
     return out
 
 
-def load_interactions(files: Sequence[str]) -> List[Interaction]:
+def load_interactions(files: Sequence[str], spec: D.DatasetSpec) -> List[Interaction]:
     """Interactions from the interaction view's raw examples (GZIP TFRecords)."""
     if not files:
         raise FileNotFoundError("no interaction-view files given")
+    rating_name = spec.description.rating_label
+    feature = class_feature(spec)
     ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP").batch(4096)
-    ds = ds.map(lambda records: tf.io.parse_example(records, INTERACTION_SPEC))
+    ds = ds.map(lambda records: tf.io.parse_example(records, interaction_spec(spec)))
     out: List[Interaction] = []
     for batch in ds:
-        genres = tf.RaggedTensor.from_sparse(batch[F.ITEM_GENRES]).to_list()
-        for user, item, split, rating, g in zip(batch[F.USER_ID].numpy(), batch[F.ITEM_ID].numpy(),
-                                                batch[F.SPLIT].numpy(), batch[F.RATING].numpy(), genres):
+        n = int(batch[F.USER_ID].shape[0])
+        ratings = batch[rating_name].numpy() if rating_name else [MISSING_RATING] * n
+        values = (tf.RaggedTensor.from_sparse(batch[feature.raw_name]).to_list() if feature is not None
+                  else [[]] * n)
+        for user, item, split, rating, v in zip(batch[F.USER_ID].numpy(), batch[F.ITEM_ID].numpy(),
+                                                batch[F.SPLIT].numpy(), ratings, values):
             out.append(Interaction(user.decode(), item.decode(), split.decode(), float(rating),
-                                   tuple(x.decode() for x in g)))
+                                   tuple(x.decode() for x in v)))
     return out
 
 
@@ -234,11 +280,11 @@ def _last_position(view: UserView, wanted: Mapping[str, np.ndarray], length: int
     return _stack(parts, length, label_shape, users)
 
 
-def next_behavior(views: Mapping[str, UserView], length: int, task: str = NEXT_LIKE,
-                  spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
-    """Binary: is the next interaction of the task's behavior (`spec.next_behavior(task)`;
-    `next_like`: liked, rating >= 4)? Training labels come from the train histories'
-    behaviors; an eval / test label from the split's one target behavior in the user view."""
+def next_behavior(views: Mapping[str, UserView], length: int, task: str, spec: D.DatasetSpec,
+                  per_user: int = 0) -> DownstreamData:
+    """Binary: is the next interaction of the task's behavior (`spec.next_behavior(task)`)?
+    Training labels come from the train histories' behaviors; an eval / test label from the
+    split's one target behavior in the user view."""
     _check_views(views)
     row = spec.behaviors.index(spec.next_behavior(task)) + 1
     labels, mask = [], []
@@ -267,57 +313,58 @@ def next_behavior(views: Mapping[str, UserView], length: int, task: str = NEXT_L
     return DownstreamData(task, BINARY, (), out)
 
 
-def next_like(views: Mapping[str, UserView], length: int, spec: D.DatasetSpec = D.MOVIELENS,
-              per_user: int = 0) -> DownstreamData:
-    """Binary: is the next interaction a like (rating >= 4; the `liked` history behavior)."""
-    return next_behavior(views, length, NEXT_LIKE, spec, per_user)
+def class_vocabulary(interactions: Sequence[Interaction]) -> Tuple[str, ...]:
+    """The class feature's values of the training split's items, sorted."""
+    return tuple(sorted({g for i in interactions if i.split == TRAIN for g in i.values}))
 
 
-def genre_vocabulary(interactions: Sequence[Interaction]) -> Tuple[str, ...]:
-    """The genres of the training split's movies, sorted."""
-    return tuple(sorted({g for i in interactions if i.split == TRAIN for g in i.genres}))
-
-
-def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Interaction], item_ids: Sequence[bytes],
-                     length: int, spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
-    """Multi-class: the genres of the user's next liked movie (see the module docstring).
+def next_feature(views: Mapping[str, UserView], interactions: Sequence[Interaction], item_ids: Sequence[bytes],
+                 length: int, spec: D.DatasetSpec, behavior: str, per_user: int = 0) -> DownstreamData:
+    """Multi-class: the class feature's values of the user's next item of `behavior` (see the
+    module docstring).
 
     Args:
       views: user views by split (rows from `ItemRows`).
-      interactions: the interaction view (labels and genres).
+      interactions: the interaction view (ratings and the class feature's values).
       item_ids: the item vocabulary of the rows (row r is item_ids[r - 1]).
       length: sequence length.
+      spec: the dataset (its behaviors from the rating, `class_feature`).
+      behavior: the behavior of the next item asked about.
       per_user: training windows kept per user, the most recent first (0: all).
     """
     _check_views(views)
-    classes = genre_vocabulary(interactions)
+    feature = class_feature(spec)
+    if feature is None:
+        raise ValueError(f"dataset {spec.name!r} has no next-item-feature task: it needs behaviors from the rating "
+                         "and a categorical or multi-valued item feature")
+    classes = class_vocabulary(interactions)
     index = {g: k for k, g in enumerate(classes)}
-    genres_of: Dict[str, Tuple[str, ...]] = {}
+    values_of: Dict[str, Tuple[str, ...]] = {}
     for i in interactions:
         if i.split == TRAIN:
-            genres_of.setdefault(i.item, i.genres)
+            values_of.setdefault(i.item, i.values)
 
-    def target(genres: Sequence[str]) -> np.ndarray:
+    def target(values: Sequence[str]) -> np.ndarray:
         t = np.zeros(len(classes), np.float32)
-        known = [index[g] for g in genres if g in index]
+        known = [index[g] for g in values if g in index]
         if known:
             t[known] = 1.0 / len(known)
         return t
 
-    liked_row = spec.behaviors.index("liked") + 1
+    behavior_row = spec.behaviors.index(behavior) + 1
     row_targets: Dict[int, np.ndarray] = {}
     labels, mask = [], []
     for items, behaviors in zip(views[TRAIN].items, views[TRAIN].behaviors):
         lab = np.zeros((len(items), len(classes)), np.float32)
         m = np.zeros(len(items), np.float32)
-        following = None  # the target of the next liked item after position t
+        following = None  # the target of the next item of `behavior` after position t
         for t in range(len(items) - 1, -1, -1):
             if following is not None:
                 lab[t], m[t] = following, 1.0
-            if behaviors[t] == liked_row and 0 < items[t] <= len(item_ids):
+            if behaviors[t] == behavior_row and 0 < items[t] <= len(item_ids):
                 row = int(items[t])
                 if row not in row_targets:
-                    row_targets[row] = target(genres_of.get(_text(item_ids[row - 1]), ()))
+                    row_targets[row] = target(values_of.get(_text(item_ids[row - 1]), ()))
                 if row_targets[row].any():
                     following = row_targets[row]
         labels.append(lab)
@@ -328,21 +375,22 @@ def next_liked_genre(views: Mapping[str, UserView], interactions: Sequence[Inter
             continue
         wanted = {}
         for u, i in _one_per_user(interactions, split).items():
-            t = target(i.genres)
-            if i.rating >= F.LIKED_MIN_RATING and t.any():
+            t = target(i.values)
+            rated = i.rating != MISSING_RATING
+            if rated and spec.description.rating_behavior(i.rating) == behavior and t.any():
                 wanted[u] = t
         out[split] = _last_position(views[split], wanted, length, (len(classes),))
-    return DownstreamData(NEXT_LIKED_GENRE, MULTICLASS, classes, out)
+    return DownstreamData(feature_task(behavior, feature), MULTICLASS, classes, out)
 
 
 def build(task: str, views: Mapping[str, UserView], interactions: Sequence[Interaction], item_ids: Sequence[bytes],
-          length: int, spec: D.DatasetSpec = D.MOVIELENS, per_user: int = 0) -> DownstreamData:
-    """The examples of downstream task `task` (one of TASKS); `per_user` > 0 keeps that many
-    training windows per user, the most recent (a smaller downstream training set)."""
-    if spec.name != D.MOVIELENS.name:
-        raise ValueError(f"downstream tasks {TASKS} are defined on movielens, not {spec.name!r}")
-    if task == NEXT_LIKE:
-        return next_like(views, length, spec, per_user)
-    if task == NEXT_LIKED_GENRE:
-        return next_liked_genre(views, interactions, item_ids, length, spec, per_user)
-    raise ValueError(f"unknown downstream task {task!r}; expected one of {TASKS}")
+          length: int, spec: D.DatasetSpec, per_user: int = 0) -> DownstreamData:
+    """The examples of downstream task `task` (one of `tasks(spec)`); `per_user` > 0 keeps that
+    many training windows per user, the most recent (a smaller downstream training set)."""
+    if task in dict(spec.next_behavior_tasks):
+        return next_behavior(views, length, task, spec, per_user)
+    feature = class_feature(spec)
+    for _, behavior in spec.next_behavior_tasks:
+        if feature is not None and task == feature_task(behavior, feature):
+            return next_feature(views, interactions, item_ids, length, spec, behavior, per_user)
+    raise ValueError(f"unknown downstream task {task!r} of dataset {spec.name!r}; expected one of {tasks(spec)}")

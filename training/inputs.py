@@ -131,8 +131,9 @@ def num_batches(data: Dict[str, np.ndarray], batch_size: int) -> int:
 def item_feature_table(data: Dict[str, np.ndarray], num_rows: int, names: Sequence[str]) -> Dict[str, np.ndarray]:
     """Per-item Transform features indexed by item_idx, from loaded examples (`load_examples`).
 
-    Item features (genres, year, training statistics) are functions of the item, so
-    any example of an item gives its row. Items with no example keep zeros; `present`
+    Item features (side-table features, training statistics) are functions of the item,
+    so any example of an item gives its row (the last one read; item documents, which
+    grow with time, are that example's). Items with no example keep zeros; `present`
     marks the rows that were seen.
     """
     idx = data[F.ITEM_IDX]

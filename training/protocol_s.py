@@ -6,7 +6,8 @@ bench/sequential.py. The Trainer's own code trains (early stopping on the eval s
 full NDCG@10); the metrics are evaluation.definitions' through training.topk.
 
     python -m pipeline.local_runner --split leave_last_two_out --families none --output_dir /tmp/s
-    python -m training.protocol_s --run_dir /tmp/s --family sasrec [--hparam softmax=sampled] [--out FILE]
+    python -m training.protocol_s --run_dir /tmp/s --dataset NAME_OR_FILE --family sasrec \
+        [--hparam softmax=sampled] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", required=True, help="output_dir of a pipeline run (leave_last_two_out)")
     parser.add_argument("--family", required=True)
-    parser.add_argument("--dataset", default=D.MOVIELENS.name)
+    parser.add_argument("--dataset", required=True,
+                        help="the run's dataset: a shipped description's name or a description file")
     parser.add_argument("--hparam", action="append", default=[], help="NAME=VALUE, repeatable")
     parser.add_argument("--max_history", type=int, default=F.MAX_HISTORY)
     parser.add_argument("--seed", type=int, default=42)
@@ -54,16 +56,17 @@ def main(argv=None) -> int:
     users = _newest(args.run_dir, "InteractionExampleGen", "user_examples")
     graph = _newest(args.run_dir, "Transform", "transform_graph")
     hparams = parse_assignments([f"{args.family}.{h}" for h in args.hparam]).get(args.family, {})
-    config = TrainConfig(family=args.family, dataset=args.dataset, hparams=hparams, max_history=args.max_history,
+    spec = D.dataset_spec(args.dataset)
+    config = TrainConfig(family=args.family, description=spec.to_dict(), hparams=hparams, max_history=args.max_history,
                          seed=args.seed, tasks=(D.RETRIEVAL_TASK,), split=D.LEAVE_LAST_TWO_OUT_SPLIT)
     files = {s: [os.path.join(users, f"Split-{s}", "*")] for s in ("train", "eval", "test")}
     started = time.monotonic()
     model, summary, valid = train(config, files["train"], files["eval"], graph)
     rows = ItemRows(tft.TFTransformOutput(graph).vocabulary_by_name(F.ITEM_VOCAB),
-                    D.dataset_spec(args.dataset).behaviors)
+                    spec.behaviors)
     result = {
         "command": "python -m training.protocol_s " + " ".join(sys.argv[1:] if argv is None else argv),
-        "family": args.family, "dataset": args.dataset, "split": D.LEAVE_LAST_TWO_OUT_SPLIT, "seed": args.seed,
+        "family": args.family, "dataset": spec.name, "split": D.LEAVE_LAST_TWO_OUT_SPLIT, "seed": args.seed,
         "max_history": args.max_history, "hparams": summary["hparams"], "epochs_run": summary["epochs_run"],
         "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"],
     }

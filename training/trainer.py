@@ -31,7 +31,7 @@ from contract import features as F
 from contract import tasks as T
 from export.signatures import export_model
 from models.base import RETRIEVE, RecModel
-from models.context import ITEM_TABLE_FEATURES, ModelContext
+from models.context import ModelContext, feature_inputs, item_table_names
 from models.registry import Family, get_family
 from models.blocks import patches as P
 from training import distribute, downstream, peterrec, topk
@@ -49,7 +49,7 @@ class TrainConfig:
 
     Attributes:
       family: registry name.
-      dataset: dataset name.
+      description: the dataset description mapping (contract.datasets.DatasetSpec.to_dict()).
       hparams: overrides of the family's hyperparameters (name -> value).
       max_history: the pipeline's max_history (ExampleGen, Transform, queries).
       seed: initialisation and shuffling seed.
@@ -63,7 +63,7 @@ class TrainConfig:
     """
 
     family: str
-    dataset: str = D.MOVIELENS.name
+    description: Dict[str, Any] = dataclasses.field(default_factory=dict)
     hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
     max_history: int = F.MAX_HISTORY
     seed: int = 42
@@ -73,6 +73,9 @@ class TrainConfig:
     split: str = D.HASH_SPLIT
 
     def __post_init__(self):
+        if not self.description:
+            raise ValueError(f"TrainConfig of {self.family!r} needs the dataset description mapping "
+                             "(description=contract.datasets.dataset_spec(...).to_dict())")
         if self.strategy not in distribute.STRATEGIES:
             raise ValueError(f"unknown training strategy {self.strategy!r}; expected one of "
                              f"{list(distribute.STRATEGIES)}")
@@ -92,6 +95,11 @@ class TrainConfig:
         config = dict(config)
         config["tasks"] = tuple(config.get("tasks", ()))
         return cls(**config)
+
+    @property
+    def spec(self) -> D.DatasetSpec:
+        """The dataset's spec (from `description`)."""
+        return D.dataset_spec(self.description)
 
     def to_custom_config(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -124,6 +132,8 @@ def vocabulary_rows(tf_transform_output: tft.TFTransformOutput, name: str) -> in
 
 def _context(family: Family, spec: D.DatasetSpec, tft_output: tft.TFTransformOutput, config: TrainConfig,
              counts: np.ndarray, mean_rating: float, table: Optional[Dict[str, np.ndarray]]) -> ModelContext:
+    """The family's model context: tasks, sizes and the description's side-table features with
+    the rows of their Transform vocabularies (`Feature.vocabulary_name`)."""
     tasks = family.task_specs(spec)
     if config.tasks:
         by_name = {t.name: t for t in tasks}
@@ -136,8 +146,8 @@ def _context(family: Family, spec: D.DatasetSpec, tft_output: tft.TFTransformOut
         tasks=tasks,
         num_users=vocabulary_rows(tft_output, F.USER_VOCAB),
         num_items=vocabulary_rows(tft_output, F.ITEM_VOCAB),
-        num_genres=vocabulary_rows(tft_output, F.GENRE_VOCAB),
         num_behaviors=len(spec.behaviors) + 2,
+        features=feature_inputs(spec.description, lambda name: vocabulary_rows(tft_output, name)),
         max_history=config.max_history,
         mean_rating=mean_rating,
         item_counts=counts,
@@ -176,7 +186,7 @@ def train(
     _skip_autograph_for_tf_keras()
     keras.utils.set_random_seed(config.seed)
     family = get_family(config.family)
-    spec = D.dataset_spec(config.dataset)
+    spec = config.spec
     hparams = family.hparams().override(config.hparams)
     if getattr(hparams, "members", 1) > 1:
         return _train_members(config, family, spec, hparams, train_files, eval_files, transform_output, train_steps)
@@ -303,11 +313,12 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
     data = load_examples(train_files, tft_output, config.max_history)
     eval_data = load_examples(eval_files, tft_output, config.max_history)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
-    table = item_feature_table(data, num_items, [n for n in ITEM_TABLE_FEATURES if n in data])
+    table = item_feature_table(data, num_items, [n for n in item_table_names(spec.description) if n in data])
     positive = data[spec.implicit_label].astype(bool)
     counts = np.bincount(data[F.ITEM_IDX][positive], minlength=num_items).astype(np.float32)[:num_items]
-    rated = positive if spec.has_rating else np.zeros_like(positive)
-    mean_rating = float(np.mean(data[F.RATING][rated])) if rated.any() else 0.0
+    rating = spec.description.rating_label  # the training mean rating starts a regression output
+    rated = positive if rating and rating in data else np.zeros_like(positive)
+    mean_rating = float(np.mean(data[rating][rated])) if rated.any() else 0.0
     present = table.pop("present")
     context = _context(family, spec, tft_output, config, counts, mean_rating, table)
     model = family.build(context, hparams)
@@ -332,8 +343,9 @@ def _interaction_setup(family, spec, tft_output, config, hparams, train_files, e
 def target_behavior_ids(family: str, spec: D.DatasetSpec, hparams, split: str) -> List[int]:
     """Behavior ids (1..n) of a retrieval family's training targets (empty: every interaction).
 
-    The family's `target_behaviors`, or else the ones `split` evaluates (MovieLens hash
-    split: liked), so that the family learns to retrieve what it is measured on.
+    The family's `target_behaviors`, or else the ones `split` evaluates (the description's
+    retrieval target behaviors on the hash split), so that the family learns to retrieve
+    what it is measured on.
     """
     names = tuple(getattr(hparams, "target_behaviors", ())) or spec.retrieval_targets(split)
     unknown = [b for b in names if b not in spec.behaviors]
@@ -407,7 +419,7 @@ def fine_tune_pretrained(config: TrainConfig, train_files, eval_files, transform
     if not base_model:
         raise ValueError(f"{config.family} fine-tunes {family.base}: its Trainer needs {family.base}'s model as "
                          "base_model")
-    spec = D.dataset_spec(config.dataset)
+    spec = config.spec
     hparams = family.hparams().override(config.hparams)
     tft_output = tft.TFTransformOutput(transform_output)
     train_view, eval_view, context, valid = _user_views(family, spec, tft_output, config, train_files, eval_files)
