@@ -8,7 +8,8 @@ Conventions shared by all functions:
   * scores are model outputs (a predicted rating, a probability or a logit);
     higher means "rank first". Scores and ratings are cast to float64, so pass
     the model's own (float32) scores to reproduce the Evaluator's numbers.
-  * liked = rating >= threshold (`LIKED_MIN_RATING`, 4.0, by default).
+  * liked (protocol R) = rating >= threshold, the dataset's (callers pass it: e.g. the
+    first `rating >= x` label of its description).
   * Ties in score use the tie-aware expectation: the value is the average over
     every ordering of the tied items. Equivalently, a group of tied items that
     occupies ranks a..b shares those ranks' discounts (NDCG) or top-K slots
@@ -28,8 +29,6 @@ import zlib
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-from contract.features import LIKED_MIN_RATING
 
 # Metric names as they appear in TFMA results (and in benchmark reports).
 LIKED_AUC_NAME = "liked_auc"
@@ -285,7 +284,7 @@ def set_accuracy(scores, targets) -> float:
     """Share of examples whose top-scored class is one of their target classes.
 
     A multi-class accuracy for labels that may hold several right answers (a movie's
-    genres); with exactly one target per example it is the usual accuracy. Ties in
+    values of a multi-valued feature); with exactly one target per example it is the usual accuracy. Ties in
     score count fractionally: the expected hit over the tied top classes. NaN when empty.
 
     Args:
@@ -305,7 +304,7 @@ def set_accuracy(scores, targets) -> float:
     return exact_mean(hits.tolist())
 
 
-def liked_auc(scores, ratings, threshold: float = LIKED_MIN_RATING) -> float:
+def liked_auc(scores, ratings, threshold: float) -> float:
     """AUC of the scores against liked = (rating >= threshold), over all examples.
 
     Args:
@@ -375,7 +374,7 @@ def ndcg_at_k(scores, gains, k: int) -> float:
     return dcg / idcg if idcg > 0 else 0.0
 
 
-def precision_at_k(scores, ratings, k: int, threshold: float = LIKED_MIN_RATING) -> float:
+def precision_at_k(scores, ratings, k: int, threshold: float) -> float:
     """Precision@k of one user's items ranked by score.
 
     Relevant = rating >= threshold; precision = relevant items in the top k
@@ -443,7 +442,7 @@ def mean_ndcg_at_k(user_ids, scores, ratings, k: int) -> float:
 
 
 def mean_precision_at_k(
-    user_ids, scores, ratings, k: int, threshold: float = LIKED_MIN_RATING
+    user_ids, scores, ratings, k: int, threshold: float
 ) -> float:
     """Precision@k averaged over users with at least one item; NaN if none.
 
@@ -505,8 +504,8 @@ def recommendation_metrics(
     user_ids,
     scores,
     ratings,
+    threshold: float,
     top_k: int = 10,
-    threshold: float = LIKED_MIN_RATING,
     rating_errors: bool = True,
 ) -> Dict[str, float]:
     """The protocol R metrics of one model output, keyed by their TFMA result names.
@@ -515,8 +514,8 @@ def recommendation_metrics(
       user_ids: one id per example.
       scores: one score per example.
       ratings: one true rating per example.
-      top_k: the K of NDCG@K and Precision@K.
       threshold: the smallest liked rating.
+      top_k: the K of NDCG@K and Precision@K.
       rating_errors: also report RMSE and MAE (when the scores are predicted ratings).
     """
     result = {
@@ -858,9 +857,9 @@ def history_share(behaviors, behavior, window: int = 0) -> float:
     return float(np.mean([v == target for v in values])) if values else 0.0
 
 
-def regression_task_metrics(predictions, labels, liked_threshold=None) -> Dict[str, float]:
+def regression_task_metrics(predictions, labels, auc_threshold=None) -> Dict[str, float]:
     """`rmse`, `mae`, `calibration`, `examples` (and `auc` of the prediction against
-    label >= liked_threshold when given) of a regression task."""
+    label >= auc_threshold when given) of a regression task."""
     p, y = _paired(predictions, labels)
     out = {
         RMSE_NAME: rmse(p, y),
@@ -868,8 +867,8 @@ def regression_task_metrics(predictions, labels, liked_threshold=None) -> Dict[s
         "calibration": calibration(p, y) if p.size else float("nan"),
         "examples": float(p.size),
     }
-    if liked_threshold is not None:
-        out["auc"] = binary_auc(p, y >= liked_threshold) if p.size else float("nan")
+    if auc_threshold is not None:
+        out["auc"] = binary_auc(p, y >= auc_threshold) if p.size else float("nan")
     return out
 
 

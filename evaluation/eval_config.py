@@ -23,6 +23,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import tensorflow_model_analysis as tfma
 from google.protobuf import wrappers_pb2
 
+from contract import datasets as D
+from contract import description as desc
 from contract import features as F
 from contract import protocol
 from contract import tasks as T
@@ -81,8 +83,27 @@ PROTOCOL_K = "K"  # top-K lists against held-out item sets (rank_queries)
 PROTOCOL_S = "S"  # one next item against all items and 100 sampled ones (score_queries)
 
 
+def rating_settings(dataset: Optional[D.DatasetRef]) -> Dict[str, object]:
+    """What a regression task on the rating reports with, from the dataset's description:
+    `value_range`, its declared rating scale [rating_min, rating_max] (the calibration
+    bins), and `auc_threshold`, the x of its first binary label defined as `rating >= x`
+    (the AUC of the predicted rating against it); each only when declared."""
+    if dataset is None:
+        return {}
+    d = D.dataset_spec(dataset).description
+    out: Dict[str, object] = {}
+    if d.rating_min is not None and d.rating_max is not None and d.rating_max > d.rating_min:
+        out["value_range"] = [float(d.rating_min), float(d.rating_max)]
+    for label in d.labels:
+        c = label.condition
+        if label.source == desc.EXPR and c is not None and c.field == desc.RATING and c.op == ">=":
+            out["auc_threshold"] = float(c.value)
+            break
+    return out
+
+
 def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
-                liked_threshold: Optional[float] = F.LIKED_MIN_RATING, pair: Sequence[str] = (),
+                dataset: Optional[D.DatasetRef] = None, pair: Sequence[str] = (),
                 pair_gate: Optional[T.Gate] = None, protocol_name: str = PROTOCOL_K,
                 history_peers: Mapping[str, str] = None, peer_window: int = 0,
                 view: str = F.INTERACTION_VIEW) -> tfma.EvalConfig:
@@ -91,8 +112,10 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
     Args:
       tasks: the model's tasks, gates included (thresholds already from the pipeline config).
       top_k: K of the top-K metrics.
-      liked_threshold: a regression task on the rating also reports the AUC of its
-        prediction against rating >= this (None: not).
+      dataset: the dataset's description (a mapping as `DatasetSpec.to_dict()` gives, a
+        name, a file or a spec): a regression task on its rating label reports its
+        calibration over the declared rating scale and the AUC of its prediction against
+        the first `rating >= x` label (`rating_settings`); None: neither.
       pair: two binary task names (A, B): also report the Multi-AUC of each over their
         label pairs (`tfma_metrics.MultiAUC`).
       pair_gate: with `pair`, the gate each of the two Multi-AUCs must pass (its `metric`
@@ -141,10 +164,11 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
             if task.condition:
                 model_spec.example_weight_keys[task.name] = task.condition
     specs = []
+    rating = D.dataset_spec(dataset).description.rating_label if dataset is not None else ""
     for task in tasks:
         config: Dict = {"kind": task.kind}
-        if task.kind == T.REGRESSION and task.label == F.RATING and liked_threshold is not None:
-            config["liked_threshold"] = liked_threshold
+        if task.kind == T.REGRESSION and rating and task.label == rating:
+            config.update(rating_settings(dataset))
         if task.name in history_peers:
             config["peer_behavior"] = history_peers[task.name]
             if peer_window > 0:

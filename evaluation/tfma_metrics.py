@@ -75,12 +75,14 @@ class _TaskCombiner(beam.CombineFn):
     with `peer_behavior` the history peer's score of the same example."""
 
     def __init__(self, keys: Dict[str, tfma.metrics.MetricKey], model_name: str, output_name: str, kind: str,
-                 liked_threshold: Optional[float], peer_behavior: Optional[str] = None, peer_window: int = 0):
+                 auc_threshold: Optional[float], value_range: Optional[Sequence[float]] = None,
+                 peer_behavior: Optional[str] = None, peer_window: int = 0):
         self._keys = keys
         self._model_name = model_name
         self._output_name = output_name
         self._kind = kind
-        self._liked_threshold = liked_threshold
+        self._auc_threshold = auc_threshold
+        self._value_range = tuple(value_range) if value_range else None
         self._peer_behavior = peer_behavior
         self._peer_window = peer_window
 
@@ -129,8 +131,8 @@ class _TaskCombiner(beam.CombineFn):
         p = np.concatenate(accumulator.predictions) if accumulator.predictions else np.zeros(0)
         y = np.concatenate(accumulator.labels) if accumulator.labels else np.zeros(0)
         if self._kind == T.REGRESSION:
-            values = d.regression_task_metrics(p, y, self._liked_threshold) if p.size else {}
-            low, high = F.MIN_RATING, F.MAX_RATING
+            values = d.regression_task_metrics(p, y, self._auc_threshold) if p.size else {}
+            low, high = self._value_range or _label_range(y)
         else:
             values = d.binary_task_metrics(p, y) if p.size else {}
             low, high = 0.0, 1.0
@@ -149,16 +151,25 @@ class _TaskCombiner(beam.CombineFn):
 PEER_AUC = "peer_auc"  # the history peer's AUC on the task's examples
 
 
-def task_metric_names(kind: str, liked_threshold: Optional[float] = None, peer: bool = False) -> List[str]:
+def _label_range(labels: np.ndarray) -> Sequence[float]:
+    """A regression output's calibration range without a declared one: its labels' range."""
+    if not labels.size or labels.min() == labels.max():
+        center = float(labels[0]) if labels.size else 0.0
+        return center - 0.5, center + 0.5
+    return float(labels.min()), float(labels.max())
+
+
+def task_metric_names(kind: str, auc_threshold: Optional[float] = None, peer: bool = False) -> List[str]:
     """The metric names of one task output; `peer`: with the history peer's AUC and the lift over it."""
     if kind == T.REGRESSION:
         return ([d.RMSE_NAME, d.MAE_NAME, "calibration", d.CALIBRATION_BINS, "examples"]
-                + (["auc"] if liked_threshold is not None else []))
+                + (["auc"] if auc_threshold is not None else []))
     return (["auc", "pr_auc", "log_loss", "calibration", d.CALIBRATION_BINS, "positive_rate", "examples"]
             + ([PEER_AUC, T.AUC_LIFT] if peer else []))
 
 
-def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = None,
+def _task_computations(kind: str = T.BINARY, auc_threshold: Optional[float] = None,
+                       value_range: Optional[Sequence[float]] = None,
                        peer_behavior: Optional[str] = None, peer_window: int = 0, name: str = "task",
                        eval_config=None, model_names=None, output_names=None, example_weighted: bool = False,
                        query_key: str = "") -> tfma.metrics.MetricComputations:
@@ -172,13 +183,13 @@ def _task_computations(kind: str = T.BINARY, liked_threshold: Optional[float] = 
             keys = {
                 metric: tfma.metrics.MetricKey(name=metric, model_name=model_name, output_name=output_name,
                                                example_weighted=None)
-                for metric in task_metric_names(kind, liked_threshold, peer=peer_behavior is not None)
+                for metric in task_metric_names(kind, auc_threshold, peer=peer_behavior is not None)
             }
             computations.append(tfma.metrics.MetricComputation(
                 keys=list(keys.values()),
                 preprocessors=preprocessors,
-                combiner=_TaskCombiner(keys, model_name, output_name, kind, liked_threshold, peer_behavior,
-                                       peer_window),
+                combiner=_TaskCombiner(keys, model_name, output_name, kind, auc_threshold, value_range,
+                                       peer_behavior, peer_window),
             ))
     return computations
 
@@ -187,8 +198,9 @@ class TaskMetrics(tfma.metrics.Metric):
     """All metrics of one REGRESSION or BINARY task output (see module docstring).
 
     Regression: `rmse`, `mae`, `calibration` (mean prediction / mean label), `calibration_bins`
-    (the reliability diagram over the rating range, see `definitions.calibration_bins`), `examples`,
-    and with `liked_threshold` the `auc` of the prediction against label >= threshold.
+    (the reliability diagram over `value_range`, the rating scale of the dataset's description,
+    or without one the labels' range; see `definitions.calibration_bins`), `examples`, and with
+    `auc_threshold` the `auc` of the prediction against label >= threshold.
     Binary: `auc`, `pr_auc`, `log_loss`, `calibration`, `calibration_bins` (over [0, 1]),
     `positive_rate`, `examples`; with `peer_behavior` also `peer_auc`, the AUC of the history
     peer (`definitions.history_share` of the example's raw `history_behaviors`, its
@@ -197,13 +209,15 @@ class TaskMetrics(tfma.metrics.Metric):
 
     Args:
       kind: contract.tasks.REGRESSION or BINARY.
-      liked_threshold: see above (regression only).
+      auc_threshold: see above (regression only).
+      value_range: [low, high] of a regression output's calibration bins (see above).
       peer_behavior: see above (binary tasks on user-view examples only).
     """
 
-    def __init__(self, kind: str = T.BINARY, liked_threshold: Optional[float] = None,
-                 peer_behavior: Optional[str] = None, peer_window: int = 0, name: str = "task"):
-        super().__init__(_task_computations, kind=kind, liked_threshold=liked_threshold,
+    def __init__(self, kind: str = T.BINARY, auc_threshold: Optional[float] = None,
+                 value_range: Optional[Sequence[float]] = None, peer_behavior: Optional[str] = None,
+                 peer_window: int = 0, name: str = "task"):
+        super().__init__(_task_computations, kind=kind, auc_threshold=auc_threshold, value_range=value_range,
                          peer_behavior=peer_behavior, peer_window=peer_window, name=name)
 
 
