@@ -10,7 +10,11 @@
   the history rows, the popularity ranking, the target rows and the user, for protocol
   S's full and sampled candidates). Without `score`, `serving_default` is `recommend`.
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
-  with genre-set cosine by the family's `similar_genre_weight`).
+  with category-set cosine by the family's `similar_category_weight`).
+
+`serving_default`'s request features are the description's raw features a client sends
+(`contract.description.raw_features`, `serving=True`); `recommend`'s behavior vocabulary
+and default behavior are the description's.
 
 `recommend` rejects what it would silently misread: a behavior outside the dataset's
 vocabulary, or a history whose items are all unknown (INVALID_ARGUMENT in TF Serving).
@@ -29,6 +33,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import datasets as D
+from contract import description as desc
 from contract import features as F
 from common.io_utils import atomic_write
 from contract import protocol
@@ -52,9 +57,16 @@ def densify(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 
 
 def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: D.DatasetSpec) -> Dict:
-    """Raw features a client sends to `serving_default`: no labels, timestamp or split."""
-    drop = set(spec.raw_labels) | {F.TIMESTAMP, F.SPLIT}
-    return {k: v for k, v in tf_transform_output.raw_feature_spec().items() if k not in drop}
+    """Raw features a client sends to `serving_default`: the description's raw features with
+    `serving=True` (ids, history, side-table features, documents; no labels, timestamp,
+    split or interaction outcomes), parsed as the Transform's raw schema says."""
+    raw = tf_transform_output.raw_feature_spec()
+    served = [f.name for f in desc.raw_features(spec.description) if f.serving]
+    missing = [name for name in served if name not in raw]
+    if missing:
+        raise ValueError(f"the Transform's raw schema has no feature {missing} that dataset {spec.name!r} serves; "
+                         f"its raw features: {sorted(raw)} (regenerate the schema from the description)")
+    return {name: raw[name] for name in served}
 
 
 class Catalogue(tf.Module):
@@ -100,7 +112,8 @@ def export_model(
     family: str = "",
 ) -> None:
     """Saves `model` with the signatures of its capabilities to `output_dir`, and with
-    `family`, the model record (`read_model_record`)."""
+    `family`, the model record (`read_model_record`: family, hyperparameters, dataset name
+    and description, max_history)."""
     spec = model.context.dataset
     capabilities = model.capabilities
     model.tft_layer = tf_transform_output.transform_features_layer()
@@ -270,15 +283,16 @@ def export_model(
     tf.saved_model.save(model, output_dir, signatures=signatures)
     if family:
         record = {"family": family, "hparams": model.hparams.to_dict(), "dataset": spec.name,
-                  "max_history": int(model.context.max_history)}
+                  "description": spec.to_dict(), "max_history": int(model.context.max_history)}
         os.makedirs(os.path.join(output_dir, protocol.ASSETS_EXTRA), exist_ok=True)
         atomic_write(os.path.join(output_dir, protocol.ASSETS_EXTRA, protocol.MODEL_RECORD),
                      json.dumps(record, indent=2, sort_keys=True))
 
 
 def read_model_record(saved_model_dir: str) -> Dict:
-    """The family, hyperparameters, dataset and max_history an exported model was built
-    with (written by `export_model` beside the SavedModel, where TF Serving ignores it)."""
+    """The family, hyperparameters, dataset (name and description mapping) and max_history an
+    exported model was built with (written by `export_model` beside the SavedModel, where TF
+    Serving ignores it)."""
     path = os.path.join(saved_model_dir, protocol.ASSETS_EXTRA, protocol.MODEL_RECORD)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no model record at {path}: was {saved_model_dir} exported by this project's "

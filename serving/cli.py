@@ -1,31 +1,39 @@
 """In-process commands on a pushed model: similar items, and top-K for a history.
 
-    python -m serving.cli --model two_tower similar --title "Toy Story (1995)"
-    python -m serving.cli --model two_tower recommend --items 1,260,1196 --behaviors liked,liked,disliked
+    python -m serving.cli --model two_tower similar --title "PART OF A TITLE"
+    python -m serving.cli --model two_tower recommend --items 1,260,1196 [--behaviors B1,B2,B3]
 
 The model is the newest version of `--model` under `--serving_base` (what `make run`
-pushed). Item ids are shown with their MovieLens titles.
+pushed). Item ids are shown with their titles from the items table of the dataset the
+model was trained on (the description in its model record; `--dataset` names another,
+`--title_column` the column; see serving.client.item_titles). Behaviors are the
+dataset's; an item without one gets the description's default behavior.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from typing import Dict, List, Optional
 
 from contract import protocol
-from pipeline.configs import REPO_ROOT, PipelineConfig
+from pipeline.configs import PipelineConfig
+from serving.client import item_titles
 
-MOVIES = REPO_ROOT / "data" / "movielens-small" / "movies.csv"
 
+def model_titles(path: str, dataset: Optional[str] = None, column: str = "") -> Dict[str, str]:
+    """Item titles of a pushed model: from `dataset` when given, else from the description in
+    the model's record (empty when neither gives an items table)."""
+    if dataset:
+        return item_titles(dataset, column)
+    from export.signatures import read_model_record
 
-def load_titles(path=MOVIES) -> Dict[str, str]:
-    if not os.path.exists(path):
+    try:
+        description = read_model_record(path).get("description")
+    except FileNotFoundError:
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["movieId"]: row["title"] for row in csv.DictReader(f)}
+    return item_titles(description, column) if description else {}
 
 
 def newest_version(serving_base: str, model: str) -> str:
@@ -44,7 +52,7 @@ def find_item(titles: Dict[str, str], title: str) -> str:
     if len(partial) == 1:
         return partial[0]
     if not partial:
-        raise SystemExit(f"no movie title matches {title!r}")
+        raise SystemExit(f"no item title matches {title!r}" + ("" if titles else " (no titles: pass --dataset)"))
     shown = ", ".join(titles[i] for i in partial[:5])
     raise SystemExit(f"{len(partial)} titles match {title!r} ({shown}, ...): be more specific")
 
@@ -59,19 +67,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serving_base", default=PipelineConfig().serving_model_dir)
     parser.add_argument("--model", default="two_tower")
+    parser.add_argument("--dataset", default=None, help="item titles from this dataset's items table (a shipped "
+                                                        "description's name or a file; default: the model's)")
+    parser.add_argument("--title_column", default="", help="the items table's title column (default: its first "
+                                                           "column that is not the key)")
     commands = parser.add_subparsers(dest="command", required=True)
     similar = commands.add_parser("similar", help="items closest to one item by learned vector")
-    similar.add_argument("--title", help="movie title (exact or a unique part)")
+    similar.add_argument("--title", help="item title (exact or a unique part)")
     similar.add_argument("--item", help="item id")
     recommend = commands.add_parser("recommend", help="top-K items for a history")
     recommend.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
-    recommend.add_argument("--behaviors", default="", help="comma-separated behaviors (default: liked)")
+    recommend.add_argument("--behaviors", default="", help="comma-separated behaviors (default: the dataset's "
+                                                           "default behavior)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf  # after argument errors, which need no TensorFlow
 
-    titles = load_titles()
     path = newest_version(args.serving_base, args.model)
+    titles = model_titles(path, args.dataset, args.title_column)
     model = tf.saved_model.load(path)
     print(f"model {args.model} from {path}")
     if args.command == "similar":

@@ -5,7 +5,7 @@ starting) is retried with exponential backoff while the deadline allows; any oth
 failure raises `ServingError` with the gRPC code and the server's message.
 
     python -m serving.client recommend --target localhost:8500 --model mf --items 1,50,260 \
-        [--behaviors liked,liked,neutral] --k 10
+        [--behaviors B1,B2,B3] --k 10 [--dataset NAME_OR_FILE]
     python -m serving.client status --target localhost:8500 --model mf
     python -m serving.client metadata --target localhost:8500 --model mf
 """
@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import glob
+import json
+import os
 import pathlib
 import sys
 import time
@@ -35,7 +38,6 @@ from tensorflow_serving.apis import (
 from contract import features
 from contract import protocol
 
-MOVIES_CSV = pathlib.Path(__file__).resolve().parents[1] / "data" / "movielens-small" / "movies.csv"
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 STATE_NAMES = {v: k for k, v in get_model_status_pb2.ModelVersionStatus.State.items()}
 
@@ -390,21 +392,48 @@ def _code_name(value: int) -> str:
     return str(value)
 
 
-def load_titles(path: Union[str, pathlib.Path] = MOVIES_CSV) -> Dict[str, str]:
-    """MovieLens movieId -> title from movies.csv (empty when the file is absent)."""
-    path = pathlib.Path(path)
-    if not path.exists():
+def item_titles(dataset, column: str = "") -> Dict[str, str]:
+    """Item id -> a display title from a dataset description's items table: the `column`,
+    or by default the table's first column that is not its key. Empty when the description
+    has no items table (e.g. item features read from the interactions) or no data
+    directory, or its files are absent.
+
+    Args:
+      dataset: a shipped description's name, a description file or mapping, or a spec
+        (contract.datasets.dataset_spec).
+      column: the title column (default: see above).
+    """
+    from contract import datasets  # the description loader, needed only for titles
+
+    d = datasets.dataset_spec(dataset).description
+    if d.items is None or not d.data_dir:
         return {}
-    titles = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or header[:2] != ["movieId", "title"]:
-            raise ValueError(f"{path}: expected a header starting movieId,title; got {header}")
-        for row in reader:
-            if len(row) >= 2:
-                titles[row[0]] = row[1]
+    files = sorted(f for pattern in d.items.files for f in glob.glob(os.path.join(d.data_dir, pattern)))
+    titles: Dict[str, str] = {}
+    for path in files:
+        for row in _table_rows(path, d.items):
+            if not column:
+                others = [c for c in row if c != d.item_key]
+                column = others[0] if others else ""
+            if d.item_key in row and column in row:
+                titles[str(row[d.item_key])] = str(row[column])
     return titles
+
+
+def _table_rows(path: str, source) -> List[Dict[str, object]]:
+    """The rows of one side-table file as column -> value mappings, in column order."""
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with open(path, newline="", encoding=source.encoding) as f:
+        if source.format == "jsonl":
+            return [json.loads(line) for line in f if line.strip()]
+        reader = csv.reader(f, delimiter=source.delimiter, quotechar=source.quotechar)
+        header = next(reader, None) if source.header else list(source.columns)
+        if header is None:
+            return []
+        return [dict(zip(header, values)) for values in reader]
 
 
 def _split(text: Optional[str]) -> List[str]:
@@ -428,7 +457,11 @@ def main(argv=None) -> int:
     rec.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
     rec.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
     rec.add_argument("--k", type=int, default=10)
-    rec.add_argument("--movies", default=str(MOVIES_CSV), help="movies.csv for titles")
+    rec.add_argument("--dataset", default=None,
+                     help="show item titles from this dataset's items table (a shipped description's name or "
+                          "a description file; item_titles)")
+    rec.add_argument("--title_column", default="", help="the items table's title column (default: its first "
+                                                        "column that is not the key)")
     hist = sub.add_parser("score-history", help="each task's score of one history (a model scoring histories)")
     common(hist)
     hist.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
@@ -452,7 +485,7 @@ def main(argv=None) -> int:
             for name, values in sorted(outputs.items()):
                 print(f"{args.model} {name}: {float(np.asarray(values).reshape(-1)[0]):.4f}")
         elif args.command == "recommend":
-            titles = load_titles(args.movies)
+            titles = item_titles(args.dataset, args.title_column) if args.dataset else {}
             ranked = client.recommend(
                 args.model, [items], [behaviors] if behaviors else None, k=args.k, version=args.version,
                 version_label=args.label,

@@ -14,11 +14,12 @@ from typing import Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from contract import datasets, features
+from contract import features
 from contract import protocol
 
-LIKED_BONUS = 0.125  # recommend: added to every score per "liked" history behavior
+STRONGEST_BONUS = 0.125  # recommend: added to every score per history item of the strongest behavior
 HISTORY_BONUS = 0.25  # serving_default: added per history item in the example
+HEAD = "score"  # the default serving_default output
 
 
 class StandInRecommender(tf.Module):
@@ -26,19 +27,25 @@ class StandInRecommender(tf.Module):
 
     Args:
       item_scores: item id -> base score (the catalog; at least `k` items).
-      head: name of the serving_default output (e.g. `rating`, `liked`).
+      head: name of the serving_default output (e.g. a task's name).
       k: number of items `recommend` returns.
       strict: `recommend` rejects, with tf.errors.InvalidArgumentError raised inside the
-        graph (tf.debugging asserts), a behavior outside the MovieLens vocabulary and a
-        history without any known item id, as a validating exported model does.
+        graph (tf.debugging asserts), a behavior outside `behaviors` and a history without
+        any known item id, as a validating exported model does.
+      behaviors: the behavior vocabulary, weakest first (a dataset's `behaviors`): each
+        history item of the strongest (last) one adds STRONGEST_BONUS to every score;
+        needed with `strict`. Empty: no bonus.
     """
 
     def __init__(
-        self, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10, strict: bool = False
+        self, item_scores: Mapping[str, float], head: str = HEAD, k: int = 10, strict: bool = False,
+        behaviors: Sequence[str] = (),
     ):
         super().__init__()
         if len(item_scores) < k:
             raise ValueError(f"stand-in catalog has {len(item_scores)} items; recommend needs at least k={k}")
+        if strict and not behaviors:
+            raise ValueError("a strict stand-in validates behaviors: pass the dataset's behaviors")
         ids = [str(i) for i in item_scores]
         self._head = head
         self._k = k
@@ -47,7 +54,9 @@ class StandInRecommender(tf.Module):
         scores = tf.constant([float(item_scores[i]) for i in item_scores], tf.float32)
         # A variable, so the SavedModel has a variables/ checkpoint (which fault tests truncate).
         self._scores = tf.Variable(scores, trainable=False, name="item_scores")
-        self._behaviors = tf.constant(list(datasets.MOVIELENS.behaviors) + [protocol.HISTORY_PAD.decode()])
+        self._known = list(behaviors)
+        self._behaviors = tf.constant(self._known + [protocol.HISTORY_PAD.decode()])
+        self._strongest = self._known[-1] if self._known else None
         self._table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(self._ids, scores), default_value=0.0
         )
@@ -81,7 +90,7 @@ class StandInRecommender(tf.Module):
             checks = [
                 tf.debugging.assert_equal(
                     tf.reduce_all(known), True,
-                    message="history_behaviors holds a behavior outside ['disliked', 'neutral', 'liked']",
+                    message=f"history_behaviors holds a behavior outside {self._known}",
                 ),
                 tf.debugging.assert_equal(
                     tf.reduce_all(
@@ -94,8 +103,10 @@ class StandInRecommender(tf.Module):
             ]
             with tf.control_dependencies(checks):
                 history_behaviors = tf.identity(history_behaviors)
-        liked = tf.reduce_sum(tf.cast(tf.equal(history_behaviors, "liked"), tf.float32), axis=1)
-        scores = self._scores[tf.newaxis, :] + LIKED_BONUS * liked[:, tf.newaxis]
+        scores = tf.tile(self._scores[tf.newaxis, :], [tf.shape(history_item_ids)[0], 1])
+        if self._strongest is not None:
+            strongest = tf.reduce_sum(tf.cast(tf.equal(history_behaviors, self._strongest), tf.float32), axis=1)
+            scores = scores + STRONGEST_BONUS * strongest[:, tf.newaxis]
         scores = tf.where(seen, tf.fill(tf.shape(scores), float("-inf")), scores)
         top = tf.math.top_k(scores, k=self._k)
         return {
@@ -110,8 +121,8 @@ class StandInRecommender(tf.Module):
 
 
 def export_stand_in_model(
-    export_dir: str, item_scores: Mapping[str, float], head: str = features.RATING, k: int = 10,
-    strict: bool = False,
+    export_dir: str, item_scores: Mapping[str, float], head: str = HEAD, k: int = 10,
+    strict: bool = False, behaviors: Sequence[str] = (),
 ) -> str:
     """Writes a stand-in SavedModel (test fixture) with the pushed-model signatures.
 
@@ -121,8 +132,9 @@ def export_stand_in_model(
       head: serving_default output name.
       k: recommend list length.
       strict: `recommend` validates its inputs inside the graph (see StandInRecommender).
+      behaviors: the behavior vocabulary (see StandInRecommender).
     """
-    module = StandInRecommender(item_scores, head=head, k=k, strict=strict)
+    module = StandInRecommender(item_scores, head=head, k=k, strict=strict, behaviors=behaviors)
     signatures = {
         protocol.SERVING_DEFAULT: module.serve_examples.get_concrete_function(),
         protocol.RECOMMEND: module.recommend.get_concrete_function(),
@@ -137,10 +149,11 @@ def push_stand_in_version(
     model_name: str,
     version: int,
     item_scores: Mapping[str, float],
-    head: str = features.RATING,
+    head: str = HEAD,
     k: int = 10,
     warmup_examples: Optional[Sequence[bytes]] = None,
     warmup_histories=None,
+    behaviors: Sequence[str] = (),
 ) -> str:
     """Exports a stand-in (test fixture) and pushes it as `<model_base>/<name>/<version>` by rename.
 
@@ -148,7 +161,7 @@ def push_stand_in_version(
       model_base: the serving base directory.
       model_name: model directory name.
       version: integer version.
-      item_scores, head, k: as `export_stand_in_model`.
+      item_scores, head, k, behaviors: as `export_stand_in_model`.
       warmup_examples, warmup_histories: when given, a warmup file is written first.
     """
     from export import warmup  # local import: warmup imports this package's protocol only
@@ -157,7 +170,7 @@ def push_stand_in_version(
     os.makedirs(model_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".push-{version}-", dir=model_dir)
     try:
-        export_stand_in_model(staging, item_scores, head=head, k=k)
+        export_stand_in_model(staging, item_scores, head=head, k=k, behaviors=behaviors)
         if warmup_examples is not None:
             warmup.write_warmup_requests(staging, model_name, warmup_examples, histories=warmup_histories)
         final = os.path.join(model_dir, str(int(version)))
