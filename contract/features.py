@@ -43,21 +43,10 @@ CART = "cart"  # int64 1/0, Taobao: added to cart at or after the first view
 FAV = "fav"  # int64 1/0, Taobao: favorited at or after the first view
 BUY = "buy"  # int64 1/0, Taobao: bought at or after the first view
 
-# --------------------------------------------------------------------------
-# Label definitions shared by ExampleGen (history behaviors) and Transform.
-# --------------------------------------------------------------------------
+# Rating scale of MovieLens (read by ExampleGen's parser; the description's rating min / max
+# say it for every other layer).
 MIN_RATING = 0.5
 MAX_RATING = 5.0
-LIKED_MIN_RATING = 4.0  # liked: rating >= 4
-LOVED_RATING = 5.0  # loved: rating == 5
-DISLIKED_MAX_RATING = 2.5  # history behavior "disliked": rating <= 2.5
-
-# Derived labels (written by Transform).
-LIKED = "liked"
-LOVED = "loved"
-# A user-view label (computed by the model's transform_features from TARGET_BEHAVIORS):
-# is the user's next interaction a like (datasets.DatasetSpec.next_behavior_tasks).
-NEXT_LIKE = "next_like"
 
 # --------------------------------------------------------------------------
 # Transformed features (written by Transform, read by models).
@@ -65,10 +54,12 @@ NEXT_LIKE = "next_like"
 # --------------------------------------------------------------------------
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
-ITEM_GENRE_IDX = "item_genre_idx"  # int64 [MAX_GENRES], 0-padded
-ITEM_GENRES_MULTI_HOT = "item_genres_multi_hot"  # float [genre vocab + OOV + 1]
-ITEM_YEAR_Z = "item_year_z"  # float, z-score (missing -> 0, the training mean)
-ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1]: (avg - MIN_RATING) / rating range, leave-one-out
+# Side-table features are named by the description (`Feature.transformed_names()`); these
+# two are MovieLens's names before issue 27, still read by benchmarks (item_genre_idx is
+# item_genres_idx now).
+ITEM_GENRE_IDX = "item_genre_idx"
+ITEM_YEAR_Z = "item_year_z"
+ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1]: (avg - rating_min) / rating range, leave-one-out
 ITEM_POPULARITY_MM = "item_popularity_mm"  # float in [0, 1]: log1p(count) / log1p(training rows), leave-one-out
 USER_ACTIVITY = "user_activity"  # bytes light / medium / heavy (training rating count)
 ITEM_POPULARITY_LEVEL = "item_popularity_level"  # bytes head / torso / tail (training count)
@@ -78,7 +69,6 @@ HISTORY_LENGTH = "history_length"  # int64, true length after truncation
 HISTORY_BUCKET = "history_bucket"  # int64, the padded length (one of HISTORY_BUCKETS)
 
 OOV_BUCKETS = 1
-MAX_GENRES = 10  # MovieLens has at most 10 genres per movie; Taobao 1 category
 MAX_HISTORY = 64  # default of the pipeline's `max_history`: most recent N history items kept
 MIN_HISTORY_BUCKET = 8
 HISTORY_BUCKETS: Tuple[int, ...] = (8, 16, 32, 64)  # history_buckets(MAX_HISTORY)
@@ -104,7 +94,7 @@ def activity_level(count: int) -> str:
 # Vocabulary file names (Transform output assets).
 USER_VOCAB = "user_id_vocab"
 ITEM_VOCAB = "item_id_vocab"
-GENRE_VOCAB = "genre_vocab"
+GENRE_VOCAB = "genre_vocab"  # before issue 27 (now Feature.vocabulary_name: item_genres_vocab); benchmarks
 
 
 def history_buckets(max_history: int = MAX_HISTORY) -> Tuple[int, ...]:
