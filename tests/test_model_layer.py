@@ -9,10 +9,20 @@ from contract import features as F
 from contract import tasks as T
 from models import blocks, registry
 from models.base import EXCLUDE_IDX, RETRIEVE, SCORE, TARGET_IDX
-from models.context import synthetic_context
+from models.context import synthetic_context as _synthetic_context
 from models.hparams import HParams, parse_assignments
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX, PointwiseTask, RetrievalTask, rows_mask
 from training.trainer import fit_on_arrays, make_optimizer
+
+MOVIELENS = D.dataset_spec("movielens")
+TAOBAO = D.dataset_spec("taobao")
+RATING, LIKED, LOVED, WATCHED = "rating", "liked", "loved", "watched"  # MovieLens's tasks
+GENRES = "item_genres_idx"
+
+
+def synthetic_context(tasks=(RATING,), num_genres=6, **kwargs):
+    """A MovieLens context (the shipped description) with random item features."""
+    return _synthetic_context(MOVIELENS, tasks, vocabulary_rows=num_genres, **kwargs)
 
 
 # -- blocks -------------------------------------------------------------------------
@@ -56,12 +66,12 @@ def test_mlp_and_item_encoder_shapes():
     ctx = synthetic_context()
     mlp = blocks.MLP((8, 3), seed=1)
     assert mlp(tf.ones([2, 5])).shape == (2, 3)
-    enc = blocks.ItemEncoder(ctx.num_items, ctx.num_genres, 6, (8,), numeric=(F.ITEM_POPULARITY_MM,),
+    enc = blocks.ItemEncoder(ctx.num_items, 6, (8,), features=ctx.item_features, statistics=(F.ITEM_POPULARITY_MM,),
                              item_table=ctx.item_table, seed=0)
     assert enc.catalogue().shape == (ctx.num_items, 6)
     # the catalogue row of an item equals encoding it with its own table features
     rows = tf.constant([2, 5], tf.int64)
-    feats = {n: tf.gather(tf.constant(ctx.item_table[n]), rows) for n in (F.ITEM_GENRE_IDX, F.ITEM_POPULARITY_MM)}
+    feats = {n: tf.gather(tf.constant(ctx.item_table[n]), rows) for n in (GENRES, "item_year_z", F.ITEM_POPULARITY_MM)}
     np.testing.assert_allclose(enc(rows, feats).numpy(), tf.gather(enc.catalogue(), rows).numpy(), atol=1e-5)
 
 
@@ -72,7 +82,7 @@ def test_rows_mask_marks_each_rows_items():
 
 # -- tasks --------------------------------------------------------------------------
 def test_pointwise_task_loss_only_where_the_condition_holds():
-    task = PointwiseTask(D.MOVIELENS.task(F.RATING))
+    task = PointwiseTask(MOVIELENS.task(RATING))
     labels = tf.constant([4.0, 0.0])
     logits = tf.constant([3.0, 100.0])
     loss = task(labels, logits, mask=tf.constant([1, 0]))
@@ -81,14 +91,14 @@ def test_pointwise_task_loss_only_where_the_condition_holds():
 
 
 def test_binary_task_is_cross_entropy_and_links_through_sigmoid():
-    task = PointwiseTask(D.MOVIELENS.task(F.LIKED))
+    task = PointwiseTask(MOVIELENS.task(LIKED))
     loss = task(tf.constant([1.0, 0.0]), tf.constant([0.0, 0.0]))
     assert float(loss) == pytest.approx(np.log(2.0), rel=1e-5)
     assert float(task.link(tf.constant(0.0))) == pytest.approx(0.5)
 
 
 def test_retrieval_full_softmax_equals_cross_entropy_and_excludes_own_items():
-    task = RetrievalTask(D.MOVIELENS.task(D.RETRIEVAL_TASK), FULL_SOFTMAX)
+    task = RetrievalTask(MOVIELENS.task(D.RETRIEVAL_TASK), FULL_SOFTMAX)
     q = tf.constant([[1.0, 0.0]])
     cands = tf.constant([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
     bias = tf.zeros([4])
@@ -101,7 +111,7 @@ def test_retrieval_full_softmax_equals_cross_entropy_and_excludes_own_items():
 
 
 def test_sampled_softmax_corrects_by_log_q():
-    task = RetrievalTask(D.MOVIELENS.task(D.RETRIEVAL_TASK), SAMPLED_SOFTMAX)
+    task = RetrievalTask(MOVIELENS.task(D.RETRIEVAL_TASK), SAMPLED_SOFTMAX)
     q = tf.constant([[1.0], [1.0]])
     cands = tf.constant([[0.0], [1.0], [1.0]])
     plain = float(task(q, cands, tf.zeros([3]), tf.constant([1, 2])))
@@ -149,14 +159,19 @@ def test_optimizer_is_a_hyperparameter_and_rmsprop_leaves_rows_outside_the_batch
 
 def test_every_family_declares_tasks_the_datasets_have_and_serves_something():
     for family in registry.FAMILIES.values():
-        tasks = family.task_specs(D.MOVIELENS)
+        tasks = family.task_specs(MOVIELENS)
         assert tasks and family.capabilities
         if RETRIEVE in family.capabilities:
             assert family.view == F.USER_VIEW and all(t.kind == T.RETRIEVAL for t in tasks)
         if SCORE in family.capabilities:  # scores the examples it trains on
             assert family.model.score_view == family.view
-    with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no task 'rating'"):
-        registry.get_family("mf").task_specs(D.TAOBAO)
+    with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no regression task"):
+        registry.get_family("mf").task_specs(TAOBAO)
+    # Rating families take the first regression task, mf_dnn_liked the first binary one
+    # that is not the implicit label: by kind, not by name.
+    assert [t.name for t in registry.get_family("mf").task_specs(MOVIELENS)] == [RATING]
+    assert [t.name for t in registry.get_family("mf_dnn_liked").task_specs(MOVIELENS)] == [LIKED]
+    assert [t.name for t in registry.get_family("mf_dnn_liked").task_specs(TAOBAO)] == ["cart"]
 
 
 # -- families learn something -----------------------------------------------------------
@@ -170,8 +185,8 @@ def _rating_batches(ctx, n=2048, batch=128, seed=0):
     rating = np.clip(3.5 + (u_f[users] * i_f[items]).sum(1) + 0.3 * i_f[items, 0], 0.5, 5.0).astype(np.float32)
     hist = rng.integers(1, ctx.num_items - 1, size=(n, 6))
     table = {k: v[items] for k, v in ctx.item_table.items()}
-    data = {F.USER_IDX: users, F.ITEM_IDX: items, F.RATING: rating, F.LIKED: (rating >= 4).astype(np.int64),
-            F.WATCHED: np.ones(n, np.int64), F.HISTORY_ITEM_IDX: hist,
+    data = {F.USER_IDX: users, F.ITEM_IDX: items, RATING: rating, LIKED: (rating >= 4).astype(np.int64),
+            WATCHED: np.ones(n, np.int64), F.HISTORY_ITEM_IDX: hist,
             F.HISTORY_BEHAVIOR_IDX: np.full((n, 6), 3), **table}
     return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
 
@@ -181,20 +196,20 @@ def test_rating_families_beat_the_global_mean(family):
     ctx = synthetic_context(num_users=40, num_items=30)
     batches, data = _rating_batches(ctx)
     model = fit_on_arrays(family, ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, batches, epochs=15)
-    pred = model({k: tf.constant(v) for k, v in data.items()})[F.RATING].numpy()
-    rmse = np.sqrt(np.mean((pred - data[F.RATING]) ** 2))
-    baseline = np.std(data[F.RATING])
+    pred = model({k: tf.constant(v) for k, v in data.items()})[RATING].numpy()
+    rmse = np.sqrt(np.mean((pred - data[RATING]) ** 2))
+    baseline = np.std(data[RATING])
     assert rmse < 0.8 * baseline, (rmse, baseline)
 
 
 def test_liked_family_outputs_probabilities_that_rank_liked_first():
-    ctx = synthetic_context(tasks=(F.LIKED,), num_users=40, num_items=30)
+    ctx = synthetic_context(tasks=(LIKED,), num_users=40, num_items=30)
     batches, data = _rating_batches(ctx)
     model = fit_on_arrays("mf_dnn_liked", ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, batches, epochs=10)
-    pred = model({k: tf.constant(v) for k, v in data.items()})[F.LIKED].numpy()
+    pred = model({k: tf.constant(v) for k, v in data.items()})[LIKED].numpy()
     assert ((pred >= 0) & (pred <= 1)).all()
     from evaluation.definitions import binary_auc
-    assert binary_auc(pred, data[F.LIKED]) > 0.75
+    assert binary_auc(pred, data[LIKED]) > 0.75
 
 
 def test_two_tower_retrieves_co_occurring_items_better_than_popularity():
@@ -276,25 +291,25 @@ def test_two_tower_item_metadata_without_an_item_table_is_an_error_not_a_silent_
 
 
 def test_retrieval_target_behaviors_are_the_ones_the_hash_split_keeps():
-    # The hash split's eval/test targets are the ratings >= retrieval_min_rating: exactly
-    # the interactions whose history behavior is in retrieval_target_behaviors.
-    spec = D.MOVIELENS
+    # The hash split's eval/test targets are the interactions whose history behavior is in
+    # the retrieval task's target_behaviors (MovieLens: liked, a rating >= 4).
+    spec = MOVIELENS
     for rating in np.arange(0.5, 5.01, 0.5):
-        assert (rating >= spec.retrieval_min_rating) == (D.rating_behavior(rating) in spec.retrieval_targets("hash"))
-    assert spec.retrieval_targets("by_day") == () and D.TAOBAO.retrieval_targets("hash") == ()
+        assert (rating >= 4) == (spec.description.rating_behavior(rating) in spec.retrieval_targets("hash"))
+    assert spec.retrieval_targets("by_day") == () and TAOBAO.retrieval_targets("hash") == ()
 
 
 def test_retrieval_training_targets_default_to_the_evaluated_behaviors():
     from training.trainer import target_behavior_ids
     family = registry.FAMILIES["two_tower"]
-    liked = D.MOVIELENS.behaviors.index("liked") + 1
-    assert target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(), "hash") == [liked]
-    assert target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(), "leave_last_two_out") == []
-    assert target_behavior_ids("two_tower", D.TAOBAO, family.hparams(), "by_day") == []
-    every = family.hparams(target_behaviors=D.MOVIELENS.behaviors)
-    assert target_behavior_ids("two_tower", D.MOVIELENS, every, "hash") == [1, 2, 3]
+    liked = MOVIELENS.behaviors.index("liked") + 1
+    assert target_behavior_ids("two_tower", MOVIELENS, family.hparams(), "hash") == [liked]
+    assert target_behavior_ids("two_tower", MOVIELENS, family.hparams(), "leave_last_two_out") == []
+    assert target_behavior_ids("two_tower", TAOBAO, family.hparams(), "by_day") == []
+    every = family.hparams(target_behaviors=MOVIELENS.behaviors)
+    assert target_behavior_ids("two_tower", MOVIELENS, every, "hash") == [1, 2, 3]
     with pytest.raises(ValueError, match=r"target_behaviors \['buy'\] are not behaviors of dataset 'movielens'"):
-        target_behavior_ids("two_tower", D.MOVIELENS, family.hparams(target_behaviors=("buy",)), "hash")
+        target_behavior_ids("two_tower", MOVIELENS, family.hparams(target_behaviors=("buy",)), "hash")
 
 
 def test_retrieval_batches_leave_the_target_out_of_the_query():
@@ -343,16 +358,16 @@ def _multitask_batches(ctx, n=2048, batch=256, seed=1):
     batches, data = _rating_batches(ctx, n=n, batch=batch, seed=seed)
     rng = np.random.default_rng(seed)
     watched = (rng.random(n) < 0.7).astype(np.int64)
-    data[F.WATCHED] = watched
-    data[F.RATING] = np.where(watched == 1, data[F.RATING], 0.0).astype(np.float32)
-    data[F.LIKED] = ((data[F.RATING] >= 4) & (watched == 1)).astype(np.int64)
-    data[F.LOVED] = ((data[F.RATING] >= 4.5) & (watched == 1)).astype(np.int64)
+    data[WATCHED] = watched
+    data[RATING] = np.where(watched == 1, data[RATING], 0.0).astype(np.float32)
+    data[LIKED] = ((data[RATING] >= 4) & (watched == 1)).astype(np.int64)
+    data[LOVED] = ((data[RATING] >= 4.5) & (watched == 1)).astype(np.int64)
     return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
 
 
 @pytest.mark.parametrize("family", MULTITASK)
 def test_multitask_families_predict_every_task_and_learn_liked(family):
-    tasks = (F.RATING, F.LIKED, F.LOVED, F.WATCHED)
+    tasks = (RATING, LIKED, LOVED, WATCHED)
     ctx = synthetic_context(tasks=tasks, num_users=40, num_items=30)
     batches, data = _multitask_batches(ctx, n=1536, batch=256)
     model = fit_on_arrays(family, ctx, {"dim": 4, "bottom": "16", "tower": "8", "learning_rate": 0.03}, batches,
@@ -360,62 +375,62 @@ def test_multitask_families_predict_every_task_and_learn_liked(family):
     out = model({k: tf.constant(v) for k, v in data.items()})
     assert set(out) == set(tasks)
     from evaluation.definitions import binary_auc
-    watched = data[F.WATCHED] == 1
-    assert binary_auc(out[F.LIKED].numpy()[watched], data[F.LIKED][watched]) > 0.75
-    for name in (F.LIKED, F.LOVED, F.WATCHED):
+    watched = data[WATCHED] == 1
+    assert binary_auc(out[LIKED].numpy()[watched], data[LIKED][watched]) > 0.75
+    for name in (LIKED, LOVED, WATCHED):
         assert ((out[name].numpy() >= 0) & (out[name].numpy() <= 1)).all()
 
 
 @pytest.mark.parametrize("family,experts", [("mmoe", 4), ("ple", 3), ("shared_bottom", 0)])
 def test_gate_weights_are_distributions_per_task(family, experts):
-    ctx = synthetic_context(tasks=(F.LIKED, F.LOVED), num_users=20, num_items=30)
+    ctx = synthetic_context(tasks=(LIKED, LOVED), num_users=20, num_items=30)
     batches, data = _multitask_batches(ctx, n=256)
     model = fit_on_arrays(family, ctx, {"dim": 4, "bottom": "8"}, batches, epochs=1)
     gates = model.gate_weights({k: tf.constant(v[:32]) for k, v in data.items()})
     if not experts:
         assert gates == {}
         return
-    assert set(gates) == {F.LIKED, F.LOVED}
+    assert set(gates) == {LIKED, LOVED}
     for weights in gates.values():
         assert weights.shape == (32, experts)
         np.testing.assert_allclose(weights.numpy().sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_nmtr_cascade_builds_each_logit_on_its_parent():
-    ctx = synthetic_context(tasks=(F.WATCHED, F.LIKED, F.LOVED), num_users=20, num_items=30)
+    ctx = synthetic_context(tasks=(WATCHED, LIKED, LOVED), num_users=20, num_items=30)
     model = registry.get_family("nmtr").build(ctx, registry.get_family("nmtr").hparams())
-    assert model.parents == {F.WATCHED: None, F.LIKED: F.WATCHED, F.LOVED: F.LIKED}
-    logits = {F.WATCHED: tf.constant([1.0]), F.LIKED: tf.constant([2.0]), F.LOVED: tf.constant([3.0])}
+    assert model.parents == {WATCHED: None, LIKED: WATCHED, LOVED: LIKED}
+    logits = {WATCHED: tf.constant([1.0]), LIKED: tf.constant([2.0]), LOVED: tf.constant([3.0])}
     combined = model.combine(logits)
-    assert [float(combined[t][0]) for t in (F.WATCHED, F.LIKED, F.LOVED)] == [1.0, 3.0, 6.0]
+    assert [float(combined[t][0]) for t in (WATCHED, LIKED, LOVED)] == [1.0, 3.0, 6.0]
     # Without watched (no negatives), liked starts the funnel.
-    ctx = synthetic_context(tasks=(F.LIKED, F.LOVED, F.RATING), num_users=20, num_items=30)
+    ctx = synthetic_context(tasks=(LIKED, LOVED, RATING), num_users=20, num_items=30)
     model = registry.get_family("nmtr").build(ctx, registry.get_family("nmtr").hparams())
-    assert model.parents == {F.LIKED: None, F.LOVED: F.LIKED, F.RATING: None}
+    assert model.parents == {LIKED: None, LOVED: LIKED, RATING: None}
 
 
 def test_uncertainty_weighting_learns_task_weights():
-    ctx = synthetic_context(tasks=(F.RATING, F.LIKED), num_users=40, num_items=30)
+    ctx = synthetic_context(tasks=(RATING, LIKED), num_users=40, num_items=30)
     batches, _ = _multitask_batches(ctx, n=1024)
     model = fit_on_arrays("shared_bottom", ctx, {"dim": 4, "uncertainty": "true", "learning_rate": 0.05}, batches,
                           epochs=3)
     weights = model.task_weights()
-    assert set(weights) == {F.RATING, F.LIKED} and weights[F.RATING] != pytest.approx(1.0)
+    assert set(weights) == {RATING, LIKED} and weights[RATING] != pytest.approx(1.0)
     fixed = fit_on_arrays("shared_bottom", ctx, {"dim": 4, "loss_weights": "2,0.5"}, batches[:1])
-    assert fixed.task_weights() == {F.RATING: 2.0, F.LIKED: 0.5}
+    assert fixed.task_weights() == {RATING: 2.0, LIKED: 0.5}
 
 
-def test_similar_blends_the_vector_cosine_with_the_genre_set_cosine():
-    """similar_genre_weight w: scores = (cos(vectors) + w cos(genre sets)) / (1 + w)."""
+def test_similar_blends_the_vector_cosine_with_the_category_set_cosine():
+    """similar_category_weight w: scores = (cos(vectors) + w cos(category sets)) / (1 + w)."""
     ctx = synthetic_context(num_items=12, num_genres=6)
-    genre_idx = ctx.item_table[F.ITEM_GENRE_IDX]
+    genre_idx = ctx.item_table[GENRES]
     family = registry.get_family("mf")
-    plain = family.build(ctx, family.hparams().override({"dim": 4, "similar_genre_weight": 0}))
+    plain = family.build(ctx, family.hparams().override({"dim": 4, "similar_category_weight": 0}))
     vectors = plain.item_vectors().numpy()
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     np.testing.assert_allclose(plain.similarity_vectors().numpy(), unit, atol=1e-6)
 
-    model = family.build(ctx, family.hparams().override({"dim": 4, "similar_genre_weight": "0.5"}))
+    model = family.build(ctx, family.hparams().override({"dim": 4, "similar_category_weight": "0.5"}))
     model.item_embedding.embeddings.assign(vectors)  # same learned vectors, blended
     sims = model.similarity_vectors().numpy()
     multi_hot = np.zeros((12, 6))
@@ -425,3 +440,129 @@ def test_similar_blends_the_vector_cosine_with_the_genre_set_cosine():
     expected = (unit @ unit.T + 0.5 * g @ g.T) / 1.5
     np.testing.assert_allclose(sims @ sims.T, expected, atol=1e-5)
     assert np.all(sims @ sims.T <= 1.0 + 1e-5)
+
+
+# -- features by type (a synthetic description with every type) ---------------------------
+from typed_description import TYPED  # noqa: E402
+
+TYPED_SPEC = D.dataset_spec(TYPED)
+
+
+def _typed_context(**kwargs):
+    return _synthetic_context(TYPED_SPEC, ("stars",), num_items=12, vocabulary_rows=7, **kwargs)
+
+
+def _typed_batch(ctx, n=16, seed=3):
+    """Item features from the context's table, user features and histories drawn at random."""
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, ctx.num_items, size=n)
+    batch = {name: value[items] for name, value in ctx.item_table.items()}
+    for f in ctx.user_features:
+        if f.text:
+            batch[f.name] = rng.integers(0, f.rows, size=(n, f.feature.max_documents, f.feature.max_tokens))
+        elif f.rows:
+            batch[f.name] = rng.integers(0, f.rows, size=n)
+        else:
+            batch[f.name] = rng.normal(size=n).astype(np.float32)
+    batch.update({F.USER_IDX: rng.integers(1, ctx.num_users, size=n), F.ITEM_IDX: items,
+                  F.HISTORY_ITEM_IDX: rng.integers(1, ctx.num_items, size=(n, 4)),
+                  F.HISTORY_BEHAVIOR_IDX: np.full((n, 4), 2)})
+    return batch
+
+
+def test_context_carries_the_descriptions_features_by_type_with_their_vocabulary_rows():
+    ctx = _typed_context()
+    by_name = {f.name: f for f in ctx.features}
+    assert [f.name for f in ctx.item_features] == [
+        "item_brand_idx", "item_shape_idx", "item_tags_idx", "item_price_z", "item_weight_mm", "item_sales_log",
+        "item_size_bucket", "item_released_mm", "item_title_tokens", "item_review_docs_tokens"]
+    assert [f.name for f in ctx.user_features] == ["user_country_idx", "user_age_z", "user_review_docs_tokens"]
+    assert by_name["item_brand_idx"].one_hot and not by_name["item_brand_idx"].embedded
+    assert by_name["item_size_bucket"].embedded and by_name["item_size_bucket"].rows == 4  # 2 boundaries + 2
+    assert by_name["item_price_z"].number and by_name["item_released_mm"].number
+    assert by_name["item_review_docs_tokens"].text and by_name["item_tags_idx"].rows == 7
+    assert ctx.item_statistics == (F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM)
+    assert synthetic_context().item_statistics == (F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM)
+    taobao = _synthetic_context(TAOBAO, ("viewed",))
+    assert taobao.item_statistics == (F.ITEM_POPULARITY_MM,)  # no rating, no average rating
+    assert [f.name for f in taobao.item_features] == ["item_category_idx"]
+
+
+def test_item_encoder_reads_every_declared_item_feature_and_each_one_moves_the_vector():
+    ctx = _typed_context()
+    enc = blocks.ItemEncoder.for_context(ctx, 5, (8,), seed=0)
+    assert enc.catalogue().shape == (ctx.num_items, 5)
+    assert set(enc.typed.names) == {f.name for f in ctx.item_features} | set(ctx.item_statistics)
+    # The MLP's input: id, brand one-hot (rows - 1), shape / tags / size embeddings, the six
+    # numbers (2 statistics + price, weight, sales, released), title and documents encoders.
+    width = 5 + (7 - 1) + 3 * 5 + 6 + 2 * 5
+    assert enc.mlp.dense[0].kernel.shape[0] == width
+    batch = {k: tf.constant(v) for k, v in _typed_batch(ctx).items()}
+    base = enc(batch[F.ITEM_IDX], batch).numpy()
+    for f in ctx.item_features:
+        changed = dict(batch)
+        value = batch[f.name].numpy()
+        changed[f.name] = tf.constant(value + 1.0 if value.dtype.kind == "f" else (value + 1) % f.rows)
+        assert not np.allclose(enc(batch[F.ITEM_IDX], changed).numpy(), base), f.name
+    # text=False: the text feature and the documents are not read.
+    plain = blocks.ItemEncoder.for_context(ctx, 5, (8,), seed=0, text=False)
+    assert not {"item_title_tokens", "item_review_docs_tokens"} & set(plain.typed.names)
+
+
+def test_text_encoder_is_a_masked_mean_of_token_vectors_over_tokens_and_documents():
+    enc = blocks.TextEncoder(rows=6, dim=3, seed=1)
+    table = enc.embedding.embeddings.numpy()
+    tokens = tf.constant([[2, 4, 0], [0, 0, 0]], tf.int64)
+    np.testing.assert_allclose(enc(tokens).numpy(), [(table[2] + table[4]) / 2, np.zeros(3)], atol=1e-6)
+    docs = tf.constant([[[2, 0], [0, 0], [4, 4]]], tf.int64)  # the empty document is left out
+    np.testing.assert_allclose(enc(docs).numpy()[0], (table[2] + table[4]) / 2, atol=1e-6)
+
+
+def test_a_missing_categorical_value_reads_as_zero_not_as_the_padding_rows_vector():
+    ctx = _typed_context()
+    typed = blocks.TypedFeatures([f for f in ctx.item_features if f.name == "item_shape_idx"], 4, seed=0)
+    (part,) = typed({"item_shape_idx": tf.constant([0, 2], tf.int64)})
+    np.testing.assert_allclose(part.numpy()[0], 0.0)
+    np.testing.assert_allclose(part.numpy()[1], typed.embeddings["item_shape_idx"].embeddings.numpy()[2], atol=1e-6)
+
+
+def test_user_features_join_the_query_when_the_description_declares_some():
+    ctx = _typed_context()
+    query = blocks.HistoryQuery(ctx, 4, user_id=True)
+    assert query.user_features is not None
+    assert set(query.user_features.typed.names) == {f.name for f in ctx.user_features}
+    batch = {k: tf.constant(v) for k, v in _typed_batch(ctx).items()}
+    q, _ = query(batch)
+    for name in ("user_country_idx", "user_age_z", "user_review_docs_tokens"):
+        value = batch[name].numpy()
+        moved = value + 1.0 if value.dtype.kind == "f" else (value + 1) % 7
+        assert not np.allclose(query({**batch, name: tf.constant(moved)})[0].numpy(), q.numpy()), name
+    assert blocks.HistoryQuery(synthetic_context(), 4, user_id=True).user_features is None  # MovieLens: none
+
+
+@pytest.mark.parametrize("family,tasks", [("mf_dnn", ("stars",)), ("mmoe", ("stars", "good", "helpful"))])
+def test_families_train_on_a_description_with_every_feature_type(family, tasks):
+    ctx = _synthetic_context(TYPED_SPEC, tasks, num_items=12, vocabulary_rows=7)
+    rng = np.random.default_rng(0)
+    batches = []
+    for seed in range(4):
+        batch = _typed_batch(ctx, n=32, seed=seed)
+        batch.update(stars=rng.uniform(1, 5, 32).astype(np.float32), good=rng.integers(0, 2, 32),
+                     helpful=rng.integers(0, 2, 32), seen=np.ones(32, np.int64))
+        batches.append(batch)
+    model = fit_on_arrays(family, ctx, {"dim": 4}, batches, epochs=1)
+    out = model({k: tf.constant(v) for k, v in batches[0].items()})
+    assert set(out) == set(tasks) and all(np.isfinite(v.numpy()).all() for v in out.values())
+
+
+def test_movielens_item_encoder_keeps_its_seeds_and_input_order():
+    """MovieLens's numbers stay those of 0c3ec41: [id (seed+1), genres (seed+2), (avg rating,
+    popularity, year)] into an MLP at seed+3."""
+    ctx = synthetic_context()
+    enc = blocks.ItemEncoder.for_context(ctx, 4, (8,), seed=10)
+    assert enc.typed.names == (GENRES, F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM, "item_year_z")
+    np.testing.assert_array_equal(enc.id_embedding.embeddings.numpy(),
+                                  blocks.embedding(ctx.num_items, 4, 11, "a").embeddings.numpy())
+    np.testing.assert_array_equal(enc.typed.embeddings[GENRES].embeddings.numpy(),
+                                  blocks.embedding(6, 4, 12, "b").embeddings.numpy())
+    assert enc.mlp.dense[0].kernel_initializer.seed == 13
