@@ -278,28 +278,18 @@ def _interaction_texts(inputs, d: desc.Description) -> Dict[str, tf.Tensor]:
         vocab = tft.vocabulary(tokens, top_k=_top_k(column), vocab_filename=column.vocabulary_name)
         ids = _shifted_vocab_ids(tokens, column.vocabulary_name, deferred_vocab=vocab)
         out[column.transformed_name()] = ids.to_tensor(default_value=0, shape=[None, column.max_tokens])
-        for doc in column.document_names():
+        for doc, name in zip(column.document_names(), column.document_transformed_names()):
             if doc in inputs:
-                out[document_feature(doc)] = _documents(inputs[doc], column, vocab)
+                out[name] = _documents(inputs[doc], column, vocab)
     return out
-
-
-def document_feature(doc: str) -> str:
-    """The transformed feature of a raw documents feature (user_<c>_docs -> user_<c>_docs_tokens)."""
-    return f"{doc}_tokens"
 
 
 # ----------------------------------------------------------------------------------------
 # Labels and statistics
 # ----------------------------------------------------------------------------------------
-def rating_label(d: desc.Description) -> str:
-    """The raw label holding the rating ('' when the description has none)."""
-    return next((label.name for label in d.labels if label.source == desc.RATING), "")
-
-
 def _condition(inputs, d: desc.Description, condition: desc.Condition) -> Optional[tf.Tensor]:
     """int64 [B]: 1 where the field has a value and the condition holds (None: field absent)."""
-    field = rating_label(d) if condition.field == desc.RATING else d.column(condition.field).raw_name
+    field = d.rating_label if condition.field == desc.RATING else d.column(condition.field).raw_name
     if field not in inputs:
         return None
     x = inputs[field]
@@ -345,7 +335,7 @@ def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[
     rows = tf.cast(tft.size(positive), tf.float32)
     out[F.ITEM_POPULARITY_MM] = tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0)
     out[F.ITEM_POPULARITY_LEVEL] = _level(count, F.POPULARITY_TAIL_MAX, F.POPULARITY_TORSO_MAX, F.POPULARITY_LEVELS)
-    rating_name = rating_label(d)
+    rating_name = d.rating_label
     if rating_name:
         if d.rating_min is None or d.rating_max is None or d.rating_max <= d.rating_min:
             raise ValueError(f"Transform: description {d.name!r} ({d.path or 'a mapping'}) has a rating label "
