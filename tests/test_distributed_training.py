@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from contract import datasets as D
 from pipeline import report
 from training import distribute
 from training import worker
 from training.trainer import TrainConfig
+
+MOVIELENS = D.dataset_spec("movielens").to_dict()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 0.05  # eval RMSE, two workers vs one process, after the same steps
@@ -92,12 +95,14 @@ def test_each_worker_keeps_its_own_rows_of_every_batch():
 
 def test_strategy_configuration_errors_name_what_is_expected(monkeypatch):
     with pytest.raises(ValueError, match="unknown training strategy 'tpu'"):
-        TrainConfig(family="mf", strategy="tpu")
+        TrainConfig(family="mf", description=MOVIELENS, strategy="tpu")
     # the fine-tuning loop of a family with a base model runs in one process: said, not ignored
     with pytest.raises(ValueError, match="peterrec is fine-tuned from nextitnet in one process; training "
                                          "strategy 'mirrored' is not supported"):
-        TrainConfig(family="peterrec", strategy="mirrored")
-    assert TrainConfig(family="peterrec").strategy == "default"
+        TrainConfig(family="peterrec", description=MOVIELENS, strategy="mirrored")
+    assert TrainConfig(family="peterrec", description=MOVIELENS).strategy == "default"
+    with pytest.raises(ValueError, match="needs the dataset description mapping"):
+        TrainConfig(family="mf")
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         distribute.make_strategy(distribute.MULTI_WORKER)

@@ -8,10 +8,18 @@ import tensorflow as tf
 
 from contract import features as F
 from models import blocks, registry
-from models.context import synthetic_context
+from models.context import synthetic_context as _synthetic_context
 from training.trainer import fit_on_arrays
 
 from test_model_layer import _multitask_batches
+
+LIKED, LOVED, RATING, WATCHED = "liked", "loved", "rating", "watched"  # the shipped descriptions' tasks
+
+
+def synthetic_context(tasks=("rating",), **kwargs):
+    """A context of the shipped MovieLens description with random item features."""
+    return _synthetic_context("movielens", tasks, **kwargs)
+
 
 ITEMS = tf.constant([[5, 6, 7, 8, 9, 0], [3, 4, 0, 0, 0, 0]], tf.int64)
 BEHAVIORS = tf.constant([[1, 2, 1, 3, 1, 0], [2, 2, 0, 0, 0, 0]], tf.int64)
@@ -138,7 +146,7 @@ SMALL = {"dim": 4, "bottom": "16", "tower": "8", "learning_rate": 0.03, "seq_len
                                             ({"hyper": "false"}, 5), ({"refine": "false"}, 5),
                                             ({"typed": "false"}, 5), ({"refine_gate": "relu"}, 8)])
 def test_dtrn_variants_train_every_task_and_learn_liked(variant, epochs):
-    tasks = (F.RATING, F.LIKED, F.LOVED, F.WATCHED)
+    tasks = (RATING, LIKED, LOVED, WATCHED)
     ctx = synthetic_context(tasks=tasks, num_users=40, num_items=30)
     batches, data = _multitask_batches(ctx, n=1536, batch=256)
     model = fit_on_arrays("dtrn", ctx, {**SMALL, **variant}, batches, epochs=epochs)
@@ -146,8 +154,8 @@ def test_dtrn_variants_train_every_task_and_learn_liked(variant, epochs):
     assert set(out) == set(tasks)
     from evaluation.definitions import binary_auc
 
-    watched = data[F.WATCHED] == 1
-    assert binary_auc(out[F.LIKED].numpy()[watched], data[F.LIKED][watched]) > 0.7
+    watched = data[WATCHED] == 1
+    assert binary_auc(out[LIKED].numpy()[watched], data[LIKED][watched]) > 0.7
     if variant.get("sharing") in ("mmoe", "ple"):
         gates = model.gate_weights({k: tf.constant(v[:16]) for k, v in data.items()})
         for weights in gates.values():
@@ -155,7 +163,7 @@ def test_dtrn_variants_train_every_task_and_learn_liked(variant, epochs):
 
 
 def test_dtrn_ablations_remove_what_they_name():
-    ctx = synthetic_context(tasks=(F.LIKED, F.LOVED), num_users=20, num_items=30)
+    ctx = synthetic_context(tasks=(LIKED, LOVED), num_users=20, num_items=30)
     family = registry.get_family("dtrn")
     full = family.build(ctx, family.hparams().override(SMALL))
     assert full.refinement is not None and full.interest.hyper and full.interest.types == (1, 2, 3)

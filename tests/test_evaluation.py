@@ -15,7 +15,10 @@ from contract import tasks as T
 from evaluation import definitions as d
 from evaluation.eval_config import eval_config, with_thresholds
 
-PRED = {F.RATING: "rating_prediction", F.LIKED: "liked_prediction", F.WATCHED: "watched_prediction"}
+LIKED, NEXT_LIKE, RATING, WATCHED = "liked", "next_like", "rating", "watched"  # the shipped descriptions' tasks
+MOVIELENS = D.dataset_spec("movielens")
+
+PRED = {RATING: "rating_prediction", LIKED: "liked_prediction", WATCHED: "watched_prediction"}
 
 
 def _feature(values):
@@ -44,10 +47,10 @@ def _interaction_rows(seed=3, n=600):
             F.SPLIT: [b"eval" if i % 2 else b"test"],
             F.USER_ACTIVITY: [b"light" if i % 3 else b"heavy"],
             F.ITEM_POPULARITY_LEVEL: [b"head"],
-            F.RATING: [rating], F.WATCHED: [watched], F.LIKED: [int(rating >= 4)],
-            PRED[F.RATING]: [float(np.float32(rating + rng.normal(0, 0.9)))],
-            PRED[F.LIKED]: [float(np.float32(1 / (1 + np.exp(-(rating - 3.5 + rng.normal(0, 1))))))],
-            PRED[F.WATCHED]: [float(np.float32(np.clip(0.5 * watched + rng.normal(0.25, 0.3), 0, 1)))],
+            RATING: [rating], WATCHED: [watched], LIKED: [int(rating >= 4)],
+            PRED[RATING]: [float(np.float32(rating + rng.normal(0, 0.9)))],
+            PRED[LIKED]: [float(np.float32(1 / (1 + np.exp(-(rating - 3.5 + rng.normal(0, 1))))))],
+            PRED[WATCHED]: [float(np.float32(np.clip(0.5 * watched + rng.normal(0.25, 0.3), 0, 1)))],
         })
     return rows
 
@@ -93,28 +96,42 @@ def _model_agnostic(config, **fields):
 
 
 def test_task_metrics_equal_the_numpy_definitions_per_split_and_condition(tmp_path):
-    tasks = [D.MOVIELENS.task(F.RATING), D.MOVIELENS.task(F.LIKED), D.MOVIELENS.task(F.WATCHED)]
-    config = _model_agnostic(eval_config(tasks), prediction_keys=PRED)
+    tasks = [MOVIELENS.task(RATING), MOVIELENS.task(LIKED), MOVIELENS.task(WATCHED)]
+    config = _model_agnostic(eval_config(tasks, dataset=MOVIELENS.to_dict()), prediction_keys=PRED)
     rows = _interaction_rows()
     metrics, _ = _run(rows, config, tmp_path)
     for split in ("eval", "test"):
-        chosen = [r for r in rows if r[F.SPLIT][0].decode() == split and r[F.WATCHED][0]]
-        rating = np.array([r[F.RATING][0] for r in chosen], np.float32)
-        pred = np.array([r[PRED[F.RATING]][0] for r in chosen], np.float32)
-        prob = np.array([r[PRED[F.LIKED]][0] for r in chosen], np.float32)
-        want = {F.RATING: d.regression_task_metrics(pred, rating, F.LIKED_MIN_RATING),
-                F.LIKED: d.binary_task_metrics(prob, rating >= 4)}
+        chosen = [r for r in rows if r[F.SPLIT][0].decode() == split and r[WATCHED][0]]
+        rating = np.array([r[RATING][0] for r in chosen], np.float32)
+        pred = np.array([r[PRED[RATING]][0] for r in chosen], np.float32)
+        prob = np.array([r[PRED[LIKED]][0] for r in chosen], np.float32)
+        want = {RATING: d.regression_task_metrics(pred, rating, 4.0),  # MovieLens's liked: rating >= 4
+                LIKED: d.binary_task_metrics(prob, rating >= 4)}
         everything = [r for r in rows if r[F.SPLIT][0].decode() == split]  # watched has no condition
-        want[F.WATCHED] = d.binary_task_metrics(np.array([r[PRED[F.WATCHED]][0] for r in everything], np.float32),
-                                                np.array([r[F.WATCHED][0] for r in everything]))
+        want[WATCHED] = d.binary_task_metrics(np.array([r[PRED[WATCHED]][0] for r in everything], np.float32),
+                                              np.array([r[WATCHED][0] for r in everything]))
         for output, values in want.items():
             for name, value in values.items():
                 assert metrics[((F.SPLIT, split),), output, name] == pytest.approx(value, rel=1e-9), (split, output, name)
-        mean_auc = (want[F.LIKED]["auc"] + want[F.WATCHED]["auc"]) / 2
+        mean_auc = (want[LIKED]["auc"] + want[WATCHED]["auc"]) / 2
         assert metrics[((F.SPLIT, split),), "", "mean_auc"] == pytest.approx(mean_auc, rel=1e-9)
     # no slice mixes the two splits
     assert not any(key == () for key, _, _ in metrics)
-    assert (((F.SPLIT, "eval"), (F.USER_ACTIVITY, "heavy")), F.RATING, "rmse") in metrics
+    assert (((F.SPLIT, "eval"), (F.USER_ACTIVITY, "heavy")), RATING, "rmse") in metrics
+
+
+def test_a_rating_task_reports_on_the_descriptions_rating_scale_and_liked_threshold():
+    import json
+
+    def task_config(dataset):
+        config = eval_config([MOVIELENS.task(RATING)], dataset=dataset)
+        return json.loads(config.metrics_specs[0].metrics[0].config)
+
+    assert task_config(MOVIELENS.to_dict()) == {"kind": "regression", "value_range": [0.5, 5.0], "auc_threshold": 4.0}
+    assert task_config(None) == {"kind": "regression"}  # without a description: no AUC, the labels' range
+    from evaluation.eval_config import rating_settings
+
+    assert rating_settings("taobao") == {}
 
 
 def test_mean_auc_averages_the_outputs_with_rows_and_needs_their_task_metrics():
@@ -133,8 +150,8 @@ def test_mean_auc_averages_the_outputs_with_rows_and_needs_their_task_metrics():
 
 @pytest.mark.parametrize("threshold,ok", [(5.0, True), (0.5, False)])
 def test_the_gate_reads_the_eval_split_only(tmp_path, threshold, ok):
-    tasks = with_thresholds([D.MOVIELENS.task(F.RATING)], {F.RATING: threshold}, {})
-    config = _model_agnostic(eval_config(tasks), prediction_key=PRED[F.RATING])
+    tasks = with_thresholds([MOVIELENS.task(RATING)], {RATING: threshold}, {})
+    config = _model_agnostic(eval_config(tasks), prediction_key=PRED[RATING])
     rows = _interaction_rows()
     _, validation = _run(rows, config, tmp_path)
     assert validation.validation_ok is ok
@@ -162,7 +179,7 @@ def _query_rows(seed=5, users=80, k=10, catalogue=30):
 
 
 def test_topk_metrics_equal_the_numpy_definitions_and_gate_on_lift(tmp_path):
-    task = D.MOVIELENS.task(D.RETRIEVAL_TASK)
+    task = MOVIELENS.task(D.RETRIEVAL_TASK)
     config = _model_agnostic(eval_config([task], top_k=10), prediction_keys={
         protocol.RANKED_ROWS: protocol.RANKED_ROWS, protocol.POPULAR_ROWS: protocol.POPULAR_ROWS,
         protocol.TARGET_ROWS: protocol.TARGET_ROWS})
@@ -183,11 +200,11 @@ def test_topk_metrics_equal_the_numpy_definitions_and_gate_on_lift(tmp_path):
 
 
 def test_gate_overrides_and_default_gates():
-    rating = D.MOVIELENS.task(F.RATING)
-    changed = with_thresholds([rating], {F.RATING: 0.9}, {F.RATING: 0.0})[0]
+    rating = MOVIELENS.task(RATING)
+    changed = with_thresholds([rating], {RATING: 0.9}, {RATING: 0.0})[0]
     assert (changed.gate.threshold, changed.gate.max_worsening) == (0.9, 0.0)
     assert rating.gate == T.Gate("rmse", higher_is_better=False, threshold=1.0)
-    assert D.MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == T.NDCG_LIFT_AT_10
+    assert MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == T.NDCG_LIFT_AT_10
     with pytest.raises(ValueError, match="max_worsening must be >= 0"):
         dataclasses.replace(rating.gate, max_worsening=-1)
 
@@ -203,7 +220,7 @@ def _next_like_rows(strong: bool, seed=7, users=300):
         label = int(rng.random() < 0.1 + 0.8 * share)
         prob = float(np.float32(np.clip(label * 0.6 + rng.normal(0.2, 0.15), 0, 1) if strong else rng.random()))
         rows.append({F.SPLIT: [b"eval" if u % 2 else b"test"], F.HISTORY_BEHAVIORS: history,
-                     F.NEXT_LIKE: [label], "p": [prob]})
+                     NEXT_LIKE: [label], "p": [prob]})
     return rows
 
 
@@ -216,15 +233,15 @@ def test_history_share_is_the_share_of_the_behavior_in_the_input():
 
 @pytest.mark.parametrize("strong", [True, False])
 def test_next_behavior_task_is_gated_on_its_lift_over_the_history_peer(tmp_path, strong):
-    task = D.MOVIELENS.task(F.NEXT_LIKE)
+    task = MOVIELENS.task(NEXT_LIKE)
     assert (task.gate.metric, task.gate.change_metric, task.gate.threshold) == (T.AUC_LIFT, T.AUC, 0.0)
-    config = _model_agnostic(eval_config([task], history_peers=dict(D.MOVIELENS.next_behavior_tasks),
+    config = _model_agnostic(eval_config([task], history_peers=dict(MOVIELENS.next_behavior_tasks),
                                          peer_window=5), prediction_key="p")
     rows = _next_like_rows(strong)
     metrics, validation = _run(rows, config, tmp_path)
     for split in ("eval", "test"):
         chosen = [r for r in rows if r[F.SPLIT][0].decode() == split]
-        labels = np.array([r[F.NEXT_LIKE][0] for r in chosen]) > 0
+        labels = np.array([r[NEXT_LIKE][0] for r in chosen]) > 0
         auc = d.binary_auc(np.array([r["p"][0] for r in chosen], np.float32), labels)
         peer = d.binary_auc(np.array([d.history_share(r[F.HISTORY_BEHAVIORS][-5:], "liked") for r in chosen]),
                             labels)
@@ -239,4 +256,4 @@ def test_next_behavior_task_is_gated_on_its_lift_over_the_history_peer(tmp_path,
 
 def test_a_task_gated_on_auc_lift_needs_its_history_peer():
     with pytest.raises(ValueError, match="history peer"):
-        eval_config([D.MOVIELENS.task(F.NEXT_LIKE)])
+        eval_config([MOVIELENS.task(NEXT_LIKE)])

@@ -19,6 +19,9 @@ from pipeline import report
 from training.trainer import TrainConfig, train_and_export, train
 from training.views import ItemRows, load_user_view
 
+LIKED, LOVED, RATING, WATCHED = "liked", "loved", "rating", "watched"  # the shipped descriptions' tasks
+MOVIELENS = D.dataset_spec("movielens")
+
 CAPABILITY_SIGNATURES = {
     SCORE: {protocol.SERVING_DEFAULT, protocol.TRANSFORM_FEATURES},
     RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RANK_QUERIES, protocol.SCORE_QUERIES},
@@ -45,7 +48,7 @@ def outputs(trained_run):
 # One family per kind of export: one score, several scores, a task-specific bottom over the
 # typed history (dtrn), retrieval. (Every family is trained on synthetic tensors in
 # test_model_layer.py and test_dtrn.py.)
-EXPORTED = {"mf": (), "mmoe": (F.RATING, F.LIKED, F.LOVED), "dtrn": (F.LIKED, F.LOVED), "two_tower": ()}
+EXPORTED = {"mf": (), "mmoe": (RATING, LIKED, LOVED), "dtrn": (LIKED, LOVED), "two_tower": ()}
 
 
 @pytest.fixture(scope="module", params=sorted(EXPORTED))
@@ -53,8 +56,8 @@ def exported(request, outputs, tmp_path_factory):
     family = request.param
     view = FAMILIES[family].view
     out = str(tmp_path_factory.mktemp(family))
-    config = TrainConfig(family=family, hparams={"max_epochs": 2, "batch_size": 64}, top_k=5,
-                         tasks=EXPORTED[family])
+    config = TrainConfig(family=family, description=MOVIELENS.to_dict(), hparams={"max_epochs": 2, "batch_size": 64},
+                         top_k=5, tasks=EXPORTED[family])
     summary = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], out,
                                train_steps=10)
     return family, tf.saved_model.load(out), tft.TFTransformOutput(outputs["graph"]), summary
@@ -84,11 +87,11 @@ def test_signatures_follow_the_capabilities(exported, outputs):
         assert protocol.RECOMMEND not in loaded.signatures
     if SCORE in FAMILIES[family].capabilities:  # one named output per task
         served = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(_raw_test_examples(outputs, 4)))
-        assert set(served) == set(EXPORTED[family] or [F.RATING])
+        assert set(served) == set(EXPORTED[family] or [RATING])
 
 
 def test_serving_default_equals_the_in_process_model(outputs, tmp_path):
-    config = TrainConfig(family="mf_dnn", hparams={"max_epochs": 1})
+    config = TrainConfig(family="mf_dnn", description=MOVIELENS.to_dict(), hparams={"max_epochs": 1})
     view = outputs[F.INTERACTION_VIEW]
     model, _, valid = train(config, view["train"], view["eval"], outputs["graph"], train_steps=5)
     from export.signatures import export_model
@@ -98,16 +101,16 @@ def test_serving_default_equals_the_in_process_model(outputs, tmp_path):
     loaded = tf.saved_model.load(str(tmp_path))
     examples = _raw_test_examples(outputs)
     served = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(examples))
-    assert set(served) == {F.RATING}
-    spec = serving_feature_spec(tft_output, D.MOVIELENS)
+    assert set(served) == {RATING}
+    spec = serving_feature_spec(tft_output, MOVIELENS)
     transformed = densify(tft_output.transform_features_layer()(tf.io.parse_example(examples, spec)))
-    np.testing.assert_allclose(served[F.RATING].numpy(), model(transformed)[F.RATING].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(served[RATING].numpy(), model(transformed)[RATING].numpy(), rtol=1e-5, atol=1e-5)
     # A client needs no label, timestamp or split.
     example = tf.train.Example.FromString(examples[0])
-    for name in (F.RATING, F.WATCHED, F.TIMESTAMP, F.SPLIT):
+    for name in (RATING, WATCHED, F.TIMESTAMP, F.SPLIT):
         del example.features.feature[name]
     out = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
-    assert np.isfinite(out[F.RATING].numpy()).all()
+    assert np.isfinite(out[RATING].numpy()).all()
 
 
 def _recommend(loaded, histories, behaviors=None):
@@ -183,7 +186,7 @@ def test_similar_items_excludes_the_item_and_rejects_unknown_ids(exported):
 def test_user_view_rows_are_the_transform_graphs_history_ids(outputs):
     """The trainer maps user-view ids and behaviors exactly as the Transform graph does."""
     tft_output = tft.TFTransformOutput(outputs["graph"])
-    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), D.MOVIELENS.behaviors)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), MOVIELENS.behaviors)
     view = load_user_view(glob.glob(outputs[F.USER_VIEW]["eval"][0]), rows)
     items = [b"1", b"no-such-item", _vocabulary(tft_output)[3].encode()]
     behaviors = [b"liked", b"disliked", b"hated"]
@@ -193,7 +196,7 @@ def test_user_view_rows_are_the_transform_graphs_history_ids(outputs):
     }))
     assert transformed[F.HISTORY_ITEM_IDX].numpy()[0, :3].tolist() == rows.rows(items).tolist()
     assert transformed[F.HISTORY_BEHAVIOR_IDX].numpy()[0, :3].tolist() == rows.behavior_rows(behaviors).tolist()
-    assert rows.behavior_rows([b"hated"])[0] == len(D.MOVIELENS.behaviors) + 1
+    assert rows.behavior_rows([b"hated"])[0] == len(MOVIELENS.behaviors) + 1
     assert len(view) > 0 and all(len(t) for t in view.targets)
 
 
@@ -213,7 +216,7 @@ def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
                 if SCORE in FAMILIES[family].capabilities:
                     expected = loaded.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(examples))
                     served = client.predict_examples(family, examples)
-                    np.testing.assert_allclose(served[F.RATING], expected[F.RATING].numpy(), rtol=1e-6)
+                    np.testing.assert_allclose(served[RATING], expected[RATING].numpy(), rtol=1e-6)
                 if RETRIEVE in FAMILIES[family].capabilities:
                     ranked = client.recommend(family, [history], [["liked"] * 3])[0]
                     expected = _recommend(loaded, [history])[protocol.RECOMMEND_ITEM_IDS].numpy()[0]
@@ -223,7 +226,8 @@ def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
 
 def test_a_two_tower_ensemble_trains_its_members_apart_and_serves_their_sum(outputs, tmp_path):
     view = FAMILIES["two_tower"].view
-    config = TrainConfig(family="two_tower", hparams={"max_epochs": 1, "batch_size": 64, "members": 2}, top_k=5,
+    config = TrainConfig(family="two_tower", description=MOVIELENS.to_dict(),
+                         hparams={"max_epochs": 1, "batch_size": 64, "members": 2}, top_k=5,
                          seed=7)
     summary = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
                                str(tmp_path / "ensemble"), train_steps=5)

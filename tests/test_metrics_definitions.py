@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from evaluation import definitions as m
-from contract.features import LIKED_MIN_RATING
+
+LIKED = 4.0  # the smallest liked rating of the hand-computed cases (MovieLens's: rating >= 4)
 
 
 def log2(x):
@@ -67,7 +68,7 @@ def _flat(users):
 def test_per_user_ndcg_and_precision_match_hand_values(user):
     s, r = USERS[user]
     assert m.ndcg_at_k(s, r, 10) == pytest.approx(HAND_NDCG[user], abs=1e-12)
-    assert m.precision_at_k(s, r, 10) == pytest.approx(HAND_P10[user], abs=1e-12)
+    assert m.precision_at_k(s, r, 10, LIKED) == pytest.approx(HAND_P10[user], abs=1e-12)
 
 
 def test_ties_equal_the_average_over_all_orderings():
@@ -80,17 +81,17 @@ def test_ties_equal_the_average_over_all_orderings():
         for rank, idx in enumerate(perm):
             s2[idx] = 4 + (3 - rank) * 1e-3
         ndcgs.append(m.ndcg_at_k(s2, r, 10))
-        precs.append(m.precision_at_k(s2, r, 10))
+        precs.append(m.precision_at_k(s2, r, 10, LIKED))
     assert m.ndcg_at_k(s, r, 10) == pytest.approx(np.mean(ndcgs), abs=1e-12)
-    assert m.precision_at_k(s, r, 10) == pytest.approx(np.mean(precs), abs=1e-12)
+    assert m.precision_at_k(s, r, 10, LIKED) == pytest.approx(np.mean(precs), abs=1e-12)
 
 
 def test_small_k_and_perfect_ranking():
     # Perfect order without ties is exactly 1; K below the item count cuts DCG and IDCG.
     assert m.ndcg_at_k([3, 2, 1], [5.0, 4.0, 0.5], 2) == 1.0
     assert m.ndcg_at_k([1, 2, 3], [5.0, 4.0, 0.5], 1) == pytest.approx(0.5 / 5.0, abs=1e-15)
-    assert m.precision_at_k([1, 2, 3], [5.0, 4.0, 0.5], 1) == 0.0
-    assert m.precision_at_k([1, 2, 3], [5.0, 4.0, 0.5], 2) == 0.5
+    assert m.precision_at_k([1, 2, 3], [5.0, 4.0, 0.5], 1, LIKED) == 0.0
+    assert m.precision_at_k([1, 2, 3], [5.0, 4.0, 0.5], 2, LIKED) == 0.5
     # Zero ideal DCG (only possible with non-rating gains) counts 0.
     assert m.ndcg_at_k([1, 2], [0.0, 0.0], 10) == 0.0
 
@@ -100,14 +101,14 @@ def test_user_means_are_order_independent_and_match_hand_values():
     want_ndcg = math.fsum(HAND_NDCG.values()) / 4
     want_p = math.fsum(HAND_P10.values()) / 4
     got_ndcg = m.mean_ndcg_at_k(ids, scores, ratings, 10)
-    got_p = m.mean_precision_at_k(ids, scores, ratings, 10)
+    got_p = m.mean_precision_at_k(ids, scores, ratings, 10, LIKED)
     assert got_ndcg == pytest.approx(want_ndcg, abs=1e-12)
     assert got_p == pytest.approx(want_p, abs=1e-12)
     rng = np.random.default_rng(0)
     for _ in range(5):
         perm = rng.permutation(ids.size)
         assert m.mean_ndcg_at_k(ids[perm], scores[perm], ratings[perm], 10) == got_ndcg
-        assert m.mean_precision_at_k(ids[perm], scores[perm], ratings[perm], 10) == got_p
+        assert m.mean_precision_at_k(ids[perm], scores[perm], ratings[perm], 10, LIKED) == got_p
     per_user = m.per_user_values(ids, scores, ratings, lambda s, r: m.ndcg_at_k(s, r, 10))
     assert set(per_user) == set(USERS)
 
@@ -129,11 +130,11 @@ def test_auc_hand_value_and_brute_force_with_ties():
         n = rng.randint(5, 60)
         scores = [round(rng.random(), 1) for _ in range(n)]  # many ties
         ratings = [rng.choice(np.arange(0.5, 5.5, 0.5)) for _ in range(n)]
-        liked = [r >= LIKED_MIN_RATING for r in ratings]
+        liked = [r >= LIKED for r in ratings]
         if all(liked) or not any(liked):
             continue
         # Exact integer arithmetic: equal to the correctly rounded fraction.
-        assert m.liked_auc(scores, ratings) == float(_brute_auc(scores, liked))
+        assert m.liked_auc(scores, ratings, LIKED) == float(_brute_auc(scores, liked))
 
 
 def test_auc_counts_merge_in_any_order():
@@ -177,11 +178,11 @@ def test_exact_sum_is_order_independent():
 
 def test_recommendation_metrics_names_and_bad_input():
     ids, scores, ratings = _flat(USERS)
-    got = m.recommendation_metrics(ids, scores, ratings, top_k=10)
+    got = m.recommendation_metrics(ids, scores, ratings, LIKED, top_k=10)
     assert set(got) == {"ndcg@10", "precision@10", "liked_auc", "rmse", "mae"}
     assert got["ndcg@10"] == m.mean_ndcg_at_k(ids, scores, ratings, 10)
     with pytest.raises(ValueError, match="same length"):
-        m.liked_auc([1.0, 2.0], [4.0])
+        m.liked_auc([1.0, 2.0], [4.0], LIKED)
     with pytest.raises(ValueError, match=r"scores\[1\] is nan"):
         m.ndcg_at_k([1.0, float("nan")], [4.0, 3.0], 10)
     with pytest.raises(ValueError, match=r"gains\[0\] is -1.0"):

@@ -7,9 +7,15 @@ import tf_keras as keras
 
 from contract import datasets as D
 from models.blocks import patches as P
-from models.context import synthetic_context
+from models.context import synthetic_context as _synthetic_context
 from models.families.nextitnet import NextItNet, NextItNetParams
 from models.peterrec import BINARY, MEAN, MULTICLASS, PatchedClassifier
+
+
+def synthetic_context(tasks=("rating",), **kwargs):
+    """A context of the shipped MovieLens description with random item features."""
+    return _synthetic_context("movielens", tasks, **kwargs)
+
 
 DIM, BOTTLENECK, CLASSES, LENGTH = 16, 4, 5, 8
 DILATIONS = (1, 2, 4)

@@ -17,6 +17,9 @@ from models.families.sequential import NEXT_ITEM
 from training.views import ItemRows, load_user_view, sequence_dataset, sequence_windows
 
 LENGTH = 16
+MOVIELENS = D.dataset_spec("movielens")
+NEXT_LIKE = "next_like"  # MovieLens's next-behavior task (is the next interaction liked)
+NEXT_LIKED_GENRES = "next_liked_genres"  # its next-item-feature task (the next liked item's genres)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def protocol_s(movielens_slice, tmp_path_factory):
     examples, _, _ = histories.build_examples(loaded.interactions, config, loaded.catalogue)
     user_records = histories.build_user_view(loaded.interactions, config, loaded.catalogue)
     vocab = sorted({e.features[F.ITEM_ID][0] for e in examples if e.split == "train"})
-    rows = ItemRows([v.encode() for v in vocab], D.MOVIELENS.behaviors)
+    rows = ItemRows([v.encode() for v in vocab], MOVIELENS.behaviors)
     out = tmp_path_factory.mktemp("user_view")
     views = {}
     for split in DS.SPLITS:
@@ -38,7 +41,7 @@ def protocol_s(movielens_slice, tmp_path_factory):
                 if u.split == split:
                     w.write(encoding.serialize(u.features))
         views[split] = load_user_view([path], rows)
-    interactions = DS.interactions_from_records([e.features for e in examples])
+    interactions = DS.interactions_from_records([e.features for e in examples], MOVIELENS)
     return views, interactions, rows
 
 
@@ -68,8 +71,8 @@ def test_pretraining_never_sees_an_eval_or_test_item(protocol_s):
 
 def test_next_like_labels_follow_the_split_rules(protocol_s):
     views, interactions, rows = protocol_s
-    data = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH)
-    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    data = DS.build(NEXT_LIKE, views, interactions, rows.ids, LENGTH, MOVIELENS)
+    liked = MOVIELENS.behaviors.index("liked") + 1
     train = data.splits["train"]
     # Position t is labelled by the behavior at t + 1 of the same train history.
     for k in range(len(train)):
@@ -90,7 +93,7 @@ def test_next_like_labels_follow_the_split_rules(protocol_s):
             assert examples.labels[k, n - 1] == (targets[user].rating >= 4.0)
             np.testing.assert_array_equal(examples.items[k, :n], history[user][-LENGTH:])
     # What a Trainer builds (no test split): the same train and eval examples, no test.
-    trainer = DS.next_like({s: views[s] for s in ("train", "eval")}, LENGTH)
+    trainer = DS.next_behavior({s: views[s] for s in ("train", "eval")}, LENGTH, NEXT_LIKE, MOVIELENS)
     assert set(trainer.splits) == {"train", "eval"}
     np.testing.assert_array_equal(trainer.splits["eval"].labels, data.splits["eval"].labels)
     # The test input ends with the eval item (protocol S), the eval input does not hold it.
@@ -101,12 +104,19 @@ def test_next_like_labels_follow_the_split_rules(protocol_s):
         assert test.items[k, n - 1] == rows.rows([evals[user].item.encode()])[0]
 
 
+def test_downstream_tasks_come_from_the_description():
+    assert DS.tasks(MOVIELENS) == (NEXT_LIKE, NEXT_LIKED_GENRES)
+    assert DS.class_feature(MOVIELENS).name == "genres"
+    assert DS.tasks(D.dataset_spec("taobao")) == ()  # no next-behavior task, no behaviors from a rating
+
+
 def test_next_liked_genre_targets_are_the_next_liked_movies_genres(protocol_s):
     views, interactions, rows = protocol_s
-    data = DS.build(DS.NEXT_LIKED_GENRE, views, interactions, rows.ids, LENGTH)
-    assert data.classes == DS.genre_vocabulary(interactions) and "Drama" in data.classes
-    genres_of = {i.item: i.genres for i in interactions}
-    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    data = DS.build(NEXT_LIKED_GENRES, views, interactions, rows.ids, LENGTH, MOVIELENS)
+    assert data.task == NEXT_LIKED_GENRES
+    assert data.classes == DS.class_vocabulary(interactions) and "Drama" in data.classes
+    genres_of = {i.item: i.values for i in interactions}
+    liked = MOVIELENS.behaviors.index("liked") + 1
     for split in ("eval", "test"):
         examples = data.splits[split]
         targets = _per_user(interactions, split)
@@ -131,17 +141,17 @@ def test_tasks_need_protocol_s(protocol_s):
     views, interactions, rows = protocol_s
     doubled = list(interactions) + [i for i in interactions if i.split == "eval"][:1]
     with pytest.raises(ValueError, match="leave_last_two_out"):
-        DS.build(DS.NEXT_LIKED_GENRE, views, doubled, rows.ids, LENGTH)
+        DS.build(NEXT_LIKED_GENRES, views, doubled, rows.ids, LENGTH, MOVIELENS)
     # next_like reads its eval / test labels from the user view's target behaviors.
     two = dataclasses.replace(views["eval"], target_behaviors=[np.concatenate([b, b])
                                                                for b in views["eval"].target_behaviors])
     with pytest.raises(ValueError, match="leave_last_two_out"):
-        DS.build(DS.NEXT_LIKE, {**views, "eval": two}, interactions, rows.ids, LENGTH)
+        DS.build(NEXT_LIKE, {**views, "eval": two}, interactions, rows.ids, LENGTH, MOVIELENS)
     stale = dataclasses.replace(views["eval"], target_behaviors=[])
     with pytest.raises(ValueError, match="eval user view carries no target_behaviors"):
-        DS.build(DS.NEXT_LIKE, {**views, "eval": stale}, interactions, rows.ids, LENGTH)
+        DS.build(NEXT_LIKE, {**views, "eval": stale}, interactions, rows.ids, LENGTH, MOVIELENS)
     with pytest.raises(ValueError, match="unknown downstream task"):
-        DS.build("gender", views, interactions, rows.ids, LENGTH)
+        DS.build("gender", views, interactions, rows.ids, LENGTH, MOVIELENS)
 
 
 def test_set_accuracy():
@@ -156,8 +166,8 @@ def test_set_accuracy():
 
 def test_per_user_keeps_each_users_most_recent_window(protocol_s):
     views, interactions, rows = protocol_s
-    every = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH)
-    recent = DS.build(DS.NEXT_LIKE, views, interactions, rows.ids, LENGTH, per_user=1)
+    every = DS.build(NEXT_LIKE, views, interactions, rows.ids, LENGTH, MOVIELENS)
+    recent = DS.build(NEXT_LIKE, views, interactions, rows.ids, LENGTH, MOVIELENS, per_user=1)
     train = views["train"]
     history = {u.decode(): h for u, h in zip(train.users, train.items)}
     assert len(recent.splits["train"]) == len(set(recent.splits["train"].users)) < len(every.splits["train"])
@@ -175,7 +185,7 @@ def test_interactions_read_from_example_files_equal_the_records(movielens_slice,
     with tf.io.TFRecordWriter(path, "GZIP") as w:
         for e in examples:
             w.write(encoding.serialize(e.features))
-    from_files = DS.load_interactions([path])
-    assert from_files == DS.interactions_from_records([e.features for e in examples])
+    from_files = DS.load_interactions([path], MOVIELENS)
+    assert from_files == DS.interactions_from_records([e.features for e in examples], MOVIELENS)
     assert {i.split for i in from_files} == set(DS.SPLITS)
-    assert all(i.genres for i in from_files) and all(0.5 <= i.rating <= 5.0 for i in from_files)
+    assert all(i.values for i in from_files) and all(0.5 <= i.rating <= 5.0 for i in from_files)

@@ -21,6 +21,7 @@ from pipeline import recovery
 from serving import local_server, stand_in
 from serving.client import ServingClient, ServingError
 
+HEAD = "rating"  # the served output of the stand-ins (as a rating family's)
 WAIT_BOUND_S = 120.0  # upper bound for waiting on a poller or a child; tests end as soon as it acts
 SCORES = {str(i): 1.0 + 0.1 * i for i in range(1, 25)}
 
@@ -117,7 +118,8 @@ print("pushed", flush=True)
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    return stand_in.export_stand_in_model(str(tmp_path_factory.mktemp("reliability") / "template"), SCORES, k=5)
+    return stand_in.export_stand_in_model(str(tmp_path_factory.mktemp("reliability") / "template"), SCORES, head=HEAD,
+                                          k=5)
 
 
 def test_a_push_killed_mid_copy_leaves_no_partial_version(template, tmp_path):
@@ -189,7 +191,7 @@ def test_a_corrupted_version_under_load_fails_no_request(template, tmp_path):
             while not stop.is_set():
                 try:
                     result = client.predict("mf", {protocol.EXAMPLES: examples})
-                    answers.append((result.version, tuple(result.outputs[features.RATING].tolist())))
+                    answers.append((result.version, tuple(result.outputs[HEAD].tolist())))
                 except ServingError as exc:
                     failures.append(exc)
 

@@ -5,10 +5,16 @@ import tensorflow as tf
 
 from contract import datasets as D
 from models.blocks.sequence import BlockPatches, BottleneckPatch, NextItNetBlock, SequenceEmbedding, TransformerLayer
-from models.context import synthetic_context
+from models.context import synthetic_context as _synthetic_context
 from models.families.sequential import CLOZE, NEXT_ITEM, SEQUENCE_TARGET_IDX, last_window
 from models.registry import get_family
 from training.views import UserView, cloze_mask, sequence_dataset, sequence_windows
+
+
+def synthetic_context(tasks=("rating",), **kwargs):
+    """A context of the shipped MovieLens description with random item features."""
+    return _synthetic_context("movielens", tasks, **kwargs)
+
 
 FAMILIES = ("sasrec", "bert4rec", "nextitnet")
 CAUSAL = ("sasrec", "nextitnet")

@@ -20,6 +20,9 @@ from evaluation.tfma_metrics import next_item_metric_names
 from pipeline import report
 from pipeline.configs import PipelineConfig
 
+NEXT_LIKE = "next_like"  # the shipped descriptions' tasks
+TAOBAO = D.dataset_spec("taobao")
+
 TINY = {"dim": "16", "max_epochs": "2"}
 
 
@@ -35,7 +38,7 @@ def sequence_run(movielens_slice, tmp_path_factory):
         hparams={"nextitnet": dict(TINY), "peterrec": {"max_epochs": "2", "bottleneck": "4", "mode": "patch_serial"}}, train_steps=10,
         # Loose enough to bless what a few steps on 15 users learn (both gates are lifts
         # over a peer; tests/test_evaluation.py shows the next_like gate blocking).
-        gate_thresholds={"items": -1.0, F.NEXT_LIKE: -1.0}, gate_max_worsening={"items": 1.0, F.NEXT_LIKE: 1.0})
+        gate_thresholds={"items": -1.0, NEXT_LIKE: -1.0}, gate_max_worsening={"items": 1.0, NEXT_LIKE: 1.0})
     timings = run(config, progress_out=io.StringIO())
     assert all(t.status == "ok" for t in timings), timings
     return config
@@ -114,7 +117,7 @@ def test_peterrec_fine_tunes_the_pipelines_nextitnet_and_serves_only_its_classif
     outcome = report.family_outcome(config.pipeline_root, "peterrec")
     assert outcome["failures"] == [] and outcome["push"]["pushed"] is True
     records = _user_records(config, "test")
-    scores = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[F.NEXT_LIKE].numpy()
+    scores = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[NEXT_LIKE].numpy()
     labels = [tf.train.Example.FromString(r).features.feature[F.TARGET_BEHAVIORS].bytes_list.value[0] == b"liked"
               for r in records]
     assert 0 < sum(labels) < len(labels)
@@ -150,17 +153,17 @@ def test_the_grpc_client_scores_histories_with_the_pushed_peterrec(sequence_run,
         feature = tf.train.Example.FromString(r).features.feature
         histories.append([v.decode() for v in feature[F.HISTORY_ITEM_IDS].bytes_list.value])
         behaviors.append([v.decode() for v in feature[F.HISTORY_BEHAVIORS].bytes_list.value])
-    want = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[F.NEXT_LIKE].numpy()
+    want = tuned.signatures[protocol.SERVING_DEFAULT](examples=tf.constant(records))[NEXT_LIKE].numpy()
     handle = local_server.serve(config.serving_model_dir, port=0, host="127.0.0.1")
     try:
         with serving_client.ServingClient(handle.address, timeout_s=20.0) as c:
-            got = c.score_histories("peterrec", histories, behaviors, output_filter=[F.NEXT_LIKE])
-            np.testing.assert_allclose(got[F.NEXT_LIKE], want, rtol=1e-5)
+            got = c.score_histories("peterrec", histories, behaviors, output_filter=[NEXT_LIKE])
+            np.testing.assert_allclose(got[NEXT_LIKE], want, rtol=1e-5)
             with pytest.raises(ValueError, match="must align"):
                 c.score_histories("peterrec", [histories[0]], [behaviors[0][:-1]])
         assert serving_client.main(["score-history", "--target", handle.address, "--model", "peterrec",
                                     "--items", ",".join(histories[0]), "--behaviors", ",".join(behaviors[0])]) == 0
-        assert capsys.readouterr().out.strip() == f"peterrec {F.NEXT_LIKE}: {want[0]:.4f}"
+        assert capsys.readouterr().out.strip() == f"peterrec {NEXT_LIKE}: {want[0]:.4f}"
     finally:
         handle.stop(grace=0)
 
@@ -184,7 +187,7 @@ def test_peterrec_alone_trains_its_base_without_evaluating_or_pushing_it():
     assert {"Trainer_nextitnet", "Trainer_peterrec", "Evaluator_peterrec", "Pusher_peterrec"} <= ids
     assert not {"Evaluator_nextitnet", "Pusher_nextitnet"} & ids
     with pytest.raises(ValueError, match="dataset 'taobao' defines no next-behavior task"):
-        get_family("peterrec").task_specs(D.TAOBAO)
+        get_family("peterrec").task_specs(TAOBAO)
 
 
 # The pipeline's nextitnet, and bert4rec, whose query differs (an appended mask); sasrec
@@ -201,7 +204,8 @@ def exported(request, sequence_run, tmp_path_factory):
         users = found["InteractionExampleGen"]["user_examples"]
         out = str(tmp_path_factory.mktemp(request.param))
         files = {s: [os.path.join(users, f"Split-{s}", "*")] for s in ("train", "eval")}
-        summary = train_and_export(TrainConfig(family=request.param, hparams=dict(TINY), top_k=5), files["train"],
+        summary = train_and_export(TrainConfig(family=request.param, description=D.dataset_spec("movielens").to_dict(),
+                                               hparams=dict(TINY), top_k=5), files["train"],
                                    files["eval"], graph, out, train_steps=5)
         # Protocol S's NDCG@10 is watched whatever the K of recommend.
         assert summary["monitor"] == "val_ndcg@10" and "val_sampled_hit_rate@10" in summary["history"]

@@ -14,12 +14,16 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
 
+from contract import datasets as D
 from contract import features
-from serving import client as serving_client
 from contract import protocol
+from serving import client as serving_client
 from export import warmup
 from serving import local_server, stand_in
 from serving.client import ServingClient, ServingError
+
+HEAD = "rating"  # the served output of the stand-ins (as a rating family's)
+BEHAVIORS = D.dataset_spec("movielens").behaviors  # the stand-ins' behavior vocabulary
 
 K = 5
 POLL_SECONDS = 0.1
@@ -49,7 +53,7 @@ def templates(catalog):
     out = {}
     for name, scores in (("v1", scores_v1), ("v2", scores_v2)):
         path = os.path.join(root, name)
-        stand_in.export_stand_in_model(path, scores, head=features.RATING, k=K)
+        stand_in.export_stand_in_model(path, scores, head=HEAD, k=K, behaviors=BEHAVIORS)
         warmup.write_warmup_requests(path, "any", examples, histories, batch_sizes=(1, 2))
         out[name] = path
     yield out
@@ -116,10 +120,10 @@ def test_predict_examples_equals_in_process(client, in_process, catalog):
     ]
     got = client.predict_examples("mf", examples)
     want = _call(in_process["v1"], protocol.SERVING_DEFAULT, examples=np.array(examples, dtype=object))
-    assert set(got) == {features.RATING}
-    assert got[features.RATING].dtype == np.float32
-    np.testing.assert_array_equal(got[features.RATING], want[features.RATING])
-    assert got[features.RATING][1] != got[features.RATING][0]  # history and item both matter
+    assert set(got) == {HEAD}
+    assert got[HEAD].dtype == np.float32
+    np.testing.assert_array_equal(got[HEAD], want[HEAD])
+    assert got[HEAD][1] != got[HEAD][0]  # history and item both matter
 
 
 def test_predict_tensors_equals_in_process_for_both_signatures(client, in_process, catalog):
@@ -127,7 +131,7 @@ def test_predict_tensors_equals_in_process_for_both_signatures(client, in_proces
     examples = np.array([stand_in.make_example(ids[3])] * 2, dtype=object)
     got = client.predict_tensors("mf", {protocol.EXAMPLES: examples})
     want = _call(in_process["v1"], protocol.SERVING_DEFAULT, examples=examples)
-    np.testing.assert_array_equal(got[features.RATING], want[features.RATING])
+    np.testing.assert_array_equal(got[HEAD], want[HEAD])
 
     items, behaviors = protocol.history_arrays([[ids[0], ids[5]], [ids[7]]], [["liked", "liked"], ["disliked"]])
     inputs = {features.HISTORY_ITEM_IDS: items, features.HISTORY_BEHAVIORS: behaviors}
@@ -152,8 +156,8 @@ def test_recommend_equals_in_process_and_skips_history(client, in_process, catal
     assert not set(history) & {item for item, _ in ranked[0]}
     assert ranked[0][0][0] == ids[-2]
     # One "liked" behavior raises every score by the stand-in's bonus.
-    assert ranked[0][0][1] == pytest.approx(scores_v1[ids[-2]] + stand_in.LIKED_BONUS, rel=1e-6)
-    assert client.recommend("mf", [history], k=2)[0] == [(i, s - stand_in.LIKED_BONUS) for i, s in ranked[0][:2]]
+    assert ranked[0][0][1] == pytest.approx(scores_v1[ids[-2]] + stand_in.STRONGEST_BONUS, rel=1e-6)
+    assert client.recommend("mf", [history], k=2)[0] == [(i, s - stand_in.STRONGEST_BONUS) for i, s in ranked[0][:2]]
 
 
 def test_output_filter_and_version_pin(client):
@@ -170,7 +174,7 @@ def test_metadata_lists_signatures(client):
     sigs = meta["signatures"]
     assert {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.TRANSFORM_FEATURES} <= set(sigs)
     assert sigs[protocol.SERVING_DEFAULT]["inputs"] == {protocol.EXAMPLES: {"dtype": "string", "shape": [-1]}}
-    assert sigs[protocol.SERVING_DEFAULT]["outputs"] == {features.RATING: {"dtype": "float", "shape": [-1]}}
+    assert sigs[protocol.SERVING_DEFAULT]["outputs"] == {HEAD: {"dtype": "float", "shape": [-1]}}
     assert set(sigs[protocol.RECOMMEND]["inputs"]) == {features.HISTORY_ITEM_IDS, features.HISTORY_BEHAVIORS}
     assert sigs[protocol.RECOMMEND]["outputs"][protocol.RECOMMEND_ITEM_IDS] == {"dtype": "string", "shape": [-1, K]}
 
@@ -220,7 +224,7 @@ def test_new_version_is_picked_up_without_failed_requests(server, client, templa
                 except ServingError as exc:
                     failures.append(exc)
                     continue
-                if not np.array_equal(result.outputs[features.RATING], want[result.version][features.RATING]):
+                if not np.array_equal(result.outputs[HEAD], want[result.version][HEAD]):
                     failures.append(f"version {result.version} answered {result.outputs}")
                 seen[i].append(result.version)
                 time.sleep(0.001)  # leave CPU to the poller loading the new version
@@ -293,7 +297,7 @@ def test_broken_version_keeps_the_old_one_serving(server, client, templates, cat
     assert "no_such_signature" in statuses[3]["error_message"]
     after = client.predict(model, {protocol.EXAMPLES: np.array(example, dtype=object)})
     assert after.version == 1
-    np.testing.assert_array_equal(after.outputs[features.RATING], before.outputs[features.RATING])
+    np.testing.assert_array_equal(after.outputs[HEAD], before.outputs[HEAD])
     with pytest.raises(ServingError) as info:
         client.predict_examples(model, example, version=3)
     assert info.value.code == grpc.StatusCode.NOT_FOUND
@@ -360,10 +364,10 @@ def test_client_gives_up_after_retries_and_does_not_retry_other_errors(server):
 def test_cli_recommend_prints_ranked_titles(server, client, capsys, movielens_dir):
     history = _movie_ids(movielens_dir, 24)[-2:]
     argv = ["recommend", "--target", server.address, "--model", "mf", "--items", ",".join(history),
-            "--behaviors", "liked,neutral", "--k", "3"]
+            "--behaviors", "liked,neutral", "--k", "3", "--dataset", "movielens"]
     assert serving_client.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    titles = serving_client.load_titles(movielens_dir / "movies.csv")
+    titles = serving_client.item_titles("movielens")
     expected = client.recommend("mf", [history], [["liked", "neutral"]], k=3)[0]
     assert len(lines) == 1 + 3
     for line, (item, score) in zip(lines[1:], expected):
@@ -378,3 +382,28 @@ def test_cli_status_metadata_and_errors(server, capsys):
     assert f"input  {features.HISTORY_ITEM_IDS}: string [?, ?]" in out
     assert serving_client.main(["status", "--target", server.address, "--model", "nope"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_item_titles_come_from_the_descriptions_items_table_in_its_format(tmp_path):
+    import json
+
+    from serving import cli
+
+    (tmp_path / "items.tsv").write_text("b1\tBlue Book\tx\nb2\tRed Book\ty\n", encoding="utf-8")
+    (tmp_path / "items.jsonl").write_text('{"sku": "j1", "name": "Jade"}\n', encoding="utf-8")
+    base = {"name": "shop", "data_dir": str(tmp_path),
+            "interactions": {"files": "log.csv", "user": "u", "item": "i", "time": "t"},
+            "labels": {"seen": {"implicit": True}}, "tasks": [{"name": "items", "kind": "retrieval"}]}
+    tsv = {**base, "items": {"files": "items.tsv", "key": "sku",
+                             "csv": {"header": False, "columns": ["sku", "title", "kind"]}}}
+    assert serving_client.item_titles(tsv) == {"b1": "Blue Book", "b2": "Red Book"}  # the first non-key column
+    assert serving_client.item_titles(tsv, "kind") == {"b1": "x", "b2": "y"}
+    assert serving_client.item_titles({**base, "items": {"files": "items.jsonl", "key": "sku"}}) == {"j1": "Jade"}
+    assert serving_client.item_titles("taobao") == {}  # item features from the interactions: no items table
+    # serving.cli reads the description of the model it serves from the model record.
+    model = tmp_path / "model"
+    (model / protocol.ASSETS_EXTRA).mkdir(parents=True)
+    (model / protocol.ASSETS_EXTRA / protocol.MODEL_RECORD).write_text(json.dumps({"description": tsv}))
+    assert cli.model_titles(str(model)) == {"b1": "Blue Book", "b2": "Red Book"}
+    assert cli.model_titles(str(tmp_path / "no-record")) == {}
+    assert cli.model_titles(str(tmp_path / "no-record"), dataset="movielens")["1"] == "Toy Story (1995)"

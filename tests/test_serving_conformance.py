@@ -21,10 +21,14 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from contract import datasets as D
 from contract import features, protocol
 from serving import local_server, stand_in
 from serving.client import ServingClient, ServingError
 from serving.local_server import ConfigError, ModelRegistry, RequestError
+
+HEAD = "rating"  # the served output of the stand-ins (as a rating family's)
+BEHAVIORS = D.dataset_spec("movielens").behaviors  # the stand-ins' behavior vocabulary
 
 K = 5
 ITEMS = [str(i) for i in range(1, 25)]
@@ -39,7 +43,7 @@ def templates(tmp_path_factory):
     root = tmp_path_factory.mktemp("conformance-templates")
     out = {}
     for name, strict in (("plain", False), ("strict", True)):
-        out[name] = stand_in.export_stand_in_model(str(root / name), SCORES, head=features.RATING, k=K, strict=strict)
+        out[name] = stand_in.export_stand_in_model(str(root / name), SCORES, head=HEAD, k=K, strict=strict, behaviors=BEHAVIORS)
     return out
 
 
@@ -159,10 +163,10 @@ ROWS = [
      lambda c, s: c.predict_tensors("mf", {protocol.EXAMPLES: np.array([[EXAMPLE]], dtype=object)}),
      "INVALID_ARGUMENT", ["'examples'", "expected shape [?]", "got [1, 1]"]),
     ("S8-unknown-output", lambda c, s: c.predict_examples("mf", [EXAMPLE], output_filter=["nope"]),
-     "INVALID_ARGUMENT", ["output tensor alias not found in signature: nope", features.RATING]),
+     "INVALID_ARGUMENT", ["output tensor alias not found in signature: nope", HEAD]),
     ("S9-duplicate-output",
-     lambda c, s: c.predict_examples("mf", [EXAMPLE], output_filter=[features.RATING, features.RATING]),
-     "INVALID_ARGUMENT", [f"duplicate output tensor alias: {features.RATING}"]),
+     lambda c, s: c.predict_examples("mf", [EXAMPLE], output_filter=[HEAD, HEAD]),
+     "INVALID_ARGUMENT", [f"duplicate output tensor alias: {HEAD}"]),
     ("S10-unparsable-example", lambda c, s: c.predict_examples("mf", [b"not a tf.Example"]),
      "INVALID_ARGUMENT", ["serving_default"]),
     ("S11-graph-assert-behavior", _recommend("strict", [["1", "2"]], [["liked", "hated"]]),
@@ -300,7 +304,7 @@ def test_V6_reload_over_grpc(server, client, templates):
         ("strict", f"{base}/strict", "", {}),
     ))
     client.reload_config(config)
-    assert client.predict_examples("mf", [EXAMPLE], version_label="stable")[features.RATING].shape == (1,)
+    assert client.predict_examples("mf", [EXAMPLE], version_label="stable")[HEAD].shape == (1,)
     config.model_config_list.config[0].version_labels["stable"] = 9
     with pytest.raises(ServingError) as info:
         client.reload_config(config)

@@ -6,10 +6,19 @@ import collections
 import numpy as np
 import pytest
 
+from contract import datasets as D
 from contract import features as F
 from contract import tasks as T
-from contract import datasets as D
 from evaluation import definitions as d
+from models.context import synthetic_context as _synthetic_context
+
+LIKED, LOVED, RATING, WATCHED = "liked", "loved", "rating", "watched"  # the shipped descriptions' tasks
+MOVIELENS = D.dataset_spec("movielens")
+
+
+def synthetic_context(tasks=("rating",), **kwargs):
+    """A context of the shipped MovieLens description with random item features."""
+    return _synthetic_context("movielens", tasks, **kwargs)
 
 
 # -- Multi-AUC ------------------------------------------------------------------------
@@ -48,35 +57,35 @@ def test_tfma_multi_auc_combiner_equals_the_definition():
     watched = (rng.random(n) < 0.7).astype(float)
     liked = ((rng.random(n) < 0.5) & (watched > 0)).astype(float)
     p_liked, p_watched = rng.random(n), rng.random(n)
-    computation = m.MultiAUC(pair=[F.LIKED, F.WATCHED]).computations(output_names=[F.LIKED, F.WATCHED])[0]
+    computation = m.MultiAUC(pair=[LIKED, WATCHED]).computations(output_names=[LIKED, WATCHED])[0]
     combiner = computation.combiner
     parts = []
     for rows in (slice(0, 25), slice(25, n)):  # two bundles, merged
         acc = combiner.create_accumulator()
         for i in range(n)[rows]:
             acc = combiner.add_input(acc, Element(
-                prediction={F.LIKED: np.array([p_liked[i]]), F.WATCHED: np.array([p_watched[i]])},
-                label={F.LIKED: np.array([liked[i]]), F.WATCHED: np.array([watched[i]])},
-                example_weight={F.LIKED: np.array([watched[i]])}))
+                prediction={LIKED: np.array([p_liked[i]]), WATCHED: np.array([p_watched[i]])},
+                label={LIKED: np.array([liked[i]]), WATCHED: np.array([watched[i]])},
+                example_weight={LIKED: np.array([watched[i]])}))
         parts.append(acc)
     out = combiner.extract_output(combiner.compact(combiner.merge_accumulators(parts)))
     classes, keep = d.pair_classes(liked, watched, watched, None)
     values = {k.name: v for k, v in out.items()}
-    assert values[d.multi_auc_name(F.LIKED)] == pytest.approx(d.multi_auc(p_liked[keep], classes[keep]))
-    assert values[d.multi_auc_name(F.WATCHED)] == pytest.approx(d.multi_auc(p_watched[keep], classes[keep]))
+    assert values[d.multi_auc_name(LIKED)] == pytest.approx(d.multi_auc(p_liked[keep], classes[keep]))
+    assert values[d.multi_auc_name(WATCHED)] == pytest.approx(d.multi_auc(p_watched[keep], classes[keep]))
 
 
 def test_eval_config_gates_both_multi_aucs_of_the_pair():
     from evaluation.eval_config import eval_config
 
-    tasks = [D.MOVIELENS.task(F.LOVED), D.MOVIELENS.task(F.LIKED)]
-    config = eval_config(tasks, pair=(F.LOVED, F.LIKED), pair_gate=T.Gate("", True, 0.7))
+    tasks = [MOVIELENS.task(LOVED), MOVIELENS.task(LIKED)]
+    config = eval_config(tasks, pair=(LOVED, LIKED), pair_gate=T.Gate("", True, 0.7))
     spec = [s for s in config.metrics_specs if s.metrics[0].class_name == "MultiAUC"][0]
-    assert set(spec.per_slice_thresholds) == {d.multi_auc_name(F.LOVED), d.multi_auc_name(F.LIKED)}
-    bound = spec.per_slice_thresholds[d.multi_auc_name(F.LOVED)].thresholds[0].threshold
+    assert set(spec.per_slice_thresholds) == {d.multi_auc_name(LOVED), d.multi_auc_name(LIKED)}
+    bound = spec.per_slice_thresholds[d.multi_auc_name(LOVED)].thresholds[0].threshold
     assert bound.value_threshold.lower_bound.value == 0.7
     with pytest.raises(ValueError, match="Multi-AUC pair"):
-        eval_config(tasks, pair=(F.LOVED, F.RATING))
+        eval_config(tasks, pair=(LOVED, RATING))
 
 
 # -- the teacher's ranking losses ---------------------------------------------------------
@@ -122,9 +131,9 @@ def _pair_batches(ctx, n=1024, batch=256, seed=3):
     u_f, i_f = rng.normal(size=(ctx.num_users, 2)), rng.normal(size=(ctx.num_items, 2))
     rating = 3.5 + (u_f[users] * i_f[items]).sum(1) + 0.5 * rng.normal(size=n)
     watched = (rng.random(n) < 0.8).astype(np.int64)
-    data = {F.USER_IDX: users, F.ITEM_IDX: items, F.WATCHED: watched,
-            F.LIKED: ((rating >= 4) & (watched == 1)).astype(np.int64),
-            F.LOVED: ((rating >= 4.6) & (watched == 1)).astype(np.int64),
+    data = {F.USER_IDX: users, F.ITEM_IDX: items, WATCHED: watched,
+            LIKED: ((rating >= 4) & (watched == 1)).astype(np.int64),
+            LOVED: ((rating >= 4.6) & (watched == 1)).astype(np.int64),
             F.HISTORY_ITEM_IDX: rng.integers(1, ctx.num_items - 1, size=(n, 6)),
             F.HISTORY_BEHAVIOR_IDX: np.full((n, 6), 3), F.HISTORY_BUCKET: np.full(n, 6),
             **{k: v[items] for k, v in ctx.item_table.items()}}
@@ -142,10 +151,9 @@ TEACHER_SETTINGS = {"takd_teacher": ({}, 8),
 @pytest.fixture(scope="module", params=sorted(TEACHER_SETTINGS))
 def trained_teacher(request):
     """(teacher, context, batches, data): a TAKD teacher fitted on synthetic loved / liked."""
-    from models.context import synthetic_context
     from training.trainer import fit_on_arrays
 
-    ctx = synthetic_context(tasks=(F.LOVED, F.LIKED), num_users=30, num_items=25)
+    ctx = synthetic_context(tasks=(LOVED, LIKED), num_users=30, num_items=25)
     batches, data = _pair_batches(ctx)
     settings = {"dim": 4, "bottom": "8", "tower": "4", "learning_rate": 0.02, "calibration_learning_rate": 0.2,
                 **TEACHER_SETTINGS[request.param][0]}
@@ -184,8 +192,8 @@ def test_teacher_ranks_both_tasks_and_serves_calibrated_probabilities(trained_te
     features = {k: tf.constant(v) for k, v in data.items()}
     out = teacher(features)
     raw = teacher.scores(features)[0]
-    watched = data[F.WATCHED] == 1
-    for task in (F.LOVED, F.LIKED):
+    watched = data[WATCHED] == 1
+    for task in (LOVED, LIKED):
         p = out[task].numpy()
         assert ((p > 0) & (p < 1)).all()
         assert d.binary_auc(p[watched], data[task][watched]) > 0.7
@@ -212,7 +220,6 @@ def test_student_loss_equals_the_hand_computed_value():
     import tensorflow as tf
 
     from models import blocks, registry
-    from models.context import synthetic_context
     from models.families.takd import soft_label
 
     alpha, tau, margin = 0.3, 2.0, 0.6
@@ -233,21 +240,21 @@ def test_student_loss_equals_the_hand_computed_value():
     assert float(value) == pytest.approx(expected, rel=1e-5)
 
     # the family's loss on a tiny batch: the same per task, plus its penalty
-    ctx = synthetic_context(tasks=(F.LOVED, F.LIKED), num_users=10, num_items=10)
+    ctx = synthetic_context(tasks=(LOVED, LIKED), num_users=10, num_items=10)
     family = registry.get_family("takd_student")
     student = family.build(ctx, family.hparams().override(
         {"alpha": alpha, "tau": tau, "margin": margin, "l2": 0.0, "dim": 2}))
-    batch = {F.USER_IDX: tf.constant([1, 2]), F.ITEM_IDX: tf.constant([3, 4]), F.WATCHED: tf.constant([1, 1]),
-             F.LOVED: tf.constant([1, 0]), F.LIKED: tf.constant([1, 0]),
+    batch = {F.USER_IDX: tf.constant([1, 2]), F.ITEM_IDX: tf.constant([3, 4]), WATCHED: tf.constant([1, 1]),
+             LOVED: tf.constant([1, 0]), LIKED: tf.constant([1, 0]),
              F.HISTORY_ITEM_IDX: tf.constant([[1, 2], [3, 0]]), F.HISTORY_BEHAVIOR_IDX: tf.constant([[3, 3], [3, 0]]),
-             soft_label(F.LOVED): tf.constant(soft), soft_label(F.LIKED): tf.constant(soft)}
+             soft_label(LOVED): tf.constant(soft), soft_label(LIKED): tf.constant(soft)}
     z = student.forward(batch)[0]
     per_task = [np.mean([(1 - alpha) * ce(y, zi) + alpha * ce(target(s), zi / tau)
-                         for y, s, zi in zip(labels, corrected, z[t].numpy())]) for t in (F.LOVED, F.LIKED)]
+                         for y, s, zi in zip(labels, corrected, z[t].numpy())]) for t in (LOVED, LIKED)]
     assert float(student.compute_loss(batch)) == pytest.approx(sum(per_task), rel=1e-5)
     # without soft labels (eval batches, or trained alone): the tasks' cross-entropy
     hard_only = {k: v for k, v in batch.items() if not k.startswith("soft_")}
-    expected_hard = sum(np.mean([ce(y, zi) for y, zi in zip(labels, z[t].numpy())]) for t in (F.LOVED, F.LIKED))
+    expected_hard = sum(np.mean([ce(y, zi) for y, zi in zip(labels, z[t].numpy())]) for t in (LOVED, LIKED))
     assert float(student.compute_loss(hard_only)) == pytest.approx(expected_hard, rel=1e-5)
 
 
@@ -263,13 +270,12 @@ def test_student_learns_from_the_teachers_soft_labels(trained_teacher):
     distilled = [{**b, **{k: v[i * 256:(i + 1) * 256] for k, v in soft.items()}} for i, b in enumerate(batches)]
     student = fit_on_arrays("takd_student", ctx, {"dim": 4, "l2": 0.0, "learning_rate": 0.03}, distilled, epochs=6)
     out = student({k: tf.constant(v) for k, v in data.items()})
-    watched = data[F.WATCHED] == 1
-    assert d.binary_auc(out[F.LIKED].numpy()[watched], data[F.LIKED][watched]) > 0.7
+    watched = data[WATCHED] == 1
+    assert d.binary_auc(out[LIKED].numpy()[watched], data[LIKED][watched]) > 0.7
     with pytest.raises(ValueError, match="pair of binary tasks"):
         from models import registry
-        from models.context import synthetic_context
         family = registry.get_family("takd_student")
-        family.build(synthetic_context(tasks=(F.LIKED, F.RATING)), family.hparams())
+        family.build(synthetic_context(tasks=(LIKED, RATING)), family.hparams())
 
 
 # -- the pipeline: teacher Trainer -> student Trainer, only the student pushed ------------------
@@ -290,11 +296,11 @@ def test_pipeline_trains_the_teacher_for_the_student_and_pushes_only_the_student
     assert not {f"Evaluator_{teacher}", f"Pusher_{teacher}"} & set(components)
     student = components["Trainer_takd_student"]
     assert student.inputs["base_model"].producer_component_id == f"Trainer_{teacher}"
-    assert json.loads(student.exec_properties["custom_config"])["tasks"] == [F.LOVED, F.LIKED]
+    assert json.loads(student.exec_properties["custom_config"])["tasks"] == [LOVED, LIKED]
     assert "base_model" not in components["Trainer_mf"].inputs or \
         components["Trainer_mf"].inputs["base_model"] is None
     evaluation = components["Evaluator_takd_student"].exec_properties["eval_config"]
-    assert "MultiAUC" in evaluation and d.multi_auc_name(F.LOVED) in evaluation
+    assert "MultiAUC" in evaluation and d.multi_auc_name(LOVED) in evaluation
 
 
 def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(trained_run, tmp_path):
@@ -313,7 +319,7 @@ def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(t
     graph = found["Transform"]["transform_graph"]
     files = {s: [os.path.join(found["Transform"]["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
     hparams = {"max_epochs": 1, "batch_size": 64, "dim": 4, "bottom": "8", **TEACHER_SETTINGS["takd_teacher_dtrn"][0]}
-    config = TrainConfig(family="takd_teacher_dtrn", hparams=hparams)
+    config = TrainConfig(family="takd_teacher_dtrn", description=MOVIELENS.to_dict(), hparams=hparams)
     teacher, _, _ = train(config, files["train"], files["eval"], graph, train_steps=5)
     out = str(tmp_path / "teacher")
     from export.signatures import export_model
@@ -326,7 +332,7 @@ def test_exported_teacher_gives_the_student_trainer_its_in_process_soft_labels(t
     for name in served:
         np.testing.assert_allclose(served[name], in_process[name], atol=1e-5)
     with pytest.raises(ValueError, match="needs the teacher's model as base_model"):
-        train_and_export(TrainConfig(family="takd_student"), files["train"], files["eval"], graph,
+        train_and_export(TrainConfig(family="takd_student", description=MOVIELENS.to_dict()), files["train"], files["eval"], graph,
                          str(tmp_path / "student"))
 
 
@@ -343,7 +349,7 @@ def test_serving_times_a_model_on_the_features_it_reads_against_the_floor_of_a_c
         return {"score": tf.reduce_sum(tf.cast(x[F.HISTORY_ITEM_IDX], tf.float32), -1) + tf.cast(x[F.ITEM_IDX],
                                                                                                    tf.float32)}
 
-    data = {F.ITEM_IDX: np.arange(10), F.HISTORY_BUCKET: np.full(10, 4), F.LIKED: np.ones(10, np.int64),
+    data = {F.ITEM_IDX: np.arange(10), F.HISTORY_BUCKET: np.full(10, 4), LIKED: np.ones(10, np.int64),
             F.HISTORY_ITEM_IDX: np.ones((10, 16), np.int64), F.HISTORY_BEHAVIOR_IDX: np.ones((10, 16), np.int64)}
     assert takd.read_features(model, {k: tf.constant(v[:2]) for k, v in data.items()}) == [F.HISTORY_ITEM_IDX,
                                                                                          F.ITEM_IDX]
@@ -471,7 +477,7 @@ def test_benchmark_trains_the_chosen_teacher_family_and_times_its_teacher_agains
     from bench import takd
     from training import distillation
 
-    test_rows = {F.LOVED: np.array([1, 0, 0, 1]), F.LIKED: np.array([1, 1, 0, 0]), F.WATCHED: np.ones(4, int),
+    test_rows = {LOVED: np.array([1, 0, 0, 1]), LIKED: np.array([1, 1, 0, 0]), WATCHED: np.ones(4, int),
                  F.ITEM_IDX: np.arange(4)}
     trained = []
 
