@@ -49,11 +49,12 @@ def runs(files, tmp_path_factory):
     env.pop("TF_CONFIG", None)
     hparams = {"max_epochs": 1, "batch_size": 64}
     single = subprocess.run(
-        _worker_command(files, {"family": "mf", "hparams": hparams}, str(root / "single"), str(root / "single.json")),
+        _worker_command(files, {"family": "mf", "description": MOVIELENS, "hparams": hparams}, str(root / "single"),
+                        str(root / "single.json")),
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    config = {"family": "mf", "hparams": hparams, "strategy": distribute.MULTI_WORKER}
+    config = {"family": "mf", "description": MOVIELENS, "hparams": hparams, "strategy": distribute.MULTI_WORKER}
     workers = []
     for index, tf_config in enumerate(worker.local_cluster(2)):
         workers.append(subprocess.Popen(

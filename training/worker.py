@@ -4,13 +4,15 @@ Kubeflow's TFJob (or Vertex AI custom training) starts this in every worker cont
 with that worker's `TF_CONFIG`; the Trainer component's `run_fn` does the same inside TFX.
 
     TF_CONFIG='{"cluster": {"worker": ["w0:2222", "w1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
-    python -m training.worker --config '{"family": "mf", "strategy": "multi_worker"}' \\
+    python -m training.worker --config '{"family": "mf", "description": {...}, "strategy": "multi_worker"}' \\
         --train_files 'Transform/transformed_examples/7/Split-train/*' \\
         --eval_files 'Transform/transformed_examples/7/Split-eval/*' \\
         --transform_output Transform/transform_graph/7 --serving_model_dir /models/mf/1
 
-Writes the training summary (JSON) to `--summary_out` when given: the chief's, or every
-worker's when the path holds `{worker}` (replaced by the worker's index).
+`--config` is the Trainer's custom config (TrainConfig fields), the dataset's description
+mapping (`contract.datasets.DatasetSpec.to_dict()`) included. Writes the training summary
+(JSON) to `--summary_out` when given: the chief's, or every worker's when the path holds
+`{worker}` (replaced by the worker's index).
 """
 
 from __future__ import annotations
