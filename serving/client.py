@@ -18,7 +18,6 @@ import dataclasses
 import glob
 import json
 import os
-import pathlib
 import sys
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from contract import features as F
 from models import blocks, registry
 from models.context import synthetic_context as _synthetic_context
 from training.trainer import fit_on_arrays

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from components import pusher
-from contract import features, protocol
+from contract import protocol
 from pipeline import recovery
 from serving import local_server, stand_in
 from serving.client import ServingClient, ServingError
