@@ -260,3 +260,35 @@ def test_item_average_rating_is_scaled_by_the_declared_rating_scale(typed):
     # i3 has one training rating: leave-one-out gives the other rows' mean, on the 1..5 scale.
     others = (5.0 + 4.0 + 2.0 + 3.0 + 5.0) / 5
     assert train[5][F.ITEM_AVG_RATING_MM] == pytest.approx((others - 1.0) / 4.0, rel=1e-5)
+
+
+def test_a_serving_request_without_labels_or_outcomes_still_gets_every_input_feature(tmp_path):
+    """What `serving_default` sends (the raw features with serving=True: no labels, outcomes,
+    timestamp or split) is enough for every feature a model reads, documents included."""
+    metadata = tft.DatasetMetadata.from_feature_spec(_typed_raw_spec())
+    train = [_typed_row(*r) for r in TRAIN]
+    with tft_beam.Context(temp_dir=str(tmp_path / "tmp"), force_tf_compat_v1=False):
+        transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(
+            lambda inputs: preprocessing_fn(inputs, _config(TYPED_SPEC, 8)))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "out"))
+    output = tft.TFTransformOutput(str(tmp_path / "out"))
+    served = [f.name for f in desc.raw_features(TYPED_SPEC.description) if f.serving]
+    assert "review" not in served and "stars" not in served and "item_review_docs" in served
+    spec = {name: value for name, value in _typed_raw_spec().items() if name in served}
+    row = {k: v for k, v in _typed_row(*EVAL[0]).items() if k in served}
+    example = tf.train.Example()
+    for name, value in row.items():
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[name]
+        if spec[name].dtype == tf.string:
+            feature.bytes_list.value.extend([v.encode() for v in values])
+        elif spec[name].dtype == tf.int64:
+            feature.int64_list.value.extend(values)
+        else:
+            feature.float_list.value.extend(values)
+    out = output.transform_raw_features(tf.io.parse_example([example.SerializeToString()], spec))
+    inputs = {f.transformed_name() for f in TYPED_SPEC.description.features}
+    assert inputs | {"item_review_docs_tokens", "user_review_docs_tokens", F.ITEM_AVG_RATING_MM} <= set(out)
+    assert not {"stars", "good", "helpful", "review_tokens"} & set(out)  # targets: not computed
+    docs = np.asarray(out["item_review_docs_tokens"])[0]  # "awful shoe fit", "x" in the review vocabulary
+    assert docs[0, :2].tolist() == [7, 2] and 3 <= docs[0, 2] <= 6 and docs[1].tolist() == [7, 0, 0, 0]
