@@ -95,6 +95,7 @@ _SMALL_VARINTS = [_varint(n) for n in range(128)]
 # and behaviors repeat across examples. Cleared when it grows past _CACHE_LIMIT entries.
 _BYTES_ENTRY_CACHE: Dict[str, bytes] = {}
 _CACHE_LIMIT = 1 << 20
+_KEY_CACHE: Dict[str, bytes] = {}  # feature name -> its encoded map key (tag, length, name)
 
 
 def _length_delimited(tag: bytes, payload: bytes) -> bytes:
@@ -140,9 +141,11 @@ def serialize(values: Mapping[str, list], types: Mapping[str, str]) -> bytes:
     """
     entries = []
     for name in sorted(values):
+        key = _KEY_CACHE.get(name)
+        if key is None:
+            key = _KEY_CACHE[name] = _length_delimited(b"\x0a", name.encode())
         kind = types.get(name) or _type_of(types, name)
-        entry = _length_delimited(b"\x0a", name.encode()) + _length_delimited(b"\x12", _feature(kind, values[name]))
-        entries.append(_length_delimited(b"\x0a", entry))
+        entries.append(_length_delimited(b"\x0a", key + _length_delimited(b"\x12", _feature(kind, values[name]))))
     return _length_delimited(b"\x0a", b"".join(entries)) if entries else b""  # no features: an empty Example
 
 

@@ -235,10 +235,19 @@ def _example_rows(events: Sequence[Interaction], plan: Plan) -> Dict[int, _Row]:
     return rows
 
 
-def _assign_splits(user_id: str, anchors: Sequence[int], rows: Mapping[int, _Row],
-                   config: IngestConfig) -> Dict[int, Optional[str]]:
+def _pair_splits(user_id: str, events: Sequence[Interaction]) -> Dict[str, str]:
+    """Hash split: item id -> the split of the (user, item) pair, for every item of the user."""
+    out: Dict[str, str] = {}
+    for e in events:
+        if e.item_id not in out:
+            out[e.item_id] = splits.hash_split(user_id, e.item_id)
+    return out
+
+
+def _assign_splits(user_id: str, anchors: Sequence[int], rows: Mapping[int, _Row], config: IngestConfig,
+                   pair_splits: Optional[Mapping[str, str]] = None) -> Dict[int, Optional[str]]:
     if config.split == SPLIT_HASH:
-        return {i: splits.hash_split(user_id, rows[i].event.item_id) for i in anchors}
+        return {i: pair_splits[rows[i].event.item_id] for i in anchors}
     if config.split == SPLIT_LEAVE_LAST_TWO_OUT:
         return dict(zip(anchors, splits.leave_last_two_out(len(anchors))))
     return {i: splits.day_split(rows[i].event.timestamp, config.eval_day, config.test_day) for i in anchors}
@@ -343,6 +352,7 @@ class _Prepared(NamedTuple):
     rows: Dict[int, _Row]
     anchors: List[int]
     split_of: Dict[int, Optional[str]]
+    pair_splits: Optional[Dict[str, str]]  # hash split: item id -> the pair's split
 
 
 def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestConfig, plan: Plan,
@@ -365,7 +375,9 @@ def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestCo
     events.sort(key=order_key)
     rows = _example_rows(events, plan)
     anchors = sorted(rows)
-    return _Prepared(events, bad_rows, rows, anchors, _assign_splits(user_id, anchors, rows, config))
+    pair_splits = _pair_splits(user_id, events) if config.split == SPLIT_HASH else None
+    return _Prepared(events, bad_rows, rows, anchors, _assign_splits(user_id, anchors, rows, config, pair_splits),
+                     pair_splits)
 
 
 def _training_texts(user_id: str, prepared: _Prepared, plan: Plan) -> List[TextEntry]:
@@ -439,15 +451,12 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     plan = plan_of(config)
     prepared = _prepare(user_id, interactions, config, plan, catalogue, users)
     events, rows, split_of = prepared.events, prepared.rows, prepared.split_of
-    if config.split == SPLIT_HASH:
-        split_of_pair: Dict[str, str] = {}
-        visible = []
-        for e in events:
-            if e.item_id not in split_of_pair:
-                split_of_pair[e.item_id] = splits.hash_split(user_id, e.item_id)
-            visible.append(split_of_pair[e.item_id] == TRAIN)
+    if prepared.pair_splits is not None:
+        pair_splits = prepared.pair_splits
+        visible = [pair_splits[e.item_id] == TRAIN for e in events]
     else:
         visible = [True] * len(events)
+    ties = [_tie_key(e) for e in events]
     user_features = (users or {}).get(user_id, {})
     my_texts = _training_texts(user_id, prepared, plan) if plan.documents else []
 
@@ -468,7 +477,7 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     while start < len(events):
         # Events with the same (timestamp, item) are one position: none sees another.
         end = start + 1
-        while end < len(events) and _tie_key(events[end]) == _tie_key(events[start]):
+        while end < len(events) and ties[end] == ties[start]:
             end += 1
         for i in range(start, end):
             if i not in rows:
@@ -494,7 +503,7 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
                 if value is not None:
                     feats[name] = list(value) if multi else [value]
             if documents:
-                key = _tie_key(event)
+                key = ties[i]
                 feats.update(_user_documents(my_texts, plan, key))
                 feats.update(_item_documents(item_texts, plan, event.item_id, key))
             feats.update(row.labels)
