@@ -73,6 +73,9 @@ class IngestConfig:
                 object.__setattr__(self, name, getattr(d, name))
         self.validate()
 
+    def __getstate__(self) -> Dict[str, Any]:
+        return self.to_dict()  # the fields only: caches (the spec, histories' plan) are rebuilt on use
+
     @property
     def spec(self) -> datasets.DatasetSpec:
         """The dataset's spec (behaviors, labels, tasks; its `description` is the Description)."""

@@ -197,15 +197,13 @@ class Plan:
                 counts[name] += 1
 
 
-_PLANS: Dict[int, Tuple[IngestConfig, Plan]] = {}
-
-
 def plan_of(config: IngestConfig) -> Plan:
-    """The Plan of a config (the same object for the same config)."""
-    cached = _PLANS.get(id(config))
-    if cached is None or cached[0] is not config:
-        cached = _PLANS[id(config)] = (config, Plan(config))
-    return cached[1]
+    """The Plan of a config, worked out on first use and kept on the config."""
+    plan = config.__dict__.get("_plan")
+    if plan is None:
+        plan = Plan(config)
+        object.__setattr__(config, "_plan", plan)  # a cache beside the frozen fields, not a field
+    return plan
 
 
 def _example_rows(events: Sequence[Interaction], plan: Plan) -> Dict[int, _Row]:
