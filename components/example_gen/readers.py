@@ -247,7 +247,9 @@ def _quoted_record(lines: _Lines, number: int, raw: bytes, text: str, source: de
     lines.push_back(consumed)
     if error is None:
         why = f"it would make a record of {len(fields)} fields, not {width}"
-    elif "unexpected end of data" in error or size[0] > MAX_RECORD_BYTES:
+    elif size[0] > MAX_RECORD_BYTES:
+        why = f"no closing quote within {MAX_RECORD_BYTES} bytes"
+    elif "unexpected end of data" in error:
         why = "no closing quote follows"
     else:
         why = f"the csv after it is unreadable ({error})"
