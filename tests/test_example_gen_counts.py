@@ -4,7 +4,9 @@ import pytest
 
 from components.example_gen import histories, inmemory, splits
 from components.example_gen.config import IngestConfig
+from contract import description as desc
 from contract import features as F
+from test_example_gen_formats import check_against_raw_features
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,7 @@ def test_movielens_hash_counts(movielens):
                                                     movielens.catalogue)
     assert not bad
     assert _counts(examples) == {"train": 80217, "eval": 9871, "test": 9916}
+    check_against_raw_features(examples[::20], desc.load("movielens"))
     for e in examples[:2000]:
         assert all(splits.hash_split(e.features[F.USER_ID][0], i) == "train" for i in e.features[F.HISTORY_ITEM_IDS])
         assert len(e.features[F.HISTORY_ITEM_IDS]) <= 64
@@ -83,3 +86,4 @@ def test_taobao_by_day_counts(taobao_dir):
         assert report["label_positives"]["test"].get(label, 0) == expected > 0
     assert report["bad_rows"]["total"] == 0
     assert {splits.utc_day(e.features[F.TIMESTAMP][0]) for e in examples if e.split == "test"} == {"2017-12-03"}
+    check_against_raw_features(examples, desc.load("taobao"))

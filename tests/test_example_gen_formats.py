@@ -306,3 +306,27 @@ def test_missing_files_and_empty_tables_are_named(tmp_path):
     config = IngestConfig(values)
     with pytest.raises(ValueError, match="no data directory for dataset 'shop-csv'"):
         run_ingest(None, config, str(tmp_path / "out"))
+
+
+def check_against_raw_features(examples, d):
+    """Every written feature is one `raw_features` declares, with its type and value counts."""
+    declared = {f.name: f for f in desc.raw_features(d)}
+    python_type = {"bytes": str, "int": int, "float": float}
+    for e in examples:
+        for name, values in e.features.items():
+            f = declared[name]
+            assert all(type(v) is python_type[f.dtype] for v in values), (name, values)
+            assert f.min_count <= len(values) and (f.max_count is None or len(values) <= f.max_count), (name, values)
+            if f.minimum is not None and values and f.dtype != "bytes":
+                assert min(values) >= f.minimum and (f.maximum is None or max(values) <= f.maximum), (name, values)
+            if f.domain:
+                assert set(values) <= set(f.domain), (name, values)
+        assert {f.name for f in declared.values() if f.required} <= set(e.features)
+
+
+def test_examples_hold_only_the_raw_features_the_description_declares(logs):
+    root, values = logs["csv"]
+    config = IngestConfig(values, negatives_per_positive=1)
+    examples, _ = inmemory.ingest_in_memory(root, config)
+    assert any(e.negative for e in examples)
+    check_against_raw_features(examples, config.spec.description)
