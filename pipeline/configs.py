@@ -114,7 +114,7 @@ class PipelineConfig:
 
     def ingest_config(self) -> Dict:
         """The ExampleGen configuration (components.example_gen.IngestConfig fields)."""
-        config = IngestConfig.for_dataset(
+        config = IngestConfig(
             self.dataset,
             split=self.split,
             eval_day=self.eval_day,

@@ -1,4 +1,5 @@
-"""The Beam `run_ingest` and the TFX component on small slices of the shipped data."""
+"""The Beam `run_ingest` and the TFX component on small slices of the shipped data, read through the
+shipped descriptions."""
 import glob
 import json
 import os
@@ -51,16 +52,18 @@ def _assert_nothing_published(output_dir):
 @pytest.mark.parametrize("dataset", ["movielens", "taobao"])
 def test_run_ingest_writes_the_same_examples_as_the_pure_path(dataset, ml_slice, tb_slice, tmp_path):
     if dataset == "movielens":
-        input_base, config = ml_slice, IngestConfig.movielens(split="leave_last_two_out", negatives_per_positive=1)
+        input_base, config = ml_slice, IngestConfig("movielens", split="leave_last_two_out", negatives_per_positive=1)
     else:
-        input_base, config = tb_slice, IngestConfig.taobao(split="hash", negatives_per_positive=1, max_history=8)
+        input_base, config = tb_slice, IngestConfig("taobao", split="hash", negatives_per_positive=1, max_history=8)
+    types = encoding.feature_types(config.spec.description)
+    item_feature = config.spec.item_features[0].raw_name
     out = str(tmp_path / "out")
     report = run_ingest(input_base, config.to_json(), out)
 
     expected, expected_report = inmemory.ingest_in_memory(input_base, config)
     for split in SPLITS:
         written = _read_split(out, split)
-        want = [encoding.serialize(e.features) for e in expected if e.split == split]
+        want = [encoding.serialize(e.features, types) for e in expected if e.split == split]
         assert sorted(written) == sorted(want), split
         assert report["rows_written"][split] == len(written) > 0
     for key in ("rows_read", "rows_written", "negatives_written", "label_positives", "users"):
@@ -77,11 +80,11 @@ def test_run_ingest_writes_the_same_examples_as_the_pure_path(dataset, ml_slice,
         assert d[F.ITEM_ID][0] not in d[F.HISTORY_ITEM_IDS]
         assert len(d[F.HISTORY_ITEM_IDS]) == len(d[F.HISTORY_BEHAVIORS]) <= config.max_history
         assert set(d[F.HISTORY_BEHAVIORS]) <= set(config.spec.behaviors)
-        assert d[F.ITEM_GENRES]
+        assert d[item_feature]
     if dataset == "movielens":
         assert len(pos) == 4  # one test row per user
-        assert all(F.RATING in d for d in pos) and not any(F.RATING in d for d in neg)
-        assert all(isinstance(d[F.ITEM_YEAR][0], int) for d in pos)
+        assert all("rating" in d for d in pos) and not any("rating" in d for d in neg)
+        assert all(isinstance(d["item_year"][0], int) for d in pos)
 
 
 def _write_bad_movielens(d):
@@ -93,7 +96,7 @@ def _write_bad_movielens(d):
         f.write("userId,movieId,rating,timestamp\r\n"
                 "1,1,4.0,100\r\n"
                 "1,2,x,101\r\n"
-                "1,2,4.0,102\r\n"
+                "1,2,5.0,102\r\n"
                 "1,7,3.0,103\r\n"
                 "2,1,9.0,104\r\n"
                 "2,2,3.0,105\r\n")
@@ -104,13 +107,13 @@ def test_too_many_bad_rows_fail_naming_file_and_line_and_publish_nothing(tmp_pat
     d = _write_bad_movielens(str(tmp_path / "in"))
     out = str(tmp_path / "out")
     with pytest.raises(ValueError) as err:
-        run_ingest(d, IngestConfig.movielens(max_bad_rows=3), out)
+        run_ingest(d, IngestConfig("movielens", max_bad_rows=3), out)
     message = str(err.value)
     ratings = os.path.join(d, "ratings.csv")
     assert f"{ratings}:3: rating 'x' is not a number" in message
-    assert f"{ratings}:5: movie 7" in message
-    assert f"{os.path.join(d, 'movies.csv')}:4:" in message
-    for part in ("bad_metadata_row: 1", "missing_item_metadata: 1", "rating_out_of_range: 1",
+    assert f"{ratings}:5: item 7 (user 1) is not in the items table (movies.csv)" in message
+    assert f"{os.path.join(d, 'movies.csv')}:4: expected 3 fields" in message
+    for part in ("wrong_field_count: 1", "missing_item_metadata: 1", "rating_out_of_range: 1",
                  "unparsable_number: 1", "max_bad_rows=3", "4 bad input rows"):
         assert part in message
     _assert_nothing_published(out)
@@ -119,11 +122,11 @@ def test_too_many_bad_rows_fail_naming_file_and_line_and_publish_nothing(tmp_pat
 def test_bad_rows_within_the_limit_are_dropped_and_reported(tmp_path):
     d = _write_bad_movielens(str(tmp_path / "in"))
     out = str(tmp_path / "out")
-    report = run_ingest(d, IngestConfig.movielens(max_bad_rows=4, split="leave_last_two_out"), out)
+    report = run_ingest(d, IngestConfig("movielens", max_bad_rows=4, split="leave_last_two_out"), out)
     bad = report["bad_rows"]
     assert bad["total"] == 4 and bad["max_bad_rows"] == 4
     assert {k: v["count"] for k, v in bad["by_reason"].items()} == {
-        "bad_metadata_row": 1, "missing_item_metadata": 1, "rating_out_of_range": 1, "unparsable_number": 1}
+        "wrong_field_count": 1, "missing_item_metadata": 1, "rating_out_of_range": 1, "unparsable_number": 1}
     assert bad["by_reason"]["unparsable_number"]["first"] == [f"{os.path.join(d, 'ratings.csv')}:3: rating 'x' is not a number"]
     assert report["rows_read"] == {"interactions": 6, "items": 3}
     assert sum(report["rows_written"].values()) == 3  # (1,1), (1,2)@102, (2,2)
@@ -135,13 +138,13 @@ def test_bad_rows_within_the_limit_are_dropped_and_reported(tmp_path):
 def test_unreadable_input_fails_cleanly(tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(FileNotFoundError, match=r"interactions file not found: .*ratings\.csv"):
-        run_ingest(str(tmp_path), IngestConfig.movielens(), out)
+        run_ingest(str(tmp_path), IngestConfig("movielens"), out)
     d = tmp_path / "hdr"
     d.mkdir()
     (d / "ratings.csv").write_text("user,item\n1,2\n")
     (d / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
-    with pytest.raises(ValueError, match=r"ratings\.csv:1: expected header"):
-        run_ingest(str(d), IngestConfig.movielens(), out)
+    with pytest.raises(ValueError, match=r"ratings\.csv:1: no column 'userId' \(interactions\.user\)"):
+        run_ingest(str(d), IngestConfig("movielens"), out)
     _assert_nothing_published(out)
 
 
@@ -154,7 +157,7 @@ def test_component_publishes_examples_in_a_local_dag(ml_slice, tmp_path):
 
     from components.example_gen import InteractionExampleGen
 
-    gen = InteractionExampleGen(input_base=ml_slice, config=IngestConfig.movielens())
+    gen = InteractionExampleGen(input_base=ml_slice, config=IngestConfig("movielens"))
     connection = metadata.sqlite_metadata_connection_config(str(tmp_path / "metadata.sqlite"))
     LocalDagRunner().run(tfx_pipeline.Pipeline(
         pipeline_name="example_gen_test", pipeline_root=str(tmp_path / "root"), components=[gen],
@@ -187,4 +190,6 @@ def test_component_rejects_a_bad_config_when_built():
     from components.example_gen import InteractionExampleGen
 
     with pytest.raises(ValueError, match="unknown split"):
-        InteractionExampleGen(input_base="/nowhere", config='{"split": "random"}')
+        InteractionExampleGen(input_base="/nowhere", config='{"description": "movielens", "split": "random"}')
+    with pytest.raises(ValueError, match="needs its `description`"):
+        InteractionExampleGen(input_base="/nowhere", config='{"split": "hash"}')

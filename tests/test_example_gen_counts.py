@@ -1,15 +1,17 @@
-"""Split counts of the shipped data (pure-Python path, same rules as the Beam pipeline)."""
+"""Split counts of the shipped MovieLens data and a synthetic Taobao-format log, read through their
+shipped descriptions (pure-Python path, same rules as the Beam pipeline)."""
 import pytest
 
 from components.example_gen import histories, inmemory, splits
 from components.example_gen.config import IngestConfig
+from contract import description as desc
 from contract import features as F
+from test_example_gen_formats import check_against_raw_features
 
 
 @pytest.fixture(scope="module")
 def movielens(movielens_dir):
-    config = IngestConfig.movielens()
-    return inmemory.load_inputs(str(movielens_dir), config)
+    return inmemory.load_inputs(str(movielens_dir), IngestConfig("movielens"))
 
 
 def _counts(examples):
@@ -31,17 +33,18 @@ def test_hash_split_function():
 
 def test_movielens_hash_counts(movielens):
     assert movielens.rows_read == {"interactions": 100004, "items": 9125} and not movielens.bad_rows
-    examples, bad, stats = histories.build_examples(movielens.interactions, IngestConfig.movielens(),
+    examples, bad, stats = histories.build_examples(movielens.interactions, IngestConfig("movielens"),
                                                     movielens.catalogue)
     assert not bad
     assert _counts(examples) == {"train": 80217, "eval": 9871, "test": 9916}
+    check_against_raw_features(examples[::20], desc.load("movielens"))
     for e in examples[:2000]:
         assert all(splits.hash_split(e.features[F.USER_ID][0], i) == "train" for i in e.features[F.HISTORY_ITEM_IDS])
-        assert len(e.features[F.HISTORY_ITEM_IDS]) <= F.MAX_HISTORY
+        assert len(e.features[F.HISTORY_ITEM_IDS]) <= 64
 
 
 def test_movielens_leave_last_two_out_counts(movielens):
-    config = IngestConfig.movielens(split="leave_last_two_out")
+    config = IngestConfig("movielens", split="leave_last_two_out")
     examples, _, stats = histories.build_examples(movielens.interactions, config, movielens.catalogue)
     assert stats[histories.STAT_USERS] == 671
     assert _counts(examples) == {"train": 100004 - 2 * 671, "eval": 671, "test": 671}
@@ -73,13 +76,14 @@ def test_taobao_by_day_counts(taobao_dir):
         start = first_pv.get((user, item))
         if behavior != "pv" and start is not None and int(ts) >= start and split_of(start) == "test":
             labels[(user, item, behavior)] = 1
-    examples, report = inmemory.ingest_in_memory(str(taobao_dir), IngestConfig.taobao())
+    examples, report = inmemory.ingest_in_memory(str(taobao_dir), IngestConfig("taobao"))
     assert report["rows_read"] == {"interactions": len(rows)}
     assert report["rows_written"] == {s: want[s] for s in ("train", "eval", "test")}
     assert report["dropped_after_test_day"] == want[None] > 0
     assert _counts(examples) == report["rows_written"]
-    for label in (F.CART, F.FAV, F.BUY):
+    for label in ("cart", "fav", "buy"):
         expected = sum(1 for (_, _, b) in labels if b == label)
         assert report["label_positives"]["test"].get(label, 0) == expected > 0
     assert report["bad_rows"]["total"] == 0
     assert {splits.utc_day(e.features[F.TIMESTAMP][0]) for e in examples if e.split == "test"} == {"2017-12-03"}
+    check_against_raw_features(examples, desc.load("taobao"))

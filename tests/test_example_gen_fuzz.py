@@ -6,7 +6,7 @@ columns, empty files). Checked for every case: nothing but a ValueError naming t
 and line 1 (an empty or unreadable header) ever escapes the parser; every other non-blank
 line comes back exactly once, as the row it was before the damage or as a bad row
 `file:line: why`; and the max_bad_rows limit is exact. One fuzzed case also goes through
-the Beam ingest.
+the Beam ingest. The files are read through the shipped MovieLens description.
 """
 import random
 import re
@@ -17,6 +17,9 @@ from components.example_gen import parsing, report
 from components.example_gen.beam_pipeline import run_ingest
 from components.example_gen.config import IngestConfig
 from components.example_gen.parsing import BadRow
+from contract import description as desc
+
+ML = desc.load("movielens")
 
 SEED = 12
 CASES = 150
@@ -91,8 +94,8 @@ def _fuzz(rng, header: bytes, lines):
 
 def _read(kind, path):
     if kind == "ratings":
-        return list(parsing.read_interactions(path, "movielens"))
-    return list(parsing.read_items(path, "movielens"))
+        return list(parsing.read_interactions(path, ML))
+    return list(parsing.read_table([path], ML, parsing.ITEMS))
 
 
 def _expected_lines(data: bytes):
@@ -162,7 +165,7 @@ def test_fuzzed_files_are_parsed_or_reported_line_by_line(kind, sources, tmp_pat
 def test_shuffled_columns_are_read_by_name(tmp_path):
     path = tmp_path / "ratings.csv"
     path.write_bytes(b"timestamp,rating,userId,movieId\r\n1260759144,2.5,1,31\r\n")
-    [row] = parsing.read_interactions(str(path), "movielens")
+    [row] = parsing.read_interactions(str(path), ML)
     assert (row.user_id, row.item_id, row.rating, row.timestamp) == ("1", "31", 2.5, 1260759144)
 
 
@@ -172,7 +175,8 @@ def test_shuffled_columns_are_read_by_name(tmp_path):
         (b"1,31,2.5,12607591\xe94\r\n", parsing.BAD_ENCODING, ["not UTF-8", "0xe9", "column 18"]),
         (b"1,31,2.5,1260759144" + b"0" * 70_000 + b"\r\n", parsing.UNREADABLE_ROW, ["longer than 65536 bytes"]),
         (b"1,3\x001,2.5,1260759144\r\n", parsing.UNREADABLE_ROW, ["NUL"]),
-        (b'1,"31,2.5,1260759144\r\n', parsing.UNREADABLE_ROW, ["quoted field is not closed"]),
+        (b'1,"31,2.5,1260759144\r\n', parsing.UNREADABLE_ROW, ["quoted field is not closed",
+                                                               "the next lines are read on their own"]),
     ],
     ids=["latin1", "huge", "nul", "open-quote"],
 )
@@ -200,9 +204,9 @@ def test_fuzzed_input_through_the_beam_ingest_holds_the_limit(movielens_slice, t
     rows[damaged[-1]] = rows[damaged[-1]].rsplit(b",", 1)[0]  # a truncated line: three fields
     (data / "ratings.csv").write_bytes(b"\r\n".join(rows))
     with pytest.raises(ValueError) as info:
-        run_ingest(str(data), IngestConfig.movielens(max_bad_rows=len(damaged) - 1), str(tmp_path / "fail"))
+        run_ingest(str(data), IngestConfig("movielens", max_bad_rows=len(damaged) - 1), str(tmp_path / "fail"))
     assert f"{len(damaged)} bad input rows, more than max_bad_rows={len(damaged) - 1}" in str(info.value)
     assert f"ratings.csv:{damaged[0] + 1}: " in str(info.value)
-    result = run_ingest(str(data), IngestConfig.movielens(max_bad_rows=len(damaged)), str(tmp_path / "ok"))
+    result = run_ingest(str(data), IngestConfig("movielens", max_bad_rows=len(damaged)), str(tmp_path / "ok"))
     assert result["bad_rows"]["total"] == len(damaged)
     assert sum(result["rows_written"].values()) == result["rows_read"]["interactions"] - len(damaged)

@@ -1,4 +1,4 @@
-"""History construction, labels, splits and negatives on small hand-made logs (no Beam)."""
+"""History construction, labels, splits, documents and negatives on small hand-made logs (no Beam)."""
 import random
 
 import pytest
@@ -6,23 +6,34 @@ import pytest
 from components.example_gen import histories, splits
 from components.example_gen.config import IngestConfig
 from components.example_gen.histories import Catalogue, build_examples, build_user_examples
-from components.example_gen.parsing import MISSING_ITEM_METADATA, Interaction, ItemMeta
-from contract import datasets as D
+from components.example_gen.parsing import MISSING_ITEM_METADATA, MISSING_USER_METADATA, Interaction
+from contract import description as desc
 from contract import features as F
 
-ML_GENRES = ("Drama",)
+ML = desc.load("movielens")
+TB = desc.load("taobao")
+TB_LABELS = ("viewed", "cart", "fav", "buy")
 
 
 def ml_row(user, item, ts, rating=4.0, line=0):
-    return Interaction(str(user), str(item), ts, D.rating_behavior(rating), rating, None, "ratings.csv", line)
+    return Interaction(str(user), str(item), ts, ML.rating_behavior(rating), rating, (), (), "ratings.csv", line)
 
 
 def tb_row(user, item, ts, behavior, category="c1", line=0):
-    return Interaction(str(user), str(item), ts, behavior, None, category, "log.csv", line)
+    return Interaction(str(user), str(item), ts, behavior, None, (), (category,), "log.csv", line)
+
+
+def ml_config(**overrides):
+    return IngestConfig("movielens", **overrides)
+
+
+def tb_config(**overrides):
+    return IngestConfig("taobao", **overrides)
 
 
 def ml_catalogue(n=50):
-    return Catalogue({str(i): ItemMeta(ML_GENRES + (f"g{i % 3}",), 1990 + i) for i in range(1, n + 1)})
+    return Catalogue({str(i): {"item_genres": ["Drama", f"g{i % 3}"], "item_year": [1990 + i]}
+                      for i in range(1, n + 1)})
 
 
 def positives(examples):
@@ -33,9 +44,32 @@ def by_item(examples):
     return {e.features[F.ITEM_ID][0]: e for e in positives(examples)}
 
 
+def _description(**interactions_extra):
+    """A small description with a behavior column, a numeric and a text column (documents)."""
+    values = {
+        "name": "shop",
+        "interactions": {
+            "files": "log.csv", "user": "u", "item": "i", "time": "t",
+            "behavior": {"column": "b", "vocabulary": ["view", "buy"]},
+            "columns": {"stars": {"type": "numeric", "dtype": "int"},
+                        "review": {"type": "text", "documents": True, "max_documents": 2}},
+        },
+        "labels": {"shown": {"implicit": True}, "bought": {"behavior": "buy"}, "good": {"expr": "stars >= 4"}},
+        "tasks": [{"name": "shown", "kind": "binary"}, {"name": "bought", "kind": "binary"},
+                  {"name": "good", "kind": "binary"}],
+        "split": {"method": "leave_last_two_out"},
+    }
+    values["interactions"].update(interactions_extra)
+    return values
+
+
+def shop_row(user, item, ts, behavior="view", stars=None, review=None, line=0):
+    return Interaction(str(user), str(item), ts, behavior, None, (stars, review), (), "log.csv", line)
+
+
 def test_movielens_history_is_strictly_earlier_oldest_first():
     rows = [ml_row(1, 5, 300, 1.0), ml_row(1, 3, 100, 5.0), ml_row(1, 4, 200, 3.0), ml_row(1, 6, 400, 4.5)]
-    result = build_user_examples("1", rows, IngestConfig.movielens(split="leave_last_two_out"), ml_catalogue())
+    result = build_user_examples("1", rows, ml_config(split="leave_last_two_out"), ml_catalogue())
     ex = by_item(result.examples)
     assert ex["3"].features[F.HISTORY_ITEM_IDS] == []
     assert ex["5"].features[F.HISTORY_ITEM_IDS] == ["3", "4"]
@@ -43,30 +77,32 @@ def test_movielens_history_is_strictly_earlier_oldest_first():
     assert ex["6"].features[F.HISTORY_ITEM_IDS] == ["3", "4", "5"]
     assert ex["6"].features[F.HISTORY_BEHAVIORS] == ["liked", "neutral", "disliked"]
     assert [ex[i].split for i in "3456"] == ["train", "train", "eval", "test"]
-    assert ex["5"].features[F.RATING] == [1.0] and ex["5"].features[F.WATCHED] == [1]
-    assert ex["5"].features[F.ITEM_GENRES] == ["Drama", "g2"] and ex["5"].features[F.ITEM_YEAR] == [1995]
+    assert ex["5"].features["rating"] == [1.0] and ex["5"].features["watched"] == [1]
+    assert ex["5"].features["item_genres"] == ["Drama", "g2"] and ex["5"].features["item_year"] == [1995]
     assert ex["5"].features[F.USER_ID] == ["1"] and ex["5"].features[F.TIMESTAMP] == [300]
+    # expr labels are Transform's: not written, but counted for the training-positive check.
+    assert "liked" not in ex["6"].features
+    assert dict(result.stats[histories.STAT_LABEL_POSITIVES]["train"]) == {"watched": 2, "liked": 1, "loved": 1}
 
 
 def test_same_timestamp_orders_ids_numerically_and_ties_see_nothing_of_each_other():
     rows = [ml_row(1, 10, 100), ml_row(1, 9, 100), ml_row(1, 2, 50)]
-    ex = by_item(build_user_examples("1", rows, IngestConfig.movielens(split="leave_last_two_out"),
-                                     ml_catalogue()).examples)
+    ex = by_item(build_user_examples("1", rows, ml_config(split="leave_last_two_out"), ml_catalogue()).examples)
     assert ex["9"].features[F.HISTORY_ITEM_IDS] == ["2"]
     assert ex["10"].features[F.HISTORY_ITEM_IDS] == ["2", "9"]  # 9 < 10 numerically
     # An exact duplicate (same time, same item) is one position: neither copy sees the other.
     dup = build_user_examples("1", [ml_row(1, 7, 100, line=1), ml_row(1, 7, 100, line=2)],
-                              IngestConfig.movielens(), ml_catalogue()).examples
+                              ml_config(), ml_catalogue()).examples
     assert [e.features[F.HISTORY_ITEM_IDS] for e in dup] == [[], []]
 
 
 def test_truncation_keeps_most_recent_n():
     rows = [ml_row(1, i, 1000 + i) for i in range(1, 21)]
-    config = IngestConfig.movielens(split="leave_last_two_out", max_history=4)
-    ex = by_item(build_user_examples("1", rows, config, ml_catalogue()).examples)
+    ex = by_item(build_user_examples("1", rows, ml_config(split="leave_last_two_out", max_history=4),
+                                     ml_catalogue()).examples)
     assert ex["20"].features[F.HISTORY_ITEM_IDS] == ["16", "17", "18", "19"]
     assert ex["3"].features[F.HISTORY_ITEM_IDS] == ["1", "2"]
-    zero = by_item(build_user_examples("1", rows, IngestConfig.movielens(max_history=0), ml_catalogue()).examples)
+    zero = by_item(build_user_examples("1", rows, ml_config(max_history=0), ml_catalogue()).examples)
     assert all(e.features[F.HISTORY_ITEM_IDS] == [] for e in zero.values())
 
 
@@ -90,7 +126,7 @@ def test_random_logs_history_matches_definition(split):
         if (r.user_id, r.item_id) not in seen:
             seen.add((r.user_id, r.item_id))
             unique.append(r)
-    config = IngestConfig.movielens(split=split, max_history=6, eval_day="2017-12-02", test_day="2017-12-03")
+    config = ml_config(split=split, max_history=6, eval_day="2017-12-02", test_day="2017-12-03")
     examples, bad, stats = build_examples(reversed(unique), config, ml_catalogue())
     assert not bad
     written = {(e.features[F.USER_ID][0], e.features[F.ITEM_ID][0]): e for e in examples}
@@ -126,13 +162,13 @@ def test_by_day_boundaries_are_utc():
 
 def test_missing_item_metadata_is_a_bad_row_and_not_in_histories():
     rows = [ml_row(1, 1, 100, line=2), ml_row(1, 999, 150, line=3), ml_row(1, 2, 200, line=4)]
-    result = build_user_examples("1", rows, IngestConfig.movielens(split="leave_last_two_out"), ml_catalogue())
+    result = build_user_examples("1", rows, ml_config(split="leave_last_two_out"), ml_catalogue())
     assert [(b.reason, b.line) for b in result.bad_rows] == [(MISSING_ITEM_METADATA, 3)]
-    assert "999" in result.bad_rows[0].message
+    assert result.bad_rows[0].message == "item 999 (user 1) is not in the items table (movies.csv)"
     assert by_item(result.examples)["2"].features[F.HISTORY_ITEM_IDS] == ["1"]
 
 
-def test_taobao_rows_labels_and_history():
+def test_taobao_anchored_rows_labels_and_history():
     rows = [
         tb_row(1, "A", 100, "pv", "cA"),
         tb_row(1, "A", 50, "cart", "cA"),   # before the first view: history, not a label
@@ -143,14 +179,14 @@ def test_taobao_rows_labels_and_history():
         tb_row(1, "A", 500, "pv", "cA"),    # second view: no new example
         tb_row(1, "D", 600, "pv", "cD"),
     ]
-    config = IngestConfig.taobao(split="leave_last_two_out")
-    result = build_user_examples("1", rows, config, histories.taobao_catalogue(rows))
+    result = build_user_examples("1", rows, tb_config(split="leave_last_two_out"),
+                                 histories.catalogue_from_interactions(rows, TB))
     ex = by_item(result.examples)
     assert sorted(ex) == ["A", "B", "D"]
-    labels = {i: [ex[i].features[lab][0] for lab in D.TAOBAO.raw_labels] for i in ex}
+    labels = {i: [ex[i].features[lab][0] for lab in TB_LABELS] for i in ex}
     assert labels == {"A": [1, 0, 1, 0], "B": [1, 0, 0, 1], "D": [1, 0, 0, 0]}
-    assert ex["A"].features[F.TIMESTAMP] == [100] and ex["A"].features[F.ITEM_GENRES] == ["cA"]
-    assert F.ITEM_YEAR not in ex["A"].features and F.RATING not in ex["A"].features
+    assert ex["A"].features[F.TIMESTAMP] == [100] and ex["A"].features["item_category"] == ["cA"]
+    assert "item_year" not in ex["A"].features and "rating" not in ex["A"].features
     assert ex["A"].features[F.HISTORY_ITEM_IDS] == ["A"]
     assert ex["A"].features[F.HISTORY_BEHAVIORS] == ["cart"]
     assert ex["B"].features[F.HISTORY_BEHAVIORS] == ["cart", "pv"]
@@ -159,11 +195,98 @@ def test_taobao_rows_labels_and_history():
     assert [ex[i].split for i in "ABD"] == ["train", "eval", "test"]
 
 
+def test_an_item_takes_the_features_of_its_earliest_row():
+    rows = [tb_row(1, "A", 100, "pv", "later"), tb_row(2, "A", 50, "cart", "first"), tb_row(2, "A", 70, "pv", "x")]
+    catalogue = histories.catalogue_from_interactions(rows, TB)
+    assert catalogue.features == {"A": {"item_category": ["first"]}}
+    ex = build_user_examples("1", rows[:1], tb_config(split="leave_last_two_out"), catalogue).examples
+    assert ex[0].features["item_category"] == ["first"]
+
+
+def test_anchored_behavior_labels_within_a_horizon():
+    values = _description(examples={"anchor": "view"})
+    values["labels"]["bought"]["horizon"] = "1h"
+    config = IngestConfig(values)
+    rows = [shop_row(1, "A", 0), shop_row(1, "A", 3600, "buy"),       # at the horizon: 1
+            shop_row(1, "B", 0), shop_row(1, "B", 3601, "buy"),       # after it: 0
+            shop_row(1, "C", 100, "buy"), shop_row(1, "C", 200)]      # bought before the view: 0
+    catalogue = histories.catalogue_from_interactions(rows, config.spec.description)
+    ex = by_item(build_user_examples("1", rows, config, catalogue).examples)
+    assert {i: ex[i].features["bought"] for i in ex} == {"A": [1], "B": [0], "C": [0]}
+    assert {i: ex[i].features[F.TIMESTAMP] for i in ex} == {"A": [0], "B": [0], "C": [200]}
+
+
+def test_behavior_labels_outcomes_and_documents():
+    config = IngestConfig(_description())  # leave_last_two_out: each user's last two rows are eval, test
+    rows = [shop_row(1, 10, 100, "view", 5, "u1 first"), shop_row(1, 11, 200, "buy", 2, "u1 second"),
+            shop_row(1, 12, 300, "view", None, "u1 third"), shop_row(1, 13, 400, "view", 4, "u1 eval"),
+            shop_row(1, 14, 500, "buy", 3, "u1 test"),
+            shop_row(2, 11, 50, "view", 4, "u2 on 11 early"), shop_row(2, 12, 300, "view", 1, "u2 on 12 tie"),
+            shop_row(2, 11, 250, "view", 4, "u2 on 11 late"), shop_row(2, 10, 600, "buy", 5, "u2 eval"),
+            shop_row(2, 13, 700, "view", 5, "u2 test")]
+    catalogue = histories.catalogue_from_interactions(rows, config.spec.description)
+    examples, bad, stats = build_examples(rows, config, catalogue)
+    ex = {(e.features[F.USER_ID][0], e.features[F.ITEM_ID][0], e.features[F.TIMESTAMP][0]): e.features
+          for e in examples}
+    one = ex[("1", "11", 200)]
+    assert one["bought"] == [1] and one["shown"] == [1] and "good" not in one
+    assert one["stars"] == [2] and one["review"] == ["u1 second"]
+    assert "stars" not in ex[("1", "12", 300)]  # a missing outcome is absent
+    # The user's training texts strictly before the row, oldest first, at most 2; never its own.
+    assert one["user_review_docs"] == ["u1 first"]
+    assert ex[("1", "13", 400)]["user_review_docs"] == ["u1 second", "u1 third"]
+    assert ex[("1", "14", 500)]["user_review_docs"] == ["u1 second", "u1 third"]  # the eval text is no input
+    # The item's training texts of every user strictly before the row (not at the same time).
+    assert one["item_review_docs"] == ["u2 on 11 early"]
+    assert ex[("1", "12", 300)]["item_review_docs"] == []  # user 2's text on 12 is at the same time
+    assert ex[("2", "10", 600)]["item_review_docs"] == ["u1 first"]
+    assert ex[("2", "11", 50)]["item_review_docs"] == [] and ex[("2", "11", 50)]["user_review_docs"] == []
+    assert ex[("2", "11", 250)]["item_review_docs"] == ["u2 on 11 early", "u1 second"]
+    assert ex[("2", "13", 700)]["item_review_docs"] == []  # user 1's text on 13 is an eval text
+    assert dict(stats[histories.STAT_LABEL_POSITIVES]["train"]) == {"shown": 6, "bought": 1, "good": 3}
+    # Documents also reach sampled negatives: the negative item's training texts before the row's time.
+    more = rows + [shop_row(3, 20, 10, "view", 1, "u3 on 20"), shop_row(3, 21, 20), shop_row(3, 22, 30)]
+    train_texts = [(100, "1", "10", "u1 first"), (200, "1", "11", "u1 second"), (300, "1", "12", "u1 third"),
+                   (50, "2", "11", "u2 on 11 early"), (250, "2", "11", "u2 on 11 late"),
+                   (300, "2", "12", "u2 on 12 tie"), (10, "3", "20", "u3 on 20")]
+    negs = [e for e in build_examples(more, IngestConfig(_description(), negatives_per_positive=1),
+                                      histories.catalogue_from_interactions(more, config.spec.description))[0]
+            if e.negative]
+    assert len(negs) == 13 and any(n.features["item_review_docs"] for n in negs)
+    for n in negs:
+        item, ts = n.features[F.ITEM_ID][0], n.features[F.TIMESTAMP][0]
+        want = [text for t, _, i, text in sorted(train_texts) if i == item and t < ts][-2:]
+        assert n.features["item_review_docs"] == want
+        user = n.features[F.USER_ID][0]
+        if user != "3":
+            (positive,) = [f for k, f in ex.items() if k[0] == user and k[2] == ts]
+            assert n.features["user_review_docs"] == positive["user_review_docs"]
+        assert "review" not in n.features and "stars" not in n.features
+        assert n.features["bought"] == [0] and n.features["shown"] == [0]
+
+
+def test_users_table_features_and_the_missing_user_rule():
+    values = _description()
+    values["users"] = {"files": "users.csv", "key": "id", "features": {"age": {"type": "numeric", "dtype": "int"}}}
+    config = IngestConfig(values)
+    rows = [shop_row(1, 10, 100), shop_row(2, 10, 100), shop_row(2, 11, 200, "buy")]
+    catalogue = histories.catalogue_from_interactions(rows, config.spec.description)
+    users = {"1": {"user_age": [33]}}
+    examples, bad, _ = build_examples(rows, config, catalogue, users)
+    got = {e.features[F.USER_ID][0]: e.features.get("user_age") for e in examples}
+    assert got == {"1": [33], "2": None} and not bad  # not required: a missing user has no user features
+    values["users"]["features"]["age"]["required"] = True
+    examples, bad, _ = build_examples(rows, IngestConfig(values), catalogue, users)
+    assert {e.features[F.USER_ID][0] for e in examples} == {"1"}
+    assert [b.reason for b in bad] == [MISSING_USER_METADATA] * 2
+    assert "user 2 is not in the users table (users.csv), whose features are required" in bad[0].message
+
+
 def test_taobao_hash_history_uses_pair_split():
     items = [str(i) for i in range(1, 30)]
     rows = [tb_row(7, i, 100 * n, "pv") for n, i in enumerate(items)] + [tb_row(7, "99", 5000, "pv")]
-    ex = by_item(build_user_examples("7", rows, IngestConfig.taobao(split="hash"),
-                                     histories.taobao_catalogue(rows)).examples)
+    ex = by_item(build_user_examples("7", rows, tb_config(split="hash"),
+                                     histories.catalogue_from_interactions(rows, TB)).examples)
     expected = [i for i in items if splits.hash_split("7", i) == "train"]
     assert 0 < len(expected) < len(items)
     assert ex["99"].features[F.HISTORY_ITEM_IDS] == expected
@@ -172,11 +295,11 @@ def test_taobao_hash_history_uses_pair_split():
 def test_negatives_untouched_copied_and_deterministic():
     rows = [ml_row(3, i, 100 * i, 4.0, line=i) for i in (1, 2, 3, 4, 5)]
     catalogue = ml_catalogue(12)
-    config = IngestConfig.movielens(split="leave_last_two_out", negatives_per_positive=3, seed=5)
+    config = ml_config(split="leave_last_two_out", negatives_per_positive=3, seed=5)
     first = build_user_examples("3", rows, config, catalogue).examples
     again = build_user_examples("3", list(reversed(rows)), config, catalogue).examples
     assert first == again
-    other_seed = build_user_examples("3", rows, IngestConfig.movielens(
+    other_seed = build_user_examples("3", rows, ml_config(
         split="leave_last_two_out", negatives_per_positive=3, seed=6), catalogue).examples
     assert [e.features[F.ITEM_ID] for e in other_seed] != [e.features[F.ITEM_ID] for e in first]
 
@@ -191,9 +314,9 @@ def test_negatives_untouched_copied_and_deterministic():
         assert n.split == p.split
         for name in (F.USER_ID, F.HISTORY_ITEM_IDS, F.HISTORY_BEHAVIORS):
             assert n.features[name] == p.features[name]
-        assert n.features[F.WATCHED] == [0] and F.RATING not in n.features
-        assert n.features[F.ITEM_GENRES] == list(catalogue.meta[item].genres)
-        assert n.features[F.ITEM_YEAR] == [catalogue.meta[item].year]
+        assert n.features["watched"] == [0] and "rating" not in n.features
+        assert n.features["item_genres"] == catalogue.features[item]["item_genres"]
+        assert n.features["item_year"] == catalogue.features[item]["item_year"]
     # k negatives of one positive are distinct.
     for ts in pos:
         items = [n.features[F.ITEM_ID][0] for n in negs if n.features[F.TIMESTAMP][0] == ts]
@@ -202,7 +325,7 @@ def test_negatives_untouched_copied_and_deterministic():
 
 def test_negatives_when_catalogue_nearly_exhausted():
     rows = [ml_row(1, i, 10 * i) for i in range(1, 9)]
-    ex = build_user_examples("1", rows, IngestConfig.movielens(negatives_per_positive=5), ml_catalogue(10)).examples
+    ex = build_user_examples("1", rows, ml_config(negatives_per_positive=5), ml_catalogue(10)).examples
     negs = [e for e in ex if e.negative]
     assert len(negs) == 8 * 2
     assert {e.features[F.ITEM_ID][0] for e in negs} == {"9", "10"}
@@ -210,10 +333,22 @@ def test_negatives_when_catalogue_nearly_exhausted():
 
 def test_taobao_negatives_avoid_items_touched_without_a_view():
     rows = [tb_row(1, "A", 10, "pv"), tb_row(1, "B", 20, "cart"), tb_row(2, "C", 5, "pv", "cC")]
-    catalogue = histories.taobao_catalogue(rows)
-    config = IngestConfig.taobao(split="hash", negatives_per_positive=2)
-    ex = build_user_examples("1", rows[:2], config, catalogue).examples
+    catalogue = histories.catalogue_from_interactions(rows, TB)
+    ex = build_user_examples("1", rows[:2], tb_config(split="hash", negatives_per_positive=2), catalogue).examples
     negs = [e for e in ex if e.negative]
     assert [e.features[F.ITEM_ID] for e in negs] == [["C"]]
-    assert negs[0].features[F.ITEM_GENRES] == ["cC"]
-    assert [negs[0].features[lab] for lab in D.TAOBAO.raw_labels] == [[0], [0], [0], [0]]
+    assert negs[0].features["item_category"] == ["cC"]
+    assert [negs[0].features[lab] for lab in TB_LABELS] == [[0], [0], [0], [0]]
+
+
+def test_user_view_targets_follow_the_retrieval_target_behaviors():
+    """MovieLens's hash split keeps liked (rating >= 4) eval / test items as targets."""
+    rng = random.Random(3)
+    rows = [ml_row(1, i, 100 * i, rng.choice([1.0, 3.0, 4.0, 5.0])) for i in range(1, 60)]
+    result = build_user_examples("1", rows, ml_config(), ml_catalogue(60))
+    view = {e.split: e.features for e in result.user_examples}
+    split_of = {r.item_id: splits.hash_split("1", r.item_id) for r in rows}
+    for split in ("eval", "test"):
+        want = [r.item_id for r in rows if split_of[r.item_id] == split and r.rating >= 4]
+        assert view[split][F.TARGET_ITEM_IDS] == want and set(view[split][F.TARGET_BEHAVIORS]) == {"liked"}
+    assert view["train"][F.TARGET_ITEM_IDS] == [r.item_id for r in rows if split_of[r.item_id] == "train"]

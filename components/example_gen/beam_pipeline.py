@@ -1,9 +1,11 @@
 """The ingest as one Beam pipeline, and `run_ingest`, which runs it and publishes the output atomically.
 
-Shape: file paths -> per-file parse (good rows / bad rows / counts) -> good rows
-keyed by user -> GroupByKey -> per-user examples (item catalogue as a side
-input) -> Partition by split -> GZIP TFRecords per split. Bad rows and counts
-are combined into single JSON records that `run_ingest` reads after the run.
+Shape: preflight checks (before any Beam work) -> file paths -> per-file parse (good
+rows / bad rows / counts; side tables whole) -> good rows keyed by user -> GroupByKey ->
+per-user examples (the item catalogue, the users table and, for descriptions with
+documents, every item's training texts as side inputs) -> Partition by split -> GZIP
+TFRecords per split. Bad rows and counts are combined into single JSON records that
+`run_ingest` reads after the run.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from components.example_gen import encoding, histories, inmemory, parsing, report
+from components.example_gen import encoding, histories, inmemory, parsing, preflight, report
 from components.example_gen.config import SPLIT_NAMES, IngestConfig
 from components.example_gen.histories import Catalogue
-from components.example_gen.parsing import BadRow, Interaction, ItemMeta
+from components.example_gen.parsing import BadRow, Interaction
 from contract import datasets
 from common.io_utils import atomic_write
 
@@ -35,8 +37,7 @@ DEFAULT_BEAM_ARGS = ("--runner=DirectRunner", "--direct_running_mode=in_memory",
 
 _BAD = "bad"
 _STATS = "stats"
-_ITEMS = "items"
-_USERS = "users"
+_USER_VIEW = "user_view"
 USER_VIEW_DIR = "user_view"  # under the work dir: the user view's Split-* directories
 _BAD_FILE = "_bad_rows.json"
 _STATS_FILE = "_stats.json"
@@ -49,55 +50,82 @@ def split_dir(output_dir: str, split: str) -> str:
 
 @beam.typehints.with_output_types(Tuple[str, tuple])
 class ParseFileDoFn(beam.DoFn):
-    """Parses one input file (kind, path): good rows keyed by user, items, bad rows, and rows read."""
+    """Parses input files (kind, paths): interaction rows keyed by user, side-table rows, bad
+    rows, and data rows read. An interaction element holds one file; a side table's element
+    holds all its files (read in order, so a repeated key keeps its first definition)."""
 
-    def __init__(self, dataset: str):
-        self._dataset = dataset
+    def __init__(self, description_json: str):
+        self._description_json = description_json
+        self._d = None
+        self._parser = None
+
+    def setup(self):
+        self._d = datasets.dataset_spec(self._description_json).description
+        self._parser = parsing.InteractionParser(self._d)
 
     def process(self, element):
-        kind, path = element
+        kind, paths = element
         count = 0
         if kind == inmemory.INTERACTIONS:
-            for parsed in parsing.read_interactions(path, self._dataset):
-                count += 1
-                if isinstance(parsed, BadRow):
-                    yield beam.pvalue.TaggedOutput(_BAD, tuple(parsed))
-                else:
-                    yield parsed.user_id, tuple(parsed)
+            for path in paths:
+                for parsed in parsing.read_interactions(path, self._d, self._parser):
+                    count += 1
+                    if parsed.__class__ is BadRow:
+                        yield beam.pvalue.TaggedOutput(_BAD, tuple(parsed))
+                    else:
+                        yield parsed.user_id, tuple(parsed)
         else:
-            for parsed in parsing.read_items(path, self._dataset):
+            features = self._d.item_features if kind == inmemory.ITEMS else self._d.user_features
+            for parsed in parsing.read_table(paths, self._d, kind):
                 count += 1
                 if isinstance(parsed, BadRow):
                     yield beam.pvalue.TaggedOutput(_BAD, tuple(parsed))
                 else:
-                    item_id, meta = parsed
-                    yield beam.pvalue.TaggedOutput(_ITEMS, (item_id, tuple(meta)))
+                    key, values = parsed
+                    yield beam.pvalue.TaggedOutput(kind, (key, parsing.feature_dict(features, values)))
         yield beam.pvalue.TaggedOutput(_STATS, {"rows_read": {kind: count}})
 
 
-@beam.typehints.with_output_types(Tuple[int, bytes])
-class UserExamplesDoFn(beam.DoFn):
-    """Builds one user's serialized examples as (split index, bytes), plus bad rows and counts."""
+class _UserDoFn(beam.DoFn):
+    """A per-user step that needs the config (built once per worker from its JSON)."""
 
     def __init__(self, config_json: str):
         self._config_json = config_json
         self._config: Optional[IngestConfig] = None
+        self._types: Dict[str, str] = {}
 
     def setup(self):
         self._config = IngestConfig.from_json(self._config_json)
+        self._types = encoding.feature_types(self._config.spec.description)
 
-    def process(self, element, catalogue: Catalogue):
+
+@beam.typehints.with_output_types(Tuple[int, bytes])
+class UserExamplesDoFn(_UserDoFn):
+    """Builds one user's serialized examples as (split index, bytes), plus bad rows and counts."""
+
+    def process(self, element, catalogue: Catalogue, users=None, item_texts=None):
         user_id, rows = element
         result = histories.build_user_examples(
-            user_id, (Interaction(*row) for row in rows), self._config, catalogue)
+            user_id, (Interaction(*row) for row in rows), self._config, catalogue, users, item_texts)
+        types = self._types
         for record in result.examples:
-            yield SPLIT_NAMES.index(record.split), encoding.serialize(record.features)
+            yield SPLIT_NAMES.index(record.split), encoding.serialize(record.features, types)
         for record in result.user_examples:
-            yield beam.pvalue.TaggedOutput(_USERS, (SPLIT_NAMES.index(record.split),
-                                                    encoding.serialize(record.features)))
+            yield beam.pvalue.TaggedOutput(_USER_VIEW, (SPLIT_NAMES.index(record.split),
+                                                        encoding.serialize(record.features, types)))
         for bad in result.bad_rows:
             yield beam.pvalue.TaggedOutput(_BAD, tuple(bad))
         yield beam.pvalue.TaggedOutput(_STATS, histories.merge_stats({}, result.stats))
+
+
+class UserTextsDoFn(_UserDoFn):
+    """One user's training-split texts of the document columns (histories.TextEntry tuples)."""
+
+    def process(self, element, catalogue: Catalogue, users=None):
+        user_id, rows = element
+        for entry in histories.training_texts(user_id, [Interaction(*row) for row in rows], self._config,
+                                              catalogue, users):
+            yield tuple(entry)
 
 
 class BadRowsCombineFn(beam.CombineFn):
@@ -135,22 +163,18 @@ class StatsCombineFn(beam.CombineFn):
         return acc
 
 
-def _catalogue_from_items(items: Iterable) -> Catalogue:
-    return Catalogue({item_id: ItemMeta(tuple(genres), year) for item_id, (genres, year) in items})
-
-
-def _taobao_first_row(keyed_row):
+def _first_row(keyed_row):
     _, row = keyed_row
     row = Interaction(*row)
-    return row.item_id, (row.timestamp, row.file, row.line, row.category)
+    return row.item_id, histories.first_row_key(row)
 
 
-def _taobao_item(item_and_first):
-    item_id, (_, _, _, category) = item_and_first
-    return item_id, tuple(parsing.taobao_item_meta(category))
+def _no_features(keyed_row):
+    return keyed_row[1][1], {}
 
 
-def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], config: IngestConfig, work_dir: str) -> None:
+def build_pipeline(pipeline: beam.Pipeline, paths: Mapping[str, Sequence[str]], config: IngestConfig,
+                   work_dir: str) -> None:
     """Adds the ingest to `pipeline`: splits under `work_dir/Split-*`, summaries in `work_dir`.
 
     Args:
@@ -159,34 +183,54 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], config: Inges
       config: the ingest config.
       work_dir: directory that receives the outputs.
     """
+    d = config.spec.description
+    elements = [(inmemory.INTERACTIONS, (path,)) for path in paths[inmemory.INTERACTIONS]]
+    elements += [(kind, tuple(paths[kind])) for kind in (inmemory.ITEMS, inmemory.USERS) if kind in paths]
     parsed = (
         pipeline
-        | "InputFiles" >> beam.Create(sorted(paths.items()))
-        | "ParseFiles" >> beam.ParDo(ParseFileDoFn(config.dataset)).with_outputs(_BAD, _STATS, _ITEMS, main="rows"))
+        | "InputFiles" >> beam.Create(elements)
+        | "ParseFiles" >> beam.ParDo(ParseFileDoFn(json.dumps(config.description, sort_keys=True))).with_outputs(
+            _BAD, _STATS, inmemory.ITEMS, inmemory.USERS, main="rows"))
     rows = parsed.rows
 
-    if config.dataset == datasets.MOVIELENS.name:
-        items = parsed[_ITEMS]
+    if inmemory.ITEMS in paths:
+        items = parsed[inmemory.ITEMS]
+    elif d.items_from_interactions:
+        items = (
+            rows
+            | "ItemFirstRow" >> beam.Map(_first_row)
+            | "EarliestRowPerItem" >> beam.CombinePerKey(min)
+            | "ItemFeatures" >> beam.MapTuple(lambda item, key: (item, parsing.feature_dict(d.item_features, key[3]))))
     else:
         items = (
             rows
-            | "ItemFirstRow" >> beam.Map(_taobao_first_row)
-            | "EarliestRowPerItem" >> beam.CombinePerKey(min)
-            | "ItemCategory" >> beam.Map(_taobao_item))
-    catalogue = (
+            | "Items" >> beam.Map(_no_features)
+            | "DistinctItems" >> beam.CombinePerKey(lambda values: {}))
+    side = {"catalogue": beam.pvalue.AsSingleton(
         items
         | "CollectItems" >> beam.combiners.ToList()
-        | "Catalogue" >> beam.Map(_catalogue_from_items))
+        | "Catalogue" >> beam.Map(lambda pairs: Catalogue(dict(pairs))))}
+    if inmemory.USERS in paths:
+        side["users"] = beam.pvalue.AsSingleton(
+            parsed[inmemory.USERS]
+            | "CollectUsers" >> beam.combiners.ToList()
+            | "UserTable" >> beam.Map(dict))
 
+    grouped = rows | "GroupByUser" >> beam.GroupByKey()
+    example_side = dict(side)
+    if histories.plan_of(config).documents:
+        example_side["item_texts"] = beam.pvalue.AsSingleton(
+            grouped
+            | "UserTexts" >> beam.ParDo(UserTextsDoFn(config.to_json()), **side)
+            | "CollectTexts" >> beam.combiners.ToList()
+            | "ItemTexts" >> beam.Map(lambda entries: histories.ItemTexts(histories.TextEntry(*e) for e in entries)))
     users = (
-        rows
-        | "GroupByUser" >> beam.GroupByKey()
-        | "UserExamples" >> beam.ParDo(
-            UserExamplesDoFn(config.to_json()), catalogue=beam.pvalue.AsSingleton(catalogue)
-        ).with_outputs(_BAD, _STATS, _USERS, main="examples"))
+        grouped
+        | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config.to_json()), **example_side).with_outputs(
+            _BAD, _STATS, _USER_VIEW, main="examples"))
 
     for view, examples, out_dir in (("", users.examples, work_dir),
-                                    ("Users", users[_USERS], os.path.join(work_dir, USER_VIEW_DIR))):
+                                    ("Users", users[_USER_VIEW], os.path.join(work_dir, USER_VIEW_DIR))):
         by_split = examples | f"{view}PartitionBySplit" >> beam.Partition(lambda kv, _: kv[0], len(SPLIT_NAMES))
         for index, split in enumerate(SPLIT_NAMES):
             _ = (
@@ -228,18 +272,21 @@ def _write_json_atomically(path: str, value: Dict[str, Any]) -> None:
     atomic_write(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig], output_dir: str,
+def run_ingest(input_base: Optional[str], config: Union[str, Dict[str, Any], IngestConfig], output_dir: str,
                beam_pipeline_args: Optional[Sequence[str]] = None, *,
                make_pipeline: Optional[Callable[[], beam.Pipeline]] = None,
                user_output_dir: Optional[str] = None) -> Dict[str, Any]:
-    """Reads the log under `input_base` and writes `output_dir/Split-{train,eval,test}` and the report.
+    """Reads the dataset's files and writes `output_dir/Split-{train,eval,test}` and the report.
 
-    Everything is written under a temporary directory inside `output_dir` and
-    moved into place only when the run succeeded and the bad rows are within
-    `max_bad_rows`; on any failure no Split-* directory is left behind.
+    `preflight.preflight` runs first (files, columns, empty tables, behaviors the tasks
+    need), before any Beam work. Everything is written under a temporary directory inside
+    `output_dir` and moved into place only when the run succeeded, the bad rows are within
+    `max_bad_rows` and every declared task has training positives
+    (`preflight.check_training_positives`); on any failure no Split-* directory is left behind.
 
     Args:
-      input_base: directory holding the configured files.
+      input_base: the data directory the description's paths are relative to (None or '':
+        the description's data_dir).
       config: an IngestConfig, its JSON, or a dict of its fields.
       output_dir: local directory to write into (created when missing; must not hold splits yet).
       beam_pipeline_args: Beam options; default: the in-memory DirectRunner.
@@ -275,6 +322,7 @@ def run_ingest(input_base: str, config: Union[str, Dict[str, Any], IngestConfig]
         bad = _read_json(os.path.join(work_dir, _BAD_FILE))
         stats = _read_json(os.path.join(work_dir, _STATS_FILE))
         report.check_bad_rows(bad, config.max_bad_rows)
+        preflight.check_training_positives(config.spec, inmemory.build_report(config, paths, stats, bad))
         if bad["total"]:
             logging.warning("dropped %d bad input rows (limit %d): %s", bad["total"], config.max_bad_rows,
                             "; ".join(bad["first"]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
@@ -14,7 +14,8 @@ from components.example_gen.config import IngestConfig
 
 
 class InteractionExampleGenSpec(types.ComponentSpec):
-    """Parameters `input_base` (directory) and `config` (IngestConfig JSON).
+    """Parameters `input_base` (the data directory; '' for the description's) and `config`
+    (IngestConfig JSON, holding the whole dataset description).
 
     Outputs `examples` (the interaction view: one example per interaction) and
     `user_examples` (the user view: one example per user and split).
@@ -32,7 +33,8 @@ class InteractionExampleGenSpec(types.ComponentSpec):
 
 
 class InteractionExampleGen(base_beam_component.BaseBeamComponent):
-    """Reads an interaction log plus item metadata and publishes train/eval/test Examples.
+    """Reads an interaction log (and its side tables) as its dataset description says and
+    publishes train/eval/test Examples.
 
     Beam options given with `with_beam_pipeline_args` (or the pipeline's
     `beam_pipeline_args`) apply to the ingest pipeline.
@@ -41,11 +43,12 @@ class InteractionExampleGen(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = InteractionExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base: str, config: Union[str, Dict[str, Any], IngestConfig]):
+    def __init__(self, input_base: Optional[str], config: Union[str, Dict[str, Any], IngestConfig]):
         """Builds the component; the config is validated here, before any pipeline runs.
 
         Args:
-          input_base: directory holding the interaction log (and item table).
+          input_base: the data directory the description's file paths are relative to
+            (None or '': the description's data_dir).
           config: an IngestConfig, its JSON, or a dict of its fields.
         """
         if isinstance(config, str):
@@ -55,7 +58,7 @@ class InteractionExampleGen(base_beam_component.BaseBeamComponent):
         elif not isinstance(config, IngestConfig):
             raise TypeError(f"config must be an IngestConfig, JSON text or dict, got {type(config).__name__}")
         spec = InteractionExampleGenSpec(
-            input_base=input_base,
+            input_base=input_base or "",
             config=config.to_json(),
             examples=types.Channel(type=standard_artifacts.Examples),
             user_examples=types.Channel(type=standard_artifacts.Examples))

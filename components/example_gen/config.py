@@ -1,13 +1,20 @@
-"""Ingest configuration of the interaction-log ExampleGen: defaults, presets and validation."""
+"""Ingest configuration of the interaction-log ExampleGen: the dataset description plus run settings.
+
+The description (the mapping `contract.datasets.DatasetSpec.to_dict()` gives, so a
+compiled pipeline spec holds its whole content) says what the files are and what an
+example is; the split, its days, the history length and the negatives default to the
+description's values and can be overridden per run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
-from contract import datasets, features
+from contract import datasets
+from contract import description as desc
 
 SPLIT_HASH = datasets.HASH_SPLIT
 SPLIT_LEAVE_LAST_TWO_OUT = datasets.LEAVE_LAST_TWO_OUT_SPLIT
@@ -20,81 +27,84 @@ EVAL = "eval"
 TEST = "test"
 SPLIT_NAMES = (TRAIN, EVAL, TEST)
 
+# The settings a description gives a default for (Description attribute of the same name).
+_FROM_DESCRIPTION = ("split", "eval_day", "test_day", "max_history", "negatives_per_positive")
+
 
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
     """What to read and how to split, label and sample it.
 
     Attributes:
-      dataset: `movielens` or `taobao` (a key of `contract.features.DATASETS`).
-      interactions: file name of the interaction log under `input_base`.
-      items: file name of the item metadata table under `input_base`, or None
-        when the log rows carry the item metadata (Taobao).
-      split: `hash`, `leave_last_two_out` or `by_day`.
-      eval_day: first UTC day (YYYY-MM-DD) of the eval split (by_day only).
-      test_day: the UTC day of the test split (by_day only); later rows are dropped.
-      max_history: the most recent N earlier interactions kept per example.
-      negatives_per_positive: sampled negatives written per positive example.
+      description: the dataset description as a mapping (`DatasetSpec.to_dict()`); a
+        shipped name, a description file, a Description or a DatasetSpec is turned into it.
+      split: `hash`, `leave_last_two_out` or `by_day` (None: the description's).
+      eval_day: first UTC day (YYYY-MM-DD) of the eval split (by_day; None: the description's).
+      test_day: the UTC day of the test split (by_day; later rows are dropped; None: the
+        description's).
+      max_history: the most recent N earlier interactions kept per example (None: the
+        description's history.max_length).
+      negatives_per_positive: sampled negatives written per example row (None: the
+        description's negatives.per_positive).
       seed: seed of the negative sampler.
       max_bad_rows: more bad rows than this fails the run; fewer are dropped and reported.
     """
 
-    dataset: str = "movielens"
-    interactions: str = "ratings.csv"
-    items: Optional[str] = "movies.csv"
-    split: str = SPLIT_HASH
-    eval_day: str = "2017-12-02"
-    test_day: str = "2017-12-03"
-    max_history: int = features.MAX_HISTORY
-    negatives_per_positive: int = 0
+    description: Mapping[str, Any]
+    split: Optional[str] = None
+    eval_day: Optional[str] = None
+    test_day: Optional[str] = None
+    max_history: Optional[int] = None
+    negatives_per_positive: Optional[int] = None
     seed: int = 42
     max_bad_rows: int = 0
 
     def __post_init__(self):
+        ref = self.description
+        if isinstance(ref, (str, desc.Description, datasets.DatasetSpec)) or not isinstance(ref, Mapping):
+            if not isinstance(ref, (str, desc.Description, datasets.DatasetSpec)):
+                raise ValueError(f"description must be a description mapping, a shipped name, a file, a "
+                                 f"Description or a DatasetSpec; got {type(ref).__name__}")
+            ref = datasets.description_dict(ref)
+        object.__setattr__(self, "description", json.loads(json.dumps(dict(ref))))
+        d = self.spec.description
+        for name in _FROM_DESCRIPTION:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(d, name))
         self.validate()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return self.to_dict()  # the fields only: caches (the spec, histories' plan) are rebuilt on use
 
     @property
     def spec(self) -> datasets.DatasetSpec:
-        """The data contract of the configured dataset."""
-        return datasets.dataset_spec(self.dataset)
+        """The dataset's spec (behaviors, labels, tasks; its `description` is the Description)."""
+        cached = self.__dict__.get("_spec")
+        if cached is None:
+            cached = datasets.dataset_spec(self.description)
+            object.__setattr__(self, "_spec", cached)
+        return cached
+
+    @property
+    def data_dir(self) -> str:
+        """The description's data directory ('' when it names none)."""
+        return self.spec.description.data_dir
 
     @classmethod
-    def movielens(cls, **overrides: Any) -> "IngestConfig":
-        """MovieLens preset: ratings.csv + movies.csv, hash split."""
-        values = dict(dataset=datasets.MOVIELENS.name, interactions="ratings.csv",
-                      items="movies.csv", split=SPLIT_HASH)
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def taobao(cls, **overrides: Any) -> "IngestConfig":
-        """Taobao preset: UserBehavior_sample.csv (metadata in the rows), by_day split."""
-        values = dict(dataset=datasets.TAOBAO.name, interactions="UserBehavior_sample.csv",
-                      items=None, split=SPLIT_BY_DAY)
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def for_dataset(cls, dataset: str, **overrides: Any) -> "IngestConfig":
-        """The preset of `dataset` (its file names and default split) with overrides."""
-        presets = {datasets.MOVIELENS.name: cls.movielens, datasets.TAOBAO.name: cls.taobao}
-        if dataset not in presets:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(presets)}")
-        return presets[dataset](**overrides)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "IngestConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> "IngestConfig":
         """Builds a config from a dict, rejecting unknown keys.
 
         Args:
-          values: field name -> value; missing fields take the defaults.
+          values: field name -> value; `description` is required, the rest take defaults.
         """
-        if not isinstance(values, dict):
+        if not isinstance(values, Mapping):
             raise ValueError(f"ingest config must be a JSON object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown ingest config keys {unknown}; expected some of {sorted(known)}")
+        if "description" not in values:
+            raise ValueError("ingest config needs its `description` (a dataset description mapping or name)")
         return cls(**values)
 
     @classmethod
@@ -102,7 +112,7 @@ class IngestConfig:
         """Parses a JSON object into a config.
 
         Args:
-          text: the JSON text; missing keys take the defaults.
+          text: the JSON text.
         """
         try:
             values = json.loads(text)
@@ -110,31 +120,31 @@ class IngestConfig:
             raise ValueError(f"ingest config is not valid JSON: {e}") from None
         return cls.from_dict(values)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """Every field (the description as a mapping)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def to_json(self) -> str:
         """The config as a JSON object with every field, keys sorted."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     def validate(self) -> None:
         """Raises ValueError naming the first field that is out of its domain."""
-        datasets.dataset_spec(self.dataset)
-        _check_type("interactions", self.interactions, str)
-        if not self.interactions or "/" in self.interactions or "\\" in self.interactions:
-            raise ValueError(f"interactions must be a file name under input_base, got {self.interactions!r}")
-        if self.items is not None:
-            _check_type("items", self.items, str)
-            if not self.items or "/" in self.items or "\\" in self.items:
-                raise ValueError(f"items must be a file name under input_base or null, got {self.items!r}")
-        if self.dataset == datasets.MOVIELENS.name and self.items is None:
-            raise ValueError("dataset 'movielens' needs an items file (movies.csv); got items=null")
-        if self.dataset == datasets.TAOBAO.name and self.items is not None:
-            raise ValueError(
-                f"dataset 'taobao' takes item metadata from the log rows; items must be null, got {self.items!r}")
         if self.split not in SPLIT_METHODS:
             raise ValueError(f"unknown split {self.split!r}; expected one of {list(SPLIT_METHODS)}")
-        eval_date = _parse_day("eval_day", self.eval_day)
-        test_date = _parse_day("test_day", self.test_day)
-        if self.split == SPLIT_BY_DAY and not eval_date < test_date:
-            raise ValueError(f"eval_day {self.eval_day} must be before test_day {self.test_day}")
+        if self.split == SPLIT_BY_DAY:
+            if not self.eval_day or not self.test_day:
+                raise ValueError(f"the by_day split needs eval_day and test_day (the description "
+                                 f"{self.spec.name!r} gives none): set them, e.g. eval_day='2017-12-02'")
+            eval_date = _parse_day("eval_day", self.eval_day)
+            test_date = _parse_day("test_day", self.test_day)
+            if not eval_date < test_date:
+                raise ValueError(f"eval_day {self.eval_day} must be before test_day {self.test_day}")
+        else:
+            for name in ("eval_day", "test_day"):
+                value = getattr(self, name)
+                if value:
+                    _parse_day(name, value)
         for name in ("max_history", "negatives_per_positive", "seed", "max_bad_rows"):
             _check_type(name, getattr(self, name), int)
         if self.max_history < 0:

@@ -22,7 +22,8 @@ FILE_FORMAT = "tfrecords_gzip"  # the tfx_bsl name of GZIP TFRecord files
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-    """Reads the interaction log and item table and writes every split in one Beam pipeline."""
+    """Checks the data against the description (preflight), then reads the interaction log and
+    its side tables and writes every split in one Beam pipeline (`run_ingest`)."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -32,13 +33,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           input_dict: unused (the component has no input channels).
           output_dict: `examples` (the interaction view) and `user_examples` (the user view):
             one Examples artifact each.
-          exec_properties: `input_base` (directory) and `config` (IngestConfig JSON).
+          exec_properties: `input_base` (the data directory; '': the description's) and `config`
+            (IngestConfig JSON).
         """
         self._log_startup(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         user_examples = artifact_utils.get_single_instance(output_dict[USER_EXAMPLES_KEY])
         config = IngestConfig.from_json(exec_properties[CONFIG_KEY])
-        report = run_ingest(exec_properties[INPUT_BASE_KEY], config, examples.uri,
+        report = run_ingest(exec_properties.get(INPUT_BASE_KEY) or None, config, examples.uri,
                             make_pipeline=self._make_beam_pipeline, user_output_dir=user_examples.uri)
         for artifact in (examples, user_examples):
             artifact.split_names = artifact_utils.encode_split_names(list(SPLIT_NAMES))

@@ -1,33 +1,44 @@
-"""Per-user example building: ordering, splits, labels, histories and sampled negatives.
+"""Per-user example building: ordering, splits, labels, histories, documents and sampled negatives.
 
-`build_user_examples` is the whole per-user step of the ingest; the Beam
-pipeline calls it once per user after grouping, and `build_examples` runs it
-over an in-memory log for tests and counts.
+`build_user_examples` is the whole per-user step of the ingest; the Beam pipeline calls
+it once per user after grouping, and `build_examples` runs it over an in-memory log for
+tests and counts. What an example row is and what it carries comes from the dataset
+description:
+
+- example rows: every interaction, or (`examples.anchor`) one row per (user, item) at its
+  first event of the anchor behavior;
+- raw labels: implicit (1 on logged rows, 0 on sampled negatives), the rating, and
+  behavior labels (the row's own behavior; anchored: 1 when an event of that behavior
+  for the pair is at or after the anchor, within the label's horizon when it has one);
+  `expr` labels are Transform's;
+- item and user features from the side tables (or, `items.from_interactions`, the
+  values on the item's earliest row), written under `Feature.raw_name`;
+- interaction columns as outcomes of the row (absent on sampled negatives);
+- documents of interaction texts (`documents: true`): `user_<c>_docs` / `item_<c>_docs`,
+  the `max_documents` most recent training-split texts of the user / item strictly
+  before the row in the (timestamp, item id) order, oldest first.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import operator
 import random
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from components.example_gen import parsing, splits
 from components.example_gen.config import (
     EVAL,
-    SPLIT_BY_DAY,
     SPLIT_HASH,
     SPLIT_LEAVE_LAST_TWO_OUT,
     TEST,
     TRAIN,
     IngestConfig,
 )
-from components.example_gen.parsing import BadRow, Interaction, ItemMeta, id_sort_key
-from contract import datasets, features
-
-# Taobao behavior -> raw label (pv -> viewed, cart -> cart, ...): both tuples
-# of datasets.TAOBAO list the same events in the same order.
-TAOBAO_LABEL_OF_BEHAVIOR = dict(zip(datasets.TAOBAO.behaviors, datasets.TAOBAO.raw_labels))
-assert TAOBAO_LABEL_OF_BEHAVIOR[parsing.TAOBAO_PV] == features.VIEWED
+from components.example_gen.parsing import BadRow, Interaction, id_sort_key
+from contract import description as desc
+from contract import features
 
 # Keys of the per-user statistics (summed over users into the report).
 STAT_USERS = "users"
@@ -36,37 +47,49 @@ STAT_NEGATIVES = "negatives_written"
 STAT_LABEL_POSITIVES = "label_positives"
 STAT_DROPPED = "dropped_after_test_day"
 
+FeatureDict = Dict[str, list]
+
+_OPERATORS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt,
+              "<": operator.lt}
+
 
 class Catalogue:
-    """The items negatives are drawn from, with the metadata a negative example takes.
+    """The items negatives are drawn from, with the raw item features an example of each takes.
 
     Args:
-      items: item id -> ItemMeta.
+      items: item id -> raw feature name -> values (see `parsing.feature_dict`).
     """
 
-    def __init__(self, items: Mapping[str, ItemMeta]):
-        self.meta: Dict[str, ItemMeta] = dict(items)
-        self.ids: List[str] = sorted(self.meta, key=id_sort_key)
+    def __init__(self, items: Mapping[str, FeatureDict]):
+        self.features: Dict[str, FeatureDict] = dict(items)
+        self.ids: List[str] = sorted(self.features, key=id_sort_key)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __contains__(self, item_id: str) -> bool:
-        return item_id in self.meta
+        return item_id in self.features
 
 
-def taobao_catalogue(interactions: Iterable[Interaction]) -> Catalogue:
-    """All items of a Taobao log; an item's category is the one on its earliest row.
+def first_row_key(row: Interaction) -> Tuple:
+    """What decides an item's earliest row (items.from_interactions): time, then file position."""
+    return (row.timestamp, row.file, row.line, row.item_values)
+
+
+def catalogue_from_interactions(interactions: Iterable[Interaction], d: desc.Description) -> Catalogue:
+    """Every item of the log; with `items.from_interactions`, its features are the values on its
+    earliest row (by time, then file and line); otherwise it has none.
 
     Args:
-      interactions: parsed Taobao rows.
+      interactions: parsed rows.
+      d: the description.
     """
-    first: Dict[str, Tuple[int, str, int, str]] = {}
+    first: Dict[str, Tuple] = {}
     for row in interactions:
-        key = (row.timestamp, row.file, row.line, row.category)
+        key = first_row_key(row)
         if row.item_id not in first or key < first[row.item_id]:
             first[row.item_id] = key
-    return Catalogue({item: parsing.taobao_item_meta(key[3]) for item, key in first.items()})
+    return Catalogue({item: parsing.feature_dict(d.item_features, key[3]) for item, key in first.items()})
 
 
 class ExampleRecord(NamedTuple):
@@ -87,7 +110,7 @@ class UserResult(NamedTuple):
     """What one user contributes: examples of both views, dropped rows and counts.
 
     Attributes:
-      examples: the interaction view (one example per interaction, plus negatives).
+      examples: the interaction view (one example per example row, plus negatives).
       bad_rows: rows dropped for this user.
       stats: counts summed into the ingest report.
       user_examples: the user view: at most one example per split (see `_user_view`).
@@ -115,36 +138,116 @@ def _tie_key(row: Interaction) -> Tuple:
     return (row.timestamp, id_sort_key(row.item_id))
 
 
-def _example_rows(events: Sequence[Interaction], dataset: str) -> Dict[int, _Row]:
+class Plan:
+    """What the description asks of every user's examples, worked out once per config.
+
+    Args:
+      config: the ingest config.
+    """
+
+    def __init__(self, config: IngestConfig):
+        spec = config.spec
+        d = spec.description
+        self.d = d
+        self.anchor = d.anchor
+        self.implicit = d.implicit_label
+        self.rating_labels = tuple(l.name for l in d.labels if l.source == desc.RATING)
+        self.behavior_labels = tuple((l.name, l.behavior, l.horizon_seconds) for l in d.labels
+                                     if l.source == desc.BEHAVIOR)
+        self.negative_labels = {name: [0] for name in [self.implicit] + [n for n, _, _ in self.behavior_labels]}
+        column_index = {c.name: i for i, c in enumerate(d.columns)}
+        # expr labels are Transform's; counted here so a task without training positives stops the run.
+        self.expr_labels = tuple(
+            (l.name, _OPERATORS[l.condition.op], l.condition.value,
+             None if l.condition.field == desc.RATING else column_index[l.condition.field])
+            for l in d.labels if l.source == desc.EXPR)
+        self.outcomes = tuple((i, c.raw_name, c.type == desc.MULTI_CATEGORICAL) for i, c in enumerate(d.columns))
+        self.documents = tuple((i, c) for i, c in enumerate(d.columns) if c.type == desc.TEXT and c.documents)
+        self.items_table = d.items is not None
+        self.users_table = d.users is not None
+        self.user_required = any(f.required for f in d.user_features)
+        self.targets = frozenset(spec.retrieval_targets(config.split))
+
+    def row_labels(self, event: Interaction) -> Dict[str, list]:
+        """The raw labels of an example row at `event` before anchored behavior labels are set."""
+        labels: Dict[str, list] = {self.implicit: [1]}
+        if event.rating is not None:
+            for name in self.rating_labels:
+                labels[name] = [event.rating]
+        if not self.behavior_labels:
+            return labels
+        if self.anchor:
+            for name, _, _ in self.behavior_labels:
+                labels[name] = [0]
+        else:
+            for name, behavior, _ in self.behavior_labels:
+                labels[name] = [1 if event.behavior == behavior else 0]
+        return labels
+
+    def count_positives(self, row: _Row, counts: Dict[str, int]) -> None:
+        """Adds 1 to `counts` for each binary label (raw and expr) that is 1 on an example row."""
+        counts[self.implicit] += 1
+        labels = row.labels
+        for name, _, _ in self.behavior_labels:
+            if labels[name][0] == 1:
+                counts[name] += 1
+        for name, op, threshold, index in self.expr_labels:
+            value = row.event.rating if index is None else row.event.columns[index]
+            if value is not None and op(value, threshold):
+                counts[name] += 1
+
+
+def plan_of(config: IngestConfig) -> Plan:
+    """The Plan of a config, worked out on first use and kept on the config."""
+    plan = config.__dict__.get("_plan")
+    if plan is None:
+        plan = Plan(config)
+        object.__setattr__(config, "_plan", plan)  # a cache beside the frozen fields, not a field
+    return plan
+
+
+def _example_rows(events: Sequence[Interaction], plan: Plan) -> Dict[int, _Row]:
     """Index in `events` of each example row's anchor -> the row."""
     rows: Dict[int, _Row] = {}
-    if dataset == datasets.MOVIELENS.name:
+    if not plan.anchor:
         for i, event in enumerate(events):
-            rows[i] = _Row(event, {features.RATING: [event.rating], features.WATCHED: [1]})
+            rows[i] = _Row(event, plan.row_labels(event))
         return rows
-    # Taobao: one row per item with a pv, at its first pv; later cart/fav/buy are labels.
-    first_pv: Dict[str, int] = {}
+    first: Dict[str, int] = {}
     for i, event in enumerate(events):
-        if event.behavior == parsing.TAOBAO_PV and event.item_id not in first_pv:
-            first_pv[event.item_id] = i
-    for i in first_pv.values():
-        labels = {label: [0] for label in datasets.TAOBAO.raw_labels}
-        labels[features.VIEWED] = [1]
-        rows[i] = _Row(events[i], labels)
-    for event in events:
-        i = first_pv.get(event.item_id)
-        if i is not None and event.behavior != parsing.TAOBAO_PV and event.timestamp >= events[i].timestamp:
-            rows[i].labels[TAOBAO_LABEL_OF_BEHAVIOR[event.behavior]] = [1]
+        if event.behavior == plan.anchor and event.item_id not in first:
+            first[event.item_id] = i
+    for i in first.values():
+        rows[i] = _Row(events[i], plan.row_labels(events[i]))
+    if plan.behavior_labels:
+        for event in events:
+            i = first.get(event.item_id)
+            if i is None:
+                continue
+            delay = event.timestamp - events[i].timestamp
+            if delay < 0:
+                continue
+            for name, behavior, horizon in plan.behavior_labels:
+                if event.behavior == behavior and (horizon is None or delay <= horizon):
+                    rows[i].labels[name] = [1]
     return rows
 
 
-def _assign_splits(user_id: str, anchors: Sequence[int], rows: Mapping[int, _Row],
-                   config: IngestConfig) -> Dict[int, Optional[str]]:
+def _pair_splits(user_id: str, events: Sequence[Interaction]) -> Dict[str, str]:
+    """Hash split: item id -> the split of the (user, item) pair, for every item of the user."""
+    out: Dict[str, str] = {}
+    for e in events:
+        if e.item_id not in out:
+            out[e.item_id] = splits.hash_split(user_id, e.item_id)
+    return out
+
+
+def _assign_splits(user_id: str, anchors: Sequence[int], rows: Mapping[int, _Row], config: IngestConfig,
+                   pair_splits: Optional[Mapping[str, str]] = None) -> Dict[int, Optional[str]]:
     if config.split == SPLIT_HASH:
-        return {i: splits.hash_split(user_id, rows[i].event.item_id) for i in anchors}
+        return {i: pair_splits[rows[i].event.item_id] for i in anchors}
     if config.split == SPLIT_LEAVE_LAST_TWO_OUT:
         return dict(zip(anchors, splits.leave_last_two_out(len(anchors))))
-    assert config.split == SPLIT_BY_DAY, config.split
     return {i: splits.day_split(rows[i].event.timestamp, config.eval_day, config.test_day) for i in anchors}
 
 
@@ -200,47 +303,163 @@ def _new_stats() -> Dict[str, object]:
     }
 
 
+# ----------------------------------------------------------------------------------------
+# Documents
+# ----------------------------------------------------------------------------------------
+class TextEntry(NamedTuple):
+    """A training-split text of an interaction column: whose, of what, when, and the text."""
+
+    column: int
+    item_id: str
+    user_id: str
+    key: Tuple  # (timestamp, id_sort_key(item id)): what "strictly before a row" compares
+    tie: Tuple  # orders equal keys of different users: (id_sort_key(user id), file, line)
+    text: str
+
+
+class ItemTexts:
+    """Every item's training-split texts per document column, in (timestamp, item id) order.
+
+    Args:
+      entries: the TextEntry of every training example row with a text (all users).
+    """
+
+    def __init__(self, entries: Iterable[TextEntry]):
+        grouped: Dict[Tuple[int, str], List[TextEntry]] = collections.defaultdict(list)
+        for e in entries:
+            grouped[(e.column, e.item_id)].append(TextEntry(*e))
+        self._keys: Dict[Tuple[int, str], List[Tuple]] = {}
+        self._texts: Dict[Tuple[int, str], List[str]] = {}
+        for k, group in grouped.items():
+            group.sort(key=lambda e: (e.key, e.tie))
+            self._keys[k] = [e.key for e in group]
+            self._texts[k] = [e.text for e in group]
+
+    def before(self, column: int, item_id: str, key: Tuple, count: int) -> List[str]:
+        """The last `count` texts of the item strictly before `key`, oldest first."""
+        keys = self._keys.get((column, item_id))
+        if not keys:
+            return []
+        end = bisect.bisect_left(keys, key)
+        return self._texts[(column, item_id)][max(0, end - count):end]
+
+
+class _Prepared(NamedTuple):
+    events: List[Interaction]
+    bad_rows: List[BadRow]
+    rows: Dict[int, _Row]
+    anchors: List[int]
+    split_of: Dict[int, Optional[str]]
+    pair_splits: Optional[Dict[str, str]]  # hash split: item id -> the pair's split
+
+
+def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestConfig, plan: Plan,
+             catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]]) -> _Prepared:
+    """A user's good rows in order, their bad rows, example rows and splits."""
+    bad_rows: List[BadRow] = []
+    events: List[Interaction] = []
+    missing_user = plan.users_table and plan.user_required and user_id not in (users or {})
+    for event in interactions:
+        if plan.items_table and event.item_id not in catalogue:
+            bad_rows.append(BadRow(parsing.MISSING_ITEM_METADATA, event.file, event.line,
+                                   f"item {event.item_id} (user {user_id}) is not in the items table "
+                                   f"({', '.join(plan.d.items.files)})"))
+        elif missing_user:
+            bad_rows.append(BadRow(parsing.MISSING_USER_METADATA, event.file, event.line,
+                                   f"user {user_id} is not in the users table ({', '.join(plan.d.users.files)}), "
+                                   f"whose features are required"))
+        else:
+            events.append(event)
+    events.sort(key=order_key)
+    rows = _example_rows(events, plan)
+    anchors = sorted(rows)
+    pair_splits = _pair_splits(user_id, events) if config.split == SPLIT_HASH else None
+    return _Prepared(events, bad_rows, rows, anchors, _assign_splits(user_id, anchors, rows, config, pair_splits),
+                     pair_splits)
+
+
+def _training_texts(user_id: str, prepared: _Prepared, plan: Plan) -> List[TextEntry]:
+    """The user's training example rows' texts of the document columns, in row order."""
+    out: List[TextEntry] = []
+    for i in prepared.anchors:
+        if prepared.split_of[i] != TRAIN:
+            continue
+        event = prepared.rows[i].event
+        for column, _ in plan.documents:
+            text = event.columns[column]
+            if text is not None:
+                out.append(TextEntry(column, event.item_id, user_id, _tie_key(event),
+                                     (id_sort_key(user_id), event.file, event.line), text))
+    return out
+
+
+def training_texts(user_id: str, interactions: Iterable[Interaction], config: IngestConfig,
+                   catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]] = None) -> List[TextEntry]:
+    """One user's training-split texts of the description's document columns (the input of
+    `ItemTexts`, which needs every user's).
+
+    Args: as `build_user_examples`.
+    """
+    plan = plan_of(config)
+    if not plan.documents:
+        return []
+    return _training_texts(user_id, _prepare(user_id, interactions, config, plan, catalogue, users), plan)
+
+
+def _user_documents(texts: Sequence[TextEntry], plan: Plan, key: Tuple) -> FeatureDict:
+    out: FeatureDict = {}
+    for column, feature in plan.documents:
+        mine = [e for e in texts if e.column == column and e.key < key]
+        out[f"user_{feature.name}_docs"] = [e.text for e in mine[-feature.max_documents:]]
+    return out
+
+
+def _item_documents(item_texts: Optional[ItemTexts], plan: Plan, item_id: str, key: Tuple) -> FeatureDict:
+    out: FeatureDict = {}
+    for column, feature in plan.documents:
+        texts = item_texts.before(column, item_id, key, feature.max_documents) if item_texts is not None else []
+        out[f"item_{feature.name}_docs"] = texts
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Examples
+# ----------------------------------------------------------------------------------------
 def build_user_examples(user_id: str, interactions: Iterable[Interaction], config: IngestConfig,
-                        catalogue: Catalogue) -> UserResult:
+                        catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]] = None,
+                        item_texts: Optional[ItemTexts] = None) -> UserResult:
     """Turns one user's parsed rows into examples with splits, labels, histories and negatives.
 
     Rows are ordered by (timestamp, item id). An example's history holds the
     behaviors of the interactions strictly before it in that order that the
     split lets a model see (hash: training-split pairs only; otherwise all),
-    oldest first, the last `max_history` kept. MovieLens rows whose movie is
-    not in the catalogue are returned as `missing_item_metadata` bad rows.
+    oldest first, the last `max_history` kept. With a declared items table, rows
+    whose item is not in it are `missing_item_metadata` bad rows; with a declared
+    users table, a user missing from it has no user features, or, when a user feature
+    is required, all its rows are `missing_user_metadata` bad rows.
 
     Args:
       user_id: the user.
       interactions: every good row of the user, in any order.
       config: the ingest config.
-      catalogue: item metadata (MovieLens: movies.csv; Taobao: all items of the log).
+      catalogue: every item with its raw features.
+      users: user id -> raw user features (None: no users table).
+      item_texts: every item's training texts (needed when the description has documents).
     """
-    spec = config.spec
-    bad_rows: List[BadRow] = []
-    events: List[Interaction] = []
-    for event in interactions:
-        if spec.name == datasets.MOVIELENS.name and event.item_id not in catalogue:
-            bad_rows.append(BadRow(parsing.MISSING_ITEM_METADATA, event.file, event.line,
-                                   f"movie {event.item_id} (user {user_id}) is not in {config.items}"))
-        else:
-            events.append(event)
-    events.sort(key=order_key)
-
-    rows = _example_rows(events, spec.name)
-    anchors = sorted(rows)
-    split_of = _assign_splits(user_id, anchors, rows, config)
-    if config.split == SPLIT_HASH:
-        split_of_pair: Dict[str, str] = {}
-        visible = []
-        for e in events:
-            if e.item_id not in split_of_pair:
-                split_of_pair[e.item_id] = splits.hash_split(user_id, e.item_id)
-            visible.append(split_of_pair[e.item_id] == TRAIN)
+    plan = plan_of(config)
+    prepared = _prepare(user_id, interactions, config, plan, catalogue, users)
+    events, rows, split_of = prepared.events, prepared.rows, prepared.split_of
+    if prepared.pair_splits is not None:
+        pair_splits = prepared.pair_splits
+        visible = [pair_splits[e.item_id] == TRAIN for e in events]
     else:
         visible = [True] * len(events)
+    ties = [_tie_key(e) for e in events]
+    user_features = (users or {}).get(user_id, {})
+    my_texts = _training_texts(user_id, prepared, plan) if plan.documents else []
 
     stats = _new_stats()
+    label_counts = stats[STAT_LABEL_POSITIVES]
     examples: List[ExampleRecord] = []
     positives: List[ExampleRecord] = []
     positive_behaviors: List[str] = []  # aligned with positives: the behavior of each one's interaction
@@ -250,11 +469,13 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
     seen_behaviors: List[str] = []
     seen_before: Dict[str, int] = {}  # split -> visible interactions before its first example
     keep = config.max_history
+    item_features = catalogue.features
+    outcomes, documents = plan.outcomes, plan.documents
     start = 0
     while start < len(events):
         # Events with the same (timestamp, item) are one position: none sees another.
         end = start + 1
-        while end < len(events) and _tie_key(events[end]) == _tie_key(events[start]):
+        while end < len(events) and ties[end] == ties[start]:
             end += 1
         for i in range(start, end):
             if i not in rows:
@@ -264,22 +485,32 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
                 stats[STAT_DROPPED] += 1
                 continue
             row = rows[i]
+            event = row.event
             seen_before.setdefault(split, len(seen_ids))
-            feats = _item_features(row.event, spec, catalogue)
+            feats = dict(item_features[event.item_id])
+            if user_features:
+                feats.update(user_features)
+            feats[features.ITEM_ID] = [event.item_id]
             feats[features.USER_ID] = [user_id]
             feats[features.SPLIT] = [split]
-            feats[features.TIMESTAMP] = [row.event.timestamp]
+            feats[features.TIMESTAMP] = [event.timestamp]
             feats[features.HISTORY_ITEM_IDS] = history_ids[-keep:] if keep else []
             feats[features.HISTORY_BEHAVIORS] = history_behaviors[-keep:] if keep else []
+            for index, name, multi in outcomes:
+                value = event.columns[index]
+                if value is not None:
+                    feats[name] = list(value) if multi else [value]
+            if documents:
+                key = ties[i]
+                feats.update(_user_documents(my_texts, plan, key))
+                feats.update(_item_documents(item_texts, plan, event.item_id, key))
             feats.update(row.labels)
             record = ExampleRecord(split, feats, False)
             examples.append(record)
             positives.append(record)
-            positive_behaviors.append(row.event.behavior)
+            positive_behaviors.append(event.behavior)
             stats[STAT_POSITIVES][split] += 1
-            for label, values in row.labels.items():
-                if label != features.RATING and values == [1]:
-                    stats[STAT_LABEL_POSITIVES][split][label] += 1
+            plan.count_positives(row, label_counts[split])
         for i in range(start, end):
             if visible[i]:
                 history_ids.append(events[i].item_id)
@@ -294,29 +525,28 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
         sampler = NegativeSampler(user_rng(config.seed, user_id), catalogue, {e.item_id for e in events})
         for record in positives:
             for item in sampler.draw(config.negatives_per_positive):
-                examples.append(_negative(record, item, spec, catalogue))
+                examples.append(_negative(record, item, plan, catalogue, user_features, item_texts))
                 stats[STAT_NEGATIVES][record.split] += 1
     user_examples = _user_view(user_id, positives, positive_behaviors, seen_ids, seen_behaviors, seen_before,
-                               config)
-    return UserResult(examples, bad_rows, stats, user_examples)
+                               config, plan)
+    return UserResult(examples, prepared.bad_rows, stats, user_examples)
 
 
 def _user_view(user_id: str, positives: Sequence[ExampleRecord], positive_behaviors: Sequence[str],
-               seen_ids: Sequence[str],
-               seen_behaviors: Sequence[str], seen_before: Mapping[str, int],
-               config: IngestConfig) -> List[ExampleRecord]:
+               seen_ids: Sequence[str], seen_behaviors: Sequence[str], seen_before: Mapping[str, int],
+               config: IngestConfig, plan: Plan) -> List[ExampleRecord]:
     """The user view: per split, what the user had done before it and the items it holds out.
 
     - history: every interaction the split lets a model see before it, oldest first and
       untruncated (a model reads the most recent `max_history`; serving excludes all of
       them). Hash split: all of the user's training interactions. Time splits: every
       interaction before the split's first example.
-    - targets (eval / test): the split's items; in the hash split only those the dataset
-      counts as retrieval targets (MovieLens: rated >= 4, the liked items of protocol K).
+    - targets (eval / test): the split's items; in the hash split only those whose
+      behavior is one of the retrieval task's `target_behaviors`
+      (`DatasetSpec.retrieval_targets`; all when it names none).
     - the train example has the training history and the training items as targets.
     Users without history or without targets in a split get no example for it.
     """
-    spec = config.spec
     train_count = sum(1 for r in positives if r.split == TRAIN)
     level = features.activity_level(train_count)
     out: List[ExampleRecord] = []
@@ -324,8 +554,8 @@ def _user_view(user_id: str, positives: Sequence[ExampleRecord], positive_behavi
         rows = [(r, b) for r, b in zip(positives, positive_behaviors) if r.split == split]
         if config.split == SPLIT_HASH:
             seen = len(seen_ids)
-            if spec.retrieval_min_rating is not None and split != TRAIN:
-                rows = [(r, b) for r, b in rows if r.features[features.RATING][0] >= spec.retrieval_min_rating]
+            if plan.targets and split != TRAIN:
+                rows = [(r, b) for r, b in rows if b in plan.targets]
         elif split == TRAIN:
             later = [seen_before[s] for s in (EVAL, TEST) if s in seen_before]
             seen = min(later) if later else len(seen_ids)
@@ -345,35 +575,23 @@ def _user_view(user_id: str, positives: Sequence[ExampleRecord], positive_behavi
     return out
 
 
-def _meta_features(meta: ItemMeta, spec: datasets.DatasetSpec) -> Dict[str, list]:
-    feats: Dict[str, list] = {features.ITEM_GENRES: list(meta.genres)}
-    if spec.has_year and meta.year is not None:
-        feats[features.ITEM_YEAR] = [meta.year]
-    return feats
-
-
-def _item_features(event: Interaction, spec: datasets.DatasetSpec, catalogue: Catalogue) -> Dict[str, list]:
-    """Item id and metadata of a positive: MovieLens from the catalogue, Taobao from the row."""
-    if event.category is not None:
-        meta = parsing.taobao_item_meta(event.category)
-    else:
-        meta = catalogue.meta[event.item_id]
-    feats = _meta_features(meta, spec)
-    feats[features.ITEM_ID] = [event.item_id]
-    return feats
-
-
-def _negative(positive: ExampleRecord, item_id: str, spec: datasets.DatasetSpec,
-              catalogue: Catalogue) -> ExampleRecord:
-    """A sampled negative: the positive's user, time, history and split with another item, labels 0."""
-    feats = _meta_features(catalogue.meta[item_id], spec)
+def _negative(positive: ExampleRecord, item_id: str, plan: Plan, catalogue: Catalogue,
+              user_features: FeatureDict, item_texts: Optional[ItemTexts]) -> ExampleRecord:
+    """A sampled negative: the positive's user, time, history, user documents and split with
+    another item (its features and documents), binary labels 0, no outcomes."""
+    feats = dict(catalogue.features[item_id])
+    feats.update(user_features)
     feats[features.ITEM_ID] = [item_id]
     for name in (features.USER_ID, features.TIMESTAMP, features.SPLIT, features.HISTORY_ITEM_IDS,
                  features.HISTORY_BEHAVIORS):
         feats[name] = positive.features[name]
-    for label in spec.raw_labels:
-        if label != features.RATING:
-            feats[label] = [0]
+    if plan.documents:
+        for _, feature in plan.documents:
+            name = f"user_{feature.name}_docs"
+            feats[name] = positive.features[name]
+        key = (positive.features[features.TIMESTAMP][0], id_sort_key(item_id))
+        feats.update(_item_documents(item_texts, plan, item_id, key))
+    feats.update(plan.negative_labels)
     return ExampleRecord(positive.split, feats, True)
 
 
@@ -400,18 +618,29 @@ def group_by_user(interactions: Iterable[Interaction]) -> Dict[str, List[Interac
     return by_user
 
 
-def build_user_view(interactions: Iterable[Interaction], config: IngestConfig,
-                    catalogue: Catalogue) -> List[ExampleRecord]:
+def item_texts_of(by_user: Mapping[str, List[Interaction]], config: IngestConfig, catalogue: Catalogue,
+                  users: Optional[Mapping[str, FeatureDict]] = None) -> Optional[ItemTexts]:
+    """Every item's training texts of an in-memory log (None when the description has no documents)."""
+    if not plan_of(config).documents:
+        return None
+    return ItemTexts(e for user_id, rows in by_user.items()
+                     for e in training_texts(user_id, rows, config, catalogue, users))
+
+
+def build_user_view(interactions: Iterable[Interaction], config: IngestConfig, catalogue: Catalogue,
+                    users: Optional[Mapping[str, FeatureDict]] = None) -> List[ExampleRecord]:
     """The user view of a whole in-memory log (users in id order); see `_user_view`."""
     by_user = group_by_user(interactions)
+    texts = item_texts_of(by_user, config, catalogue, users)
     out: List[ExampleRecord] = []
     for user_id in sorted(by_user, key=id_sort_key):
-        out.extend(build_user_examples(user_id, by_user[user_id], config, catalogue).user_examples)
+        out.extend(build_user_examples(user_id, by_user[user_id], config, catalogue, users, texts).user_examples)
     return out
 
 
-def build_examples(interactions: Iterable[Interaction], config: IngestConfig,
-                   catalogue: Catalogue) -> Tuple[List[ExampleRecord], List[BadRow], Dict[str, object]]:
+def build_examples(interactions: Iterable[Interaction], config: IngestConfig, catalogue: Catalogue,
+                   users: Optional[Mapping[str, FeatureDict]] = None
+                   ) -> Tuple[List[ExampleRecord], List[BadRow], Dict[str, object]]:
     """Runs `build_user_examples` over a whole in-memory log.
 
     Returns (examples, bad rows, summed stats), users in id order.
@@ -419,15 +648,18 @@ def build_examples(interactions: Iterable[Interaction], config: IngestConfig,
     Args:
       interactions: all good rows.
       config: the ingest config.
-      catalogue: item metadata.
+      catalogue: every item with its raw features.
+      users: user id -> raw user features (None: no users table).
     """
     examples: List[ExampleRecord] = []
     bad_rows: List[BadRow] = []
     stats: Dict[str, object] = {}
     by_user = group_by_user(interactions)
+    texts = item_texts_of(by_user, config, catalogue, users)
     for user_id in sorted(by_user, key=id_sort_key):
-        result = build_user_examples(user_id, by_user[user_id], config, catalogue)
+        result = build_user_examples(user_id, by_user[user_id], config, catalogue, users, texts)
         examples.extend(result.examples)
         bad_rows.extend(result.bad_rows)
         merge_stats(stats, result.stats)
     return examples, bad_rows, stats
+
