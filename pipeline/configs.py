@@ -13,6 +13,7 @@ import pathlib
 import re
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from common.io_utils import is_uri
 from contract import datasets as D
 from contract import description as desc
 
@@ -169,7 +170,7 @@ class PipelineConfig:
         if split == D.BY_DAY_SPLIT and not (eval_day and test_day):
             raise ValueError(f"split {split!r} needs an eval day and a test day; the description {d.name!r} "
                              f"({file}) gives none: pass --eval_day YYYY-MM-DD --test_day YYYY-MM-DD")
-        if not is_remote(data_dir):
+        if not is_uri(data_dir):
             data_dir = os.path.abspath(data_dir)
         content = d.to_dict()
         content["data_dir"] = data_dir
@@ -206,7 +207,7 @@ class PipelineConfig:
     @property
     def schema_path(self) -> str:
         if self.schema_file:
-            return self.schema_file if is_remote(self.schema_file) else os.path.abspath(self.schema_file)
+            return self.schema_file if is_uri(self.schema_file) else os.path.abspath(self.schema_file)
         return os.path.join(self.schema_dir, self.dataset_name, SCHEMA_FILE)
 
     def ingest_config(self) -> Dict[str, Any]:
@@ -240,11 +241,6 @@ class PipelineConfig:
 
 
 SCHEMA_FILE = "schema.pbtxt"  # the curated schema's file name under schemas/<name>/
-
-
-def is_remote(path: str) -> bool:
-    """A URI such as gs://bucket/dir (read through TensorFlow's file systems), not a local path."""
-    return "://" in path
 
 
 def _display_path(path: pathlib.Path) -> str:

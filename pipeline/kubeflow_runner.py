@@ -47,8 +47,9 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from common.io_utils import is_uri
 from pipeline.configs import (REPO_ROOT, PipelineConfig, add_beam_arguments, add_dataset_arguments, apply_beam_arguments,
-                              dataset_overrides, families_arg, is_remote)
+                              dataset_overrides, families_arg)
 
 DEFAULT_IMAGE = "recsys-tfx:latest"
 DEFAULT_OUTPUT_FILE = os.path.join("outputs", "kubeflow", "recsys_pipeline.yaml")
@@ -67,7 +68,7 @@ _PARAMETERIZED = {("InteractionExampleGen", "input_base"): DATA_ROOT, ("RunRepor
 
 def image_path(path: str) -> Optional[str]:
     """Where a path inside the repository is in the image (None for a path outside it)."""
-    if is_remote(path):
+    if is_uri(path):
         return None
     relative = os.path.relpath(os.path.abspath(path), str(REPO_ROOT))
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
