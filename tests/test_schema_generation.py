@@ -205,3 +205,22 @@ def test_generating_from_the_data_fills_the_genres_from_the_training_split(movie
     assert set(genres) <= set(gen.checked_in_domains(_checked_in("movielens"), d)["item_genres"])
     assert text == gen.render(d, {"item_genres": genres}, "datasets/movielens.yaml")
     assert os.listdir(tmp_path) == []  # the ingest's temporary directory is gone
+
+
+def test_the_anomaly_gate_points_at_generation_when_the_description_changed(tmp_path):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from components import anomaly_gate
+
+    anomalies = anomalies_pb2.Anomalies()
+    info = anomalies.anomaly_info["item_color"]
+    info.short_description = "New column"
+    info.reason.add(type=anomalies_pb2.AnomalyInfo.SCHEMA_NEW_COLUMN)
+    uri = tmp_path / "out" / "pipeline_root" / "ExampleValidator" / "anomalies" / "5"
+    (uri / "Split-train").mkdir(parents=True)
+    (uri / "Split-train" / anomaly_gate.ANOMALIES_FILE).write_bytes(anomalies.SerializeToString())
+    lines = anomaly_gate.how_to_proceed(str(uri), ["train"], "")
+    text = "\n".join(lines)
+    assert "add a feature 'item_color'" in text
+    assert 'make update-schema ARGS="--generate --dataset NAME" (or --dataset_file FILE)' in text
+    assert f'make update-schema ARGS="--output_dir {tmp_path / "out"}"' in text
