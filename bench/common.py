@@ -135,6 +135,21 @@ def read_table(source, data_dir: str):
     return pd.concat(frames, ignore_index=True)
 
 
+def commit() -> str:
+    """The repository's commit (`git rev-parse --short HEAD`), `+ changes` when the work tree
+    differs from it; 'unknown' outside a git work tree."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + changes" if dirty else "")
+
+
 def machine() -> Dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
@@ -150,7 +165,8 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
                   out_dir: str = RESULTS_DIR) -> None:
     """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method)."""
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
-    header = ["", "Produced by: `" + meta["command"] + "`", f"Machine: {meta['machine']}", ""]
+    header = ["", "Produced by: `" + meta["command"] + "`"] + (
+        [f"Commit: {meta['commit']}"] if meta.get("commit") else []) + [f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
 
