@@ -128,6 +128,9 @@ def summary_row(section: str, model: str, kind: str, task: str, per_seed: Sequen
     """One model's row: every metric's mean over the seeds (`<metric>_std`, None for one value)."""
     row: Dict[str, Any] = {"section": section, "model": model, "kind": kind, "task": task}
     for metric in per_seed[0]:
+        if isinstance(per_seed[0][metric], int):  # a count (users): the same for every seed
+            row[metric] = per_seed[0][metric]
+            continue
         stats = common.mean_std([m[metric] for m in per_seed])
         row[metric], row[f"{metric}_std"] = stats["mean"], stats["std"]
     row.update(seeds=len(per_seed), train_seconds=round(float(np.mean(seconds)), 1) if seconds else 0.0,
@@ -149,7 +152,7 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray) -> Dict[str, float]:
 
 def retrieval_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
     return {"hr_at_10": metrics["hit_rate@10"], "recall_at_10": metrics["recall@10"],
-            "ndcg_at_10": metrics["ndcg@10"], "mrr_at_10": metrics["mrr@10"], "users": metrics["users"]}
+            "ndcg_at_10": metrics["ndcg@10"], "mrr_at_10": metrics["mrr@10"], "users": int(metrics["users"])}
 
 
 def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieval_family: str) -> List[str]:
@@ -204,8 +207,9 @@ def markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any], goal_lines: S
                                               "ndcg_at_10_std", "mrr_at_10", "users", "seeds", "train_seconds",
                                               "setting"]), ""]
     parts += ["## Goals", ""] + (list(goal_lines) or ["- nothing to compare"]) + [""]
-    parts += [f"Settings chosen on eval, and each family's early stopping: `{json.dumps(meta['tuning'])}`", "",
-              "Training seconds were measured on a machine shared with other jobs: not a speed comparison.", ""]
+    parts += [f"Settings chosen on eval (SVD's grid, EASE's lambda) and each family's early stopping: "
+              f"`{meta['name']}_tuning.json`. Training seconds were measured on a machine shared with other jobs: "
+              "not a speed comparison.", ""]
     return "\n".join(parts)
 
 
@@ -370,10 +374,13 @@ def main(argv=None) -> int:
     meta["command"] = ("python -m bench.reviews " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     rating_models = [f for f in args.rating_families.split(",") if f] + [args.multitask_family]
     goal_lines = goals(rows, rating_models, args.retrieval_family)
+    meta["name"] = args.name
     text = markdown(rows, meta, goal_lines)
     common.write_results(args.name, rows, text, {"command": meta["command"],
                                                  "machine": json.dumps(meta["machine"]), "commit": meta["commit"]},
                          args.out)
+    common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
+                        json.dumps(meta["tuning"], indent=2, default=str) + "\n")
     print(text)
     return 0
 

@@ -114,13 +114,16 @@ def test_summary_rows_and_the_results_page():
     assert (row["seeds"], row["train_seconds"]) == (2, 3.0)
     one = reviews.summary_row(reviews.RATING, reviews.BASELINE, "peer", "rating", [{"rmse": 0.9}], [0.0], "x")
     assert one["rmse_std"] is None
+    users = reviews.summary_row(reviews.RETRIEVAL, "x", "peer", "", [{"ndcg_at_10": 0.1, "users": 9},
+                                                                      {"ndcg_at_10": 0.2, "users": 9}], [], "")
+    assert users["users"] == 9 and "users_std" not in users and users["ndcg_at_10"] == pytest.approx(0.15)
     meta = {"dataset": "amazon_reviews", "data": "amazon_reviews (datasets/amazon_reviews.yaml), hash split",
-            "rows": [8, 1, 1], "seeds": [42], "tuning": {"ease": {"chosen": 100.0}}}
+            "rows": [8, 1, 1], "seeds": [42], "tuning": {"ease": {"chosen": 100.0}}, "name": "amazon_reviews"}
     text = reviews.markdown(_rows(), meta, ["- a goal"])
     for heading in ("## Rating (test rows)", "## Binary tasks (test rows)", "## Retrieval", "## Goals"):
         assert heading in text
     assert "| mf | family | rating | 0.8800 | 0.0010 |" in text and "- a goal" in text
-    assert '"ease": {"chosen": 100.0}' in text
+    assert "`amazon_reviews_tuning.json`" in text
 
 
 def test_served_outputs_reads_the_tasks_outputs_in_batches(tmp_path):
