@@ -48,6 +48,7 @@ from export import warmup  # noqa: E402
 from common.io_utils import atomic_write
 from bench.machine import cpu_model
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATES = 100
 GOAL_P50_GAP_MS = 1.0
 GOAL_QPS = 1000.0
