@@ -94,7 +94,7 @@ bench-takd: $(STAMP)
 # terms): rating families, two_tower and mmoe against BaselineOnly, SVD, EASE and MostPopular on
 # one split in one run (bench/results/amazon_reviews.{json,md}).
 AMAZON_REVIEWS_DIR ?= ../shared/data/amazon-musical-instruments-5core
-bench-reviews: bench-install
+bench-reviews: $(STAMP)
 	$(PY) -m bench.reviews --data_dir $(AMAZON_REVIEWS_DIR) $(ARGS)
 
 # Protocol S (next item, leave_last_two_out): sequential families against MostPopular, ItemKNN,
