@@ -584,9 +584,9 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
 
 
 def data_options(args, dataset: str) -> Dict[str, Any]:
-    """PipelineConfig fields of one --datasets entry: the description, its --data_dir and
-    --negatives (unset: the description's)."""
-    values: Dict[str, Any] = {"dataset": dataset}
+    """PipelineConfig fields of one --datasets entry besides the description itself: its --data_dir
+    and --negatives (unset: the description's)."""
+    values: Dict[str, Any] = {}
     data_dir = keyed(per_dataset(args.data_dir, "--data_dir"), dataset)
     if data_dir:
         values["data_dir"] = data_dir
@@ -717,7 +717,7 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
 def describe_data(args, dataset: str) -> str:
     """`dataset: name (file), split S split, N sampled negative(s) per positive` (its data stages,
     already run: reused)."""
-    config = common.data_stages(args.work_dir, **data_options(args, dataset)).config
+    config = common.data_stages(args.work_dir, dataset=dataset, **data_options(args, dataset)).config
     return f"{dataset}: {common.data_label(config)}, {config.negatives_per_positive} sampled negative(s) per positive"
 
 

@@ -118,8 +118,8 @@ def test_per_dataset_options_default_to_the_description():
                               sparse_tasks=None, reference_auc=["taobao=cart:0.6,buy:0.7"])
     mt.parse_data_arguments(args)
     assert args.negatives == list(mt.DEFAULT_NEGATIVES)
-    assert mt.data_options(args, "taobao") == {"dataset": "taobao", "data_dir": "/data/tb"}
-    assert mt.data_options(args, "movielens") == {"dataset": "movielens", "negatives_per_positive": 1}
+    assert mt.data_options(args, "taobao") == {"data_dir": "/data/tb"}
+    assert mt.data_options(args, "movielens") == {"negatives_per_positive": 1}
     assert mt.reference_aucs(args, "taobao") == {"cart": 0.6, "buy": 0.7} and mt.reference_aucs(args, "movielens") == {}
     args.sparse_tasks = ["taobao=fav,buy"]
     assert mt.sparse_tasks(args, "taobao") == ("fav", "buy") and mt.sparse_tasks(args, "amazon_reviews") == ()
