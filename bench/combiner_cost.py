@@ -7,9 +7,10 @@ to every Python call: the per-example `add_input` of the project's combiners
 (`evaluation/tfma_metrics.py`) is many small calls, so the profile overstates their
 share. This feeds the same synthetic per-example inputs (one example per element, as
 TFMA's StandardMetricInputs give them: a prediction, label and example weight per task
-output) to the combiners an Evaluator runs for a one-task binary model and for the
-four tasks of `mmoe` on MovieLens (watched, liked, loved, rating; `mean_auc` is derived
-from their results and reads no example), and times `add_input` over every element plus
+output) to the combiners an Evaluator runs for a one-task binary model and for every
+pointwise task of a dataset description (`--dataset`, MovieLens by default: rating, liked,
+loved, watched, as `mmoe` trains them with negatives; `mean_auc` is derived from their
+results and reads no example), and times `add_input` over every element plus
 `extract_output`, in process CPU seconds, plainly and under cProfile.
 
 Writes `bench/results/combiner_cost.{md,json}`.
@@ -33,10 +34,14 @@ from contract import tasks as T  # noqa: E402
 from evaluation.tfma_metrics import TaskMetrics  # noqa: E402
 
 NAME = "combiner_cost"
-SETUPS = {  # output name -> task kind
-    "one binary task": {"liked": T.BINARY},
-    "mmoe (movielens)": {"watched": T.BINARY, "liked": T.BINARY, "loved": T.BINARY, "rating": T.REGRESSION},
-}
+
+
+def setups(spec) -> Dict[str, Dict[str, str]]:
+    """{setup: {output name: task kind}}: the description's first binary task alone, and every
+    pointwise task of it (what a multi-task family's Evaluator measures)."""
+    pointwise = {t.name: t.kind for t in spec.tasks if t.kind in (T.BINARY, T.REGRESSION)}
+    binary = [name for name, kind in pointwise.items() if kind == T.BINARY][:1]
+    return {"one binary task": {name: T.BINARY for name in binary}, f"mmoe ({spec.name})": pointwise}
 
 
 def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metrics.StandardMetricInputs]:
@@ -88,9 +93,13 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", type=int, default=60000,
                         help="elements per combiner (an Evaluator of /tmp/makerun10: ~59,000 per slice set)")
     parser.add_argument("--repeats", type=int, default=3, help="the fastest of this many runs is kept")
+    parser.add_argument("--dataset", default=common.PipelineConfig.dataset,
+                        help="a shipped description name or a description file (its tasks)")
     args = parser.parse_args(argv)
+    from contract import datasets as D
+
     rows = []
-    for setup, outputs in SETUPS.items():
+    for setup, outputs in setups(D.dataset_spec(args.dataset)).items():
         data = elements(outputs, args.examples)
         plain = cpu_seconds(outputs, data, False, args.repeats)
         profiled = cpu_seconds(outputs, data, True, args.repeats)

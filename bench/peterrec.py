@@ -1,8 +1,9 @@
 """PeterRec (Yuan et al., SIGIR'20): pretrain NextItNet once, fine-tune per task and mode.
 
-Data: MovieLens, the pipeline's own data stages with the leave_last_two_out split
-(protocol S): ExampleGen's user view (histories mapped with the Transform's item
-vocabulary) and interaction view (labels). Downstream tasks and their split rules:
+Data: a dataset description (`--dataset` / `--dataset_file`; MovieLens by default), the
+pipeline's own data stages with the leave_last_two_out split (protocol S): ExampleGen's
+user view (histories mapped with the Transform's item vocabulary) and interaction view
+(labels). Downstream tasks and their split rules:
 `training/downstream.py` (next_like: is the next interaction a like, AUC;
 next_liked_genre: the genre of the next liked movie, user-level, accuracy).
 
@@ -36,6 +37,7 @@ import tf_keras as keras  # noqa: E402
 
 from common.io_utils import atomic_path, atomic_write  # noqa: E402
 from contract import datasets as D  # noqa: E402
+from contract import description as desc  # noqa: E402
 from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 from models.blocks import patches as P  # noqa: E402
@@ -49,8 +51,7 @@ from training.peterrec import fine_tune, metric_name, score  # noqa: E402
 from training.trainer import vocabulary_rows  # noqa: E402
 from training.views import ItemRows, item_counts, load_user_view, sequence_dataset, sequence_windows  # noqa: E402
 
-SPEC = D.MOVIELENS
-LENGTH = 64  # the pipeline's max_history: inputs and training windows
+LENGTH = 64  # inputs and training windows (MovieLens's max_history)
 
 
 def pretrain_params(args) -> NextItNetParams:
@@ -58,12 +59,20 @@ def pretrain_params(args) -> NextItNetParams:
                            batch_size=args.pretrain_batch, max_epochs=args.pretrain_epochs, patience=2)
 
 
-def context_for(tft_output, views, seed: int) -> ModelContext:
+def liked_behavior(spec: D.DatasetSpec) -> str:
+    """The behavior the downstream tasks ask about: the first next-behavior task's (MovieLens:
+    liked), else the strongest behavior."""
+    return spec.next_behavior_tasks[0][1] if spec.next_behavior_tasks else spec.behaviors[-1]
+
+
+def context_for(tft_output, views, seed: int, spec: D.DatasetSpec) -> ModelContext:
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
+    sets = [f for f in spec.item_features if f.type in (desc.MULTI_CATEGORICAL, desc.CATEGORICAL)]
     return ModelContext(
-        dataset=SPEC, tasks=(SPEC.task(D.RETRIEVAL_TASK),),
+        dataset=spec, tasks=(spec.task(D.RETRIEVAL_TASK),),
         num_users=vocabulary_rows(tft_output, F.USER_VOCAB), num_items=num_items,
-        num_genres=vocabulary_rows(tft_output, F.GENRE_VOCAB), num_behaviors=len(SPEC.behaviors) + 2,
+        num_genres=vocabulary_rows(tft_output, sets[0].vocabulary_name) if sets else 0,
+        num_behaviors=len(spec.behaviors) + 2,
         max_history=LENGTH, item_counts=item_counts(views[DS.TRAIN], num_items), seed=seed)
 
 
@@ -159,9 +168,11 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
 
 
 def run(args) -> List[Dict[str, Any]]:
-    stages = common.data_stages(args.work_dir, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
+    stages = common.stages_of_args(args, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
+    args.data = common.data_label(stages.config)
+    spec = stages.config.spec
     tft_output = tft.TFTransformOutput(stages.transform_graph)
-    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), SPEC.behaviors)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in DS.SPLITS}
     interactions = DS.load_interactions([f for s in DS.SPLITS for f in stages.raw_files(F.INTERACTION_VIEW, s)])
     tasks = {t: DS.build(t, views, interactions, rows.ids, LENGTH, per_user=args.train_windows) for t in args.tasks}
@@ -172,13 +183,13 @@ def run(args) -> List[Dict[str, Any]]:
     valid[1: len(rows.ids) + 1] = True
     params = pretrain_params(args)
     results: List[Dict[str, Any]] = []
-    liked_row = SPEC.behaviors.index("liked") + 1
+    liked_row = spec.behaviors.index(liked_behavior(spec)) + 1
     for name, data in tasks.items():
         for row in baselines(data, interactions, rows.ids, liked_row):
             print(json.dumps(row), file=sys.stderr)
             results.append({"kind": "baseline", **row})
     for seed in (args.seeds if args.modes else []):
-        context = context_for(tft_output, views, seed)
+        context = context_for(tft_output, views, seed, spec)
         weights, pre = cached_pretrain(context, params, views, valid, seed,
                                        os.path.join(stages.config.output_dir, "peterrec_pretrained"))
         print(f"seed {seed} pretrained: {pre}", file=sys.stderr)
@@ -231,7 +242,7 @@ def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Se
 
 def markdown(table, pretrain_rows, counts, args) -> str:
     lines = [
-        "# PeterRec model patches (MovieLens, protocol S)",
+        f"# PeterRec model patches ({args.data}, protocol S)",
         "",
         "NextItNet pretrained on the train histories (next item), then per task and mode a new head "
         f"({args.pooling}-position pooling) and what the mode trains (models/blocks/patches.py); "
@@ -277,6 +288,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--name", default="peterrec")
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -290,7 +302,7 @@ def main(argv=None) -> None:
     table = aggregate(results, args.tasks, args.modes)
     pretrain_rows = [r for r in results if r["kind"] == "pretrain"]
     command = "python -m bench.peterrec " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"command": command.strip(), "machine": common.machine(), "data": "movielens (data/movielens-small)",
+    meta = {"command": command.strip(), "machine": common.machine(), "data": args.data,
             "split": "leave_last_two_out (protocol S)", "seeds": args.seeds,
             "seconds": round(time.monotonic() - started, 1)}
     rows = [dict(r, kind="summary") for r in table] + list(results) + [{"kind": "meta", **meta, "counts": counts}]

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from components.example_gen.splits import hash_split
+from contract import description as desc
 from contract import features as F
 from transform import preprocessing
 from pipeline import report
@@ -23,6 +24,8 @@ from pipeline.configs import PipelineConfig
 from pipeline.local_runner import PipelineFailed, run
 
 DATA_STAGES = ["InteractionExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate", "Transform"]
+# MovieLens's multi-valued item feature, as its description declares it.
+GENRES = next(f for f in desc.load("movielens").item_features if f.type == desc.MULTI_CATEGORICAL)
 
 
 def _data_config(data_dir, output_dir, **overrides):
@@ -99,7 +102,7 @@ def test_a_model_failing_the_gate_is_not_pushed_and_the_threshold_is_named(train
 
 def _vocabularies(transform_graph):
     assets = os.path.join(transform_graph, "transform_fn", "assets")
-    names = [F.USER_VOCAB, F.ITEM_VOCAB, F.GENRE_VOCAB, preprocessing.ITEM_COUNT_VOCAB,
+    names = [F.USER_VOCAB, F.ITEM_VOCAB, GENRES.vocabulary_name, preprocessing.ITEM_COUNT_VOCAB,
              preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.PAIR_COUNT_VOCAB,
              preprocessing.PAIR_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
     out = {}
@@ -189,7 +192,7 @@ def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(
     message = str(failure.value.cause)
     assert "item_genres" in message and "Children\\'s" in message
     assert "How to proceed" in message and config.schema_path in message
-    assert "add the new values to string_domain 'genre'" in message
+    assert f"add the new values to string_domain '{GENRES.raw_name}'" in message
     assert f'make update-schema ARGS="--output_dir {config.output_dir}"' in message and "--schema_file" in message
     assert "Transform" not in report.output_dirs(config.pipeline_root)
 
@@ -198,7 +201,8 @@ def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(
     inferred = tmp_path / "schema.inferred.pbtxt"
     assert update_schema.main(["--output_dir", config.output_dir, "--out", str(inferred)]) == 0
     printed = capsys.readouterr().out
-    assert "string_domain 'genre': add [\"Children's\"]" in printed and f"--schema_file {inferred}" in printed
+    assert f"string_domain '{GENRES.raw_name}': add [\"Children's\"]" in printed
+    assert f"--schema_file {inferred}" in printed
     assert "Children\\'s" in inferred.read_text()
     assert open(config.schema_path, encoding="utf-8").read() == curated
 
@@ -220,6 +224,36 @@ def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, 
     assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed
 
 
+def test_a_description_file_runs_the_data_stages_and_a_bad_one_stops_before_any_component(
+        movielens_slice, tmp_path, capsys):
+    from pipeline.local_runner import main
+
+    text = (desc.SHIPPED_DIR / "movielens.yaml").read_text().replace("name: movielens", "name: movielens_slice")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text.replace("data_dir: ../data/movielens-small\n", ""))
+    schema_dir = tmp_path / "schemas" / "movielens_slice"
+    schema_dir.mkdir(parents=True)
+    shutil.copy(desc.SHIPPED_DIR.parent / "schemas" / "movielens" / "schema.pbtxt", schema_dir / "schema.pbtxt")
+    out = tmp_path / "out"
+    code = main(["--dataset_file", str(mine), "--data_dir", str(movielens_slice), "--output_dir", str(out),
+                 "--families", "none", "--schema_file", str(schema_dir / "schema.pbtxt")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"Pipeline on movielens_slice ({mine}) data from {movielens_slice}" in printed
+    assert f"description       movielens_slice ({mine})" in printed
+    # Every data stage published its outputs (AnomalyGate has none; Transform runs only after it passed).
+    assert set(DATA_STAGES) - {"AnomalyGate"} <= set(report.output_dirs(str(out / "pipeline_root")))
+
+    # The description names a file the data folder lacks: ExampleGen's preflight stops the run
+    # before any component, naming the file.
+    mine.write_text(mine.read_text().replace("files: ratings.csv", "files: rating.csv"))
+    code = main(["--dataset_file", str(mine), "--data_dir", str(movielens_slice), "--output_dir",
+                 str(tmp_path / "out2"), "--families", "none"])
+    printed = capsys.readouterr().out
+    assert code == 2 and "rating.csv" in printed and "error:" in printed
+    assert not (tmp_path / "out2" / "pipeline_root").exists()
+
+
 def test_the_run_report_is_one_self_contained_html_file(trained_run):
     import html.parser
     import re
@@ -234,6 +268,7 @@ def test_the_run_report_is_one_self_contained_html_file(trained_run):
     assert "<script" not in text and not re.findall(r"(?:src|href)=[\"'](?:https?:)?//", text)
     for section in ("run", "data", "models"):
         assert f'id="{section}"' in text
+    assert "<td>movielens (datasets/movielens.yaml)</td>" in text  # which description the run read
     for family in config.families:
         assert f'id="family-{family}"' in text and "blessed, pushed version" in text
     assert text.count("<svg") >= len(config.families)  # a training curve per family
@@ -279,6 +314,7 @@ def test_each_pushed_version_gets_a_model_card_from_the_runs_measurements(traine
         for section in ("## Model details", "## Intended use", "## Data", "## Metrics", "## Metrics by slice",
                         "## Gate", "## Caveats"):
             assert section in text, (family, section)
+        assert "Dataset `movielens`, described by `datasets/movielens.yaml`" in text
         # The card's numbers are the Evaluator's: the test split's first key metric, as measured.
         test = outcome["metrics"]["test"]
         output, values = sorted(test.items())[0]
