@@ -155,6 +155,12 @@ def test_trainer_and_evaluator_read_the_view_of_their_family(tmp_path):
     content = config.resolved().description
     assert ingest["description"] == transform["description"] == custom["description"] == content
     assert content["name"] == "movielens"
+    # The Evaluator reads the rating scale and the liked threshold from the same description
+    # (without them the rating task would report neither its calibration range nor its AUC).
+    evaluation = json.loads(components["Evaluator_mf"].exec_properties["eval_config"])
+    (task_metrics,) = [json.loads(m["config"]) for s in evaluation["metrics_specs"] for m in s["metrics"]
+                       if m["class_name"] == "TaskMetrics"]
+    assert task_metrics["value_range"] == [0.5, 5.0] and task_metrics["auc_threshold"] == 4.0
 
 
 @pytest.mark.parametrize("family,metric,bound", [("mf", "rmse", "upper_bound"), ("mf_dnn_liked", "auc", "lower_bound"),
