@@ -12,12 +12,15 @@ from __future__ import annotations
 import datetime
 import html
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from common.io_utils import atomic_write
 from contract import protocol
 from pipeline import report
 from pipeline.configs import PipelineConfig
+
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
 
 REPORT_NAME = "report.html"
 SECTIONS = ("Run", "Data", "Models")
