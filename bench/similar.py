@@ -1,7 +1,7 @@
 """Similar items: how much of the item-feature-set cosine each family's `similar_items` blends in.
 
 `similar_items` scores (cos(learned item vectors) + w * cos(feature sets)) / (1 + w)
-(`models.base.RecModel.similarity_vectors`, w = the family's `similar_genre_weight`), the
+(`models.base.RecModel.similarity_vectors`, w = the family's `similar_category_weight`), the
 sets being the values of the description's multi-valued item feature (MovieLens: the
 genres; `--feature` names another categorical item feature). For each family, trained once
 on the hash split, and for the ItemKNN peer (cosine of item columns of the training user x
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
             scores_of = r.pop("scores_of")
             neighbours = top_similar(scores_of, frequent, valid)
             results.append({
-                "model": model, "similar_genre_weight": r["w"], "chosen": r is chosen,
+                "model": model, "similar_category_weight": r["w"], "chosen": r is chosen,
                 "eval_hr_at_10": round(r["eval_hr_at_10"], 4),
                 "test_hr_at_10": round(hit_rate(top_similar(scores_of, queries["test"][0], valid),
                                                 queries["test"][1]), 4),
@@ -222,11 +222,11 @@ def main(argv=None) -> int:
         base = model.hparams
 
         def scores_for(w, model=model, base=base):
-            model.hparams = dataclasses.replace(base, similar_genre_weight=w)
+            model.hparams = dataclasses.replace(base, similar_category_weight=w)
             return dot_scores(model.similarity_vectors().numpy()[:num_rows])
 
         def served(w, model=model, base=base, model_valid=model_valid):
-            model.hparams = dataclasses.replace(base, similar_genre_weight=w)
+            model.hparams = dataclasses.replace(base, similar_category_weight=w)
             with tempfile.TemporaryDirectory() as tmp:
                 export_model(model, tft_output, model_valid, tmp, top_k=K)
                 loaded = tf.saved_model.load(tmp)
@@ -246,14 +246,14 @@ def main(argv=None) -> int:
     meta = {"command": "python -m bench.similar " + " ".join(argv if argv is not None else sys.argv[1:]),
             "data": common.data_label(stages.config), "feature": feature.name, "focus": args.focus,
             "seed": args.seed, "title": args.title, "min_count": args.min_count, "machine": common.machine()}
-    columns = ["model", "similar_genre_weight", "chosen", "eval_hr_at_10", "test_hr_at_10",
+    columns = ["model", "similar_category_weight", "chosen", "eval_hr_at_10", "test_hr_at_10",
                "set_jaccard_at_10", "focus_share", "eval_queries", "train_seconds"]
     markdown = "\n".join([
         f"# Similar items: learned vectors blended with {feature.name} sets ({meta['data']})",
         "",
         common.md_table(results, columns),
         "",
-        f"`similar_genre_weight` w: scores (cos(vectors) + w cos({feature.name})) / (1 + w). `chosen`: the best",
+        f"`similar_category_weight` w: scores (cos(vectors) + w cos({feature.name})) / (1 + w). `chosen`: the best",
         f"eval item-to-item HR@10 (query: the user's most recent {spec.behaviors[-1]} training item; hit: a",
         "target among its 10 most similar); the test split is only reported. Set Jaccard@10 over",
         f"the {len(frequent)} items with at least {args.min_count} training interactions; focus share over the",
