@@ -23,7 +23,7 @@ import cProfile
 import json
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -58,11 +58,19 @@ def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metric
     return out
 
 
-def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs]) -> Dict[str, Dict]:
-    """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}."""
+def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs],
+                  rating: Optional[Dict[str, object]] = None) -> Dict[str, Dict]:
+    """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}.
+
+    Args:
+      outputs: output name -> task kind.
+      data: the elements (`elements`).
+      rating: a regression output's TaskMetrics settings, as the Evaluator gives the
+        description's rating task (`evaluation.eval_config.rating_settings`); None: none.
+    """
     results = {}
     for output, kind in outputs.items():
-        metric = TaskMetrics(kind=kind, liked_threshold=4.0 if kind == T.REGRESSION else None)
+        metric = TaskMetrics(kind=kind, **(dict(rating or {}) if kind == T.REGRESSION else {}))
         (computation,) = metric.computations(model_names=[""], output_names=[output])  # as the Evaluator builds it
         combiner = computation.combiner
         accumulator = combiner.create_accumulator()
@@ -74,14 +82,14 @@ def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardM
 
 
 def cpu_seconds(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs], profiled: bool,
-                repeats: int) -> float:
+                repeats: int, rating: Optional[Dict[str, object]] = None) -> float:
     best = float("inf")
     for _ in range(repeats):
         profiler = cProfile.Profile() if profiled else None
         started = time.process_time()
         if profiler is not None:
             profiler.enable()
-        run_combiners(outputs, data)
+        run_combiners(outputs, data, rating)
         if profiler is not None:
             profiler.disable()
         best = min(best, time.process_time() - started)
@@ -97,12 +105,15 @@ def main(argv=None) -> int:
                         help="a shipped description name or a description file (its tasks)")
     args = parser.parse_args(argv)
     from contract import datasets as D
+    from evaluation.eval_config import rating_settings
 
+    spec = D.dataset_spec(args.dataset)
+    rating = rating_settings(spec)
     rows = []
-    for setup, outputs in setups(D.dataset_spec(args.dataset)).items():
+    for setup, outputs in setups(spec).items():
         data = elements(outputs, args.examples)
-        plain = cpu_seconds(outputs, data, False, args.repeats)
-        profiled = cpu_seconds(outputs, data, True, args.repeats)
+        plain = cpu_seconds(outputs, data, False, args.repeats, rating)
+        profiled = cpu_seconds(outputs, data, True, args.repeats, rating)
         rows.append({"setup": setup, "outputs": len(outputs), "examples": args.examples,
                      "cpu_seconds": round(plain, 3), "cpu_seconds_profiled": round(profiled, 3),
                      "us_per_example_and_output": round(1e6 * plain / (args.examples * len(outputs)), 2),

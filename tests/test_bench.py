@@ -13,15 +13,17 @@ from contract import features as F
 from evaluation import definitions as d
 from training.views import UserView
 
+RATING, WATCHED = "rating", "watched"  # the shipped MovieLens description's rating and implicit labels
+
 
 def _example(user, item, rating=None, watched=1):
     feature = {
         F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
         F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()])),
-        F.WATCHED: tf.train.Feature(int64_list=tf.train.Int64List(value=[watched])),
+        WATCHED: tf.train.Feature(int64_list=tf.train.Int64List(value=[watched])),
     }
     if rating is not None:
-        feature[F.RATING] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
+        feature[RATING] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -132,13 +134,13 @@ def test_served_ratings_reads_serving_default_in_batches(tmp_path):
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve(self, examples):
-            parsed = tf.io.parse_example(examples, {F.RATING: tf.io.FixedLenFeature([1], tf.float32)})
-            return {F.RATING: parsed[F.RATING][:, 0] * 2.0}
+            parsed = tf.io.parse_example(examples, {RATING: tf.io.FixedLenFeature([1], tf.float32)})
+            return {RATING: parsed[RATING][:, 0] * 2.0}
 
     module = Doubler()
     tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
     examples = [_example("u", f"m{i}", 0.5 * (i % 10 + 1)) for i in range(7)]
-    scores = mf_family.served_ratings(str(tmp_path / "m"), examples, F.RATING, batch=3)
+    scores = mf_family.served_ratings(str(tmp_path / "m"), examples, RATING, batch=3)
     assert scores.tolist() == [1.0 * (i % 10 + 1) for i in range(7)]
 
 
@@ -203,13 +205,17 @@ def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
 
     outputs = {"liked": "binary", "rating": "regression"}
     data = combiner_cost.elements(outputs, 300)
-    results = combiner_cost.run_combiners(outputs, data)
+    results = combiner_cost.run_combiners(outputs, data, {"auc_threshold": 4.0, "value_range": [0.5, 5.0]})
     column = lambda key, output: np.array([float(e[key][output][0]) for e in data])
     kept = column("example_weights", "liked") > 0
     assert results["liked"]["examples"] == kept.sum() < 300
     p, y = column("predictions", "liked")[kept], column("labels", "liked")[kept]
     assert results["liked"]["auc"] == pytest.approx(d.binary_auc(p, y > 0.5))
     assert np.isfinite(results["rating"]["rmse"])
+    rated = column("example_weights", "rating") > 0
+    p, y = column("predictions", "rating")[rated], column("labels", "rating")[rated]
+    assert results["rating"]["auc"] == pytest.approx(d.binary_auc(p, y >= 4.0))  # the rating's AUC is timed too
+    assert "auc" not in combiner_cost.run_combiners(outputs, data)["rating"]
 
 
 def test_tune_grid_parses_choices_and_names_a_bad_item():
