@@ -10,8 +10,9 @@ BaselineOnly and surprise SVD (its settings chosen on the eval split from a smal
 No predictions are clipped (surprise's default clipping to [0.5, 5] is turned off).
 
 Metrics (evaluation.definitions, the Evaluator's own): RMSE, MAE, AUC of the
-prediction against liked (rating >= 4), NDCG@10 with the rating as gain and
-Precision@10 per user. RMSE per slice: users by training-rating count (light <= 30,
+prediction against liked (rating >= x, the x of the description's first `rating >= x`
+label, as the Evaluator reads it; MovieLens: 4; `--liked_threshold` otherwise), NDCG@10 with
+the rating as gain and Precision@10 (liked items) per user. RMSE per slice: users by training-rating count (light <= 30,
 medium <= 150, heavy) and items by training-rating count (tail <= 5, torso <= 50, head).
 Goals (`--goal MODEL:METRIC<=BOUND`, repeatable) are reported met or not; the default
 ones are the README's MovieLens goals, `--goal none` reports none.
@@ -84,8 +85,9 @@ def served_ratings(saved_model_dir: str, examples, output: str, batch: int = 204
     return np.concatenate(out).astype(np.float64)
 
 
-def metrics(test: peers.RatedRows, scores: np.ndarray) -> Dict[str, float]:
-    m = d.recommendation_metrics(test.users, scores, test.ratings, top_k=K)
+def metrics(test: peers.RatedRows, scores: np.ndarray, threshold: float) -> Dict[str, float]:
+    """Protocol R's metrics of predicted ratings on the test rows; `threshold`: the smallest liked rating."""
+    m = d.recommendation_metrics(test.users, scores, test.ratings, threshold, top_k=K)
     return {"rmse": m["rmse"], "mae": m["mae"], "auc": m[d.LIKED_AUC_NAME], "ndcg_at_10": m[d.ndcg_name(K)],
             "precision_at_10": m[d.precision_name(K)]}
 
@@ -114,8 +116,12 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--goal", action="append", default=None, metavar="MODEL:METRIC<=BOUND",
                         help=f"a goal to report (repeatable; 'none': no goal); default: {' '.join(DEFAULT_GOALS)}")
+    parser.add_argument("--liked_threshold", type=float, default=None,
+                        help="the smallest liked rating (AUC, Precision@10); default: the x of the description's "
+                             "first `rating >= x` label")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
+    from evaluation.eval_config import rating_settings
     from models.hparams import parse_assignments
 
     overrides = parse_assignments(args.hparam)
@@ -129,6 +135,11 @@ def main(argv=None) -> int:
     stages = common.stages_of_args(args, split=HASH_SPLIT)
     description = stages.config.load_description()
     rating = peers.rating_label(description)
+    threshold = args.liked_threshold
+    if threshold is None:
+        threshold = rating_settings(description).get("auc_threshold")
+    if threshold is None:
+        parser.error(f"the description {description.name!r} has no `rating >= x` label: pass --liked_threshold X")
     raw = stages.raw_examples
     train = peers.read_rated_rows(os.path.join(raw, "Split-train"), description)
     evaluation = peers.read_rated_rows(os.path.join(raw, "Split-eval"), description)
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
     slice_rows: List[Dict[str, Any]] = []
 
     def add(model: str, per_seed: List[np.ndarray], seconds: float, setting: str) -> None:
-        values = [metrics(test, s) for s in per_seed]
+        values = [metrics(test, s, threshold) for s in per_seed]
         row = {"model": model, **{k: float(np.mean([v[k] for v in values])) for k in values[0]},
                "rmse_std": float(np.std([v["rmse"] for v in values], ddof=1)) if len(values) > 1 else 0.0,
                "auc_std": float(np.std([v["auc"] for v in values], ddof=1)) if len(values) > 1 else 0.0,
