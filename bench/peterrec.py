@@ -3,9 +3,9 @@
 Data: a dataset description (`--dataset` / `--dataset_file`; MovieLens by default), the
 pipeline's own data stages with the leave_last_two_out split (protocol S): ExampleGen's
 user view (histories mapped with the Transform's item vocabulary) and interaction view
-(labels). Downstream tasks and their split rules:
-`training/downstream.py` (next_like: is the next interaction a like, AUC;
-next_liked_genre: the genre of the next liked movie, user-level, accuracy).
+(labels). Downstream tasks and their split rules: the description's
+(`training/downstream.py`; MovieLens: next_like, is the next interaction a like, AUC;
+next_liked_genres, the genres of the next liked movie, user-level, accuracy).
 
 Per seed: NextItNet is pretrained on the train histories (next item at every position,
 full softmax), early-stopped on the eval split's protocol-S NDCG@10 (full). Then per
@@ -15,7 +15,7 @@ split is scored once, with the best eval epoch's weights. Reported: test metric 
 and std over seeds, eval metric, trained parameters (and their share of FineAll's),
 fine-tuning seconds.
 
-    python -m bench.peterrec [--seeds 42,43,44] [--tasks next_like,next_liked_genre] [--out bench/results]
+    python -m bench.peterrec [--seeds 42,43,44] [--tasks next_like,next_liked_genres] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ import tf_keras as keras  # noqa: E402
 
 from common.io_utils import atomic_path, atomic_write  # noqa: E402
 from contract import datasets as D  # noqa: E402
-from contract import description as desc  # noqa: E402
 from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 from models.blocks import patches as P  # noqa: E402
-from models.context import ModelContext  # noqa: E402
+from models.context import ModelContext, feature_inputs  # noqa: E402
 from models.families.nextitnet import NextItNet, NextItNetParams  # noqa: E402
 from models.families.sequential import NEXT_ITEM  # noqa: E402
 from models.peterrec import LAST, PatchedClassifier  # noqa: E402
@@ -59,19 +58,22 @@ def pretrain_params(args) -> NextItNetParams:
                            batch_size=args.pretrain_batch, max_epochs=args.pretrain_epochs, patience=2)
 
 
-def liked_behavior(spec: D.DatasetSpec) -> str:
-    """The behavior the downstream tasks ask about: the first next-behavior task's (MovieLens:
-    liked), else the strongest behavior."""
-    return spec.next_behavior_tasks[0][1] if spec.next_behavior_tasks else spec.behaviors[-1]
+def task_behavior(spec: D.DatasetSpec, task: str) -> str:
+    """The behavior a downstream task asks about (MovieLens's next_like and next_liked_genres:
+    liked): its next-behavior task's behavior."""
+    feature = DS.class_feature(spec)
+    for name, behavior in spec.next_behavior_tasks:
+        if task == name or (feature is not None and task == DS.feature_task(behavior, feature)):
+            return behavior
+    raise ValueError(f"unknown downstream task {task!r} of dataset {spec.name!r}; expected one of {DS.tasks(spec)}")
 
 
 def context_for(tft_output, views, seed: int, spec: D.DatasetSpec) -> ModelContext:
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
-    sets = [f for f in spec.item_features if f.type in (desc.MULTI_CATEGORICAL, desc.CATEGORICAL)]
     return ModelContext(
         dataset=spec, tasks=(spec.task(D.RETRIEVAL_TASK),),
         num_users=vocabulary_rows(tft_output, F.USER_VOCAB), num_items=num_items,
-        num_genres=vocabulary_rows(tft_output, sets[0].vocabulary_name) if sets else 0,
+        features=feature_inputs(spec.description, lambda name: vocabulary_rows(tft_output, name)),
         num_behaviors=len(spec.behaviors) + 2,
         max_history=LENGTH, item_counts=item_counts(views[DS.TRAIN], num_items), seed=seed)
 
@@ -130,20 +132,21 @@ def cached_pretrain(context, params, views, valid, seed: int, cache_dir: str):
     return weights, summary
 
 
-def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -> List[Dict[str, Any]]:
+def baselines(data: DS.DownstreamData, interactions, item_ids, behavior_row: int) -> List[Dict[str, Any]]:
     """Peers without a network, each split's labelled positions scored from the input alone:
     `prior` (the training labels' mean: one constant score) and `history` (next_like: the
-    share of liked items in the input; next_liked_genre: the genres of the input's liked
-    movies, counted as the targets are, plus the prior to break ties)."""
+    share of liked items in the input; a next-item-feature task: the class feature's values
+    of the input's items of the task's behavior, counted as the targets are, plus the prior
+    to break ties)."""
     train = data.splits[DS.TRAIN]
     prior = train.labelled_targets().mean(axis=0)
-    genres = {}
+    values_of = {}
     if data.kind != DS.BINARY:
         index = {g: k for k, g in enumerate(data.classes)}
         for i in interactions:
-            if i.split == DS.TRAIN and i.item not in genres:
-                known = [index[g] for g in i.genres if g in index]
-                genres[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
+            if i.split == DS.TRAIN and i.item not in values_of:
+                known = [index[g] for g in i.values if g in index]
+                values_of[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
     out = []
     for split in (DS.EVAL, DS.TEST):
         examples = data.splits[split]
@@ -153,12 +156,12 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
             n = int(np.flatnonzero(last[k])[0]) + 1
             items, behaviors = examples.items[k, :n], examples.behaviors[k, :n]
             if data.kind == DS.BINARY:
-                history.append(d.history_share(behaviors, liked_row))  # the Evaluator's peer
+                history.append(d.history_share(behaviors, behavior_row))  # the Evaluator's peer
             else:
                 mass = np.zeros(len(data.classes))
-                for row in items[behaviors == liked_row]:
+                for row in items[behaviors == behavior_row]:
                     if 0 < row <= len(item_ids):
-                        mass += genres.get(item_ids[row - 1].decode(), 0.0)
+                        mass += values_of.get(item_ids[row - 1].decode(), 0.0)
                 history.append(mass + 1e-6 * prior)
         constant = np.broadcast_to(prior, (len(examples),) + np.shape(prior))
         for name, scores in (("prior", constant), ("history", np.asarray(history))):
@@ -174,8 +177,15 @@ def run(args) -> List[Dict[str, Any]]:
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in DS.SPLITS}
-    interactions = DS.load_interactions([f for s in DS.SPLITS for f in stages.raw_files(F.INTERACTION_VIEW, s)])
-    tasks = {t: DS.build(t, views, interactions, rows.ids, LENGTH, per_user=args.train_windows) for t in args.tasks}
+    interactions = DS.load_interactions([f for s in DS.SPLITS for f in stages.raw_files(F.INTERACTION_VIEW, s)],
+                                        spec)
+    known = DS.tasks(spec)
+    unknown = [t for t in args.tasks if t not in known]
+    if unknown:
+        raise ValueError(f"unknown downstream tasks {unknown} of dataset {spec.name!r}; expected some of {known}")
+    args.tasks = list(args.tasks or known)
+    tasks = {t: DS.build(t, views, interactions, rows.ids, LENGTH, spec, per_user=args.train_windows)
+             for t in args.tasks}
     for name, data in tasks.items():
         print(f"task {name}: {json.dumps(data.counts())}", file=sys.stderr)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
@@ -183,9 +193,9 @@ def run(args) -> List[Dict[str, Any]]:
     valid[1: len(rows.ids) + 1] = True
     params = pretrain_params(args)
     results: List[Dict[str, Any]] = []
-    liked_row = spec.behaviors.index(liked_behavior(spec)) + 1
     for name, data in tasks.items():
-        for row in baselines(data, interactions, rows.ids, liked_row):
+        behavior_row = spec.behaviors.index(task_behavior(spec, name)) + 1
+        for row in baselines(data, interactions, rows.ids, behavior_row):
             print(json.dumps(row), file=sys.stderr)
             results.append({"kind": "baseline", **row})
     for seed in (args.seeds if args.modes else []):
@@ -270,7 +280,7 @@ def markdown(table, pretrain_rows, counts, args) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--tasks", default=",".join(DS.TASKS))
+    parser.add_argument("--tasks", default="", help="downstream tasks (default: every task of the description)")
     parser.add_argument("--modes", default=",".join(P.MODES))
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.2)
@@ -294,9 +304,6 @@ def main(argv=None) -> None:
     args.tasks = [t for t in args.tasks.split(",") if t]
     # --modes none: only the data and the baselines (no pretraining).
     args.modes = [P.check_mode(m) for m in args.modes.split(",") if m and m != "none"]
-    unknown = [t for t in args.tasks if t not in DS.TASKS]
-    if unknown:
-        parser.error(f"unknown tasks {unknown}; expected some of {DS.TASKS}")
     started = time.monotonic()
     results, counts = run(args)
     table = aggregate(results, args.tasks, args.modes)
