@@ -138,8 +138,10 @@ def data_inputs(args, n: int = CANDIDATES) -> Tuple[List[bytes], List[Tuple[list
     return examples[:n], histories
 
 
-def make_stand_in(base: str, model: str, examples: Sequence[bytes], histories) -> None:
-    """A stand-in model (test fixture) over the items of `examples` and `histories`, for dry runs."""
+def make_stand_in(base: str, model: str, examples: Sequence[bytes], histories, behaviors: Sequence[str] = ()) -> None:
+    """A stand-in model (test fixture) over the items of `examples` and `histories`, for dry runs;
+    `behaviors`: the description's behavior vocabulary, weakest first (the stand-in's recommend
+    favours histories of the strongest)."""
     from serving import stand_in
 
     ids = sorted({tf.train.Example.FromString(e).features.feature[features.ITEM_ID].bytes_list.value[0].decode()
@@ -148,7 +150,7 @@ def make_stand_in(base: str, model: str, examples: Sequence[bytes], histories) -
     scores = dict(zip(ids, rng.uniform(0.5, 5.0, len(ids)).tolist()))
     stand_in.push_stand_in_version(
         base, model, int(time.time()), scores, warmup_examples=list(examples[:CANDIDATES]),
-        warmup_histories=histories,
+        warmup_histories=histories, behaviors=behaviors,
     )
 
 
@@ -321,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     tmp_base = None
     if args.stand_in:
         tmp_base = tempfile.mkdtemp(prefix="bench-serving-")
-        make_stand_in(tmp_base, args.model, *data_inputs(args))
+        behaviors = common.stages_of_args(args).config.spec.behaviors
+        make_stand_in(tmp_base, args.model, *data_inputs(args), behaviors=behaviors)
         args.model_base = tmp_base
     if not args.model_base:
         parser.error("--model_base is required (or --stand_in)")
