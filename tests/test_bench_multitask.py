@@ -62,7 +62,7 @@ def test_hanley_mcneil_shrinks_with_more_positives():
 def test_tasks_drop_the_implicit_label_without_negatives_and_masks_follow_conditions():
     assert [t.name for t in mt.dataset_tasks("taobao", 0)] == ["cart", "fav", "buy"]
     assert {t.name for t in mt.dataset_tasks("movielens", 1)} == {"rating", "liked", "loved", "watched"}
-    data = {F.ITEM_IDX: np.arange(4), F.WATCHED: np.array([1, 0, 1, 0])}
+    data = {F.ITEM_IDX: np.arange(4), "watched": np.array([1, 0, 1, 0])}
     spec = D.dataset_spec("movielens")
     assert mt.task_mask(data, spec.task("liked")).tolist() == [True, False, True, False]
     assert mt.task_mask(data, spec.task("watched")).all()
@@ -184,7 +184,7 @@ def test_peers_fit_and_predict_on_tiny_data():
         "item_category_idx": rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
         F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
     }
-    data[F.BUY] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
+    data["buy"] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
     parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 120), slice(120, 160), slice(160, 200))]
     feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8, d=desc.load("taobao"))
     feats.fit_scaler(parts[0])
