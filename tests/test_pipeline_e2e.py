@@ -1,8 +1,9 @@
-"""The whole pipeline with LocalDagRunner on a small MovieLens slice.
+"""The whole pipeline with LocalDagRunner on a small MovieLens slice, and on a synthetic log
+of one's own in JSON lines described by a file.
 
 One blessed run (fixture `trained_run`) is shared; other runs change one thing each:
 the eval/test rows (train-only statistics), an unreachable gate, an anomaly, a
-malformed file.
+malformed file, another dataset.
 """
 
 import dataclasses
@@ -224,33 +225,68 @@ def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, 
     assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed
 
 
-def test_a_description_file_runs_the_data_stages_and_a_bad_one_stops_before_any_component(
-        movielens_slice, tmp_path, capsys):
+def test_a_new_log_in_json_lines_runs_end_to_end_from_its_description_file_alone(tmp_path, capsys):
+    """Issue 27's goal: a log of one's own (JSON lines, unusual column names, item features of
+    several types, a user feature, an interaction text with documents) goes through every stage,
+    ExampleGen .. Pusher, with a description file and the commands a user runs, no Python; a
+    description naming a missing file stops before any component."""
+    import json
+
+    from test_example_gen_formats import write_log
+
+    from pipeline import update_schema
     from pipeline.local_runner import main
 
-    text = (desc.SHIPPED_DIR / "movielens.yaml").read_text().replace("name: movielens", "name: movielens_slice")
-    mine = tmp_path / "mine.yaml"
-    mine.write_text(text.replace("data_dir: ../data/movielens-small\n", ""))
-    schema_dir = tmp_path / "schemas" / "movielens_slice"
-    schema_dir.mkdir(parents=True)
-    shutil.copy(desc.SHIPPED_DIR.parent / "schemas" / "movielens" / "schema.pbtxt", schema_dir / "schema.pbtxt")
+    data = tmp_path / "shop"
+    values = write_log(str(data), "jsonl")  # columns "Kunde ID", "artikel#", "zeit(ms)", ...
+    mine = tmp_path / "shop.json"
+    mine.write_text(json.dumps(values, ensure_ascii=False, indent=2), encoding="utf-8")
+    d = desc.load(str(mine))
+    assert {f.type for f in d.item_features} >= {desc.CATEGORICAL, desc.MULTI_CATEGORICAL, desc.NUMERIC, desc.TEXT}
+    schema = tmp_path / "schemas" / d.name / "schema.pbtxt"
+    dataset = ["--dataset_file", str(mine), "--data_dir", str(data)]
+    assert update_schema.main(["--generate", *dataset, "--out", str(schema)]) == 0  # make update-schema --generate
     out = tmp_path / "out"
-    code = main(["--dataset_file", str(mine), "--data_dir", str(movielens_slice), "--output_dir", str(out),
-                 "--families", "none", "--schema_file", str(schema_dir / "schema.pbtxt")])
+    code = main([*dataset, "--output_dir", str(out), "--families", "mf_dnn", "--train_steps", "20",
+                 "--schema_file", str(schema), "--gate", "sterne=100"])  # make run ARGS="--dataset_file ..."
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert f"Pipeline on movielens_slice ({mine}) data from {movielens_slice}" in printed
-    assert f"description       movielens_slice ({mine})" in printed
-    # Every data stage published its outputs (AnomalyGate has none; Transform runs only after it passed).
-    assert set(DATA_STAGES) - {"AnomalyGate"} <= set(report.output_dirs(str(out / "pipeline_root")))
+    assert f"Pipeline on {d.name} ({mine}) data from {data}" in printed
+    assert f"description       {d.name} ({mine})" in printed
+    config = dataclasses.replace(PipelineConfig(), dataset=str(mine), data_dir=str(data), output_dir=str(out),
+                                 families=("mf_dnn",)).resolved()
+    outcome = report.family_outcome(config.pipeline_root, "mf_dnn")
+    assert outcome["failures"] == [] and outcome["push"]["pushed"] is True, outcome
+    for split in ("eval", "test"):
+        assert outcome["metrics"][split][""]["rmse"] > 0  # the Evaluator measured the description's rating task
+    # Transform wrote each declared feature by its type; the pushed model serves raw examples.
+    transformed = _newest(config, "Transform", "transformed_examples")
+    (record,) = tf.data.TFRecordDataset(glob.glob(os.path.join(transformed, "Split-train", "*")),
+                                        compression_type="GZIP").take(1).as_numpy_iterator()
+    names = set(tf.train.Example.FromString(record).features.feature)
+    for f in d.features:
+        assert set(f.transformed_names()) <= names, f.name
+    raw = _newest(config, "InteractionExampleGen", "examples")
+    served = {f.name for f in desc.raw_features(d) if f.serving}
+    examples = []
+    for record in tf.data.TFRecordDataset(glob.glob(os.path.join(raw, "Split-test", "*")),
+                                          compression_type="GZIP").take(5).as_numpy_iterator():
+        example = tf.train.Example.FromString(record)
+        for name in set(example.features.feature) - served:
+            del example.features.feature[name]
+        examples.append(example.SerializeToString())
+    version = os.path.join(config.serving_model_dir, "mf_dnn", str(outcome["push"]["version"]))
+    scores = tf.saved_model.load(version).signatures["serving_default"](examples=tf.constant(examples))
+    assert all(np.isfinite(v.numpy()).all() and v.shape[0] == len(examples) for v in scores.values())
 
     # The description names a file the data folder lacks: ExampleGen's preflight stops the run
     # before any component, naming the file.
-    mine.write_text(mine.read_text().replace("files: ratings.csv", "files: rating.csv"))
-    code = main(["--dataset_file", str(mine), "--data_dir", str(movielens_slice), "--output_dir",
-                 str(tmp_path / "out2"), "--families", "none"])
+    values["interactions"]["files"] = "logs.jsonl"
+    mine.write_text(json.dumps(values), encoding="utf-8")
+    code = main(["--dataset_file", str(mine), "--data_dir", str(data), "--output_dir", str(tmp_path / "out2"),
+                 "--families", "none", "--schema_file", str(schema)])
     printed = capsys.readouterr().out
-    assert code == 2 and "rating.csv" in printed and "error:" in printed
+    assert code == 2 and "logs.jsonl" in printed and "error:" in printed
     assert not (tmp_path / "out2" / "pipeline_root").exists()
 
 
