@@ -130,6 +130,17 @@ def test_rating_peers_learn_biases_and_svd_is_deterministic():
     assert err["baseline"] < err["mean"] and err["svd"] < err["mean"]
 
 
+def test_protocol_r_metrics_read_liked_at_the_given_threshold():
+    users = np.array(["a", "a", "a", "b", "b", "b"])
+    ratings = np.array([5.0, 3.5, 1.0, 4.0, 3.0, 2.0])
+    scores = np.array([4.0, 4.5, 1.0, 2.5, 3.5, 1.0])  # 3.5 ranks above 5.0, 3.0 above 4.0
+    test = peers.RatedRows(users=users, items=np.array(list("xyzxyz")), ratings=ratings, examples=[])
+    at_4, at_3 = mf_family.metrics(test, scores, 4.0), mf_family.metrics(test, scores, 3.0)
+    assert at_4["auc"] == pytest.approx(d.binary_auc(scores, ratings >= 4.0))
+    assert at_3["auc"] == pytest.approx(d.binary_auc(scores, ratings >= 3.0)) and at_3["auc"] != at_4["auc"]
+    assert at_4["rmse"] == at_3["rmse"] == pytest.approx(d.rmse(scores, ratings))
+
+
 def test_served_ratings_reads_serving_default_in_batches(tmp_path):
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
