@@ -229,3 +229,34 @@ def test_a_corrupted_version_under_load_fails_no_request(template, tmp_path):
     assert str(base / "mf" / "2") in status["error_message"]
     assert final == {1: "END", 2: "END", 3: "AVAILABLE"}
     assert os.path.getsize(truncated.replace(".staging-2", "2")) > 0
+
+
+def test_the_benchmarks_corrupted_push_goes_through_the_pusher(template, tmp_path, monkeypatch):
+    """bench.reliability's corrupt_push_under_load at small scale: every push is the Pusher's
+    push_model (warmup records included), the truncated version never answers, no request fails."""
+    from bench import reliability
+    from export import warmup
+
+    source = tmp_path / "source"
+    shutil.copytree(template, source)
+    example = stand_in.make_example("3")
+    warmup.write_warmup_requests(str(source), "mf", [example], [(["1", "2"], ["liked", ""])])
+    calls = []
+    real_push = pusher.push_model
+
+    def spy(saved_model_dir, serving_base_dir, model_name, **kwargs):
+        calls.append((saved_model_dir, kwargs))
+        return real_push(saved_model_dir, serving_base_dir, model_name, **kwargs)
+
+    monkeypatch.setattr(pusher, "push_model", spy)
+    trial = reliability.corrupt_trial(str(source), str(tmp_path / "work"), 0, concurrency=2)
+    assert trial["passed"] and trial["data_lost"] == 0, trial
+    pushed = trial["pushed"]
+    assert pushed["first"] < pushed["corrupted"] < pushed["then"]
+    assert trial["versions_answering"] == [pushed["first"], pushed["then"]]
+    assert "OUT_OF_RANGE" in trial["corrupted_version_status"]
+    assert [os.path.basename(path) for path, _ in calls] == ["source", "corrupt-model-0", "source"]
+    assert [kwargs["warmup_examples"] for _, kwargs in calls] == [[example]] * 3
+    model_dir = tmp_path / "work" / "corrupt-base-0" / reliability.FAMILY
+    for version in pushed.values():  # the Pusher wrote each version's warmup records
+        assert list(warmup.read_warmup_requests(str(model_dir / str(version))))
