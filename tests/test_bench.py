@@ -3,6 +3,8 @@
 The benchmarks run on the real data (bench/); these tests check on tiny synthetic data that
 what they compare is computed as documented.
 """
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -176,6 +178,29 @@ def test_topk_keeps_each_users_ndcg_and_compares_the_eval_choices():
     mean_a = np.mean([np.mean(r) for r in per_user["two_tower_a"]])
     assert f"two_tower_a {mean_a:.4f} ± " in line and "(3 seeds) vs item_knn" in line
     assert "paired 95% bootstrap" in line and "over 300 test users; better" in line
+
+
+def test_serving_bench_counts_cpu_per_request_of_a_process_and_compares_merging():
+    import os
+
+    from bench import serving
+
+    before = serving.process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert serving.process_cpu_seconds(os.getpid()) - before >= 0.1
+    stats = serving.run_cell(lambda: sum(range(2000)), 2, 200, 5.0, warm=2, server_pid=os.getpid())
+    assert stats["requests"] == 200 and stats["client_cpu_ms"] > 0 and stats["server_cpu_ms"] is not None
+    rows = [{"path": "in_process", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": None, "max_batch_rows": None},
+            {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": 0.5, "max_batch_rows": 512},
+            {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": 1.25, "max_batch_rows": 0}]
+    assert serving.cpu_lines(rows) == [
+        "s, batch 1, concurrency 8: gRPC client + server merging 512: 0.750 ms, merging 0: 1.500 ms; in-process "
+        "0.250 ms, so gRPC adds 0.500 ms (merging 512), 1.250 ms (merging 0); merging changes it by -50%"]
 
 
 def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
