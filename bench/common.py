@@ -1,4 +1,5 @@
-"""What every benchmark shares: the pipeline's data stages, trained families, result files.
+"""What every benchmark shares: the pipeline's data stages, trained families, result files,
+and comparisons of two models with both their seed spread and a paired bootstrap interval.
 
 `data_stages` runs ExampleGen .. Transform (no families) once into an output directory
 and reuses it when it is already there with the same configuration, so a benchmark and

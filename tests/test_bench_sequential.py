@@ -237,7 +237,8 @@ def test_peers_keep_each_test_users_goal_values_and_their_eval_values():
     bench.spec, bench.num_rows = D.dataset_spec("movielens"), 9
     bench.views = {"train": train,
                    "eval": _view([list(h[:-1]) for h in train.items], targets=[[int(h[-1])] for h in train.items]),
-                   "test": _view([list(h) for h in train.items], targets=[[int(rng.integers(1, 9))] for _ in range(12)])}
+                   "test": _view([list(h) for h in train.items],
+                                 targets=[[int(rng.integers(1, 9))] for _ in range(12)])}
     bench.valid = np.array([False] + [True] * 8)
     bench.results, bench.tuning, bench.per_user = [], {}, {}
     bench.peers([42], with_implicit=False)
