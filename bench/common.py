@@ -1,4 +1,5 @@
-"""What every benchmark shares: the pipeline's data stages, trained families, result files.
+"""What every benchmark shares: the pipeline's data stages, trained families, result files,
+and comparisons of two models with both their seed spread and a paired bootstrap interval.
 
 `data_stages` runs ExampleGen .. Transform (no families) once into an output directory
 and reuses it when it is already there with the same configuration, so a benchmark and
@@ -18,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -229,3 +230,310 @@ def mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
     arr = np.asarray(values, dtype=np.float64)
     # One value has no spread to report: None (written "n/a"), never 0.
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else None}
+
+
+# --------------------------------------------------------------------------
+# Comparisons: seed mean ± std of each model and a paired bootstrap over test units.
+# --------------------------------------------------------------------------
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 7  # one set of resamples for every model scored on the same test units
+LEVEL = 0.95
+_MAX_CELLS = 4_000_000  # resamples x units held at once (32 MB of float64 weights)
+
+# A statistic of one model output (one seed) under resampling: weights [r, n], each row the
+# multiplicity of every test unit in one resample, -> [r] values.
+Statistic = Callable[[Any], Any]
+
+
+def resample_weights(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     max_cells: int = _MAX_CELLS) -> Iterator[Any]:
+    """The bootstrap resamples of `n` test units (users or rows) as multiplicities, [r, n]
+    chunks in order; the same (n, resamples, seed) give the same resamples, so two models
+    scored on the same units are resampled together (a paired bootstrap).
+
+    Args:
+      n: test units.
+      resamples: how many resamples.
+      seed: the resampling seed.
+      max_cells: largest chunk, in resamples x units.
+    """
+    import numpy as np
+
+    if n < 1:
+        raise ValueError(f"a bootstrap needs at least one test unit, got n={n}")
+    rng = np.random.default_rng(seed)
+    step = max(1, min(resamples, max_cells // n))
+    for start in range(0, resamples, step):
+        r = min(step, resamples - start)
+        # One resample at a time: the draws do not depend on the chunk size.
+        rows = np.stack([rng.integers(0, n, size=n) for _ in range(r)])
+        flat = (rows + n * np.arange(r)[:, None]).reshape(-1)
+        yield np.bincount(flat, minlength=r * n).reshape(r, n).astype(np.float64)
+
+
+def seed_draws(statistic: Statistic, n: int, resamples: int = BOOTSTRAP_RESAMPLES,
+               seed: int = BOOTSTRAP_SEED) -> Any:
+    """[resamples] values of `statistic` (one seed's output) on the bootstrap resamples of
+    its `n` test units (`resample_weights`)."""
+    import numpy as np
+
+    return np.concatenate([np.asarray(statistic(w), dtype=np.float64).reshape(-1)
+                           for w in resample_weights(n, resamples, seed)])
+
+
+def point_value(statistic: Statistic, n: int) -> float:
+    """The statistic on the test units themselves (every weight 1)."""
+    import numpy as np
+
+    return float(np.asarray(statistic(np.ones((1, n)))).reshape(-1)[0])
+
+
+def mean_statistic(values) -> Statistic:
+    """The mean of per-unit values (e.g. each test user's NDCG@10)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    return lambda w: (w @ v) / w.sum(axis=1)
+
+
+def rmse_statistic(predictions, labels) -> Statistic:
+    """RMSE of predictions against labels (per-row squared errors, weighted)."""
+    import numpy as np
+
+    e = (np.asarray(predictions, np.float64).reshape(-1) - np.asarray(labels, np.float64).reshape(-1)) ** 2
+    return lambda w: np.sqrt((w @ e) / w.sum(axis=1))
+
+
+def weighted_aucs(scores, positives, weights) -> Any:
+    """AUC of `scores` under each row of `weights` ([R, n] multiplicities), ties counted 1/2:
+    with integer weights, the AUC of the resample holding row i w_i times."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positives = np.asarray(positives, dtype=bool).reshape(-1)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positives[order], starts, axis=1)
+    neg = np.add.reduceat(w * ~positives[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
+
+
+def auc_statistic(scores, positives) -> Statistic:
+    """AUC (evaluation.definitions.binary_auc) of one output's scores on the test rows."""
+    return lambda w: weighted_aucs(scores, positives, w)
+
+
+def multi_auc_statistic(scores, classes, num_classes: int = 4) -> Statistic:
+    """Multi-AUC (evaluation.definitions.multi_auc) of scores over ordered classes: each
+    pair's AUC weighted by the (resampled) share of rows in either class."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    c = np.asarray(classes).reshape(-1)
+    present = [k for k in range(num_classes) if np.any(c == k)]
+    pairs = [(j, k) for i, j in enumerate(present) for k in present[i + 1:]]
+
+    def statistic(w):
+        w = np.atleast_2d(w)
+        total, weight = np.zeros(w.shape[0]), np.zeros(w.shape[0])
+        for j, k in pairs:
+            rows = (c == j) | (c == k)
+            share = w[:, rows].sum(axis=1) / w.sum(axis=1)
+            auc = weighted_aucs(s[rows], c[rows] == k, w[:, rows])
+            ok = np.isfinite(auc)  # a resample without one of the two classes drops the pair
+            total += np.where(ok, share * np.nan_to_num(auc), 0.0)
+            weight += np.where(ok, share, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / weight
+
+    return statistic
+
+
+def percentile_interval(values, level: float = LEVEL) -> Tuple[float, float]:
+    """The central `level` percentile interval of bootstrap values (NaNs left out)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """One model's statistic on the test units: per seed its value and its bootstrap draws.
+
+    Attributes:
+      name: the model.
+      values: the statistic per seed.
+      draws: per seed, its [resamples] values on the shared bootstrap resamples.
+      units: how many test units (users or rows) were resampled.
+    """
+
+    name: str
+    values: Tuple[float, ...]
+    draws: Tuple[Any, ...]
+    units: int
+
+    @classmethod
+    def of(cls, name: str, statistics: Sequence[Statistic], units: int, resamples: int = BOOTSTRAP_RESAMPLES,
+           seed: int = BOOTSTRAP_SEED) -> "Measured":
+        """Measures one statistic per seed (e.g. `auc_statistic` of each seed's scores)."""
+        return cls(name, tuple(point_value(s, units) for s in statistics),
+                   tuple(seed_draws(s, units, resamples, seed) for s in statistics), units)
+
+    def to_dict(self, digits: int = 6) -> Dict[str, Any]:
+        """JSON-ready (the draws rounded), for a runs file that a later merge reads back."""
+        return {"name": self.name, "values": list(self.values), "units": self.units,
+                "draws": [[round(float(x), digits) for x in d] for d in self.draws]}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Measured":
+        import numpy as np
+
+        return cls(data["name"], tuple(data["values"]), tuple(np.asarray(d, np.float64) for d in data["draws"]),
+                   int(data["units"]))
+
+    def extend(self, other: "Measured") -> "Measured":
+        """The seeds of both (e.g. seeds run in two processes)."""
+        if other.units != self.units:
+            raise ValueError(f"{self.name}: cannot join seeds measured on {self.units} and {other.units} test units")
+        return Measured(self.name, self.values + other.values, self.draws + other.draws, self.units)
+
+    def seed_mean(self) -> Any:
+        """[resamples] the seed mean on each resample."""
+        import numpy as np
+
+        return np.mean(np.stack(self.draws), axis=0)
+
+    def summary(self) -> Dict[str, Optional[float]]:
+        """Seed mean and std (None for one seed) and the bootstrap interval of the seed mean."""
+        out = mean_std(self.values)
+        out["low"], out["high"] = percentile_interval(self.seed_mean())
+        out["seeds"] = len(self.values)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A against B on the same test units: each one's seed mean ± std, and the paired
+    bootstrap interval of the difference of seed means (A - B; the same resamples for both).
+
+    A verdict needs both: "better" (or "worse") when the interval excludes 0 and the
+    difference is larger than the larger of the two seed stds; "no difference" otherwise.
+    """
+
+    a: str
+    b: str
+    a_mean: float
+    a_std: Optional[float]
+    a_seeds: int
+    b_mean: float
+    b_std: Optional[float]
+    b_seeds: int
+    diff: float
+    low: float
+    high: float
+    p_not_better: float  # share of resamples where A is not better than B
+    units: int
+    unit: str
+    higher_is_better: bool = True
+    level: float = LEVEL
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    @property
+    def beyond_seed_std(self) -> bool:
+        """|difference| larger than the larger seed std (a model with one seed: its std counts 0)."""
+        return abs(self.diff) > max(self.a_std or 0.0, self.b_std or 0.0)
+
+    def verdict(self) -> str:
+        if self.resolved and self.beyond_seed_std:
+            gain = self.diff > 0 if self.higher_is_better else self.diff < 0
+            return "better" if gain else "worse"
+        why = []
+        if not self.resolved:
+            why.append("the interval includes 0")
+        if not self.beyond_seed_std:
+            why.append("within one seed std")
+        return "no difference (" + " and ".join(why) + ")"
+
+    def text(self, digits: int = 4) -> str:
+        """`A 0.1234 ± 0.0012 (5 seeds) vs B ...: diff +0.0034, paired 95% bootstrap [..., ...] over N
+        test users; better|worse|no difference (...)`."""
+        def side(name, mean, std, seeds):
+            spread = f" ± {std:.{digits}f}" if std is not None else ""
+            return f"{name} {mean:.{digits}f}{spread} ({seeds} seed{'s' if seeds != 1 else ''})"
+
+        return (f"{side(self.a, self.a_mean, self.a_std, self.a_seeds)} vs "
+                f"{side(self.b, self.b_mean, self.b_std, self.b_seeds)}: diff {self.diff:+.{digits}f}, paired "
+                f"{self.level:.0%} bootstrap [{self.low:+.{digits}f}, {self.high:+.{digits}f}] over {self.units} "
+                f"{self.unit}; {self.verdict()}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**dataclasses.asdict(self), "verdict": self.verdict()}
+
+
+def compare(a: Measured, b: Measured, unit: str = "test rows", higher_is_better: bool = True,
+            level: float = LEVEL) -> Comparison:
+    """A against B (`Measured` on the same test units and resamples): see `Comparison`.
+
+    Args:
+      a, b: the two models' measurements.
+      unit: what the units are, for the text ("test users", "test rows").
+      higher_is_better: False for errors (RMSE).
+      level: the interval's coverage.
+    """
+    import numpy as np
+
+    if a.units != b.units:
+        raise ValueError(f"{a.name} was measured on {a.units} test units and {b.name} on {b.units}: a paired "
+                         "comparison needs the same test users or rows")
+    resamples = {len(d) for d in a.draws + b.draws}
+    if len(resamples) != 1:
+        raise ValueError(f"{a.name} and {b.name} have bootstrap draws of different lengths {sorted(resamples)}")
+    sa, sb = mean_std(a.values), mean_std(b.values)
+    diff = a.seed_mean() - b.seed_mean()
+    low, high = percentile_interval(diff, level)
+    finite = diff[np.isfinite(diff)]
+    not_better = finite <= 0 if higher_is_better else finite >= 0
+    return Comparison(a=a.name, b=b.name, a_mean=sa["mean"], a_std=sa["std"], a_seeds=len(a.values),
+                      b_mean=sb["mean"], b_std=sb["std"], b_seeds=len(b.values), diff=sa["mean"] - sb["mean"],
+                      low=low, high=high, p_not_better=float(np.mean(not_better)) if finite.size else float("nan"),
+                      units=a.units, unit=unit, higher_is_better=higher_is_better, level=level)
+
+
+def best_by_eval(eval_values: Dict[str, Optional[float]], higher_is_better: bool = True) -> str:
+    """The model with the best eval-split value (the first of equals, in the given order):
+    the choice a goal line makes before it looks at the test split. ValueError when a
+    candidate has no eval value.
+
+    Args:
+      eval_values: model -> its eval-split value of the compared metric.
+      higher_is_better: False for errors (RMSE).
+    """
+    import math
+
+    if not eval_values:
+        raise ValueError("no candidates to choose from")
+    missing = [m for m, v in eval_values.items() if v is None or (isinstance(v, float) and math.isnan(v))]
+    if missing:
+        raise ValueError(f"no eval-split value for {missing}: the best model is chosen on the eval split, "
+                         "never on test")
+    sign = 1.0 if higher_is_better else -1.0
+    best = None
+    for model, value in eval_values.items():
+        if best is None or sign * value > sign * eval_values[best]:
+            best = model
+    return best

@@ -18,7 +18,11 @@ both MMoE and PLE, or DTRN's `refine_gate` for the DTRN variants only); a name t
 chosen model has is an error.
 
 Reported on the test split (tuning and early stopping on eval only): AUC per binary task
-and RMSE of the rating, mean and standard deviation over seeds; trainable parameters;
+and RMSE of the rating, mean and standard deviation over seeds, and per seed their
+bootstrap draws over the test rows (kept in the runs file, so merged runs compare too);
+each goal line sets a DTRN variant against the better of MMoE and PLE by eval (or an
+ablation against `dtrn`) with both seed stds and the paired bootstrap interval of the
+difference (`bench.common.compare`); trainable parameters;
 in-process serving time (median ms of the model's compiled call on transformed test rows
 at batch 1 and 100, every model of a seed timed in alternation). Written to
 `bench/results/dtrn.{json,md}` and joined with bench.takd's rows in `dtrn_takd.{json,md}`.
@@ -98,6 +102,42 @@ def metric_of(task: T.TaskSpec) -> str:
     return "rmse" if task.kind == T.REGRESSION else "auc"
 
 
+def statistic_of(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> common.Statistic:
+    """The task's metric (`metric_of`) under bootstrap weights of its test rows."""
+    if task.kind == T.REGRESSION:
+        return common.rmse_statistic(predictions, labels)
+    return common.auc_statistic(predictions, labels > 0.5)
+
+
+def record_draws(entry: Dict[str, Any], name: str, statistic: common.Statistic, units: int) -> None:
+    """Adds one seed's bootstrap draws of a test metric to a runs-file entry (`draws/<name>`,
+    with `units/<name>` the test rows resampled)."""
+    entry[f"units/{name}"] = units
+    entry.setdefault(f"draws/{name}", []).append([round(float(x), 6) for x in common.seed_draws(statistic, units)])
+
+
+def measured(entry: Dict[str, Any], name: str, label: str) -> Optional[common.Measured]:
+    """A runs-file entry's test values and draws of one metric, or None when some seed has
+    no draws (a run recorded before they were kept)."""
+    draws = entry.get(f"draws/{name}") or []
+    if not draws or len(draws) != len(entry[f"test/{name}"]):
+        return None
+    return common.Measured(label, tuple(entry[f"test/{name}"]), tuple(np.asarray(d, np.float64) for d in draws),
+                           int(entry[f"units/{name}"]))
+
+
+def verdict_line(a: Optional[common.Measured], b: Optional[common.Measured], ra: Dict[str, Any],
+                 rb: Dict[str, Any], higher_is_better: bool) -> Tuple[str, str]:
+    """(the comparison's text, its verdict) of A against B, or both means ± std and
+    "undecided" when the runs kept no bootstrap draws."""
+    if a is None or b is None:
+        return (f"{ra['variant']} {ra['value']:.4f} ± {ra['std'] or 0:.4f} vs {rb['variant']} {rb['value']:.4f} ± "
+                f"{rb['std'] or 0:.4f} (diff {ra['value'] - rb['value']:+.4f}; no paired interval: these runs kept "
+                "no bootstrap draws)", "undecided")
+    c = common.compare(a, b, "test rows", higher_is_better=higher_is_better)
+    return c.text(), c.verdict()
+
+
 def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], overrides: Dict[str, str],
                 results: Dict[str, Any], log: List[str]):
     from training.trainer import train
@@ -122,9 +162,10 @@ def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], o
                 predictions = mt.predict_rows(model, parts[split])
                 for task in tasks:
                     mask = mt.task_mask(parts[split], task)
-                    value = mt.task_metrics(task, np.asarray(predictions[task.name])[mask],
-                                            mt.labels_full(parts[split], task)[mask])[metric_of(task)]
-                    entry.setdefault(f"{split}/{task.name}", []).append(value)
+                    p, y = np.asarray(predictions[task.name])[mask], mt.labels_full(parts[split], task)[mask]
+                    entry.setdefault(f"{split}/{task.name}", []).append(mt.task_metrics(task, p, y)[metric_of(task)])
+                    if split == "test":
+                        record_draws(entry, task.name, statistic_of(task, p, y), len(y))
             entry["params"] = takd.count_params(model)
             entry.setdefault("seeds", []).append(seed)
             entry.setdefault("epochs", []).append(summary["best_epoch"])
@@ -153,48 +194,46 @@ def rows_of(results: Dict[str, Any], metrics: Dict[str, Dict[str, str]]) -> List
     return rows
 
 
-def _better(metric: str, a: float, b: float) -> bool:
-    return a <= b if metric == "rmse" else a >= b
-
-
-def goals(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """Per dataset and task: each DTRN variant against the best of MMoE and PLE, and each
-    ablation against `dtrn`; a difference within one standard deviation is "no difference"."""
+def goals(rows: Sequence[Dict[str, Any]], results: Optional[Dict[str, Any]] = None) -> List[str]:
+    """Per dataset and task: each DTRN variant against the better of MMoE and PLE by eval,
+    and each ablation against `dtrn`, with both seed stds and the paired bootstrap interval
+    (`results`: the runs' per-seed values and draws); a verdict needs the interval to
+    exclude 0 and the difference to exceed both stds, else it is "no difference"."""
+    results = results or {}
     get = {(r["dataset"], r["variant"], r["task"]): r for r in rows}
+
+    def of(dataset, variant, task):
+        entry = results.get(dataset, {}).get(variant)
+        return measured(entry, task, variant) if entry else None
+
     lines = []
     for dataset in sorted({r["dataset"] for r in rows}):
         tasks = [r["task"] for r in rows if r["dataset"] == dataset and r["variant"] == "dtrn"]
         for task in tasks:
-            base = [get[(dataset, v, task)] for v in BASELINES if (dataset, v, task) in get]
+            base = {v: get[(dataset, v, task)] for v in BASELINES if (dataset, v, task) in get}
             if not base:
                 continue
-            metric = base[0]["metric"]
-            best = min(base, key=lambda r: r["value"]) if metric == "rmse" else max(base, key=lambda r: r["value"])
+            metric = next(iter(base.values()))["metric"]
+            higher = metric != "rmse"
+            best = common.best_by_eval({v: r.get("eval_value") for v, r in base.items()}, higher_is_better=higher)
             for variant in DTRN_VARIANTS:
                 r = get.get((dataset, variant, task))
                 if r is None:
                     continue
-                diff = r["value"] - best["value"]
-                spread = max(r["std"] or 0.0, best["std"] or 0.0)
-                verdict = "met" if _better(metric, r["value"], best["value"]) else "not met"
-                if abs(diff) <= spread:
-                    verdict += " (no difference: within one std)"
-                lines.append(f"- {dataset} {task} {metric}: {variant} {r['value']:.4f} ± {r['std'] or 0:.4f} vs best "
-                             f"of mmoe/ple ({best['variant']}) {best['value']:.4f} ± {best['std'] or 0:.4f} "
-                             f"(diff {diff:+.4f}): {verdict}")
+                text, verdict = verdict_line(of(dataset, variant, task), of(dataset, best, task), r, base[best],
+                                             higher)
+                lines.append(f"- {dataset} {task} {metric}, against the better of mmoe/ple by eval ({best}): {text}"
+                             f" — {'met' if verdict == 'better' else 'not met: ' + verdict}")
     lines.append("")
     for dataset in sorted({r["dataset"] for r in rows}):
         for r in rows:
             if r["dataset"] != dataset or r["variant"] not in ABLATIONS:
                 continue
             full = get[(dataset, "dtrn", r["task"])]
-            diff = r["value"] - full["value"]
-            spread = max(r["std"] or 0.0, full["std"] or 0.0)
-            worse = not _better(r["metric"], r["value"], full["value"])
-            verdict = ("no difference" if abs(diff) <= spread else
-                       "the part earns its place" if worse else "the model is better without it")
-            lines.append(f"- {dataset} {r['task']} {r['metric']}: {r['variant']} {r['value']:.4f} vs dtrn "
-                         f"{full['value']:.4f} (diff {diff:+.4f}, one std {spread:.4f}): {verdict}")
+            text, verdict = verdict_line(of(dataset, r["variant"], r["task"]), of(dataset, "dtrn", r["task"]), r,
+                                         full, r["metric"] != "rmse")
+            meaning = {"worse": "the part earns its place", "better": "the model is better without it"}
+            lines.append(f"- {dataset} {r['task']} {r['metric']}: {text} — {meaning.get(verdict, verdict)}")
     return lines
 
 
@@ -202,7 +241,7 @@ COLUMNS = ("dataset", "model", "variant", "task", "metric", "value", "std", "see
            "serve_ms_b100", "eval_value")
 
 
-def markdown(rows, seeds, log, args_line) -> str:
+def markdown(rows, seeds, log, args_line, results=None) -> str:
     parts = ["# DTRN: task-specific bottom representations against MMoE and PLE, with ablations", "",
              "Test split; mean ± std over seeds (sample std). `auc` per binary task on the rows where its condition "
              "holds; `rmse` of the rating on watched rows. `eval_value`: the same metric on the eval split (where "
@@ -211,14 +250,14 @@ def markdown(rows, seeds, log, args_line) -> str:
              f"Seeds: {seeds}. {args_line}", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
         parts += [f"## {dataset}", "", common.md_table([r for r in rows if r["dataset"] == dataset], COLUMNS), ""]
-    parts += ["## Goal and ablations", ""] + goals(rows) + ["", "## Runs", ""] + list(log)
+    parts += ["## Goal and ablations", ""] + goals(rows, results) + ["", "## Runs", ""] + list(log)
     return "\n".join(parts)
 
 
 def write(name: str, out: str, command: str, results, metrics, log, args_line) -> None:
     rows = rows_of(results, metrics)
     seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
-    common.write_results(name, rows, markdown(rows, seeds, log, args_line),
+    common.write_results(name, rows, markdown(rows, seeds, log, args_line, results),
                          {"command": command, "machine": json.dumps(common.machine())}, out)
     common.atomic_write(os.path.join(out, f"{name}_runs.json"),
                         json.dumps({"command": command, "metrics": metrics, "results": results, "log": log,

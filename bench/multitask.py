@@ -34,12 +34,15 @@ item's (first) set-feature value.
 
 Metrics: evaluation.definitions (the Evaluator's functions): AUC, PR-AUC, log loss and
 calibration (mean prediction / positive rate) per binary task, RMSE and MAE for the
-rating. Families: mean and standard deviation over seeds. Taobao AUCs carry a 95%
-bootstrap interval over test rows (resampled rows shared by every model, the seed mean
-recomputed on each resample) and the Hanley-McNeil interval; the sparse tasks
-(`--sparse_tasks DATASET=T1,T2`; default MovieLens loved, Taobao fav and buy) also get a
-paired bootstrap interval of (family - single_task). Gates: mean softmax weight per
-expert per task on the eval split (trainer.mean_gate_weights), mean over seeds.
+rating. Families: mean and standard deviation over seeds. AUCs carry a 95% bootstrap
+interval over test rows (resampled rows shared by every model, the seed mean recomputed on
+each resample; `--bootstrap_datasets`) and the Hanley-McNeil interval. Comparisons
+(`bench.common.compare`: both seed stds and the paired bootstrap interval of the
+difference): on every binary task, every family (dtrn included) against single_task, and
+the best family against the best peer, both chosen by their eval-split AUC (the test
+split never chooses); on the sparse tasks (`--sparse_tasks DATASET=T1,T2`; default
+MovieLens loved, Taobao fav and buy) a family must beat single_task. Gates: mean softmax weight per expert per task on the eval split
+(trainer.mean_gate_weights), mean over seeds.
 
     python -m bench.multitask [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
 """
@@ -165,52 +168,8 @@ def task_metrics(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarray) 
 
 
 # --------------------------------------------------------------------------
-# AUC intervals
+# AUC intervals (the bootstrap and the paired comparisons: bench.common)
 # --------------------------------------------------------------------------
-def bootstrap_indices(n: int, resamples: int, seed: int = 0) -> np.ndarray:
-    """[resamples, n] row indices drawn with replacement (shared by every model)."""
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def weighted_aucs(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUC of `scores` under each row of `weights` ([R, n] multiplicities), ties counted 1/2.
-
-    With integer weights w this is the AUC of the resample holding row i w_i times.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    positives = np.asarray(positives, dtype=bool)
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    w = weights[:, order]
-    pos = np.add.reduceat(w * positives[order], starts, axis=1)
-    neg = np.add.reduceat(w * ~positives[order], starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
-
-
-def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
-    """Multiplicity of each row in each resample: [R, n]."""
-    r = indices.shape[0]
-    flat = (indices + n * np.arange(r)[:, None]).reshape(-1)
-    return np.bincount(flat, minlength=r * n).reshape(r, n).astype(np.float64)
-
-
-def bootstrap_auc(per_seed_scores: Sequence[np.ndarray], positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[R] AUC of each resample, averaged over seeds (the reported value's distribution)."""
-    return np.mean([weighted_aucs(s, positives, weights) for s in per_seed_scores], axis=0)
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> Tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    alpha = (1.0 - level) / 2.0
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha))
-
-
 def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> Tuple[float, float, float]:
     """(standard error, low, high) of an AUC (Hanley & McNeil, Radiology 1982)."""
     q1 = auc / (2.0 - auc)
@@ -416,8 +375,10 @@ def train_family(family: str, stages: common.DataStages, tasks: Sequence[str], s
 # Rows
 # --------------------------------------------------------------------------
 def summarize(dataset: str, model: str, task: T.TaskSpec, per_seed: Sequence[np.ndarray], labels: np.ndarray,
-              mask: np.ndarray) -> List[Dict[str, Any]]:
-    """One row per metric: mean and standard deviation over the seeds' predictions."""
+              mask: np.ndarray, eval_values: Optional[Sequence[float]] = None) -> List[Dict[str, Any]]:
+    """One row per metric: mean and standard deviation over the seeds' predictions; the
+    task's main metric (AUC, or RMSE for the rating) also gets `eval_value`, the mean of
+    `eval_values` (its value on the eval split per seed), which comparisons choose by."""
     values = [task_metrics(task, np.asarray(p)[mask], labels[mask]) for p in per_seed]
     rows = []
     for metric in values[0]:
@@ -426,89 +387,126 @@ def summarize(dataset: str, model: str, task: T.TaskSpec, per_seed: Sequence[np.
                      "value": stats["mean"],
                      # one value (a deterministic peer, one seed): no spread, written 0
                      "std": stats["std"] if stats["std"] is not None else 0.0, "seeds": len(values)})
+        if eval_values is not None and metric == main_metric(task):
+            rows[-1]["eval_value"] = float(np.mean(eval_values))
     return rows
 
 
+def main_metric(task: T.TaskSpec) -> str:
+    """The metric a task is compared and chosen by: RMSE for a regression, else AUC."""
+    return "rmse" if task.kind == T.REGRESSION else "auc"
+
+
 def add_intervals(rows: List[Dict[str, Any]], dataset: str, scores: Dict[Tuple[str, str], List[np.ndarray]],
-                  labels: Dict[str, np.ndarray], resamples: int, bootstrap: bool,
-                  sparse: Sequence[str] = ()) -> Dict[str, Any]:
+                  labels: Dict[str, np.ndarray], resamples: int, bootstrap: bool
+                  ) -> Dict[Tuple[str, str], common.Measured]:
     """AUC rows get Hanley-McNeil (and, with `bootstrap`, percentile) 95% intervals; returns
-    the paired bootstrap of each family against single_task on the `sparse` tasks."""
-    draws: Dict[str, np.ndarray] = {}
-    paired: Dict[str, Any] = {}
+    every (model, task)'s AUC measured per seed on the shared resamples of the test rows
+    (empty without `bootstrap`), for `comparisons`."""
+    measured: Dict[Tuple[str, str], common.Measured] = {}
     for task, y in labels.items():
         positives = y > 0.5
         n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-        weights = resample_weights(bootstrap_indices(len(y), resamples, seed=7), len(y)) if bootstrap else None
         for row in rows:
             if row["dataset"] != dataset or row["task"] != task or row["metric"] != "auc":
                 continue
             se, low, high = hanley_mcneil(row["value"], n_pos, n_neg)
             row.update({"hm_low": low, "hm_high": high, "positives": n_pos, "examples": n_pos + n_neg})
-            if weights is not None:
-                dist = bootstrap_auc(scores[(row["model"], task)], positives, weights)
-                draws[f"{row['model']}/{task}"] = dist
-                row["ci_low"], row["ci_high"] = percentile_interval(dist)
-        if weights is not None and task in sparse and f"single_task/{task}" in draws:
-            base = draws[f"single_task/{task}"]
-            for family in FAMILIES:
-                key = f"{family}/{task}"
-                if family != "single_task" and key in draws:
-                    diff = draws[key] - base
-                    low, high = percentile_interval(diff)
-                    paired[key] = {"low": low, "high": high, "p_not_better": float(np.mean(diff <= 0))}
-    return paired
+            if bootstrap:
+                m = common.Measured.of(row["model"], [common.auc_statistic(s, positives)
+                                                      for s in scores[(row["model"], task)]], len(y), resamples)
+                measured[(row["model"], task)] = m
+                summary = m.summary()
+                row["ci_low"], row["ci_high"] = summary["low"], summary["high"]
+    return measured
+
+
+def comparisons(rows: Sequence[Dict[str, Any]], dataset: str, measured: Dict[Tuple[str, str], common.Measured],
+                families: Sequence[str]) -> Dict[str, Any]:
+    """Paired comparisons on each binary task (`bench.common.compare`), keyed `family/task`
+    for every family against single_task, and `best/task` for the best family against the
+    best peer, both chosen by eval AUC."""
+    out: Dict[str, Any] = {}
+    auc = {(r["model"], r["task"]): r for r in rows if r["dataset"] == dataset and r["metric"] == "auc"}
+    for task in sorted({t for _, t in measured}):
+        for family in families:
+            if family != "single_task" and (family, task) in measured and ("single_task", task) in measured:
+                out[f"{family}/{task}"] = common.compare(measured[(family, task)], measured[("single_task", task)],
+                                                         "test rows").to_dict()
+        best = best_family_and_peer(auc, task, families)
+        if best and all((m, task) in measured for m in best):
+            entry = common.compare(measured[(best[0], task)], measured[(best[1], task)], "test rows").to_dict()
+            out[f"best/{task}"] = {**entry, "chosen_by": "eval AUC"}
+    return out
+
+
+def best_family_and_peer(auc: Dict[Tuple[str, str], Dict[str, Any]], task: str,
+                         families: Sequence[str]) -> Optional[Tuple[str, str]]:
+    """(best family, best peer) on a task by their eval-split AUC, or None without both."""
+    fams = {f: auc[(f, task)].get("eval_value") for f in families if (f, task) in auc}
+    peers = {p: auc[(p, task)].get("eval_value") for p in PEERS if (p, task) in auc}
+    if not fams or not peers:
+        return None
+    return common.best_by_eval(fams), common.best_by_eval(peers)
 
 
 def goals(rows: Sequence[Dict[str, Any]], datasets: Sequence[str], families: Sequence[str],
-          sparse: Optional[Mapping[str, Sequence[str]]] = None,
+          paired: Optional[Dict[str, Any]] = None, sparse: Optional[Mapping[str, Sequence[str]]] = None,
           references: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[str]:
-    """The goals, met / not met, with the numbers.
+    """The goals, met / not met, each with both seed stds and the paired bootstrap interval;
+    the best family and the best peer are chosen on the eval split.
 
     Args:
       rows: the result rows.
       datasets: the datasets, in order.
       families: the families, in order.
+      paired: `comparisons` keyed `dataset/...`.
       sparse: {dataset: its sparse tasks} (a family must beat single_task on them).
       references: {dataset: {task: a reference AUC}} quoted beside the best family.
     """
-    sparse, references = sparse or {}, references or {}
+    paired, sparse, references = paired or {}, sparse or {}, references or {}
     out = []
     for dataset in datasets:
         auc = {(r["model"], r["task"]): r for r in rows if r["dataset"] == dataset and r["metric"] == "auc"}
         tasks = sorted({t for _, t in auc}, key=[t.name for t in D.dataset_spec(dataset).tasks].index)
         for task in tasks:
-            fams = [(auc[(f, task)]["value"], f) for f in families if (f, task) in auc]
-            peers = [(auc[(p, task)]["value"], p) for p in PEERS if (p, task) in auc]
-            if not fams or not peers:
+            best = best_family_and_peer(auc, task, families)
+            if best is None:
                 continue
-            bf, bp = max(fams), max(peers)
+            bf, bp = (auc[(m, task)] for m in best)
             reference = references.get(dataset, {}).get(task)
-            extra = f"; reference LR AUC {reference:.3f}: {'>=' if bf[0] >= reference else '<'}" if reference is not None else ""
-            out.append(f"- {dataset} {task}: best family {bf[1]} AUC {bf[0]:.4f} "
-                       f"(+- {auc[(bf[1], task)]['std']:.4f}) vs best peer {bp[1]} {bp[0]:.4f}{extra} — "
-                       f"{'met' if bf[0] >= bp[0] else 'not met'}")
+            extra = (f"; reference LR AUC {reference:.3f}: {'>=' if bf['value'] >= reference else '<'}"
+                     if reference is not None else "")
+            chosen = (f"best family by eval AUC {best[0]} (eval {bf['eval_value']:.4f}), best peer by eval AUC "
+                      f"{best[1]} (eval {bp['eval_value']:.4f})")
+            out.append(f"- {dataset} {task}: {chosen}; test: " + _compared(paired.get(f"{dataset}/best/{task}"), bf, bp)
+                       + extra)
         for task in sparse.get(dataset, ()):
             if ("single_task", task) not in auc:
                 continue
-            base = auc[("single_task", task)]
-            beats = []
-            lines = []
+            lines, beats = [], []
             for f in families:
                 if f == "single_task" or (f, task) not in auc:
                     continue
-                r = auc[(f, task)]
-                # "more than one standard deviation": the larger of the two seed std's.
-                margin = max(r["std"], base["std"])
-                diff = r["value"] - base["value"]
-                lines.append(f"{f} {r['value']:.4f} ({diff:+.4f}, std {r['std']:.4f})")
-                if diff > margin:
+                c = paired.get(f"{dataset}/{f}/{task}")
+                lines.append(_compared(c, auc[(f, task)], auc[("single_task", task)]))
+                if c is not None and c["verdict"] == "better":
                     beats.append(f)
-            out.append(f"- {dataset} {task} (sparse): single_task {base['value']:.4f} (std {base['std']:.4f}); "
-                       + "; ".join(lines) + " — "
+            out.append(f"- {dataset} {task} (sparse), each family against single_task: " + "; ".join(lines) + " — "
                        + (f"met by {', '.join(beats)}" if beats else "not met: no family beats single_task "
-                          "by more than one standard deviation"))
+                          "(paired interval above 0 and a difference beyond both seed stds)"))
     return out
+
+
+def _compared(c: Optional[Dict[str, Any]], a: Dict[str, Any], b: Dict[str, Any]) -> str:
+    """A comparison's text with its verdict (met = better), or both means ± std when no
+    paired interval was measured (no verdict then)."""
+    if c is None:
+        return (f"{a['model']} {a['value']:.4f} ± {a['std']:.4f} vs {b['model']} {b['value']:.4f} ± {b['std']:.4f}: "
+                "undecided, no paired interval (add the dataset to --bootstrap_datasets)")
+    verdict = {"better": "met", "worse": "not met: worse"}.get(c["verdict"], "not met: " + c["verdict"])
+    return common.Comparison(**{k: v for k, v in c.items() if k not in ("verdict", "chosen_by")}).text() + \
+        f" — {verdict}"
 
 
 def gate_lines(gates: Dict[str, Dict[str, Dict[str, List[List[float]]]]]) -> List[Dict[str, Any]]:
@@ -565,11 +563,14 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
         if not any("rmse" in e for e in table):
             columns = [c for c in columns if not c.startswith(("rmse", "mae"))]
         parts += [f"## {dataset}", "", common.md_table(table, columns), ""]
-    parts += ["## Goals", ""] + goals(rows, datasets, families, sparse, references) + [""]
+    parts += ["## Goals", "", "A verdict needs the paired bootstrap interval (over test rows, seed means, "
+              "95%) to exclude 0 and the difference to exceed both seed stds; the best family and the best peer "
+              "are chosen by eval AUC.", ""] + goals(rows, datasets, families, paired, sparse, references) + [""]
     if paired:
-        parts += ["Paired bootstrap over test rows, family minus single_task (seed means), 95% interval "
-                  "and share of resamples where the family is not better:", ""]
-        parts += [f"- {k}: [{v['low']:+.4f}, {v['high']:+.4f}], P(diff <= 0) = {v['p_not_better']:.3f}"
+        parts += ["Every paired comparison (A minus B, seed means; 95% interval; share of resamples where A is "
+                  "not better):", ""]
+        parts += [f"- {k}: {v['a']} - {v['b']} = {v['diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}], "
+                  f"P(diff <= 0) = {v['p_not_better']:.3f}, {v['verdict']}"
                   for k, v in sorted(paired.items())] + [""]
     gate_rows = gate_lines(gates)
     if gate_rows:
@@ -639,14 +640,14 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
         feats.fit_scaler(sub["train"])
         for peer, fit in (("logreg", fit_logreg), ("lightgbm", fit_lightgbm)):
             started = time.monotonic()
-            pred, setting, _ = fit(task, feats, sub["train"], sub["eval"], sub["test"], seeds[0])
+            pred, setting, eval_value = fit(task, feats, sub["train"], sub["eval"], sub["test"], seeds[0])
             timings[f"{dataset}/{peer}/{task.name}"] = round(time.monotonic() - started, 1)
             settings.setdefault(dataset, {}).setdefault(peer, {})[task.name] = setting
             full = np.zeros(len(masks["test"][task.name]))
             full[masks["test"][task.name]] = pred
             scores[(peer, task.name)] = [pred]
             rows.extend(summarize(dataset, peer, task, [full], labels_full(parts["test"], task),
-                                  masks["test"][task.name]))
+                                  masks["test"][task.name], eval_values=[abs(eval_value)]))
             print(f"{dataset} {peer} {task.name}: {setting}", file=sys.stderr, flush=True)
     _, dense_names = feats.dense(parts["test"])
     checks.append(f"- {dataset} peers' dense features: {', '.join(dense_names)}")
@@ -655,6 +656,7 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
     grid = parse_grid(args.grid) if dataset in args.grid_datasets.split(",") else {}
     for family in families:
         per_seed: Dict[str, List[np.ndarray]] = {}
+        eval_values: Dict[str, List[float]] = {}
         check = []
         hparams, runs = dict(overrides.get(family, {})), {}
         if grid:  # eval-split choice with the first seed; the chosen run is reused as that seed's
@@ -676,6 +678,9 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
             timings.setdefault(f"{dataset}/{family}", []).append(round(seconds, 1))
             for task in tasks:
                 per_seed.setdefault(task.name, []).append(test_pred[task.name])
+                m = masks["eval"][task.name]
+                eval_values.setdefault(task.name, []).append(task_metrics(
+                    task, np.asarray(eval_pred[task.name])[m], labels_full(parts["eval"], task)[m])[main_metric(task)])
             if "gates" in summary:
                 for task, weights in summary["gates"].items():
                     gates.setdefault(dataset, {}).setdefault(family, {}).setdefault(task, []).append(weights)
@@ -692,15 +697,15 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
         for task in tasks:
             scores[(family, task.name)] = [p[masks["test"][task.name]] for p in per_seed[task.name]]
             rows.extend(summarize(dataset, family, task, per_seed[task.name], labels_full(parts["test"], task),
-                                  masks["test"][task.name]))
+                                  masks["test"][task.name], eval_values=eval_values[task.name]))
         if check:
             checks.append(f"- {dataset} {family}: max |eval AUC here - Keras val AUC of the kept epoch| = "
                           f"{max(check):.4f} (Keras' AUC: models.tasks.AUC_THRESHOLDS)")
     binary = {t.name: labels[t.name] for t in tasks if t.kind == T.BINARY}
-    bootstrap = dataset in args.bootstrap_datasets.split(",") or dataset_name(dataset) in args.bootstrap_datasets.split(",")
-    paired.update({f"{dataset}/{k}": v for k, v in add_intervals(
-        rows, dataset, scores, binary, args.bootstrap, bootstrap=bootstrap,
-        sparse=sparse_tasks(args, dataset)).items()})
+    chosen = args.bootstrap_datasets.split(",")
+    measured = add_intervals(rows, dataset, scores, binary, args.bootstrap,
+                             bootstrap=dataset in chosen or dataset_name(dataset) in chosen)
+    paired.update({f"{dataset}/{k}": v for k, v in comparisons(rows, dataset, measured, families).items()})
 
 
 def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
@@ -758,9 +763,10 @@ def main(argv=None) -> int:
                         help="eval-split grid for every family (first seed), on --grid_datasets")
     parser.add_argument("--grid_datasets", default="taobao")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test rows")
-    parser.add_argument("--bootstrap_datasets", default="taobao")
+    parser.add_argument("--bootstrap_datasets", default="taobao,movielens",
+                        help="datasets whose AUCs get bootstrap intervals and paired comparisons")
     parser.add_argument("--sparse_tasks", action="append", default=None, metavar="DATASET=T1,T2",
-                        help="tasks reported as sparse (paired bootstrap against single_task; repeatable); "
+                        help="tasks a family must beat single_task on (repeatable); "
                              f"default: {' '.join(DEFAULT_SPARSE_TASKS)}")
     parser.add_argument("--reference_auc", action="append", default=None, metavar="DATASET=TASK:AUC,...",
                         help=f"reference AUCs quoted in the goals (repeatable); default: {' '.join(DEFAULT_REFERENCE_AUC)}")
@@ -811,7 +817,7 @@ def main(argv=None) -> int:
         meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
         common.write_results("multitask", rows, md, meta, args.out)
         common.atomic_write(os.path.join(args.out, "multitask_gates.json"),
-                            json.dumps({"gates": gates, "paired_vs_single_task": paired, "peer_settings": settings,
+                            json.dumps({"gates": gates, "paired_comparisons": paired, "peer_settings": settings,
                                         "seconds": timings}, indent=2) + "\n")
         print(md, flush=True)
     return 0

@@ -1,6 +1,14 @@
 """Reliability under faults: kill -9 mid-component, two runs at once, a corrupted push under
 load, fuzzed input files, and load while new versions are pushed.
 
+Every scenario runs the product's own code: pipeline runs through `pipeline.local_runner`,
+the ingest through ExampleGen's Beam pipeline, serving through `serving.local_server` and
+`serving.client`, and every push of the serving scenarios through the Pusher's
+`components.pusher.push_model` (the function the Pusher component calls), which picks the
+version numbers; the corrupted push is a model artifact with truncated variables that the
+Pusher copies as it is. The figures are about correctness (what was lost, which versions
+answered); the times and latencies it also records come from a shared machine.
+
     make bench-reliability ARGS="--out bench/results"
     # = python -m bench.reliability --out bench/results [--trials 3] [--scenarios NAME,...]
 
@@ -42,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import cpu_model, source_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -444,23 +452,33 @@ def _truncate_variables(version_dir: str) -> None:
             f.truncate(os.path.getsize(data) // 2)
 
 
-def _push_copy(source: str, model_dir: str, version: int, corrupt: bool = False) -> str:
-    staging = os.path.join(model_dir, f".push-{version}")
-    shutil.copytree(source, staging)
-    if corrupt:
-        _truncate_variables(staging)
-    final = os.path.join(model_dir, str(version))
-    os.rename(staging, final)
-    return final
-
-
-def _examples(version_dir: str) -> List[bytes]:
+def _warmup_inputs(version_dir: str) -> Tuple[List[bytes], list]:
+    """The warmup examples and histories a pushed version carries (what the Pusher wrote)."""
     from bench.serving import warmup_inputs
 
-    examples, _ = warmup_inputs(version_dir)
+    examples, histories = warmup_inputs(version_dir)
     if not examples:
         raise SystemExit(f"error: {version_dir} has no warmup examples")
-    return examples
+    return examples, histories
+
+
+def push(source: str, base: str) -> int:
+    """Pushes the SavedModel `source` into the serving base `base` with the product's Pusher
+    code (`components.pusher.push_model`: staging copy, warmup records, atomic rename), as
+    the pipeline's Pusher component does; returns the version it chose."""
+    from components.pusher import push_model
+
+    examples, histories = _warmup_inputs(source)
+    version, _ = push_model(source, base, FAMILY, warmup_examples=examples, warmup_histories=histories)
+    return version
+
+
+def corrupted_copy(source: str, dst: str) -> str:
+    """A copy of the SavedModel `source` whose variables are cut to half their size: a
+    damaged model artifact that the Pusher copies as it is."""
+    shutil.copytree(source, dst)
+    _truncate_variables(dst)
+    return dst
 
 
 def corrupt_trial(source_version: str, work: str, n: int, concurrency: int = 8) -> dict:
@@ -469,10 +487,9 @@ def corrupt_trial(source_version: str, work: str, n: int, concurrency: int = 8) 
     from serving.client import ServingClient, ServingError
 
     base = os.path.join(work, f"corrupt-base-{n}")
-    model_dir = os.path.join(base, FAMILY)
-    os.makedirs(model_dir)
-    _push_copy(source_version, model_dir, 1)
-    examples = np.array(_examples(source_version)[:1], dtype=object)
+    os.makedirs(base)
+    first = push(source_version, base)
+    examples = np.array(_warmup_inputs(source_version)[0][:1], dtype=object)
     server = local_server.serve(base, port=0, poll_seconds=0.2)
     stop = threading.Event()
     versions, failures, count = set(), [], [0]
@@ -492,28 +509,30 @@ def corrupt_trial(source_version: str, work: str, n: int, concurrency: int = 8) 
         for t in threads:
             t.start()
         _until(lambda: count[0] >= 200, 120)
-        _push_copy(source_version, model_dir, 2, corrupt=True)
+        bad = push(corrupted_copy(source_version, os.path.join(work, f"corrupt-model-{n}")), base)
         with ServingClient(server.address, timeout_s=30.0) as client:
             def failed():
-                return {s["version"]: s for s in client.model_status(FAMILY)}.get(2, {}).get("state") == "END"
+                return {s["version"]: s for s in client.model_status(FAMILY)}.get(bad, {}).get("state") == "END"
             reported = _until(failed, 300)
             status = {s["version"]: s for s in client.model_status(FAMILY)}
             at_failure = count[0]
             _until(lambda: count[0] >= at_failure + 200, 120)
-            _push_copy(source_version, model_dir, 3)
-            switched = _until(lambda: 3 in versions, 300)
+            good = push(source_version, base)
+            switched = _until(lambda: good in versions, 300)
     finally:
         stop.set()
         for t in threads:
             t.join()
         server.stop(grace=0)
-    error = status.get(2, {})
-    passed = not failures and reported and switched and 2 not in versions and error.get("error_code", "OK") != "OK"
+    error = status.get(bad, {})
+    passed = (not failures and reported and switched and bad not in versions and first in versions
+              and error.get("error_code", "OK") != "OK")
     return {
         "passed": passed,
         "data_lost": len(failures),
         "requests": count[0],
         "failed_requests": failures[:3],
+        "pushed": {"first": first, "corrupted": bad, "then": good},
         "versions_answering": sorted(versions),
         "corrupted_version_status": f"{error.get('state')} {error.get('error_code')}: {error.get('error_message', '')[:160]}",
     }
@@ -650,9 +669,8 @@ def load_trial(source_version: str, work: str, requests: int, concurrency: int, 
     from serving.client import ServingClient, ServingError
 
     base = os.path.join(work, "load-base")
-    model_dir = os.path.join(base, FAMILY)
-    os.makedirs(model_dir)
-    _push_copy(source_version, model_dir, 1)
+    os.makedirs(base)
+    first = push(source_version, base)
     port = free_port()
     log_path = os.path.join(work, "load-server.log")
     with open(log_path, "w") as log:
@@ -665,7 +683,7 @@ def load_trial(source_version: str, work: str, requests: int, concurrency: int, 
     try:
         with ServingClient(target, timeout_s=120.0, retries=60, backoff_s=0.5, max_backoff_s=2.0) as probe:
             probe.model_status(FAMILY)
-        examples = np.array(_examples(source_version)[:1], dtype=object)
+        examples = np.array(_warmup_inputs(source_version)[0][:1], dtype=object)
         per_thread = requests // concurrency
         latencies = [[] for _ in range(concurrency)]
         versions: List[List[int]] = [[] for _ in range(concurrency)]
@@ -698,7 +716,7 @@ def load_trial(source_version: str, work: str, requests: int, concurrency: int, 
         t0 = time.perf_counter()
         for k, at in enumerate(push_at):
             _until(lambda: done[0] >= at, 600)
-            pushed.append(int(os.path.basename(_push_copy(source_version, model_dir, k + 2))))
+            pushed.append(push(source_version, base))
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
@@ -712,7 +730,7 @@ def load_trial(source_version: str, work: str, requests: int, concurrency: int, 
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]) if lat.size else (0, 0, 0)
     seen = sorted({v for vs in versions for v in vs})
     return {
-        "passed": not errors and set(pushed) <= set(seen),
+        "passed": not errors and set([first] + pushed) <= set(seen),
         "data_lost": len(errors),
         "requests": int(lat.size) + len(errors),
         "errors": len(errors),
@@ -722,6 +740,7 @@ def load_trial(source_version: str, work: str, requests: int, concurrency: int, 
         "p99_ms": round(float(p99), 2),
         "requests_per_s": round(lat.size / wall, 1),
         "versions_answering": seen,
+        "first": first,
         "pushed": pushed,
         "load_average_before": round(load_before, 2),
     }
@@ -752,9 +771,12 @@ def summarize(scenario: str, trials: List[dict]) -> dict:
             f"{(trials[0].get('second_message') or [''])[0][:160]}"
         )
     elif scenario == "corrupt_push_under_load":
+        pushed = trials[0].get("pushed", {})
         notes = (
-            f"requests {[t.get('requests') for t in trials]} at concurrency 8, failed {lost}; versions answering "
-            f"{trials[0].get('versions_answering')}; corrupted version: {trials[0].get('corrupted_version_status')}"
+            f"requests {[t.get('requests') for t in trials]} at concurrency 8, failed {lost}; pushed with "
+            f"components.pusher.push_model: versions {pushed.get('first')}, {pushed.get('corrupted')} (truncated "
+            f"variables), {pushed.get('then')}; versions answering {trials[0].get('versions_answering')}; "
+            f"corrupted version: {trials[0].get('corrupted_version_status')}"
         )
     elif scenario == "fuzzed_input":
         reasons: Dict[str, int] = {}
@@ -772,7 +794,8 @@ def summarize(scenario: str, trials: List[dict]) -> dict:
         notes = (
             f"{t.get('requests')} requests at concurrency 8, {t.get('errors')} errors, p50 {t.get('p50_ms')} ms, "
             f"p95 {t.get('p95_ms')} ms, p99 {t.get('p99_ms')} ms, {t.get('requests_per_s')} requests/s; "
-            f"versions answering {t.get('versions_answering')} (pushed during the load: {t.get('pushed')})"
+            f"versions answering {t.get('versions_answering')} (version {t.get('first')} pushed before the load, "
+            f"{t.get('pushed')} during it, all with components.pusher.push_model)"
         )
     return {"scenario": scenario, "trials": len(trials), "passed": passed, "data_lost": lost, "notes": notes}
 
@@ -782,8 +805,11 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Reliability under faults",
         "",
         f"- command: `{meta['command']}`",
+        f"- commit: {meta['commit']}",
         f"- data: {meta['data']}",
-        f"- machine: {meta['nproc']} CPUs, {meta['cpu_model']}; load average {meta['load']}",
+        f"- machine: {meta['nproc']} CPUs, {meta['cpu_model']}; load average {meta['load']}; shared with other "
+        "work, so the seconds and latencies below are not evidence of speed (the scenarios are about what was "
+        "lost and which versions answered)",
         f"- date: {meta['date']}; wall time {meta['seconds']} s",
         "",
         "| scenario | trials | passed | data lost | notes |",
@@ -815,6 +841,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
     started = time.monotonic()
+    commit = source_commit()  # before the trials: the code they ran
     load_before = os.getloadavg()[0]
     work = args.work_dir or tempfile.mkdtemp(prefix="reliability-")
     os.makedirs(work, exist_ok=True)
@@ -862,12 +889,13 @@ def main(argv=None) -> int:
         row["notes"] = row["notes"].replace(work + os.sep, "").replace(work, ".")
     meta = {
         "command": "python -m bench.reliability " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": commit,
         "data": f"{config.describe_dataset()} from {full.data_dir}: the first {SLICE_USERS} users of each interaction "
                 f"file ({config.split} split, seed {config.seed}), family {FAMILY}, 40 train steps",
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
         "load": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 minute)",
-        "date": datetime.date.today().isoformat(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.monotonic() - started),
     }
     os.makedirs(args.out, exist_ok=True)

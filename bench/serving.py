@@ -3,10 +3,13 @@
 For Predict with 1 and 100 candidate examples and for `recommend`, at concurrency 1
 and 8, measures p50/p95/p99 latency and requests/s through gRPC and by calling the
 same SavedModel in this process (the limit), each cell bounded by a request count
-and a time budget. Writes `<out>/serving.json` and `<out>/serving.md` atomically.
+and a time budget, and the CPU time per request: of this process (the client, or the
+in-process model) and, for a local server, of the server process (from /proc). Writes
+`<out>/serving.json` and `<out>/serving.md` atomically.
 
     python -m bench.serving --model_base DIR --model mf [--examples FILE] --out bench/results
     python -m bench.serving --stand_in --out /tmp/bench   # dry run on a stand-in model
+    python -m bench.serving --model_base DIR --model mf --server_batch_rows 512,0   # merging on / off
 
 Inputs: `--examples`, else the model's warmup requests; without them (and for the stand-in
 model, whose catalogue they are) the raw test examples ExampleGen writes for the dataset
@@ -14,8 +17,11 @@ description (`--dataset` / `--dataset_file`, `--data_dir`; MovieLens by default)
 data stages of `bench.common` write them.
 
 Without --target a local server (`serving.local_server`) is started in a child
-process on a free loopback port; with --target an already running server (e.g.
-tensorflow_model_server serving the same base) is measured instead.
+process on a free loopback port, once per `--server_batch_rows` value (its
+`--max_batch_rows`: 0 turns request merging off); with --target an already running
+server (e.g. tensorflow_model_server serving the same base) is measured instead (its CPU
+is not). CPU time is less sensitive to other work on the machine than latency, but not
+immune to it (shared caches and cores): say which machine and load a figure comes from.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ from serving import client as serving_client  # noqa: E402
 from contract import protocol
 from export import warmup  # noqa: E402
 from common.io_utils import atomic_write
-from bench.machine import cpu_model
+from bench.machine import cpu_model, source_commit
+from serving.local_server import DEFAULT_MAX_BATCH_ROWS as DEFAULT_BATCH_ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATES = 100
@@ -157,8 +164,18 @@ def make_stand_in(base: str, model: str, examples: Sequence[bytes], histories, b
 # --------------------------------------------------------------------------
 # Measuring
 # --------------------------------------------------------------------------
-def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, max_seconds: float, warm: int = 20) -> dict:
-    """Latency percentiles and throughput of `call` from `concurrency` threads."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, max_seconds: float, warm: int = 20,
+             server_pid: Optional[int] = None) -> dict:
+    """Latency percentiles, throughput and CPU milliseconds per request of `call` from
+    `concurrency` threads: of this process (`client_cpu_ms`) and of `server_pid` when given
+    (`server_cpu_ms`, else None), over the timed requests (failed ones included)."""
     for _ in range(warm):
         call()
     per_thread = max(1, max_requests // concurrency)
@@ -190,17 +207,22 @@ def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, ma
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
+    cpu_start = time.process_time()
+    server_start = process_cpu_seconds(server_pid) if server_pid else None
     t_start = time.perf_counter()
     deadline[0] = t_start + max_seconds
     start_gate.wait()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t_start
+    client_cpu = time.process_time() - cpu_start
+    server_cpu = process_cpu_seconds(server_pid) - server_start if server_pid else None
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000.0
     n = int(lat.size)
     if n == 0:
         raise RuntimeError(f"no request succeeded: {first_error[0] if first_error else 'unknown error'}")
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    sent = n + int(sum(errors))
     return {
         "p50_ms": round(float(p50), 3),
         "p95_ms": round(float(p95), 3),
@@ -208,6 +230,8 @@ def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, ma
         "qps": round(n / wall, 1),
         "requests": n,
         "errors": int(sum(errors)),
+        "client_cpu_ms": round(1000.0 * client_cpu / sent, 3),
+        "server_cpu_ms": round(1000.0 * server_cpu / sent, 3) if server_cpu is not None else None,
         "first_error": first_error[0] if first_error else None,
     }
 
@@ -218,12 +242,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_local_server(model_base: str, model: str, log_path: str) -> Tuple[subprocess.Popen, str]:
+def start_local_server(model_base: str, model: str, log_path: str,
+                       max_batch_rows: Optional[int] = None) -> Tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         sys.executable, "-m", "serving.local_server", "--model_base", model_base, "--port", str(port),
         "--models", model, "--poll_seconds", "0",
     ]
+    if max_batch_rows is not None:
+        cmd += ["--max_batch_rows", str(max_batch_rows)]
     log_file = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
     return proc, f"127.0.0.1:{port}"
@@ -253,6 +280,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Serving benchmark",
         "",
         f"- command: `{meta['command']}`",
+        f"- commit: {meta.get('commit', 'not recorded')}",
         f"- model: `{meta['model']}` version {meta['version']} ({meta['model_dir']})",
         f"- server: {meta['server']}",
         f"- machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu_model']}; Python {meta['python']}, "
@@ -262,23 +290,62 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         f"- bounds per cell: {meta['max_requests']} requests or {meta['max_seconds']} s",
         f"- date: {meta['date']}",
         "",
-        "| path | signature | batch | concurrency | p50 ms | p95 ms | p99 ms | requests/s | requests | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU ms per request: `client` is this process (the gRPC client threads, or the model called "
+        "in-process), `server` the local server's process; `server merging` is its `--max_batch_rows` "
+        "(0: every request its own call).",
+        "",
+        "| path | signature | batch | concurrency | server merging | p50 ms | p95 ms | p99 ms | requests/s | "
+        "CPU ms/request client | CPU ms/request server | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ms(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
     for r in rows:
         lines.append(
-            f"| {r['path']} | {r['signature']} | {r['batch']} | {r['concurrency']} | {r['p50_ms']:.3f} | "
-            f"{r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | {r['requests']} | {r['errors']} |"
+            f"| {r['path']} | {r['signature']} | {r['batch']} | {r['concurrency']} | "
+            f"{'' if r.get('max_batch_rows') is None else r['max_batch_rows']} | {r['p50_ms']:.3f} | "
+            f"{r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | {ms(r.get('client_cpu_ms'))} | "
+            f"{ms(r.get('server_cpu_ms'))} | {r['requests']} | {r['errors']} |"
         )
     lines += ["", "## Goals", ""]
     for line in meta["goals"]:
         lines.append(f"- {line}")
+    cpu = cpu_lines(rows)
+    if cpu:
+        lines += ["", "## CPU per request", ""] + [f"- {line}" for line in cpu]
     return "\n".join(lines) + "\n"
+
+
+def cpu_lines(rows: List[dict]) -> List[str]:
+    """Per signature, batch and concurrency: CPU ms per request through gRPC (client plus
+    local server) for each server merging setting, against the model called in-process,
+    and what merging saves when both settings were measured."""
+    out = []
+    cells = sorted({(r["signature"], r["batch"], r["concurrency"]) for r in rows}, key=lambda c: (c[0], c[1], c[2]))
+    for sig, batch, conc in cells:
+        same = [r for r in rows if (r["signature"], r["batch"], r["concurrency"]) == (sig, batch, conc)]
+        local = next((r for r in same if r["path"] == "in_process"), None)
+        grpc_rows = [r for r in same if r["path"] == "grpc" and r.get("server_cpu_ms") is not None]
+        if not grpc_rows:
+            continue
+        totals = {r["max_batch_rows"]: r["client_cpu_ms"] + r["server_cpu_ms"] for r in grpc_rows}
+        parts = [f"merging {m}: {t:.3f} ms" for m, t in totals.items()]
+        line = f"{sig}, batch {batch}, concurrency {conc}: gRPC client + server " + ", ".join(parts)
+        if local is not None:
+            line += (f"; in-process {local['client_cpu_ms']:.3f} ms, so gRPC adds "
+                     + ", ".join(f"{t - local['client_cpu_ms']:.3f} ms (merging {m})" for m, t in totals.items()))
+        on = [m for m in totals if m]
+        if on and 0 in totals and totals[0] > 0:
+            line += f"; merging changes it by {totals[on[0]] / totals[0] - 1:+.0%}"
+        out.append(line)
+    return out
 
 
 def goals(rows: List[dict]) -> List[str]:
     def find(path, sig, batch, conc):
-        for r in rows:
+        for r in rows:  # the first server setting (the default unless --server_batch_rows says otherwise)
             if (r["path"], r["signature"], r["batch"], r["concurrency"]) == (path, sig, batch, conc):
                 return r
         return None
@@ -313,12 +380,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--stand_in", action="store_true", help="benchmark a stand-in model (dry run)")
     parser.add_argument("--work_dir", default=None, help="where the data stages of the fallback inputs are written "
                                                          "(default: bench.common's)")
+    parser.add_argument("--server_batch_rows", default="",
+                        help="comma-separated --max_batch_rows of the local server, one server per value "
+                             "(default: the server's own default); 0 turns request merging off")
     from bench import common
 
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir or common.DEFAULT_WORK_DIR
+    commit = source_commit()  # before the measurement: the code it ran
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    batch_rows: List[Optional[int]] = [int(v) for v in args.server_batch_rows.split(",") if v] or [None]
+    if args.target and args.server_batch_rows:
+        parser.error("--server_batch_rows sets the local server's merging; with --target the server is yours")
 
     tmp_base = None
     if args.stand_in:
@@ -362,59 +436,72 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         )
 
     load_before = os.getloadavg()
-    proc = None
     log_path = os.path.join(tempfile.gettempdir(), f"bench-serving-server-{os.getpid()}.log")
-    target = args.target
-    if target is None:
-        proc, target = start_local_server(args.model_base, args.model, log_path)
-        server_desc = f"serving.local_server (child process, {target})"
-    else:
-        server_desc = f"existing server at {target}"
+    servers = []
     rows = []
-    try:
-        wait_ready(target, args.model, proc, log_path)
-        client = serving_client.ServingClient(target, timeout_s=30.0, retries=2)
-        for sig, batch, inputs in cases:
-            fn = loaded.signatures[sig]
-            specs = fn.structured_input_signature[1]
+    for setting_index, max_batch_rows in enumerate(batch_rows):
+        proc = None
+        target = args.target
+        if target is None:
+            proc, target = start_local_server(args.model_base, args.model, log_path, max_batch_rows)
+            servers.append(f"serving.local_server (child process, {target}"
+                           + (f", --max_batch_rows {max_batch_rows}" if max_batch_rows is not None else "") + ")")
+        else:
+            servers.append(f"existing server at {target}")
+        try:
+            wait_ready(target, args.model, proc, log_path)
+            client = serving_client.ServingClient(target, timeout_s=30.0, retries=2)
+            for sig, batch, inputs in cases:
+                fn = loaded.signatures[sig]
+                specs = fn.structured_input_signature[1]
 
-            def in_process(fn=fn, inputs=inputs, specs=specs):
-                out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-                return {k: v.numpy() for k, v in out.items()}
+                def in_process(fn=fn, inputs=inputs, specs=specs):
+                    out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+                    return {k: v.numpy() for k, v in out.items()}
 
-            protos = protocol.as_input_protos(inputs)
+                protos = protocol.as_input_protos(inputs)
 
-            def grpc_call(sig=sig, protos=protos):
-                return client.predict(args.model, protos, sig)
+                def grpc_call(sig=sig, protos=protos):
+                    return client.predict(args.model, protos, sig)
 
-            # Same answers both ways, or the comparison is meaningless.
-            a, b = in_process(), grpc_call().outputs
-            for key in a:
-                if a[key].dtype.kind == "f":
-                    np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{sig}/{key}")
-                else:
-                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{sig}/{key}")
-            for path, call in (("in_process", in_process), ("grpc", grpc_call)):
-                for conc in concurrencies:
-                    stats = run_cell(call, conc, args.requests, args.seconds)
-                    row = {"path": path, "signature": sig, "batch": batch, "concurrency": conc, **stats}
-                    rows.append(row)
-                    print(
-                        f"{path:10} {sig:16} batch {batch:3d} conc {conc}: p50 {stats['p50_ms']:.3f} ms "
-                        f"p95 {stats['p95_ms']:.3f} p99 {stats['p99_ms']:.3f} qps {stats['qps']:.0f} "
-                        f"errors {stats['errors']}",
-                        flush=True,
-                    )
-        client.close()
-    finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                # Same answers both ways, or the comparison is meaningless.
+                a, b = in_process(), grpc_call().outputs
+                for key in a:
+                    if a[key].dtype.kind == "f":
+                        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{sig}/{key}")
+                    else:
+                        np.testing.assert_array_equal(a[key], b[key], err_msg=f"{sig}/{key}")
+                # The in-process limit once; gRPC once per server setting.
+                paths = (("in_process", in_process),) if setting_index == 0 else ()
+                for path, call in paths + (("grpc", grpc_call),):
+                    for conc in concurrencies:
+                        pid = proc.pid if (path == "grpc" and proc is not None) else None
+                        stats = run_cell(call, conc, args.requests, args.seconds, server_pid=pid)
+                        row = {"path": path, "signature": sig, "batch": batch, "concurrency": conc,
+                               "max_batch_rows": (max_batch_rows if max_batch_rows is not None else
+                                                  DEFAULT_BATCH_ROWS) if pid else None, **stats}
+                        rows.append(row)
+                        print(
+                            f"{path:10} {sig:16} batch {batch:3d} conc {conc}"
+                            + (f" merge {row['max_batch_rows']}" if pid else "")
+                            + f": p50 {stats['p50_ms']:.3f} ms p95 {stats['p95_ms']:.3f} p99 {stats['p99_ms']:.3f} "
+                            f"qps {stats['qps']:.0f} cpu ms/request client {stats['client_cpu_ms']:.3f} server "
+                            f"{stats['server_cpu_ms'] if stats['server_cpu_ms'] is not None else 'n/a'} "
+                            f"errors {stats['errors']}",
+                            flush=True,
+                        )
+            client.close()
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    server_desc = "; ".join(servers)
     meta = {
         "command": "python -m bench.serving " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "commit": commit,
         "model": args.model,
         "version": version,
         "model_dir": "stand-in model (test fixture)" if args.stand_in else version_dir,

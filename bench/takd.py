@@ -17,7 +17,11 @@ The teachers see training labels only (soft labels are computed on the training 
 
 Reported on the test split: per task AUC (rows where its condition holds) and Multi-AUC
 (`evaluation.definitions.multi_auc` of the task's scores over the pair's label classes),
-mean and standard deviation over seeds; parameters; in-process serving time (median ms
+mean and standard deviation over seeds, and per seed their bootstrap draws over the test
+rows (kept in the runs file, so merged runs compare too); the goal lines show both seed
+stds and the paired bootstrap interval of each difference (`bench.common.compare`), the
+AUC goal being non-inferiority (the whole interval of student - teacher at or above
+-0.005); parameters; in-process serving time (median ms
 of the model's compiled call, a fixed signature taking the transformed features it reads,
 on test rows, batch 1 and 100, teacher and student timed in alternation so both see the
 same machine load).
@@ -87,6 +91,21 @@ def pair_metrics(pair: Sequence[str], specs, predictions: Dict[str, np.ndarray],
         out[f"{task.name}/auc"] = d.binary_auc(p[mask], label[mask] > 0.5)
         out[f"{task.name}/multi_auc"] = d.multi_auc(p[keep], classes[keep])
     return out
+
+
+def pair_draws(pair: Sequence[str], specs, predictions: Dict[str, np.ndarray], data) -> Dict[str, tuple]:
+    """{"<task>/auc", "<task>/multi_auc"}: (test units, one seed's bootstrap draws) of
+    `pair_metrics`' values, on the resamples every model of the pair shares."""
+    masks = [mt.task_mask(data, t) for t in specs]
+    labels = [mt.labels_full(data, t) for t in specs]
+    classes, keep = d.pair_classes(labels[0], labels[1], masks[0], masks[1])
+    out = {}
+    for task, mask, label in zip(specs, masks, labels):
+        p = np.asarray(predictions[task.name])
+        out[f"{task.name}/auc"] = (int(mask.sum()), common.auc_statistic(p[mask], label[mask] > 0.5))
+        out[f"{task.name}/multi_auc"] = (int(keep.sum()), common.multi_auc_statistic(p[keep], classes[keep]))
+    return {name: (units, [round(float(x), 6) for x in common.seed_draws(statistic, units)])
+            for name, (units, statistic) in out.items()}
 
 
 def count_params(model) -> int:
@@ -246,6 +265,10 @@ def record(per, family, variant, seed, model, summary, pair, specs, parts, log) 
         predictions = mt.predict_rows(model, parts[split])
         for name, value in pair_metrics(pair, specs, predictions, parts[split]).items():
             entry.setdefault(f"{split}/{name}", []).append(value)
+        if split == "test":
+            for name, (units, draws) in pair_draws(pair, specs, predictions, parts[split]).items():
+                entry[f"units/{name}"] = units
+                entry.setdefault(f"draws/{name}", []).append(draws)
     entry["params"] = count_params(model)
     entry.setdefault("seeds", []).append(seed)
     entry.setdefault("epochs", []).append(summary["best_epoch"])
@@ -274,24 +297,55 @@ def rows_of(results: Dict[str, Any], pairs: Dict[str, Sequence[str]]) -> List[Di
     return rows
 
 
-def goals(rows: Sequence[Dict[str, Any]], pairs) -> List[str]:
+AUC_MARGIN = 0.005  # the student's AUC may be at most this much below the teacher's
+
+
+def _measured(results: Dict[str, Any], dataset: str, variant: str, name: str) -> Optional[common.Measured]:
+    """A variant's per-seed test values and draws of `name` (e.g. `loved/auc`) from the runs,
+    or None when a seed has no draws (a run recorded before they were kept)."""
+    entry = next((e for key, e in results.get(dataset, {}).items() if key.split("/")[-1] == variant), None)
+    draws = (entry or {}).get(f"draws/{name}") or []
+    if not draws or len(draws) != len(entry[f"test/{name}"]):
+        return None
+    return common.Measured(variant, tuple(entry[f"test/{name}"]), tuple(np.asarray(x, np.float64) for x in draws),
+                           int(entry[f"units/{name}"]))
+
+
+def goals(rows: Sequence[Dict[str, Any]], pairs, results: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The goals per dataset and task, each with both seed stds and the paired bootstrap
+    interval (`results`: the runs' per-seed values and draws): the student's Multi-AUC
+    beats student_alone's (interval above 0 and beyond both stds), and its AUC is within
+    AUC_MARGIN of the teacher's (the whole interval of the difference at or above -margin);
+    then the serving speed-up."""
+    results = results or {}
     lines = []
     get = {(r["dataset"], r["variant"], r["task"], r["metric"]): r for r in rows}
     for dataset, pair in pairs.items():
         if not any(r["dataset"] == dataset for r in rows):
             continue
         for task in pair:
+            a, b = (_measured(results, dataset, v, f"{task}/multi_auc") for v in ("student", "student_alone"))
             s, alone = get[(dataset, "student", task, "multi_auc")], get[(dataset, "student_alone", task, "multi_auc")]
-            diff = s["value"] - alone["value"]
-            spread = max(s["std"] or 0.0, alone["std"] or 0.0)
-            lines.append(f"- {dataset} {task} Multi-AUC: student {s['value']:.4f} ± {s['std'] or 0:.4f} vs alone "
-                         f"{alone['value']:.4f} ± {alone['std'] or 0:.4f} (diff {diff:+.4f}, one std {spread:.4f}): "
-                         + ("met" if diff > spread else "not met" + (" (no difference: within seed noise)"
-                                                                      if abs(diff) <= spread else "")))
+            if a is None or b is None:
+                lines.append(f"- {dataset} {task} Multi-AUC: student {s['value']:.4f} ± {s['std'] or 0:.4f} vs alone "
+                             f"{alone['value']:.4f} ± {alone['std'] or 0:.4f}: undecided (no paired interval: these "
+                             "runs kept no bootstrap draws)")
+            else:
+                c = common.compare(a, b, "test rows")
+                lines.append(f"- {dataset} {task} Multi-AUC: {c.text()} — "
+                             + ("met" if c.verdict() == "better" else "not met: " + c.verdict()))
+            a, b = (_measured(results, dataset, v, f"{task}/auc") for v in ("student", "teacher"))
             s, t = get[(dataset, "student", task, "auc")], get[(dataset, "teacher", task, "auc")]
-            lines.append(f"- {dataset} {task} AUC: student {s['value']:.4f} vs teacher {t['value']:.4f} "
-                         f"(diff {s['value'] - t['value']:+.4f}; goal >= -0.005): "
-                         + ("met" if s["value"] - t["value"] >= -0.005 else "not met"))
+            if a is None or b is None:
+                lines.append(f"- {dataset} {task} AUC: student {s['value']:.4f} vs teacher {t['value']:.4f} "
+                             f"(diff {s['value'] - t['value']:+.4f}; goal >= -{AUC_MARGIN}): undecided (no paired "
+                             "interval: these runs kept no bootstrap draws)")
+            else:
+                c = common.compare(a, b, "test rows")
+                met = c.low >= -AUC_MARGIN
+                lines.append(f"- {dataset} {task} AUC, goal student - teacher >= -{AUC_MARGIN} over the whole "
+                             f"interval: {c.text()} — " + ("met" if met else f"not met: the interval reaches below "
+                                                                              f"-{AUC_MARGIN}"))
         s, t = get[(dataset, "student", pair[0], "auc")], get[(dataset, "teacher", pair[0], "auc")]
         for b in (1, 100):
             ts, ss = t[f"serve_ms_b{b}"], s[f"serve_ms_b{b}"]
@@ -301,7 +355,7 @@ def goals(rows: Sequence[Dict[str, Any]], pairs) -> List[str]:
     return lines
 
 
-def markdown(rows, pairs, seeds, log, args_line) -> str:
+def markdown(rows, pairs, seeds, log, args_line, results=None) -> str:
     parts = ["# TAKD: task-augmented knowledge distillation on a task pair", "",
              "Test split; mean ± std over seeds (sample std). `multi_auc`: Multi-AUC of the task's scores over the "
              "pair's label classes ++ > +- > -+ > -- (evaluation.definitions.multi_auc). Serving: median in-process "
@@ -314,7 +368,7 @@ def markdown(rows, pairs, seeds, log, args_line) -> str:
         ds_rows = [r for r in rows if r["dataset"] == dataset]
         parts.append(common.md_table(ds_rows, COLUMNS + ("eval_value",)))
         parts.append("")
-    parts += ["## Goals", ""] + goals(rows, pairs) + ["", "## Runs", ""] + list(log)
+    parts += ["## Goals", ""] + goals(rows, pairs, results) + ["", "## Runs", ""] + list(log)
     return "\n".join(parts)
 
 
@@ -383,7 +437,7 @@ def main(argv=None) -> int:
             done.append(seed)
             rows = rows_of(results, pairs)
             wall = f"Wall time so far {(time.monotonic() - started) / 60:.1f} min; seeds finished on {dataset}: {done}."
-            md = markdown(rows, pairs, done, log + [wall], args_line)
+            md = markdown(rows, pairs, done, log + [wall], args_line, results)
             meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
             common.write_results(args.name, rows, md, meta, args.out)
             common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
@@ -548,7 +602,8 @@ def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
         common.extend_results(results, run["results"])
     rows = rows_of(results, pairs)
     seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
-    md = markdown(rows, pairs, seeds, log + ["", "Merged from: " + "; ".join(f"`{c}`" for c in sources)], "")
+    md = markdown(rows, pairs, seeds, log + ["", "Merged from: " + "; ".join(f"`{c}`" for c in sources)], "",
+                  results)
     common.write_results(name, rows, md, {"command": command, "machine": json.dumps(common.machine())}, out)
     common.atomic_write(target, json.dumps({"command": command, "pairs": pairs, "results": results, "log": log},
                                            indent=2) + "\n")

@@ -15,7 +15,9 @@ only reported. Families are trained with the pipeline's Trainer code and scored 
 the exported `recommend` signature (the served path), for each of `--seeds`.
 Peers, on the same training rows: MostPopular, ItemKNN (cosine; its input either the whole
 history or the items of the strongest behavior, chosen on eval), EASE (Steck 2019),
-implicit ALS.
+implicit ALS. The comparison at the end takes the best family and the best peer by eval
+NDCG@10 and shows each one's seed mean ± std and the paired bootstrap interval over test
+users of their difference (`bench.common.compare`).
 
     python -m bench.topk [--dataset NAME | --dataset_file FILE] [--data_dir DIR] [--families two_tower]
         [--seeds 42,43,44] [--out bench/results]
@@ -39,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 from bench.retrieval_peers import (  # noqa: E402
-    FullHistoryScorer, als_fit, ease_weights, fitted_user_scores, interaction_matrix, item_knn_weights,
+    FullHistoryScorer, als_fit, ease_weights, fitted_user_scores, interaction_matrix, item_knn_weights, longest,
     popularity_counts)
 from contract import features as F  # noqa: E402
 from contract import protocol  # noqa: E402
@@ -63,11 +65,30 @@ def most_popular(train: UserView, num_rows: int) -> Callable:
 
 
 def als_evaluate(train: UserView, view: UserView, num_rows: int, valid: np.ndarray, factors: int,
-                 regularization: float, alpha: float, seed: int) -> Dict[str, float]:
-    """ALS with the user vectors fitted on the train split, protocol K metrics on `view`."""
+                 regularization: float, alpha: float, seed: int) -> Tuple[Dict[str, float], List[float]]:
+    """ALS with the user vectors fitted on the train split: protocol K metrics on `view`
+    and each user's NDCG@10 (`evaluate_users`)."""
     model = als_fit(train, num_rows, factors, regularization, alpha, seed)
     scores = fitted_user_scores(model.user_factors, model.item_factors, train.users, view)
-    return topk.evaluate(scores, view, 1, valid, K)
+    return evaluate_users(scores, view, 1, valid)
+
+
+def ranked_metrics(ranked: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> Tuple[Dict[str, float], List[float]]:
+    """Protocol K metrics of ranked lists (`evaluation.definitions.topk_metrics`) and each
+    user's NDCG@10, in the same order (what the paired comparison resamples)."""
+    per_user = [d.topk_user_metrics(r, t, K)[d.NDCG_PREFIX] for r, t in zip(ranked, targets)]
+    return d.topk_metrics(ranked, targets, K), per_user
+
+
+def evaluate_users(scores: Callable, view: UserView, max_history: int, valid: np.ndarray
+                   ) -> Tuple[Dict[str, float], List[float]]:
+    """`training.topk.evaluate` of a score function, with each user's NDCG@10."""
+    return ranked_metrics(topk.rank(scores, view, max_history, valid, K), view.targets)
+
+
+def scorer_users(scorer: FullHistoryScorer, valid: np.ndarray) -> Tuple[Dict[str, float], List[float]]:
+    """`FullHistoryScorer.evaluate`, with each user's NDCG@10."""
+    return evaluate_users(scorer.scores, scorer.view, longest(scorer.view), valid)
 
 
 # --------------------------------------------------------------------------
@@ -135,10 +156,15 @@ def main(argv=None) -> int:
     knn_sources = {strongest: len(spec.behaviors), ALL_ITEMS: 0}
     results: List[Dict[str, Any]] = []
     tuning: Dict[str, Any] = {}
+    per_user: Dict[str, List[List[float]]] = {}  # model -> per seed, each test user's NDCG@10
 
     started = time.monotonic()
     pop = most_popular(views["train"], num_rows)
-    results.append(row("most_popular", topk.evaluate(pop, views["test"], 1, valid, K), time.monotonic() - started))
+    seconds = time.monotonic() - started
+    test, users = evaluate_users(pop, views["test"], 1, valid)
+    per_user["most_popular"] = [users]
+    results.append(row("most_popular", test, seconds,
+                       eval_ndcg_at_10=topk.evaluate(pop, views["eval"], 1, valid, K)["ndcg@10"]))
 
     # Two inputs for the history-based peers: the whole training history (how the peers'
     # numbers are usually quoted), and its most recent max_history items (what a family's
@@ -153,8 +179,11 @@ def main(argv=None) -> int:
                     for src, row_of in knn_sources.items()}
         best_src = max(knn_eval, key=lambda s: knn_eval[s]["ndcg@10"])
         tuning["item_knn" + suffix] = {"grid": {s: knn_eval[s]["ndcg@10"] for s in knn_sources}, "chosen": best_src}
-        test = FullHistoryScorer(views["test"], num_rows, sim, knn_sources[best_src], window).evaluate(valid)
-        results.append(row("item_knn" + suffix, test, seconds, setting=f"history: {best_src} items"))
+        test, users = scorer_users(FullHistoryScorer(views["test"], num_rows, sim, knn_sources[best_src], window),
+                                   valid)
+        per_user["item_knn" + suffix] = [users]
+        results.append(row("item_knn" + suffix, test, seconds, setting=f"history: {best_src} items",
+                           eval_ndcg_at_10=knn_eval[best_src]["ndcg@10"]))
 
     x = interaction_matrix(views["train"], num_rows)
     gram = (x.T @ x).toarray()
@@ -167,38 +196,46 @@ def main(argv=None) -> int:
         fit = time.monotonic()
         weights = ease_weights(gram, best_lam)
         seconds = time.monotonic() - fit
-        results.append(row("ease" + suffix, FullHistoryScorer(views["test"], num_rows, weights, 0,
-                                                                window).evaluate(valid), seconds,
-                           setting=f"lambda {best_lam:g}"))
+        test, users = scorer_users(FullHistoryScorer(views["test"], num_rows, weights, 0, window), valid)
+        per_user["ease" + suffix] = [users]
+        results.append(row("ease" + suffix, test, seconds, setting=f"lambda {best_lam:g}",
+                           eval_ndcg_at_10=ease_eval[best_lam]))
 
     if not args.skip_als:
         grid = [dict(zip(ALS_GRID, values)) for values in itertools.product(*ALS_GRID.values())]
-        als_eval = [(g, als_evaluate(views["train"], views["eval"], num_rows, valid, seed=seeds[0], **g)["ndcg@10"])
+        als_eval = [(g, als_evaluate(views["train"], views["eval"], num_rows, valid, seed=seeds[0], **g)[0]["ndcg@10"])
                     for g in grid]
-        best = max(als_eval, key=lambda t: t[1])[0]
+        best, best_eval = max(als_eval, key=lambda t: t[1])
         tuning["als"] = {"grid": [{**g, "ndcg@10": v} for g, v in als_eval], "chosen": best}
         per_seed = []
         for seed in seeds:
             fit = time.monotonic()
-            per_seed.append((als_evaluate(views["train"], views["test"], num_rows, valid, seed=seed, **best),
-                             time.monotonic() - fit))
-        results.append(_seed_row("als", per_seed, setting=json.dumps(best)))
+            test, users = als_evaluate(views["train"], views["test"], num_rows, valid, seed=seed, **best)
+            per_seed.append((test, time.monotonic() - fit))
+            per_user.setdefault("als", []).append(users)
+        results.append(_seed_row("als", per_seed, setting=json.dumps(best), eval_ndcg_at_10=best_eval))
 
-    for family in [f for f in args.families.split(",") if f]:
-        per_seed = []
+    families = [f for f in args.families.split(",") if f]
+    for family in families:
+        per_seed, evals = [], []
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
                 summary, seconds = train_family(stages, family, overrides.get(family, {}), seed, tmp)
-                ranked, targets = served_ranking(tmp, stages.raw_files(F.USER_VIEW, "test"), rows)
-            per_seed.append((d.topk_metrics(ranked, targets, K), seconds))
+                test, users = ranked_metrics(*served_ranking(tmp, stages.raw_files(F.USER_VIEW, "test"), rows))
+                evals.append(ranked_metrics(*served_ranking(tmp, stages.raw_files(F.USER_VIEW, "eval"),
+                                                            rows))[0]["ndcg@10"])
+            per_seed.append((test, seconds))
+            per_user.setdefault(family, []).append(users)
             tuning.setdefault(family, []).append({"seed": seed, "eval_best": summary["best_value"],
-                                                  "best_epoch": summary["best_epoch"], "hparams": summary["hparams"]})
-        results.append(_seed_row(family, per_seed, setting=json.dumps(overrides.get(family, {})) or "defaults"))
+                                                  "eval_ndcg@10": evals[-1], "best_epoch": summary["best_epoch"],
+                                                  "hparams": summary["hparams"]})
+        results.append(_seed_row(family, per_seed, setting=json.dumps(overrides.get(family, {})) or "defaults",
+                                 eval_ndcg_at_10=float(np.mean(evals))))
 
     command = "python -m bench.topk " + " ".join(argv if argv is not None else sys.argv[1:])
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
     columns = ["model", "hr_at_10", "recall_at_10", "ndcg_at_10", "ndcg_std", "mrr_at_10", "users", "seeds",
-               "train_seconds", "setting"]
+               "eval_ndcg_at_10", "train_seconds", "setting"]
     markdown = "\n".join([
         f"# Protocol K: top-10 over the whole catalogue ({common.data_label(stages.config)}, test users)",
         "", common.md_table(results, columns), "",
@@ -206,6 +243,7 @@ def main(argv=None) -> int:
         f"the grids and the eval values are in `{args.name}_tuning.json`. Rows `*_recent{max_history}` read only the",
         f"most recent {max_history} training interactions of each user, as the families' queries do; the",
         "other peers read the whole training history. Every model excludes the whole history.",
+        "", "## Comparison", "", *comparison_lines(results, families, per_user),
     ])
     common.write_results(args.name, results, markdown, meta, args.out)
     common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
@@ -214,13 +252,35 @@ def main(argv=None) -> int:
     return 0
 
 
-def _seed_row(model: str, per_seed, setting: str) -> Dict[str, Any]:
+def _seed_row(model: str, per_seed, setting: str, **extra) -> Dict[str, Any]:
     names = ("hit_rate@10", "recall@10", "ndcg@10", "mrr@10")
     mean = {n: float(np.mean([m[n] for m, _ in per_seed])) for n in names}
     mean["users"] = per_seed[0][0]["users"]
-    out = row(model, mean, float(np.mean([s for _, s in per_seed])), setting=setting, seeds=len(per_seed))
+    out = row(model, mean, float(np.mean([s for _, s in per_seed])), setting=setting, seeds=len(per_seed), **extra)
     out["ndcg_std"] = float(np.std([m["ndcg@10"] for m, _ in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0
     return out
+
+
+def comparison_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
+                     per_user: Dict[str, List[List[float]]]) -> List[str]:
+    """The best family against the best peer, both chosen by eval NDCG@10: each one's test
+    seed mean ± std and the paired bootstrap interval over test users of the difference.
+
+    Args:
+      results: the rows (with `eval_ndcg_at_10`).
+      families: the families of the run (every other row is a peer).
+      per_user: model -> per seed, each test user's NDCG@10 (the same users in the same order).
+    """
+    evals = {r["model"]: r.get("eval_ndcg_at_10") for r in results}
+    fams = {m: v for m, v in evals.items() if m in families}
+    peers = {m: v for m, v in evals.items() if m not in families}
+    if not fams or not peers:
+        return ["- no family or no peer in this run: nothing to compare"]
+    best, peer = common.best_by_eval(fams), common.best_by_eval(peers)
+    a, b = (common.Measured.of(m, [common.mean_statistic(u) for u in per_user[m]], len(per_user[m][0]))
+            for m in (best, peer))
+    return [f"- NDCG@10, the best family by eval ({best}, eval {fams[best]:.4f}) against the best peer by eval "
+            f"({peer}, eval {peers[peer]:.4f}): " + common.compare(a, b, "test users").text()]
 
 
 if __name__ == "__main__":

@@ -96,8 +96,10 @@ def push_model(
         takes_examples = signatures.get(protocol.SERVING_DEFAULT) == [protocol.EXAMPLES]
         examples = list(warmup_examples) if takes_examples else []
         histories = list(warmup_histories or []) if protocol.RECOMMEND in signatures else []
+        history_signatures = [s for s in (protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING) if s in signatures]
         if examples or histories:
-            write_warmup_requests(staged, model_name, examples, histories=histories or None)
+            write_warmup_requests(staged, model_name, examples, histories=histories or None,
+                                  history_signatures=history_signatures)
         if stage:
             _copy_tree(staged, tmp)
         tf.io.gfile.rename(tmp, final)

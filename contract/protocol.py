@@ -26,6 +26,8 @@ EXAMPLES = "examples"  # serving_default input: serialized tf.Example, [None]
 RECOMMEND_ITEM_IDS = "item_ids"  # recommend output: string [None, K]
 RECOMMEND_SCORES = "scores"  # recommend output: float32 [None, K]
 HISTORY_PAD = b""  # padding value of the recommend inputs
+RECOMMEND_EXCLUDING = "recommend_excluding"  # recommend plus items to keep out of the answer
+EXCLUDE_ITEM_IDS = "exclude_item_ids"  # recommend_excluding input: string [None, E], padded with HISTORY_PAD
 SIMILAR_ITEMS = "similar_items"  # item ids -> the closest items
 SIMILAR_INPUT = "item_ids"  # similar_items input: string [None]
 RANK_QUERIES = "rank_queries"  # user-view examples -> ranked rows (for the Evaluator)
@@ -275,12 +277,36 @@ def aligned_behaviors(history_item_ids: Sequence[Sequence[Union[str, bytes, int]
     return out
 
 
-def recommend_inputs(items: np.ndarray, behaviors: np.ndarray) -> dict:
-    """The recommend signature's input dict (TensorProtos) for padded history arrays."""
-    return {
+def recommend_inputs(items: np.ndarray, behaviors: np.ndarray, exclude: Optional[np.ndarray] = None) -> dict:
+    """The recommend signature's input dict (TensorProtos) for padded history arrays; with
+    `exclude` (padded item ids [B, E]), recommend_excluding's."""
+    out = {
         features.HISTORY_ITEM_IDS: ndarray_to_tensor_proto(items),
         features.HISTORY_BEHAVIORS: ndarray_to_tensor_proto(behaviors),
     }
+    if exclude is not None:
+        out[EXCLUDE_ITEM_IDS] = ndarray_to_tensor_proto(exclude)
+    return out
+
+
+def exclusion_array(exclude_item_ids: Sequence[Optional[Sequence[Union[str, bytes, int]]]], rows: int) -> np.ndarray:
+    """recommend_excluding's `exclude_item_ids`: an object array [rows, width] of bytes padded
+    with b"" to a multiple of MAX_HISTORY (so requests batch together); a None row excludes
+    nothing. ValueError when the row count differs from the histories'.
+
+    Args:
+      exclude_item_ids: per request row, the item ids never to return (any order, any length).
+      rows: the number of history rows they go with.
+    """
+    if len(exclude_item_ids) != rows:
+        raise ValueError(f"exclude_item_ids has {len(exclude_item_ids)} rows but there are {rows} histories; "
+                         "send one row (possibly empty) per history")
+    lists = [list(r) if r is not None else [] for r in exclude_item_ids]
+    width = history_width(max((len(r) for r in lists), default=0))
+    out = np.full((rows, width), HISTORY_PAD, dtype=object)
+    for i, row in enumerate(lists):
+        out[i, : len(row)] = [_as_bytes(v) for v in row]
+    return out
 
 
 def history_examples(history_item_ids: Sequence[Sequence[Union[str, bytes, int]]],

@@ -4,7 +4,9 @@
   the model, so there is no train/serve skew; one output per task) and
   `transform_features` (for the Evaluator).
 - retrieve: `recommend` (a batch of histories -> the top-K items over the catalogue and
-  their scores, never an item of the history), `rank_queries` (serialized user-view
+  their scores, never an item of the history), `recommend_excluding` (the same plus
+  `exclude_item_ids`, items never to return that are not part of the query: a client that
+  sends only its most recent items still excludes everything it rated), `rank_queries` (serialized user-view
   examples -> ranked item rows, the popularity ranking and the target rows, for the
   Evaluator's protocol K) and `score_queries` (the same examples -> every item's score,
   the history rows, the popularity ranking, the target rows and the user, for protocol
@@ -16,10 +18,15 @@
 (`contract.description.raw_features`, `serving=True`); `recommend`'s behavior vocabulary
 and default behavior are the description's.
 
-`recommend` rejects what it would silently misread: a behavior outside the dataset's
-vocabulary, or a history whose items are all unknown (INVALID_ARGUMENT in TF Serving).
-Unknown items next to known ones are ignored, and an empty history is allowed (the
-answer is the model's item prior).
+`recommend` rejects what it would silently misread: `history_item_ids` and
+`history_behaviors` of different shapes, a behavior outside the dataset's vocabulary, or a
+history whose items are all unknown (INVALID_ARGUMENT in TF Serving, the message naming
+the inputs and their shapes or values). Unknown items next to known ones are ignored, and
+an empty history is allowed (the answer is the model's item prior). A SavedModel signature
+has fixed inputs, and TF Serving's batching needs every input of a request to have the
+same number of rows, so the exclusions are a second signature rather than an optional
+input with a default. Where fewer than K items are left to recommend, the missing places
+have the id "" and the score -inf.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from contract import description as desc
 from contract import features as F
 from common.io_utils import atomic_write
 from contract import protocol
+from export.request_checks import assert_same_rows, assert_same_shape
 from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
@@ -188,13 +196,26 @@ def export_model(
         scores = model.score_catalogue(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
         return tf.where(model.catalogue.valid[None, :], scores, -float("inf")), rows
 
-    def top_items(history_item_ids, history_behaviors, validate: bool):
-        """Ranked rows [B, k] and scores for histories of strings ("" pads)."""
+    def top_items(history_item_ids, history_behaviors, validate: bool, exclude_item_ids=None):
+        """Ranked rows [B, k] and scores for histories of strings ("" pads), never an item
+        of the history or of `exclude_item_ids` ([B, E] strings, "" pads, unknown ids ignored)."""
         scores, rows = catalogue_scores(history_item_ids, history_behaviors, validate)
         # Every history item is excluded, not only the most recent ones the query read.
         scores = _mask_rows(scores, rows)
+        if exclude_item_ids is not None:
+            scores = _mask_rows(scores, model.catalogue.lookup(exclude_item_ids))
         top = tf.math.top_k(scores, k=k)
         return top.indices, top.values, rows
+
+    def answer(indices, values):
+        """recommend's outputs: ids ("" where no item is left, score -inf) and scores."""
+        ids = tf.where(tf.math.is_finite(values), tf.gather(model.catalogue.ids, indices), protocol.HISTORY_PAD)
+        return {protocol.RECOMMEND_ITEM_IDS: ids, protocol.RECOMMEND_SCORES: values}
+
+    def history_checks(signature, history_item_ids, history_behaviors):
+        """The histories' ids and behaviors align: one shape, checked before anything reads them."""
+        return [assert_same_shape(signature, F.HISTORY_ITEM_IDS, history_item_ids,
+                                  F.HISTORY_BEHAVIORS, history_behaviors)]
 
     if RETRIEVE in capabilities:
         @tf.function(input_signature=[
@@ -202,11 +223,25 @@ def export_model(
             tf.TensorSpec([None, None], tf.string, name=F.HISTORY_BEHAVIORS),
         ])
         def recommend(history_item_ids, history_behaviors):
+            with tf.control_dependencies(history_checks(protocol.RECOMMEND, history_item_ids, history_behaviors)):
+                history_item_ids = tf.identity(history_item_ids)
             indices, values, _ = top_items(history_item_ids, history_behaviors, validate=True)
-            return {
-                protocol.RECOMMEND_ITEM_IDS: tf.gather(model.catalogue.ids, indices),
-                protocol.RECOMMEND_SCORES: values,
-            }
+            return answer(indices, values)
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, None], tf.string, name=F.HISTORY_ITEM_IDS),
+            tf.TensorSpec([None, None], tf.string, name=F.HISTORY_BEHAVIORS),
+            tf.TensorSpec([None, None], tf.string, name=protocol.EXCLUDE_ITEM_IDS),
+        ])
+        def recommend_excluding(history_item_ids, history_behaviors, exclude_item_ids):
+            checks = history_checks(protocol.RECOMMEND_EXCLUDING, history_item_ids, history_behaviors)
+            checks.append(assert_same_rows(protocol.RECOMMEND_EXCLUDING, F.HISTORY_ITEM_IDS, history_item_ids,
+                                           protocol.EXCLUDE_ITEM_IDS, exclude_item_ids))
+            with tf.control_dependencies(checks):
+                history_item_ids = tf.identity(history_item_ids)
+            indices, values, _ = top_items(history_item_ids, history_behaviors, validate=True,
+                                           exclude_item_ids=exclude_item_ids)
+            return answer(indices, values)
 
         query_spec = {
             F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
@@ -254,6 +289,7 @@ def export_model(
             }
 
         signatures[protocol.RECOMMEND] = recommend.get_concrete_function()
+        signatures[protocol.RECOMMEND_EXCLUDING] = recommend_excluding.get_concrete_function()
         signatures[protocol.RANK_QUERIES] = rank_queries.get_concrete_function()
         signatures[protocol.SCORE_QUERIES] = score_queries.get_concrete_function()
         if SCORE not in capabilities:

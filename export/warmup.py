@@ -51,9 +51,10 @@ def build_warmup_logs(
     serialized_examples: Sequence[bytes],
     histories: Optional[Sequence[History]] = None,
     batch_sizes: Sequence[int] = (1,),
+    history_signatures: Sequence[str] = (protocol.RECOMMEND,),
 ) -> List[prediction_log_pb2.PredictionLog]:
-    """PredictionLogs for `serving_default` with examples (when any are given) and
-    `recommend` (when histories are given).
+    """PredictionLogs for `serving_default` with examples (when any are given) and the
+    history signatures (when histories are given).
 
     Args:
       model_name: written into each request's model_spec.
@@ -61,6 +62,8 @@ def build_warmup_logs(
         `serving_default` does not take examples).
       histories: (item_ids, behaviors or None) pairs for `recommend` requests.
       batch_sizes: one request per size per signature; inputs repeat to fill a size.
+      history_signatures: `recommend` and / or `recommend_excluding` (whose requests
+        exclude the history's own items again).
     """
     if not serialized_examples and not histories:
         raise ValueError(f"warmup for model {model_name!r} needs serialized examples or histories")
@@ -75,14 +78,20 @@ def build_warmup_logs(
             protocol.string_tensor_proto(_cycle(list(serialized_examples), int(size)))
         )
         logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
-    if histories:
+    unknown = sorted(set(history_signatures) - {protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING})
+    if unknown:
+        raise ValueError(f"history_signatures {unknown}: expected {protocol.RECOMMEND!r} or "
+                         f"{protocol.RECOMMEND_EXCLUDING!r}")
+    for signature in history_signatures if histories else ():
         for size in batch_sizes:
             rows = _cycle(list(histories), int(size))
             items, behaviors = protocol.history_arrays([r[0] for r in rows], [r[1] for r in rows])
+            exclude = (protocol.exclusion_array([r[0] for r in rows], len(rows))
+                       if signature == protocol.RECOMMEND_EXCLUDING else None)
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
-            request.model_spec.signature_name = protocol.RECOMMEND
-            for key, proto in protocol.recommend_inputs(items, behaviors).items():
+            request.model_spec.signature_name = signature
+            for key, proto in protocol.recommend_inputs(items, behaviors, exclude).items():
                 request.inputs[key].CopyFrom(proto)
             logs.append(
                 prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
@@ -98,6 +107,7 @@ def write_warmup_requests(
     serialized_examples: Sequence[bytes],
     histories: Optional[Sequence[History]] = None,
     batch_sizes: Sequence[int] = (1,),
+    history_signatures: Sequence[str] = (protocol.RECOMMEND,),
 ) -> str:
     """Writes `assets.extra/tf_serving_warmup_requests` (TFRecord of PredictionLog) atomically.
 
@@ -107,11 +117,12 @@ def write_warmup_requests(
       serialized_examples: serialized raw-feature tf.Examples for `serving_default` (may be empty).
       histories: (item_ids, behaviors or None) pairs; adds `recommend` requests.
       batch_sizes: request sizes to warm (e.g. (1, 100) for single and candidate-list calls).
+      history_signatures: which of `recommend` / `recommend_excluding` the histories warm.
     Returns the path written.
     """
     if not os.path.isdir(saved_model_dir):
         raise FileNotFoundError(f"SavedModel directory {saved_model_dir} does not exist")
-    logs = build_warmup_logs(model_name, serialized_examples, histories, batch_sizes)
+    logs = build_warmup_logs(model_name, serialized_examples, histories, batch_sizes, history_signatures)
     out_dir = os.path.join(saved_model_dir, WARMUP_DIR)
     os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(out_dir, WARMUP_FILE)

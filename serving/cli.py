@@ -2,6 +2,7 @@
 
     python -m serving.cli --model two_tower similar --title "PART OF A TITLE"
     python -m serving.cli --model two_tower recommend --items 1,260,1196 [--behaviors B1,B2,B3]
+    python -m serving.cli --model two_tower recommend --items 1,260 --exclude 1196,2571   # never these either
 
 The model is the newest version of `--model` under `--serving_base` (what `make run`
 pushed). Item ids are shown with their titles from the items table of the dataset the
@@ -79,6 +80,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     recommend.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
     recommend.add_argument("--behaviors", default="", help="comma-separated behaviors (default: the dataset's "
                                                            "default behavior)")
+    recommend.add_argument("--exclude", default="",
+                           help="comma-separated item ids never to return besides --items (e.g. everything the "
+                                "user rated when --items holds only the most recent); uses recommend_excluding")
     args = parser.parse_args(argv)
 
     import tensorflow as tf  # after argument errors, which need no TensorFlow
@@ -106,10 +110,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if protocol.RECOMMEND not in model.signatures:
             raise SystemExit(f"model {args.model!r} does not serve {protocol.RECOMMEND} (its family cannot "
                              f"retrieve); try --model two_tower")
-        out = model.signatures[protocol.RECOMMEND](
-            history_item_ids=tf.constant([[i.encode() for i in items]]),
-            history_behaviors=tf.constant([[b.encode() for b in behaviors]]),
-        )
+        inputs = {"history_item_ids": tf.constant([[i.encode() for i in items]]),
+                  "history_behaviors": tf.constant([[b.encode() for b in behaviors]])}
+        exclude = [i.strip() for i in args.exclude.split(",") if i.strip()]
+        signature = protocol.RECOMMEND
+        if exclude:
+            signature = protocol.RECOMMEND_EXCLUDING
+            if signature not in model.signatures:
+                raise SystemExit(f"model {args.model!r} at {path} has no {signature} (exported before it existed); "
+                                 "re-export it, or put every item to exclude in --items")
+            inputs[protocol.EXCLUDE_ITEM_IDS] = tf.constant([[i.encode() for i in exclude]])
+            print(f"  excluded too: {', '.join(exclude)}")
+        out = model.signatures[signature](**inputs)
         print("recommended:")
     _print_ranked(out["item_ids"].numpy()[0], out["scores"].numpy()[0], titles)
     return 0

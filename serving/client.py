@@ -5,7 +5,7 @@ starting) is retried with exponential backoff while the deadline allows; any oth
 failure raises `ServingError` with the gRPC code and the server's message.
 
     python -m serving.client recommend --target localhost:8500 --model mf --items 1,50,260 \
-        [--behaviors B1,B2,B3] --k 10 [--dataset NAME_OR_FILE]
+        [--behaviors B1,B2,B3] [--exclude 32,593] --k 10 [--dataset NAME_OR_FILE]
     python -m serving.client status --target localhost:8500 --model mf
     python -m serving.client metadata --target localhost:8500 --model mf
 """
@@ -255,11 +255,17 @@ class ServingClient:
         k: Optional[int] = None,
         version: Optional[int] = None,
         version_label: Optional[str] = None,
+        exclude_item_ids: Optional[Sequence[Optional[Sequence[Union[str, bytes, int]]]]] = None,
     ) -> List[List[Tuple[str, float]]]:
-        """Top items for each history through the `recommend` signature.
+        """Top items for each history through the `recommend` signature, or with
+        `exclude_item_ids` through `recommend_excluding`.
 
-        Histories are padded with b"" to a multiple of MAX_HISTORY so TF Serving's batcher
-        can merge requests. Returns one [(item_id, score), ...] list per history, best first.
+        The history is the query (the model reads its most recent MAX_HISTORY items) and
+        is never recommended; `exclude_item_ids` adds items never to return without making
+        them part of the query, e.g. everything the user rated when the history sent is
+        only the most recent items. Histories and exclusions are padded with b"" to a
+        multiple of MAX_HISTORY so TF Serving's batcher can merge requests. Returns one
+        [(item_id, score), ...] list per history, best first.
 
         Args:
           model: model name.
@@ -268,17 +274,30 @@ class ServingClient:
           k: keep at most k items per row (the model returns its export-time K).
           version: pin a version.
           version_label: ask for a labelled version instead.
+          exclude_item_ids: per request row, item ids never to return (None: no exclusions
+            beyond the history; a None row excludes nothing more).
         """
         if not history_item_ids:
             return []
         items, behaviors = protocol.history_arrays(history_item_ids, history_behaviors)
         inputs = {features.HISTORY_ITEM_IDS: items, features.HISTORY_BEHAVIORS: behaviors}
-        outputs = self.predict(model, inputs, protocol.RECOMMEND, version, version_label=version_label).outputs
+        signature = protocol.RECOMMEND
+        if exclude_item_ids is not None:
+            inputs[protocol.EXCLUDE_ITEM_IDS] = protocol.exclusion_array(exclude_item_ids, len(history_item_ids))
+            signature = protocol.RECOMMEND_EXCLUDING
+        try:
+            outputs = self.predict(model, inputs, signature, version, version_label=version_label).outputs
+        except ServingError as exc:
+            if signature != protocol.RECOMMEND_EXCLUDING or exc.code != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+            raise ServingError(exc.code, f"{exc.message}; this version of '{model}' has no "
+                               f"'{protocol.RECOMMEND_EXCLUDING}' (exported before it existed): re-export it, or "
+                               "send the whole history without exclude_item_ids", exc.method) from None
         for key in (protocol.RECOMMEND_ITEM_IDS, protocol.RECOMMEND_SCORES):
             if key not in outputs:
                 raise ServingError(
                     grpc.StatusCode.INTERNAL,
-                    f"model '{model}' signature '{protocol.RECOMMEND}' returned {sorted(outputs)}, "
+                    f"model '{model}' signature '{signature}' returned {sorted(outputs)}, "
                     f"without '{key}'",
                     "Predict",
                 )
@@ -455,6 +474,9 @@ def main(argv=None) -> int:
     common(rec)
     rec.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
     rec.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
+    rec.add_argument("--exclude", default=None,
+                     help="comma-separated item ids never to return besides --items (e.g. everything the user "
+                          "rated when --items holds only the most recent); uses recommend_excluding")
     rec.add_argument("--k", type=int, default=10)
     rec.add_argument("--dataset", default=None,
                      help="show item titles from this dataset's items table (a shipped description's name or "
@@ -485,11 +507,13 @@ def main(argv=None) -> int:
                 print(f"{args.model} {name}: {float(np.asarray(values).reshape(-1)[0]):.4f}")
         elif args.command == "recommend":
             titles = item_titles(args.dataset, args.title_column) if args.dataset else {}
+            exclude = [_split(args.exclude)] if args.exclude is not None else None
             ranked = client.recommend(
                 args.model, [items], [behaviors] if behaviors else None, k=args.k, version=args.version,
-                version_label=args.label,
+                version_label=args.label, exclude_item_ids=exclude,
             )[0]
-            print(f"{args.model}: top {len(ranked)} for history {', '.join(items)}")
+            print(f"{args.model}: top {len(ranked)} for history {', '.join(items)}"
+                  + (f", excluding {len(exclude[0])} more item(s)" if exclude else ""))
             for rank, (item, score) in enumerate(ranked, 1):
                 title = titles.get(item, "")
                 print(f"{rank:3d}. {item:>10}  {score:9.4f}  {title}".rstrip())

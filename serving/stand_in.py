@@ -2,7 +2,9 @@
 
 A stand-in is a test fixture, not a recommender: scores come from a fixed item -> score
 table. It has the exact signature contract of a pushed model (`serving_default`,
-`recommend`, `transform_features`) so serving code can be exercised without training.
+`recommend`, `recommend_excluding`, `transform_features`), including the check that a
+history's ids and behaviors have one shape, so serving code can be exercised without
+training.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tensorflow as tf
 
 from contract import features
 from contract import protocol
+from export.request_checks import assert_same_rows, assert_same_shape
 
 STRONGEST_BONUS = 0.125  # recommend: added to every score per history item of the strongest behavior
 HISTORY_BONUS = 0.25  # serving_default: added per history item in the example
@@ -82,9 +85,28 @@ class StandInRecommender(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None, None], tf.string)])
     def recommend(self, history_item_ids, history_behaviors):
+        return self._recommend(protocol.RECOMMEND, history_item_ids, history_behaviors, None)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None, None], tf.string),
+                                  tf.TensorSpec([None, None], tf.string)])
+    def recommend_excluding(self, history_item_ids, history_behaviors, exclude_item_ids):
+        return self._recommend(protocol.RECOMMEND_EXCLUDING, history_item_ids, history_behaviors, exclude_item_ids)
+
+    def _recommend(self, signature, history_item_ids, history_behaviors, exclude_item_ids):
+        checks = [assert_same_shape(signature, features.HISTORY_ITEM_IDS, history_item_ids,
+                                    features.HISTORY_BEHAVIORS, history_behaviors)]
+        if exclude_item_ids is not None:
+            checks.append(assert_same_rows(signature, features.HISTORY_ITEM_IDS, history_item_ids,
+                                           protocol.EXCLUDE_ITEM_IDS, exclude_item_ids))
+        with tf.control_dependencies(checks):
+            history_item_ids = tf.identity(history_item_ids)
         seen = tf.reduce_any(
             tf.equal(history_item_ids[:, :, tf.newaxis], self._ids[tf.newaxis, tf.newaxis, :]), axis=1
         )
+        if exclude_item_ids is not None:
+            seen |= tf.reduce_any(
+                tf.equal(exclude_item_ids[:, :, tf.newaxis], self._ids[tf.newaxis, tf.newaxis, :]), axis=1
+            )
         if self._strict:
             known = tf.reduce_any(tf.equal(history_behaviors[:, :, tf.newaxis], self._behaviors), axis=2)
             checks = [
@@ -109,10 +131,8 @@ class StandInRecommender(tf.Module):
             scores = scores + STRONGEST_BONUS * strongest[:, tf.newaxis]
         scores = tf.where(seen, tf.fill(tf.shape(scores), float("-inf")), scores)
         top = tf.math.top_k(scores, k=self._k)
-        return {
-            protocol.RECOMMEND_ITEM_IDS: tf.gather(self._ids, top.indices),
-            protocol.RECOMMEND_SCORES: top.values,
-        }
+        ids = tf.where(tf.math.is_finite(top.values), tf.gather(self._ids, top.indices), protocol.HISTORY_PAD)
+        return {protocol.RECOMMEND_ITEM_IDS: ids, protocol.RECOMMEND_SCORES: top.values}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def transform_features(self, examples):
@@ -138,6 +158,7 @@ def export_stand_in_model(
     signatures = {
         protocol.SERVING_DEFAULT: module.serve_examples.get_concrete_function(),
         protocol.RECOMMEND: module.recommend.get_concrete_function(),
+        protocol.RECOMMEND_EXCLUDING: module.recommend_excluding.get_concrete_function(),
         protocol.TRANSFORM_FEATURES: module.transform_features.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
@@ -172,7 +193,8 @@ def push_stand_in_version(
     try:
         export_stand_in_model(staging, item_scores, head=head, k=k, behaviors=behaviors)
         if warmup_examples is not None:
-            warmup.write_warmup_requests(staging, model_name, warmup_examples, histories=warmup_histories)
+            warmup.write_warmup_requests(staging, model_name, warmup_examples, histories=warmup_histories,
+                                         history_signatures=(protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING))
         final = os.path.join(model_dir, str(int(version)))
         os.rename(staging, final)
     except BaseException:

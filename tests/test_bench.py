@@ -3,6 +3,8 @@
 The benchmarks run on the real data (bench/); these tests check on tiny synthetic data that
 what they compare is computed as documented.
 """
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -209,6 +211,56 @@ def test_full_history_scorer_excludes_the_history_and_invalid_rows():
     assert got["hit_rate@10"] == 1.0
     assert got["mrr@10"] == pytest.approx((1.0 + 0.5) / 2)
     assert got["ndcg@10"] == pytest.approx((1.0 + 1 / np.log2(3)) / 2)
+
+
+def test_topk_keeps_each_users_ndcg_and_compares_the_eval_choices():
+    train = _view([[3, 2, 4], [3, 2], [3, 5]])
+    counts = np.asarray(topk.interaction_matrix(train, 7).sum(axis=0)).reshape(-1)
+    test = _view([[3], [2, 4]], targets=[[2], [5]])
+    valid = np.array([False, True, True, True, True, True, False])
+    scorer = topk.FullHistoryScorer(test, 7, np.tile(counts.astype(np.float32), (7, 1)))
+    metrics, users = topk.scorer_users(scorer, valid)
+    assert metrics == scorer.evaluate(valid)
+    assert users == pytest.approx([1.0, 1 / np.log2(3)]) and np.mean(users) == pytest.approx(metrics["ndcg@10"])
+
+    # Synthetic runs: test prefers ease and two_tower_b; eval prefers item_knn and two_tower_a.
+    rng = np.random.default_rng(0)
+
+    def runs(p, seeds):
+        return [list(1.0 * (rng.random(300) < p)) for _ in range(seeds)]
+
+    per_user = {"item_knn": runs(0.10, 1), "ease": runs(0.20, 1), "two_tower_a": runs(0.25, 3),
+                "two_tower_b": runs(0.30, 3)}
+    evals = {"item_knn": 0.12, "ease": 0.11, "two_tower_a": 0.20, "two_tower_b": 0.19}
+    results = [{"model": m, "eval_ndcg_at_10": evals[m]} for m in per_user]
+    [line] = topk.comparison_lines(results, ["two_tower_a", "two_tower_b"], per_user)
+    assert "best family by eval (two_tower_a, eval 0.2000)" in line and "best peer by eval (item_knn" in line
+    mean_a = np.mean([np.mean(r) for r in per_user["two_tower_a"]])
+    assert f"two_tower_a {mean_a:.4f} ± " in line and "(3 seeds) vs item_knn" in line
+    assert "paired 95% bootstrap" in line and "over 300 test users; better" in line
+
+
+def test_serving_bench_counts_cpu_per_request_of_a_process_and_compares_merging():
+    import os
+
+    from bench import serving
+
+    before = serving.process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert serving.process_cpu_seconds(os.getpid()) - before >= 0.1
+    stats = serving.run_cell(lambda: sum(range(2000)), 2, 200, 5.0, warm=2, server_pid=os.getpid())
+    assert stats["requests"] == 200 and stats["client_cpu_ms"] > 0 and stats["server_cpu_ms"] is not None
+    rows = [{"path": "in_process", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": None, "max_batch_rows": None},
+            {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": 0.5, "max_batch_rows": 512},
+            {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
+             "server_cpu_ms": 1.25, "max_batch_rows": 0}]
+    assert serving.cpu_lines(rows) == [
+        "s, batch 1, concurrency 8: gRPC client + server merging 512: 0.750 ms, merging 0: 1.500 ms; in-process "
+        "0.250 ms, so gRPC adds 0.500 ms (merging 512), 1.250 ms (merging 0); merging changes it by -50%"]
 
 
 def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():

@@ -5,6 +5,7 @@ import argparse
 import numpy as np
 import pytest
 
+from bench import common
 from bench import multitask as mt
 from contract import datasets as D
 from contract import description as desc
@@ -21,38 +22,15 @@ def _scores(n=400, seed=0, signal=1.0):
     return s, y
 
 
-def test_weighted_auc_with_unit_weights_is_the_definitions_auc():
-    s, y = _scores()
-    assert np.isclose(mt.weighted_aucs(s, y, np.ones((1, len(s))))[0], d.binary_auc(s, y))
-
-
-def test_weighted_auc_equals_auc_of_the_materialised_resample():
-    s, y = _scores(seed=1)
-    idx = mt.bootstrap_indices(len(s), 5, seed=3)
-    w = mt.resample_weights(idx, len(s))
-    assert w.shape == (5, len(s)) and np.all(w.sum(axis=1) == len(s))
-    got = mt.weighted_aucs(s, y, w)
-    want = [d.binary_auc(s[i], y[i]) for i in idx]
-    assert np.allclose(got, want)
-
-
 def test_bootstrap_interval_agrees_with_hanley_mcneil_and_covers_the_auc():
     s, y = _scores(n=600, seed=2)
     auc = d.binary_auc(s, y)
-    w = mt.resample_weights(mt.bootstrap_indices(len(s), 400, seed=0), len(s))
-    low, high = mt.percentile_interval(mt.bootstrap_auc([s], y, w))
+    summary = common.Measured.of("m", [common.auc_statistic(s, y)], len(s), resamples=400).summary()
+    low, high = summary["low"], summary["high"]
     se, hm_low, hm_high = mt.hanley_mcneil(auc, int(y.sum()), int((~y).sum()))
     assert low < auc < high and hm_low < auc < hm_high
     assert abs((high - low) - (hm_high - hm_low)) < 0.5 * (hm_high - hm_low)
     assert 0 < se < 0.1
-
-
-def test_bootstrap_of_seed_mean_is_mean_of_per_seed_aucs():
-    s1, y = _scores(seed=4)
-    s2 = s1 + np.random.default_rng(5).normal(size=len(s1))
-    w = mt.resample_weights(mt.bootstrap_indices(len(y), 3, seed=1), len(y))
-    got = mt.bootstrap_auc([s1, s2], y, w)
-    assert np.allclose(got, (mt.weighted_aucs(s1, y, w) + mt.weighted_aucs(s2, y, w)) / 2)
 
 
 def test_hanley_mcneil_shrinks_with_more_positives():
@@ -87,26 +65,65 @@ def test_rows_have_one_metric_each_with_mean_and_std_over_seeds():
     assert [r["metric"] for r in rrows] == ["rmse", "mae"] and rrows[0]["std"] == 0.0
 
 
-def test_intervals_and_goals_on_synthetic_rows():
+def _synthetic_run(eval_of):
+    """Rows and paired comparisons of a synthetic Taobao fav run: `strong` models learn the
+    label, `weak` ones barely; `eval_of` gives each model's eval AUC."""
     rng = np.random.default_rng(0)
     y = (rng.random(300) < 0.1).astype(float)
     strong = [y + rng.normal(scale=0.5, size=300) for _ in range(3)]
     weak = [y + rng.normal(scale=3.0, size=300) for _ in range(3)]
     task = D.dataset_spec("taobao").task("fav")
     rows, scores = [], {}
-    for model, preds in (("mmoe", strong), ("single_task", weak), ("logreg", weak[:1])):
+    for model, preds in (("mmoe", strong), ("dtrn", strong[::-1]), ("single_task", weak), ("logreg", weak[:1]),
+                         ("lightgbm", strong[:1])):
         probs = [1 / (1 + np.exp(-p)) for p in preds]
-        rows += mt.summarize("taobao", model, task, probs, y, np.ones(300, bool))
+        rows += mt.summarize("taobao", model, task, probs, y, np.ones(300, bool), eval_values=[eval_of[model]])
         scores[(model, "fav")] = probs
-    paired = mt.add_intervals(rows, "taobao", scores, {"fav": y}, resamples=200, bootstrap=True, sparse=("fav",))
+    measured = mt.add_intervals(rows, "taobao", scores, {"fav": y}, resamples=200, bootstrap=True)
+    families = ["single_task", "mmoe", "dtrn"]
+    paired = {f"taobao/{k}": v for k, v in mt.comparisons(rows, "taobao", measured, families).items()}
+    return rows, paired, families
+
+
+def test_intervals_comparisons_and_goals_on_synthetic_rows():
+    # Eval prefers single_task among the families and logreg among the peers, though both
+    # are the weak ones on test (the test split would pick mmoe or dtrn, and lightgbm): the
+    # goal line compares the eval choices.
+    rows, paired, families = _synthetic_run({"mmoe": 0.70, "dtrn": 0.71, "single_task": 0.72, "logreg": 0.80,
+                                             "lightgbm": 0.60})
     auc_rows = [r for r in rows if r["metric"] == "auc"]
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["hm_low"] <= r["value"] <= r["hm_high"]
                for r in auc_rows)
-    assert paired["mmoe/fav"]["low"] > 0 and paired["mmoe/fav"]["p_not_better"] == 0.0
-    lines = mt.goals(rows, ["taobao"], ["single_task", "mmoe"], sparse={"taobao": ("fav",)},
+    # dtrn is compared with single_task like every family (it used to be left out).
+    for family in ("mmoe", "dtrn"):
+        c = paired[f"taobao/{family}/fav"]
+        assert c["b"] == "single_task" and c["low"] > 0 and c["p_not_better"] == 0.0 and c["verdict"] == "better"
+        assert c["a_std"] is not None and c["b_std"] is not None
+    test_auc = {r["model"]: r["value"] for r in auc_rows}
+    assert test_auc["lightgbm"] > test_auc["logreg"] and test_auc["mmoe"] > test_auc["single_task"]
+    best = paired["taobao/best/fav"]
+    assert (best["a"], best["b"], best["chosen_by"]) == ("single_task", "logreg", "eval AUC")
+    lines = mt.goals(rows, ["taobao"], families, paired, sparse={"taobao": ("fav",)},
                      references={"taobao": {"fav": 0.778}})
-    assert any("taobao fav: best family mmoe" in l and "— met" in l and "0.778" in l for l in lines)
-    assert any("(sparse)" in l and "met by mmoe" in l for l in lines)
+    goal = next(l for l in lines if l.startswith("- taobao fav: best family by eval AUC single_task"))
+    assert "best peer by eval AUC logreg" in goal and "0.778" in goal and "paired 95% bootstrap" in goal
+    assert "single_task" in goal and " ± " in goal and "— not met" in goal
+    sparse = next(l for l in lines if "(sparse)" in l)
+    assert "met by mmoe, dtrn" in sparse and sparse.count("paired 95% bootstrap") == 2
+
+
+def test_goal_lines_choose_by_eval_not_test():
+    rows, paired, families = _synthetic_run({"mmoe": 0.70, "dtrn": 0.75, "single_task": 0.60, "logreg": 0.50,
+                                             "lightgbm": 0.65})
+    best = paired["taobao/best/fav"]
+    assert (best["a"], best["b"]) == ("dtrn", "lightgbm")
+    goal = next(l for l in mt.goals(rows, ["taobao"], families, paired) if "best family by eval AUC" in l)
+    assert "best family by eval AUC dtrn (eval 0.7500)" in goal and "best peer by eval AUC lightgbm" in goal
+    # Without eval values nothing is chosen on test: an error.
+    for r in rows:
+        r.pop("eval_value", None)
+    with pytest.raises(ValueError, match="chosen on the eval split"):
+        mt.goals(rows, ["taobao"], families, paired)
 
 
 MOVIELENS = desc.load("movielens")

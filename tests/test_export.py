@@ -24,7 +24,8 @@ MOVIELENS = D.dataset_spec("movielens")
 
 CAPABILITY_SIGNATURES = {
     SCORE: {protocol.SERVING_DEFAULT, protocol.TRANSFORM_FEATURES},
-    RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RANK_QUERIES, protocol.SCORE_QUERIES},
+    RETRIEVE: {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING, protocol.RANK_QUERIES,
+               protocol.SCORE_QUERIES},
     SIMILAR: {protocol.SIMILAR_ITEMS},
 }
 
@@ -113,13 +114,19 @@ def test_serving_default_equals_the_in_process_model(outputs, tmp_path):
     assert np.isfinite(out[RATING].numpy()).all()
 
 
-def _recommend(loaded, histories, behaviors=None):
-    width = max(len(h) for h in histories)
-    ids = [[x.encode() for x in h] + [b""] * (width - len(h)) for h in histories]
+def _padded(rows):
+    width = max(len(r) for r in rows)
+    return tf.constant([[x.encode() for x in r] + [b""] * (width - len(r)) for r in rows], tf.string)
+
+
+def _recommend(loaded, histories, behaviors=None, exclude=None):
     behaviors = behaviors or [["liked"] * len(h) for h in histories]
-    behaviors = [[b.encode() for b in row] + [b""] * (width - len(row)) for row in behaviors]
-    return loaded.signatures[protocol.RECOMMEND](history_item_ids=tf.constant(ids),
-                                                  history_behaviors=tf.constant(behaviors))
+    width = max(len(h) for h in histories)
+    inputs = {"history_item_ids": _padded([h + [""] * (width - len(h)) for h in histories]),
+              "history_behaviors": _padded([b + [""] * (width - len(b)) for b in behaviors])}
+    if exclude is None:
+        return loaded.signatures[protocol.RECOMMEND](**inputs)
+    return loaded.signatures[protocol.RECOMMEND_EXCLUDING](**inputs, exclude_item_ids=_padded(exclude))
 
 
 def test_recommend_never_returns_a_history_item_and_validates_its_input(exported):
@@ -147,6 +154,50 @@ def test_recommend_never_returns_a_history_item_and_validates_its_input(exported
         _recommend(loaded, [[vocab[0]]], [["hated"]])
     with pytest.raises(tf.errors.InvalidArgumentError, match="none of them is in the catalogue"):
         _recommend(loaded, [["no-such-item", "nor-this"]])
+    # Ids and behaviors of different shapes are an error naming both, never a broadcast.
+    for name in (protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING):
+        inputs = {"history_item_ids": tf.constant([[vocab[0].encode(), vocab[1].encode()]]),
+                  "history_behaviors": tf.constant([[b"liked"]])}
+        if name == protocol.RECOMMEND_EXCLUDING:
+            inputs["exclude_item_ids"] = tf.constant([[vocab[2].encode()]])
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{name}: history_item_ids has shape \[1, 2\] but history_behaviors has shape "
+                                 r"\[1, 1\]"):
+            loaded.signatures[name](**inputs)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"history_item_ids has shape \[1, 1\] but exclude_item_ids has shape \[2, 1\]"):
+        _recommend(loaded, [[vocab[0]]], exclude=[[vocab[1]], [vocab[2]]])
+
+
+def test_recommend_excluding_keeps_out_what_the_query_did_not_read(exported):
+    """A client sending only its most recent items, the rest as exclusions, gets what the
+    whole history gets: the query reads the most recent MAX_HISTORY items either way, and
+    no item of either part comes back."""
+    family, loaded, tft_output, _ = exported
+    if RETRIEVE not in FAMILIES[family].capabilities:
+        return
+    vocab = _vocabulary(tft_output)
+    rng = np.random.default_rng(1)
+    history = list(rng.choice(vocab, size=F.MAX_HISTORY + 36, replace=False))
+    older, recent = history[:-F.MAX_HISTORY], history[-F.MAX_HISTORY:]
+    whole = _recommend(loaded, [history])
+    split = _recommend(loaded, [recent], exclude=[older])
+    np.testing.assert_array_equal(split["item_ids"].numpy(), whole["item_ids"].numpy())
+    np.testing.assert_allclose(split["scores"].numpy(), whole["scores"].numpy(), rtol=1e-6)
+    assert not {r.decode() for r in split["item_ids"].numpy()[0]} & set(history)
+    # Excluding items outside the history: the rest keep their scores and order, and
+    # unknown ids are ignored; an empty exclusion list is recommend itself.
+    plain = _recommend(loaded, [recent])
+    top = [r.decode() for r in plain["item_ids"].numpy()[0]]
+    kept = _recommend(loaded, [recent], exclude=[[top[0], top[3], "no-such-item"]])
+    ids = [r.decode() for r in kept["item_ids"].numpy()[0]]
+    assert top[0] not in ids and top[3] not in ids
+    assert ids[:3] == [top[1], top[2], top[4]]
+    np.testing.assert_allclose(kept["scores"].numpy()[0][:3], plain["scores"].numpy()[0][[1, 2, 4]], rtol=1e-6)
+    empty = loaded.signatures[protocol.RECOMMEND_EXCLUDING](
+        history_item_ids=_padded([recent]), history_behaviors=_padded([["liked"] * len(recent)]),
+        exclude_item_ids=tf.zeros([1, 0], tf.string))
+    np.testing.assert_array_equal(empty["item_ids"].numpy(), plain["item_ids"].numpy())
 
 
 def test_rank_queries_ranks_as_recommend_does(exported, outputs):
@@ -202,7 +253,7 @@ def test_user_view_rows_are_the_transform_graphs_history_ids(outputs):
 
 def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
     """The pipeline's pushed models, served by the local server, answer as the SavedModel does."""
-    from serving.client import ServingClient
+    from serving.client import ServingClient, ServingError
     from serving.local_server import serve
 
     config = trained_run[0]
@@ -222,6 +273,16 @@ def test_pushed_models_served_over_grpc_match_in_process(trained_run, outputs):
                     expected = _recommend(loaded, [history])[protocol.RECOMMEND_ITEM_IDS].numpy()[0]
                     assert [item for item, _ in ranked] == [e.decode() for e in expected][:len(ranked)]
                     assert ranked and not {item for item, _ in ranked} & set(history)
+                    excluded = client.recommend(family, [history], [["liked"] * 3],
+                                                exclude_item_ids=[[ranked[0][0]]])[0]
+                    assert excluded[:len(ranked) - 1] == ranked[1:]
+                    bad = {F.HISTORY_ITEM_IDS: np.array([history[:2]], dtype=object),
+                           F.HISTORY_BEHAVIORS: np.array([["liked"]], dtype=object)}
+                    with pytest.raises(ServingError) as info:
+                        client.predict_tensors(family, bad, signature=protocol.RECOMMEND)
+                    assert info.value.code.name == "INVALID_ARGUMENT"
+                    assert "history_item_ids has shape [1, 2] but history_behaviors has shape [1, 1]" in \
+                        info.value.message
 
 
 def test_a_two_tower_ensemble_trains_its_members_apart_and_serves_their_sum(outputs, tmp_path):

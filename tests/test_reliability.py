@@ -274,3 +274,32 @@ def test_the_trials_gates_bless_whatever_the_family_learns(tmp_path):
     config = reliability.pipeline_config(str(tmp_path), str(tmp_path / "out"))
     assert config.gate_thresholds == {"rating": 1e9} and config.gate_max_worsening == {"rating": 1e9}
     assert config.dataset_name == "movielens" and config.train_steps == 40
+def test_the_benchmarks_corrupted_push_goes_through_the_pusher(template, tmp_path, monkeypatch):
+    """bench.reliability's corrupt_push_under_load at small scale: every push is the Pusher's
+    push_model (warmup records included), the truncated version never answers, no request fails."""
+    from bench import reliability
+    from export import warmup
+
+    source = tmp_path / "source"
+    shutil.copytree(template, source)
+    example = stand_in.make_example("3")
+    warmup.write_warmup_requests(str(source), "mf", [example], [(["1", "2"], ["liked", ""])])
+    calls = []
+    real_push = pusher.push_model
+
+    def spy(saved_model_dir, serving_base_dir, model_name, **kwargs):
+        calls.append((saved_model_dir, kwargs))
+        return real_push(saved_model_dir, serving_base_dir, model_name, **kwargs)
+
+    monkeypatch.setattr(pusher, "push_model", spy)
+    trial = reliability.corrupt_trial(str(source), str(tmp_path / "work"), 0, concurrency=2)
+    assert trial["passed"] and trial["data_lost"] == 0, trial
+    pushed = trial["pushed"]
+    assert pushed["first"] < pushed["corrupted"] < pushed["then"]
+    assert trial["versions_answering"] == [pushed["first"], pushed["then"]]
+    assert "OUT_OF_RANGE" in trial["corrupted_version_status"]
+    assert [os.path.basename(path) for path, _ in calls] == ["source", "corrupt-model-0", "source"]
+    assert [kwargs["warmup_examples"] for _, kwargs in calls] == [[example]] * 3
+    model_dir = tmp_path / "work" / "corrupt-base-0" / reliability.FAMILY
+    for version in pushed.values():  # the Pusher wrote each version's warmup records
+        assert list(warmup.read_warmup_requests(str(model_dir / str(version))))

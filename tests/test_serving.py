@@ -160,6 +160,50 @@ def test_recommend_equals_in_process_and_skips_history(client, in_process, catal
     assert client.recommend("mf", [history], k=2)[0] == [(i, s - stand_in.STRONGEST_BONUS) for i, s in ranked[0][:2]]
 
 
+def test_recommend_answers_invalid_argument_naming_both_shapes(client):
+    """Ids and behaviors that do not align are an error, not a broadcast: [1, 2] ids with
+    [1, 1] behaviors would otherwise give both items the one behavior."""
+    inputs = {features.HISTORY_ITEM_IDS: np.array([[b"1", b"2"]], dtype=object),
+              features.HISTORY_BEHAVIORS: np.array([[b"liked"]], dtype=object)}
+    with pytest.raises(ServingError) as info:
+        client.predict_tensors("mf", inputs, signature=protocol.RECOMMEND)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (f"{features.HISTORY_ITEM_IDS} has shape [1, 2] but {features.HISTORY_BEHAVIORS} has shape [1, 1]"
+            in info.value.message)
+    # recommend_excluding checks the same, and that its exclusions have one row per history.
+    inputs[protocol.EXCLUDE_ITEM_IDS] = np.array([[b"3"]], dtype=object)
+    with pytest.raises(ServingError, match=r"has shape \[1, 2\] but history_behaviors has shape \[1, 1\]"):
+        client.predict_tensors("mf", inputs, signature=protocol.RECOMMEND_EXCLUDING)
+    inputs[features.HISTORY_BEHAVIORS] = np.array([[b"liked", b""]], dtype=object)
+    inputs[protocol.EXCLUDE_ITEM_IDS] = np.array([[b"3"], [b"4"]], dtype=object)
+    with pytest.raises(ServingError) as info:
+        client.predict_tensors("mf", inputs, signature=protocol.RECOMMEND_EXCLUDING)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (f"{features.HISTORY_ITEM_IDS} has shape [1, 2] but {protocol.EXCLUDE_ITEM_IDS} has shape [2, 1]"
+            in info.value.message)
+
+
+def test_recommend_excluding_keeps_out_items_that_are_not_in_the_history(client, in_process, catalog):
+    ids = catalog[0]
+    history = [ids[-1]]
+    plain = client.recommend("mf", [history])[0]
+    # The two best items the history alone gets, and one item the model does not know.
+    exclude = [plain[0][0], plain[2][0], "not-in-catalog"]
+    got = client.recommend("mf", [history, history], exclude_item_ids=[exclude, None])
+    assert got[1] == plain  # a None row excludes nothing more
+    kept = got[0]
+    assert not {item for item, _ in kept} & set(exclude + history)
+    # The query is the history alone: the other items keep their scores and order.
+    assert kept[:K - 2] == [p for p in plain if p[0] not in exclude]
+    items, behaviors = protocol.history_arrays([history])
+    want = _call(in_process["v1"], protocol.RECOMMEND_EXCLUDING,
+                 **{features.HISTORY_ITEM_IDS: items, features.HISTORY_BEHAVIORS: behaviors,
+                    protocol.EXCLUDE_ITEM_IDS: protocol.exclusion_array([exclude], 1)})
+    assert kept == protocol.ranked_items(want[protocol.RECOMMEND_ITEM_IDS], want[protocol.RECOMMEND_SCORES])[0]
+    with pytest.raises(ValueError, match="exclude_item_ids has 1 rows but there are 2 histories"):
+        client.recommend("mf", [history, history], exclude_item_ids=[exclude])
+
+
 def test_output_filter_and_version_pin(client):
     items, behaviors = protocol.history_arrays([["1"]])
     inputs = {features.HISTORY_ITEM_IDS: items, features.HISTORY_BEHAVIORS: behaviors}
@@ -172,11 +216,15 @@ def test_metadata_lists_signatures(client):
     meta = client.model_metadata("mf")
     assert meta["model"] == "mf" and meta["version"] == 1
     sigs = meta["signatures"]
-    assert {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.TRANSFORM_FEATURES} <= set(sigs)
+    assert {protocol.SERVING_DEFAULT, protocol.RECOMMEND, protocol.RECOMMEND_EXCLUDING,
+            protocol.TRANSFORM_FEATURES} <= set(sigs)
     assert sigs[protocol.SERVING_DEFAULT]["inputs"] == {protocol.EXAMPLES: {"dtype": "string", "shape": [-1]}}
     assert sigs[protocol.SERVING_DEFAULT]["outputs"] == {HEAD: {"dtype": "float", "shape": [-1]}}
     assert set(sigs[protocol.RECOMMEND]["inputs"]) == {features.HISTORY_ITEM_IDS, features.HISTORY_BEHAVIORS}
     assert sigs[protocol.RECOMMEND]["outputs"][protocol.RECOMMEND_ITEM_IDS] == {"dtype": "string", "shape": [-1, K]}
+    assert set(sigs[protocol.RECOMMEND_EXCLUDING]["inputs"]) == {
+        features.HISTORY_ITEM_IDS, features.HISTORY_BEHAVIORS, protocol.EXCLUDE_ITEM_IDS}
+    assert sigs[protocol.RECOMMEND_EXCLUDING]["outputs"] == sigs[protocol.RECOMMEND]["outputs"]
 
 
 def test_status_reports_available_version(client):
@@ -372,6 +420,19 @@ def test_cli_recommend_prints_ranked_titles(server, client, capsys, movielens_di
     assert len(lines) == 1 + 3
     for line, (item, score) in zip(lines[1:], expected):
         assert line.split()[1] == item and f"{score:.4f}" in line and line.endswith(titles[item])
+
+
+def test_cli_recommend_excludes_the_items_it_is_given(server, client, capsys, movielens_dir):
+    history = _movie_ids(movielens_dir, 24)[-1:]
+    top = [item for item, _ in client.recommend("mf", [history], k=2)[0]]
+    argv = ["recommend", "--target", server.address, "--model", "mf", "--items", history[0],
+            "--exclude", ",".join(top), "--k", "3"]
+    assert serving_client.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "excluding 2 more item(s)" in lines[0]
+    shown = [line.split()[1] for line in lines[1:]]
+    assert len(shown) == 3 and not set(shown) & set(top + history)
+    assert shown == [item for item, _ in client.recommend("mf", [history], exclude_item_ids=[top], k=3)[0]]
 
 
 def test_cli_status_metadata_and_errors(server, capsys):

@@ -495,6 +495,7 @@ def test_benchmark_trains_the_chosen_teacher_family_and_times_its_teacher_agains
     monkeypatch.setattr(mt, "predict_rows", lambda model, data: {})
     monkeypatch.setattr(takd, "train_one", train_one)
     monkeypatch.setattr(takd, "pair_metrics", lambda pair, specs, predictions, data: {"loved/auc": 0.8})
+    monkeypatch.setattr(takd, "pair_draws", lambda pair, specs, predictions, data: {"loved/auc": (4, [0.8, 0.7])})
     monkeypatch.setattr(takd, "count_params", lambda model: 1)
     monkeypatch.setattr(takd, "serve_ms", serve_ms)
     monkeypatch.setattr(distillation, "teacher_soft_labels", lambda teacher, calibrated: (teacher, calibrated))
@@ -512,3 +513,77 @@ def test_benchmark_trains_the_chosen_teacher_family_and_times_its_teacher_agains
     assert per["takd_teacher_dtrn/teacher"]["serve_ms_b100"] == [400.0]
     assert per["takd_student/student"]["serve_ms_b1"] == [1.0]
     assert log[-1] == "  seed 42 done; serve ms teacher/student b1 4.000/1.000, b100 400.000/100.000"
+    assert per["takd_student/student"]["draws/loved/auc"] == [[0.8, 0.7]]
+    assert per["takd_student/student"]["units/loved/auc"] == 4
+
+
+def test_pair_draws_resample_the_rows_each_metric_is_computed_on():
+    from bench import common
+    from bench import takd
+    from contract import datasets as D
+
+    rng = np.random.default_rng(0)
+    n = 300
+    data = {F.LOVED: (rng.random(n) < 0.2).astype(int), F.LIKED: (rng.random(n) < 0.5).astype(int),
+            F.WATCHED: (rng.random(n) < 0.8).astype(int), F.ITEM_IDX: np.arange(n)}
+    specs = [D.dataset_spec("movielens").task(t) for t in ("loved", "liked")]
+    predictions = {t: data[getattr(F, t.upper())] + rng.normal(size=n) for t in ("loved", "liked")}
+    values = takd.pair_metrics(("loved", "liked"), specs, predictions, data)
+    draws = takd.pair_draws(("loved", "liked"), specs, predictions, data)
+    assert set(draws) == set(values)
+    watched = int(data[F.WATCHED].sum())
+    assert draws["loved/auc"][0] == watched and draws["liked/multi_auc"][0] == watched
+    for name, (units, d_) in draws.items():
+        assert len(d_) == common.BOOTSTRAP_RESAMPLES
+        low, high = common.percentile_interval(d_)
+        assert low < values[name] < high
+
+
+def _synthetic_takd(seeds=3, n=400, student_scale=0.6, alone_scale=1.5, teacher_scale=0.6):
+    """Runs of teacher, student and student_alone on a synthetic pair, with draws."""
+    from bench import takd
+    from contract import datasets as D
+
+    rng = np.random.default_rng(1)
+    data = {F.LOVED: (rng.random(n) < 0.2).astype(int), F.LIKED: (rng.random(n) < 0.5).astype(int),
+            F.WATCHED: np.ones(n, int), F.ITEM_IDX: np.arange(n)}
+    specs = [D.dataset_spec("movielens").task(t) for t in ("loved", "liked")]
+    per = {}
+    for key, scale in (("takd_teacher/teacher", teacher_scale), ("takd_student/student", student_scale),
+                       ("takd_student/student_alone", alone_scale)):
+        entry = per.setdefault(key, {"params": 1, "seeds": list(range(seeds))})
+        for _ in range(seeds):
+            predictions = {t: 2 * data[F.LOVED] + data[F.LIKED] + rng.normal(scale=scale, size=n)
+                           for t in ("loved", "liked")}
+            for name, value in takd.pair_metrics(("loved", "liked"), specs, predictions, data).items():
+                entry.setdefault(f"test/{name}", []).append(value)
+                entry.setdefault(f"eval/{name}", []).append(value)
+            for name, (units, draws) in takd.pair_draws(("loved", "liked"), specs, predictions, data).items():
+                entry[f"units/{name}"] = units
+                entry.setdefault(f"draws/{name}", []).append(draws)
+    return {"movielens": per}
+
+
+def test_takd_goals_show_both_stds_and_the_paired_interval():
+    from bench import takd
+
+    results = _synthetic_takd()
+    pairs = {"movielens": ("loved", "liked")}
+    lines = takd.goals(takd.rows_of(results, pairs), pairs, results)
+    multi = next(l for l in lines if l.startswith("- movielens loved Multi-AUC"))
+    assert "student" in multi and " ± " in multi and "vs student_alone" in multi and "paired 95% bootstrap" in multi
+    assert multi.endswith("— met")
+    # As good as its teacher on average (liked: diff -0.0001) is not enough: the interval of
+    # the difference must stay above -0.005, and here it reaches -0.02.
+    auc = next(l for l in lines if l.startswith("- movielens liked AUC, goal student - teacher >= -0.005"))
+    assert "(3 seeds) vs teacher" in auc and "paired 95% bootstrap [-0.02" in auc
+    assert auc.endswith("not met: the interval reaches below -0.005")
+    better = _synthetic_takd(student_scale=0.3)
+    line = next(l for l in takd.goals(takd.rows_of(better, pairs), pairs, better) if "liked AUC, goal" in l)
+    assert line.endswith("— met")
+    # Runs recorded without draws are undecided, not met.
+    for entry in results["movielens"].values():
+        for key in [k for k in entry if k.startswith("draws/")]:
+            del entry[key]
+    assert all("undecided" in l for l in takd.goals(takd.rows_of(results, pairs), pairs, results)
+               if "Multi-AUC" in l or " AUC" in l)

@@ -51,6 +51,14 @@ def evaluate_next_item(scores_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
     """Protocol S metrics (full and `sampled_`) of `scores_fn` on a user view whose every
     user has exactly one target (leave_last_two_out's eval or test split); the input is
     the most recent `max_history` items, and every history item is kept out of the ranking."""
+    return d.mean_user_metrics(next_item_user_metrics(scores_fn, view, max_history, valid, batch_size, seed))
+
+
+def next_item_user_metrics(scores_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], view: UserView,
+                           max_history: int, valid: np.ndarray, batch_size: int = 256,
+                           seed: int = d.SAMPLED_SEED) -> List[Dict[str, float]]:
+    """`evaluate_next_item`'s metrics of each user, in the view's order (for a paired
+    comparison of two models over the same users)."""
     items, behaviors = recent(view, max_history)
     per_user = []
     for start in range(0, len(view), batch_size):
@@ -62,7 +70,7 @@ def evaluate_next_item(scores_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
                                  f"{len(view.targets[u])} targets (use the leave_last_two_out split)")
             per_user.append(d.protocol_s_user_metrics(row, view.targets[u][0], view.items[u], valid,
                                                       view.users[u], seed=seed))
-    return d.mean_user_metrics(per_user)
+    return per_user
 
 
 def model_scores(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
