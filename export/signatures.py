@@ -9,6 +9,8 @@
   Evaluator's protocol K) and `score_queries` (the same examples -> every item's score,
   the history rows, the popularity ranking, the target rows and the user, for protocol
   S's full and sampled candidates). Without `score`, `serving_default` is `recommend`.
+  With the family's `scann` on, `recommend` and `rank_queries` take the top K from a
+  ScaNN index of the candidates built here (export/scann_index.py; same outputs).
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
   with genre-set cosine by the family's `similar_genre_weight`).
 
@@ -32,6 +34,7 @@ from contract import datasets as D
 from contract import features as F
 from common.io_utils import atomic_write
 from contract import protocol
+from export.scann_index import scann_top_k
 from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
@@ -147,9 +150,9 @@ def export_model(
 
         signatures[protocol.SOFT_LABELS] = soft_labels.get_concrete_function()
 
-    def catalogue_scores(history_item_ids, history_behaviors, validate: bool):
-        """Scores [B, N] of every row (-inf where no item) for histories of strings ("" pads),
-        and the histories' rows [B, L] (0 = padding or unknown)."""
+    def encoded_histories(history_item_ids, history_behaviors, validate: bool):
+        """Transformed histories (item and behavior rows, as the query reads them) of
+        histories of strings ("" pads), and their rows [B, L] (0 = padding or unknown)."""
         present = tf.not_equal(history_item_ids, "")
         behaviors = tf.where(present & tf.equal(history_behaviors, ""), tf.constant(spec.default_behavior),
                              history_behaviors)
@@ -172,16 +175,38 @@ def export_model(
                 F.HISTORY_ITEM_IDS: tf.ragged.boolean_mask(history_item_ids, present).to_sparse(),
                 F.HISTORY_BEHAVIORS: tf.ragged.boolean_mask(behaviors, present).to_sparse(),
             }))
+        return history, rows
+
+    def exact_scores(history, rows):
+        """Scores [B, N] of every row (-inf where no item) for transformed histories."""
         scores = model.score_catalogue(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
-        return tf.where(model.catalogue.valid[None, :], scores, -float("inf")), rows
+        return tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
+
+    def catalogue_scores(history_item_ids, history_behaviors, validate: bool):
+        """Scores [B, N] of every row (-inf where no item) for histories of strings ("" pads),
+        and the histories' rows [B, L] (0 = padding or unknown)."""
+        history, rows = encoded_histories(history_item_ids, history_behaviors, validate)
+        return exact_scores(history, rows), rows
+
+    def exact_top(history, rows):
+        # Every history item is excluded, not only the most recent ones the query read.
+        top = tf.math.top_k(_mask_rows(exact_scores(history, rows), rows), k=k)
+        return top.indices, top.values
+
+    # With the family's `scann` on, the top K comes from a ScaNN index of the candidates
+    # (export/scann_index.py), the history excluded the same way.
+    model.top_k_index = scann_top_k(model, valid_rows, k) if RETRIEVE in capabilities else None
 
     def top_items(history_item_ids, history_behaviors, validate: bool):
         """Ranked rows [B, k] and scores for histories of strings ("" pads)."""
-        scores, rows = catalogue_scores(history_item_ids, history_behaviors, validate)
-        # Every history item is excluded, not only the most recent ones the query read.
-        scores = _mask_rows(scores, rows)
-        top = tf.math.top_k(scores, k=k)
-        return top.indices, top.values, rows
+        history, rows = encoded_histories(history_item_ids, history_behaviors, validate)
+        if model.top_k_index is None:
+            indices, values = exact_top(history, rows)
+        else:
+            queries, query_biases = model.query(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
+            indices, values = model.top_k_index.top_k(queries, query_biases, rows, k,
+                                                      exact=lambda: exact_top(history, rows))
+        return indices, values, rows
 
     if RETRIEVE in capabilities:
         @tf.function(input_signature=[
