@@ -18,6 +18,7 @@ ops linked (README, "Approximate top K").
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable, Optional, Tuple
 
 import numpy as np
@@ -86,8 +87,10 @@ class ScannTopK(tf.Module):
             num_leaves_to_search=self.settings["num_leaves_to_search"],
             dimensions_per_block=self.settings["dimensions_per_block"],
             num_reordering_candidates=self.reach if reordering > 0 else None, name="scann")
+        started = time.monotonic()
         with_bias = np.concatenate([vectors[rows], biases[rows, None]], axis=1)
         self.layer.index(tf.constant(with_bias), tf.constant(rows, tf.int64))
+        self.build_seconds = time.monotonic() - started  # read by bench/catalogue.py
 
     def search(self, queries: tf.Tensor, query_biases: tf.Tensor, count: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
         """Rows [B, w] and scores [B, w] (w <= count; -inf where the search found nothing)
