@@ -5,10 +5,13 @@ A family whose record turns `scann` on (models.hparams.ScannParams) is exported 
 [item vector, item bias] of every candidate row, so that the inner product with
 [query, 1] is the brute-force score minus the query's bias (added back). `recommend`
 keeps its contract: it asks the index for K + (known items in the longest history of the
-batch), drops the history's items and keeps the best K; a batch where that leaves fewer
-than K items for some history (a search that found too few, or a history longer than
-the index reorders) is answered by exact scoring instead, so no history gets fewer items
-than brute force would give it.
+batch), at most the rows the index reorders, drops the history's items and keeps the
+best K. The index ranks what it returns before what it does not, so those K are the
+index's best items outside the history however many history items it skipped. A
+history left with fewer than K (a search that found too few, or a long history holding
+most of what the index returned) is answered by exact scoring instead, that row alone,
+so no history gets fewer items than brute force would give it; bench/results/catalogue.md
+reports how often that happens.
 
 The SavedModel then holds ScaNN's TensorFlow ops (`Scann>ScannSearchBatched`,
 `Scann>TensorsToScann`): loading it needs them registered (`load_scann_ops`), which
@@ -102,33 +105,59 @@ class ScannTopK(tf.Module):
         return tf.where(found, rows, tf.zeros_like(rows)), scores
 
     def top_k(self, queries: tf.Tensor, query_biases: tf.Tensor, history_rows: tf.Tensor, k: int,
-              exact: Callable[[], Tuple[tf.Tensor, tf.Tensor]]) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Ranked rows [B, k] and scores [B, k] of each query, no row of its history
-        [B, L] (0 = padding or unknown) among them; `exact()` answers the batch when the
-        index leaves fewer than k items for a history (module docstring)."""
+              exact: Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Ranked rows [B, k] (int32, as tf.math.top_k gives them) and scores [B, k] of each
+        query, no row of its history [B, L] (0 = padding or unknown) among them.
+
+        The index is asked for K + the longest history's known items (at most what it
+        reorders); the history is dropped and the best K kept. `exact(which)` answers the
+        rows [B] bool `which` where that left fewer than K (module docstring): ranked rows
+        [S, k] and scores [S, k] of those rows, by scoring every item.
+        """
         known = tf.reduce_sum(tf.cast(history_rows > 0, tf.int32), axis=1)
-        longest = tf.maximum(tf.reduce_max(tf.concat([known, [0]], axis=0)), 0)
-        count = tf.minimum(k + longest, self.size)
+        longest = tf.reduce_max(tf.concat([known, [0]], axis=0))
+        count = tf.minimum(k + longest, self.reach)
+        batch = tf.shape(queries)[0]
 
         def approximate():
             rows, scores = self.search(queries, query_biases, count)
-            own = tf.reduce_any(
-                (rows[:, :, None] == history_rows[:, None, :]) & (history_rows[:, None, :] > 0), axis=-1)
+            # A row is the history's when a binary search of the sorted history finds it.
+            history = tf.sort(tf.pad(history_rows, [[0, 0], [0, 1]]), axis=1)
+            at = tf.minimum(tf.searchsorted(history, rows), tf.shape(history)[1] - 1)
+            own = tf.equal(tf.gather(history, at, batch_dims=1), rows) & (rows > 0)
             scores = tf.where(own, -float("inf"), scores)
             short = tf.maximum(k - tf.shape(scores)[1], 0)  # the search may return fewer than k
             scores = tf.pad(scores, [[0, 0], [0, short]], constant_values=-float("inf"))
             rows = tf.pad(rows, [[0, 0], [0, short]])
             top = tf.math.top_k(scores, k=k)
-            # Rows as exact scoring gives them (tf.math.top_k's int32 indices).
             return tf.cast(tf.gather(rows, top.indices, batch_dims=1), tf.int32), top.values
 
         def answered():
             rows, scores = approximate()
-            enough = tf.reduce_all(tf.math.is_finite(scores[:, -1]))
-            return tf.cond(enough, lambda: (rows, scores), exact)
+            unfilled = ~tf.math.is_finite(scores[:, -1])
 
-        batch = tf.shape(queries)[0]
-        return tf.cond((batch > 0) & (count <= self.reach), answered, exact)
+            def patched():
+                exact_rows, exact_scores = exact(unfilled)
+                where = tf.where(unfilled)
+                return (tf.tensor_scatter_nd_update(rows, where, exact_rows),
+                        tf.tensor_scatter_nd_update(scores, where, exact_scores))
+
+            return tf.cond(tf.reduce_any(unfilled), patched, lambda: (rows, scores))
+
+        return tf.cond(batch > 0, answered, lambda: exact(tf.ones([batch], tf.bool)))
+
+    def unfilled(self, queries: np.ndarray, query_biases: np.ndarray, history_rows, k: int) -> np.ndarray:
+        """[Q] bool: the queries (one at a time, as `recommend` at batch 1) the index leaves
+        with fewer than k items outside their history, which exact scoring then answers."""
+        out = np.zeros(len(queries), bool)
+        for i, (q, b, own) in enumerate(zip(queries, query_biases, history_rows)):
+            own = np.asarray(own)
+            own = own[own > 0]
+            count = min(k + len(own), self.reach)
+            rows, scores = self.search(tf.constant(q[None, :]), tf.constant([b]), tf.constant(count))
+            rows, scores = rows.numpy()[0], scores.numpy()[0]
+            out[i] = int(np.sum(np.isfinite(scores) & ~np.isin(rows, own))) < k
+        return out
 
 
 def scann_top_k(model, valid_rows: np.ndarray, k: int) -> Optional[ScannTopK]:

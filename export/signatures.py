@@ -204,8 +204,13 @@ def export_model(
             indices, values = exact_top(history, rows)
         else:
             queries, query_biases = model.query(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
-            indices, values = model.top_k_index.top_k(queries, query_biases, rows, k,
-                                                      exact=lambda: exact_top(history, rows))
+
+            def exact_rows(which):
+                """The exact top K of the histories [B] bool `which` (the index left them short)."""
+                return exact_top({name: tf.boolean_mask(history[name], which) for name in HISTORY_SEQUENCES},
+                                 tf.boolean_mask(rows, which))
+
+            indices, values = model.top_k_index.top_k(queries, query_biases, rows, k, exact=exact_rows)
         return indices, values, rows
 
     if RETRIEVE in capabilities:

@@ -207,23 +207,52 @@ def test_a_history_longer_than_the_reordering_excludes_all_its_items(pair):
     assert not {i.decode() for i in got[protocol.RECOMMEND_ITEM_IDS][0]} & set(long)
 
 
-def test_index_search_excludes_history_rows_and_pads_what_it_does_not_find():
+def _small_index(reordering=40):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(40, 4)).astype(np.float32)
     valid = np.ones(40, bool)
     valid[0] = False
     params = ScannParams(scann=True, scann_num_leaves=4, scann_num_leaves_to_search=4,
-                         scann_num_reordering_candidates=40)
+                         scann_num_reordering_candidates=reordering)
     index = ScannTopK(vectors, np.zeros(40, np.float32), valid, params, k=5, max_history=3)
-    queries = tf.constant(rng.normal(size=(2, 4)).astype(np.float32))
-    scores = queries.numpy() @ vectors.T
+    queries = rng.normal(size=(2, 4)).astype(np.float32)
+    scores = queries @ vectors.T
     scores[:, 0] = -np.inf
+    return index, queries, scores
+
+
+def test_index_top_k_drops_history_rows_and_adds_the_query_bias():
+    index, queries, scores = _small_index()
     history = np.argsort(-scores, axis=1)[:, :2]  # each query's two best rows are its history
-    exact = lambda: (tf.zeros([2, 5], tf.int32), tf.zeros([2, 5]))  # noqa: E731  (never used here)
-    rows, values = index.top_k(queries, tf.constant([1.0, -1.0]), tf.constant(history, tf.int64), 5, exact)
+
+    def exact(which):
+        raise AssertionError("the index fills every row: nothing is scored exactly")
+
+    rows, values = index.top_k(tf.constant(queries), tf.constant([1.0, -1.0]), tf.constant(history, tf.int64), 5,
+                               exact)
     np.testing.assert_array_equal(rows.numpy(), np.argsort(-scores, axis=1)[:, 2:7])
     np.testing.assert_allclose(values.numpy(), np.sort(scores, axis=1)[:, ::-1][:, 2:7] + [[1.0], [-1.0]],
                                rtol=1e-5)
+
+
+def test_only_the_rows_the_index_leaves_short_are_scored_exactly():
+    # The index reorders K + max_history = 8 rows: a history holding the first query's 10
+    # best rows leaves it nothing; the second query keeps the index's answer.
+    index, queries, scores = _small_index(reordering=1)
+    assert index.reach == 8
+    history = np.zeros((2, 10), np.int64)
+    history[0] = np.argsort(-scores[0])[:10]
+    asked = []
+
+    def exact(which):
+        asked.append(which.numpy().tolist())
+        return tf.fill([1, 5], 7), tf.fill([1, 5], 99.0)
+
+    rows, values = index.top_k(tf.constant(queries), tf.zeros([2]), tf.constant(history), 5, exact)
+    assert asked == [[True, False]]
+    assert rows.numpy()[0].tolist() == [7] * 5 and values.numpy()[0].tolist() == [99.0] * 5
+    np.testing.assert_array_equal(rows.numpy()[1], np.argsort(-scores[1])[:5])
+    assert index.unfilled(queries, np.zeros(2, np.float32), history, 5).tolist() == [True, False]
 
 
 def test_scann_record_rejects_searching_more_leaves_than_it_has():
