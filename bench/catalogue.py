@@ -69,6 +69,9 @@ FAMILY = "two_tower"
 SIZES = (10_000, 100_000, 1_000_000)
 BATCHES = (1, 32)
 RECALL_GOAL = 0.95
+# Parameters are chosen for this recall on the held-out queries: the margin covers the
+# difference between two sets of ~300 users (0.007-0.02 at the goal's recall here).
+TUNING_RECALL = 0.965
 P50_GOAL_MS = 5.0
 SPEEDUP_GOAL = 10.0
 GOAL_SIZE = 1_000_000
@@ -79,7 +82,7 @@ SYNTHETIC_PREFIX = "s"  # synthetic item ids: "s<row>"
 # ScaNN grid: leaves as multiples of sqrt(N), leaves searched as fractions of the leaves,
 # rows reordered (at least K + max_history whatever the grid says).
 SCANN_LEAVES = (1.0, 2.0, 4.0)
-SCANN_SEARCHED = (1 / 200, 1 / 100, 1 / 50, 1 / 25, 1 / 12, 1 / 6)
+SCANN_SEARCHED = (1 / 200, 1 / 100, 1 / 67, 1 / 50, 1 / 33, 1 / 25, 1 / 16, 1 / 12, 1 / 6)
 SCANN_REORDER = (100, 200, 400, 800, 1600)
 SCANN_DIMENSIONS_PER_BLOCK = 2
 FAISS_NPROBE = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -256,7 +259,7 @@ def tune_scann(db: np.ndarray, db_rows: np.ndarray, tuning: Queries, exact: np.n
     """The ScaNN setting for this catalogue, searched the way `ScannTopK` does (K + the
     history's items, at most the rows it reorders; the history dropped; a query left with
     fewer than K scored exactly, which costs `exact_ms`): the lowest mean batch-1 time of
-    the grid whose recall@10 is >= RECALL_GOAL (else the best recall)."""
+    the grid whose recall@10 is >= TUNING_RECALL (else the best recall)."""
     from scann.scann_ops.py import scann_ops_pybind
 
     n = len(db)
@@ -293,9 +296,9 @@ def tune_scann(db: np.ndarray, db_rows: np.ndarray, tuning: Queries, exact: np.n
 
 
 def _fastest(grid: List[Dict[str, Any]], time_key: str, within: float = 0.05) -> Dict[str, Any]:
-    """The fastest setting with recall >= RECALL_GOAL (the best recall among those within
+    """The fastest setting with recall >= TUNING_RECALL (the best recall among those within
     `within` of its time, which timing noise cannot tell apart); else the best recall."""
-    good = [g for g in grid if g["recall_at_10"] >= RECALL_GOAL]
+    good = [g for g in grid if g["recall_at_10"] >= TUNING_RECALL]
     if not good:
         return max(grid, key=lambda g: (g["recall_at_10"], -g[time_key]))
     fastest = min(g[time_key] for g in good)
@@ -484,7 +487,7 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
     requests = {b: request_inputs(report, b) for b in BATCHES}
 
     # In-process: export, load, recall, latency.
-    loaded = {}
+    loaded, expected = {}, {}
     for method in (BRUTE, SCANN):
         setting = {}
         if method == SCANN:
@@ -504,6 +507,8 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
         index = extended.top_k_index
         loaded[method] = tf.saved_model.load(out_dir)
         fn = loaded[method].signatures[protocol.RECOMMEND]
+        # The answers to the first request of each batch size, which gRPC must give too.
+        expected[method] = {b: signature_calls(fn, requests[b][:1])[0]() for b in BATCHES}
         row = {"items": size, "method": method, "setting": json.dumps({k: v for k, v in setting.items() if k != "scann"}),
                "index_build_s": round(index.build_seconds, 2) if index is not None else 0.0,
                "export_s": round(export_seconds, 1), "size_mb": round(dir_bytes(out_dir) / 2**20, 1),
@@ -516,7 +521,7 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
             row.update({f"in_process_b{b}_p50_ms": cell["p50_ms"], f"in_process_b{b}_p99_ms": cell["p99_ms"]})
         log(f"[{size}] {method}: {json.dumps(row)}")
         rows.append(row)
-        del extended
+        del extended, index, loaded[method], fn
         gc.collect()
 
     # The peer outside TensorFlow, with the query tower as its own SavedModel.
@@ -575,7 +580,7 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
                     protos = [protocol.as_input_protos(r) for r in requests[b]]
                     calls = [lambda p=p, m=method: client.predict(m, p, protocol.RECOMMEND).outputs[
                         protocol.RECOMMEND_ITEM_IDS] for p in protos]
-                    local = signature_calls(loaded[method].signatures[protocol.RECOMMEND], requests[b][:1])[0]()
+                    local = expected[method][b]
                 # The same answers both ways, or the comparison means nothing.
                 np.testing.assert_array_equal(np.asarray(calls[0]()).astype(bytes), np.asarray(local).astype(bytes),
                                               err_msg=f"{method} batch {b}: gRPC and in-process answers differ")
@@ -634,7 +639,8 @@ def render(rows, meta) -> str:
         "[vector, bias] (mean, full covariance).",
         f"- queries: test-split histories of {meta['report_queries']} users (recall and latency); the "
         f"parameters were chosen on the eval-split histories of {meta['tuning_queries']} other users "
-        f"(held out): the setting with recall@10 >= {RECALL_GOAL} of the lowest mean batch-1 time, a query "
+        f"(held out): the setting with recall@10 >= {TUNING_RECALL} there (a margin over the goal's "
+        f"{RECALL_GOAL} for other users) of the lowest mean batch-1 time, a query "
         "answered exactly charged brute force's batch-1 p50 (grids in "
         f"`{meta['name']}.json`). exact_share: the report queries scann's `recommend` answers by exact "
         "scoring at batch 1 (the index left fewer than 10 items outside the history).",

@@ -37,11 +37,11 @@ def test_exact_top_skips_rows_that_are_not_items_and_the_history():
 
 def test_the_chosen_setting_is_the_fastest_that_reaches_the_recall_goal():
     grid = [{"id": "slow", "recall_at_10": 0.99, "ms": 3.0},
-            {"id": "fast", "recall_at_10": 0.951, "ms": 1.0},
-            {"id": "as fast, finds more", "recall_at_10": 0.97, "ms": 1.03},
-            {"id": "fastest, misses", "recall_at_10": 0.90, "ms": 0.5}]
+            {"id": "fast", "recall_at_10": C.TUNING_RECALL + 0.001, "ms": 1.0},
+            {"id": "as fast, finds more", "recall_at_10": C.TUNING_RECALL + 0.01, "ms": 1.03},
+            {"id": "fastest, misses", "recall_at_10": C.TUNING_RECALL - 0.01, "ms": 0.5}]
     assert C._fastest(grid, "ms")["id"] == "as fast, finds more"
-    assert C._fastest([g for g in grid if g["recall_at_10"] < 0.95], "ms")["id"] == "fastest, misses"
+    assert C._fastest([g for g in grid if g["recall_at_10"] < C.TUNING_RECALL], "ms")["id"] == "fastest, misses"
 
 
 def test_served_ids_map_back_to_catalogue_rows():

@@ -319,3 +319,21 @@ def test_grpc_client_recommends_from_a_scann_model(pair, tmp_path):
     assert [[item for item, _ in row] for row in got] == [[i.decode() for i in row]
                                                           for row in want[protocol.RECOMMEND_ITEM_IDS]]
     np.testing.assert_allclose([[s for _, s in row] for row in got], want[protocol.RECOMMEND_SCORES], rtol=1e-5)
+
+
+def test_local_server_names_the_missing_ops_when_scann_is_not_installed(pair, monkeypatch):
+    import grpc
+
+    from export import scann_index
+    from serving import local_server
+
+    def missing():
+        raise ImportError("the model searches a ScaNN index and its ops are not available here: install scann==1.3.2")
+
+    monkeypatch.setattr(scann_index, "load_scann_ops", missing)
+    _, _, _, scann_dir, exact_dir = pair
+    with pytest.raises(local_server.RequestError) as failed:
+        local_server.load_servable("m", 1, scann_dir)
+    assert failed.value.code == grpc.StatusCode.NOT_FOUND
+    assert "Scann>ScannSearchBatched" in failed.value.message and "scann==1.3.2" in failed.value.message
+    local_server.load_servable("m", 1, exact_dir)  # a model without ScaNN ops does not need them
