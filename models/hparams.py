@@ -97,8 +97,9 @@ class SimilarParams(HParams):
 class ScannParams(HParams):
     """How a family that serves `recommend` finds its top K: by scoring every item (the
     default), or through a ScaNN index of the candidate vectors built at export time
-    (export/scann_index.py). Recall against the exact top 10 and latency per catalogue
-    size: bench/results/catalogue.md.
+    (export/scann_index.py). Recall against the exact top 10, latency and the setting
+    chosen per catalogue size: bench/results/catalogue.md; the defaults are its choice at
+    a million items (a catalogue of 10^4 - 10^5 items wants fewer leaves: its rows).
 
     Attributes:
       scann: `recommend` and `rank_queries` search the ScaNN index instead of scoring
@@ -115,7 +116,7 @@ class ScannParams(HParams):
 
     scann: bool = False
     scann_num_leaves: int = 1000
-    scann_num_leaves_to_search: int = 50
+    scann_num_leaves_to_search: int = 10
     scann_num_reordering_candidates: int = 200
     scann_dimensions_per_block: int = 2
 
