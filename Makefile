@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run describe test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
+.PHONY: run describe test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-catalogue bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -104,6 +104,11 @@ bench-sequential: bench-install
 
 bench-serving: $(STAMP)
 	$(PY) -m bench.serving $(ARGS)
+
+# recommend's recall and latency at 10^4, 10^5 and 10^6 items: brute force, ScaNN, faiss.
+# e.g. make bench-catalogue ARGS="--sizes 10000,100000 --seconds 5"
+bench-catalogue: bench-install
+	$(PY) -m bench.catalogue $(ARGS)
 
 bench-peterrec: $(STAMP)
 	$(PY) -m bench.peterrec $(ARGS)

@@ -11,6 +11,9 @@
   Evaluator's protocol K) and `score_queries` (the same examples -> every item's score,
   the history rows, the popularity ranking, the target rows and the user, for protocol
   S's full and sampled candidates). Without `score`, `serving_default` is `recommend`.
+  With the family's `scann` on, `recommend`, `recommend_excluding` and `rank_queries` take
+  the top K from a ScaNN index of the candidates built here (export/scann_index.py; same
+  outputs, the exclusions over-fetched like the history).
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
   with category-set cosine by the family's `similar_category_weight`).
 
@@ -45,6 +48,7 @@ from contract import features as F
 from common.io_utils import atomic_write
 from contract import protocol
 from export.request_checks import assert_same_rows, assert_same_shape
+from export.scann_index import scann_top_k
 from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
@@ -168,9 +172,9 @@ def export_model(
 
         signatures[protocol.SOFT_LABELS] = soft_labels.get_concrete_function()
 
-    def catalogue_scores(history_item_ids, history_behaviors, validate: bool):
-        """Scores [B, N] of every row (-inf where no item) for histories of strings ("" pads),
-        and the histories' rows [B, L] (0 = padding or unknown)."""
+    def encoded_histories(history_item_ids, history_behaviors, validate: bool):
+        """Transformed histories (item and behavior rows, as the query reads them) of
+        histories of strings ("" pads), and their rows [B, L] (0 = padding or unknown)."""
         present = tf.not_equal(history_item_ids, "")
         behaviors = tf.where(present & tf.equal(history_behaviors, ""), tf.constant(spec.default_behavior),
                              history_behaviors)
@@ -193,19 +197,50 @@ def export_model(
                 F.HISTORY_ITEM_IDS: tf.ragged.boolean_mask(history_item_ids, present).to_sparse(),
                 F.HISTORY_BEHAVIORS: tf.ragged.boolean_mask(behaviors, present).to_sparse(),
             }))
+        return history, rows
+
+    def exact_scores(history, rows):
+        """Scores [B, N] of every row (-inf where no item) for transformed histories."""
         scores = model.score_catalogue(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
-        return tf.where(model.catalogue.valid[None, :], scores, -float("inf")), rows
+        return tf.where(model.catalogue.valid[None, :], scores, -float("inf"))
+
+    def catalogue_scores(history_item_ids, history_behaviors, validate: bool):
+        """Scores [B, N] of every row (-inf where no item) for histories of strings ("" pads),
+        and the histories' rows [B, L] (0 = padding or unknown)."""
+        history, rows = encoded_histories(history_item_ids, history_behaviors, validate)
+        return exact_scores(history, rows), rows
+
+    def exact_top(history, excluded):
+        """The top K [B, k] rows and scores by scoring every item, never a row of `excluded`
+        [B, E]: every history item (not only the most recent ones the query read), and
+        recommend_excluding's exclusions."""
+        top = tf.math.top_k(_mask_rows(exact_scores(history, excluded), excluded), k=k)
+        return top.indices, top.values
+
+    # With the family's `scann` on, the top K comes from a ScaNN index of the candidates
+    # (export/scann_index.py), the history excluded the same way.
+    model.top_k_index = scann_top_k(model, valid_rows, k) if RETRIEVE in capabilities else None
 
     def top_items(history_item_ids, history_behaviors, validate: bool, exclude_item_ids=None):
         """Ranked rows [B, k] and scores for histories of strings ("" pads), never an item
-        of the history or of `exclude_item_ids` ([B, E] strings, "" pads, unknown ids ignored)."""
-        scores, rows = catalogue_scores(history_item_ids, history_behaviors, validate)
-        # Every history item is excluded, not only the most recent ones the query read.
-        scores = _mask_rows(scores, rows)
-        if exclude_item_ids is not None:
-            scores = _mask_rows(scores, model.catalogue.lookup(exclude_item_ids))
-        top = tf.math.top_k(scores, k=k)
-        return top.indices, top.values, rows
+        of the history or of `exclude_item_ids` ([B, E] strings, "" pads, unknown ids
+        ignored), and the histories' rows [B, L]."""
+        history, rows = encoded_histories(history_item_ids, history_behaviors, validate)
+        excluded = rows if exclude_item_ids is None else tf.concat(
+            [rows, model.catalogue.lookup(exclude_item_ids)], axis=1)
+        if model.top_k_index is None:
+            indices, values = exact_top(history, excluded)
+        else:
+            # The index over-fetches by the excluded rows (history and exclusions alike).
+            queries, query_biases = model.query(history[F.HISTORY_ITEM_IDX], history[F.HISTORY_BEHAVIOR_IDX])
+
+            def exact_rows(which):
+                """The exact top K of the histories [B] bool `which` (the index left them short)."""
+                return exact_top({name: tf.boolean_mask(history[name], which) for name in HISTORY_SEQUENCES},
+                                 tf.boolean_mask(excluded, which))
+
+            indices, values = model.top_k_index.top_k(queries, query_biases, excluded, k, exact=exact_rows)
+        return indices, values, rows
 
     def answer(indices, values):
         """recommend's outputs: ids ("" where no item is left, score -inf) and scores."""

@@ -95,6 +95,43 @@ class SimilarParams(HParams):
     similar_category_weight: float = 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class ScannParams(HParams):
+    """How a family that serves `recommend` finds its top K: by scoring every item (the
+    default), or through a ScaNN index of the candidate vectors built at export time
+    (export/scann_index.py). Recall against the exact top 10, latency and the setting
+    chosen per catalogue size: bench/results/catalogue.md; the defaults are its choice at
+    a million items (a catalogue of 10^4 - 10^5 items wants fewer leaves: its rows).
+
+    Attributes:
+      scann: `recommend` and `rank_queries` search the ScaNN index instead of scoring
+        every item (approximate; the served model then needs ScaNN's TensorFlow ops).
+      scann_num_leaves: partitions of the catalogue (at most one per item).
+      scann_num_leaves_to_search: partitions a query searches: more finds more of the
+        exact top K, and costs more.
+      scann_num_reordering_candidates: the best this many of the quantized scores are
+        scored again exactly (at least K + the model's max_history, so that a history's
+        items can be excluded); 0: no reordering, the served scores are the quantized ones.
+      scann_dimensions_per_block: dimensions per asymmetric-hashing block: more is a
+        smaller, faster and less accurate index.
+    """
+
+    scann: bool = False
+    scann_num_leaves: int = 1000
+    scann_num_leaves_to_search: int = 10
+    scann_num_reordering_candidates: int = 200
+    scann_dimensions_per_block: int = 2
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.scann_num_leaves < 1 or self.scann_dimensions_per_block < 1:
+            raise ValueError(f"scann_num_leaves and scann_dimensions_per_block must be >= 1, got "
+                             f"{self.scann_num_leaves}, {self.scann_dimensions_per_block}")
+        if not 1 <= self.scann_num_leaves_to_search <= self.scann_num_leaves:
+            raise ValueError(f"scann_num_leaves_to_search must be in [1, scann_num_leaves={self.scann_num_leaves}], "
+                             f"got {self.scann_num_leaves_to_search}")
+
+
 def _type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin in (tuple, Tuple):

@@ -16,7 +16,8 @@ policy: a version the policy no longer wants is retired only once a version it w
 serving, so a newest version that fails to load leaves the previous one serving, and
 GetModelStatus reports the failure with its error code and message. The README's
 conformance table lists each behaviour next to TF Serving's. Production runs the real
-server.
+server. A version whose `recommend` searches a ScaNN index (a family's `scann` on) gets
+ScaNN's TensorFlow ops registered before it loads, as a TF Serving build with them linked.
 
     python -m serving.local_server --model_base DIR --port 8500 [--poll_seconds 1]
     python -m serving.local_server --model_config_file FILE --port 8500
@@ -52,7 +53,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from contract import protocol
-from export import warmup
+from export import scann_index, warmup
 
 log = logging.getLogger("serving.local_server")
 
@@ -169,12 +170,28 @@ def _read_signature_defs(path: str) -> get_model_metadata_pb2.SignatureDefMap:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             for key, sig in meta_graph.signature_def.items():
                 sig_map.signature_def[key].CopyFrom(sig)
+            _register_custom_ops(meta_graph, path)
             return sig_map
     raise RequestError(
         grpc.StatusCode.NOT_FOUND,
         f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }}. To inspect available "
         f"tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli` ({path})",
     )
+
+
+def _register_custom_ops(meta_graph, path: str) -> None:
+    """Registers the custom ops a version's graph uses before TensorFlow loads it: ScaNN's,
+    when `recommend` searches a ScaNN index (export/scann_index.py). Without them the load
+    fails with NOT_FOUND, as in a TF Serving build that does not link them."""
+    graph = meta_graph.graph_def
+    used = scann_index.scann_ops_used(
+        [node.op for node in graph.node] + [node.op for f in graph.library.function for node in f.node_def])
+    if not used:
+        return
+    try:
+        scann_index.load_scann_ops()
+    except ImportError as exc:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"{path} uses the ops {', '.join(used)}: {exc}") from None
 
 
 def load_servable(

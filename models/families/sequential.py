@@ -27,7 +27,7 @@ from contract import features as F
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
 from models.blocks.sequence import SequenceEmbedding
-from models.hparams import HParams
+from models.hparams import ScannParams
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
 
 SEQUENCE_TARGET_IDX = "sequence_target_idx"  # [B, L] the item row to predict at each position, 0 = none
@@ -36,7 +36,7 @@ CLOZE = "cloze"
 
 
 @dataclasses.dataclass(frozen=True)
-class SequentialParams(HParams):
+class SequentialParams(ScannParams):
     """Attributes:
       dim: embedding and hidden width.
       max_len: the most recent items the model reads (inputs and training windows); at

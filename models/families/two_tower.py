@@ -32,12 +32,12 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
-from models.hparams import HParams
+from models.hparams import ScannParams
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoTowerParams(HParams):
+class TwoTowerParams(ScannParams):
     """Attributes:
       dim: vector size of both towers.
       query_hidden: widths of an MLP over the pooled history (empty: none).
