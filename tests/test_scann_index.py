@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_ITEMS = 3000  # item rows, row 0 = padding
 MAX_HISTORY = 8
 K = 10
+MOVIELENS = D.dataset_spec("movielens")  # the shipped description: its behaviors
 EASY = {"scann_num_leaves": 30, "scann_num_leaves_to_search": 10, "scann_num_reordering_candidates": 100}
 
 
@@ -56,7 +57,7 @@ class TransformOutput:
         self.max_history = max_history
 
     def transform_features_layer(self):
-        return HistoryTransform(self.item_ids, D.MOVIELENS.behaviors, self.max_history)
+        return HistoryTransform(self.item_ids, MOVIELENS.behaviors, self.max_history)
 
     def vocabulary_by_name(self, name):
         assert name == F.ITEM_VOCAB
@@ -77,7 +78,7 @@ def _model(family_name, **overrides):
     """A model of the family over an easy catalogue: item vectors in 30 tight clusters
     (a query's top items share a cluster, which partitioning keeps together), and biases."""
     family = get_family(family_name)
-    context = synthetic_context(tasks=(D.RETRIEVAL_TASK,), num_items=NUM_ITEMS, max_history=MAX_HISTORY)
+    context = synthetic_context("movielens", tasks=(D.RETRIEVAL_TASK,), num_items=NUM_ITEMS, max_history=MAX_HISTORY)
     model = family.build(context, family.hparams().override({"dim": 16, **overrides}))
     probe = tf.constant([[1, 2]], tf.int64)
     model.score_catalogue(probe, probe)  # builds every weight
