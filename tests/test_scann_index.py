@@ -208,6 +208,77 @@ def test_a_history_longer_than_the_reordering_excludes_all_its_items(pair):
     assert not {i.decode() for i in got[protocol.RECOMMEND_ITEM_IDS][0]} & set(long)
 
 
+def _recommend_excluding(loaded, histories, exclusions):
+    items, behaviors = protocol.history_arrays(histories, None)
+    out = loaded.signatures[protocol.RECOMMEND_EXCLUDING](
+        history_item_ids=tf.constant(items), history_behaviors=tf.constant(behaviors),
+        exclude_item_ids=tf.constant(protocol.exclusion_array(exclusions, len(histories))))
+    return {key: value.numpy() for key, value in out.items()}
+
+
+def _catalogue_scores(exact, histories):
+    """[B, N] exact score of every row for each history (score_queries of the exact model)."""
+    examples = []
+    for history in histories:
+        feats = {F.HISTORY_ITEM_IDS: tf.train.Feature(bytes_list=tf.train.BytesList(value=[h.encode() for h in history])),
+                 F.HISTORY_BEHAVIORS: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""] * len(history)))}
+        examples.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
+    out = exact.signatures[protocol.SCORE_QUERIES](examples=tf.constant(examples))
+    return out[protocol.CATALOGUE_SCORES].numpy()
+
+
+def _best_outside(scores, history, n):
+    """The ids of the n best rows of one history's scores outside the history."""
+    own = {int(i[1:]) for i in history if i[1:].isdigit()}
+    return [f"i{r}" for r in np.argsort(-scores) if r not in own and VALID[r]][:n]
+
+
+def test_scann_recommend_excluding_keeps_out_the_exclusions_and_finds_the_exact_top_items(pair):
+    _, exact, approximate, _, _ = pair
+    histories = _histories()  # those of the recommend test, whose recall the exclusions keep
+    scores = _catalogue_scores(exact, histories)
+    # Each row excludes its own 5 best items, 2 others and an unknown id (ignored); the last
+    # one excludes its 120 best, more than the index reorders (100): it is answered exactly.
+    exclusions = [_best_outside(s, h, 5) + [f"i{100 + b}", f"i{200 + b}", "unknown-id"]
+                  for b, (s, h) in enumerate(zip(scores, histories))]
+    exclusions[-1] = _best_outside(scores[-1], histories[-1], 120)
+    want = _recommend_excluding(exact, histories, exclusions)
+    got = _recommend_excluding(approximate, histories, exclusions)
+    for key in want:
+        assert got[key].shape == want[key].shape == (len(histories), K) and got[key].dtype == want[key].dtype
+    recalls = [len(set(g) & set(w)) / K for g, w in zip(got[protocol.RECOMMEND_ITEM_IDS],
+                                                         want[protocol.RECOMMEND_ITEM_IDS])]
+    assert np.mean(recalls) >= 0.95, recalls
+    for b, (ids, served) in enumerate(zip(got[protocol.RECOMMEND_ITEM_IDS], got[protocol.RECOMMEND_SCORES])):
+        names = [i.decode() for i in ids]
+        assert not set(names) & (set(histories[b]) | set(exclusions[b])), f"row {b} got a history or excluded item"
+        assert len(set(names)) == K and all(VALID[int(n[1:])] for n in names)
+        # reordered: the served scores are the exact ones
+        np.testing.assert_allclose(served, scores[b][[int(n[1:]) for n in names]], atol=1e-4)
+    np.testing.assert_array_equal(got[protocol.RECOMMEND_ITEM_IDS][-1], want[protocol.RECOMMEND_ITEM_IDS][-1])
+
+
+def test_scann_recommend_excluding_asks_the_index_for_the_exclusions_too(tmp_path):
+    # Without reordering the served scores of a row the index answers are its quantized
+    # ones, and those of a row scored exactly the exact ones. Each history excludes its 40
+    # best items: asked for K + the history's and the exclusions' items, the index still
+    # finds K items outside them, so no row falls back to scoring every item.
+    model = _model("two_tower")
+    exact = _export(model, str(tmp_path / "exact"))
+    approximate = _export(model, str(tmp_path / "scann"), scann=True,
+                          **{**EASY, "scann_num_reordering_candidates": 0})
+    histories = _histories(n=8, seed=11)[2:]
+    scores = _catalogue_scores(exact, histories)
+    exclusions = [_best_outside(s, h, 40) for s, h in zip(scores, histories)]
+    got = _recommend_excluding(approximate, histories, exclusions)
+    for b, (ids, served) in enumerate(zip(got[protocol.RECOMMEND_ITEM_IDS], got[protocol.RECOMMEND_SCORES])):
+        names = [i.decode() for i in ids]
+        assert len(set(names)) == K and not set(names) & (set(histories[b]) | set(exclusions[b]))
+        exact_of_served = scores[b][[int(n[1:]) for n in names]]
+        assert np.max(np.abs(served - exact_of_served)) > 1e-5, f"row {b} was scored exactly, not by the index"
+        np.testing.assert_allclose(served, exact_of_served, atol=0.5)  # quantized, not another item's
+
+
 def _small_index(reordering=40):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(40, 4)).astype(np.float32)
