@@ -1,7 +1,9 @@
-"""Catalogue-size benchmark: `recommend`'s recall and cost from MovieLens's catalogue to a million items.
+"""Catalogue-size benchmark: `recommend`'s recall and cost from a dataset's catalogue to a million items.
 
-The catalogue: the item vectors and biases of a two_tower trained on MovieLens (hash
-split, seed 42, the family's defaults; the Trainer's code), plus synthetic items drawn
+The catalogue: the item vectors and biases of a two_tower trained on a dataset
+description's data (`--dataset` / `--dataset_file`, `--data_dir`, its split unless
+`--split` says otherwise; MovieLens by default; seed 42, the family's defaults; the
+Trainer's code), plus synthetic items drawn
 from a Gaussian fit of the real items' [vector, bias] (mean and full covariance), up to
 `--sizes` items in all (the synthetic items of a smaller size are the first ones of a
 larger). The queries: real users' query vectors, from their user-view histories through
@@ -28,7 +30,8 @@ signature call) and through the local gRPC server (serving/local_server.py in a 
 process, serving/client.py), one request at a time, each cell bounded by `--requests`
 and `--seconds`.
 
-    python -m bench.catalogue [--sizes 10000,100000,1000000] [--seconds 10] [--out bench/results]
+    python -m bench.catalogue [--dataset NAME | --dataset_file FILE] [--data_dir DIR]
+        [--sizes 10000,100000,1000000] [--seconds 10] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from contract import protocol  # noqa: E402
 from export.signatures import Catalogue, densify, export_model  # noqa: E402
 from models.base import RETRIEVE, RecModel  # noqa: E402
 from serving import client as serving_client  # noqa: E402
-from training.trainer import TrainConfig, train  # noqa: E402
+from training.trainer import train  # noqa: E402
 from training.views import USER_VIEW_SPEC  # noqa: E402
 
 K = 10
@@ -629,11 +632,11 @@ COLUMNS = ["items", "method", "setting", "recall_at_10", "exact_share", "index_b
 
 def render(rows, meta) -> str:
     lines = [
-        "# Catalogue size: recommend's recall and latency from MovieLens's catalogue to a million items",
+        f"# Catalogue size: recommend's recall and latency from {meta['dataset']}'s catalogue to a million items",
         "",
         common.md_table(rows, COLUMNS, digits=3),
         "",
-        f"- catalogue: the item vectors and biases of {FAMILY} trained on MovieLens (hash split, seed {SEED}, "
+        f"- catalogue: the item vectors and biases of {FAMILY} trained on {meta['data']} (seed {SEED}, "
         f"{meta['training']['epochs_run']} epochs, best eval {meta['training']['monitor']} "
         f"{meta['training']['best_value']:.4f}) and synthetic items from a Gaussian fit of the real items' "
         "[vector, bias] (mean, full covariance).",
@@ -682,6 +685,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--name", default="catalogue", help="result files <out>/<name>.json and .md")
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
@@ -693,11 +697,10 @@ def main(argv=None) -> int:
     def log(message):
         print(f"[{time.monotonic() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
 
-    stages = common.data_stages(args.work_dir)
+    stages = common.stages_of_args(args)
     tft_output = tft.TFTransformOutput(stages.transform_graph)
-    config = TrainConfig(family=FAMILY, dataset=stages.config.dataset, hparams=overrides,
-                         tasks=common.task_names(stages.config, FAMILY), max_history=stages.config.max_history,
-                         seed=SEED, top_k=K, split=stages.config.split)
+    config = common.train_config(stages, FAMILY, hparams=overrides, tasks=common.task_names(stages.config, FAMILY),
+                                 seed=SEED, top_k=K)
     model, summary, valid = train(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
                                   stages.transform_graph)
     log(f"trained {FAMILY}: {summary['epochs_run']} epochs, best {summary['monitor']} {summary['best_value']:.4f}")
@@ -729,6 +732,8 @@ def main(argv=None) -> int:
         "command": "python -m bench.catalogue " + " ".join(shlex.quote(a) for a in
                                                              (argv if argv is not None else sys.argv[1:])),
         "commit": git_commit(),
+        "dataset": stages.config.dataset_name,
+        "data": common.data_label(stages.config),
         "machine": common.machine(),
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
