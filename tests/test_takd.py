@@ -524,14 +524,14 @@ def test_pair_draws_resample_the_rows_each_metric_is_computed_on():
 
     rng = np.random.default_rng(0)
     n = 300
-    data = {F.LOVED: (rng.random(n) < 0.2).astype(int), F.LIKED: (rng.random(n) < 0.5).astype(int),
-            F.WATCHED: (rng.random(n) < 0.8).astype(int), F.ITEM_IDX: np.arange(n)}
+    data = {"loved": (rng.random(n) < 0.2).astype(int), "liked": (rng.random(n) < 0.5).astype(int),
+            "watched": (rng.random(n) < 0.8).astype(int), F.ITEM_IDX: np.arange(n)}
     specs = [D.dataset_spec("movielens").task(t) for t in ("loved", "liked")]
-    predictions = {t: data[getattr(F, t.upper())] + rng.normal(size=n) for t in ("loved", "liked")}
+    predictions = {t: data[t] + rng.normal(size=n) for t in ("loved", "liked")}
     values = takd.pair_metrics(("loved", "liked"), specs, predictions, data)
     draws = takd.pair_draws(("loved", "liked"), specs, predictions, data)
     assert set(draws) == set(values)
-    watched = int(data[F.WATCHED].sum())
+    watched = int(data["watched"].sum())
     assert draws["loved/auc"][0] == watched and draws["liked/multi_auc"][0] == watched
     for name, (units, d_) in draws.items():
         assert len(d_) == common.BOOTSTRAP_RESAMPLES
@@ -545,15 +545,15 @@ def _synthetic_takd(seeds=3, n=400, student_scale=0.6, alone_scale=1.5, teacher_
     from contract import datasets as D
 
     rng = np.random.default_rng(1)
-    data = {F.LOVED: (rng.random(n) < 0.2).astype(int), F.LIKED: (rng.random(n) < 0.5).astype(int),
-            F.WATCHED: np.ones(n, int), F.ITEM_IDX: np.arange(n)}
+    data = {"loved": (rng.random(n) < 0.2).astype(int), "liked": (rng.random(n) < 0.5).astype(int),
+            "watched": np.ones(n, int), F.ITEM_IDX: np.arange(n)}
     specs = [D.dataset_spec("movielens").task(t) for t in ("loved", "liked")]
     per = {}
     for key, scale in (("takd_teacher/teacher", teacher_scale), ("takd_student/student", student_scale),
                        ("takd_student/student_alone", alone_scale)):
         entry = per.setdefault(key, {"params": 1, "seeds": list(range(seeds))})
         for _ in range(seeds):
-            predictions = {t: 2 * data[F.LOVED] + data[F.LIKED] + rng.normal(scale=scale, size=n)
+            predictions = {t: 2 * data["loved"] + data["liked"] + rng.normal(scale=scale, size=n)
                            for t in ("loved", "liked")}
             for name, value in takd.pair_metrics(("loved", "liked"), specs, predictions, data).items():
                 entry.setdefault(f"test/{name}", []).append(value)
