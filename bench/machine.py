@@ -1,6 +1,10 @@
-"""What a benchmark records about the machine it ran on."""
+"""What a benchmark records about the machine it ran on, and the commit it ran at."""
 
+import os
 import platform
+import subprocess
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_model() -> str:
@@ -13,3 +17,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def commit() -> str:
+    """The repository's commit (`git rev-parse --short HEAD`), `+ changes` when the work tree
+    differs from it; 'unknown' outside a git work tree."""
+    try:
+        head = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + changes" if dirty else "")

@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import commit, cpu_model  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -782,6 +782,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Reliability under faults",
         "",
         f"- command: `{meta['command']}`",
+        f"- commit: {meta.get('commit') or 'not recorded'}",
         f"- data: {meta['data']}",
         f"- machine: {meta['nproc']} CPUs, {meta['cpu_model']}; load average {meta['load']}",
         f"- date: {meta['date']}; wall time {meta['seconds']} s",
@@ -868,6 +869,7 @@ def main(argv=None) -> int:
         "cpu_model": cpu_model(),
         "load": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 minute)",
         "date": datetime.date.today().isoformat(),
+        "commit": commit(),
         "seconds": round(time.monotonic() - started),
     }
     os.makedirs(args.out, exist_ok=True)

@@ -46,7 +46,7 @@ from serving import client as serving_client  # noqa: E402
 from contract import protocol
 from export import warmup  # noqa: E402
 from common.io_utils import atomic_write
-from bench.machine import cpu_model
+from bench.machine import commit, cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATES = 100
@@ -253,6 +253,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Serving benchmark",
         "",
         f"- command: `{meta['command']}`",
+        f"- commit: {meta.get('commit') or 'not recorded'}",
         f"- model: `{meta['model']}` version {meta['version']} ({meta['model_dir']})",
         f"- server: {meta['server']}",
         f"- machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu_model']}; Python {meta['python']}, "
@@ -428,6 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "max_requests": args.requests,
         "max_seconds": args.seconds,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
     }
     meta["goals"] = goals(rows)
     for row in rows:
