@@ -32,7 +32,7 @@ run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(ARGS)
 
 # A draft dataset description from a sample of your files, e.g.
-# make describe ARGS="data/my_log.csv [data/my_items.csv]"
+# make describe ARGS="data/my_log.csv [--items data/my_items.csv]"
 describe: $(STAMP)
 	$(PY) -m components.example_gen.describe $(ARGS)
 
