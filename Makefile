@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run describe test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-catalogue bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
+.PHONY: run describe test browser docs bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-catalogue bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(ARGS)
 
 # A draft dataset description from a sample of your files, e.g.
-# make describe ARGS="data/my_log.csv [data/my_items.csv]"
+# make describe ARGS="data/my_log.csv [--items data/my_items.csv]"
 describe: $(STAMP)
 	$(PY) -m components.example_gen.describe $(ARGS)
 
@@ -46,6 +46,10 @@ browser:
 	  echo "Installing Chromium (Debian package chromium) for the report's browser test..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# docs/benchmarks/ and the README's family table from bench/results (after a benchmark ran).
+docs: $(STAMP)
+	$(PY) -m bench.render_docs $(ARGS)
 
 bench: bench-ingest bench-mf bench-topk bench-similar bench-serving bench-reliability
 

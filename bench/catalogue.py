@@ -438,18 +438,6 @@ def faiss_calls(index: FaissIndex, query: Callable[[Dict[str, np.ndarray]], Dict
 # --------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------
-def git_commit() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
 def peak_rss_mb(pid: str = "self") -> float:
     """Peak resident memory (VmHWM) of a running process, in MB (0 when unknown)."""
     try:
@@ -731,10 +719,11 @@ def main(argv=None) -> int:
         "name": args.name,
         "command": "python -m bench.catalogue " + " ".join(shlex.quote(a) for a in
                                                              (argv if argv is not None else sys.argv[1:])),
-        "commit": git_commit(),
+        "commit": common.commit(),
         "dataset": stages.config.dataset_name,
         "data": common.data_label(stages.config),
         "machine": common.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_before": load_before,
         "load_after": round(os.getloadavg()[0], 2),
         "seconds": round(time.monotonic() - started, 1),

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.machine import cpu_model  # noqa: E402
+from bench.machine import commit, cpu_model  # noqa: E402,F401
 from common.io_utils import atomic_write  # noqa: E402
 from contract import features as F  # noqa: E402
 from pipeline.configs import REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides  # noqa: E402,F401
@@ -136,21 +136,6 @@ def read_table(source, data_dir: str):
     return pd.concat(frames, ignore_index=True)
 
 
-def commit() -> str:
-    """The repository's commit (`git rev-parse --short HEAD`), `+ changes` when the work tree
-    differs from it; 'unknown' outside a git work tree."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=30, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + (" + changes" if dirty else "")
-
-
 def machine() -> Dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
@@ -164,10 +149,12 @@ def machine() -> Dict[str, Any]:
 
 def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta: Dict[str, Any],
                   out_dir: str = RESULTS_DIR) -> None:
-    """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method)."""
+    """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method), the markdown ending
+    with the command, the commit (this work tree's unless `meta` names one) and the machine with
+    its date, which bench/render_docs.py puts at the top of the rendered page."""
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
-    header = ["", "Produced by: `" + meta["command"] + "`"] + (
-        [f"Commit: {meta['commit']}"] if meta.get("commit") else []) + [f"Machine: {meta['machine']}", ""]
+    header = ["", "Produced by: `" + meta["command"] + "`", f"Commit: {meta.get('commit') or commit()}",
+              f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
 

@@ -47,7 +47,7 @@ from pipeline.configs import (BEAM_PROFILES, REPO_ROOT, PipelineConfig, add_data
                               with_beam_profile)
 from common.io_utils import atomic_path
 from contract import description as desc
-from bench.machine import cpu_model
+from bench.machine import commit, cpu_model
 
 DEFAULT_OUT = str(REPO_ROOT / "bench" / "results")
 RESULTS_JSON = "scale.json"
@@ -706,6 +706,7 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "## How it was measured",
         "",
         f"- Command: `{meta['command']}` (started {meta['started']}).",
+        f"- Commit: {meta.get('commit') or 'not recorded'}.",
         f"- Data: `{meta['data_dir']}` (the description's interaction files and item table); replica r adds "
         "r * (max user id + 1) to user ids and r * (max item id + 1) to item ids (ids that are not all integers: "
         "the prefix `r<r>-`); line ends kept, csv quoting minimal.",
@@ -802,6 +803,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     meta = {
         "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": commit(),
         "scales": args.scales,
         "profiles": args.profiles,
         "profile_args": {p: list(with_beam_profile(defaults, p).beam_pipeline_args) for p in args.profiles},

@@ -1,8 +1,10 @@
-"""What a benchmark records about the machine and the code it ran on."""
+"""What a benchmark records about the machine it ran on, and the commit it ran at."""
 
 import os
 import platform
 import subprocess
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_model() -> str:
@@ -17,16 +19,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def source_commit() -> str:
-    """The repository's commit (`git rev-parse --short HEAD`), with `+changes` when tracked
-    files differ from it; "unknown" outside a git work tree."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-    def git(*args):
-        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=30)
-
-    head = git("rev-parse", "--short", "HEAD")
-    if head.returncode != 0:
+def commit() -> str:
+    """The repository's commit (`git rev-parse --short HEAD`), `+ changes` when the work tree
+    differs from it; 'unknown' outside a git work tree."""
+    try:
+        head = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return head.stdout.strip() + ("+changes" if dirty else "")
+    return head + (" + changes" if dirty else "")

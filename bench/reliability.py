@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.machine import cpu_model, source_commit  # noqa: E402
+from bench.machine import commit, cpu_model  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -805,7 +805,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Reliability under faults",
         "",
         f"- command: `{meta['command']}`",
-        f"- commit: {meta['commit']}",
+        f"- commit: {meta.get('commit') or 'not recorded'}",
         f"- data: {meta['data']}",
         f"- machine: {meta['nproc']} CPUs, {meta['cpu_model']}; load average {meta['load']}; shared with other "
         "work, so the seconds and latencies below are not evidence of speed (the scenarios are about what was "
@@ -841,7 +841,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
     started = time.monotonic()
-    commit = source_commit()  # before the trials: the code they ran
+    ran_at = commit()  # before the trials: the code they ran
     load_before = os.getloadavg()[0]
     work = args.work_dir or tempfile.mkdtemp(prefix="reliability-")
     os.makedirs(work, exist_ok=True)
@@ -889,7 +889,7 @@ def main(argv=None) -> int:
         row["notes"] = row["notes"].replace(work + os.sep, "").replace(work, ".")
     meta = {
         "command": "python -m bench.reliability " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "commit": commit,
+        "commit": ran_at,
         "data": f"{config.describe_dataset()} from {full.data_dir}: the first {SLICE_USERS} users of each interaction "
                 f"file ({config.split} split, seed {config.seed}), family {FAMILY}, 40 train steps",
         "nproc": os.cpu_count(),

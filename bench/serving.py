@@ -52,7 +52,7 @@ from serving import client as serving_client  # noqa: E402
 from contract import protocol
 from export import warmup  # noqa: E402
 from common.io_utils import atomic_write
-from bench.machine import cpu_model, source_commit
+from bench.machine import commit, cpu_model
 from serving.local_server import DEFAULT_MAX_BATCH_ROWS as DEFAULT_BATCH_ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,7 +280,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "# Serving benchmark",
         "",
         f"- command: `{meta['command']}`",
-        f"- commit: {meta.get('commit', 'not recorded')}",
+        f"- commit: {meta.get('commit') or 'not recorded'}",
         f"- model: `{meta['model']}` version {meta['version']} ({meta['model_dir']})",
         f"- server: {meta['server']}",
         f"- machine: {meta['nproc']} CPUs (`nproc`), {meta['cpu_model']}; Python {meta['python']}, "
@@ -388,7 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir or common.DEFAULT_WORK_DIR
-    commit = source_commit()  # before the measurement: the code it ran
+    ran_at = commit()  # before the measurement: the code it ran
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     batch_rows: List[Optional[int]] = [int(v) for v in args.server_batch_rows.split(",") if v] or [None]
     if args.target and args.server_batch_rows:
@@ -501,7 +501,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     server_desc = "; ".join(servers)
     meta = {
         "command": "python -m bench.serving " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "commit": commit,
+        "commit": ran_at,
         "model": args.model,
         "version": version,
         "model_dir": "stand-in model (test fixture)" if args.stand_in else version_dir,

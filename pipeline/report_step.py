@@ -66,6 +66,8 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        import tensorflow as tf
+
         from pipeline import html_report, model_card
 
         config = dataclasses.replace(PipelineConfig.from_json(exec_properties["config"]),
@@ -77,9 +79,9 @@ class Executor(base_executor.BaseExecutor):
 
         for path in model_card.write_cards(config, outputs):
             logging.info("Model card: %s", path)
-        text = html_report.render(config, outputs=outputs)
-        artifact_copy = atomic_write(os.path.join(report.uri, html_report.REPORT_NAME), text)
-        path = atomic_write(os.path.join(config.output_dir, html_report.REPORT_NAME), text)
+        path = html_report.write(config, outputs=outputs)
+        with tf.io.gfile.GFile(path) as f:
+            artifact_copy = atomic_write(os.path.join(report.uri, html_report.REPORT_NAME), f.read())
         report.set_string_custom_property(REPORT_PATH_PROPERTY, path)
         logging.info("Report: %s (this run's copy: %s)", path, artifact_copy)
 

@@ -312,7 +312,7 @@ def test_the_run_report_is_one_self_contained_html_file(trained_run):
     # bins, eval and test on one chart; retrieval families (no probabilities) get none.
     assert text.count('class="calibration"') == 1 and "mf prediction: calibration" in text
     assert "Against the last blessed model" in text
-    assert "split=eval x user_activity=" in text  # slices within a split
+    assert "<td class=\"l\">eval · user_activity=" in text  # slices within a split, one row each
     for split in ("train", "eval", "test"):  # the data section has every split's statistics
         assert f"<td>{split}</td>" in text
 

@@ -5,6 +5,7 @@ Chromium is the Debian package `chromium`; `make test` installs it when missing.
 """
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import html_report
+from pipeline import html_report, report
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -42,7 +43,7 @@ def test_chromium_renders_every_section_without_console_errors(report_path):
     result = _headless("--dump-dom", url)
     assert result.returncode == 0, result.stderr[-2000:]
     dom = result.stdout
-    for section in ("run", "data", "models", "family-mf", "family-two_tower"):
+    for section in ("summary", "run", "data", "models", "family-mf", "family-two_tower"):
         assert f'id="{section}"' in dom, section
     assert dom.count("<svg") >= 2 and 'class="calibration"' in dom
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
@@ -66,3 +67,17 @@ def test_the_screenshot_of_the_report_is_not_blank(report_path, tmp_path):
     # Text, tables and charts: a small share of dark pixels, many grey levels (anti-aliasing, lines).
     assert 0.005 < dark < 0.5, dark
     assert len(np.unique(pixels)) > 20
+
+
+def test_the_summary_chromium_shows_has_the_evaluators_numbers(report_path, trained_run):
+    config, _, _ = trained_run
+    dom = _headless("--dump-dom", "file://" + os.path.abspath(report_path)).stdout
+    summary = dom[dom.index('id="summary"'):dom.index('id="models"')]
+    cells = re.findall(r'<td data-family="([^"]+)" data-output="([^"]*)" data-metric="([^"]+)" '
+                       r'data-split="([^"]+)">([^<]+)</td>', summary)
+    outputs = report.output_dirs(config.pipeline_root)
+    assert {family for family, *_ in cells} == set(config.families)
+    for family, output, metric, split, shown in cells:
+        expected = report.split_metrics(outputs[f"Evaluator_{family}"]["evaluation"])[split][output][metric]
+        assert float(shown) == pytest.approx(expected, abs=5e-5), (family, output, metric, split)
+    assert {(c[2], c[3]) for c in cells if c[0] == "mf"} == {("rmse", "eval"), ("rmse", "test")}

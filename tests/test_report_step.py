@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 
 import pytest
 import tensorflow as tf
@@ -75,7 +76,8 @@ def test_the_report_step_writes_report_and_cards_from_the_runs_artifacts(trained
     with tf.io.gfile.GFile(path) as f:
         text = f.read()
     assert open(os.path.join(out.uri, html_report.REPORT_NAME), encoding="utf-8").read() == text
-    assert [name for name in tf.io.gfile.listdir(output_dir)] == [html_report.REPORT_NAME]  # no temporary left
+    # The report and its summary for the next run's comparison; no temporary left.
+    assert sorted(tf.io.gfile.listdir(output_dir)) == [html_report.REPORT_NAME, html_report.SUMMARY_NAME]
     assert f"Report: {path}" in caplog.text and f"Model card: {card}" in caplog.text
     for section in ("run", "data", "models", "family-mf", "family-two_tower"):
         assert f'id="{section}"' in text, section
@@ -97,3 +99,50 @@ def test_the_report_step_names_an_output_the_pipeline_lacks(tmp_path):
     config = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("mf",))
     with pytest.raises(ValueError, match=r"reads StatisticsGen\.statistics, .*Pusher_mf\.pushed_model, which"):
         RunReport(config, {})
+
+
+def _evaluator_metrics(config, family):
+    return report.split_metrics(report.output_dirs(config.pipeline_root)[f"Evaluator_{family}"]["evaluation"])
+
+
+def test_the_report_reads_top_down_from_a_summary_of_the_evaluators_numbers(trained_run):
+    config, timings, _ = trained_run
+    text, summary = html_report.render_report(config, timings)
+    # Summary first, then the families, then data and run details.
+    positions = [text.index(f'id="{section}"') for section in ("summary", "models", "family-mf", "data", "run")]
+    assert positions == sorted(positions)
+    rows = {(r["family"], r["task"], r["metric"]): r for r in summary["rows"]}
+    assert set(rows) >= {("mf", "rating", "rmse"), ("two_tower", "items", "ndcg@10"),
+                         ("two_tower", "items", "ndcg@10_lift")}
+    for (family, task, metric), row in rows.items():
+        metrics = _evaluator_metrics(config, family)
+        for split in ("eval", "test"):
+            per_output = metrics[split]
+            value = (per_output.get(task) or per_output[""])[metric]
+            assert row[split] == value
+            assert (f'data-metric="{metric}" data-split="{split}">{value:.4f}</td>') in text
+    # Per family, one table per task with the slices as rows and bars under the values.
+    mf = text[text.index('id="family-mf"'):text.index('id="family-two_tower"')]
+    assert "Task rating: metrics per slice" in mf and '<td class="l">eval · user_activity=' in mf
+    assert '<div class="bar" style="width:100%"></div>' in mf
+    # Plots with labelled axes, times to 0.1 s.
+    assert 'class="x-label"' in text and "mean prediction per bin (label units)" in text
+    seconds = re.findall(r"<tr><td>[A-Za-z_]+</td><td>[a-z]*</td><td>([^<]+)</td></tr>", text[text.index('id="run"'):])
+    assert seconds and all(re.fullmatch(r"\d+\.\d", s) for s in seconds), seconds
+
+
+def test_the_report_compares_with_the_previous_run_of_its_output_directory(trained_run, tmp_path):
+    config, timings, _ = trained_run
+    outputs = report.output_dirs(config.pipeline_root)
+    here = dataclasses.replace(config, output_dir=str(tmp_path))
+    first = open(html_report.write(here, timings, outputs), encoding="utf-8").read()
+    assert "No earlier report in this output directory" in first
+    saved = json.loads((tmp_path / html_report.SUMMARY_NAME).read_text())
+    rmse = next(r for r in saved["rows"] if (r["family"], r["metric"]) == ("mf", "rmse"))
+    rmse["eval"] += 0.25  # as if the previous run had been worse by 0.25
+    (tmp_path / html_report.SUMMARY_NAME).write_text(json.dumps(saved))
+    second = open(html_report.write(here, timings, outputs), encoding="utf-8").read()
+    assert f"Previous report written {saved['written']}" in second
+    mf_summary = second[second.index('id="summary"'):second.index('id="models"')]
+    assert "<td>-0.2500</td>" in mf_summary
+    assert "<td>+0.0000</td>" in mf_summary  # two_tower: the same models, the same numbers

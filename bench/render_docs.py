@@ -1,0 +1,375 @@
+"""Renders docs/benchmarks/ and the README's family table from bench/results/.
+
+A results file is the pair `<name>.json` (the rows) and `<name>.md` (the tables, goal lines and
+footer that the benchmark command wrote with `bench.common.write_results` or its own
+`render_markdown`). Each page of docs/benchmarks/ is that markdown under a header that states
+the command, commit, machine and date that produced it and the goal lines first; files named
+`<name>_runs.json`, `_tuning.json`, `_gates.json` or `_slices.json` are the extra rows of
+`<name>` and are linked from its page. The README's family table (between the FAMILY_TABLE
+markers) takes each family's headline figure from a results file's rows. `make docs` runs this;
+tests/test_docs.py checks that the checked-in pages are what it renders.
+
+    python -m bench.render_docs [--results bench/results] [--docs docs/benchmarks] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
+DOCS_DIR = os.path.join(REPO_ROOT, "docs", "benchmarks")
+README = os.path.join(REPO_ROOT, "README.md")
+AUXILIARY = ("_runs", "_tuning", "_gates", "_slices")
+BEGIN, END = "<!-- FAMILY_TABLE: rendered by `make docs` from bench/results; do not edit -->", "<!-- /FAMILY_TABLE -->"
+GOAL_HEADING = re.compile(r"^#+ Goal", re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class Provenance:
+    """Who produced a results file: its command, commit, machine and date (None when absent)."""
+
+    command: Optional[str]
+    commit: Optional[str]
+    machine: Optional[str]
+    date: Optional[str]
+
+    def missing(self) -> List[str]:
+        return [f.name for f in dataclasses.fields(self) if not getattr(self, f.name)]
+
+
+def _last(pattern: str, text: str) -> Optional[str]:
+    found = re.findall(pattern, text, flags=re.MULTILINE)
+    return found[-1].strip() if found else None
+
+
+def _machine(value: str) -> Tuple[str, Optional[str]]:
+    """`Machine: {...}` as `cpu, N cores, load L` and its date (text after the record, such as
+    bench.catalogue's load at the end, is dropped); other forms as written."""
+    braces = re.match(r"^(\{.*\})", value)
+    if braces:
+        value = braces.group(1)
+    try:
+        record = json.loads(value)
+    except ValueError:
+        try:
+            record = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value, None
+    if not isinstance(record, dict):
+        return value, None
+    text = f"{record.get('cpu', '?')}, {record.get('cores', '?')} cores, Python {record.get('python', '?')}, " \
+           f"1-minute load {record.get('load_average_1m', '?')} at the start"
+    return text, record.get("date")
+
+
+def provenance(markdown: str) -> Provenance:
+    """The command, commit, machine and date a benchmark wrote into its markdown: the footer
+    of `write_results` (`Produced by:`, `Commit:`, `Machine: {...}`) or the bullet lists of
+    bench.serving / bench.reliability / bench.ingest (`- command:`, `- machine:`, `- date:`);
+    the last of each wins (a joined file ends with the command that joined it)."""
+    command = _last(r"^Produced by: `(.+)`\s*$", markdown) or _last(r"^- [Cc]ommand: `([^`]+)`", markdown)
+    commit = _last(r"^Commit: (.+)$", markdown) or _last(r"^- [Cc]ommit: (.+?)\.?$", markdown)
+    machine_line = _last(r"^Machine: (.+)$", markdown)
+    date = None
+    if machine_line:
+        machine, date = _machine(machine_line)
+    else:
+        machine = _last(r"^- [Mm]achine: (.+)$", markdown)
+    date = date or _last(r"^- date: ([^;]+)", markdown) or _last(r"\(started (\S+?)\)", markdown)
+    return Provenance(command, commit, machine, date)
+
+
+def _is_footer(line: str) -> bool:
+    return bool(re.match(r"^(Produced by: `|Commit: |Machine: )", line))
+
+
+def split_page(markdown: str) -> Tuple[str, List[str], List[str]]:
+    """A benchmark's markdown as (title, goal lines, the rest without the footer lines)."""
+    lines = markdown.rstrip("\n").splitlines()
+    title = lines[0].lstrip("#").strip() if lines and lines[0].startswith("#") else ""
+    body = lines[1:] if title else lines
+    goals: List[str] = []
+    rest: List[str] = []
+    in_goals = False
+    for line in body:
+        if line.startswith("#"):
+            in_goals = bool(GOAL_HEADING.match(line))
+            if in_goals:
+                continue
+        if _is_footer(line):
+            continue
+        if in_goals:
+            if line.strip():
+                goals.append(line)
+        else:
+            rest.append(line)
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    collapsed: List[str] = []
+    for line in rest:
+        if not line.strip() and collapsed and not collapsed[-1].strip():
+            continue
+        collapsed.append(line)
+    while collapsed and not collapsed[-1].strip():
+        collapsed.pop()
+    return title, goals, collapsed
+
+
+@dataclasses.dataclass
+class ResultsFile:
+    """One results file: its name (relative to the results directory, no suffix), rows and markdown."""
+
+    name: str
+    rows: Any
+    markdown: str
+    extras: List[str]
+
+    @property
+    def provenance(self) -> Provenance:
+        return provenance(self.markdown)
+
+
+def results_files(results_dir: str = RESULTS_DIR) -> List[ResultsFile]:
+    """Every results file under `results_dir` (sub-directories too), sorted by name; an error
+    names a `.json` whose `.md` is missing."""
+    found = []
+    for root, _, names in os.walk(results_dir):
+        for file_name in sorted(names):
+            if not file_name.endswith(".json"):
+                continue
+            stem = file_name[:-len(".json")]
+            if stem.endswith(AUXILIARY):
+                continue
+            name = os.path.relpath(os.path.join(root, stem), results_dir).replace(os.sep, "/")
+            md_path = os.path.join(root, stem + ".md")
+            if not os.path.exists(md_path):
+                raise FileNotFoundError(f"{os.path.join(root, file_name)} has no {stem}.md beside it: a results "
+                                        "file is the rows and the markdown its command wrote")
+            with open(os.path.join(root, file_name)) as f:
+                rows = json.load(f)
+            with open(md_path) as f:
+                markdown = f.read()
+            extras = sorted(n for n in names if n.endswith(".json") and n != file_name
+                            and any(n == stem + suffix + ".json" for suffix in AUXILIARY))
+            found.append(ResultsFile(name, rows, markdown, extras))
+    return sorted(found, key=lambda r: r.name)
+
+
+def _goal_state(goals: Sequence[str]) -> str:
+    met = sum(1 for g in goals if re.search(r"\bmet\b", g) and not re.search(r"not met", g))
+    not_met = sum(1 for g in goals if re.search(r"not met", g))
+    if not goals:
+        return "no goal"
+    return f"{met} met, {not_met} not met" if met + not_met else f"{len(goals)} lines"
+
+
+def render_page(result: ResultsFile) -> str:
+    """The docs page of one results file."""
+    title, goals, rest = split_page(result.markdown)
+    source = "../" * (result.name.count("/") + 2) + "bench/results/" + result.name
+    p = result.provenance
+    lines = [f"# {title or result.name}", "",
+             f"<!-- Rendered by `make docs` (bench/render_docs.py) from bench/results/{result.name}.json and "
+             ".md; edit those (run the command again), not this page. -->", "",
+             "| | |", "|---|---|",
+             f"| command | `{p.command}` |" if p.command else "| command | not recorded |",
+             f"| commit | {p.commit or 'not recorded'} |",
+             f"| machine | {p.machine or 'not recorded'} |",
+             f"| date | {p.date or 'not recorded'} |",
+             f"| rows | [{result.name}.json]({source}.json)"
+             + "".join(f", [{e}]({os.path.dirname(source)}/{e})" for e in result.extras) + " |", ""]
+    if goals:
+        lines += ["## Goals", ""] + goals + [""]
+    lines += rest
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_index(results: Sequence[ResultsFile]) -> str:
+    """docs/benchmarks/README.md: every page with its title, date and goals."""
+    lines = ["# Benchmarks", "",
+             "<!-- Rendered by `make docs` (bench/render_docs.py) from bench/results; do not edit. -->", "",
+             "One page per results file in `bench/results/`, each with the command, commit, machine and "
+             "date that produced it. Rerun a page's command to reproduce it (the `make bench-*` targets "
+             "of the Makefile run the usual ones), then `make docs`. Files superseded by a later run of the "
+             "same benchmark leave `bench/results/`; git keeps them.", "",
+             "| page | what it measures | date | goals |", "|---|---|---|---|"]
+    for r in results:
+        title, goals, _ = split_page(r.markdown)
+        lines.append(f"| [{r.name}]({r.name}.md) | {title.replace('|', '/')} | {r.provenance.date or 'n/a'} | "
+                     f"{_goal_state(goals)} |")
+    return "\n".join(lines) + "\n"
+
+
+# --- The README's family table ------------------------------------------------------------------
+
+def _pick(rows: Sequence[Dict[str, Any]], **match: Any) -> Dict[str, Any]:
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if len(found) != 1:
+        raise ValueError(f"expected one row with {match}, found {len(found)}")
+    return found[0]
+
+
+def _value(value: float, std: Optional[float] = None) -> str:
+    return f"{value:.4f}" + (f" ± {std:.4f}" if std else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class Headline:
+    """One family's headline figure: which results file, and how to read it from the rows."""
+
+    family: str
+    results: str
+    figure: Callable[[Any], str]
+
+
+def _mf_family(model: str) -> Callable[[Any], str]:
+    def figure(rows):
+        r = _pick(rows, model=model)
+        return f"test RMSE {_value(r['rmse'], r.get('rmse_std'))} (protocol R)"
+    return figure
+
+
+def _topk(rows):
+    r = _pick(rows, model="two_tower")
+    return f"test NDCG@10 {_value(r['ndcg_at_10'], r.get('ndcg_std'))} (protocol K)"
+
+
+def _sequential(model: str) -> Callable[[Any], str]:
+    def figure(rows):
+        r = _pick(rows, model=model, kind="family")
+        return f"test NDCG@10 {_value(r['ndcg@10'], r.get('ndcg@10_std'))} (protocol S)"
+    return figure
+
+
+def _peterrec(rows):
+    r = _pick(rows, kind="summary", task="next_like", mode="fine_all")
+    return f"test next_like AUC {_value(r['test'], r.get('test_std'))}"
+
+
+def _multitask(model: str, task: str = "liked", dataset: str = "movielens") -> Callable[[Any], str]:
+    def figure(rows):
+        r = _pick(rows, dataset=dataset, model=model, task=task, metric="auc")
+        return f"test {task} AUC {_value(r['value'], r.get('std'))} ({dataset})"
+    return figure
+
+
+def _dtrn(rows):
+    r = _pick(rows, dataset="movielens", model="dtrn", variant="dtrn", task="liked", metric="auc")
+    return f"test liked AUC {_value(r['value'], r.get('std'))} (movielens)"
+
+
+def _takd(variant: str) -> Callable[[Any], str]:
+    def figure(rows):
+        r = _pick(rows, dataset="movielens", variant=variant, task="loved", metric="auc")
+        return f"test loved AUC {_value(r['value'], r.get('std'))} (movielens)"
+    return figure
+
+
+HEADLINES: Tuple[Headline, ...] = (
+    Headline("mf", "mf_family", _mf_family("mf")),
+    Headline("mf_history", "mf_family", _mf_family("mf_history")),
+    Headline("mf_dnn", "mf_family", _mf_family("mf_dnn")),
+    Headline("two_tower", "topk", _topk),
+    Headline("sasrec", "sequential_long", _sequential("sasrec")),
+    Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
+    Headline("nextitnet", "sequential_stride_width", _sequential("nextitnet")),
+    Headline("peterrec", "peterrec", _peterrec),
+    Headline("single_task", "multitask", _multitask("single_task")),
+    Headline("shared_bottom", "multitask", _multitask("shared_bottom")),
+    Headline("mmoe", "multitask", _multitask("mmoe")),
+    Headline("ple", "multitask", _multitask("ple")),
+    Headline("nmtr", "multitask", _multitask("nmtr")),
+    Headline("dtrn", "dtrn", _dtrn),
+    Headline("takd_teacher_dtrn", "takd", _takd("teacher")),
+    Headline("takd_student", "takd", _takd("student")),
+)
+
+
+def family_rows() -> List[Tuple[str, str, str, str]]:
+    """(family, summary, tasks on MovieLens, served signatures) of every registered family."""
+    from contract.datasets import dataset_spec
+    from models.registry import FAMILIES
+
+    movielens = dataset_spec("movielens")
+    out = []
+    for family in FAMILIES.values():
+        try:
+            tasks = ", ".join(t.name for t in family.task_specs(movielens))
+        except ValueError:
+            tasks = "n/a on MovieLens"
+        out.append((family.name, family.summary, tasks, ", ".join(sorted(family.capabilities))))
+    return out
+
+
+def render_family_table(results: Sequence[ResultsFile], families: Sequence[Tuple[str, str, str, str]]) -> str:
+    """The README's table of families, each with its headline figure linked to its page."""
+    by_name = {r.name: r for r in results}
+    headlines = {h.family: h for h in HEADLINES}
+    lines = [BEGIN, "", "| family | what it models | tasks (MovieLens) | serves | headline (linked to its benchmark) |",
+             "|---|---|---|---|---|"]
+    for name, summary, tasks, serves in families:
+        h = headlines.get(name)
+        if h is None:
+            headline = "not benchmarked on its own"
+        else:
+            if h.results not in by_name:
+                raise FileNotFoundError(f"the headline of {name} reads bench/results/{h.results}.json, which is missing")
+            headline = f"[{h.figure(by_name[h.results].rows)}](docs/benchmarks/{h.results}.md)"
+        lines.append(f"| `{name}` | {summary.replace('|', '/')} | {tasks} | {serves} | {headline} |")
+    return "\n".join(lines + ["", END])
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with the FAMILY_TABLE block replaced by `block`; an error when the markers are missing."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no family table markers ({BEGIN!r} ... {END!r})")
+    return text[:start] + block + text[end + len(END):]
+
+
+def render(results_dir: str = RESULTS_DIR, docs_dir: str = DOCS_DIR, readme: Optional[str] = README,
+           families: Optional[Sequence[Tuple[str, str, str, str]]] = None) -> Dict[str, str]:
+    """Renders every page, the index and (when `readme` is given) the README's family table;
+    returns {path: text} of what it wrote and removes pages whose results file is gone."""
+    from common.io_utils import atomic_write
+
+    results = results_files(results_dir)
+    pages = {os.path.join(docs_dir, r.name + ".md"): render_page(r) for r in results}
+    pages[os.path.join(docs_dir, "README.md")] = render_index(results)
+    if readme:
+        with open(readme) as f:
+            text = f.read()
+        table = render_family_table(results, family_rows() if families is None else families)
+        pages[readme] = replace_block(text, table)
+    for root, _, names in os.walk(docs_dir) if os.path.isdir(docs_dir) else ():
+        for file_name in names:
+            path = os.path.join(root, file_name)
+            if file_name.endswith(".md") and path not in pages:
+                os.remove(path)
+    for path, text in pages.items():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, text)
+    return pages
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=RESULTS_DIR)
+    parser.add_argument("--docs", default=DOCS_DIR)
+    parser.add_argument("--readme", default=README, help="README whose family table to render ('' for none)")
+    args = parser.parse_args(argv)
+    written = render(args.results, args.docs, args.readme or None)
+    print(f"wrote {len(written)} files under {args.docs}" + (f" and {args.readme}" if args.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
