@@ -79,8 +79,9 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
     stages = common.data_stages(work_dir, **(data or {}))
     trials = []
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    chosen = stages.config.hparams.get(family, {})  # the description's, if it sets this family's
     for combo in combos:
-        hparams = {**fixed, **combo}
+        hparams = {**chosen, **fixed, **combo}
         spec.hparams().override(hparams)  # fails before training on a bad name or value
         values, epochs, seconds = [], [], []
         for seed in seeds:
