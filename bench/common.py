@@ -77,8 +77,7 @@ def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> Da
     from pipeline import local_runner, report
 
     config = dataclasses.replace(PipelineConfig(), families=(), **config_overrides).resolved()
-    key = json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir",)},
-                     sort_keys=True, default=str)
+    key = json.dumps(data_key(config), sort_keys=True, default=str)
     name = f"{config.dataset_name}-{config.split}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
     config = dataclasses.replace(config, output_dir=os.path.join(work_dir, name))
     stamp = os.path.join(config.output_dir, "data_stages.json")
@@ -98,6 +97,17 @@ def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> Da
     }
     atomic_write(stamp, json.dumps({"seconds": seconds, "paths": paths, "config": key}, indent=2))
     return DataStages(config=config, seconds=seconds, **paths)
+
+
+def data_key(config: PipelineConfig) -> Dict[str, Any]:
+    """What the data stages' outputs depend on: the resolved config without its output
+    directory and without hyperparameters (the config's and the description's), which only
+    the families read."""
+    key = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir",)}
+    key["hparams"] = {}
+    if isinstance(key.get("description"), dict):
+        key["description"] = {k: v for k, v in key["description"].items() if k != "hparams"}
+    return key
 
 
 def stages_of_args(args, **overrides: Any) -> DataStages:

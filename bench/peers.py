@@ -128,18 +128,19 @@ def global_mean(train: RatedRows, test: RatedRows) -> np.ndarray:
 
 
 def baseline_only(train: RatedRows, test: RatedRows, seed: int = 0,
-                  scale: Tuple[float, float] = DEFAULT_SCALE) -> np.ndarray:
-    """surprise BaselineOnly (ALS user and item biases, default options).
+                  scale: Tuple[float, float] = DEFAULT_SCALE, **bsl_options) -> np.ndarray:
+    """surprise BaselineOnly (ALS user and item biases; surprise's default options unless given).
 
     Args:
       train / test: rated rows to fit on / to score.
       seed: numpy's global seed (surprise reads it).
       scale: the rating scale (rating_scale(description)); predictions are not clipped to it.
+      bsl_options: surprise's baseline options (e.g. reg_i, reg_u, n_epochs); none: its defaults.
     """
     from surprise import BaselineOnly
 
     np.random.seed(seed)
-    return _surprise_scores(BaselineOnly(verbose=False), train, test, scale)
+    return _surprise_scores(BaselineOnly(bsl_options=dict(bsl_options), verbose=False), train, test, scale)
 
 
 def svd(train: RatedRows, test: RatedRows, seed: int = 0, scale: Tuple[float, float] = DEFAULT_SCALE,

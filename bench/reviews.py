@@ -59,8 +59,18 @@ from evaluation import definitions as d  # noqa: E402
 NAME = "amazon_reviews"
 DATASET = "amazon_reviews"
 K = 10
-SVD_GRID = {"n_factors": (20, 50, 100), "n_epochs": (20, 40), "lr_all": (0.005, 0.01), "reg_all": (0.05, 0.1)}
-EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+# Widened on eval until reg_all and lr_all were chosen inside it (a first grid up to reg_all 0.1 and
+# 40 epochs chose its edges); n_factors and n_epochs plateau (eval RMSE at 160 and 320 epochs, 50 and
+# 100 factors, within 1e-4), so an edge there is no loss.
+SVD_GRID = {"n_factors": (10, 50, 100), "n_epochs": (80, 160, 320), "lr_all": (0.005, 0.01, 0.02),
+            "reg_all": (0.5, 1.0, 2.0)}
+# surprise's BaselineOnly defaults (reg_i 10, reg_u 15, n_epochs 10) are one point of its grid; its
+# ALS has converged by 10 epochs here (eval RMSE at 20 epochs differs by < 1e-8).
+BASELINE_GRID = {"reg_i": (5.0, 10.0, 20.0, 40.0, 80.0, 160.0), "reg_u": (0.5, 1.0, 2.0, 5.0, 10.0, 15.0),
+                 "n_epochs": (10,)}
+# A first grid ending at 1000 chose 1000; from 3000 on the eval NDCG@10 no longer moves.
+EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+RESAMPLES = 2000  # paired bootstrap resamples of the test rows (rating) or test users (retrieval)
 PRIOR_STRENGTH = 10.0  # pseudo-rows at the global positive rate in each item's prior
 RATING, BINARY, RETRIEVAL = "rating", "binary", "retrieval"
 BASELINE = peers.BASELINE_ONLY
@@ -97,6 +107,18 @@ def label_values(dd: desc.Description, examples: Sequence[bytes], label: str) ->
     return out
 
 
+def grid_points(grid: Dict[str, Sequence[Any]]) -> List[Dict[str, Any]]:
+    """Every setting of a grid {name: values}, the first name varying slowest."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def at_edge(grid: Dict[str, Sequence[Any]], chosen: Dict[str, Any]) -> List[str]:
+    """The names whose chosen value is the lowest or highest of their (ordered, numeric) grid
+    values, among those with more than one value: where the grid should be widened."""
+    return [name for name, values in grid.items()
+            if len(values) > 1 and chosen[name] in (min(values), max(values))]
+
+
 def binary_tasks(dd: desc.Description, tasks: Sequence[T.TaskSpec], implicit: str) -> List[T.TaskSpec]:
     """The binary tasks scored on the rated (logged) rows: not the implicit label's."""
     return [t for t in tasks if t.kind == T.BINARY and t.label != implicit]
@@ -121,6 +143,56 @@ def item_prior(train_items: Sequence[str], train_labels: np.ndarray, items: Sequ
 
 
 # --------------------------------------------------------------------------
+# Paired intervals
+# --------------------------------------------------------------------------
+def paired_interval(family: np.ndarray, peer: np.ndarray, reduce: str, resamples: int = RESAMPLES,
+                    seed: int = 7) -> Dict[str, float]:
+    """Paired bootstrap of (family - peer) over the same test units, resampled together.
+
+    Args:
+      family: [seeds, N] per-unit values of the family (one row per seed; the difference
+        is the mean over seeds).
+      peer: [N] per-unit values of the peer on the same units, in the same order.
+      reduce: `rmse` (per-unit squared errors; the metric is the root of their mean) or
+        `mean` (per-unit metric values, e.g. a user's NDCG@10; the metric is their mean).
+      resamples / seed: bootstrap draws and their seed.
+
+    Returns:
+      {"diff": the difference on all units, "low" / "high": its 95% percentile interval}.
+    """
+    family = np.atleast_2d(np.asarray(family, np.float64))
+    peer = np.asarray(peer, np.float64)
+    if family.shape[1] != peer.shape[0] or peer.size == 0:
+        raise ValueError(f"paired units differ: family {family.shape[1]}, peer {peer.shape[0]} (need the same, > 0)")
+    if reduce not in ("rmse", "mean"):
+        raise ValueError(f"reduce must be 'rmse' or 'mean', got {reduce!r}")
+    finish = np.sqrt if reduce == "rmse" else (lambda x: x)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, peer.size, size=(resamples, peer.size))
+    # [resamples, seeds] family metric on each resample, minus the peer's on the same resample.
+    draws = finish(family[:, idx].mean(axis=-1)).mean(axis=0) - finish(peer[idx].mean(axis=-1))
+    point = float(finish(family.mean(axis=-1)).mean() - finish(peer.mean()))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"diff": point, "low": float(low), "high": float(high)}
+
+
+def interval_text(name: str, interval: Dict[str, float], lower_is_better: bool) -> str:
+    """`name: diff [low, high]`, and which side is better, or `no difference` when 0 is inside."""
+    low, high = interval["low"], interval["high"]
+    if low <= 0.0 <= high:
+        verdict = "no difference"
+    else:
+        better = (high < 0.0) == lower_is_better
+        verdict = "family better" if better else "peer better"
+    return f"- {name}: {interval['diff']:+.4f} [{low:+.4f}, {high:+.4f}], {verdict}"
+
+
+def user_ndcg(ranked: Sequence[np.ndarray], targets: Sequence[np.ndarray], k: int = K) -> np.ndarray:
+    """Each user's NDCG@k (`evaluation.definitions.topk_user_metrics`), in the users' order."""
+    return np.array([d.topk_user_metrics(r, t, k)[d.NDCG_PREFIX] for r, t in zip(ranked, targets)], np.float64)
+
+
+# --------------------------------------------------------------------------
 # Rows
 # --------------------------------------------------------------------------
 def summary_row(section: str, model: str, kind: str, task: str, per_seed: Sequence[Dict[str, float]],
@@ -136,6 +208,11 @@ def summary_row(section: str, model: str, kind: str, task: str, per_seed: Sequen
     row.update(seeds=len(per_seed), train_seconds=round(float(np.mean(seconds)), 1) if seconds else 0.0,
                setting=setting)
     return row
+
+
+def setting_of(hparams: Dict[str, Any]) -> str:
+    """A family's row setting: its hyperparameter overrides as JSON, `defaults` when none."""
+    return json.dumps(hparams, sort_keys=True) if hparams else "defaults"
 
 
 def rating_metrics(scores: np.ndarray, ratings: np.ndarray) -> Dict[str, float]:
@@ -207,6 +284,10 @@ def markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any], goal_lines: S
                                               "ndcg_at_10_std", "mrr_at_10", "users", "seeds", "train_seconds",
                                               "setting"]), ""]
     parts += ["## Goals", ""] + (list(goal_lines) or ["- nothing to compare"]) + [""]
+    if meta.get("paired"):
+        parts += [f"Paired bootstrap over the same test rows (rating) or test users (NDCG@{K}), family minus peer "
+                  f"(the family's mean over seeds), 95% interval of {RESAMPLES} resamples; `no difference` when it "
+                  "holds 0:", ""] + list(meta["paired"]) + [""]
     parts += [f"Settings chosen on eval (SVD's grid, EASE's lambda) and each family's early stopping: "
               f"`{meta['name']}_tuning.json`. Training seconds were measured on a machine shared with other jobs: "
               "not a speed comparison.", ""]
@@ -239,14 +320,16 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     from bench import retrieval_peers as rp
     from bench import topk as bench_topk
     from models.hparams import parse_assignments
+    from pipeline.configs import merged_hparams
     from training import topk
     from training.trainer import train_and_export
     from training.views import ItemRows, load_user_view
 
-    overrides = parse_assignments(args.hparam)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     stages = common.stages_of_args(args)
     config, dd = stages.config, stages.config.load_description()
+    # The description's hparams (chosen on eval for this dataset), each replaced by --hparam.
+    overrides = merged_hparams(dd.hparams, parse_assignments(args.hparam))
     rating_name = peers.rating_label(dd)
     scale = peers.rating_scale(dd)
     raw = stages.raw_examples
@@ -254,19 +337,25 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     train, evaluation, test = split["train"], split["eval"], split["test"]
     rows: List[Dict[str, Any]] = []
     tuning: Dict[str, Any] = {}
+    paired: List[str] = []
 
     # Rating peers.
     rows.append(summary_row(RATING, peers.GLOBAL_MEAN, "peer", rating_name,
                             [rating_metrics(peers.global_mean(train, test), test.ratings)], [0.0], "mean training rating"))
+    baseline_eval = [(g, d.rmse(peers.baseline_only(train, evaluation, scale=scale, **g), evaluation.ratings))
+                     for g in grid_points(BASELINE_GRID)]
+    best_baseline = min(baseline_eval, key=lambda t: t[1])[0]
+    tuning[BASELINE] = {"chosen": best_baseline, "at_edge": at_edge(BASELINE_GRID, best_baseline),
+                        "eval_rmse": [[g, round(v, 4)] for g, v in baseline_eval]}
     started = time.monotonic()
-    baseline = peers.baseline_only(train, test, scale=scale)
+    baseline = peers.baseline_only(train, test, scale=scale, **best_baseline)
     rows.append(summary_row(RATING, BASELINE, "peer", rating_name, [rating_metrics(baseline, test.ratings)],
-                            [time.monotonic() - started], "surprise defaults"))
-    grid = [dict(zip(SVD_GRID, v)) for v in itertools.product(*SVD_GRID.values())]
+                            [time.monotonic() - started], json.dumps(best_baseline)))
     svd_eval = [(g, d.rmse(peers.svd(train, evaluation, seed=seeds[0], scale=scale, **g), evaluation.ratings))
-                for g in grid]
+                for g in grid_points(SVD_GRID)]
     best_svd = min(svd_eval, key=lambda t: t[1])[0]
-    tuning[peers.SVD] = {"chosen": best_svd, "eval_rmse": [[g, round(v, 4)] for g, v in svd_eval]}
+    tuning[peers.SVD] = {"chosen": best_svd, "at_edge": at_edge(SVD_GRID, best_svd),
+                         "eval_rmse": [[g, round(v, 4)] for g, v in svd_eval]}
     per_seed, seconds = [], []
     for seed in seeds:
         started = time.monotonic()
@@ -287,9 +376,11 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                                 [0.0], "BaselineOnly's predicted rating as the score"))
 
     # Pointwise families: the rating families, then the multi-task family.
+    baseline_errors = (baseline - test.ratings) ** 2
     for family in [f for f in args.rating_families.split(",") if f] + [args.multitask_family]:
         names = common.task_names(config, family)
         per_task: Dict[str, List[Dict[str, float]]] = {}
+        errors: Dict[str, List[np.ndarray]] = {}
         seconds = []
         for seed in seeds:
             train_config = common.train_config(stages, family, hparams=overrides.get(family, {}), seed=seed, top_k=K,
@@ -304,12 +395,16 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             for name, scores in outputs.items():
                 if tasks[name].kind == T.REGRESSION:
                     per_task.setdefault(name, []).append(rating_metrics(scores, test.ratings))
+                    errors.setdefault(name, []).append((scores - test.ratings) ** 2)
                 elif name in labels:
                     per_task.setdefault(name, []).append(binary_metrics(scores, labels[name]))
-        setting = json.dumps(overrides.get(family, {})) or "defaults"
+        setting = setting_of(overrides.get(family, {}))
         for name, per_seed in per_task.items():
             section = RATING if tasks[name].kind == T.REGRESSION else BINARY
             rows.append(summary_row(section, family, "family", name, per_seed, seconds, setting))
+        for name, per_seed_errors in errors.items():
+            paired.append(interval_text(f"{family} {name} RMSE - {BASELINE}",
+                                        paired_interval(np.stack(per_seed_errors), baseline_errors, "rmse"), True))
 
     # Retrieval: the family through `recommend`, the peers on the same user view.
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -320,30 +415,39 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     valid[0] = False
     started = time.monotonic()
     popular = bench_topk.most_popular(views["train"], num_rows)
+    popular_ranked = topk.rank(popular, views["test"], 1, valid, K)
     rows.append(summary_row(RETRIEVAL, MOST_POPULAR, "peer", "", [retrieval_metrics(
-        topk.evaluate(popular, views["test"], 1, valid, K))], [time.monotonic() - started], "training interactions"))
+        d.topk_metrics(popular_ranked, views["test"].targets, K))], [time.monotonic() - started],
+        "training interactions"))
     x = rp.interaction_matrix(views["train"], num_rows)
     gram = (x.T @ x).toarray()
     ease_eval = {lam: rp.FullHistoryScorer(views["eval"], num_rows, rp.ease_weights(gram, lam))
                  .evaluate(valid)["ndcg@10"] for lam in EASE_LAMBDAS}
     best_lam = max(ease_eval, key=ease_eval.get)
-    tuning[EASE] = {"chosen": best_lam, "eval_ndcg@10": ease_eval}
+    tuning[EASE] = {"chosen": best_lam, "at_edge": at_edge({"lambda": EASE_LAMBDAS}, {"lambda": best_lam}),
+                    "eval_ndcg@10": ease_eval}
     started = time.monotonic()
-    weights = rp.ease_weights(gram, best_lam)
+    ease = rp.FullHistoryScorer(views["test"], num_rows, rp.ease_weights(gram, best_lam))
+    ease_ranked = topk.rank(ease.scores, ease.view, rp.longest(ease.view), valid, K)
     rows.append(summary_row(RETRIEVAL, EASE, "peer", "", [retrieval_metrics(
-        rp.FullHistoryScorer(views["test"], num_rows, weights).evaluate(valid))], [time.monotonic() - started],
+        d.topk_metrics(ease_ranked, views["test"].targets, K))], [time.monotonic() - started],
         f"lambda {best_lam:g}, the whole training history"))
     family = args.retrieval_family
-    per_seed, seconds = [], []
+    per_seed, seconds, ndcgs = [], [], []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             summary, fit_seconds = bench_topk.train_family(stages, family, overrides.get(family, {}), seed, tmp)
             ranked, targets = bench_topk.served_ranking(tmp, stages.raw_files(F.USER_VIEW, "test"), item_rows)
         per_seed.append(retrieval_metrics(d.topk_metrics(ranked, targets, K)))
+        ndcgs.append(user_ndcg(ranked, targets))
         seconds.append(fit_seconds)
         tuning.setdefault(family, []).append({k: summary[k] for k in ("best_epoch", "best_value", "hparams")})
     rows.append(summary_row(RETRIEVAL, family, "family", "items", per_seed, seconds,
-                            json.dumps(overrides.get(family, {})) or "defaults"))
+                            setting_of(overrides.get(family, {}))))
+    # The served users are the user view's, in its file order (bench.topk.served_ranking).
+    for peer, peer_ranked in ((MOST_POPULAR, popular_ranked), (EASE, ease_ranked)):
+        paired.append(interval_text(f"{family} NDCG@{K} - {peer}", paired_interval(
+            np.stack(ndcgs), user_ndcg(peer_ranked, views["test"].targets), "mean"), False))
 
     meta = {
         "dataset": dd.name,
@@ -351,6 +455,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         "rows": [len(train), len(evaluation), len(test)],
         "seeds": seeds,
         "tuning": tuning,
+        "paired": paired,
         "machine": common.machine(),
         "commit": common.commit(),
     }

@@ -46,8 +46,21 @@ def choose(trials: List[Dict[str, Any]], lower: bool) -> Dict[str, Any]:
     return min(tied, key=lambda t: t["train_seconds"])
 
 
+def selected_value(summary: Dict[str, Any], select: str) -> float:
+    """A trial's value of the eval metric `select` (e.g. `val_rating_rmse`) at its best
+    (early-stopped) epoch; the monitored value when `select` is empty."""
+    if not select:
+        return summary["best_value"]
+    history = summary.get("history", {})
+    if select not in history:
+        raise ValueError(f"--select {select!r} is not an eval metric of {summary['family']}; "
+                         f"known: {', '.join(sorted(k for k in history if k.startswith('val_')))}")
+    return history[select][summary["best_epoch"] - 1]
+
+
 def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed: Dict[str, str],
-               work_dir: str = common.DEFAULT_WORK_DIR, data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               work_dir: str = common.DEFAULT_WORK_DIR, data: Optional[Dict[str, Any]] = None,
+               select: str = "") -> Dict[str, Any]:
     """Trains `family` once per grid point and seed; returns every trial and the chosen one.
 
     Args:
@@ -58,13 +71,17 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
       work_dir: where the data stages are written (and reused).
       data: PipelineConfig fields naming the data (dataset, data_dir, split, ...); default:
         the default dataset with its description's settings.
+      select: the eval metric the trials are compared on, read at each trial's early-stopped
+        epoch (e.g. a multi-task family's `val_rating_rmse`; it still stops on its own
+        monitor); empty: the monitored metric.
     """
     spec = get_family(family)
     stages = common.data_stages(work_dir, **(data or {}))
     trials = []
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+    chosen = stages.config.hparams.get(family, {})  # the description's, if it sets this family's
     for combo in combos:
-        hparams = {**fixed, **combo}
+        hparams = {**chosen, **fixed, **combo}
         spec.hparams().override(hparams)  # fails before training on a bad name or value
         values, epochs, seconds = [], [], []
         for seed in seeds:
@@ -74,9 +91,9 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
             _, summary, _ = train(config, stages.files(spec.view, "train"), stages.files(spec.view, "eval"),
                                   stages.transform_graph)
             seconds.append(time.monotonic() - started)
-            values.append(summary["best_value"])
+            values.append(selected_value(summary, select))
             epochs.append(summary["best_epoch"])
-            monitor = summary["monitor"]
+            monitor = select or summary["monitor"]
         stats = common.mean_std(values)
         trials.append({"hparams": hparams, "eval_mean": stats["mean"], "eval_std": stats["std"], "values": values,
                        "best_epochs": epochs, "train_seconds": round(sum(seconds) / len(seconds), 1)})
@@ -94,13 +111,15 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2")
     parser.add_argument("--fixed", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--seeds", default="42")
+    parser.add_argument("--select", default="", metavar="VAL_METRIC",
+                        help="compare trials on this eval metric at the early-stopped epoch (default: the monitor)")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "tuning"))
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     common.add_dataset_arguments(parser)  # --split leave_last_two_out: protocol S
     args = parser.parse_args(argv)
     fixed = dict(item.split("=", 1) for item in args.fixed)
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
-                        args.work_dir, common.dataset_overrides(args))
+                        args.work_dir, common.dataset_overrides(args), args.select)
     command = "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:])
     result["command"] = command.strip()
     result["machine"] = common.machine()

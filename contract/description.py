@@ -337,6 +337,8 @@ class Description:
       split / eval_day / test_day: the default split method and its days (by_day).
       max_history: most recent history items kept per example.
       negatives_per_positive: sampled negatives per example row.
+      hparams: per-family hyperparameters chosen for this dataset, {family: {name: value
+        as a string}}; the run's own overrides win (PipelineConfig.resolved).
     """
 
     name: str
@@ -371,6 +373,7 @@ class Description:
     test_day: str
     max_history: int
     negatives_per_positive: int
+    hparams: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     # -- lookups ----------------------------------------------------------------------
@@ -492,6 +495,11 @@ def read_file(path: os.PathLike) -> Dict[str, Any]:
         raise DescriptionError(f"{path}: a description is a mapping of keys (name, interactions, ...), "
                                f"got {type(values).__name__}")
     return values
+
+
+def _hparam_text(value: Any) -> str:
+    """A description's hyperparameter value as the command line writes it (`true`, `0.5`, `64`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def from_dict(values: Mapping[str, Any], path: str = "") -> Description:
@@ -754,6 +762,8 @@ class _Builder:
             test_day=str(split.get("test_day", "")),
             max_history=int((v.get("history") or {}).get("max_length", 64)),
             negatives_per_positive=int((v.get("negatives") or {}).get("per_positive", 0)),
+            hparams={family: {name: _hparam_text(value) for name, value in values.items()}
+                     for family, values in (v.get("hparams") or {}).items()},
             raw=dict(v),
         )
 

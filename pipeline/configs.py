@@ -51,7 +51,8 @@ class PipelineConfig:
       families: model families to train, evaluate and push (models.registry); empty
         runs the data stages only.
       hparams: per-family hyperparameter overrides, {family: {name: value}}
-        (`--hparam mf.dim=64`); the defaults are each family's typed record.
+        (`--hparam mf.dim=64`), over the description's `hparams` (resolved() merges them);
+        the defaults are each family's typed record.
       max_history: most recent N history interactions kept per example, read by a
         query and padded to by Transform (the same N in ExampleGen, Transform and
         the Trainer); None: the description's history.max_length.
@@ -185,6 +186,7 @@ class PipelineConfig:
             max_history=d.max_history if self.max_history is None else self.max_history,
             negatives_per_positive=(d.negatives_per_positive if self.negatives_per_positive is None
                                     else self.negatives_per_positive),
+            hparams=merged_hparams(d.hparams, self.hparams),
         )
 
     # ------------------------------------------------------------------
@@ -395,6 +397,16 @@ def add_beam_arguments(parser) -> None:
 def apply_beam_arguments(config: "PipelineConfig", args) -> "PipelineConfig":
     """The config with the profile chosen by add_beam_arguments' flags."""
     return with_beam_profile(config, args.beam_profile, settings_arg(args.beam_setting), args.beam_arg)
+
+
+def merged_hparams(base: Mapping[str, Mapping[str, Any]],
+                   overrides: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per-family hyperparameters: the description's (`base`), each name replaced by the run's
+    `overrides` (--hparam) where both set it."""
+    out = {family: dict(values) for family, values in base.items()}
+    for family, values in overrides.items():
+        out.setdefault(family, {}).update(values)
+    return out
 
 
 def families_arg(value: Optional[str]) -> Tuple[str, ...]:

@@ -281,6 +281,15 @@ def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
     assert "auc" not in combiner_cost.run_combiners(outputs, data)["rating"]
 
 
+def test_tune_selects_another_eval_metric_at_the_early_stopped_epoch():
+    summary = {"family": "mmoe", "best_epoch": 2, "best_value": 0.7,
+               "history": {"val_mean_auc": [0.6, 0.7, 0.65], "val_rating_rmse": [1.1, 0.95, 0.9], "loss": [1, 1, 1]}}
+    assert tune.selected_value(summary, "") == 0.7
+    assert tune.selected_value(summary, "val_rating_rmse") == 0.95  # the kept weights' value, not the lowest
+    with pytest.raises(ValueError, match="'val_rmse' is not an eval metric of mmoe; known: val_mean_auc, val_rating_rmse"):
+        tune.selected_value(summary, "val_rmse")
+
+
 def test_tune_grid_parses_choices_and_names_a_bad_item():
     assert tune.parse_grid(["dim=16,32", "hidden=64;128,64"]) == {"dim": ["16", "32"], "hidden": ["64", "128,64"]}
     with pytest.raises(ValueError, match="'dim'"):

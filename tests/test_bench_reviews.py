@@ -145,3 +145,41 @@ def test_results_files_name_the_commit(tmp_path):
     text = (tmp_path / "x.md").read_text()
     assert "Produced by: `c`" in text and "Commit: abc123" in text and "Machine: m" in text
     assert common.commit() != ""
+
+
+def test_grids_list_every_setting_and_name_the_values_chosen_at_an_edge():
+    grid = {"reg_i": (5.0, 10.0, 20.0), "reg_u": (1.0, 5.0), "n_epochs": (10,)}
+    points = reviews.grid_points(grid)
+    assert len(points) == 6 and points[0] == {"reg_i": 5.0, "reg_u": 1.0, "n_epochs": 10}
+    assert reviews.at_edge(grid, {"reg_i": 10.0, "reg_u": 5.0, "n_epochs": 10}) == ["reg_u"]  # one value: no edge
+    assert reviews.at_edge(grid, {"reg_i": 5.0, "reg_u": 1.0, "n_epochs": 10}) == ["reg_i", "reg_u"]
+    assert reviews.at_edge({"lambda": reviews.EASE_LAMBDAS}, {"lambda": 1000.0}) == []
+    assert reviews.setting_of({}) == "defaults" and reviews.setting_of({"l2": "1", "dim": "16"}) == '{"dim": "16", "l2": "1"}'
+
+
+def test_paired_interval_of_rmse_and_of_per_user_means():
+    rng = np.random.default_rng(1)
+    ratings = rng.integers(1, 6, 400).astype(float)
+    peer = ratings + rng.normal(0, 1.0, 400)
+    good = np.stack([ratings + rng.normal(0, 0.5, 400) for _ in range(3)])
+    same = reviews.paired_interval(np.stack([(peer - ratings) ** 2]), (peer - ratings) ** 2, "rmse", resamples=200)
+    assert same == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    assert reviews.interval_text("x", same, lower_is_better=True).endswith("no difference")
+    better = reviews.paired_interval((good - ratings) ** 2, (peer - ratings) ** 2, "rmse", resamples=200)
+    want = np.mean([d.rmse(g, ratings) for g in good]) - d.rmse(peer, ratings)
+    assert better["diff"] == pytest.approx(want) and better["low"] <= better["diff"] <= better["high"] < 0
+    assert reviews.interval_text("x", better, lower_is_better=True).endswith("family better")
+    ndcg = reviews.paired_interval(np.array([[0.5, 0.5, 0.5, 0.5]]), np.array([0.0, 1.0, 0.0, 1.0]), "mean",
+                                   resamples=500)
+    assert ndcg["diff"] == 0.0 and ndcg["low"] < 0 < ndcg["high"]  # same mean, different users: no difference
+    worse = {"diff": -0.02, "low": -0.03, "high": -0.01}
+    assert reviews.interval_text("ndcg", worse, lower_is_better=False) == "- ndcg: -0.0200 [-0.0300, -0.0100], peer better"
+    with pytest.raises(ValueError, match="paired units differ: family 3, peer 2"):
+        reviews.paired_interval(np.ones((2, 3)), np.ones(2), "mean")
+
+
+def test_user_ndcg_averages_to_the_protocol_metric():
+    ranked = [np.array([3, 1, 2]), np.array([5, 6, 7]), np.array([9, 8, 4])]
+    targets = [np.array([1]), np.array([4]), np.array([4, 9])]
+    per_user = reviews.user_ndcg(ranked, targets, k=3)
+    assert per_user[1] == 0.0 and per_user.mean() == pytest.approx(d.topk_metrics(ranked, targets, 3)["ndcg@3"])

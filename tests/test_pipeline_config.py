@@ -212,3 +212,27 @@ def test_sequential_families_are_evaluated_with_protocol_s(tmp_path):
     assert eval_config(tasks).model_specs[0].signature_name == protocol.RANK_QUERIES  # protocol K stays the default
     with pytest.raises(ValueError, match="protocol_name"):
         eval_config(tasks, protocol_name="R")
+
+
+def test_a_descriptions_hparams_are_the_runs_and_hparam_flags_win(tmp_path):
+    from bench import common
+    from contract import description as desc
+
+    text = (REPO / "datasets" / "movielens.yaml").read_text()
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(text + "\nhparams:\n  mf: {l2: 1.0, dim: 16}\n  two_tower: {item_metadata: true}\n")
+    assert desc.load(str(tuned)).hparams == {"mf": {"l2": "1.0", "dim": "16"}, "two_tower": {"item_metadata": "true"}}
+    config = dataclasses.replace(PipelineConfig(), dataset=str(tuned), hparams={"mf": {"dim": "64"}}).resolved()
+    assert config.hparams == {"mf": {"l2": "1.0", "dim": "64"}, "two_tower": {"item_metadata": "true"}}
+    assert config.resolved() == config
+    assert model_stages.train_config(config, "mf").hparams == {"l2": "1.0", "dim": "64"}
+    # The data stages read no hyperparameter: the same outputs are reused whatever they are.
+    plain = dataclasses.replace(PipelineConfig(), dataset=str(tmp_path / "plain.yaml"))
+    (tmp_path / "plain.yaml").write_text(text)
+    assert common.data_key(plain.resolved()) == common.data_key(
+        dataclasses.replace(config, dataset=plain.dataset, description=None, description_file=None).resolved())
+    assert common.data_key(config)["description"].get("hparams") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "\nhparams:\n  mf: [1, 2]\n")
+    with pytest.raises(desc.DescriptionError, match="hparams.mf"):
+        desc.load(str(bad))
