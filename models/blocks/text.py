@@ -222,6 +222,8 @@ class SequenceGenerator(keras.layers.Layer):
     Args:
       rows: the generated column's token ids (padding 0, vocabulary, unknown); END = rows,
         START = rows + 1.
+      unknown: how many of the last ids before END are unknown-word ids: trained on (a
+        target may hold them) but never generated.
       units: the decoder's size.
       words: the word embedding of the generated column with `generator_rows(rows)` rows
         (shared with an encoder of the same column), or None for its own of size `units`.
@@ -230,7 +232,7 @@ class SequenceGenerator(keras.layers.Layer):
     """
 
     def __init__(self, rows: int, units: int, words: Optional[keras.layers.Embedding] = None, cell: str = "gru",
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, unknown: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.rows = int(rows)
         self.end = self.rows
@@ -247,6 +249,10 @@ class SequenceGenerator(keras.layers.Layer):
         blocked = [0.0] * generator_rows(rows)
         blocked[0] = blocked[self.start] = NEG_INF
         self.blocked = tf.constant(blocked, tf.float32)
+        never = [0.0] * generator_rows(rows)
+        for i in range(self.rows - int(unknown), self.rows):
+            never[i] = NEG_INF
+        self.never = tf.constant(never, tf.float32)  # what `generate` never writes: the unknown ids
 
     def _state(self, context: tf.Tensor):
         state = self.init(context)
@@ -266,20 +272,24 @@ class SequenceGenerator(keras.layers.Layer):
         return self._logits(out[0], self.memory_keys(memory), memory_mask)
 
     def generate(self, context: tf.Tensor, memory: tf.Tensor, memory_mask: tf.Tensor, max_length: int,
-                 sample: bool = False, seed: Optional[int] = None) -> tf.Tensor:
+                 sample: bool = False, seed: Optional[int] = None, min_length: int = 1) -> tf.Tensor:
         """Ids [B, max_length] one token at a time, each fed back: the most likely token
-        (greedy), or one drawn from the softmax with `sample`; 0 from the END on (END itself
-        is not returned)."""
+        (greedy), or one drawn from the softmax with `sample`; never an unknown-word id, and
+        END not before `min_length` tokens (a text has a word); 0 from the END on (END
+        itself is not returned)."""
         keys = self.memory_keys(memory)
         state = self._state(context)
         batch = tf.shape(context)[0]
         token = tf.fill([batch], tf.constant(self.start, tf.int64))
         done = tf.zeros([batch], tf.bool)
+        no_end = tf.one_hot(self.end, generator_rows(self.rows), on_value=NEG_INF, off_value=0.0)
         ids = []
-        for _ in range(int(max_length)):
+        for step in range(int(max_length)):
             out = self.rnn(self.words(token[:, None]), initial_state=state)
             state = list(out[1:])
-            logits = self._logits(out[0], keys, memory_mask)[:, 0, :]
+            logits = self._logits(out[0], keys, memory_mask)[:, 0, :] + self.never
+            if step < min_length:
+                logits += no_end
             if sample:
                 token = tf.random.categorical(logits, 1, seed=seed)[:, 0]
             else:

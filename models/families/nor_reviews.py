@@ -65,7 +65,7 @@ class NORReviews(ReviewModel):
                 "b_i": self.item_bias(features[F.ITEM_IDX])}
 
     def rating(self, encoded, features, training=False):
-        a, b = encoded["a"], encoded["b"]
+        a, b = self.dropout(encoded["a"], training=training), self.dropout(encoded["b"], training=training)
         match = tf.squeeze(self.match(tf.concat([a, b, a * b], -1), training=training), -1)
         logit = match + encoded["b_u"] + encoded["b_i"] + self.global_bias
         penalty = self.hparams.l2 * tf.reduce_mean(tf.square(encoded["b_u"]) + tf.square(encoded["b_i"]))

@@ -47,7 +47,7 @@ class ReviewMTParams(ReviewParams):
 
     encoder: str = "gru"
     generation_weight: float = 1.0
-    offset_l2: float = 0.01
+    offset_l2: float = 0.1
     adversarial: bool = False
     adversarial_weight: float = 0.1
     adversarial_start: int = 200
@@ -83,7 +83,9 @@ class ReviewMT(ReviewModel):
         user_docs, _ = self.user_text(features[self.user_documents], training=training)
         item_docs, _ = self.item_text(features[self.item_documents], training=training)
         eps_u, eps_i = self.user_embedding(users), self.item_embedding(items)
-        return {"U": self.user_theta(user_docs.vector) + eps_u, "V": self.item_theta(item_docs.vector) + eps_i,
+        theta_u = self.user_theta(self.dropout(user_docs.vector, training=training))
+        theta_i = self.item_theta(self.dropout(item_docs.vector, training=training))
+        return {"U": theta_u + eps_u, "V": theta_i + eps_i,
                 "eps_u": eps_u, "eps_i": eps_i, "b_u": self.user_bias(users), "b_i": self.item_bias(items),
                 "user_docs": user_docs.states, "user_mask": user_docs.mask,
                 "item_docs": item_docs.states, "item_mask": item_docs.mask}
@@ -116,8 +118,8 @@ class ReviewMT(ReviewModel):
         count = tf.maximum(tf.reduce_sum(rows), 1.0)
         human = text_blocks.decoder_targets(inputs[self.target], hp.max_length, self.generator.end)
         with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
-            context = self.decoder_inputs(self.encode(inputs, training=True))
+            loss, encoded = self.loss_and_encoded(inputs, training=True)
+            context = self.decoder_inputs(encoded)
             drawn = tf.stop_gradient(self.generator.generate(*context, hp.max_length, sample=True))
             drawn = text_blocks.decoder_targets(drawn, hp.max_length, self.generator.end)
             nll, mask = token_nll(drawn, self.generator(*context, drawn, training=True))

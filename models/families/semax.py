@@ -78,7 +78,8 @@ class SEMAX(ReviewModel):
         user_docs, _ = self.user_time(features[self.user_documents], training=training)
         item_docs, _ = self.item_time(features[self.item_documents], training=training)
         p, q = self.user_embedding(users), self.item_embedding(items)
-        h_rec = self.rec_network(tf.concat([user_docs.vector, item_docs.vector, p, q], -1), training=training)
+        texts = self.dropout(tf.concat([user_docs.vector, item_docs.vector], -1), training=training)
+        h_rec = self.rec_network(tf.concat([texts, p, q], -1), training=training)
         return {"p": p, "q": q, "h_rec": h_rec, "b_u": self.user_bias(users), "b_i": self.item_bias(items)}
 
     def rating(self, encoded, features, training=False):
