@@ -1,0 +1,72 @@
+"""bench.review_text's own pieces: the retrieval explanation, the paired bootstrap and its
+BLEU / RMSE draws, and the goal lines."""
+
+import numpy as np
+import pytest
+
+from bench import review_text as R
+from contract import features as F
+from evaluation import text_metrics as tm
+
+# Review tokens (the documents column) and summaries (the target) of five training rows.
+TRAIN = {
+    F.USER_IDX: np.array([1, 1, 2, 2, 3]),
+    F.ITEM_IDX: np.array([7, 8, 7, 8, 7]),
+    "review_tokens": np.array([[1, 2, 0], [1, 3, 0], [4, 5, 0], [4, 6, 0], [2, 2, 1]]),
+    "summary_tokens": np.array([[11, 0], [12, 0], [13, 0], [14, 0], [15, 0]]),
+}
+
+
+def test_retrieval_takes_the_items_training_text_closest_to_the_users_own_reviews():
+    test = {F.USER_IDX: np.array([1, 2, 1]), F.ITEM_IDX: np.array([7, 7, 9])}
+    out = R.retrieval_explanations(TRAIN, test, "review_tokens", "summary_tokens", vocabulary_rows=8)
+    # user 1 writes words 1, 2, 3: of item 7's reviews (1 2 / 4 5 / 2 2 1) the first is closest.
+    assert out[0].tolist() == [11, 0]
+    assert out[1].tolist() == [13, 0]  # user 2 writes 4, 5, 6: item 7's "4 5"
+    assert out[2].tolist() in ([11, 0], [12, 0])  # item 9 has no training row: the closest of any item
+
+
+def test_paired_interval_is_the_percentile_interval_of_the_seed_mean_difference():
+    ratings = np.array([4.0, 5.0, 3.0, 5.0])
+    draws = R.resample_indices(4, resamples=200, seed=0)
+    exact = R.rmse_draws(ratings, ratings, draws)
+    off = R.rmse_draws(ratings + 1.0, ratings, draws)
+    assert np.allclose(exact, 0.0) and np.allclose(off, 1.0)
+    low, high = R.interval([exact, exact], [off])
+    assert low == pytest.approx(-1.0) and high == pytest.approx(-1.0)
+    identity = np.arange(4)[None, :]
+    assert R.rmse_draws(ratings + np.array([1.0, 0, 0, 1.0]), ratings, identity)[0] == pytest.approx(np.sqrt(0.5))
+
+
+def test_bleu_draws_of_the_identity_draw_equal_corpus_bleu():
+    hyps = [["great", "strings"], ["works", "well", "for", "me"], ["nice"]]
+    refs = [["great", "strings", "here"], ["works", "for", "me"], ["not", "nice"]]
+    stats = [tm.bleu_statistics(h, r) for h, r in zip(hyps, refs)]
+    stacked = tuple(np.stack([s[k] for s in stats]) for k in range(4))
+    draws = np.vstack([np.arange(3), np.array([0, 0, 0])])
+    values = R.bleu_draws(stacked, draws)
+    assert values[0] == pytest.approx(tm.bleu(hyps, refs))
+    assert values[1] == pytest.approx(tm.bleu([hyps[0]] * 3, [refs[0]] * 3))
+
+
+def test_goal_lines_need_the_paired_interval_and_more_than_a_seed_std():
+    rng = np.random.default_rng(0)
+    n = 50
+    draws = R.resample_indices(n, 100)
+    ratings = rng.uniform(1, 5, n)
+
+    def entry(noise, seeds=2):
+        values, draw = [], []
+        for s in range(seeds):
+            p = ratings + rng.normal(0, noise, n)
+            values.append(float(np.sqrt(np.mean((p - ratings) ** 2))))
+            draw.append(R.rmse_draws(p, ratings, draws))
+        return {"seeds": list(range(seeds)), "values": {"rmse": values}, "draws": {"rmse": draw}, "info": []}
+
+    results = {"semax": entry(0.2), R.MF: entry(1.0), R.BASELINE: entry(1.0, 1), R.SVD: entry(1.0)}
+    summary = R.summarize({"results": results})
+    goal = next(g for g in summary["goals"] if g["goal"].startswith("semax"))
+    assert goal["met"]
+    results["semax"] = entry(0.99)
+    goal = next(g for g in R.summarize({"results": results})["goals"] if g["goal"].startswith("semax"))
+    assert not goal["met"]
