@@ -1,5 +1,6 @@
 """Serving an explanation: `explain` inside the SavedModel, through the local server, the gRPC
-client and serving.cli, on a review family exported with a synthetic description's Transform."""
+client and serving.cli, on a review family exported with a small description's Transform
+(the reviews of tests/typed_description.py without their side tables)."""
 
 import os
 import shutil
@@ -22,9 +23,16 @@ from serving import cli, client as client_module, local_server
 from serving.client import ServingClient
 from training.trainer import fit_on_arrays
 from transform.preprocessing import preprocessing_fn
-from typed_description import ITEMS, TRAIN, TYPED, USERS
+from typed_description import TRAIN, TYPED
 
-SPEC = D.dataset_spec(TYPED)
+REVIEWS = {
+    "name": "reviews",
+    "interactions": {k: TYPED["interactions"][k] for k in ("files", "user", "item", "time", "rating")},
+    "labels": {"stars": {"rating": True}, "seen": {"implicit": True}},
+    "tasks": [{"name": "stars", "kind": "regression", "condition": "seen"}],
+}
+REVIEWS["interactions"]["columns"] = {"review": TYPED["interactions"]["columns"]["review"]}
+SPEC = D.dataset_spec(REVIEWS)
 MAX_LENGTH = 3
 COLUMNS = ("user_idx", "item_idx", "stars", "seen", "review_tokens", "user_review_docs_tokens",
            "item_review_docs_tokens")
@@ -40,19 +48,10 @@ def _raw_spec():
 
 
 def _row(user, item, stars, votes, review, user_docs, item_docs):
-    i, u = ITEMS[item], USERS[user]
-
-    def one(value):
-        return [] if value is None else [value]
-
     return {
         F.USER_ID: user, F.ITEM_ID: item, F.TIMESTAMP: [0], F.HISTORY_ITEM_IDS: [], F.HISTORY_BEHAVIORS: [],
-        "item_brand": one(i["brand"]), "item_shape": one(i["shape"]), "item_tags": i["tags"],
-        "item_price": one(i["price"]), "item_weight": one(i["weight"]), "item_sales": one(i["sales"]),
-        "item_size": one(i["size"]), "item_released": one(i["released"]), "item_title": one(i["title"]),
-        "user_country": one(u["country"]), "user_age": one(u["age"]),
-        "votes": one(votes), "review": one(review), "user_review_docs": user_docs, "item_review_docs": item_docs,
-        "stars": one(stars), "seen": [0 if stars is None else 1], "split": ["train"],
+        "review": [] if review is None else [review], "user_review_docs": user_docs, "item_review_docs": item_docs,
+        "stars": [] if stars is None else [stars], "seen": [0 if stars is None else 1], "split": ["train"],
     }
 
 
