@@ -20,12 +20,13 @@ RUN python -m pip install --no-cache-dir -r requirements.lock
 # when Dataflow, Flink or Spark start SDK workers from this image.
 COPY --from=apache/beam_python3.10_sdk:2.62.0 /opt/apache/beam /opt/apache/beam
 
-# The project (see .dockerignore), including the shipped MovieLens data and the schemas that
-# the compiled spec's defaults point at.
+# The project (see .dockerignore), including the shipped MovieLens data, the shipped dataset
+# descriptions (datasets/) and the schemas that the compiled spec's defaults point at.
 COPY . .
 RUN python -m pip install --no-cache-dir --no-deps -e . \
  && python -c "import pipeline.pipeline, components.example_gen, transform.preprocessing, training.trainer" \
  && test -f /pipeline/data/movielens-small/ratings.csv \
+ && test -f /pipeline/datasets/movielens.yaml \
  && test -f /pipeline/schemas/movielens/schema.pbtxt
 
 # Beam runners start SDK workers through the image's entrypoint; Kubeflow / Vertex tasks set

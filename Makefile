@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec bench-similar serve update-schema clean install airflow kubeflow-spec
+.PHONY: run describe test browser bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -26,8 +26,15 @@ $(STAMP): requirements.lock setup.py
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Another dataset: make run ARGS="--dataset_file my_log.yaml [--data_dir DIR]" (a description
+# file; `make describe` drafts one from a sample of the data).
 run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(ARGS)
+
+# A draft dataset description from a sample of your files, e.g.
+# make describe ARGS="data/my_log.csv [data/my_items.csv]"
+describe: $(STAMP)
+	$(PY) -m components.example_gen.describe $(ARGS)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider tests $(ARGS)
@@ -65,20 +72,30 @@ bench-similar: $(STAMP)
 bench-tune: $(STAMP)
 	$(PY) -m bench.tune $(ARGS)
 
+# The Taobao sample is not shipped (research-use terms): the multi-task benchmarks read it here.
+TAOBAO_DIR ?= ../shared/data/taobao-userbehavior-sample
+
 # Multi-task families per task against logistic regression and LightGBM, on MovieLens and
-# the Taobao sample (TAOBAO_DIR, default ../shared/data/taobao-userbehavior-sample).
+# the Taobao sample (TAOBAO_DIR).
 bench-multitask: bench-install
-	$(PY) -m bench.multitask $(ARGS)
+	$(PY) -m bench.multitask --data_dir taobao=$(TAOBAO_DIR) $(ARGS)
 
 # DTRN (task-specific bottoms), its MMoE / PLE variants and ablations against MMoE and PLE.
 # e.g. make bench-dtrn ARGS="--datasets taobao --hparam taobao.learning_rate=0.0005 --hparam taobao.refine_gate=sigmoid"
 bench-dtrn: $(STAMP)
-	$(PY) -m bench.dtrn $(ARGS)
+	$(PY) -m bench.dtrn --data_dir taobao=$(TAOBAO_DIR) $(ARGS)
 
 # TAKD on MovieLens loved / liked: teacher, distilled student, student alone and ablations.
 # e.g. make bench-takd ARGS="--seeds 42,43,44,45,46 --hparam takd_student.learning_rate=0.01"
 bench-takd: $(STAMP)
-	$(PY) -m bench.takd $(ARGS)
+	$(PY) -m bench.takd --data_dir taobao=$(TAOBAO_DIR) $(ARGS)
+
+# The Amazon Musical Instruments reviews (datasets/amazon_reviews.yaml; not shipped, research-use
+# terms): rating families, two_tower and mmoe against BaselineOnly, SVD, EASE and MostPopular on
+# one split in one run (bench/results/amazon_reviews.{json,md}).
+AMAZON_REVIEWS_DIR ?= ../shared/data/amazon-musical-instruments-5core
+bench-reviews: $(STAMP)
+	$(PY) -m bench.reviews --data_dir $(AMAZON_REVIEWS_DIR) $(ARGS)
 
 # Protocol S (next item, leave_last_two_out): sequential families against MostPopular, ItemKNN,
 # the last-item Markov chain, ALS, BPR and two_tower (e.g. ARGS="--grid sasrec.learning_rate=0.001,0.003").

@@ -7,9 +7,10 @@ to every Python call: the per-example `add_input` of the project's combiners
 (`evaluation/tfma_metrics.py`) is many small calls, so the profile overstates their
 share. This feeds the same synthetic per-example inputs (one example per element, as
 TFMA's StandardMetricInputs give them: a prediction, label and example weight per task
-output) to the combiners an Evaluator runs for a one-task binary model and for the
-four tasks of `mmoe` on MovieLens (watched, liked, loved, rating; `mean_auc` is derived
-from their results and reads no example), and times `add_input` over every element plus
+output) to the combiners an Evaluator runs for a one-task binary model and for every
+pointwise task of a dataset description (`--dataset`, MovieLens by default: rating, liked,
+loved, watched, as `mmoe` trains them with negatives; `mean_auc` is derived from their
+results and reads no example), and times `add_input` over every element plus
 `extract_output`, in process CPU seconds, plainly and under cProfile.
 
 Writes `bench/results/combiner_cost.{md,json}`.
@@ -22,7 +23,7 @@ import cProfile
 import json
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -33,10 +34,14 @@ from contract import tasks as T  # noqa: E402
 from evaluation.tfma_metrics import TaskMetrics  # noqa: E402
 
 NAME = "combiner_cost"
-SETUPS = {  # output name -> task kind
-    "one binary task": {"liked": T.BINARY},
-    "mmoe (movielens)": {"watched": T.BINARY, "liked": T.BINARY, "loved": T.BINARY, "rating": T.REGRESSION},
-}
+
+
+def setups(spec) -> Dict[str, Dict[str, str]]:
+    """{setup: {output name: task kind}}: the description's first binary task alone, and every
+    pointwise task of it (what a multi-task family's Evaluator measures)."""
+    pointwise = {t.name: t.kind for t in spec.tasks if t.kind in (T.BINARY, T.REGRESSION)}
+    binary = [name for name, kind in pointwise.items() if kind == T.BINARY][:1]
+    return {"one binary task": {name: T.BINARY for name in binary}, f"mmoe ({spec.name})": pointwise}
 
 
 def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metrics.StandardMetricInputs]:
@@ -53,11 +58,19 @@ def elements(outputs: Dict[str, str], n: int, seed: int = 0) -> List[tfma.metric
     return out
 
 
-def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs]) -> Dict[str, Dict]:
-    """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}."""
+def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs],
+                  rating: Optional[Dict[str, object]] = None) -> Dict[str, Dict]:
+    """Each output's TaskMetrics combiner over `data`: {output: {metric name: value}}.
+
+    Args:
+      outputs: output name -> task kind.
+      data: the elements (`elements`).
+      rating: a regression output's TaskMetrics settings, as the Evaluator gives the
+        description's rating task (`evaluation.eval_config.rating_settings`); None: none.
+    """
     results = {}
     for output, kind in outputs.items():
-        metric = TaskMetrics(kind=kind, liked_threshold=4.0 if kind == T.REGRESSION else None)
+        metric = TaskMetrics(kind=kind, **(dict(rating or {}) if kind == T.REGRESSION else {}))
         (computation,) = metric.computations(model_names=[""], output_names=[output])  # as the Evaluator builds it
         combiner = computation.combiner
         accumulator = combiner.create_accumulator()
@@ -69,14 +82,14 @@ def run_combiners(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardM
 
 
 def cpu_seconds(outputs: Dict[str, str], data: Sequence[tfma.metrics.StandardMetricInputs], profiled: bool,
-                repeats: int) -> float:
+                repeats: int, rating: Optional[Dict[str, object]] = None) -> float:
     best = float("inf")
     for _ in range(repeats):
         profiler = cProfile.Profile() if profiled else None
         started = time.process_time()
         if profiler is not None:
             profiler.enable()
-        run_combiners(outputs, data)
+        run_combiners(outputs, data, rating)
         if profiler is not None:
             profiler.disable()
         best = min(best, time.process_time() - started)
@@ -88,12 +101,19 @@ def main(argv=None) -> int:
     parser.add_argument("--examples", type=int, default=60000,
                         help="elements per combiner (an Evaluator of /tmp/makerun10: ~59,000 per slice set)")
     parser.add_argument("--repeats", type=int, default=3, help="the fastest of this many runs is kept")
+    parser.add_argument("--dataset", default=common.PipelineConfig.dataset,
+                        help="a shipped description name or a description file (its tasks)")
     args = parser.parse_args(argv)
+    from contract import datasets as D
+    from evaluation.eval_config import rating_settings
+
+    spec = D.dataset_spec(args.dataset)
+    rating = rating_settings(spec)
     rows = []
-    for setup, outputs in SETUPS.items():
+    for setup, outputs in setups(spec).items():
         data = elements(outputs, args.examples)
-        plain = cpu_seconds(outputs, data, False, args.repeats)
-        profiled = cpu_seconds(outputs, data, True, args.repeats)
+        plain = cpu_seconds(outputs, data, False, args.repeats, rating)
+        profiled = cpu_seconds(outputs, data, True, args.repeats, rating)
         rows.append({"setup": setup, "outputs": len(outputs), "examples": args.examples,
                      "cpu_seconds": round(plain, 3), "cpu_seconds_profiled": round(profiled, 3),
                      "us_per_example_and_output": round(1e6 * plain / (args.examples * len(outputs)), 2),

@@ -2,7 +2,9 @@
 
 `data_stages` runs ExampleGen .. Transform (no families) once into an output directory
 and reuses it when it is already there with the same configuration, so a benchmark and
-the tuning command read exactly the rows the pipeline writes.
+the tuning command read exactly the rows the pipeline writes. The data is a dataset
+description (a shipped name or a file) and its data directory, as the pipeline takes
+them: `add_dataset_arguments` gives a benchmark the runners' options.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.machine import cpu_model  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import features as F  # noqa: E402
-from pipeline.configs import REPO_ROOT, PipelineConfig  # noqa: E402
+from pipeline.configs import REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides  # noqa: E402,F401
 
 RESULTS_DIR = os.path.join(str(REPO_ROOT), "bench", "results")
 DEFAULT_WORK_DIR = os.path.join(str(REPO_ROOT), "outputs", "bench")
@@ -59,14 +61,24 @@ def task_names(config: PipelineConfig, family: str) -> Tuple[str, ...]:
     return tuple(t.name for t in family_tasks(config, family))
 
 
+def train_config(stages: DataStages, family: str, **overrides: Any):
+    """The Trainer's configuration of a family on the data stages' rows (the description, the
+    split and max_history of `stages.config`), with TrainConfig fields `overrides` (hparams,
+    seed, tasks, top_k)."""
+    from pipeline.model_stages import train_config as pipeline_train_config
+
+    return pipeline_train_config(stages.config, family, **overrides)
+
+
 def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> DataStages:
-    """Runs (or reuses) the data stages of a PipelineConfig with these overrides."""
+    """Runs (or reuses) the data stages of a PipelineConfig with these overrides (dataset,
+    data_dir, split, ...; unset: the description's), resolved."""
     from pipeline import local_runner, report
 
-    config = dataclasses.replace(PipelineConfig(), families=(), **config_overrides)
+    config = dataclasses.replace(PipelineConfig(), families=(), **config_overrides).resolved()
     key = json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir",)},
                      sort_keys=True, default=str)
-    name = f"{config.dataset}-{config.split}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
+    name = f"{config.dataset_name}-{config.split}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
     config = dataclasses.replace(config, output_dir=os.path.join(work_dir, name))
     stamp = os.path.join(config.output_dir, "data_stages.json")
     if os.path.exists(stamp):
@@ -87,6 +99,57 @@ def data_stages(work_dir: str = DEFAULT_WORK_DIR, **config_overrides: Any) -> Da
     return DataStages(config=config, seconds=seconds, **paths)
 
 
+def stages_of_args(args, **overrides: Any) -> DataStages:
+    """The data stages of a benchmark's dataset options (add_dataset_arguments) and
+    `args.work_dir`; `overrides` win over the options (e.g. the split a protocol needs)."""
+    return data_stages(args.work_dir, **{**dataset_overrides(args), **overrides})
+
+
+def data_label(config: PipelineConfig) -> str:
+    """`name (file), split S`: which data a result file's numbers come from."""
+    config = config.resolved()
+    return f"{config.describe_dataset()}, {config.split} split"
+
+
+def read_table(source, data_dir: str):
+    """A description's table (`contract.description.Source`: its files under `data_dir`) as a
+    pandas DataFrame of strings, read as its format says (csv / tsv with delimiter, header,
+    quoting and encoding; JSON lines; Parquet)."""
+    import pandas as pd
+
+    from contract import description as desc
+
+    paths = sorted(p for pattern in source.files for p in glob.glob(os.path.join(data_dir, pattern)))
+    if not paths:
+        raise FileNotFoundError(f"no file matches {list(source.files)} in {data_dir}")
+    frames = []
+    for path in paths:
+        if source.format in (desc.CSV, desc.TSV):
+            frames.append(pd.read_csv(path, sep=source.delimiter, header=0 if source.header else None,
+                                      names=list(source.columns) or None, quotechar=source.quotechar,
+                                      encoding=source.encoding, dtype=str, keep_default_na=False))
+        elif source.format == desc.JSONL:
+            frames.append(pd.read_json(path, lines=True, dtype=False, encoding=source.encoding).astype(str))
+        else:
+            frames.append(pd.read_parquet(path).astype(str))
+    return pd.concat(frames, ignore_index=True)
+
+
+def commit() -> str:
+    """The repository's commit (`git rev-parse --short HEAD`), `+ changes` when the work tree
+    differs from it; 'unknown' outside a git work tree."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + changes" if dirty else "")
+
+
 def machine() -> Dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
@@ -102,7 +165,8 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
                   out_dir: str = RESULTS_DIR) -> None:
     """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method)."""
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
-    header = ["", "Produced by: `" + meta["command"] + "`", f"Machine: {meta['machine']}", ""]
+    header = ["", "Produced by: `" + meta["command"] + "`"] + (
+        [f"Commit: {meta['commit']}"] if meta.get("commit") else []) + [f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
 

@@ -100,9 +100,9 @@ def metric_of(task: T.TaskSpec) -> str:
 
 def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], overrides: Dict[str, str],
                 results: Dict[str, Any], log: List[str]):
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
-    stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+    stages, parts = mt.load_dataset(dataset, args.work_dir, **mt.data_options(args, dataset))
     tasks = mt.dataset_tasks(dataset, stages.config.negatives_per_positive)
     names = tuple(t.name for t in tasks)
     per = results.setdefault(dataset, {})
@@ -112,9 +112,8 @@ def run_dataset(dataset: str, args, seeds: List[int], variants: Sequence[str], o
         models = {}
         for variant in variants:
             family, hparams = MODELS[variant]
-            config = TrainConfig(family=family, dataset=stages.config.dataset,
-                                 hparams={**hparams, **overrides_for(family, overrides)},
-                                 max_history=stages.config.max_history, seed=seed, tasks=names)
+            config = common.train_config(stages, family, hparams={**hparams, **overrides_for(family, overrides)},
+                                         seed=seed, tasks=names)
             model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
                                       stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph)
             models[variant] = model
@@ -279,6 +278,7 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", default="", help="comma-separated *_runs.json files to merge instead of training; "
                                                     "PATH:V1+V2 takes only those variants of a file")
     args = parser.parse_args(argv)
+    mt.parse_data_arguments(args)
     from models.hparams import parse_assignments
 
     command = ("python -m bench.dtrn " + " ".join(argv if argv is not None else sys.argv[1:])).strip()

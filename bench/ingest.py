@@ -1,8 +1,9 @@
-"""Scaling benchmark of the data stages: ExampleGen + Transform as the MovieLens data grows, per Beam profile.
+"""Scaling benchmark of the data stages: ExampleGen + Transform as a dataset grows, per Beam profile.
 
 `make bench-ingest` (or `python -m bench.ingest --scales 1,4,16 --profiles
 in_process,multi_process --out bench/results`) runs the pipeline's data stages
-(`pipeline.local_runner.run` with no model families) on the shipped MovieLens data
+(`pipeline.local_runner.run` with no model families) on a dataset description's data
+(`--dataset` / `--dataset_file`, `--data_dir`; the shipped MovieLens data by default)
 replicated `scale` times with offset user and item ids, once per Beam profile
 (pipeline/configs.py BEAM_PROFILES), each run in a child process so its peak memory is
 its own. It writes under `--out`, rewritten after every run so a long run keeps what it
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import glob
 import json
 import logging
 import os
@@ -39,16 +41,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from pipeline.configs import BEAM_PROFILES, REPO_ROOT, PipelineConfig, with_beam_profile
+from pipeline.configs import (BEAM_PROFILES, REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides,
+                              with_beam_profile)
 from common.io_utils import atomic_path
+from contract import description as desc
 from bench.machine import cpu_model
 
-DEFAULT_DATA_DIR = str(REPO_ROOT / "data" / "movielens-small")
 DEFAULT_OUT = str(REPO_ROOT / "bench" / "results")
-RATINGS_FILE = "ratings.csv"
-MOVIES_FILE = "movies.csv"
 RESULTS_JSON = "scale.json"
 RUNS_JSON = "scale_runs.json"
 RESULTS_MD = "scale.md"
@@ -65,15 +66,16 @@ STATISTICS_GEN = "StatisticsGen"
 # ----------------------------------------------------------------------------
 @dataclasses.dataclass
 class ReplicaInfo:
-    """What `replicate_movielens` wrote.
+    """What `replicate` wrote.
 
     Attributes:
       copies: replicas written (1 = the original data).
-      rows: interaction data rows in the written ratings file.
-      items: data rows in the written movies file.
-      user_offset: added to user ids once per replica (max user id + 1).
-      item_offset: added to item ids once per replica (max item id + 1).
-      bytes: size of the written ratings and movies files together.
+      rows: interaction records in the written interaction files.
+      items: records in the written item table (0 without one).
+      user_offset: added to integer user ids once per replica (max user id + 1); 0 when the
+        ids are not all integers and replicas prefix them instead ("r1-", "r2-", ...).
+      item_offset: the same for item ids.
+      bytes: size of the written files together.
     """
 
     copies: int
@@ -84,43 +86,134 @@ class ReplicaInfo:
     bytes: int
 
 
-def _data_lines(path: str) -> Iterable[tuple]:
-    """(line number, raw line with its line end) of every non-blank line after the header."""
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if number > 1 and line.strip():
-                yield number, line
+class _Table:
+    """One file of a description's table: its records (raw bytes and fields) and how to write new ones."""
+
+    def __init__(self, source: desc.Source, path: str):
+        self.source, self.path = source, path
+        with open(path, "rb") as f:
+            self.raw = f.read()
+        self.line_end = b"\r\n" if self.raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+        self.header: Optional[List[str]] = None
+        self.records: List[tuple] = []  # (line number, fields or JSON object)
+        if source.format == desc.JSONL:
+            for number, line in enumerate(self.raw.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        self.records.append((number, json.loads(line)))
+                    except ValueError:
+                        raise ValueError(f"{path}:{number}: not a JSON object: {line[:80]!r}") from None
+        elif source.format in (desc.CSV, desc.TSV):
+            import csv
+            import io
+
+            text = io.StringIO(self.raw.decode(source.encoding), newline="")
+            reader = csv.reader(text, delimiter=source.delimiter, quotechar=source.quotechar)
+            for fields in reader:
+                if source.header and self.header is None:
+                    self.header = fields
+                elif fields and any(f.strip() for f in fields):
+                    self.records.append((reader.line_num, fields))
+        else:
+            raise ValueError(f"{path}: replicating {source.format} files is not supported (csv, tsv, jsonl)")
+
+    def index(self, column: str) -> Any:
+        """Where a column's value is in a record (a field index, or the JSON key)."""
+        if self.source.format == desc.JSONL:
+            return column
+        names = self.header if self.header is not None else list(self.source.columns)
+        if column not in names:
+            raise ValueError(f"{self.path}: no column {column!r}; columns: {names}")
+        return names.index(column)
+
+    def values(self, column: str) -> List[str]:
+        at = self.index(column)
+        return [str(record[at]) for _, record in self.records]
+
+    def replica(self, changes: Dict[Any, Callable[[str], str]]) -> bytes:
+        """Every record with the values of the changed columns replaced."""
+        if self.source.format == desc.JSONL:
+            out = []
+            for _, record in self.records:
+                record = dict(record)
+                for key, change in changes.items():
+                    record[key] = type(record[key])(change(str(record[key]))) if isinstance(record[key], int) \
+                        else change(str(record[key]))
+                out.append(json.dumps(record).encode(self.source.encoding) + self.line_end)
+            return b"".join(out)
+        import csv
+        import io
+
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer, delimiter=self.source.delimiter, quotechar=self.source.quotechar,
+                            lineterminator=self.line_end.decode())
+        for _, fields in self.records:
+            fields = list(fields)
+            for at, change in changes.items():
+                fields[at] = change(fields[at])
+            writer.writerow(fields)
+        return buffer.getvalue().encode(self.source.encoding)
 
 
-def _int_field(value: bytes, path: str, line: int, what: str) -> int:
+def _renamer(values: Sequence[str], what: str) -> Tuple[int, Callable[[int], Callable[[str], str]]]:
+    """(offset, replica -> id change): integer ids offset by replica * (max + 1) (a leading
+    '+' or zeros are not kept), other ids prefixed "r<replica>-"."""
     try:
-        return int(value)
+        numbers = [int(v) for v in values]
     except ValueError:
-        raise ValueError(
-            f"{path}:{line}: expected an integer {what} in the first fields, got {value[:40]!r}"
-        ) from None
+        return 0, lambda replica: (lambda v: f"r{replica}-{v}")
+    if not numbers:
+        raise ValueError(f"no {what} to replicate")
+    offset = max(numbers) + 1
+    return offset, lambda replica: (lambda v: str(int(v) + replica * offset))
 
 
-def _split_ids(line: bytes, count: int, path: str, number: int) -> List[bytes]:
-    parts = line.split(b",", count)
-    if len(parts) != count + 1:
-        raise ValueError(f"{path}:{number}: expected at least {count + 1} comma-separated fields, "
-                         f"got {line[:80]!r}")
-    return parts
+def _files(source: desc.Source, src_dir: str) -> List[str]:
+    paths = sorted(p for pattern in source.files for p in glob.glob(os.path.join(src_dir, pattern)))
+    if not paths:
+        raise FileNotFoundError(f"no file matches {list(source.files)} in {src_dir}")
+    return paths
 
 
-def _max_ids(ratings: str, movies: str) -> tuple:
-    max_user = max_item = -1
-    for number, line in _data_lines(ratings):
-        user, item, _ = _split_ids(line, 2, ratings, number)
-        max_user = max(max_user, _int_field(user, ratings, number, "userId"))
-        max_item = max(max_item, _int_field(item, ratings, number, "movieId"))
-    for number, line in _data_lines(movies):
-        item, _ = _split_ids(line, 1, movies, number)
-        max_item = max(max_item, _int_field(item, movies, number, "movieId"))
-    if max_user < 0 or max_item < 0:
-        raise ValueError(f"no data rows in {ratings} / {movies}")
-    return max_user, max_item
+def replicate(d: desc.Description, src_dir: str, dst_dir: str, copies: int) -> ReplicaInfo:
+    """Writes the description's interaction files and item table, replicated `copies` times, into `dst_dir`.
+
+    Replica r (0-based; replica 0 is the original file, byte for byte) changes the user and
+    item ids so that replicas share no user or item: integer ids get r * (max id + 1) added
+    (the item offset over the interactions and the item table together), other ids the
+    prefix "r<r>-". The rest of each record is kept; csv records are rewritten with the
+    file's delimiter, quote character and line end (minimal quoting). Each file is written
+    to a temporary name and renamed.
+
+    Args:
+      d: the dataset description (files, formats, the user, item and item-key columns).
+      src_dir: directory holding the description's files.
+      dst_dir: directory to write into (created when missing).
+      copies: number of replicas, at least 1.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    interactions = [_Table(d.interactions, p) for p in _files(d.interactions, src_dir)]
+    items = [_Table(d.items, p) for p in _files(d.items, src_dir)] if d.items is not None else []
+    user_offset, user_change = _renamer([v for t in interactions for v in t.values(d.user)], "user ids")
+    item_offset, item_change = _renamer([v for t in interactions for v in t.values(d.item)]
+                                        + [v for t in items for v in t.values(d.item_key)], "item ids")
+    os.makedirs(dst_dir, exist_ok=True)
+    size = 0
+    for table, columns in [(t, {d.user: user_change, d.item: item_change}) for t in interactions] + \
+                          [(t, {d.item_key: item_change}) for t in items]:
+        def chunks(table=table, columns=columns):
+            yield table.raw
+            if copies > 1 and table.raw and not table.raw.endswith(b"\n"):
+                yield table.line_end
+            for replica in range(1, copies):
+                yield table.replica({table.index(c): change(replica) for c, change in columns.items()})
+
+        target = os.path.join(dst_dir, os.path.relpath(table.path, src_dir))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        size += _write_atomically(target, chunks())
+    return ReplicaInfo(copies, sum(len(t.records) for t in interactions) * copies,
+                       sum(len(t.records) for t in items) * copies, user_offset, item_offset, size)
 
 
 def _write_atomically(path: str, chunks: Iterable[bytes]) -> int:
@@ -131,61 +224,6 @@ def _write_atomically(path: str, chunks: Iterable[bytes]) -> int:
             f.write(chunk)
             written += len(chunk)
     return written
-
-
-def _replicated(path: str, copies: int, offsets: Sequence[int]) -> Iterable[bytes]:
-    """The file unchanged, then `copies - 1` replicas of its data rows with the leading ids offset.
-
-    `offsets[i]` is added, times the replica number, to the i-th comma-separated field;
-    everything after those fields (quoting, line ends) is copied byte for byte.
-    """
-    with open(path, "rb") as f:
-        original = f.read()
-    yield original
-    if copies <= 1:
-        return
-    line_end = b"\r\n" if original.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
-    if original and not original.endswith(b"\n"):
-        yield line_end
-    n = len(offsets)
-    for replica in range(1, copies):
-        out = []
-        for number, line in _data_lines(path):
-            parts = _split_ids(line, n, path, number)
-            ids = [b"%d" % (_int_field(parts[i], path, number, "id") + replica * offsets[i]) for i in range(n)]
-            rest = parts[n] if parts[n].endswith(b"\n") else parts[n] + line_end
-            out.append(b",".join(ids + [rest]))
-        yield b"".join(out)
-
-
-def replicate_movielens(src_dir: str, dst_dir: str, copies: int) -> ReplicaInfo:
-    """Writes ratings.csv and movies.csv of `src_dir` replicated `copies` times into `dst_dir`.
-
-    Replica r (0-based; replica 0 is the original file, byte for byte) adds
-    r * (max user id + 1) to user ids and r * (max item id + 1) to item ids, in both
-    files, so replicas share no user or item. Headers, CRLF line ends and quoting are
-    kept. Each file is written to a temporary name and renamed.
-
-    Args:
-      src_dir: directory holding MovieLens `ratings.csv` and `movies.csv`.
-      dst_dir: directory to write into (created when missing).
-      copies: number of replicas, at least 1.
-    """
-    if copies < 1:
-        raise ValueError(f"copies must be at least 1, got {copies}")
-    ratings, movies = os.path.join(src_dir, RATINGS_FILE), os.path.join(src_dir, MOVIES_FILE)
-    for path in (ratings, movies):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"MovieLens file not found: {path}")
-    max_user, max_item = _max_ids(ratings, movies)
-    user_offset, item_offset = max_user + 1, max_item + 1
-    os.makedirs(dst_dir, exist_ok=True)
-    size = _write_atomically(os.path.join(dst_dir, RATINGS_FILE),
-                             _replicated(ratings, copies, (user_offset, item_offset)))
-    size += _write_atomically(os.path.join(dst_dir, MOVIES_FILE), _replicated(movies, copies, (item_offset,)))
-    rows = sum(1 for _ in _data_lines(ratings)) * copies
-    items = sum(1 for _ in _data_lines(movies)) * copies
-    return ReplicaInfo(copies, rows, items, user_offset, item_offset, size)
 
 
 # ----------------------------------------------------------------------------
@@ -240,13 +278,21 @@ def _peak_rss_mb(who: int) -> float:
 
 
 def _run_one_scale(data_dir: str, output_dir: str, result_path: str, profile: str = "in_process",
-                   transform_tf2: bool = False) -> int:
-    """Runs the data stages once and writes their timings, rows and peak RSS to `result_path`."""
+                   transform_tf2: bool = False, data: Optional[Dict[str, Any]] = None) -> int:
+    """Runs the data stages once and writes their timings, rows and peak RSS to `result_path`.
+
+    Args:
+      data_dir / output_dir: the replicated data and where the run writes.
+      result_path: the result file.
+      profile: the Beam profile.
+      transform_tf2: Transform in tf.Transform's TF2 mode.
+      data: the dataset options (PipelineConfig fields: dataset, split, ...).
+    """
     from pipeline import local_runner, report as run_report
 
     config = with_beam_profile(
-        dataclasses.replace(PipelineConfig(), data_dir=data_dir, output_dir=output_dir, families=(),
-                            transform_tf_compat_v1=not transform_tf2), profile)
+        dataclasses.replace(PipelineConfig(), **(data or {}), data_dir=data_dir, output_dir=output_dir, families=(),
+                            transform_tf_compat_v1=not transform_tf2).resolved(), profile)
     result: Dict[str, object] = {"split": config.split, "seed": config.seed,
                                  "transform_tf_compat_v1": config.transform_tf_compat_v1,
                                  "beam_pipeline_args": list(config.beam_pipeline_args),
@@ -327,22 +373,25 @@ def _cpu_fields(result: Dict[str, object], rows: int) -> Dict[str, object]:
 
 
 def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, keep: bool,
-                  profile: str = "in_process", transform_tf2: bool = False) -> Dict[str, object]:
+                  profile: str = "in_process", transform_tf2: bool = False,
+                  data: Optional[Dict[str, Any]] = None) -> Dict[str, object]:
     """Replicates the data `scale` times, runs the data stages in a child process, and returns the row.
 
     Args:
       scale: replicas of the source data.
-      src_dir: the MovieLens directory.
+      src_dir: the description's data directory.
       work_dir: scratch directory for the replicated data and the pipeline outputs.
       max_rss_gb: the child (with its descendants) is stopped when its resident memory
         passes this, and the row says so.
       keep: keep the scratch outputs of this scale.
       profile: the Beam profile the data stages run on.
       transform_tf2: run Transform in tf.Transform's TF2 mode instead of the pipeline's TF1 compat mode.
+      data: the dataset options (PipelineConfig fields without data_dir: dataset, split, ...).
     """
+    data = dict(data or {})
     data_dir = os.path.join(work_dir, f"data-{scale}")  # shared by the profiles
     scale_dir = os.path.join(work_dir, f"scale-{scale}-{profile}")
-    replica = replicate_movielens(src_dir, data_dir, scale)
+    replica = replicate(dataclasses.replace(PipelineConfig(), **data).load_description(), src_dir, data_dir, scale)
     row: Dict[str, object] = {"scale": scale, "profile": profile, "rows": replica.rows, "items": replica.items,
                               "input_mb": round(replica.bytes / 2**20, 1),
                               "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -350,9 +399,10 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
     result_path = os.path.join(scale_dir, "result.json")
     command = [sys.executable, "-m", "bench.ingest", "--child_data_dir", data_dir,
                "--child_output_dir", os.path.join(scale_dir, "outputs"), "--child_result", result_path,
-               "--child_profile", profile] + (["--child_transform_tf2"] if transform_tf2 else [])
+               "--child_profile", profile, "--child_data", json.dumps(data)] + \
+        (["--child_transform_tf2"] if transform_tf2 else [])
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
-    print(f"scale {scale} ({profile}): {replica.rows} interaction rows, {row['input_mb']} MB of CSV", flush=True)
+    print(f"scale {scale} ({profile}): {replica.rows} interaction rows, {row['input_mb']} MB of input", flush=True)
     os.makedirs(scale_dir, exist_ok=True)
     started = time.monotonic()
     child = subprocess.Popen(command, cwd=str(REPO_ROOT), env=env, start_new_session=True)
@@ -381,7 +431,7 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
         rows_read = int(result["rows_read"]["interactions"])
         if rows_read != replica.rows:
             raise RuntimeError(f"scale {scale}: ExampleGen read {rows_read} interaction rows, "
-                               f"the replicated ratings.csv has {replica.rows}")
+                               f"the replicated interaction files have {replica.rows}")
         seconds = timings[EXAMPLE_GEN] + timings[TRANSFORM]
         row.update(
             status="ok",
@@ -432,23 +482,28 @@ def _sample_peak_kb(processes: List[subprocess.Popen]) -> int:
 
 
 def measure_trainer(workers: int, data_row: Dict[str, object], work_dir: str, family: str,
-                    epochs: int) -> Dict[str, object]:
+                    epochs: int, data: Optional[Dict[str, Any]] = None) -> Dict[str, object]:
     """Trains `family` on a kept data run's Transform output with `workers` processes; returns the row.
 
     One worker trains in one process with the default strategy; more join one
     MultiWorkerMirroredStrategy over loopback (TF_CONFIG per process), each taking its
     share of every global batch. Early stopping cannot end the run before `epochs`.
+    `data`: the dataset options of the run (PipelineConfig fields: dataset, split, ...).
     """
     from pipeline import report as run_report
+    from pipeline.model_stages import train_config
     from training import distribute, worker
 
     found = run_report.output_dirs(str(data_row["pipeline_root"]))[TRANSFORM]
     files = {s: [os.path.join(found["transformed_examples"], f"Split-{s}", "*")] for s in ("train", "eval")}
-    config: Dict[str, object] = {"family": family, "hparams": {"max_epochs": epochs, "patience": epochs}}
     tf_configs: List[Optional[str]] = [None]
+    strategy = distribute.DEFAULT
     if workers > 1:
-        config["strategy"] = distribute.MULTI_WORKER
+        strategy = distribute.MULTI_WORKER
         tf_configs = list(worker.local_cluster(workers))
+    run_config = dataclasses.replace(PipelineConfig(), **(data or {}))
+    config = train_config(run_config, family, hparams={"max_epochs": epochs, "patience": epochs},
+                          strategy=strategy).to_custom_config()
     out = os.path.join(work_dir, f"trainer-{family}-{workers}")
     summary_path = os.path.join(out, "summary-{worker}.json")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
@@ -577,7 +632,8 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
     lines = [
         "# Scaling benchmark: ExampleGen + Transform vs rows, per Beam profile; the Trainer per worker count",
         "",
-        "The pipeline's data stages on MovieLens ml-latest-small replicated `scale` times (offset ids); "
+        f"The pipeline's data stages on {meta.get('dataset', 'the data')} replicated "
+        "`scale` times (offset ids); "
         "rows = interactions read by ExampleGen; seconds = the runner's wall time of the stage; "
         "peak RSS = the highest resident memory of the pipeline's process tree (Beam workers included) "
         "sampled every second while the stage ran; load = the machine's 1-minute load average at the "
@@ -650,8 +706,9 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "## How it was measured",
         "",
         f"- Command: `{meta['command']}` (started {meta['started']}).",
-        f"- Data: `{meta['data_dir']}` (ratings.csv + movies.csv); replica r adds r * (max user id + 1) "
-        "to user ids and r * (max item id + 1) to item ids in both files; CRLF and quoting kept.",
+        f"- Data: `{meta['data_dir']}` (the description's interaction files and item table); replica r adds "
+        "r * (max user id + 1) to user ids and r * (max item id + 1) to item ids (ids that are not all integers: "
+        "the prefix `r<r>-`); line ends kept, csv quoting minimal.",
         "- Pipeline: `pipeline.local_runner.run` with families=() (ExampleGen, StatisticsGen, "
         "ImportSchemaGen, ExampleValidator, AnomalyGate, Transform), LocalDagRunner, SQLite metadata; "
         "each (profile, scale) in a fresh child process. Beam arguments: "
@@ -715,7 +772,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--transform_tf2", action="store_true",
                         help="Transform in tf.Transform's TF2 mode (the pipeline uses its TF1 compat mode)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory for scale.json, scale_runs.json and scale.md")
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="MovieLens ratings.csv + movies.csv")
     parser.add_argument("--work_dir", default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--max_rss_gb", type=float, default=16.0,
                         help="stop a scale whose resident memory passes this")
@@ -729,13 +785,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--child_result", help=argparse.SUPPRESS)
     parser.add_argument("--child_profile", default="in_process", help=argparse.SUPPRESS)
     parser.add_argument("--child_transform_tf2", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child_data", default="{}", help=argparse.SUPPRESS)
+    add_dataset_arguments(parser)
     args = parser.parse_args(argv)
 
     if args.child_result:
         return _run_one_scale(args.child_data_dir, args.child_output_dir, args.child_result, args.child_profile,
-                              args.child_transform_tf2)
+                              args.child_transform_tf2, json.loads(args.child_data))
 
-    defaults = PipelineConfig()
+    data = dataset_overrides(args)
+    if args.dataset_file:
+        data["dataset"] = os.path.abspath(args.dataset_file)  # the children run from the repository root
+    defaults = dataclasses.replace(PipelineConfig(), **data).resolved()
+    src_dir = defaults.data_dir
+    data.pop("data_dir", None)
     meta = {
         "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -743,7 +806,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "profiles": args.profiles,
         "profile_args": {p: list(with_beam_profile(defaults, p).beam_pipeline_args) for p in args.profiles},
         "transform_mode": "TF2" if args.transform_tf2 else "TF1 compat (force_tf_compat_v1)",
-        "data_dir": os.path.relpath(os.path.abspath(args.data_dir), str(REPO_ROOT)),
+        "dataset": defaults.describe_dataset(),
+        "data_dir": os.path.relpath(src_dir, str(REPO_ROOT)),
         "split": defaults.split,
         "seed": defaults.seed,
         "max_history": defaults.max_history,
@@ -760,17 +824,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for scale, profile in [(s, p) for s in args.scales for p in args.profiles]:
             keep = args.keep or (bool(args.trainer_workers) and (scale, profile) == trainer_data)
-            rows.append(measure_scale(scale, args.data_dir, work_dir, args.max_rss_gb, keep, profile,
-                                      args.transform_tf2))
+            rows.append(measure_scale(scale, src_dir, work_dir, args.max_rss_gb, keep, profile,
+                                      args.transform_tf2, data))
             write_results(args.out, rows, meta)
             r = rows[-1]
             if r["status"] == "ok":
                 print(f"scale {scale} ({profile}): {r['rows']} rows, ExampleGen {r['example_gen_seconds']} s + "
                       f"Transform {r['transform_seconds']} s = {r['seconds']} s, {r['rows_per_second']} rows/s, "
                       f"peak RSS {r['stage_peak_rss_mb']['both']} MB", flush=True)
-        data = next((r for r in rows if (r["scale"], r["profile"]) == trainer_data and r["status"] == "ok"), None)
-        for workers in args.trainer_workers if data else []:
-            rows.append(measure_trainer(workers, data, work_dir, args.trainer_family, args.trainer_epochs))
+        trained = next((r for r in rows if (r["scale"], r["profile"]) == trainer_data and r["status"] == "ok"), None)
+        for workers in args.trainer_workers if trained else []:
+            rows.append(measure_trainer(workers, trained, work_dir, args.trainer_family, args.trainer_epochs,
+                                        {**data, "data_dir": src_dir}))
             write_results(args.out, rows, meta)
             r = rows[-1]
             if r["status"] == "ok":

@@ -1,13 +1,17 @@
 """The multi-task benchmark: the multi-task families per task against per-task peers.
 
-Data (the pipeline's own rows, `bench.common.data_stages`):
-- MovieLens ml-latest-small, hash split with `--negatives` sampled negatives per positive
-  (ExampleGen's option): tasks `watched` (all rows), `liked`, `loved` and `rating` (on
-  watched rows only: the families mask conditional tasks, and every metric here is
-  computed on the rows where the task's condition holds).
-- Taobao UserBehavior sample, by-day split (protocol M), no sampled negatives: tasks
-  `cart`, `fav`, `buy` on every first page view (`viewed` is dropped without negatives,
-  as the pipeline's `family_tasks` does).
+Data (the pipeline's own rows, `bench.common.data_stages`): each of `--datasets` (shipped
+description names or description files), its data from `--data_dir DATASET=DIR` (default:
+the description's data_dir), its description's split, and `--negatives DATASET=N` sampled
+negatives per positive (default: MovieLens 1, otherwise the description's). Tasks: the
+description's pointwise tasks, the implicit one dropped without negatives (as the
+pipeline's `family_tasks` does); every metric is computed on the rows where the task's
+condition holds (the families mask conditional tasks). By default:
+- MovieLens ml-latest-small, hash split with 1 sampled negative per positive: tasks
+  `watched` (all rows), `liked`, `loved` and `rating` (on watched rows only).
+- Taobao UserBehavior sample (`--data_dir taobao=DIR`; the Makefile passes TAOBAO_DIR),
+  by-day split (protocol M), no sampled negatives: tasks `cart`, `fav`, `buy` on every
+  first page view.
 
 Families (`--families`, registry defaults unless `--hparam FAMILY.NAME=VALUE`) are trained
 with the pipeline's Trainer code (`training.trainer.train`, early stopping on the eval
@@ -16,21 +20,25 @@ test rows (the features the served model's Transform produces). Peers, trained i
 same run on the same transformed training rows of each task (the rows where its condition
 holds) with the same information, per task:
 - `logreg`: scikit-learn LogisticRegression (Ridge for the rating) on one-hot user, item
-  and genre/category ids plus the dense features below; C (alpha) chosen on the eval split.
-- `lightgbm`: LightGBM on user, item and first genre/category ids (categorical) plus the
+  and set-feature ids (the description's first categorical item feature: MovieLens's
+  genres, Taobao's category) plus the dense features below; C (alpha) chosen on the eval
+  split.
+- `lightgbm`: LightGBM on user, item and first set-feature ids (categorical) plus the
   same dense features, learning rate 0.1; leaves (15 or 63) chosen and rounds early-stopped
   on the eval split (a grid without the ids lost on both datasets' eval splits in a trial
   run, and was dropped for time).
-Dense features: the item's year z-score, popularity and (MovieLens) leave-one-out mean
-rating from Transform; history length; the share of each behavior type in the history;
-the share of history items with the item's (first) genre/category.
+Dense features: the item's declared numeric features (MovieLens: the year z-score),
+popularity and (with a rating) leave-one-out mean rating from Transform; history length;
+the share of each behavior type in the history; the share of history items with the
+item's (first) set-feature value.
 
 Metrics: evaluation.definitions (the Evaluator's functions): AUC, PR-AUC, log loss and
 calibration (mean prediction / positive rate) per binary task, RMSE and MAE for the
 rating. Families: mean and standard deviation over seeds. Taobao AUCs carry a 95%
 bootstrap interval over test rows (resampled rows shared by every model, the seed mean
-recomputed on each resample) and the Hanley-McNeil interval; the sparse tasks also get
-a paired bootstrap interval of (family - single_task). Gates: mean softmax weight per
+recomputed on each resample) and the Hanley-McNeil interval; the sparse tasks
+(`--sparse_tasks DATASET=T1,T2`; default MovieLens loved, Taobao fav and buy) also get a
+paired bootstrap interval of (family - single_task). Gates: mean softmax weight per
 expert per task on the eval split (trainer.mean_gate_weights), mean over seeds.
 
     python -m bench.multitask [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
@@ -44,7 +52,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -52,6 +60,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from contract import datasets as D  # noqa: E402
+from contract import description as desc  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import tasks as T  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
@@ -59,16 +68,72 @@ from training.inputs import predict_rows  # noqa: E402,F401  (re-exported for th
 
 FAMILIES = ("single_task", "shared_bottom", "mmoe", "ple", "nmtr")
 PEERS = ("logreg", "lightgbm")
-TAOBAO_DIR = os.path.normpath(os.path.join(str(common.REPO_ROOT), "..", "shared", "data", "taobao-userbehavior-sample"))
-SPARSE_TASKS = {"movielens": ("loved",), "taobao": ("fav", "buy")}
-# Reference: a logistic regression AUC measured earlier on Taobao's test split.
-REFERENCE_LR_AUC = {"taobao": {"cart": 0.653, "fav": 0.778, "buy": 0.677}}
+# Defaults of the per-dataset options (DATASET=VALUE, the dataset a description's name): the
+# benchmark's protocol on the shipped descriptions. Another dataset takes its description's
+# negatives, no sparse task and no reference.
+DEFAULT_NEGATIVES = ("movielens=1",)
+DEFAULT_SPARSE_TASKS = ("movielens=loved", "taobao=fav,buy")
+# A logistic regression AUC measured earlier on Taobao's test split.
+DEFAULT_REFERENCE_AUC = ("taobao=cart:0.653,fav:0.778,buy:0.677",)
 BINARY_METRICS = ("auc", "pr_auc", "log_loss", "calibration")
 REGRESSION_METRICS = ("rmse", "mae")
 LR_C = (0.03, 0.3, 3.0)
 RIDGE_ALPHA = (1.0, 10.0, 100.0)
 LGB_GRID = {"num_leaves": (15, 63), "ids": (True,)}
-DENSE_ITEM_FEATURES = (F.ITEM_YEAR_Z, F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+
+
+def per_dataset(items: Optional[Sequence[str]], option: str) -> Dict[str, str]:
+    """`["movielens=1", "taobao=fav,buy"]` (a repeatable DATASET=VALUE option) -> {dataset: value}."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{option} {item!r}: expected DATASET=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def dataset_name(dataset: str) -> str:
+    """The description name of a --datasets entry (a shipped name or a description file)."""
+    return D.dataset_spec(dataset).name
+
+
+def keyed(values: Mapping[str, Any], dataset: str, default: Any = None) -> Any:
+    """The value of a per-dataset option for a --datasets entry, by the entry as given or by
+    its description's name."""
+    if dataset in values:
+        return values[dataset]
+    return values.get(dataset_name(dataset), default)
+
+
+def sparse_tasks(args, dataset: str) -> Tuple[str, ...]:
+    """The tasks of `dataset` reported as sparse (paired bootstrap against single_task)."""
+    text = keyed(per_dataset(args.sparse_tasks, "--sparse_tasks"), dataset, "")
+    return tuple(t for t in text.split(",") if t)
+
+
+def reference_aucs(args, dataset: str) -> Dict[str, float]:
+    """{task: reference AUC} of `dataset` (--reference_auc DATASET=TASK:AUC,...)."""
+    text = keyed(per_dataset(args.reference_auc, "--reference_auc"), dataset, "")
+    out = {}
+    for item in filter(None, text.split(",")):
+        task, sep, value = item.partition(":")
+        if not sep:
+            raise ValueError(f"--reference_auc {dataset}={text!r}: expected TASK:AUC,...")
+        out[task.strip()] = float(value)
+    return out
+
+
+def dense_item_features(d: desc.Description) -> Tuple[str, ...]:
+    """The transformed item features every peer reads: the declared numeric and time item
+    features, then popularity and (with a rating) the leave-one-out mean rating."""
+    declared = tuple(f.transformed_name() for f in d.item_features if f.type in (desc.NUMERIC, desc.TIME))
+    return declared + (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+
+
+def set_feature(d: desc.Description) -> Optional[desc.Feature]:
+    """The first categorical or multi-valued item feature (the peers' set ids), if any."""
+    return next((f for f in d.item_features if f.type in (desc.CATEGORICAL, desc.MULTI_CATEGORICAL)), None)
 
 
 # --------------------------------------------------------------------------
@@ -158,20 +223,34 @@ def hanley_mcneil(auc: float, n_pos: int, n_neg: int, z: float = 1.959964) -> Tu
 # --------------------------------------------------------------------------
 # Peers' features
 # --------------------------------------------------------------------------
-def genre_table(parts: Sequence[Dict[str, np.ndarray]], num_items: int) -> np.ndarray:
-    """First genre/category row of each item row (0 unknown), from the item's own metadata."""
+def set_table(parts: Sequence[Dict[str, np.ndarray]], num_items: int, feature: Optional[str]) -> np.ndarray:
+    """First value row of the set feature (transformed `<raw>_idx`) of each item row (0 unknown,
+    every item 0 without a feature), from the item's own metadata."""
     table = np.zeros(num_items, dtype=np.int64)
+    if feature is None:
+        return table
     for data in parts:
-        table[data[F.ITEM_IDX]] = np.asarray(data[F.ITEM_GENRE_IDX]).reshape(len(data[F.ITEM_IDX]), -1)[:, 0]
+        table[data[F.ITEM_IDX]] = np.asarray(data[feature]).reshape(len(data[F.ITEM_IDX]), -1)[:, 0]
     return table
 
 
-def dense_features(data: Dict[str, np.ndarray], num_behaviors: int, genres: np.ndarray,
-                   max_history: int) -> Tuple[np.ndarray, List[str]]:
-    """[n, k] float features every peer reads, and their names."""
+def dense_features(data: Dict[str, np.ndarray], num_behaviors: int, sets: np.ndarray,
+                   max_history: int, item_features: Sequence[str] = (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM),
+                   set_name: str = "set") -> Tuple[np.ndarray, List[str]]:
+    """[n, k] float features every peer reads, and their names.
+
+    Args:
+      data: transformed rows.
+      num_behaviors: the behavior vocabulary's size (history behavior ids 1..n).
+      sets: set_table's first set value per item row.
+      max_history: the history length the rows were padded to.
+      item_features: transformed item features to read when the rows have them
+        (dense_item_features of the description).
+      set_name: the set feature's name (the name of the share-of-same-value column).
+    """
     n = len(data[F.ITEM_IDX])
     cols, names = [], []
-    for name in DENSE_ITEM_FEATURES:
+    for name in item_features:
         if name in data:
             cols.append(np.asarray(data[name], dtype=np.float64).reshape(n))
             names.append(name)
@@ -185,11 +264,12 @@ def dense_features(data: Dict[str, np.ndarray], num_behaviors: int, genres: np.n
     for b in range(1, num_behaviors + 1):
         cols.append(((behaviors == b) & present).sum(axis=1) / denom)
         names.append(f"history_share_behavior_{b}")
-    item_genre = genres[np.asarray(data[F.ITEM_IDX])]
-    hist_genre = genres[np.clip(hist, 0, len(genres) - 1)]
-    same = (hist_genre == item_genre[:, None]) & present & (item_genre[:, None] > 0)
-    cols.append(same.sum(axis=1) / denom)
-    names.append("history_share_same_genre")
+    if sets.any():
+        item_set = sets[np.asarray(data[F.ITEM_IDX])]
+        hist_set = sets[np.clip(hist, 0, len(sets) - 1)]
+        same = (hist_set == item_set[:, None]) & present & (item_set[:, None] > 0)
+        cols.append(same.sum(axis=1) / denom)
+        names.append(f"history_share_same_{set_name}")
     return np.stack(cols, axis=1), names
 
 
@@ -205,21 +285,36 @@ def one_hot(values: np.ndarray, width: int) -> sp.csr_matrix:
 
 
 class PeerFeatures:
-    """Builds the peers' inputs from transformed rows: sparse ids for logreg, a frame for LightGBM."""
+    """Builds the peers' inputs from transformed rows: sparse ids for logreg, a frame for LightGBM.
 
-    def __init__(self, parts: Sequence[Dict[str, np.ndarray]], num_behaviors: int, max_history: int):
+    Args:
+      parts: the transformed rows of every split (the id widths and the item sets).
+      num_behaviors: the behavior vocabulary's size.
+      max_history: the history length the rows were padded to.
+      d: the description (its set feature and dense item features); None: no set feature,
+        popularity and mean rating only.
+    """
+
+    def __init__(self, parts: Sequence[Dict[str, np.ndarray]], num_behaviors: int, max_history: int,
+                 d: Optional[desc.Description] = None):
         def width(name):
             return int(max(np.asarray(p[name]).max() for p in parts)) + 1
 
-        self.users, self.items, self.genres = width(F.USER_IDX), width(F.ITEM_IDX), width(F.ITEM_GENRE_IDX)
-        self.genre_of = genre_table(parts, self.items)
+        feature = set_feature(d) if d is not None else None
+        self.set_idx = feature.transformed_names()[0] if feature is not None else None
+        self.set_name = feature.name if feature is not None else "set"
+        self.item_features = dense_item_features(d) if d is not None else (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+        self.users, self.items = width(F.USER_IDX), width(F.ITEM_IDX)
+        self.sets = width(self.set_idx) if self.set_idx else 0
+        self.set_of = set_table(parts, self.items, self.set_idx)
         self.num_behaviors = num_behaviors
         self.max_history = max_history
         self.mean: Optional[np.ndarray] = None
         self.scale: Optional[np.ndarray] = None
 
     def dense(self, data) -> Tuple[np.ndarray, List[str]]:
-        return dense_features(data, self.num_behaviors, self.genre_of, self.max_history)
+        return dense_features(data, self.num_behaviors, self.set_of, self.max_history, self.item_features,
+                              self.set_name)
 
     def fit_scaler(self, data) -> None:
         x, _ = self.dense(data)
@@ -228,8 +323,9 @@ class PeerFeatures:
     def linear(self, data) -> sp.csr_matrix:
         x, _ = self.dense(data)
         x = (x - self.mean) / self.scale
-        return sp.hstack([one_hot(data[F.USER_IDX], self.users), one_hot(data[F.ITEM_IDX], self.items),
-                          one_hot(data[F.ITEM_GENRE_IDX], self.genres), sp.csr_matrix(x)], format="csr")
+        sets = [one_hot(data[self.set_idx], self.sets)] if self.set_idx else []
+        return sp.hstack([one_hot(data[F.USER_IDX], self.users), one_hot(data[F.ITEM_IDX], self.items)] + sets
+                         + [sp.csr_matrix(x)], format="csr")
 
     def trees(self, data, ids: bool = True) -> Tuple[np.ndarray, List[str], List[int]]:
         """(matrix, names, categorical columns) for LightGBM."""
@@ -237,9 +333,13 @@ class PeerFeatures:
         if not ids:
             return x, names, []
         n = len(data[F.ITEM_IDX])
-        id_cols = np.stack([np.asarray(data[F.USER_IDX]).reshape(n), np.asarray(data[F.ITEM_IDX]).reshape(n),
-                            np.asarray(data[F.ITEM_GENRE_IDX]).reshape(n, -1)[:, 0]], axis=1).astype(np.float64)
-        return np.concatenate([id_cols, x], axis=1), ["user_idx", "item_idx", "genre_idx"] + names, [0, 1, 2]
+        ids = [np.asarray(data[F.USER_IDX]).reshape(n), np.asarray(data[F.ITEM_IDX]).reshape(n)]
+        id_names = ["user_idx", "item_idx"]
+        if self.set_idx:
+            ids.append(np.asarray(data[self.set_idx]).reshape(n, -1)[:, 0])
+            id_names.append(self.set_idx)
+        id_cols = np.stack(ids, axis=1).astype(np.float64)
+        return np.concatenate([id_cols, x], axis=1), id_names + names, list(range(len(ids)))
 
 
 def _auc_or_neg_rmse(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -302,10 +402,9 @@ def fit_lightgbm(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test,
 # --------------------------------------------------------------------------
 def train_family(family: str, stages: common.DataStages, tasks: Sequence[str], seed: int,
                  hparams: Dict[str, Any], test, evaluation):
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
-    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
-                         max_history=stages.config.max_history, seed=seed, tasks=tuple(tasks))
+    config = common.train_config(stages, family, hparams=hparams, seed=seed, tasks=tuple(tasks))
     started = time.monotonic()
     model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
                               stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph)
@@ -331,9 +430,10 @@ def summarize(dataset: str, model: str, task: T.TaskSpec, per_seed: Sequence[np.
 
 
 def add_intervals(rows: List[Dict[str, Any]], dataset: str, scores: Dict[Tuple[str, str], List[np.ndarray]],
-                  labels: Dict[str, np.ndarray], resamples: int, bootstrap: bool) -> Dict[str, Any]:
+                  labels: Dict[str, np.ndarray], resamples: int, bootstrap: bool,
+                  sparse: Sequence[str] = ()) -> Dict[str, Any]:
     """AUC rows get Hanley-McNeil (and, with `bootstrap`, percentile) 95% intervals; returns
-    the paired bootstrap of each family against single_task on the sparse tasks."""
+    the paired bootstrap of each family against single_task on the `sparse` tasks."""
     draws: Dict[str, np.ndarray] = {}
     paired: Dict[str, Any] = {}
     for task, y in labels.items():
@@ -349,7 +449,7 @@ def add_intervals(rows: List[Dict[str, Any]], dataset: str, scores: Dict[Tuple[s
                 dist = bootstrap_auc(scores[(row["model"], task)], positives, weights)
                 draws[f"{row['model']}/{task}"] = dist
                 row["ci_low"], row["ci_high"] = percentile_interval(dist)
-        if weights is not None and task in SPARSE_TASKS.get(dataset, ()) and f"single_task/{task}" in draws:
+        if weights is not None and task in sparse and f"single_task/{task}" in draws:
             base = draws[f"single_task/{task}"]
             for family in FAMILIES:
                 key = f"{family}/{task}"
@@ -360,8 +460,19 @@ def add_intervals(rows: List[Dict[str, Any]], dataset: str, scores: Dict[Tuple[s
     return paired
 
 
-def goals(rows: Sequence[Dict[str, Any]], datasets: Sequence[str], families: Sequence[str]) -> List[str]:
-    """The goals, met / not met, with the numbers."""
+def goals(rows: Sequence[Dict[str, Any]], datasets: Sequence[str], families: Sequence[str],
+          sparse: Optional[Mapping[str, Sequence[str]]] = None,
+          references: Optional[Mapping[str, Mapping[str, float]]] = None) -> List[str]:
+    """The goals, met / not met, with the numbers.
+
+    Args:
+      rows: the result rows.
+      datasets: the datasets, in order.
+      families: the families, in order.
+      sparse: {dataset: its sparse tasks} (a family must beat single_task on them).
+      references: {dataset: {task: a reference AUC}} quoted beside the best family.
+    """
+    sparse, references = sparse or {}, references or {}
     out = []
     for dataset in datasets:
         auc = {(r["model"], r["task"]): r for r in rows if r["dataset"] == dataset and r["metric"] == "auc"}
@@ -372,12 +483,12 @@ def goals(rows: Sequence[Dict[str, Any]], datasets: Sequence[str], families: Seq
             if not fams or not peers:
                 continue
             bf, bp = max(fams), max(peers)
-            reference = REFERENCE_LR_AUC.get(dataset, {}).get(task)
+            reference = references.get(dataset, {}).get(task)
             extra = f"; reference LR AUC {reference:.3f}: {'>=' if bf[0] >= reference else '<'}" if reference is not None else ""
             out.append(f"- {dataset} {task}: best family {bf[1]} AUC {bf[0]:.4f} "
                        f"(+- {auc[(bf[1], task)]['std']:.4f}) vs best peer {bp[1]} {bp[0]:.4f}{extra} — "
                        f"{'met' if bf[0] >= bp[0] else 'not met'}")
-        for task in SPARSE_TASKS.get(dataset, ()):
+        for task in sparse.get(dataset, ()):
             if ("single_task", task) not in auc:
                 continue
             base = auc[("single_task", task)]
@@ -414,7 +525,8 @@ def gate_lines(gates: Dict[str, Dict[str, Dict[str, List[List[float]]]]]) -> Lis
     return rows
 
 
-def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks, settings) -> str:
+def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks, settings, sparse=None,
+             references=None) -> str:
     few = any(len(v) < 5 for v in seeds.values())
     parts = ["# Multi-task families against per-task peers", "",
              "Seeds per family: " + "; ".join(f"{k} {len(v)} ({', '.join(map(str, v))})" for k, v in seeds.items())
@@ -453,7 +565,7 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
         if not any("rmse" in e for e in table):
             columns = [c for c in columns if not c.startswith(("rmse", "mae"))]
         parts += [f"## {dataset}", "", common.md_table(table, columns), ""]
-    parts += ["## Goals", ""] + goals(rows, datasets, families) + [""]
+    parts += ["## Goals", ""] + goals(rows, datasets, families, sparse, references) + [""]
     if paired:
         parts += ["Paired bootstrap over test rows, family minus single_task (seed means), 95% interval "
                   "and share of resamples where the family is not better:", ""]
@@ -471,18 +583,33 @@ def markdown(rows, datasets, families, seeds, meta_lines, gates, paired, checks,
     return "\n".join(parts)
 
 
-def load_dataset(dataset: str, work_dir: str, negatives: int, taobao_dir: str):
-    """(data stages, {split: transformed rows}) of the benchmark's protocol for `dataset`."""
+def data_options(args, dataset: str) -> Dict[str, Any]:
+    """PipelineConfig fields of one --datasets entry besides the description itself: its --data_dir
+    and --negatives (unset: the description's)."""
+    values: Dict[str, Any] = {}
+    data_dir = keyed(per_dataset(args.data_dir, "--data_dir"), dataset)
+    if data_dir:
+        values["data_dir"] = data_dir
+    negatives = keyed(per_dataset(args.negatives, "--negatives"), dataset)
+    if negatives is not None:
+        values["negatives_per_positive"] = int(negatives)
+    return values
+
+
+def load_dataset(dataset: str, work_dir: str, **data: Any):
+    """(data stages, {split: transformed rows}) of `dataset` (a description's name or file),
+    with its description's split.
+
+    Args:
+      dataset: the --datasets entry.
+      work_dir: where the data stages are written (and reused).
+      data: more PipelineConfig fields (data_options: data_dir, negatives_per_positive).
+    """
     import tensorflow_transform as tft
 
     from training.inputs import load_examples
 
-    if dataset == "movielens":
-        stages = common.data_stages(work_dir, negatives_per_positive=negatives)
-    elif dataset == "taobao":
-        stages = common.data_stages(work_dir, dataset="taobao", split=D.TAOBAO.default_split, data_dir=taobao_dir)
-    else:
-        raise ValueError(f"unknown benchmark dataset {dataset!r}; expected movielens or taobao")
+    stages = common.data_stages(work_dir, **{"dataset": dataset, **data})
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     parts = {split: load_examples(stages.files(F.INTERACTION_VIEW, split), tft_output, stages.config.max_history)
              for split in ("train", "eval", "test")}
@@ -491,9 +618,9 @@ def load_dataset(dataset: str, work_dir: str, negatives: int, taobao_dir: str):
 
 def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overrides, rows, gates, paired,
                 checks, settings, timings) -> None:
-    stages, parts = load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+    stages, parts = load_dataset(dataset, args.work_dir, **data_options(args, dataset))
     tasks = dataset_tasks(dataset, stages.config.negatives_per_positive)
-    spec = D.dataset_spec(dataset)
+    spec = stages.config.spec
     masks = {split: {t.name: task_mask(parts[split], t) for t in tasks} for split in parts}
     labels = {t.name: np.asarray(parts["test"][t.label], dtype=np.float64).reshape(-1)[masks["test"][t.name]]
               for t in tasks}
@@ -505,7 +632,8 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
     scores: Dict[Tuple[str, str], List[np.ndarray]] = {}
 
     # Peers.
-    feats = PeerFeatures(list(parts.values()), len(spec.behaviors), stages.config.max_history)
+    feats = PeerFeatures(list(parts.values()), len(spec.behaviors), stages.config.max_history,
+                         stages.config.load_description())
     for task in tasks:
         sub = {split: {k: v[masks[split][task.name]] for k, v in parts[split].items()} for split in parts}
         feats.fit_scaler(sub["train"])
@@ -569,8 +697,10 @@ def run_dataset(dataset: str, args, seeds: List[int], families: List[str], overr
             checks.append(f"- {dataset} {family}: max |eval AUC here - Keras val AUC of the kept epoch| = "
                           f"{max(check):.4f} (Keras' AUC: models.tasks.AUC_THRESHOLDS)")
     binary = {t.name: labels[t.name] for t in tasks if t.kind == T.BINARY}
+    bootstrap = dataset in args.bootstrap_datasets.split(",") or dataset_name(dataset) in args.bootstrap_datasets.split(",")
     paired.update({f"{dataset}/{k}": v for k, v in add_intervals(
-        rows, dataset, scores, binary, args.bootstrap, bootstrap=dataset in args.bootstrap_datasets.split(",")).items()})
+        rows, dataset, scores, binary, args.bootstrap, bootstrap=bootstrap,
+        sparse=sparse_tasks(args, dataset)).items()})
 
 
 def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
@@ -584,17 +714,36 @@ def parse_grid(items: Sequence[str]) -> Dict[str, List[str]]:
     return grid
 
 
+def describe_data(args, dataset: str) -> str:
+    """`dataset: name (file), split S split, N sampled negative(s) per positive` (its data stages,
+    already run: reused)."""
+    config = common.data_stages(args.work_dir, dataset=dataset, **data_options(args, dataset)).config
+    return f"{dataset}: {common.data_label(config)}, {config.negatives_per_positive} sampled negative(s) per positive"
+
+
 def labels_full(data: Dict[str, np.ndarray], task: T.TaskSpec) -> np.ndarray:
     return np.asarray(data[task.label], dtype=np.float64).reshape(-1)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of every benchmark on this benchmark's rows: --negatives, --taobao_dir,
-    --out, --work_dir."""
-    parser.add_argument("--negatives", type=int, default=1, help="MovieLens sampled negatives per positive")
-    parser.add_argument("--taobao_dir", default=os.environ.get("TAOBAO_DIR", TAOBAO_DIR))
+    """The options of every benchmark on this benchmark's rows: --data_dir and --negatives per
+    dataset, --out, --work_dir."""
+    parser.add_argument("--data_dir", action="append", default=[], metavar="DATASET=DIR",
+                        help="the data of a dataset (repeatable; default: its description's data_dir)")
+    parser.add_argument("--negatives", action="append", default=None, metavar="DATASET=N",
+                        help="sampled negatives per positive of a dataset (repeatable; default: "
+                             f"{' '.join(DEFAULT_NEGATIVES)}, otherwise the description's)")
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+
+
+def parse_data_arguments(args) -> None:
+    """Fills the defaults of add_data_arguments' per-dataset options (argparse's `append`
+    would add to a default list instead of replacing it)."""
+    if args.negatives is None:
+        args.negatives = list(DEFAULT_NEGATIVES)
+    per_dataset(args.data_dir, "--data_dir")
+    per_dataset(args.negatives, "--negatives")
 
 
 def main(argv=None) -> int:
@@ -610,8 +759,18 @@ def main(argv=None) -> int:
     parser.add_argument("--grid_datasets", default="taobao")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the test rows")
     parser.add_argument("--bootstrap_datasets", default="taobao")
+    parser.add_argument("--sparse_tasks", action="append", default=None, metavar="DATASET=T1,T2",
+                        help="tasks reported as sparse (paired bootstrap against single_task; repeatable); "
+                             f"default: {' '.join(DEFAULT_SPARSE_TASKS)}")
+    parser.add_argument("--reference_auc", action="append", default=None, metavar="DATASET=TASK:AUC,...",
+                        help=f"reference AUCs quoted in the goals (repeatable); default: {' '.join(DEFAULT_REFERENCE_AUC)}")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
+    parse_data_arguments(args)
+    if args.sparse_tasks is None:
+        args.sparse_tasks = list(DEFAULT_SPARSE_TASKS)
+    if args.reference_auc is None:
+        args.reference_auc = list(DEFAULT_REFERENCE_AUC)
     from models.hparams import parse_assignments
 
     overrides = parse_assignments(args.hparam)
@@ -627,6 +786,7 @@ def main(argv=None) -> int:
     timings: Dict[str, Any] = {}
     started = time.monotonic()
     done: List[str] = []
+    described: Dict[str, str] = {}
     seeds_of = {x: seeds for x in datasets}
     for item in args.dataset_seeds:
         name, _, values = item.partition("=")
@@ -634,9 +794,9 @@ def main(argv=None) -> int:
     for dataset in datasets:
         run_dataset(dataset, args, seeds_of[dataset], families, overrides, rows, gates, paired, checks, settings, timings)
         done.append(dataset)
+        described[dataset] = describe_data(args, dataset)
         meta_lines = [
-            f"MovieLens: hash split, {args.negatives} sampled negative(s) per positive. Taobao: by-day split, "
-            "no sampled negatives. Family hyperparameters: registry defaults"
+            "; ".join(described[x] for x in done) + ". Family hyperparameters: registry defaults"
             + (f" with overrides {json.dumps(overrides)}" if overrides else "")
             + (f"; on {args.grid_datasets} each family's setting is chosen from the grid "
                f"{json.dumps(parse_grid(args.grid))} by its eval mean AUC with seed {seeds[0]} "
@@ -645,7 +805,9 @@ def main(argv=None) -> int:
             f"{(time.monotonic() - started) / 60:.1f} min.",
             f"Train seconds per run: `{json.dumps({k: v for k, v in timings.items() if isinstance(v, list)})}`",
         ]
-        md = markdown(rows, done, families, {x: seeds_of[x] for x in done}, meta_lines, gates, paired, checks, settings)
+        md = markdown(rows, done, families, {x: seeds_of[x] for x in done}, meta_lines, gates, paired, checks, settings,
+                      sparse={x: sparse_tasks(args, x) for x in done},
+                      references={x: reference_aucs(args, x) for x in done})
         meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
         common.write_results("multitask", rows, md, meta, args.out)
         common.atomic_write(os.path.join(args.out, "multitask_gates.json"),

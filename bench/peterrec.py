@@ -1,10 +1,11 @@
 """PeterRec (Yuan et al., SIGIR'20): pretrain NextItNet once, fine-tune per task and mode.
 
-Data: MovieLens, the pipeline's own data stages with the leave_last_two_out split
-(protocol S): ExampleGen's user view (histories mapped with the Transform's item
-vocabulary) and interaction view (labels). Downstream tasks and their split rules:
-`training/downstream.py` (next_like: is the next interaction a like, AUC;
-next_liked_genre: the genre of the next liked movie, user-level, accuracy).
+Data: a dataset description (`--dataset` / `--dataset_file`; MovieLens by default), the
+pipeline's own data stages with the leave_last_two_out split (protocol S): ExampleGen's
+user view (histories mapped with the Transform's item vocabulary) and interaction view
+(labels). Downstream tasks and their split rules: the description's
+(`training/downstream.py`; MovieLens: next_like, is the next interaction a like, AUC;
+next_liked_genres, the genres of the next liked movie, user-level, accuracy).
 
 Per seed: NextItNet is pretrained on the train histories (next item at every position,
 full softmax), early-stopped on the eval split's protocol-S NDCG@10 (full). Then per
@@ -14,7 +15,7 @@ split is scored once, with the best eval epoch's weights. Reported: test metric 
 and std over seeds, eval metric, trained parameters (and their share of FineAll's),
 fine-tuning seconds.
 
-    python -m bench.peterrec [--seeds 42,43,44] [--tasks next_like,next_liked_genre] [--out bench/results]
+    python -m bench.peterrec [--seeds 42,43,44] [--tasks next_like,next_liked_genres] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 from models.blocks import patches as P  # noqa: E402
-from models.context import ModelContext  # noqa: E402
+from models.context import ModelContext, feature_inputs  # noqa: E402
 from models.families.nextitnet import NextItNet, NextItNetParams  # noqa: E402
 from models.families.sequential import NEXT_ITEM  # noqa: E402
 from models.peterrec import LAST, PatchedClassifier  # noqa: E402
@@ -49,8 +50,7 @@ from training.peterrec import fine_tune, metric_name, score  # noqa: E402
 from training.trainer import vocabulary_rows  # noqa: E402
 from training.views import ItemRows, item_counts, load_user_view, sequence_dataset, sequence_windows  # noqa: E402
 
-SPEC = D.MOVIELENS
-LENGTH = 64  # the pipeline's max_history: inputs and training windows
+LENGTH = 64  # inputs and training windows (MovieLens's max_history)
 
 
 def pretrain_params(args) -> NextItNetParams:
@@ -58,12 +58,23 @@ def pretrain_params(args) -> NextItNetParams:
                            batch_size=args.pretrain_batch, max_epochs=args.pretrain_epochs, patience=2)
 
 
-def context_for(tft_output, views, seed: int) -> ModelContext:
+def task_behavior(spec: D.DatasetSpec, task: str) -> str:
+    """The behavior a downstream task asks about (MovieLens's next_like and next_liked_genres:
+    liked): its next-behavior task's behavior."""
+    feature = DS.class_feature(spec)
+    for name, behavior in spec.next_behavior_tasks:
+        if task == name or (feature is not None and task == DS.feature_task(behavior, feature)):
+            return behavior
+    raise ValueError(f"unknown downstream task {task!r} of dataset {spec.name!r}; expected one of {DS.tasks(spec)}")
+
+
+def context_for(tft_output, views, seed: int, spec: D.DatasetSpec) -> ModelContext:
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
     return ModelContext(
-        dataset=SPEC, tasks=(SPEC.task(D.RETRIEVAL_TASK),),
+        dataset=spec, tasks=(spec.task(D.RETRIEVAL_TASK),),
         num_users=vocabulary_rows(tft_output, F.USER_VOCAB), num_items=num_items,
-        num_genres=vocabulary_rows(tft_output, F.GENRE_VOCAB), num_behaviors=len(SPEC.behaviors) + 2,
+        features=feature_inputs(spec.description, lambda name: vocabulary_rows(tft_output, name)),
+        num_behaviors=len(spec.behaviors) + 2,
         max_history=LENGTH, item_counts=item_counts(views[DS.TRAIN], num_items), seed=seed)
 
 
@@ -121,20 +132,21 @@ def cached_pretrain(context, params, views, valid, seed: int, cache_dir: str):
     return weights, summary
 
 
-def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -> List[Dict[str, Any]]:
+def baselines(data: DS.DownstreamData, interactions, item_ids, behavior_row: int) -> List[Dict[str, Any]]:
     """Peers without a network, each split's labelled positions scored from the input alone:
     `prior` (the training labels' mean: one constant score) and `history` (next_like: the
-    share of liked items in the input; next_liked_genre: the genres of the input's liked
-    movies, counted as the targets are, plus the prior to break ties)."""
+    share of liked items in the input; a next-item-feature task: the class feature's values
+    of the input's items of the task's behavior, counted as the targets are, plus the prior
+    to break ties)."""
     train = data.splits[DS.TRAIN]
     prior = train.labelled_targets().mean(axis=0)
-    genres = {}
+    values_of = {}
     if data.kind != DS.BINARY:
         index = {g: k for k, g in enumerate(data.classes)}
         for i in interactions:
-            if i.split == DS.TRAIN and i.item not in genres:
-                known = [index[g] for g in i.genres if g in index]
-                genres[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
+            if i.split == DS.TRAIN and i.item not in values_of:
+                known = [index[g] for g in i.values if g in index]
+                values_of[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
     out = []
     for split in (DS.EVAL, DS.TEST):
         examples = data.splits[split]
@@ -144,12 +156,12 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
             n = int(np.flatnonzero(last[k])[0]) + 1
             items, behaviors = examples.items[k, :n], examples.behaviors[k, :n]
             if data.kind == DS.BINARY:
-                history.append(d.history_share(behaviors, liked_row))  # the Evaluator's peer
+                history.append(d.history_share(behaviors, behavior_row))  # the Evaluator's peer
             else:
                 mass = np.zeros(len(data.classes))
-                for row in items[behaviors == liked_row]:
+                for row in items[behaviors == behavior_row]:
                     if 0 < row <= len(item_ids):
-                        mass += genres.get(item_ids[row - 1].decode(), 0.0)
+                        mass += values_of.get(item_ids[row - 1].decode(), 0.0)
                 history.append(mass + 1e-6 * prior)
         constant = np.broadcast_to(prior, (len(examples),) + np.shape(prior))
         for name, scores in (("prior", constant), ("history", np.asarray(history))):
@@ -159,12 +171,21 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, liked_row: int) -
 
 
 def run(args) -> List[Dict[str, Any]]:
-    stages = common.data_stages(args.work_dir, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
+    stages = common.stages_of_args(args, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
+    args.data = common.data_label(stages.config)
+    spec = stages.config.spec
     tft_output = tft.TFTransformOutput(stages.transform_graph)
-    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), SPEC.behaviors)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in DS.SPLITS}
-    interactions = DS.load_interactions([f for s in DS.SPLITS for f in stages.raw_files(F.INTERACTION_VIEW, s)])
-    tasks = {t: DS.build(t, views, interactions, rows.ids, LENGTH, per_user=args.train_windows) for t in args.tasks}
+    interactions = DS.load_interactions([f for s in DS.SPLITS for f in stages.raw_files(F.INTERACTION_VIEW, s)],
+                                        spec)
+    known = DS.tasks(spec)
+    unknown = [t for t in args.tasks if t not in known]
+    if unknown:
+        raise ValueError(f"unknown downstream tasks {unknown} of dataset {spec.name!r}; expected some of {known}")
+    args.tasks = list(args.tasks or known)
+    tasks = {t: DS.build(t, views, interactions, rows.ids, LENGTH, spec, per_user=args.train_windows)
+             for t in args.tasks}
     for name, data in tasks.items():
         print(f"task {name}: {json.dumps(data.counts())}", file=sys.stderr)
     num_items = vocabulary_rows(tft_output, F.ITEM_VOCAB)
@@ -172,13 +193,13 @@ def run(args) -> List[Dict[str, Any]]:
     valid[1: len(rows.ids) + 1] = True
     params = pretrain_params(args)
     results: List[Dict[str, Any]] = []
-    liked_row = SPEC.behaviors.index("liked") + 1
     for name, data in tasks.items():
-        for row in baselines(data, interactions, rows.ids, liked_row):
+        behavior_row = spec.behaviors.index(task_behavior(spec, name)) + 1
+        for row in baselines(data, interactions, rows.ids, behavior_row):
             print(json.dumps(row), file=sys.stderr)
             results.append({"kind": "baseline", **row})
     for seed in (args.seeds if args.modes else []):
-        context = context_for(tft_output, views, seed)
+        context = context_for(tft_output, views, seed, spec)
         weights, pre = cached_pretrain(context, params, views, valid, seed,
                                        os.path.join(stages.config.output_dir, "peterrec_pretrained"))
         print(f"seed {seed} pretrained: {pre}", file=sys.stderr)
@@ -231,7 +252,7 @@ def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Se
 
 def markdown(table, pretrain_rows, counts, args) -> str:
     lines = [
-        "# PeterRec model patches (MovieLens, protocol S)",
+        f"# PeterRec model patches ({args.data}, protocol S)",
         "",
         "NextItNet pretrained on the train histories (next item), then per task and mode a new head "
         f"({args.pooling}-position pooling) and what the mode trains (models/blocks/patches.py); "
@@ -259,7 +280,7 @@ def markdown(table, pretrain_rows, counts, args) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--tasks", default=",".join(DS.TASKS))
+    parser.add_argument("--tasks", default="", help="downstream tasks (default: every task of the description)")
     parser.add_argument("--modes", default=",".join(P.MODES))
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--dropout", type=float, default=0.2)
@@ -277,20 +298,18 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--name", default="peterrec")
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.tasks = [t for t in args.tasks.split(",") if t]
     # --modes none: only the data and the baselines (no pretraining).
     args.modes = [P.check_mode(m) for m in args.modes.split(",") if m and m != "none"]
-    unknown = [t for t in args.tasks if t not in DS.TASKS]
-    if unknown:
-        parser.error(f"unknown tasks {unknown}; expected some of {DS.TASKS}")
     started = time.monotonic()
     results, counts = run(args)
     table = aggregate(results, args.tasks, args.modes)
     pretrain_rows = [r for r in results if r["kind"] == "pretrain"]
     command = "python -m bench.peterrec " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"command": command.strip(), "machine": common.machine(), "data": "movielens (data/movielens-small)",
+    meta = {"command": command.strip(), "machine": common.machine(), "data": args.data,
             "split": "leave_last_two_out (protocol S)", "seeds": args.seeds,
             "seconds": round(time.monotonic() - started, 1)}
     rows = [dict(r, kind="summary") for r in table] + list(results) + [{"kind": "meta", **meta, "counts": counts}]

@@ -4,10 +4,13 @@ load, fuzzed input files, and load while new versions are pushed.
     make bench-reliability ARGS="--out bench/results"
     # = python -m bench.reliability --out bench/results [--trials 3] [--scenarios NAME,...]
 
-Pipeline runs use a MovieLens slice (users 1-15 of data/movielens-small, hash split,
-seed 42), the `mf` family with 40 train steps and gates loose enough to bless every run,
-all on one output directory, one after another, so every trial starts from the outputs
-and pushed versions of the runs before it. Writes `<out>/reliability.json` (rows:
+Pipeline runs use a slice of a dataset description's data (`--dataset` / `--dataset_file`,
+`--data_dir`; default MovieLens: the first 15 users of data/movielens-small's ratings.csv,
+which is ordered by user, with the whole item table; its description's split, seed 42), the
+`--family` (`mf`) with 40 train steps and gates loose enough to bless every run, all on one
+output directory, one after another, so every trial starts from the outputs and pushed
+versions of the runs before it. Fuzzing damages lines of the slice's first interaction
+file, which must be csv or tsv with one record per line. Writes `<out>/reliability.json` (rows:
 scenario, trials, passed, data_lost, notes; per-trial details under "trials") and
 `<out>/reliability.md`. `data_lost` counts, per scenario: published artifacts or pushed
 versions that went missing or changed (kills, concurrent runs), failed requests (serving
@@ -43,7 +46,6 @@ from bench.machine import cpu_model  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOVIELENS = os.path.join(REPO, "data", "movielens-small")
 SLICE_USERS = 15
 FAMILY = "mf"
 KILL_COMPONENTS = ("InteractionExampleGen", "Transform", f"Trainer_{FAMILY}", f"Pusher_{FAMILY}")
@@ -60,25 +62,138 @@ _RUNNING = re.compile(r"Component (\S+) is (running|finished)\.")
 # --------------------------------------------------------------------------
 # Pipeline runs in child processes
 # --------------------------------------------------------------------------
-def write_slice(dst: str) -> str:
-    """ratings.csv of users 1..SLICE_USERS (CRLF kept) plus the full movies.csv."""
+def slice_file(source, src: str, dst: str, user: str, users: int) -> int:
+    """Writes the records of the first `users` distinct users of `src` (in file order) to
+    `dst`, byte for byte (header kept); returns the records written.
+
+    Args:
+      source: the file's `contract.description.Source` (format, delimiter, header, columns).
+      src / dst: the paths.
+      user: the user column.
+      users: how many users to keep.
+    """
+    import csv
+
+    from contract import description as desc
+
+    kept: set = set()
+    written = 0
+    if source.format == desc.PARQUET:
+        import pandas as pd
+
+        frame = pd.read_parquet(src)
+        order = list(dict.fromkeys(frame[user].astype(str)))[:users]
+        part = frame[frame[user].astype(str).isin(order)]
+        part.to_parquet(dst)
+        return len(part)
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        if source.format == desc.JSONL:
+            for line in f:
+                if not line.strip():
+                    continue
+                value = str(json.loads(line)[user])
+                if value in kept or len(kept) < users:
+                    kept.add(value)
+                    out.write(line)
+                    written += 1
+            return written
+        raw: List[bytes] = []
+
+        def lines():
+            for line in f:
+                raw.append(line)
+                yield line.decode(source.encoding, "replace")
+
+        reader = csv.reader(lines(), delimiter=source.delimiter, quotechar=source.quotechar)
+        column = None if source.header else list(source.columns).index(user)
+        for fields in reader:
+            record, raw[:] = b"".join(raw), []
+            if column is None:  # the header line
+                column = fields.index(user)
+                out.write(record)
+                continue
+            if not fields:
+                continue
+            value = fields[column] if column < len(fields) else ""
+            if value in kept or len(kept) < users:
+                kept.add(value)
+                out.write(record)
+                written += 1
+    return written
+
+
+def write_slice(d, data_dir: str, dst: str, users: int = SLICE_USERS) -> str:
+    """The description's data with its interaction files cut to the records of the first
+    `users` users of each file (other tables copied whole), under `dst`."""
+    from contract import description as desc
+
     os.makedirs(dst, exist_ok=True)
-    with open(os.path.join(MOVIELENS, "ratings.csv"), newline="") as src, \
-            open(os.path.join(dst, "ratings.csv"), "w", newline="") as out:
-        for n, line in enumerate(src):
-            if n == 0 or int(line.split(",", 1)[0]) <= SLICE_USERS:
-                out.write(line)
-    shutil.copy(os.path.join(MOVIELENS, "movies.csv"), os.path.join(dst, "movies.csv"))
+    inter = [p for pattern in d.interactions.files for p in sorted(glob.glob(os.path.join(data_dir, pattern)))]
+    if not inter:
+        raise SystemExit(f"error: no interaction file {list(d.interactions.files)} in {data_dir}")
+    for path in inter:
+        target = os.path.join(dst, os.path.relpath(path, data_dir))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        slice_file(d.interactions, path, target, d.user, users)
+    for table in (d.items, d.users):
+        for pattern in (table.files if isinstance(table, desc.Source) else ()):
+            for path in glob.glob(os.path.join(data_dir, pattern)):
+                target = os.path.join(dst, os.path.relpath(path, data_dir))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy(path, target)
     return dst
 
 
-def pipeline_config(data_dir: str, output_dir: str, families=(FAMILY,)):
+def loose_gates(config) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Gate thresholds and tolerated worsening loose enough to bless whatever the family learns
+    in 40 steps on the slice (the scenarios test recovery, not quality)."""
+    from pipeline.model_stages import family_tasks
+
+    thresholds, worsening = {}, {}
+    for task in family_tasks(config, FAMILY):
+        if task.gate is not None:
+            thresholds[task.name] = -1e9 if task.gate.higher_is_better else 1e9
+            worsening[task.name] = 1e9
+    return thresholds, worsening
+
+
+def pipeline_config(data_dir: str, output_dir: str, families=(FAMILY,), **data):
+    """The trials' pipeline configuration on the slice in `data_dir`.
+
+    Args:
+      data_dir: the slice.
+      output_dir: the one output directory of every trial.
+      families: the families trained.
+      data: the dataset options (PipelineConfig fields: dataset, split, ...).
+    """
     from pipeline.configs import PipelineConfig
 
-    return dataclasses.replace(
-        PipelineConfig(), data_dir=data_dir, output_dir=output_dir, families=tuple(families),
-        train_steps=40, gate_thresholds={"rating": 10.0}, gate_max_worsening={"rating": 10.0},
-    )
+    config = dataclasses.replace(PipelineConfig(), **data, data_dir=data_dir, output_dir=output_dir,
+                                 families=tuple(families), train_steps=40)
+    thresholds, worsening = loose_gates(config)
+    return dataclasses.replace(config, gate_thresholds=thresholds, gate_max_worsening=worsening).resolved()
+
+
+def interactions_file(config) -> str:
+    """The slice's first interaction file, which the fuzzing damages (csv / tsv, one record
+    per line: SystemExit otherwise)."""
+    from contract import description as desc
+
+    d = config.load_description()
+    if d.interactions.format not in (desc.CSV, desc.TSV):
+        raise SystemExit(f"error: fuzzed_input damages lines of a csv / tsv log; {d.name}'s is {d.interactions.format}")
+    paths = [p for pattern in d.interactions.files for p in sorted(glob.glob(os.path.join(config.data_dir, pattern)))]
+    with open(paths[0], "rb") as f:
+        if d.interactions.quotechar.encode() in f.read():
+            raise SystemExit(f"error: fuzzed_input counts lines as records; {paths[0]} has quoted fields")
+    return paths[0]
+
+
+def _dataset_flags(config) -> List[str]:
+    """The local runner's options naming the config's description."""
+    from contract import description as desc
+
+    return ["--dataset_file", str(desc.resolve(config.dataset))]
 
 
 def child_main(config_path: str) -> int:
@@ -302,7 +417,7 @@ def concurrent_trial(config, work: str, n: int) -> dict:
     first.wait_for_start("InteractionExampleGen")
     t0 = time.monotonic()
     second = subprocess.run(
-        [sys.executable, "-m", "pipeline.local_runner", "--data_dir", config.data_dir,
+        [sys.executable, "-m", "pipeline.local_runner", *_dataset_flags(config), "--data_dir", config.data_dir,
          "--output_dir", config.output_dir, "--families", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
@@ -421,16 +536,26 @@ def _blank(line: bytes) -> bool:
         return False
 
 
-def fuzz_trial(data_dir: str, work: str, rng: random.Random, n: int) -> dict:
-    """Damages lines of the slice's ratings.csv; the Beam ingest must account for every line and hold the limit."""
-    from components.example_gen.beam_pipeline import run_ingest
-    from components.example_gen.config import IngestConfig
+def _trial_copy(config, trial_dir: str) -> Tuple[str, str, bytes]:
+    """A copy of the slice in `trial_dir`; (the copy's interaction file, its name, its line end)."""
+    source = interactions_file(config)
+    shutil.copytree(config.data_dir, trial_dir)
+    path = os.path.join(trial_dir, os.path.relpath(source, config.data_dir))
+    with open(path, "rb") as f:
+        end = b"\r\n" if b"\r\n" in f.read() else b"\n"
+    return path, os.path.basename(path), end
 
-    trial_dir = os.path.join(work, f"fuzz-{n}")
-    os.makedirs(trial_dir)
-    shutil.copy(os.path.join(data_dir, "movies.csv"), trial_dir)
-    with open(os.path.join(data_dir, "ratings.csv"), "rb") as f:
-        lines = f.read().split(b"\r\n")
+
+def fuzz_trial(config, work: str, rng: random.Random, n: int) -> dict:
+    """Damages lines of the slice's interaction file; the Beam ingest must account for every line and
+    hold the limit."""
+    from components.example_gen import run_ingest
+
+    path, name, end = _trial_copy(config, os.path.join(work, f"fuzz-{n}"))
+    trial_dir = os.path.dirname(path)
+    sep = config.load_description().interactions.delimiter.encode()
+    with open(path, "rb") as f:
+        lines = f.read().split(end)
     body = [i for i in range(1, len(lines)) if lines[i]]
     damaged = rng.sample(body, rng.randrange(1, 12))
     kinds = []
@@ -443,7 +568,7 @@ def fuzz_trial(data_dir: str, work: str, rng: random.Random, n: int) -> dict:
         elif kind == "latin1":
             line = line + "é".encode("latin-1")
         elif kind == "huge":
-            line = line + b"," + b"9" * rng.choice([70_000, 3_000_000])
+            line = line + sep + b"9" * rng.choice([70_000, 3_000_000])
         elif kind == "nul":
             line = line[:2] + b"\x00" + line[2:]
         elif kind == "garbage":
@@ -451,20 +576,22 @@ def fuzz_trial(data_dir: str, work: str, rng: random.Random, n: int) -> dict:
         elif kind == "quote":
             line = b'"' + line
         elif kind == "extra":
-            line = line + b",x"
+            line = line + sep + b"x"
         elif kind == "swap":
-            fields = line.split(b",")
-            line = b",".join([fields[1], fields[0]] + fields[2:])
+            fields = line.split(sep)
+            line = sep.join([fields[1], fields[0]] + fields[2:]) if len(fields) > 1 else line
         lines[i] = line
-    if rng.random() < 0.3:  # shuffled columns, consistently: must read by name
-        order = [2, 0, 3, 1]
-        lines = [b",".join(l.split(b",")[j] for j in order) if len(l.split(b",")) == 4 else l for l in lines]
-    with open(os.path.join(trial_dir, "ratings.csv"), "wb") as f:
-        f.write(b"\r\n".join(lines))
-    nonblank = sum(1 for l in lines[1:] if not _blank(l))
+    header = config.load_description().interactions.header
+    width = len(lines[0].split(sep))
+    if header and rng.random() < 0.3:  # shuffled columns, consistently: must read by name
+        order = list(range(width))[::-1]
+        lines = [sep.join(l.split(sep)[j] for j in order) if len(l.split(sep)) == width else l for l in lines]
+    with open(path, "wb") as f:
+        f.write(end.join(lines))
+    nonblank = sum(1 for l in lines[1 if header else 0:] if not _blank(l))
     out = os.path.join(work, f"fuzz-out-{n}")
     try:
-        result = run_ingest(trial_dir, IngestConfig.movielens(max_bad_rows=100), out)
+        result = run_ingest(trial_dir, dataclasses.replace(config, max_bad_rows=100).ingest_config(), out)
     except Exception as exc:  # the trial fails; the exception is the note
         return {"passed": False, "data_lost": 0, "note": f"{type(exc).__name__}: {str(exc)[:300]}"}
     bad = result["bad_rows"]["total"]
@@ -475,10 +602,10 @@ def fuzz_trial(data_dir: str, work: str, rng: random.Random, n: int) -> dict:
     limit_ok = True
     if bad:
         try:
-            run_ingest(trial_dir, IngestConfig.movielens(max_bad_rows=bad - 1), out + "-limit")
+            run_ingest(trial_dir, dataclasses.replace(config, max_bad_rows=bad - 1).ingest_config(), out + "-limit")
             limit_ok = False
         except ValueError as exc:
-            limit_ok = f"{bad} bad input rows, more than max_bad_rows={bad - 1}" in str(exc) and "ratings.csv:" in str(exc)
+            limit_ok = f"{bad} bad input rows, more than max_bad_rows={bad - 1}" in str(exc) and f"{name}:" in str(exc)
     passed = unaccounted == 0 and bad_interactions == bad and limit_ok
     return {
         "passed": passed,
@@ -492,29 +619,27 @@ def fuzz_trial(data_dir: str, work: str, rng: random.Random, n: int) -> dict:
     }
 
 
-def fuzz_cli_trial(data_dir: str, work: str) -> dict:
+def fuzz_cli_trial(config, work: str) -> dict:
     """A damaged file through the pipeline's CLI: a clear error naming file:line, no traceback."""
-    trial_dir = os.path.join(work, "fuzz-cli")
-    os.makedirs(trial_dir)
-    shutil.copy(os.path.join(data_dir, "movies.csv"), trial_dir)
-    with open(os.path.join(data_dir, "ratings.csv"), "rb") as f:
-        lines = f.read().split(b"\r\n")
+    path, name, end = _trial_copy(config, os.path.join(work, "fuzz-cli"))
+    with open(path, "rb") as f:
+        lines = f.read().split(end)
     lines[5] = lines[5] + b"\xff\xfe"
-    with open(os.path.join(trial_dir, "ratings.csv"), "wb") as f:
-        f.write(b"\r\n".join(lines))
+    with open(path, "wb") as f:
+        f.write(end.join(lines))
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.local_runner", "--data_dir", trial_dir, "--output_dir",
-         os.path.join(work, "fuzz-cli-out"), "--families", "none"],
+        [sys.executable, "-m", "pipeline.local_runner", *_dataset_flags(config), "--data_dir", os.path.dirname(path),
+         "--output_dir", os.path.join(work, "fuzz-cli-out"), "--families", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     text = proc.stdout + proc.stderr
     head = text.split("Last lines of")[0]  # the failure summary, before the log tail
-    named = "ratings.csv:6: not UTF-8" in head
+    named = f"{name}:6: not UTF-8" in head
     return {
         "passed": proc.returncode == 1 and named and "Traceback" not in head,
         "data_lost": 0,
         "exit": proc.returncode,
-        "message": [line.strip() for line in head.splitlines() if "ratings.csv:6" in line][:1],
+        "message": [line.strip() for line in head.splitlines() if f"{name}:6" in line][:1],
     }
 
 
@@ -679,6 +804,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=None, help="keep trial outputs here (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    from pipeline.configs import PipelineConfig, add_dataset_arguments, dataset_overrides
+
+    add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args.child)
@@ -691,8 +819,12 @@ def main(argv=None) -> int:
     work = args.work_dir or tempfile.mkdtemp(prefix="reliability-")
     os.makedirs(work, exist_ok=True)
     rng = random.Random(args.seed)
-    data_dir = write_slice(os.path.join(work, "data"))
-    config = pipeline_config(data_dir, os.path.join(work, "out"))
+    data = dataset_overrides(args)
+    if args.dataset_file:
+        data["dataset"] = os.path.abspath(args.dataset_file)
+    full = dataclasses.replace(PipelineConfig(), **data).resolved()
+    data_dir = write_slice(full.load_description(), full.data_dir, os.path.join(work, "data"))
+    config = pipeline_config(data_dir, os.path.join(work, "out"), **{k: v for k, v in data.items() if k != "data_dir"})
     results: Dict[str, List[dict]] = {}
 
     def record(scenario: str, trial: dict) -> None:
@@ -721,8 +853,8 @@ def main(argv=None) -> int:
                 record(scenario, corrupt_trial(newest_version(config), work, n))
         elif scenario == "fuzzed_input":
             for n in range(args.fuzz_trials):
-                record(scenario, fuzz_trial(data_dir, work, rng, n))
-            record(scenario, fuzz_cli_trial(data_dir, work))
+                record(scenario, fuzz_trial(config, work, rng, n))
+            record(scenario, fuzz_cli_trial(config, work))
         elif scenario == "load_while_pushing":
             record(scenario, load_trial(newest_version(config), work, args.requests, 8, 2))
     rows = [summarize(s, results[s]) for s in scenarios if s in results]
@@ -730,7 +862,8 @@ def main(argv=None) -> int:
         row["notes"] = row["notes"].replace(work + os.sep, "").replace(work, ".")
     meta = {
         "command": "python -m bench.reliability " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": f"data/movielens-small users 1-{SLICE_USERS} (hash split, seed 42), family {FAMILY}, 40 train steps",
+        "data": f"{config.describe_dataset()} from {full.data_dir}: the first {SLICE_USERS} users of each interaction "
+                f"file ({config.split} split, seed {config.seed}), family {FAMILY}, 40 train steps",
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
         "load": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 minute)",

@@ -1,6 +1,7 @@
-"""Protocol S: the next item of every MovieLens user, sequential families against peers.
+"""Protocol S: the next item of every user, sequential families against peers.
 
-Protocol S (MovieLens, ExampleGen split `leave_last_two_out`): per user (with at least
+Protocol S (a dataset description, `--dataset` / `--dataset_file`, MovieLens by default;
+ExampleGen split `leave_last_two_out`): per user (with at least
 three ratings), the last rating by (timestamp, item) is the test item and the second to
 last the eval item. The user view gives per split the input and the target: eval input =
 every rating before the eval item, test input = every rating before the test item (the
@@ -59,7 +60,13 @@ FULL = d.next_item_metric_names()
 SAMPLED = d.next_item_metric_names(d.SAMPLED_PREFIX)
 
 # Peer grids (eval split). ItemKNN: which input items vote and how many of the most recent.
-KNN_GRID = {"history": ("all", "liked"), "window": (0, 50, 20, 5, 1)}
+KNN_WINDOWS = (0, 50, 20, 5, 1)
+ALL_ITEMS = "all"  # ItemKNN's input: every history item, or those of the strongest behavior
+
+
+def knn_grid(behaviors: Sequence[str]) -> Dict[str, Tuple]:
+    """ItemKNN's grid: its input (every item or the strongest behavior's) and window."""
+    return {"history": (ALL_ITEMS, behaviors[-1]), "window": KNN_WINDOWS}
 MARKOV_BACKOFF = (1e-4, 0.1, 1.0, 10.0, 100.0)  # popularity is a distribution: ~1e-3 per top item
 ALS_GRID = {"factors": (64, 128), "regularization": (0.1, 1.0), "alpha": (1.0,)}  # small: the machine is shared
 BPR_GRID = {"factors": (64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.01,)}
@@ -107,11 +114,10 @@ def fit_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], 
                out_dir: str) -> Tuple[Dict[str, Any], float]:
     """Trains `family` as the Trainer does and exports it with `recommend` over the whole catalogue."""
     from export.signatures import export_model
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
-    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
-                         tasks=common.task_names(stages.config, family),
-                         max_history=stages.config.max_history, seed=seed, split=stages.config.split)
+    config = common.train_config(stages, family, hparams=hparams, seed=seed,
+                                 tasks=common.task_names(stages.config, family))
     started = time.monotonic()
     model, summary, valid = train(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
                                   stages.transform_graph)
@@ -196,11 +202,18 @@ def goal_lines(results: Sequence[Dict[str, Any]], families: Sequence[str]) -> Li
 # The benchmark.
 # --------------------------------------------------------------------------
 class Bench:
-    """The data of one run: views, rows, candidates, and what was tried."""
+    """The data of one run: views, rows, candidates, and what was tried.
 
-    def __init__(self, stages: common.DataStages):
+    Args:
+      stages: the data stages.
+      data: the PipelineConfig fields they were run with (the worker processes run the
+        same ones).
+    """
+
+    def __init__(self, stages: common.DataStages, data: Dict[str, Any]):
         self.stages = stages
-        self.spec = D.dataset_spec(stages.config.dataset)
+        self.data = data
+        self.spec = stages.config.spec
         tft_output = tft.TFTransformOutput(stages.transform_graph)
         self.rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), self.spec.behaviors)
         self.num_rows = len(self.rows.ids) + 1
@@ -230,7 +243,7 @@ class Bench:
 
     def peers(self, seeds: Sequence[int], with_implicit: bool) -> None:
         train, n = self.views["train"], self.num_rows
-        liked = self.spec.behaviors.index("liked") + 1 if "liked" in self.spec.behaviors else 0
+        strongest = len(self.spec.behaviors)  # behavior ids 1..n, weakest first
 
         started = time.monotonic()
         counts = rp.popularity_counts(train, n)
@@ -242,9 +255,10 @@ class Bench:
         seconds = time.monotonic() - started
 
         def knn(g):
-            return rp.FullHistoryScorer(train, n, sim, liked if g["history"] == "liked" else 0, g["window"]).scores
+            return rp.FullHistoryScorer(train, n, sim, 0 if g["history"] == ALL_ITEMS else strongest,
+                                        g["window"]).scores
 
-        self.deterministic_peer("item_knn", grid_points(KNN_GRID), knn, seconds)
+        self.deterministic_peer("item_knn", grid_points(knn_grid(self.spec.behaviors)), knn, seconds)
 
         started = time.monotonic()
         transitions = rp.markov_transitions(train, n)
@@ -290,9 +304,10 @@ class Bench:
             first, later = {}, {}
             for family, _, fixed, grid in specs:
                 points = [{**fixed, **g} for g in grid_points(grid)]
-                first[family] = [(p, pool.submit(fit_and_score, work_dir, family, p, seeds[0])) for p in points]
+                first[family] = [(p, pool.submit(fit_and_score, work_dir, self.data, family, p, seeds[0]))
+                                 for p in points]
                 if len(points) == 1:  # nothing to choose: every seed at once
-                    later[family] = [pool.submit(fit_and_score, work_dir, family, points[0], seed)
+                    later[family] = [pool.submit(fit_and_score, work_dir, self.data, family, points[0], seed)
                                      for seed in seeds[1:]]
             peers = threading.Thread(target=during, name="peers")
             peers.start()
@@ -302,8 +317,8 @@ class Bench:
                 best_i = max(range(len(tried)), key=lambda i: tried[i][1][0]["eval"][TUNE_ON])
                 chosen[family] = (tried, best_i)
                 if family not in later:
-                    later[family] = [pool.submit(fit_and_score, work_dir, family, tried[best_i][0], seed)
-                                     for seed in seeds[1:]]
+                    later[family] = [pool.submit(fit_and_score, work_dir, self.data, family, tried[best_i][0],
+                                                 seed) for seed in seeds[1:]]
             for family, kind, _, _ in specs:
                 tried, best_i = chosen[family]
                 best = tried[best_i][0]
@@ -323,12 +338,13 @@ class Bench:
 _WORKER_BENCH: Dict[str, Bench] = {}
 
 
-def fit_and_score(work_dir: str, family: str, hparams: Dict[str, Any], seed: int):
-    """One fit of a family (a worker process's job): its eval metrics and summary, and
-    (test metrics, training seconds)."""
-    if work_dir not in _WORKER_BENCH:
-        _WORKER_BENCH[work_dir] = Bench(common.data_stages(work_dir, split=SPLIT))
-    bench = _WORKER_BENCH[work_dir]
+def fit_and_score(work_dir: str, data: Dict[str, Any], family: str, hparams: Dict[str, Any], seed: int):
+    """One fit of a family (a worker process's job) on the data stages of `data` (PipelineConfig
+    fields) under `work_dir`: its eval metrics and summary, and (test metrics, training seconds)."""
+    key = json.dumps([work_dir, data], sort_keys=True)
+    if key not in _WORKER_BENCH:
+        _WORKER_BENCH[key] = Bench(common.data_stages(work_dir, **data), data)
+    bench = _WORKER_BENCH[key]
     with tempfile.TemporaryDirectory() as tmp:
         summary, seconds = fit_family(bench.stages, family, hparams, seed, tmp)
         scores = served_scores(tmp, bench.rows, bench.spec.behaviors, bench.num_rows)
@@ -376,6 +392,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
     from models.registry import get_family
@@ -400,7 +417,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--grid / --hparam name families {unknown} that this run does not train")
 
     started = time.monotonic()
-    bench = Bench(common.data_stages(args.work_dir, split=SPLIT))
+    data = {**common.dataset_overrides(args), "split": SPLIT}
+    bench = Bench(common.data_stages(args.work_dir, **data), data)
     specs = [(f, "peer", fixed.get(f, {}), grids.get(f, {})) for f in peer_families]
     specs += [(f, "family", fixed.get(f, {}), grids.get(f, {})) for f in families]
     def peers():
@@ -417,7 +435,7 @@ def main(argv=None) -> int:
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
     views = bench.views
     markdown = "\n".join([
-        "# Protocol S: the next item (MovieLens ml-latest-small, split leave_last_two_out, test users)", "",
+        f"# Protocol S: the next item ({common.data_label(bench.stages.config)}, test users)", "",
         f"{len(views['test'])} test users (eval: {len(views['eval'])}); input = every rating before the target "
         "(test: the eval item included); every model fitted on the training sequences only (every rating before "
         "the eval item), tuned on the eval split by full NDCG@10, test reported. Trained models: mean ± std over "

@@ -8,6 +8,11 @@ and a time budget. Writes `<out>/serving.json` and `<out>/serving.md` atomically
     python -m bench.serving --model_base DIR --model mf [--examples FILE] --out bench/results
     python -m bench.serving --stand_in --out /tmp/bench   # dry run on a stand-in model
 
+Inputs: `--examples`, else the model's warmup requests; without them (and for the stand-in
+model, whose catalogue they are) the raw test examples ExampleGen writes for the dataset
+description (`--dataset` / `--dataset_file`, `--data_dir`; MovieLens by default), as the
+data stages of `bench.common` write them.
+
 Without --target a local server (`serving.local_server`) is started in a child
 process on a free loopback port; with --target an already running server (e.g.
 tensorflow_model_server serving the same base) is measured instead.
@@ -16,7 +21,6 @@ tensorflow_model_server serving the same base) is measured instead.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -37,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from contract import datasets, features  # noqa: E402
+from contract import features  # noqa: E402
 from serving import client as serving_client  # noqa: E402
 from contract import protocol
 from export import warmup  # noqa: E402
@@ -45,7 +49,6 @@ from common.io_utils import atomic_write
 from bench.machine import cpu_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MOVIELENS = os.path.join(REPO, "data", "movielens-small")
 CANDIDATES = 100
 GOAL_P50_GAP_MS = 1.0
 GOAL_QPS = 1000.0
@@ -105,60 +108,49 @@ def warmup_inputs(version_dir: str) -> Tuple[List[bytes], List[Tuple[list, list]
     return examples, histories
 
 
-def movielens_inputs(n: int = CANDIDATES, history_len: int = 20) -> Tuple[List[bytes], List[Tuple[list, list]]]:
-    """Raw-feature examples and one history built from the shipped MovieLens files."""
-    movies = {}
-    with open(os.path.join(MOVIELENS, "movies.csv"), newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            title = row["title"].strip()
-            year = int(title[-5:-1]) if title.endswith(")") and title[-5:-1].isdigit() else None
-            movies[row["movieId"]] = (row["genres"].split("|"), year)
-    rows = []
-    with open(os.path.join(MOVIELENS, "ratings.csv"), newline="", encoding="utf-8") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            rows.append(row)
-            if i >= n + history_len:
-                break
-    history = rows[:history_len]
-    hist_items = [r["movieId"] for r in history]
-    hist_behaviors = [datasets.rating_behavior(float(r["rating"])) for r in history]
+# Raw features the served model takes (serving_default reads these; labels, the split and
+# interaction outcomes are dropped from the examples it is sent).
+def data_inputs(args, n: int = CANDIDATES) -> Tuple[List[bytes], List[Tuple[list, list]]]:
+    """Raw-feature examples of the dataset's test split and the first non-empty history among
+    them, from the data stages ExampleGen wrote for the description of `args`."""
+    from bench import common
+    from contract import description as desc
 
-    def bytes_feature(values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
-
-    def int_feature(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-    examples = []
-    for row in rows[history_len : history_len + n]:
-        genres, year = movies.get(row["movieId"], (["(no genres listed)"], None))
-        feats = {
-            features.USER_ID: bytes_feature([row["userId"]]),
-            features.ITEM_ID: bytes_feature([row["movieId"]]),
-            features.TIMESTAMP: int_feature([int(row["timestamp"])]),
-            features.ITEM_GENRES: bytes_feature(genres),
-            features.ITEM_YEAR: int_feature([year] if year else []),
-            features.HISTORY_ITEM_IDS: bytes_feature(hist_items),
-            features.HISTORY_BEHAVIORS: bytes_feature(hist_behaviors),
-        }
-        examples.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-    return examples, [(hist_items, hist_behaviors)]
+    stages = common.stages_of_args(args)
+    served = {f.name for f in desc.raw_features(stages.config.load_description()) if f.serving}
+    examples, histories = [], []
+    files = stages.raw_files(features.INTERACTION_VIEW, "test")
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        example = tf.train.Example.FromString(record)
+        kept = tf.train.Example()
+        for name, feature in example.features.feature.items():
+            if name in served:
+                kept.features.feature[name].CopyFrom(feature)
+        examples.append(kept.SerializeToString())
+        items = [v.decode() for v in example.features.feature[features.HISTORY_ITEM_IDS].bytes_list.value]
+        if items and not histories:
+            behaviors = [v.decode() for v in example.features.feature[features.HISTORY_BEHAVIORS].bytes_list.value]
+            histories.append((items, behaviors))
+        if len(examples) >= n and histories:
+            break
+    if not examples:
+        raise SystemExit(f"error: no test examples in {files}")
+    return examples[:n], histories
 
 
-def make_stand_in(base: str, model: str) -> None:
-    """A stand-in model (test fixture) over the MovieLens catalog, for dry runs."""
+def make_stand_in(base: str, model: str, examples: Sequence[bytes], histories, behaviors: Sequence[str] = ()) -> None:
+    """A stand-in model (test fixture) over the items of `examples` and `histories`, for dry runs;
+    `behaviors`: the description's behavior vocabulary, weakest first (the stand-in's recommend
+    favours histories of the strongest)."""
     from serving import stand_in
 
-    ids = []
-    with open(os.path.join(MOVIELENS, "movies.csv"), newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            ids.append(row["movieId"])
+    ids = sorted({tf.train.Example.FromString(e).features.feature[features.ITEM_ID].bytes_list.value[0].decode()
+                  for e in examples} | {i for items, _ in histories for i in items})
     rng = np.random.default_rng(0)
     scores = dict(zip(ids, rng.uniform(0.5, 5.0, len(ids)).tolist()))
-    examples, histories = movielens_inputs()
     stand_in.push_stand_in_version(
-        base, model, int(time.time()), scores, warmup_examples=examples[:CANDIDATES],
-        warmup_histories=histories,
+        base, model, int(time.time()), scores, warmup_examples=list(examples[:CANDIDATES]),
+        warmup_histories=histories, behaviors=behaviors,
     )
 
 
@@ -319,13 +311,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per cell")
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--stand_in", action="store_true", help="benchmark a stand-in model (dry run)")
+    parser.add_argument("--work_dir", default=None, help="where the data stages of the fallback inputs are written "
+                                                         "(default: bench.common's)")
+    from bench import common
+
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
+    args.work_dir = args.work_dir or common.DEFAULT_WORK_DIR
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
 
     tmp_base = None
     if args.stand_in:
         tmp_base = tempfile.mkdtemp(prefix="bench-serving-")
-        make_stand_in(tmp_base, args.model)
+        behaviors = common.stages_of_args(args).config.spec.behaviors
+        make_stand_in(tmp_base, args.model, *data_inputs(args), behaviors=behaviors)
         args.model_base = tmp_base
     if not args.model_base:
         parser.error("--model_base is required (or --stand_in)")
@@ -338,10 +337,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         examples, histories = warmup_inputs(version_dir)
         source = "examples from the model's warmup requests"
         if not examples:
-            examples, _ = movielens_inputs()
-            source = "examples built from data/movielens-small"
+            examples, _ = data_inputs(args)
+            source = "the raw test examples of the dataset's data stages"
     if not histories:
-        _, histories = movielens_inputs(n=1)
+        _, histories = data_inputs(args, n=1)
     batch100 = [examples[i % len(examples)] for i in range(CANDIDATES)]
     hist_items, hist_behaviors = protocol.history_arrays([histories[0][0]], [histories[0][1]])
     source += f"; recommend history of {len(histories[0][0])} item(s)"

@@ -177,10 +177,10 @@ def pair_rows(specs):
 
 def train_one(family: str, stages, specs, seed: int, hparams: Dict[str, str], soft_labels=None,
               train_steps: Optional[int] = None):
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
-    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=dict(hparams),
-                         max_history=stages.config.max_history, seed=seed, tasks=tuple(t.name for t in specs))
+    config = common.train_config(stages, family, hparams=dict(hparams), seed=seed,
+                                 tasks=tuple(t.name for t in specs))
     model, summary, _ = train(config, stages.files(F.INTERACTION_VIEW, "train"),
                               stages.files(F.INTERACTION_VIEW, "eval"), stages.transform_graph,
                               train_steps=train_steps, soft_labels=soft_labels, rows=pair_rows(specs))
@@ -206,7 +206,7 @@ def run_dataset(dataset: str, args, seeds: List[int], pair: Sequence[str], overr
     `results[dataset]`; yields each finished seed."""
     from training.distillation import teacher_soft_labels
 
-    stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+    stages, parts = mt.load_dataset(dataset, args.work_dir, **mt.data_options(args, dataset))
     spec = D.dataset_spec(dataset)
     specs = [spec.task(t) for t in pair]
     classes, keep = d.pair_classes(*(mt.labels_full(parts["test"], t) for t in specs),
@@ -340,6 +340,7 @@ def main(argv=None) -> int:
                         help="time every teacher family, the student and the floor of a compiled call "
                              "(takd_serving.md); no training")
     args = parser.parse_args(argv)
+    mt.parse_data_arguments(args)
     from models.hparams import parse_assignments
 
     command = "python -m bench.takd " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -421,7 +422,7 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
              "Chosen per variant: the best eval mean AUC of the pair (the Trainer's early-stopping value, best "
              "epoch). The test split is not read.", ""]
     for dataset, pair in pairs.items():
-        stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+        stages, parts = mt.load_dataset(dataset, args.work_dir, **mt.data_options(args, dataset))
         specs = [D.dataset_spec(dataset).task(t) for t in pair]
         teacher, summary = train_one(args.teacher, stages, specs, seed,
                                      variant_hparams(args.teacher, "teacher", TEACHERS["teacher"], overrides))
@@ -485,7 +486,7 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
     rows: List[Dict[str, Any]] = []
     lines: List[str] = []
     for dataset, pair in pairs.items():
-        stages, parts = mt.load_dataset(dataset, args.work_dir, args.negatives, args.taobao_dir)
+        stages, parts = mt.load_dataset(dataset, args.work_dir, **mt.data_options(args, dataset))
         specs = [D.dataset_spec(dataset).task(t) for t in pair]
         models = {family: train_one(family, stages, specs, 42, overrides.get(family, {}), train_steps=1)[0]
                   for family in TEACHER_FAMILIES + (STUDENT,)}

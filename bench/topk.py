@@ -1,20 +1,24 @@
 """Protocol K: full-catalogue top-10 of the retrieving families against classic peers.
 
-Protocol K (hash split, MovieLens): every user with at least one liked (rating >= 4)
-test rating and one training rating. Input: the user's training ratings with their
-behaviors, oldest first (the user view's test examples); a family's query reads the
-most recent `max_history` of them, a peer uses what its method uses. Candidates: every
-item of the training vocabulary except the input's items. Targets: the liked test
-items. HR@10, Recall@10 (denominator min(10, targets)), NDCG@10 (binary gain) and
-MRR@10 per user, averaged (evaluation.definitions.topk_metrics, the Evaluator's own).
+Protocol K (hash split; the dataset is a description, `--dataset` / `--dataset_file`,
+MovieLens by default): every user with at least one test target and one training
+interaction. Input: the user's training interactions with their behaviors, oldest first
+(the user view's test examples); a family's query reads the most recent `max_history` of
+them, a peer uses what its method uses. Candidates: every item of the training
+vocabulary except the input's items. Targets: the user view's test targets (the
+description's retrieval task: MovieLens's liked test items). HR@10, Recall@10
+(denominator min(10, targets)), NDCG@10 (binary gain) and MRR@10 per user, averaged
+(evaluation.definitions.topk_metrics, the Evaluator's own).
 
 Every model is tuned on the eval split (same protocol, eval targets); the test split is
 only reported. Families are trained with the pipeline's Trainer code and scored through
 the exported `recommend` signature (the served path), for each of `--seeds`.
-Peers, on the same training rows: MostPopular, ItemKNN (cosine), EASE (Steck 2019),
+Peers, on the same training rows: MostPopular, ItemKNN (cosine; its input either the whole
+history or the items of the strongest behavior, chosen on eval), EASE (Steck 2019),
 implicit ALS.
 
-    python -m bench.topk [--families two_tower] [--seeds 42,43,44] [--out bench/results]
+    python -m bench.topk [--dataset NAME | --dataset_file FILE] [--data_dir DIR] [--families two_tower]
+        [--seeds 42,43,44] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -37,18 +41,18 @@ import tensorflow_transform as tft  # noqa: E402
 from bench.retrieval_peers import (  # noqa: E402
     FullHistoryScorer, als_fit, ease_weights, fitted_user_scores, interaction_matrix, item_knn_weights,
     popularity_counts)
-from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
 from contract import protocol  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 from training import topk  # noqa: E402
-from training.trainer import TrainConfig, train_and_export  # noqa: E402
+from training.trainer import train_and_export  # noqa: E402
 from training.views import ItemRows, UserView, load_user_view  # noqa: E402
+from contract.datasets import HASH_SPLIT  # noqa: E402
 
 K = 10
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
 ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
-KNN_SOURCES = ("liked", "all")
+ALL_ITEMS = "all"  # ItemKNN's input: every history item (or those of the strongest behavior)
 
 
 # --------------------------------------------------------------------------
@@ -90,10 +94,8 @@ def served_ranking(saved_model_dir: str, raw_files: Sequence[str], rows: ItemRow
 
 def train_family(stages: common.DataStages, family: str, hparams: Dict[str, Any], seed: int,
                  out_dir: str) -> Tuple[Dict[str, Any], float]:
-    config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
-                         tasks=common.task_names(stages.config, family),
-                         max_history=stages.config.max_history, seed=seed, top_k=K,
-                         split=stages.config.split)
+    config = common.train_config(stages, family, hparams=hparams, tasks=common.task_names(stages.config, family),
+                                 seed=seed, top_k=K)
     started = time.monotonic()
     summary = train_and_export(config, stages.files(F.USER_VIEW, "train"), stages.files(F.USER_VIEW, "eval"),
                                stages.transform_graph, out_dir)
@@ -115,19 +117,22 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--skip_als", action="store_true", help="when the `implicit` package is missing")
     parser.add_argument("--name", default="topk", help="result files <out>/<name>.json, .md, <name>_tuning.json")
+    common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
     overrides = parse_assignments(args.hparam)
     seeds = [int(s) for s in args.seeds.split(",")]
-    stages = common.data_stages(args.work_dir)
+    stages = common.stages_of_args(args, split=HASH_SPLIT)
+    spec = stages.config.spec
     tft_output = tft.TFTransformOutput(stages.transform_graph)
-    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), D.MOVIELENS.behaviors)
+    rows = ItemRows(tft_output.vocabulary_by_name(F.ITEM_VOCAB), spec.behaviors)
     num_rows = len(rows.ids) + 1
     views = {s: load_user_view(stages.raw_files(F.USER_VIEW, s), rows) for s in ("train", "eval", "test")}
     valid = np.ones(num_rows, dtype=bool)
     valid[0] = False
-    liked = D.MOVIELENS.behaviors.index("liked") + 1
+    strongest = spec.behaviors[-1]  # the vocabulary is ordered weakest first; history behavior ids 1..n
+    knn_sources = {strongest: len(spec.behaviors), ALL_ITEMS: 0}
     results: List[Dict[str, Any]] = []
     tuning: Dict[str, Any] = {}
 
@@ -144,12 +149,11 @@ def main(argv=None) -> int:
     sim = item_knn_weights(views["train"], num_rows)
     seconds = time.monotonic() - started
     for suffix, window in inputs.items():
-        knn_eval = {src: FullHistoryScorer(views["eval"], num_rows, sim, liked if src == "liked" else 0,
-                                           window).evaluate(valid) for src in KNN_SOURCES}
+        knn_eval = {src: FullHistoryScorer(views["eval"], num_rows, sim, row_of, window).evaluate(valid)
+                    for src, row_of in knn_sources.items()}
         best_src = max(knn_eval, key=lambda s: knn_eval[s]["ndcg@10"])
-        tuning["item_knn" + suffix] = {"grid": {s: knn_eval[s]["ndcg@10"] for s in KNN_SOURCES}, "chosen": best_src}
-        test = FullHistoryScorer(views["test"], num_rows, sim, liked if best_src == "liked" else 0,
-                                 window).evaluate(valid)
+        tuning["item_knn" + suffix] = {"grid": {s: knn_eval[s]["ndcg@10"] for s in knn_sources}, "chosen": best_src}
+        test = FullHistoryScorer(views["test"], num_rows, sim, knn_sources[best_src], window).evaluate(valid)
         results.append(row("item_knn" + suffix, test, seconds, setting=f"history: {best_src} items"))
 
     x = interaction_matrix(views["train"], num_rows)
@@ -196,7 +200,7 @@ def main(argv=None) -> int:
     columns = ["model", "hr_at_10", "recall_at_10", "ndcg_at_10", "ndcg_std", "mrr_at_10", "users", "seeds",
                "train_seconds", "setting"]
     markdown = "\n".join([
-        "# Protocol K: top-10 over the whole catalogue (MovieLens ml-latest-small, hash split, test users)",
+        f"# Protocol K: top-10 over the whole catalogue ({common.data_label(stages.config)}, test users)",
         "", common.md_table(results, columns), "",
         "Tuned on the eval split (same protocol, eval targets); the test split is only reported:",
         f"the grids and the eval values are in `{args.name}_tuning.json`. Rows `*_recent{max_history}` read only the",

@@ -17,13 +17,12 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
-from contract import datasets as D  # noqa: E402
 from models.registry import get_family  # noqa: E402
-from training.trainer import TrainConfig, train  # noqa: E402
+from training.trainer import train  # noqa: E402
 
 
 def parse_grid(items) -> Dict[str, List[str]]:
@@ -48,9 +47,20 @@ def choose(trials: List[Dict[str, Any]], lower: bool) -> Dict[str, Any]:
 
 
 def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed: Dict[str, str],
-               work_dir: str = common.DEFAULT_WORK_DIR, split: str = D.HASH_SPLIT) -> Dict[str, Any]:
+               work_dir: str = common.DEFAULT_WORK_DIR, data: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Trains `family` once per grid point and seed; returns every trial and the chosen one.
+
+    Args:
+      family: a registry name.
+      grid: hyperparameter name -> values to try (every combination).
+      seeds: the seeds of each grid point.
+      fixed: hyperparameters set in every trial.
+      work_dir: where the data stages are written (and reused).
+      data: PipelineConfig fields naming the data (dataset, data_dir, split, ...); default:
+        the default dataset with its description's settings.
+    """
     spec = get_family(family)
-    stages = common.data_stages(work_dir, split=split)
+    stages = common.data_stages(work_dir, **(data or {}))
     trials = []
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
     for combo in combos:
@@ -58,10 +68,8 @@ def run_trials(family: str, grid: Dict[str, List[str]], seeds: List[int], fixed:
         spec.hparams().override(hparams)  # fails before training on a bad name or value
         values, epochs, seconds = [], [], []
         for seed in seeds:
-            config = TrainConfig(family=family, dataset=stages.config.dataset, hparams=hparams,
-                                 tasks=common.task_names(stages.config, family),
-                                 max_history=stages.config.max_history, seed=seed,
-                                 split=stages.config.split)
+            config = common.train_config(stages, family, hparams=hparams, seed=seed,
+                                         tasks=common.task_names(stages.config, family))
             started = time.monotonic()
             _, summary, _ = train(config, stages.files(spec.view, "train"), stages.files(spec.view, "eval"),
                                   stages.transform_graph)
@@ -88,11 +96,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="42")
     parser.add_argument("--out", default=os.path.join(common.RESULTS_DIR, "tuning"))
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
-    parser.add_argument("--split", default=D.HASH_SPLIT, choices=D.SPLIT_METHODS, help="ExampleGen split (leave_last_two_out: protocol S)")
+    common.add_dataset_arguments(parser)  # --split leave_last_two_out: protocol S
     args = parser.parse_args(argv)
     fixed = dict(item.split("=", 1) for item in args.fixed)
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
-                        args.work_dir, args.split)
+                        args.work_dir, common.dataset_overrides(args))
     command = "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:])
     result["command"] = command.strip()
     result["machine"] = common.machine()

@@ -93,7 +93,7 @@ def how_to_proceed(anomalies_uri: str, split_names: List[str], schema_file: str)
         change = _schema_change(feature, info, domains)
         if change not in changes:
             changes.append(change)
-    target = schema_file or "the curated schema (schemas/<dataset>/schema.pbtxt)"
+    target = schema_file or "the curated schema (schemas/<description name>/schema.pbtxt)"
     output_dir = _output_dir(anomalies_uri) or "<this run's output directory>"
     return [
         "How to proceed:",
@@ -103,6 +103,9 @@ def how_to_proceed(anomalies_uri: str, split_names: List[str], schema_file: str)
         f'    {UPDATE_SCHEMA_COMMAND} ARGS="--output_dir {output_dir}" writes the schema this data implies '
         "beside it (schema.inferred.pbtxt) and prints the difference to review.",
         f"    Then edit the curated schema, or run with {SCHEMA_OPTION} FILE to validate against another schema.",
+        "  - If the dataset description changed (a feature or label added, renamed or retyped), generate the "
+        f'schema from it: {UPDATE_SCHEMA_COMMAND} ARGS="--generate --dataset NAME" (or --dataset_file FILE), '
+        "review it and check it in.",
     ]
 
 

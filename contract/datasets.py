@@ -198,22 +198,3 @@ def description_dict(ref: Optional[DatasetRef]) -> Dict[str, Any]:
     """The description mapping of a reference (what configs carry between components)."""
     return dataset_spec(ref).to_dict()
 
-
-# ----------------------------------------------------------------------------------------
-# TRANSITION ONLY (removed before issue 27 lands): names the code of 0c3ec41 still reads.
-# ----------------------------------------------------------------------------------------
-def __getattr__(name: str):
-    if name in ("MOVIELENS", "TAOBAO"):
-        return dataset_spec(name.lower())
-    if name == "DATASETS":
-        return {n: dataset_spec(n) for n in desc.shipped()}
-    raise AttributeError(name)
-
-
-def rating_behavior(rating: float) -> str:
-    return dataset_spec("movielens").description.rating_behavior(rating)
-
-
-DatasetSpec.has_year = property(lambda self: any(f.name == "year" for f in self.item_features))
-DatasetSpec.genre_multi_hot = property(lambda self: any(f.multi_hot for f in self.item_features))
-DatasetSpec.retrieval_min_rating = property(lambda self: 4.0 if self.retrieval_target_behaviors else None)

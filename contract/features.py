@@ -1,8 +1,10 @@
-"""Every feature and label name, named once.
+"""The feature names every dataset shares, named once.
 
 ExampleGen writes the *raw* features below into `tf.Example`s; the Transform
 `preprocessing_fn` turns them into the *transformed* features; models and the
-serving signatures read these constants instead of repeating strings.
+serving signatures read these constants instead of repeating strings. A dataset's own
+side-table features and labels are named by its description
+(`contract.description.raw_features`, `Feature.transformed_names()`), not here.
 
 Raw features are also the serving contract of `serving_default`: a client sends
 serialized `tf.Example`s with the raw features (labels optional) and the model
@@ -19,8 +21,6 @@ from typing import Tuple
 USER_ID = "user_id"  # bytes, one value
 ITEM_ID = "item_id"  # bytes, one value
 TIMESTAMP = "timestamp"  # int64 unix seconds, one value
-ITEM_GENRES = "item_genres"  # bytes, 1+ values: MovieLens genres / Taobao category
-ITEM_YEAR = "item_year"  # int64, 0 or 1 value (MovieLens: year in the title)
 HISTORY_ITEM_IDS = "history_item_ids"  # bytes, 0..N values, oldest first
 HISTORY_BEHAVIORS = "history_behaviors"  # bytes, aligned with HISTORY_ITEM_IDS
 SPLIT = "split"  # bytes, the split the example belongs to (train / eval / test); for slicing
@@ -35,30 +35,12 @@ TARGET_ITEM_IDS = "target_item_ids"  # bytes, the items the split holds out for 
 TARGET_BEHAVIORS = "target_behaviors"  # bytes, aligned with TARGET_ITEM_IDS
 USER_ACTIVITY_LEVEL = "user_activity_level"  # bytes light / medium / heavy (training interactions)
 
-# Raw labels.
-RATING = "rating"  # float, MovieLens explicit rating (absent on sampled negatives)
-WATCHED = "watched"  # int64 1/0, MovieLens implicit label (0 = sampled negative)
-VIEWED = "viewed"  # int64 1/0, Taobao implicit label (0 = sampled negative)
-CART = "cart"  # int64 1/0, Taobao: added to cart at or after the first view
-FAV = "fav"  # int64 1/0, Taobao: favorited at or after the first view
-BUY = "buy"  # int64 1/0, Taobao: bought at or after the first view
-
-# Rating scale of MovieLens (read by ExampleGen's parser; the description's rating min / max
-# say it for every other layer).
-MIN_RATING = 0.5
-MAX_RATING = 5.0
-
 # --------------------------------------------------------------------------
 # Transformed features (written by Transform, read by models).
 # Id conventions: 0 is padding, 1..V the training-split vocabulary, V+1.. OOV.
 # --------------------------------------------------------------------------
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
-# Side-table features are named by the description (`Feature.transformed_names()`); these
-# two are MovieLens's names before issue 27, still read by benchmarks (item_genre_idx is
-# item_genres_idx now).
-ITEM_GENRE_IDX = "item_genre_idx"
-ITEM_YEAR_Z = "item_year_z"
 ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1]: (avg - rating_min) / rating range, leave-one-out
 ITEM_POPULARITY_MM = "item_popularity_mm"  # float in [0, 1]: log1p(count) / log1p(training rows), leave-one-out
 USER_ACTIVITY = "user_activity"  # bytes light / medium / heavy (training rating count)
@@ -94,7 +76,6 @@ def activity_level(count: int) -> str:
 # Vocabulary file names (Transform output assets).
 USER_VOCAB = "user_id_vocab"
 ITEM_VOCAB = "item_id_vocab"
-GENRE_VOCAB = "genre_vocab"  # before issue 27 (now Feature.vocabulary_name: item_genres_vocab); benchmarks
 
 
 def history_buckets(max_history: int = MAX_HISTORY) -> Tuple[int, ...]:

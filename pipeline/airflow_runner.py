@@ -5,15 +5,19 @@ Airflow's DAGs folder is `dags/` of the repository (`dags/recsys_dag.py` calls
 `pipeline.pipeline.create_pipeline` builds for the local runner; only orchestration
 and metadata differ. Environment variables read when Airflow parses the DAG file:
 
-  RECSYS_DATA_DIR       input data (default: the shipped MovieLens data)
+  RECSYS_DATASET        a shipped dataset description by name (default: movielens)
+  RECSYS_DATASET_FILE   or a description file of your own data (not both); the DAG's
+                        components carry its content, read when Airflow parses the DAG
+  RECSYS_DATA_DIR       input data (default: the description's data_dir)
   RECSYS_OUTPUT_DIR     root of what a run writes, including metadata.sqlite and the
                         report.html of the last task, RunReport (default: <repo>/outputs/airflow)
   RECSYS_FAMILIES       comma-separated model families, or 'none' (default: all)
   RECSYS_TRAIN_STEPS    trainer steps per family (default: PipelineConfig.train_steps)
   RECSYS_BEAM_PROFILE   where the Beam stages run (pipeline/configs.py BEAM_PROFILES);
                         RECSYS_BEAM_<SETTING> fill the profile's placeholders
-  RECSYS_CONFIG_JSON    any other PipelineConfig fields as a JSON object,
-                        e.g. '{"gate_thresholds": {"rating": 0.95}, "seed": 7}'
+  RECSYS_CONFIG_JSON    any other PipelineConfig fields as a JSON object, e.g.
+                        '{"gate_thresholds": {"rating": 0.95}, "seed": 7, "max_history": 32}'
+                        (a description's setting left out: the description's value)
   RECSYS_SCHEDULE       Airflow schedule (default '@daily'; 'none' = triggered runs only)
   RECSYS_RETRIES        retries of a failed task (default 2)
   RECSYS_RETRY_DELAY_MINUTES  wait before a retry (default 5)
@@ -67,7 +71,8 @@ def _json_overrides(env: Mapping[str, str]) -> Dict[str, Any]:
 
 
 def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PipelineConfig:
-    """The pipeline configuration of the DAG, from the RECSYS_* environment variables.
+    """The pipeline configuration of the DAG, from the RECSYS_* environment variables, resolved
+    (the description's content in it; its settings where the variables leave them unset).
 
     Args:
       environ: the environment to read (default `os.environ`).
@@ -75,6 +80,12 @@ def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PipelineConf
     env = os.environ if environ is None else environ
     defaults = PipelineConfig()
     config = dataclasses.replace(defaults, **_json_overrides(env))
+    name, file = env.get(ENV_PREFIX + "DATASET"), env.get(ENV_PREFIX + "DATASET_FILE")
+    if name and file:
+        raise ValueError(f"set {ENV_PREFIX}DATASET (a shipped description, {name!r}) or {ENV_PREFIX}DATASET_FILE "
+                         f"(a description file, {file!r}), not both")
+    if name or file:
+        config = dataclasses.replace(config, dataset=name or file)
     if env.get(ENV_PREFIX + "BEAM_PROFILE"):
         profile = env[ENV_PREFIX + "BEAM_PROFILE"]
         config = dataclasses.replace(config, beam_profile=profile, beam_pipeline_args=beam_args(profile, environ=env))
@@ -82,10 +93,10 @@ def config_from_env(environ: Optional[Mapping[str, str]] = None) -> PipelineConf
         config = dataclasses.replace(config, families=families_arg(env[ENV_PREFIX + "FAMILIES"]))
     return dataclasses.replace(
         config,
-        data_dir=env.get(ENV_PREFIX + "DATA_DIR", config.data_dir),
+        data_dir=env.get(ENV_PREFIX + "DATA_DIR") or config.data_dir,
         output_dir=env.get(ENV_PREFIX + "OUTPUT_DIR", DEFAULT_OUTPUT_DIR),
         train_steps=_int_env(env, ENV_PREFIX + "TRAIN_STEPS", config.train_steps),
-    )
+    ).resolved()
 
 
 def airflow_dag_config(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:

@@ -11,23 +11,41 @@ import json
 import os
 import pathlib
 import re
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from components.example_gen.config import IngestConfig
+from common.io_utils import is_uri
 from contract import datasets as D
+from contract import description as desc
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "recsys"
+# The dataset a run reads unless told otherwise: a shipped description (datasets/<name>.yaml).
+DEFAULT_DATASET = "movielens"
 
 
 @dataclasses.dataclass
 class PipelineConfig:
     """What one pipeline run computes.
 
+    The dataset is a description (contract/description.py): its settings (data_dir, split
+    method and days, max_history, negatives per positive) are the defaults of the fields
+    below that are None here; a field set here overrides the description. `resolved()`
+    fills them in, and every runner builds its pipeline from a resolved config.
+
     Attributes:
-      data_dir: directory holding the interaction log and item metadata.
-      dataset: `movielens` or `taobao` (contract.features.DATASETS).
-      split: `hash` (protocol R), `leave_last_two_out` (S) or `by_day` (M).
+      dataset: a shipped description's name (`movielens`: datasets/movielens.yaml) or a
+        description file (.yaml / .json).
+      description: the description's content (the file's mapping, data_dir absolute);
+        None: read from `dataset`. A resolved config carries it, so a compiled pipeline
+        spec (and each component's configuration) runs where the file does not exist.
+      description_file: the file the description was read from (repository-relative when
+        inside the repository): what reports and model cards name.
+      data_dir: directory holding the description's files; None: the description's
+        data_dir.
+      split: `hash` (protocol R), `leave_last_two_out` (S) or `by_day` (M); None: the
+        description's.
+      eval_day / test_day: the by_day split's first eval day and its test day (YYYY-MM-DD);
+        None: the description's.
       output_dir: root of everything a run writes (pipeline root, metadata, logs,
         serving base directory).
       families: model families to train, evaluate and push (models.registry); empty
@@ -36,8 +54,9 @@ class PipelineConfig:
         (`--hparam mf.dim=64`); the defaults are each family's typed record.
       max_history: most recent N history interactions kept per example, read by a
         query and padded to by Transform (the same N in ExampleGen, Transform and
-        the Trainer).
-      negatives_per_positive: sampled negatives per positive (0 = none).
+        the Trainer); None: the description's history.max_length.
+      negatives_per_positive: sampled negatives per positive (0 = none); None: the
+        description's.
       max_bad_rows: bad input rows tolerated (dropped and reported) before failing.
       train_steps: cap on each Trainer's total steps (0: none; each family trains
         until its eval metric stops improving, at most its `max_epochs`).
@@ -47,26 +66,28 @@ class PipelineConfig:
       top_k: K of `recommend`, `similar_items` and the top-K metrics.
       seed: one seed for sampling, initialisation and shuffling.
       gate_thresholds / gate_max_worsening: per task name, the gate's value bound and
-        tolerated worsening against the last blessed model (defaults: the dataset's
-        task specs, contract/datasets.py).
+        tolerated worsening against the last blessed model (defaults: the
+        description's tasks).
       schema_file: validate against this schema instead of the curated
-        `schemas/<dataset>/schema.pbtxt` (e.g. one written by `make update-schema`).
+        `schemas/<description name>/schema.pbtxt` (e.g. one written by `make update-schema`).
     """
 
-    data_dir: str = str(REPO_ROOT / "data" / "movielens-small")
-    # The curated schemas (schemas/<dataset>/schema.pbtxt); a compiled Kubeflow spec
+    dataset: str = DEFAULT_DATASET
+    description: Optional[Dict[str, Any]] = None
+    description_file: str = ""
+    data_dir: Optional[str] = None
+    # The curated schemas (schemas/<name>/schema.pbtxt); a compiled Kubeflow spec
     # points at the copy inside the pipeline image.
     schema_dir: str = str(REPO_ROOT / "schemas")
-    dataset: str = "movielens"
-    split: str = D.HASH_SPLIT
+    split: Optional[str] = None
+    eval_day: Optional[str] = None
+    test_day: Optional[str] = None
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
     families: Tuple[str, ...] = ("mf", "mf_dnn", "two_tower", "mmoe")
     hparams: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
-    max_history: int = 64
-    negatives_per_positive: int = 0
+    max_history: Optional[int] = None
+    negatives_per_positive: Optional[int] = None
     max_bad_rows: int = 0
-    eval_day: str = "2017-12-02"
-    test_day: str = "2017-12-03"
     train_steps: int = 0
     train_strategy: str = "default"
     top_k: int = 10
@@ -90,6 +111,83 @@ class PipelineConfig:
     )
 
     # ------------------------------------------------------------------
+    # The dataset description
+    # ------------------------------------------------------------------
+    def load_description(self) -> desc.Description:
+        """The Description of this run: `description` when set, else the one `dataset` names."""
+        if self.description is not None:
+            return D.dataset_spec(self.description).description
+        return desc.load(self.dataset)
+
+    @property
+    def spec(self) -> D.DatasetSpec:
+        """The DatasetSpec of this run's description (what tasks, labels and behaviors it has)."""
+        return D.spec_of(self.load_description())
+
+    @property
+    def dataset_name(self) -> str:
+        """The description's name: the schema directory, report and model card title."""
+        return self.load_description().name
+
+    @property
+    def description_source(self) -> str:
+        """The file the description came from (repository-relative when inside it)."""
+        if self.description_file:
+            return self.description_file
+        if self.description is None:
+            return _display_path(desc.resolve(self.dataset))
+        return "content carried in the configuration"
+
+    def describe_dataset(self) -> str:
+        """`name (file)`: which description a run read, for summaries and model cards."""
+        return f"{self.dataset_name} ({self.description_source})"
+
+    def resolved(self) -> "PipelineConfig":
+        """This config with every None field taken from the description and the description's
+        content and file recorded; unchanged when already resolved.
+
+        Raises DescriptionError (a ValueError) for a bad or unknown description, and
+        ValueError when neither the config nor the description names a data directory, or
+        a by_day split has no days.
+        """
+        d = self.load_description()
+        if self.description is None:
+            file = _display_path(desc.resolve(self.dataset))
+        else:
+            file = self.description_file
+            if not os.path.isabs(self.dataset) and self.dataset in desc.shipped() and self.dataset != d.name:
+                raise ValueError(f"dataset {self.dataset!r} does not match the description content it carries "
+                                 f"({d.name!r}): change `dataset` on an unresolved PipelineConfig")
+        data_dir = self.data_dir or d.data_dir
+        if not data_dir:
+            raise ValueError(f"the description {d.name!r} ({file}) names no data_dir: pass --data_dir DIR, the "
+                             f"folder holding {', '.join(d.interactions.files)}")
+        split = self.split or d.split
+        if split not in D.SPLIT_METHODS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(D.SPLIT_METHODS)}")
+        eval_day = d.eval_day if self.eval_day is None else self.eval_day
+        test_day = d.test_day if self.test_day is None else self.test_day
+        if split == D.BY_DAY_SPLIT and not (eval_day and test_day):
+            raise ValueError(f"split {split!r} needs an eval day and a test day; the description {d.name!r} "
+                             f"({file}) gives none: pass --eval_day YYYY-MM-DD --test_day YYYY-MM-DD")
+        if not is_uri(data_dir):
+            data_dir = os.path.abspath(data_dir)
+        content = d.to_dict()
+        content["data_dir"] = data_dir
+        return dataclasses.replace(
+            self,
+            description=content,
+            description_file=file,
+            data_dir=data_dir,
+            split=split,
+            eval_day=eval_day,
+            test_day=test_day,
+            max_history=d.max_history if self.max_history is None else self.max_history,
+            negatives_per_positive=(d.negatives_per_positive if self.negatives_per_positive is None
+                                    else self.negatives_per_positive),
+        )
+
+    # ------------------------------------------------------------------
     @property
     def pipeline_root(self) -> str:
         return os.path.join(self.output_dir, "pipeline_root")
@@ -109,22 +207,29 @@ class PipelineConfig:
     @property
     def schema_path(self) -> str:
         if self.schema_file:
-            return os.path.abspath(self.schema_file)
-        return os.path.join(self.schema_dir, self.dataset, "schema.pbtxt")
+            return self.schema_file if is_uri(self.schema_file) else os.path.abspath(self.schema_file)
+        return os.path.join(self.schema_dir, self.dataset_name, SCHEMA_FILE)
 
-    def ingest_config(self) -> Dict:
-        """The ExampleGen configuration (components.example_gen.IngestConfig fields)."""
-        config = IngestConfig(
-            self.dataset,
-            split=self.split,
-            eval_day=self.eval_day,
-            test_day=self.test_day,
-            max_history=self.max_history,
-            negatives_per_positive=self.negatives_per_positive,
-            seed=self.seed,
-            max_bad_rows=self.max_bad_rows,
-        )
-        return json.loads(config.to_json())
+    def ingest_config(self) -> Dict[str, Any]:
+        """The ExampleGen configuration (components.example_gen.IngestConfig fields): the
+        description's content and this run's settings (the by_day days only for by_day)."""
+        config = self.resolved()
+        values = {
+            "description": config.description,
+            "split": config.split,
+            "max_history": config.max_history,
+            "negatives_per_positive": config.negatives_per_positive,
+            "seed": config.seed,
+            "max_bad_rows": config.max_bad_rows,
+        }
+        if config.split == D.BY_DAY_SPLIT:
+            values.update(eval_day=config.eval_day, test_day=config.test_day)
+        return values
+
+    def transform_config(self) -> Dict[str, Any]:
+        """Transform's custom_config: the description's content and max_history."""
+        config = self.resolved()
+        return {"description": config.description, "max_history": config.max_history}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -133,6 +238,18 @@ class PipelineConfig:
     def from_json(cls, text: str) -> "PipelineConfig":
         """The config `to_json` wrote."""
         return dataclasses.replace(cls(), **config_fields(json.loads(text), "the config JSON"))
+
+
+SCHEMA_FILE = "schema.pbtxt"  # the curated schema's file name under schemas/<name>/
+
+
+def _display_path(path: pathlib.Path) -> str:
+    """`path` relative to the repository when inside it (what reports show), else absolute."""
+    path = pathlib.Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def config_fields(values: Mapping, source: str) -> Dict:
@@ -288,3 +405,43 @@ def families_arg(value: Optional[str]) -> Tuple[str, ...]:
         return ()
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
+
+
+# ----------------------------------------------------------------------------
+# The dataset options every runner and benchmark takes
+# ----------------------------------------------------------------------------
+def add_dataset_arguments(parser, data_dir_help: str = "") -> None:
+    """Adds the dataset options to an argparse parser: --dataset NAME | --dataset_file FILE, and
+    the settings a description gives (None: the description's value).
+
+    Args:
+      parser: the runner's or benchmark's parser.
+      data_dir_help: what --data_dir defaults to, when not the description's data_dir.
+    """
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--dataset", default=None, choices=desc.shipped(),
+                       help=f"a shipped description, datasets/NAME.yaml (default: {DEFAULT_DATASET})")
+    which.add_argument("--dataset_file", default=None, metavar="FILE",
+                       help="a description file (.yaml or .json) of your own data; `make describe` drafts one")
+    parser.add_argument("--data_dir", default=None,
+                        help=data_dir_help or "the folder holding the description's files (default: its data_dir)")
+    parser.add_argument("--split", default=None, choices=list(D.SPLIT_METHODS),
+                        help="default: the description's split.method")
+    parser.add_argument("--eval_day", default=None, metavar="YYYY-MM-DD",
+                        help="by_day split: first day of the eval split (default: the description's)")
+    parser.add_argument("--test_day", default=None, metavar="YYYY-MM-DD",
+                        help="by_day split: the test day (default: the description's)")
+    parser.add_argument("--max_history", type=int, default=None,
+                        help="history items kept per example (default: the description's history.max_length)")
+    parser.add_argument("--negatives_per_positive", type=int, default=None,
+                        help="sampled negatives per example row (default: the description's negatives.per_positive)")
+
+
+def dataset_overrides(args) -> Dict[str, Any]:
+    """The PipelineConfig fields add_dataset_arguments' options set (an option left out: the
+    description's value)."""
+    values: Dict[str, Any] = {"dataset": args.dataset_file or args.dataset or DEFAULT_DATASET}
+    for name in ("data_dir", "split", "eval_day", "test_day", "max_history", "negatives_per_positive"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return values

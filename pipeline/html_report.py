@@ -12,12 +12,15 @@ from __future__ import annotations
 import datetime
 import html
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
 
 from common.io_utils import atomic_write
 from contract import protocol
 from pipeline import report
 from pipeline.configs import PipelineConfig
+
+if TYPE_CHECKING:  # annotations only
+    import numpy as np
 
 REPORT_NAME = "report.html"
 SECTIONS = ("Run", "Data", "Models")
@@ -233,12 +236,14 @@ def render(config: PipelineConfig, timings: Optional[Sequence] = None,
       outputs: {component: {output key: directory or URI}} to report on; default: the
         newest outputs under the pipeline root (report.output_dirs).
     """
+    config = config.resolved()
     outputs = report.output_dirs(config.pipeline_root) if outputs is None else outputs
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>Run report: {_e(config.dataset)}</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Run report: {_e(config.dataset)} ({_e(config.split)} split)</h1>",
+             f"<title>Run report: {_e(config.dataset_name)}</title><style>{_STYLE}</style></head><body>",
+             f"<h1>Run report: {_e(config.dataset_name)} ({_e(config.split)} split)</h1>",
              '<h2 id="run">Run</h2>',
-             _table(["", ""], [("data", config.data_dir), ("output", config.output_dir),
+             _table(["", ""], [("description", config.describe_dataset()), ("data", config.data_dir),
+                               ("output", config.output_dir),
                                ("families", ", ".join(config.families) or "none"), ("seed", config.seed),
                                ("written", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))])]
     if timings:

@@ -7,16 +7,22 @@ the cluster's, so no metadata connection is configured here.
 
 Runtime parameters (set per run at submission; defaults are in the spec):
 
-  data_root    the input data directory; default: the MovieLens data inside the
-               image (/pipeline/data/movielens-small); a gs:// path or a mounted
-               volume for real data
+  data_root    the input data directory; default: --data_dir, or the description's
+               data_dir inside the image when it lies in the repository (MovieLens:
+               /pipeline/data/movielens-small); a gs:// path or a mounted volume for
+               real data
   train_args   the Trainers' TrainArgs as JSON; default {"num_steps": <--train_steps>}
 
 Compile-time choices (they change the pipeline's components, so they are not runtime
-parameters): `--families`, `--dataset`, `--split`, `--beam_profile`, and `--output_dir`
-(required: where pushed models go, `<output_dir>/serving`, the run report of the last task,
-`<output_dir>/report.html`, and the default pipeline root `<output_dir>/pipeline_root`; a
-gs:// bucket or a mounted volume, as the containers see it).
+parameters): the dataset description (`--dataset NAME` or `--dataset_file FILE`) and its
+settings (`--split`, `--max_history`, ...), `--families`, `--beam_profile`, and
+`--output_dir` (required: where pushed models go, `<output_dir>/serving`, the run report of
+the last task, `<output_dir>/report.html`, and the default pipeline root
+`<output_dir>/pipeline_root`; a gs:// bucket or a mounted volume, as the containers see it).
+The components carry the description's content, not its path: the spec runs where the
+file does not exist. The curated schema is read inside the image
+(`/pipeline/schemas/<name>/schema.pbtxt`): build the image after `make update-schema`
+wrote yours, or point `--schema_file` at a copy the containers can read.
 
     python -m pipeline.kubeflow_runner --image REGISTRY/recsys-tfx:TAG \\
         --output_dir gs://BUCKET/recsys --output_file outputs/kubeflow/recsys_pipeline.yaml
@@ -41,14 +47,14 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from contract import datasets as D
-from pipeline.configs import PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
+from common.io_utils import is_uri
+from pipeline.configs import (REPO_ROOT, PipelineConfig, add_beam_arguments, add_dataset_arguments, apply_beam_arguments,
+                              dataset_overrides, families_arg)
 
 DEFAULT_IMAGE = "recsys-tfx:latest"
 DEFAULT_OUTPUT_FILE = os.path.join("outputs", "kubeflow", "recsys_pipeline.yaml")
 # Where the Dockerfile puts the repository inside the image.
 IMAGE_ROOT = "/pipeline"
-IMAGE_DATA_DIR = IMAGE_ROOT + "/data/movielens-small"
 IMAGE_SCHEMA_DIR = IMAGE_ROOT + "/schemas"
 TARGETS = ("kubeflow", "vertex")
 
@@ -60,9 +66,46 @@ _PARAMETERIZED = {("InteractionExampleGen", "input_base"): DATA_ROOT, ("RunRepor
                   ("Trainer", "train_args"): TRAIN_ARGS}
 
 
-def image_config(config: PipelineConfig) -> PipelineConfig:
-    """`config` with the repository paths the spec bakes in (schemas) pointing inside the image."""
-    return dataclasses.replace(config, schema_dir=IMAGE_SCHEMA_DIR)
+def image_path(path: str) -> Optional[str]:
+    """Where a path inside the repository is in the image (None for a path outside it)."""
+    if is_uri(path):
+        return None
+    relative = os.path.relpath(os.path.abspath(path), str(REPO_ROOT))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    return IMAGE_ROOT if relative == os.curdir else f"{IMAGE_ROOT}/{relative}"
+
+
+def image_config(config: PipelineConfig, data_dir: Optional[str] = None) -> PipelineConfig:
+    """`config`, resolved, as the containers see it: the description's content carried in the
+    config, the data directory and the schemas inside the image.
+
+    Args:
+      config: what the pipeline computes (its data_dir, when set, is the containers' path).
+      data_dir: the data directory as the containers see it (a gs:// path or a mounted
+        volume); default: the config's data_dir when set, else the description's data_dir
+        inside the image, which needs it to lie in the repository.
+    """
+    explicit = data_dir or config.data_dir
+    local = config.resolved()
+    if explicit:
+        data_dir = explicit
+    else:
+        data_dir = image_path(local.data_dir)
+        if data_dir is None:
+            raise ValueError(f"the data of description {local.dataset_name!r} ({local.data_dir}) is not in the "
+                             "image: pass --data_dir with the path the containers read it from (gs://... or a "
+                             "mounted volume)")
+    description = dict(local.description, data_dir=data_dir)
+    schema_file = local.schema_file
+    if schema_file and image_path(schema_file):
+        schema_file = image_path(schema_file)
+    # The description travels as content; its file is named, not read (a file outside the
+    # repository by its name only: nothing of the compiling machine goes into the spec).
+    source = local.description_file
+    named = source if not os.path.isabs(source) else os.path.basename(source)
+    return dataclasses.replace(local, dataset=local.dataset_name, description=description, description_file=named,
+                               data_dir=data_dir, schema_dir=IMAGE_SCHEMA_DIR, schema_file=schema_file)
 
 
 def parameterize(pipeline) -> Dict[str, Any]:
@@ -197,29 +240,28 @@ def _parse_args(argv: Optional[List[str]]):
                         help=".yaml: pipeline spec (KFP); .json: Vertex PipelineJob")
     parser.add_argument("--output_dir", required=True,
                         help="root of what a run writes, as the containers see it (gs:// or a mounted volume)")
-    parser.add_argument("--data_dir", default=IMAGE_DATA_DIR,
-                        help="default of the data_root runtime parameter (default: the data in the image)")
-    parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(D.DATASETS))
-    parser.add_argument("--split", default=defaults.split, choices=list(D.SPLIT_METHODS))
+    add_dataset_arguments(parser, data_dir_help="default of the data_root runtime parameter, as the containers "
+                                                "see it (default: the description's data_dir inside the image)")
     parser.add_argument("--pipeline_root", default=None, help="default: <output_dir>/pipeline_root")
     parser.add_argument("--families", default=None, help="comma-separated, or 'none' for data stages only")
     parser.add_argument("--train_steps", type=int, default=defaults.train_steps,
                         help="default of the train_args runtime parameter's num_steps")
     parser.add_argument("--target", default="kubeflow", choices=TARGETS)
+    parser.add_argument("--schema_file", default=None,
+                        help="schema to validate against, as the containers see it (default: the curated one)")
     add_beam_arguments(parser)
     args = parser.parse_args(argv)
-    config = image_config(dataclasses.replace(
-        defaults,
-        data_dir=args.data_dir,
-        dataset=args.dataset,
-        split=args.split,
-        output_dir=args.output_dir,
-        families=families_arg(args.families),
-        train_steps=args.train_steps,
-    ))
     try:
+        config = image_config(dataclasses.replace(
+            defaults,
+            **dataset_overrides(args),
+            output_dir=args.output_dir,
+            families=families_arg(args.families),
+            train_steps=args.train_steps,
+            schema_file=args.schema_file,
+        ))
         config = apply_beam_arguments(config, args)
-    except ValueError as e:
+    except ValueError as e:  # DescriptionError included
         parser.error(str(e))
     return config, args
 

@@ -21,7 +21,8 @@ from typing import List, Optional
 
 from common import run_lock
 from pipeline import recovery, report
-from pipeline.configs import LOCAL_BEAM_PROFILES, PipelineConfig, add_beam_arguments, apply_beam_arguments, families_arg
+from pipeline.configs import (LOCAL_BEAM_PROFILES, PipelineConfig, add_beam_arguments, add_dataset_arguments,
+                              apply_beam_arguments, dataset_overrides, families_arg)
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _SKIP_LINE = re.compile(r"^Skipping component (\S+)\.$")
@@ -162,9 +163,14 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
     """Runs the pipeline in-process; returns per-component timings.
 
     With `progress_out`, TensorFlow/Beam logs go to `config.log_path` and one progress
-    line per component goes to `progress_out`. Raises PipelineFailed on failure, and
-    common.run_lock.RunLocked at once when another run holds the output directory.
+    line per component goes to `progress_out`. Before any component, ExampleGen's preflight
+    checks the description against the data (`preflight`) and raises its error (a
+    ValueError or OSError naming the file, column or task). Raises PipelineFailed when a
+    component fails, and common.run_lock.RunLocked at once when another run holds the output
+    directory.
     """
+    config = config.resolved()
+    preflight(config)
     with contextlib.ExitStack() as stack:
         stack.enter_context(run_lock.hold(config.output_dir))
         out = progress_out
@@ -212,7 +218,6 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
 
 
 def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
-    from contract import datasets as D
     from models import registry
     from models.hparams import parse_assignments
 
@@ -222,10 +227,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
         epilog=registry.help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data_dir", default=defaults.data_dir)
-    parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(D.DATASETS))
-    parser.add_argument("--split", default=None, choices=list(D.SPLIT_METHODS),
-                        help="default: the dataset's (movielens: hash, taobao: by_day)")
+    add_dataset_arguments(parser)
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--families", default=None,
                         help=f"comma-separated, or 'none' for data stages only (default: {','.join(defaults.families)})")
@@ -233,10 +235,8 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
                         help="override a family's hyperparameter (repeatable); see the list below")
     parser.add_argument("--gate", action="append", default=[], metavar="TASK=THRESHOLD",
                         help="override a task's gate threshold, e.g. rating=0.95 (repeatable)")
-    parser.add_argument("--max_history", type=int, default=defaults.max_history)
     parser.add_argument("--train_steps", type=int, default=defaults.train_steps,
                         help="cap on each Trainer's steps (0: train until early stopping)")
-    parser.add_argument("--negatives_per_positive", type=int, default=defaults.negatives_per_positive)
     parser.add_argument("--max_bad_rows", type=int, default=defaults.max_bad_rows)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train_strategy", default=defaults.train_strategy,
@@ -253,29 +253,30 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
             if not sep:
                 raise ValueError(f"--gate {item!r}: expected TASK=THRESHOLD, e.g. rating=0.95")
             gates[task.strip()] = float(value)
-    except ValueError as e:
-        parser.error(str(e))
-    config = dataclasses.replace(
-        defaults,
-        data_dir=args.data_dir,
-        dataset=args.dataset,
-        split=args.split or D.dataset_spec(args.dataset).default_split,
-        output_dir=os.path.abspath(args.output_dir),
-        families=families_arg(args.families),
-        hparams=hparams,
-        gate_thresholds=gates,
-        max_history=args.max_history,
-        train_steps=args.train_steps,
-        train_strategy=args.train_strategy,
-        negatives_per_positive=args.negatives_per_positive,
-        max_bad_rows=args.max_bad_rows,
-        seed=args.seed,
-        schema_file=args.schema_file,
-    )
-    try:
+        config = dataclasses.replace(
+            defaults,
+            **dataset_overrides(args),
+            output_dir=os.path.abspath(args.output_dir),
+            families=families_arg(args.families),
+            hparams=hparams,
+            gate_thresholds=gates,
+            train_steps=args.train_steps,
+            train_strategy=args.train_strategy,
+            max_bad_rows=args.max_bad_rows,
+            seed=args.seed,
+            schema_file=args.schema_file,
+        ).resolved()
         return apply_beam_arguments(config, args)
-    except ValueError as e:
+    except ValueError as e:  # DescriptionError included: it names the file, key and what is allowed
         parser.error(str(e))
+
+
+def preflight(config: PipelineConfig) -> None:
+    """ExampleGen's checks of the description against the data (files, columns, tasks the data
+    can feed), before any component runs; raises with a message naming what is wrong."""
+    from components.example_gen.preflight import preflight as check
+
+    check(config.load_description(), config.data_dir)
 
 
 def _is_input_error(failure: PipelineFailed) -> bool:
@@ -287,13 +288,16 @@ def _is_input_error(failure: PipelineFailed) -> bool:
 
 def main(argv: Optional[List[str]] = None) -> int:
     config = _parse_args(argv)
-    print(f"Pipeline on {config.dataset} data from {config.data_dir} (split: {config.split}, "
+    print(f"Pipeline on {config.describe_dataset()} data from {config.data_dir} (split: {config.split}, "
           f"Beam: {config.beam_profile})")
     print(f"Logs: {config.log_path}")
     started = time.monotonic()
     try:
         timings = run(config, progress_out=sys.stdout)
     except run_lock.RunLocked as e:
+        print(f"\nerror: {e}")
+        return 2
+    except (ValueError, OSError) as e:  # preflight: a bad description or data, before any component ran
         print(f"\nerror: {e}")
         return 2
     except PipelineFailed as e:
@@ -306,6 +310,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(tail(e.log_path))
         return 1
     print(f"\nDone in {time.monotonic() - started:.1f} s. Outputs:")
+    print(f"  description       {config.describe_dataset()}")
     print(f"  pipeline root     {config.pipeline_root}")
     print(f"  ML Metadata       {config.metadata_path}")
     print(f"  log               {config.log_path}")

@@ -12,7 +12,6 @@ import os
 from typing import Dict, List, Optional
 
 from common.io_utils import atomic_write
-from contract import datasets as D
 from contract import features as F
 from contract import protocol
 from models.base import EXPLAIN, RETRIEVE, SCORE, SIMILAR, TEACH
@@ -55,8 +54,9 @@ def _metric_lines(metrics: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
 
 
 def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[List[List]] = None) -> str:
+    config = config.resolved()
     spec = get_family(family)
-    dataset = D.dataset_spec(config.dataset)
+    dataset = config.spec
     training = outcome.get("training", {})
     push = outcome.get("push", {})
     tasks = training.get("tasks") or [t.name for t in spec.task_specs(dataset)]
@@ -81,7 +81,8 @@ def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[
         "- Out of scope: users or items of another catalogue; decisions about people.",
         "",
         "## Data",
-        f"- Dataset `{config.dataset}` from `{config.data_dir}`, split `{config.split}` "
+        f"- Dataset `{config.dataset_name}`, described by `{config.description_source}`, "
+        f"data from `{config.data_dir}`, split `{config.split}` "
         f"(train / eval / test), sampled negatives per positive: {config.negatives_per_positive}.",
         "- Vocabularies and item statistics come from the training split only.",
         "",

@@ -7,14 +7,13 @@ gates (evaluation/eval_config.py), its capabilities the exported signatures.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, List
 
 from tfx import v1 as tfx
 
 from components.pusher import ServingPusher
-from contract import datasets as D
 from contract import features as F
-from components.example_gen.config import SPLIT_LEAVE_LAST_TWO_OUT
+from contract.datasets import LEAVE_LAST_TWO_OUT_SPLIT
 from contract import tasks as T
 from evaluation.eval_config import PROTOCOL_K, PROTOCOL_S, REPORT_SPLIT, GATE_SPLIT, eval_config, with_thresholds
 from models.registry import get_family
@@ -28,7 +27,8 @@ def family_tasks(config: PipelineConfig, family_name: str):
     Without sampled negatives every row is a positive of the dataset's implicit label
     (watched / viewed), so a task on that label is left out.
     """
-    spec = D.dataset_spec(config.dataset)
+    config = config.resolved()
+    spec = config.spec
     tasks = get_family(family_name).task_specs(spec)
     if config.negatives_per_positive == 0:
         tasks = tuple(t for t in tasks if t.label != spec.implicit_label)
@@ -52,6 +52,7 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
     student / fine-tuning Trainer's input); a teacher or base that is not itself a
     configured family is trained only (never evaluated or pushed).
     """
+    config = config.resolved()
     components: List = []
     trainers = {}
 
@@ -69,9 +70,9 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
         family = get_family(family_name)  # fails early, listing the known families
         tasks = family_tasks(config, family_name)  # fails early if the dataset lacks a task
         on_users = family.view == F.USER_VIEW
-        if family.sequential and config.split != SPLIT_LEAVE_LAST_TWO_OUT:
+        if family.sequential and config.split != LEAVE_LAST_TWO_OUT_SPLIT:
             raise ValueError(f"model family {family_name!r} is sequential and is evaluated with protocol S, which "
-                             f"needs --split {SPLIT_LEAVE_LAST_TWO_OUT} (got {config.split!r})")
+                             f"needs --split {LEAVE_LAST_TWO_OUT_SPLIT} (got {config.split!r})")
         trainer = trainer_of(family_name)
 
         resolver = tfx.dsl.Resolver(
@@ -93,10 +94,11 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             examples=user_examples if on_users else raw_examples,
             model=trainer.outputs["model"],
             baseline_model=resolver.outputs["model"],
-            eval_config=eval_config(tasks, top_k=config.top_k, pair=[t.name for t in tasks] if family.teacher else (),
+            eval_config=eval_config(tasks, top_k=config.top_k, dataset=config.description,
+                                    pair=[t.name for t in tasks] if family.teacher else (),
                                     pair_gate=MULTI_AUC_GATE if family.teacher else None,
                                     protocol_name=PROTOCOL_S if family.sequential else PROTOCOL_K,
-                                    history_peers=dict(D.dataset_spec(config.dataset).next_behavior_tasks),
+                                    history_peers=dict(config.spec.next_behavior_tasks),
                                     peer_window=config.max_history,
                                     view=family.view),
             example_splits=[GATE_SPLIT, REPORT_SPLIT],
@@ -113,6 +115,30 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
     return components
 
 
+def train_config(config: PipelineConfig, family_name: str, **overrides: Any) -> TrainConfig:
+    """The Trainer's configuration of a family on this run's data: the description's content,
+    the run's max_history, split, seed, top_k and strategy, the family's hyperparameters.
+
+    Args:
+      config: the run's configuration.
+      family_name: a registry name.
+      overrides: TrainConfig fields to set instead (benchmarks: hparams, seed, tasks).
+    """
+    config = config.resolved()
+    values = dict(
+        family=family_name,
+        description=config.description,
+        hparams=config.hparams.get(family_name, {}),
+        max_history=config.max_history,
+        seed=config.seed,
+        top_k=config.top_k,
+        strategy=config.train_strategy,
+        split=config.split,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
 def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, transform_graph, schema,
              base_model=None):
     family = get_family(family_name)
@@ -127,15 +153,6 @@ def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, 
         base_model=base_model,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps) if config.train_steps else tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=TrainConfig(
-            family=family_name,
-            dataset=config.dataset,
-            hparams=hparams.to_dict(),
-            max_history=config.max_history,
-            seed=config.seed,
-            top_k=config.top_k,
-            tasks=tuple(t.name for t in tasks),
-            strategy=config.train_strategy,
-            split=config.split,
-        ).to_custom_config(),
+        custom_config=train_config(config, family_name, hparams=hparams.to_dict(),
+                                   tasks=tuple(t.name for t in tasks)).to_custom_config(),
     ).with_id(f"Trainer_{family_name}")

@@ -27,13 +27,15 @@ def create_pipeline(
     """Builds the TFX pipeline for one configuration (see pipeline/configs.py).
 
     Args:
-      config: what the pipeline computes.
+      config: what the pipeline computes (resolved here: the description's settings fill
+        what it leaves unset, and every component carries the description's content).
       metadata_connection_config: the ML Metadata store (none: the orchestrator's).
       enable_cache: reuse a component's outputs when its inputs and settings are unchanged.
       report_step: end with the run report and model cards (pipeline/report_step.py), after
         every Pusher; the local runner writes them itself after the run, with each
         component's time.
     """
+    config = config.resolved()
     components: List = []
 
     example_gen = InteractionExampleGen(
@@ -62,7 +64,7 @@ def create_pipeline(
         splits_config=transform_pb2.SplitsConfig(
             analyze=["train"], transform=["train", "eval", "test"]
         ),
-        custom_config={"dataset": config.dataset, "max_history": config.max_history},
+        custom_config=config.transform_config(),
         # StatisticsGen already profiled the raw data; pre/post-transform statistics
         # would double Transform's time.
         disable_statistics=True,

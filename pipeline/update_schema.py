@@ -1,4 +1,16 @@
-"""Writes the schema a new release of the data implies, next to the curated one, for review.
+"""Writes a dataset's curated schema: generated from its description, or updated from a run's data.
+
+Generate (a new dataset, or a changed description): the schema of every raw feature the
+description implies (pipeline/schema_generation.py), the string domains of its small
+categorical features filled from the data's training split, written atomically to
+`schemas/<name>/schema.pbtxt` for review and then checked in:
+
+    make update-schema ARGS="--generate --dataset_file my_shop.yaml [--data_dir DIR]"
+    make update-schema ARGS="--generate --dataset movielens"
+    # the training split is read from a fresh ingest of the data, or, with
+    # --from_run OUTPUT_DIR, from the newest ExampleGen output of that run
+
+Update from statistics (a new release of the data):
 
 When the anomaly gate stops a run (a genre, behavior or range the curated schema does
 not know), this reads that run's StatisticsGen output and the schema it validated
@@ -15,6 +27,7 @@ schema or point a run at it with `--schema_file`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import glob
 import os
@@ -24,8 +37,8 @@ from typing import List, Optional, Tuple
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from common.io_utils import atomic_write  # noqa: E402
-from pipeline import report  # noqa: E402
-from pipeline.configs import REPO_ROOT  # noqa: E402
+from pipeline import report, schema_generation  # noqa: E402
+from pipeline.configs import REPO_ROOT, SCHEMA_FILE, PipelineConfig, add_dataset_arguments, dataset_overrides  # noqa: E402
 
 INFERRED_NAME = "schema.inferred.pbtxt"
 STATS_FILE = "FeatureStats.pb"
@@ -113,12 +126,83 @@ def infer(output_dir: str, schema_file: Optional[str] = None) -> Tuple[str, obje
     return schema_file, curated, updated, splits
 
 
+def training_split_files(config: PipelineConfig, from_run: Optional[str], work_dir: str) -> List[str]:
+    """The training split's example files: the newest ExampleGen output of the run in
+    `from_run`, or an ingest of `config`'s data written under `work_dir`."""
+    if from_run:
+        examples = _newest(os.path.join(from_run, "pipeline_root"), "InteractionExampleGen", "examples")
+    else:
+        from components.example_gen import run_ingest
+
+        examples = os.path.join(work_dir, "examples")
+        run_ingest(config.data_dir, config.ingest_config(), examples)
+    files = schema_generation.split_files(examples)
+    if not files:
+        raise FileNotFoundError(f"{examples} holds no Split-{schema_generation.TRAIN_SPLIT} files")
+    return files
+
+
+def generate(config: PipelineConfig, from_run: Optional[str] = None) -> Tuple[str, List[str]]:
+    """(the schema text of the config's description, notes on features left without a domain).
+
+    The data is read only when the description has a categorical feature (its domain).
+
+    Args:
+      config: names the description, its data and split.
+      from_run: a run's output directory to read the training split from, instead of an ingest.
+    """
+    import tempfile
+
+    d = config.load_description()
+    names = [f.raw_name for f in schema_generation.domain_features(d)]
+    values = {}
+    if names:
+        config = config.resolved()  # the data directory and the split
+        with tempfile.TemporaryDirectory(prefix="schema-") as work_dir:
+            values = schema_generation.training_values(training_split_files(config, from_run, work_dir), names)
+    domains, notes = schema_generation.small_domains(d, values)
+    source = config.description_source
+    return schema_generation.render(d, domains, source, schema_generation.regenerate_option(d, source)), notes
+
+
+def _generate_main(args) -> int:
+    config = dataclasses.replace(PipelineConfig(), **dataset_overrides(args))
+    try:
+        out = args.out or os.path.join(config.schema_dir, config.dataset_name, SCHEMA_FILE)
+        text, notes = generate(config, args.from_run)
+    except (OSError, ValueError) as e:  # DescriptionError, no data_dir, a file missing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    old = open(out, encoding="utf-8").read() if os.path.exists(out) else ""
+    atomic_write(out, text)
+    print(f"Wrote the schema of {config.describe_dataset()}: {out}")
+    for note in notes:
+        print(f"  {note}")
+    diff = list(difflib.unified_diff(old.splitlines(), text.splitlines(), fromfile=f"{out} (before)", tofile=out,
+                                     lineterm="", n=2))
+    if old and not diff:
+        print("It is the same as the file it replaced.")
+    elif old:
+        print("Changes:\n" + "\n".join(diff))
+    print("Review it, then check it in: runs validate every split against it.")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generate", action="store_true",
+                        help="generate the schema from the dataset description (see the options below)")
     parser.add_argument("--output_dir", default=str(REPO_ROOT / "outputs"), help="the run that stopped at the gate")
     parser.add_argument("--schema_file", default=None, help="schema to start from (default: the one the run used)")
-    parser.add_argument("--out", default=None, help=f"where to write (default: {INFERRED_NAME} beside the schema)")
+    parser.add_argument("--out", default=None, help=f"where to write (default: {INFERRED_NAME} beside the schema; "
+                                                     f"--generate: schemas/<name>/{SCHEMA_FILE})")
+    parser.add_argument("--from_run", default=None, metavar="OUTPUT_DIR",
+                        help="--generate: read the training split from this run's ExampleGen output "
+                             "(default: ingest the data)")
+    add_dataset_arguments(parser)
     args = parser.parse_args(argv)
+    if args.generate:
+        return _generate_main(args)
     import tensorflow_data_validation as tfdv
     from google.protobuf import text_format
 

@@ -85,7 +85,7 @@ def trained_run(movielens_slice, tmp_path_factory):
         # Gates loose enough to bless what a few steps on 15 users learn.
         gate_thresholds={"rating": 10.0, "items": -1.0},
         gate_max_worsening={"rating": 10.0, "items": 1.0},
-    )
+    ).resolved()
     progress = io.StringIO()
     timings = run(config, progress_out=progress)
     return config, timings, progress.getvalue()

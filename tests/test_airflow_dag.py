@@ -39,6 +39,7 @@ def airflow_env(movielens_slice, tmp_path_factory):
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="600",  # parsing imports TFX: tens of seconds on 2 busy cores
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
+        RECSYS_DATASET="movielens",  # the shipped description; its content goes into the DAG's components
         RECSYS_DATA_DIR=str(movielens_slice),
         RECSYS_OUTPUT_DIR=str(out),
         RECSYS_FAMILIES="mf",
@@ -78,6 +79,7 @@ def test_airflow_loads_the_dag_with_the_local_runners_graph(airflow_env, tmp_pat
     assert (dag["schedule"], dag["retries"]) == ("@daily", [2])
     config = airflow_runner.config_from_env(airflow_env)
     assert (config.families, config.train_steps, config.gate_thresholds) == (("mf",), 40, {"rating": 10.0})
+    assert config.dataset_name == "movielens" and config.description["data_dir"] == airflow_env["RECSYS_DATA_DIR"]
     assert dag["tasks"] == _dag_shape(config)
     assert {"Trainer_mf", "Evaluator_mf", "Pusher_mf", "Transform"} <= {t for t, _ in dag["tasks"]}
     assert "Pusher_mf" in dict(dag["tasks"])[REPORT_STEP]

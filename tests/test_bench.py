@@ -8,19 +8,22 @@ import pytest
 import tensorflow as tf
 
 from bench import mf_family, peers, topk, tune
+from contract import description as desc
 from contract import features as F
 from evaluation import definitions as d
 from training.views import UserView
+
+RATING, WATCHED = "rating", "watched"  # the shipped MovieLens description's rating and implicit labels
 
 
 def _example(user, item, rating=None, watched=1):
     feature = {
         F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[user.encode()])),
         F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.encode()])),
-        F.WATCHED: tf.train.Feature(int64_list=tf.train.Int64List(value=[watched])),
+        WATCHED: tf.train.Feature(int64_list=tf.train.Int64List(value=[watched])),
     }
     if rating is not None:
-        feature[F.RATING] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
+        feature[RATING] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -32,24 +35,70 @@ def _write_split(directory, records):
     return str(directory)
 
 
+MOVIELENS = desc.load("movielens")
+
+
+def _renamed(d, implicit, rating):
+    """`d` with its implicit and rating labels under other names (a description of one's own)."""
+    raw = dict(d.to_dict())
+    labels = dict(raw["labels"])
+    labels[implicit] = labels.pop("watched")
+    labels[rating] = labels.pop("rating")
+    raw["labels"] = labels
+    raw["tasks"] = [{"name": "stars", "kind": "regression", "label": rating}, {"name": "items", "kind": "retrieval"}]
+    raw["interactions"] = dict(raw["interactions"], rating={"column": "rating", "min": 1, "max": 10})
+    raw.pop("task_pair")
+    return desc.from_dict(raw)
+
+
 def test_read_rated_rows_skips_negatives_and_keeps_served_examples(tmp_path):
     records = [_example("u1", "m1", 4.0), _example("u1", "m9", watched=0), _example("u2", "m1", 2.5)]
-    rows = peers.read_rated_rows(_write_split(tmp_path / "Split-test", records))
+    rows = peers.read_rated_rows(_write_split(tmp_path / "Split-test", records), MOVIELENS)
     assert list(rows.users) == ["u1", "u2"] and list(rows.items) == ["m1", "m1"]
     assert rows.ratings.tolist() == [4.0, 2.5]
     assert rows.examples == [records[0], records[2]]
 
 
+def test_read_rated_rows_reads_the_descriptions_label_names_and_scale(tmp_path):
+    mine = _renamed(MOVIELENS, implicit="bought", rating="stars")
+    assert (peers.rating_label(mine), peers.rating_scale(mine)) == ("stars", (1.0, 10.0))
+
+    def example(rating, bought=1):
+        feature = {F.USER_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"u"])),
+                   F.ITEM_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"i"])),
+                   "bought": tf.train.Feature(int64_list=tf.train.Int64List(value=[bought]))}
+        if rating is not None:
+            feature["stars"] = tf.train.Feature(float_list=tf.train.FloatList(value=[rating]))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    rows = peers.read_rated_rows(_write_split(tmp_path / "a", [example(9.0), example(None, bought=0)]), mine)
+    assert rows.ratings.tolist() == [9.0]
+    with pytest.raises(ValueError, match=r"record 0: stars 11.0 outside \[1, 10\]"):
+        peers.read_rated_rows(_write_split(tmp_path / "b", [example(11.0)]), mine)
+    with pytest.raises(ValueError, match="'taobao' has no rating label"):
+        peers.rating_label(desc.load("taobao"))
+
+
 def test_read_rated_rows_names_the_record_of_a_missing_rating(tmp_path):
     split = _write_split(tmp_path / "Split-train", [_example("u1", "m1", 4.0), _example("u1", "m2")])
     with pytest.raises(ValueError, match=r"record 1: feature 'rating' has 0 values"):
-        peers.read_rated_rows(split)
+        peers.read_rated_rows(split, MOVIELENS)
 
 
 def test_read_rated_rows_rejects_out_of_range_rating(tmp_path):
     split = _write_split(tmp_path / "Split-train", [_example("u1", "m1", 7.0)])
     with pytest.raises(ValueError, match=r"record 0: rating 7.0 outside"):
-        peers.read_rated_rows(split)
+        peers.read_rated_rows(split, MOVIELENS)
+
+
+def test_mf_family_goals_are_options():
+    assert mf_family.parse_goal("mf:rmse<=0.875") == ("mf", "rmse", "<=", 0.875)
+    assert mf_family.parse_goal("two_tower:auc>=0.8") == ("two_tower", "auc", ">=", 0.8)
+    with pytest.raises(ValueError, match="expected MODEL:METRIC<=BOUND"):
+        mf_family.parse_goal("mf rmse 0.8")
+    rows = [{"model": "mf", "rmse": 0.86, "rmse_std": 0.001, "auc": 0.7, "auc_std": 0.0}]
+    assert mf_family.goal_lines(rows, ["mf:rmse<=0.875", "mf:auc>=0.8", "mf_dnn:rmse<=0.9"]) == [
+        "- mf rmse <= 0.875: 0.8600 +- 0.0010 — met", "- mf auc >= 0.8: 0.7000 +- 0.0000 — not met"]
 
 
 def _rated(n_users=12, n_items=15, seed=0):
@@ -81,17 +130,28 @@ def test_rating_peers_learn_biases_and_svd_is_deterministic():
     assert err["baseline"] < err["mean"] and err["svd"] < err["mean"]
 
 
+def test_protocol_r_metrics_read_liked_at_the_given_threshold():
+    users = np.array(["a", "a", "a", "b", "b", "b"])
+    ratings = np.array([5.0, 3.5, 1.0, 4.0, 3.0, 2.0])
+    scores = np.array([4.0, 4.5, 1.0, 2.5, 3.5, 1.0])  # 3.5 ranks above 5.0, 3.0 above 4.0
+    test = peers.RatedRows(users=users, items=np.array(list("xyzxyz")), ratings=ratings, examples=[])
+    at_4, at_3 = mf_family.metrics(test, scores, 4.0), mf_family.metrics(test, scores, 3.0)
+    assert at_4["auc"] == pytest.approx(d.binary_auc(scores, ratings >= 4.0))
+    assert at_3["auc"] == pytest.approx(d.binary_auc(scores, ratings >= 3.0)) and at_3["auc"] != at_4["auc"]
+    assert at_4["rmse"] == at_3["rmse"] == pytest.approx(d.rmse(scores, ratings))
+
+
 def test_served_ratings_reads_serving_default_in_batches(tmp_path):
     class Doubler(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
         def serve(self, examples):
-            parsed = tf.io.parse_example(examples, {F.RATING: tf.io.FixedLenFeature([1], tf.float32)})
-            return {F.RATING: parsed[F.RATING][:, 0] * 2.0}
+            parsed = tf.io.parse_example(examples, {RATING: tf.io.FixedLenFeature([1], tf.float32)})
+            return {RATING: parsed[RATING][:, 0] * 2.0}
 
     module = Doubler()
     tf.saved_model.save(module, str(tmp_path / "m"), signatures={"serving_default": module.serve})
     examples = [_example("u", f"m{i}", 0.5 * (i % 10 + 1)) for i in range(7)]
-    scores = mf_family.served_ratings(str(tmp_path / "m"), examples, F.RATING, batch=3)
+    scores = mf_family.served_ratings(str(tmp_path / "m"), examples, RATING, batch=3)
     assert scores.tolist() == [1.0 * (i % 10 + 1) for i in range(7)]
 
 
@@ -156,13 +216,17 @@ def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
 
     outputs = {"liked": "binary", "rating": "regression"}
     data = combiner_cost.elements(outputs, 300)
-    results = combiner_cost.run_combiners(outputs, data)
+    results = combiner_cost.run_combiners(outputs, data, {"auc_threshold": 4.0, "value_range": [0.5, 5.0]})
     column = lambda key, output: np.array([float(e[key][output][0]) for e in data])
     kept = column("example_weights", "liked") > 0
     assert results["liked"]["examples"] == kept.sum() < 300
     p, y = column("predictions", "liked")[kept], column("labels", "liked")[kept]
     assert results["liked"]["auc"] == pytest.approx(d.binary_auc(p, y > 0.5))
     assert np.isfinite(results["rating"]["rmse"])
+    rated = column("example_weights", "rating") > 0
+    p, y = column("predictions", "rating")[rated], column("labels", "rating")[rated]
+    assert results["rating"]["auc"] == pytest.approx(d.binary_auc(p, y >= 4.0))  # the rating's AUC is timed too
+    assert "auc" not in combiner_cost.run_combiners(outputs, data)["rating"]
 
 
 def test_tune_grid_parses_choices_and_names_a_bad_item():
@@ -205,8 +269,39 @@ def test_similar_bench_queries_neighbours_and_genre_measures():
     assert top[0, 0] == 4 and 2 not in top[0]  # the item itself is never its own neighbour
     assert similar.hit_rate(top, [{4}]) == 1.0 and similar.hit_rate(top, [{3}]) == 0.0
 
-    genres = np.array([[0, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], float)  # kids genre: column 0
-    measures = similar.genre_measures(np.array([[2, 3], [1, 3]]), np.array([1, 2]), genres, np.array([0, 1]))
-    assert measures["genre_jaccard_at_10"] == pytest.approx((0.5 + 0 + 0.5 + 0) / 4)
-    assert measures["children_animation_films"] == 1  # only row 1 has both kids genres
-    assert measures["children_animation_share"] == pytest.approx(0.5)
+    genres = np.array([[0, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], float)  # focus values: columns 0 and 1
+    measures = similar.set_measures(np.array([[2, 3], [1, 3]]), np.array([1, 2]), genres, np.array([0, 1]))
+    assert measures["set_jaccard_at_10"] == pytest.approx((0.5 + 0 + 0.5 + 0) / 4)
+    assert measures["focus_items"] == 1  # only row 1 has both focus values
+    assert measures["focus_share"] == pytest.approx(0.5)
+
+
+def test_similar_bench_reads_the_descriptions_set_feature_from_transformed_rows():
+    from bench import similar
+
+    assert similar.set_feature(desc.load("movielens")).name == "genres"
+    assert similar.set_feature(desc.load("taobao")).name == "category"  # a categorical one when no multi-valued
+    with pytest.raises(ValueError, match="'amazon_reviews' has no categorical item feature"):
+        similar.set_feature(desc.load("amazon_reviews"))
+    with pytest.raises(ValueError, match="no categorical item feature 'year'.*\\['genres'\\]"):
+        similar.set_feature(desc.load("movielens"), "year")
+    genres = similar.set_feature(desc.load("movielens"))
+    name = genres.transformed_names()[0]
+    parts = [{F.ITEM_IDX: np.array([1, 2, 1]), name: np.array([[1, 2, 0], [3, 0, 0], [1, 2, 0]])},
+             {F.ITEM_IDX: np.array([3, 9]), name: np.array([[4, 4, 0], [1, 0, 0]])}]  # row 9: not a catalogue row
+    sets = similar.feature_sets(parts, genres, num_rows=4, width=5)
+    assert sets.tolist() == [[0] * 5, [0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]
+
+
+def test_read_table_reads_a_descriptions_table_in_its_format(tmp_path):
+    from bench import common
+
+    (tmp_path / "items.csv").write_text('id;name\r\n1;"A; quoted\r\nname"\r\n2;B\r\n', encoding="utf-8")
+    source = desc.Source(files=("items.csv",), format=desc.CSV, delimiter=";")
+    frame = common.read_table(source, str(tmp_path))
+    assert frame["id"].tolist() == ["1", "2"] and frame["name"].tolist() == ["A; quoted\r\nname", "B"]
+    (tmp_path / "log.jsonl").write_text('{"u": 1, "i": "x"}\n{"u": 2, "i": "y"}\n')
+    frame = common.read_table(desc.Source(files=("*.jsonl",), format=desc.JSONL), str(tmp_path))
+    assert frame["u"].tolist() == ["1", "2"]
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        common.read_table(desc.Source(files=("none.csv",), format=desc.CSV), str(tmp_path))

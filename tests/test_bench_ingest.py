@@ -1,12 +1,12 @@
-"""The ingest benchmark's replicated MovieLens data: offset ids, same format, readable by ExampleGen."""
+"""The ingest benchmark's replicated data: offset (or prefixed) ids, same format, every record once per replica."""
 
+import json
 import os
 
 import pytest
 
-from bench import ingest
-from components.example_gen import IngestConfig
-from components.example_gen import inmemory
+from bench import common, ingest
+from contract import description as desc
 
 RATINGS = (b"userId,movieId,rating,timestamp\r\n"
            b"1,10,4.0,100\r\n"
@@ -17,6 +17,7 @@ MOVIES = (b"movieId,title,genres\r\n"
           b"10,\"American President, The (1995)\",Comedy|Drama\r\n"
           b"20,Heat (1995),Action\r\n"
           b"25,\"Cry, the Beloved Country (1995)\",Drama")  # no line end at the end of the file
+MOVIELENS = desc.load("movielens")
 
 
 def _write(directory, ratings=RATINGS, movies=MOVIES):
@@ -28,7 +29,7 @@ def _write(directory, ratings=RATINGS, movies=MOVIES):
 
 def test_replicas_offset_ids_and_keep_the_format(tmp_path):
     src = _write(tmp_path / "src")
-    info = ingest.replicate_movielens(str(src), str(tmp_path / "out"), 3)
+    info = ingest.replicate(MOVIELENS, str(src), str(tmp_path / "out"), 3)
     # Offsets: max user id 3 -> 4; max item id 25 (movies.csv) -> 26.
     assert (info.user_offset, info.item_offset, info.rows, info.items) == (4, 26, 9, 9)
     ratings = (tmp_path / "out" / "ratings.csv").read_bytes()
@@ -44,27 +45,47 @@ def test_replicas_offset_ids_and_keep_the_format(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["movies.csv", "ratings.csv"]  # no temp files left
 
 
-def test_replicated_shipped_data_parses_cleanly(movielens_dir, tmp_path):
-    info = ingest.replicate_movielens(str(movielens_dir), str(tmp_path), 2)
-    loaded = inmemory.load_inputs(str(tmp_path), IngestConfig.movielens())
-    assert loaded.bad_rows == []
-    assert loaded.rows_read["interactions"] == info.rows == len(loaded.interactions)
+def test_replicated_shipped_data_reads_back_with_disjoint_replicas(movielens_dir, tmp_path):
+    info = ingest.replicate(MOVIELENS, str(movielens_dir), str(tmp_path), 2)
+    frame = common.read_table(MOVIELENS.interactions, str(tmp_path))
+    assert len(frame) == info.rows
     half = info.rows // 2
-    first, copy = loaded.interactions[0], loaded.interactions[half]
-    assert int(copy.user_id) == int(first.user_id) + info.user_offset
-    assert int(copy.item_id) == int(first.item_id) + info.item_offset
-    assert (copy.rating, copy.timestamp) == (first.rating, first.timestamp)
-    # Replicas share no user or item.
-    users = [{i.user_id for i in part} for part in (loaded.interactions[:half], loaded.interactions[half:])]
-    items = [{i.item_id for i in part} for part in (loaded.interactions[:half], loaded.interactions[half:])]
-    assert not users[0] & users[1] and not items[0] & items[1]
-    assert len(users[0]) == len(users[1])
+    first, copy = frame.iloc[0], frame.iloc[half]
+    assert int(copy["userId"]) == int(first["userId"]) + info.user_offset
+    assert int(copy["movieId"]) == int(first["movieId"]) + info.item_offset
+    assert (copy["rating"], copy["timestamp"]) == (first["rating"], first["timestamp"])
+    users = [set(part["userId"]) for part in (frame.iloc[:half], frame.iloc[half:])]
+    items = [set(part["movieId"]) for part in (frame.iloc[:half], frame.iloc[half:])]
+    assert not users[0] & users[1] and not items[0] & items[1] and len(users[0]) == len(users[1])
+    catalogue = common.read_table(MOVIELENS.items, str(tmp_path))
+    assert len(catalogue) == info.items and set(frame["movieId"]) <= set(catalogue["movieId"])
 
 
-def test_bad_id_names_file_and_line(tmp_path):
-    src = _write(tmp_path / "src", ratings=RATINGS.replace(b"3,20,2.5", b"x3,20,2.5"))
-    with pytest.raises(ValueError, match=r"ratings\.csv:3: expected an integer userId"):
-        ingest.replicate_movielens(str(src), str(tmp_path / "out"), 2)
+def test_string_ids_quoted_lines_and_json_lines_are_replicated_with_a_prefix(tmp_path):
+    shop = desc.from_dict({
+        "name": "shop", "interactions": {"files": "log.csv", "user": "Kunde", "item": "Artikel", "time": "Zeit",
+                                          "columns": {"note": {"column": "Notiz", "type": "text"}}},
+        "labels": {"seen": {"implicit": True}}, "tasks": [{"name": "items", "kind": "retrieval"}]})
+    src = tmp_path / "src"
+    src.mkdir()
+    log = b'Zeit,Kunde,Artikel,Notiz\n5,A1,B7,"two\nlines, ""quoted"""\n6,A2,B7,plain\n'
+    (src / "log.csv").write_bytes(log)
+    info = ingest.replicate(shop, str(src), str(tmp_path / "out"), 2)
+    assert (info.rows, info.items, info.user_offset, info.item_offset) == (4, 0, 0, 0)
+    assert (tmp_path / "out" / "log.csv").read_bytes() == log + (
+        b'5,r1-A1,r1-B7,"two\nlines, ""quoted"""\n6,r1-A2,r1-B7,plain\n')
+    lines = desc.from_dict({**shop.to_dict(), "interactions": {**shop.to_dict()["interactions"], "files": "log.jsonl"}})
+    (src / "log.jsonl").write_bytes(b'{"Zeit": 5, "Kunde": 11, "Artikel": "B7"}\n\n{"Zeit": 6, "Kunde": 12, "Artikel": "B8"}\n')
+    info = ingest.replicate(lines, str(src), str(tmp_path / "j"), 2)
+    written = [json.loads(l) for l in (tmp_path / "j" / "log.jsonl").read_bytes().splitlines() if l.strip()]
+    assert [(r["Kunde"], r["Artikel"]) for r in written] == [(11, "B7"), (12, "B8"), (24, "r1-B7"), (25, "r1-B8")]
+    assert info.user_offset == 13
+
+
+def test_a_missing_column_names_the_file(tmp_path):
+    src = _write(tmp_path / "src", ratings=RATINGS.replace(b"userId", b"user"))
+    with pytest.raises(ValueError, match=r"ratings\.csv: no column 'userId'"):
+        ingest.replicate(MOVIELENS, str(src), str(tmp_path / "out"), 2)
     assert not (tmp_path / "out" / "ratings.csv").exists()
 
 

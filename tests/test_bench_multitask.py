@@ -1,9 +1,13 @@
 """bench/multitask.py's own computations on tiny synthetic data: AUC intervals, rows, goals,
 the peers' features. The benchmark itself runs on the real data (bench/)."""
+import argparse
+
 import numpy as np
+import pytest
 
 from bench import multitask as mt
 from contract import datasets as D
+from contract import description as desc
 from contract import features as F
 from evaluation import definitions as d
 
@@ -58,7 +62,7 @@ def test_hanley_mcneil_shrinks_with_more_positives():
 def test_tasks_drop_the_implicit_label_without_negatives_and_masks_follow_conditions():
     assert [t.name for t in mt.dataset_tasks("taobao", 0)] == ["cart", "fav", "buy"]
     assert {t.name for t in mt.dataset_tasks("movielens", 1)} == {"rating", "liked", "loved", "watched"}
-    data = {F.ITEM_IDX: np.arange(4), F.WATCHED: np.array([1, 0, 1, 0])}
+    data = {F.ITEM_IDX: np.arange(4), "watched": np.array([1, 0, 1, 0])}
     spec = D.dataset_spec("movielens")
     assert mt.task_mask(data, spec.task("liked")).tolist() == [True, False, True, False]
     assert mt.task_mask(data, spec.task("watched")).all()
@@ -94,21 +98,50 @@ def test_intervals_and_goals_on_synthetic_rows():
         probs = [1 / (1 + np.exp(-p)) for p in preds]
         rows += mt.summarize("taobao", model, task, probs, y, np.ones(300, bool))
         scores[(model, "fav")] = probs
-    paired = mt.add_intervals(rows, "taobao", scores, {"fav": y}, resamples=200, bootstrap=True)
+    paired = mt.add_intervals(rows, "taobao", scores, {"fav": y}, resamples=200, bootstrap=True, sparse=("fav",))
     auc_rows = [r for r in rows if r["metric"] == "auc"]
     assert all(r["ci_low"] <= r["value"] <= r["ci_high"] and r["hm_low"] <= r["value"] <= r["hm_high"]
                for r in auc_rows)
     assert paired["mmoe/fav"]["low"] > 0 and paired["mmoe/fav"]["p_not_better"] == 0.0
-    lines = mt.goals(rows, ["taobao"], ["single_task", "mmoe"])
+    lines = mt.goals(rows, ["taobao"], ["single_task", "mmoe"], sparse={"taobao": ("fav",)},
+                     references={"taobao": {"fav": 0.778}})
     assert any("taobao fav: best family mmoe" in l and "— met" in l and "0.778" in l for l in lines)
     assert any("(sparse)" in l and "met by mmoe" in l for l in lines)
+
+
+MOVIELENS = desc.load("movielens")
+GENRES_IDX = mt.set_feature(MOVIELENS).transformed_names()[0]  # the description's multi-valued item feature
+
+
+def test_per_dataset_options_default_to_the_description():
+    args = argparse.Namespace(data_dir=["taobao=/data/tb"], negatives=None, work_dir="w",
+                              sparse_tasks=None, reference_auc=["taobao=cart:0.6,buy:0.7"])
+    mt.parse_data_arguments(args)
+    assert args.negatives == list(mt.DEFAULT_NEGATIVES)
+    assert mt.data_options(args, "taobao") == {"data_dir": "/data/tb"}
+    assert mt.data_options(args, "movielens") == {"negatives_per_positive": 1}
+    assert mt.reference_aucs(args, "taobao") == {"cart": 0.6, "buy": 0.7} and mt.reference_aucs(args, "movielens") == {}
+    args.sparse_tasks = ["taobao=fav,buy"]
+    assert mt.sparse_tasks(args, "taobao") == ("fav", "buy") and mt.sparse_tasks(args, "amazon_reviews") == ()
+    # A description file is keyed by the file or by its description's name.
+    shipped = str(desc.SHIPPED_DIR / "taobao.yaml")
+    assert mt.data_options(args, shipped)["data_dir"] == "/data/tb"
+    with pytest.raises(ValueError, match="--data_dir 'taobao': expected DATASET=VALUE"):
+        mt.per_dataset(["taobao"], "--data_dir")
+
+
+def test_dense_item_features_follow_the_description():
+    assert mt.dense_item_features(MOVIELENS) == ("item_year_z", F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+    assert mt.dense_item_features(desc.load("taobao")) == (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
+    assert mt.set_feature(desc.load("taobao")).name == "category"
+    assert mt.set_feature(desc.load("amazon_reviews")) is None
 
 
 def _tiny_rows(n=6, hist=8):
     rng = np.random.default_rng(1)
     return {
         F.USER_IDX: rng.integers(1, 4, n), F.ITEM_IDX: np.arange(1, n + 1),
-        F.ITEM_GENRE_IDX: np.array([[1, 2], [2, 0], [3, 0], [1, 0], [2, 3], [1, 0]])[:n],
+        GENRES_IDX: np.array([[1, 2], [2, 0], [3, 0], [1, 0], [2, 3], [1, 0]])[:n],
         F.ITEM_POPULARITY_MM: np.linspace(0, 1, n).astype(np.float32),
         F.HISTORY_ITEM_IDX: np.array([[1, 2, 0, 0, 0, 0, 0, 0]] * n)[:, :hist],
         F.HISTORY_BEHAVIOR_IDX: np.array([[1, 2, 0, 0, 0, 0, 0, 0]] * n)[:, :hist],
@@ -117,25 +150,30 @@ def _tiny_rows(n=6, hist=8):
 
 def test_peer_features_on_a_tiny_array():
     data = _tiny_rows()
-    feats = mt.PeerFeatures([data], num_behaviors=2, max_history=64)
-    assert feats.genre_of.tolist() == [0, 1, 2, 3, 1, 2, 1]
+    feats = mt.PeerFeatures([data], num_behaviors=2, max_history=64, d=MOVIELENS)
+    assert feats.set_of.tolist() == [0, 1, 2, 3, 1, 2, 1]
     x, names = feats.dense(data)
     assert names == [F.ITEM_POPULARITY_MM, "history_log_length", "history_share_behavior_1",
-                     "history_share_behavior_2", "history_share_same_genre"]
+                     "history_share_behavior_2", "history_share_same_genres"]
     assert np.allclose(x[:, 1], np.log1p(2) / np.log1p(64)) and np.allclose(x[:, 2:4], 0.5)
     # history items 1 (genre 1) and 2 (genre 2): item 1 (genre 1) -> 1/2, item 3 (genre 3) -> 0
     assert x[0, 4] == 0.5 and x[2, 4] == 0.0 and x[1, 4] == 0.5
     feats.fit_scaler(data)
     m = feats.linear(data)
-    assert m.shape == (6, feats.users + feats.items + feats.genres + 5)
-    block = m[:, :feats.users + feats.items + feats.genres].toarray()
+    assert m.shape == (6, feats.users + feats.items + feats.sets + 5)
+    block = m[:, :feats.users + feats.items + feats.sets].toarray()
     assert block[0, data[F.USER_IDX][0]] == 1 and block[0, feats.users + 1] == 1
     assert block[0, feats.users + feats.items + 1] == 1 and block[0, feats.users + feats.items + 2] == 1
     assert block.sum(axis=1).tolist() == [4, 3, 3, 3, 4, 3]  # user + item + genres (padding dropped)
     trees, tnames, categorical = feats.trees(data)
-    assert categorical == [0, 1, 2] and tnames[:3] == ["user_idx", "item_idx", "genre_idx"]
+    assert categorical == [0, 1, 2] and tnames[:3] == ["user_idx", "item_idx", GENRES_IDX]
     assert trees[:, 2].tolist() == [1, 2, 3, 1, 2, 1]
     assert feats.trees(data, ids=False)[2] == []
+    # A description without a categorical item feature: ids and dense features only.
+    bare = mt.PeerFeatures([data], num_behaviors=2, max_history=64, d=desc.load("amazon_reviews"))
+    assert bare.dense(data)[1][-1] == "history_share_behavior_2" and bare.trees(data)[2] == [0, 1]
+    bare.fit_scaler(data)
+    assert bare.linear(data).shape == (6, bare.users + bare.items + 4)
 
 
 def test_peers_fit_and_predict_on_tiny_data():
@@ -143,12 +181,12 @@ def test_peers_fit_and_predict_on_tiny_data():
     n = 200
     data = {
         F.USER_IDX: rng.integers(1, 5, n), F.ITEM_IDX: rng.integers(1, 20, n),
-        F.ITEM_GENRE_IDX: rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
+        "item_category_idx": rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
         F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
     }
-    data[F.BUY] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
+    data["buy"] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
     parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 120), slice(120, 160), slice(160, 200))]
-    feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8)
+    feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8, d=desc.load("taobao"))
     feats.fit_scaler(parts[0])
     task = D.dataset_spec("taobao").task("buy")
     pred, setting, value = mt.fit_logreg(task, feats, *parts, seed=0)
@@ -158,6 +196,6 @@ def test_peers_fit_and_predict_on_tiny_data():
     x, names, categorical = feats.trees(parts[2])
     dense, dense_names = feats.dense(parts[2])
     assert x.shape == (40, 3 + dense.shape[1]) and categorical == [0, 1, 2]
-    assert names == ["user_idx", "item_idx", "genre_idx"] + dense_names
+    assert names == ["user_idx", "item_idx", "item_category_idx"] + dense_names
     assert np.array_equal(x[:, 0], parts[2][F.USER_IDX]) and np.array_equal(x[:, 3:], dense)
     assert feats.trees(parts[2], ids=False)[2] == []

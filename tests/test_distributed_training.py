@@ -11,7 +11,6 @@ differ. Only the chief's export is kept.
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest

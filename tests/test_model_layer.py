@@ -20,9 +20,9 @@ RATING, LIKED, LOVED, WATCHED = "rating", "liked", "loved", "watched"  # MovieLe
 GENRES = "item_genres_idx"
 
 
-def synthetic_context(tasks=(RATING,), num_genres=6, **kwargs):
+def synthetic_context(tasks=(RATING,), **kwargs):
     """A MovieLens context (the shipped description) with random item features."""
-    return _synthetic_context(MOVIELENS, tasks, vocabulary_rows=num_genres, **kwargs)
+    return _synthetic_context(MOVIELENS, tasks, **kwargs)
 
 
 # -- blocks -------------------------------------------------------------------------
@@ -422,7 +422,7 @@ def test_uncertainty_weighting_learns_task_weights():
 
 def test_similar_blends_the_vector_cosine_with_the_category_set_cosine():
     """similar_category_weight w: scores = (cos(vectors) + w cos(category sets)) / (1 + w)."""
-    ctx = synthetic_context(num_items=12, num_genres=6)
+    ctx = synthetic_context(num_items=12, vocabulary_rows=6)
     genre_idx = ctx.item_table[GENRES]
     family = registry.get_family("mf")
     plain = family.build(ctx, family.hparams().override({"dim": 4, "similar_category_weight": 0}))

@@ -18,6 +18,7 @@ from training.views import ItemRows, load_user_view, sequence_dataset, sequence_
 
 LENGTH = 16
 MOVIELENS = D.dataset_spec("movielens")
+TYPES = encoding.feature_types(MOVIELENS)
 NEXT_LIKE = "next_like"  # MovieLens's next-behavior task (is the next interaction liked)
 NEXT_LIKED_GENRES = "next_liked_genres"  # its next-item-feature task (the next liked item's genres)
 
@@ -26,7 +27,7 @@ NEXT_LIKED_GENRES = "next_liked_genres"  # its next-item-feature task (the next 
 def protocol_s(movielens_slice, tmp_path_factory):
     """Both views of the MovieLens slice under leave_last_two_out, the user view read back
     from GZIP TFRecords by `load_user_view` as the Trainer reads ExampleGen's output."""
-    config = IngestConfig.movielens(split="leave_last_two_out")
+    config = IngestConfig("movielens", split="leave_last_two_out")
     loaded = inmemory.load_inputs(str(movielens_slice), config)
     examples, _, _ = histories.build_examples(loaded.interactions, config, loaded.catalogue)
     user_records = histories.build_user_view(loaded.interactions, config, loaded.catalogue)
@@ -39,7 +40,7 @@ def protocol_s(movielens_slice, tmp_path_factory):
         with tf.io.TFRecordWriter(path, "GZIP") as w:
             for u in user_records:
                 if u.split == split:
-                    w.write(encoding.serialize(u.features))
+                    w.write(encoding.serialize(u.features, TYPES))
         views[split] = load_user_view([path], rows)
     interactions = DS.interactions_from_records([e.features for e in examples], MOVIELENS)
     return views, interactions, rows
@@ -179,12 +180,12 @@ def test_per_user_keeps_each_users_most_recent_window(protocol_s):
 
 
 def test_interactions_read_from_example_files_equal_the_records(movielens_slice, tmp_path):
-    config = IngestConfig.movielens(split="leave_last_two_out")
+    config = IngestConfig("movielens", split="leave_last_two_out")
     examples, _ = inmemory.ingest_in_memory(str(movielens_slice), config)
     path = str(tmp_path / "interactions.gz")
     with tf.io.TFRecordWriter(path, "GZIP") as w:
         for e in examples:
-            w.write(encoding.serialize(e.features))
+            w.write(encoding.serialize(e.features, TYPES))
     from_files = DS.load_interactions([path], MOVIELENS)
     assert from_files == DS.interactions_from_records([e.features for e in examples], MOVIELENS)
     assert {i.split for i in from_files} == set(DS.SPLITS)

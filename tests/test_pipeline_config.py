@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import pathlib
 
 import pytest
 
@@ -10,6 +11,8 @@ from pipeline import model_stages
 from pipeline.configs import PipelineConfig, families_arg
 from pipeline.pipeline import create_pipeline
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
 
 def test_families_argument():
     assert families_arg(None) == PipelineConfig.families
@@ -17,14 +20,100 @@ def test_families_argument():
     assert families_arg("mf, mf_dnn") == ("mf", "mf_dnn")
 
 
-def test_ingest_config_per_dataset():
-    movielens = PipelineConfig().ingest_config()
-    assert (movielens["interactions"], movielens["items"], movielens["split"]) == ("ratings.csv", "movies.csv", "hash")
-    taobao = dataclasses.replace(PipelineConfig(), dataset="taobao", split="by_day").ingest_config()
-    assert taobao["interactions"] == "UserBehavior_sample.csv"
-    assert taobao["items"] is None and taobao["test_day"] == "2017-12-03"
-    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
-        dataclasses.replace(PipelineConfig(), dataset="nope").ingest_config()
+def test_description_settings_are_the_defaults_and_flags_override_them(tmp_path):
+    movielens = PipelineConfig().resolved()
+    assert movielens.dataset == "movielens" and movielens.description_file == "datasets/movielens.yaml"
+    assert movielens.data_dir == str(REPO / "data" / "movielens-small")  # the description's data_dir
+    assert (movielens.split, movielens.max_history, movielens.negatives_per_positive) == ("hash", 64, 0)
+    assert movielens.description["name"] == "movielens" and movielens.description["data_dir"] == movielens.data_dir
+    assert movielens.resolved() == movielens  # resolving twice changes nothing
+
+    taobao = dataclasses.replace(PipelineConfig(), dataset="taobao", data_dir=str(tmp_path)).resolved()
+    assert (taobao.split, taobao.eval_day, taobao.test_day) == ("by_day", "2017-12-02", "2017-12-03")
+    assert taobao.schema_path.endswith("schemas/taobao/schema.pbtxt")
+    # A flag wins over the description; what it leaves unset stays the description's.
+    moved = dataclasses.replace(PipelineConfig(), dataset="taobao", data_dir=str(tmp_path), test_day="2017-12-04",
+                                max_history=16, negatives_per_positive=2).resolved()
+    assert (moved.eval_day, moved.test_day, moved.max_history, moved.negatives_per_positive) == (
+        "2017-12-02", "2017-12-04", 16, 2)
+    hashed = dataclasses.replace(PipelineConfig(), dataset="taobao", data_dir=str(tmp_path), split="hash").resolved()
+    assert hashed.split == "hash"
+    assert "eval_day" not in hashed.ingest_config()  # the days are the by_day split's only
+
+
+def test_a_description_without_data_dir_or_days_or_known_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"'taobao' \(datasets/taobao.yaml\) names no data_dir: pass --data_dir DIR, "
+                                         r"the folder holding UserBehavior_sample.csv"):
+        dataclasses.replace(PipelineConfig(), dataset="taobao").resolved()
+    with pytest.raises(ValueError, match="split 'by_day' needs an eval day and a test day.*--eval_day"):
+        dataclasses.replace(PipelineConfig(), split="by_day").resolved()
+    with pytest.raises(ValueError, match="unknown dataset 'movielns' \\(did you mean 'movielens'\\?\\)"):
+        dataclasses.replace(PipelineConfig(), dataset="movielns").resolved()
+    with pytest.raises(ValueError, match="dataset description not found: .*nope.yaml"):
+        dataclasses.replace(PipelineConfig(), dataset=str(tmp_path / "nope.yaml")).resolved()
+
+
+def test_component_configs_carry_the_description_content(tmp_path):
+    config = dataclasses.replace(PipelineConfig(), dataset="taobao", data_dir=str(tmp_path), max_bad_rows=3, seed=7)
+    ingest = config.ingest_config()
+    assert ingest["description"] == config.resolved().description
+    assert ingest["description"]["interactions"]["files"] == "UserBehavior_sample.csv"
+    assert (ingest["split"], ingest["eval_day"], ingest["test_day"]) == ("by_day", "2017-12-02", "2017-12-03")
+    assert (ingest["max_history"], ingest["negatives_per_positive"], ingest["seed"], ingest["max_bad_rows"]) == (
+        64, 0, 7, 3)
+    transform = config.transform_config()
+    assert transform == {"description": ingest["description"], "max_history": 64}
+    json.dumps(ingest)  # JSON-able: component properties
+    # The content, not the file, decides: a config carrying it resolves where no file exists.
+    carried = dataclasses.replace(PipelineConfig(), dataset="/nowhere/mine.yaml", description=ingest["description"],
+                                  description_file="/nowhere/mine.yaml", data_dir=str(tmp_path))
+    assert carried.resolved().dataset_name == "taobao" and carried.describe_dataset() == "taobao (/nowhere/mine.yaml)"
+    # Changing `dataset` on a resolved config would keep the old content: refused.
+    with pytest.raises(ValueError, match="does not match the description content"):
+        dataclasses.replace(config.resolved(), dataset="movielens").resolved()
+
+
+def test_local_runner_reads_a_description_file_and_its_flags(tmp_path):
+    from pipeline.local_runner import _parse_args
+
+    text = (REPO / "datasets" / "movielens.yaml").read_text().replace("name: movielens", "name: my_shop")
+    text = text.replace("data_dir: ../data/movielens-small", f"data_dir: {REPO / 'data' / 'movielens-small'}")
+    text = text.replace("max_length: 64", "max_length: 20")
+    mine = tmp_path / "my_shop.yaml"
+    mine.write_text(text)
+    config = _parse_args(["--dataset_file", str(mine), "--output_dir", str(tmp_path / "out"), "--families", "none"])
+    assert (config.dataset, config.dataset_name, config.max_history) == (str(mine), "my_shop", 20)
+    assert config.description_file == str(mine) and config.describe_dataset() == f"my_shop ({mine})"
+    assert config.schema_path == str(REPO / "schemas" / "my_shop" / "schema.pbtxt")
+    flags = _parse_args(["--dataset_file", str(mine), "--output_dir", str(tmp_path), "--max_history", "8",
+                         "--split", "leave_last_two_out", "--data_dir", str(tmp_path)])
+    assert (flags.max_history, flags.split, flags.data_dir) == (8, "leave_last_two_out", str(tmp_path))
+    assert _parse_args(["--dataset", "movielens", "--output_dir", str(tmp_path)]).dataset == "movielens"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "movielens", "--dataset_file", "x.yaml"], "not allowed with argument"),
+    (["--dataset", "amazon_reviews"], "names no data_dir: pass --data_dir"),
+    (["--dataset", "nope"], "invalid choice: 'nope'"),
+    (["--dataset_file", "/nowhere/x.yaml"], "dataset description not found: /nowhere/x.yaml"),
+])
+def test_local_runner_rejects_bad_dataset_options_before_anything_runs(argv, message, capsys, tmp_path):
+    from pipeline.local_runner import _parse_args
+
+    with pytest.raises(SystemExit):
+        _parse_args(argv + ["--output_dir", str(tmp_path)])
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_description_file_names_the_key(tmp_path, capsys):
+    from pipeline.local_runner import _parse_args
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "datasets" / "movielens.yaml").read_text().replace("split: {method: hash}",
+                                                                              "split: {method: hash, seed: 3}"))
+    with pytest.raises(SystemExit):
+        _parse_args(["--dataset_file", str(bad), "--output_dir", str(tmp_path)])
+    assert "unknown key split.seed" in capsys.readouterr().err
 
 
 def test_pipeline_has_one_trainer_evaluator_pusher_per_family(tmp_path):
@@ -39,8 +128,9 @@ def test_pipeline_has_one_trainer_evaluator_pusher_per_family(tmp_path):
 def test_unknown_family_and_family_without_its_label_fail_when_built(tmp_path):
     with pytest.raises(ValueError, match="unknown model family 'svd'"):
         create_pipeline(dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), families=("svd",)))
-    taobao = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), dataset="taobao", families=("mf",))
-    with pytest.raises(ValueError, match="cannot train on dataset 'taobao'.*no task 'rating'"):
+    taobao = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), dataset="taobao", data_dir=str(tmp_path),
+                                 families=("mf",))
+    with pytest.raises(ValueError, match="'mf' cannot train on dataset 'taobao': .*has no regression task"):
         create_pipeline(taobao)
     bad = dataclasses.replace(PipelineConfig(), output_dir=str(tmp_path), hparams={"mf": {"dimm": "3"}})
     with pytest.raises(ValueError, match="no hyperparameter 'dimm'"):
@@ -58,8 +148,19 @@ def test_trainer_and_evaluator_read_the_view_of_their_family(tmp_path):
     assert components["Evaluator_mf"].inputs["examples"].output_key == "examples"
     custom = json.loads(mf.exec_properties["custom_config"])
     assert custom["hparams"]["dim"] == 8 and custom["max_history"] == 32
-    assert json.loads(components["Transform"].exec_properties["custom_config"])["max_history"] == 32
-    assert json.loads(components["InteractionExampleGen"].exec_properties["config"])["max_history"] == 32
+    transform = json.loads(components["Transform"].exec_properties["custom_config"])
+    ingest = json.loads(components["InteractionExampleGen"].exec_properties["config"])
+    assert transform["max_history"] == 32 and ingest["max_history"] == 32
+    # ExampleGen, Transform and every Trainer read the same description content.
+    content = config.resolved().description
+    assert ingest["description"] == transform["description"] == custom["description"] == content
+    assert content["name"] == "movielens"
+    # The Evaluator reads the rating scale and the liked threshold from the same description
+    # (without them the rating task would report neither its calibration range nor its AUC).
+    evaluation = json.loads(components["Evaluator_mf"].exec_properties["eval_config"])
+    (task_metrics,) = [json.loads(m["config"]) for s in evaluation["metrics_specs"] for m in s["metrics"]
+                       if m["class_name"] == "TaskMetrics"]
+    assert task_metrics["value_range"] == [0.5, 5.0] and task_metrics["auc_threshold"] == 4.0
 
 
 @pytest.mark.parametrize("family,metric,bound", [("mf", "rmse", "upper_bound"), ("mf_dnn_liked", "auc", "lower_bound"),

@@ -1,8 +1,9 @@
-"""The whole pipeline with LocalDagRunner on a small MovieLens slice.
+"""The whole pipeline with LocalDagRunner on a small MovieLens slice, and on a synthetic log
+of one's own in JSON lines described by a file.
 
 One blessed run (fixture `trained_run`) is shared; other runs change one thing each:
 the eval/test rows (train-only statistics), an unreachable gate, an anomaly, a
-malformed file.
+malformed file, another dataset.
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from components.example_gen.splits import hash_split
+from contract import description as desc
 from contract import features as F
 from transform import preprocessing
 from pipeline import report
@@ -23,6 +25,8 @@ from pipeline.configs import PipelineConfig
 from pipeline.local_runner import PipelineFailed, run
 
 DATA_STAGES = ["InteractionExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomalyGate", "Transform"]
+# MovieLens's multi-valued item feature, as its description declares it.
+GENRES = next(f for f in desc.load("movielens").item_features if f.type == desc.MULTI_CATEGORICAL)
 
 
 def _data_config(data_dir, output_dir, **overrides):
@@ -99,7 +103,7 @@ def test_a_model_failing_the_gate_is_not_pushed_and_the_threshold_is_named(train
 
 def _vocabularies(transform_graph):
     assets = os.path.join(transform_graph, "transform_fn", "assets")
-    names = [F.USER_VOCAB, F.ITEM_VOCAB, F.GENRE_VOCAB, preprocessing.ITEM_COUNT_VOCAB,
+    names = [F.USER_VOCAB, F.ITEM_VOCAB, GENRES.vocabulary_name, preprocessing.ITEM_COUNT_VOCAB,
              preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.PAIR_COUNT_VOCAB,
              preprocessing.PAIR_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
     out = {}
@@ -189,7 +193,7 @@ def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(
     message = str(failure.value.cause)
     assert "item_genres" in message and "Children\\'s" in message
     assert "How to proceed" in message and config.schema_path in message
-    assert "add the new values to string_domain 'genre'" in message
+    assert f"add the new values to string_domain '{GENRES.raw_name}'" in message
     assert f'make update-schema ARGS="--output_dir {config.output_dir}"' in message and "--schema_file" in message
     assert "Transform" not in report.output_dirs(config.pipeline_root)
 
@@ -198,7 +202,8 @@ def test_an_anomaly_stops_the_pipeline_before_transform_and_says_how_to_proceed(
     inferred = tmp_path / "schema.inferred.pbtxt"
     assert update_schema.main(["--output_dir", config.output_dir, "--out", str(inferred)]) == 0
     printed = capsys.readouterr().out
-    assert "string_domain 'genre': add [\"Children's\"]" in printed and f"--schema_file {inferred}" in printed
+    assert f"string_domain '{GENRES.raw_name}': add [\"Children's\"]" in printed
+    assert f"--schema_file {inferred}" in printed
     assert "Children\\'s" in inferred.read_text()
     assert open(config.schema_path, encoding="utf-8").read() == curated
 
@@ -220,6 +225,71 @@ def test_a_malformed_file_fails_naming_file_and_line(movielens_slice, tmp_path, 
     assert "Traceback" not in printed and f"Full log: {tmp_path / 'out'}" in printed
 
 
+def test_a_new_log_in_json_lines_runs_end_to_end_from_its_description_file_alone(tmp_path, capsys):
+    """Issue 27's goal: a log of one's own (JSON lines, unusual column names, item features of
+    several types, a user feature, an interaction text with documents) goes through every stage,
+    ExampleGen .. Pusher, with a description file and the commands a user runs, no Python; a
+    description naming a missing file stops before any component."""
+    import json
+
+    from test_example_gen_formats import write_log
+
+    from pipeline import update_schema
+    from pipeline.local_runner import main
+
+    data = tmp_path / "shop"
+    values = write_log(str(data), "jsonl")  # columns "Kunde ID", "artikel#", "zeit(ms)", ...
+    mine = tmp_path / "shop.json"
+    mine.write_text(json.dumps(values, ensure_ascii=False, indent=2), encoding="utf-8")
+    d = desc.load(str(mine))
+    assert {f.type for f in d.item_features} >= {desc.CATEGORICAL, desc.MULTI_CATEGORICAL, desc.NUMERIC, desc.TEXT}
+    schema = tmp_path / "schemas" / d.name / "schema.pbtxt"
+    dataset = ["--dataset_file", str(mine), "--data_dir", str(data)]
+    assert update_schema.main(["--generate", *dataset, "--out", str(schema)]) == 0  # make update-schema --generate
+    out = tmp_path / "out"
+    code = main([*dataset, "--output_dir", str(out), "--families", "mf_dnn", "--train_steps", "20",
+                 "--schema_file", str(schema), "--gate", "sterne=100"])  # make run ARGS="--dataset_file ..."
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"Pipeline on {d.name} ({mine}) data from {data}" in printed
+    assert f"description       {d.name} ({mine})" in printed
+    config = dataclasses.replace(PipelineConfig(), dataset=str(mine), data_dir=str(data), output_dir=str(out),
+                                 families=("mf_dnn",)).resolved()
+    outcome = report.family_outcome(config.pipeline_root, "mf_dnn")
+    assert outcome["failures"] == [] and outcome["push"]["pushed"] is True, outcome
+    for split in ("eval", "test"):
+        assert outcome["metrics"][split][""]["rmse"] > 0  # the Evaluator measured the description's rating task
+    # Transform wrote each declared feature by its type; the pushed model serves raw examples.
+    transformed = _newest(config, "Transform", "transformed_examples")
+    (record,) = tf.data.TFRecordDataset(glob.glob(os.path.join(transformed, "Split-train", "*")),
+                                        compression_type="GZIP").take(1).as_numpy_iterator()
+    names = set(tf.train.Example.FromString(record).features.feature)
+    for f in d.features:
+        assert set(f.transformed_names()) <= names, f.name
+    raw = _newest(config, "InteractionExampleGen", "examples")
+    served = {f.name for f in desc.raw_features(d) if f.serving}
+    examples = []
+    for record in tf.data.TFRecordDataset(glob.glob(os.path.join(raw, "Split-test", "*")),
+                                          compression_type="GZIP").take(5).as_numpy_iterator():
+        example = tf.train.Example.FromString(record)
+        for name in set(example.features.feature) - served:
+            del example.features.feature[name]
+        examples.append(example.SerializeToString())
+    version = os.path.join(config.serving_model_dir, "mf_dnn", str(outcome["push"]["version"]))
+    scores = tf.saved_model.load(version).signatures["serving_default"](examples=tf.constant(examples))
+    assert all(np.isfinite(v.numpy()).all() and v.shape[0] == len(examples) for v in scores.values())
+
+    # The description names a file the data folder lacks: ExampleGen's preflight stops the run
+    # before any component, naming the file.
+    values["interactions"]["files"] = "logs.jsonl"
+    mine.write_text(json.dumps(values), encoding="utf-8")
+    code = main(["--dataset_file", str(mine), "--data_dir", str(data), "--output_dir", str(tmp_path / "out2"),
+                 "--families", "none", "--schema_file", str(schema)])
+    printed = capsys.readouterr().out
+    assert code == 2 and "logs.jsonl" in printed and "error:" in printed
+    assert not (tmp_path / "out2" / "pipeline_root").exists()
+
+
 def test_the_run_report_is_one_self_contained_html_file(trained_run):
     import html.parser
     import re
@@ -234,6 +304,7 @@ def test_the_run_report_is_one_self_contained_html_file(trained_run):
     assert "<script" not in text and not re.findall(r"(?:src|href)=[\"'](?:https?:)?//", text)
     for section in ("run", "data", "models"):
         assert f'id="{section}"' in text
+    assert "<td>movielens (datasets/movielens.yaml)</td>" in text  # which description the run read
     for family in config.families:
         assert f'id="family-{family}"' in text and "blessed, pushed version" in text
     assert text.count("<svg") >= len(config.families)  # a training curve per family
@@ -279,6 +350,7 @@ def test_each_pushed_version_gets_a_model_card_from_the_runs_measurements(traine
         for section in ("## Model details", "## Intended use", "## Data", "## Metrics", "## Metrics by slice",
                         "## Gate", "## Caveats"):
             assert section in text, (family, section)
+        assert "Dataset `movielens`, described by `datasets/movielens.yaml`" in text
         # The card's numbers are the Evaluator's: the test split's first key metric, as measured.
         test = outcome["metrics"]["test"]
         output, values = sorted(test.items())[0]

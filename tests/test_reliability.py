@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from bench import reliability
 from components import pusher
 from contract import protocol
 from pipeline import recovery
@@ -104,6 +105,7 @@ def test_recovery_marks_the_dead_execution_failed_and_removes_its_partial_output
 SLOW_PUSH = """
 import sys, time
 import tensorflow as tf
+from bench import reliability
 from components import pusher
 copy = tf.io.gfile.copy
 def slow_copy(src, dst, overwrite=False):
@@ -231,3 +233,44 @@ def test_a_corrupted_version_under_load_fails_no_request(template, tmp_path):
     assert str(base / "mf" / "2") in status["error_message"]
     assert final == {1: "END", 2: "END", 3: "AVAILABLE"}
     assert os.path.getsize(truncated.replace(".staging-2", "2")) > 0
+
+
+def test_the_slice_keeps_the_first_users_records_byte_for_byte(tmp_path):
+    from contract import description as desc
+
+    src = tmp_path / "log.csv"
+    src.write_bytes(b'who,what,note\r\n'
+                    b'u2,a,"two\r\nlines, and ""quotes"""\r\n'
+                    b'u1,b,plain\r\n'
+                    b'u3,c,third user\r\n'
+                    b'u2,d,"again"\r\n')
+    source = desc.Source(files=("log.csv",), format=desc.CSV)
+    assert reliability.slice_file(source, str(src), str(tmp_path / "out.csv"), "who", 2) == 3
+    assert (tmp_path / "out.csv").read_bytes() == (b'who,what,note\r\n'
+                                                    b'u2,a,"two\r\nlines, and ""quotes"""\r\n'
+                                                    b'u1,b,plain\r\n'
+                                                    b'u2,d,"again"\r\n')
+    headerless = desc.Source(files=("x",), format=desc.TSV, delimiter="\t", header=False, columns=("i", "u"))
+    (tmp_path / "x.tsv").write_bytes(b"a\t1\nb\t2\nc\t1\n")
+    assert reliability.slice_file(headerless, str(tmp_path / "x.tsv"), str(tmp_path / "y.tsv"), "u", 1) == 2
+    assert (tmp_path / "y.tsv").read_bytes() == b"a\t1\nc\t1\n"
+    (tmp_path / "x.jsonl").write_bytes(b'{"u": 1, "i": "a"}\n{"u": 2, "i": "b"}\n\n{"u": 1, "i": "c"}\n')
+    lines = desc.Source(files=("x.jsonl",), format=desc.JSONL)
+    assert reliability.slice_file(lines, str(tmp_path / "x.jsonl"), str(tmp_path / "y.jsonl"), "u", 1) == 2
+
+
+def test_the_slice_of_the_shipped_movielens_is_its_first_fifteen_users(tmp_path):
+    from contract import description as desc
+
+    d = desc.load("movielens")
+    reliability.write_slice(d, d.data_dir, str(tmp_path), users=15)
+    assert sorted(os.listdir(tmp_path)) == ["movies.csv", "ratings.csv"]
+    with open(os.path.join(d.data_dir, "ratings.csv"), newline="") as f:
+        want = "".join(line for n, line in enumerate(f) if n == 0 or int(line.split(",", 1)[0]) <= 15)
+    assert (tmp_path / "ratings.csv").read_bytes() == want.encode()
+
+
+def test_the_trials_gates_bless_whatever_the_family_learns(tmp_path):
+    config = reliability.pipeline_config(str(tmp_path), str(tmp_path / "out"))
+    assert config.gate_thresholds == {"rating": 1e9} and config.gate_max_worsening == {"rating": 1e9}
+    assert config.dataset_name == "movielens" and config.train_steps == 40

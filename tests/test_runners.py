@@ -66,11 +66,21 @@ def _task_id(task, ids):
     return task if task in ids else task.split("-", 1)[0]
 
 
+IMAGE_MOVIELENS = "/pipeline/data/movielens-small"  # the shipped data inside the image (Dockerfile)
+
+
 def _kfp_config(tmp_path, families):
     from pipeline import kubeflow_runner
 
-    return kubeflow_runner.image_config(dataclasses.replace(
-        _config(tmp_path, families), data_dir=kubeflow_runner.IMAGE_DATA_DIR, output_dir="gs://bucket/recsys"))
+    return kubeflow_runner.image_config(dataclasses.replace(_config(tmp_path, families), output_dir="gs://bucket/recsys"))
+
+
+def _description_file(tmp_path, name="my_shop"):
+    """A description of the MovieLens files under another name, in a file outside the repository."""
+    text = (REPO / "datasets" / "movielens.yaml").read_text().replace("name: movielens", f"name: {name}")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace("data_dir: ../data/movielens-small\n", ""))
+    return path
 
 
 def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_path):
@@ -116,7 +126,7 @@ def test_kubeflow_spec_read_back_by_the_kfp_sdk_matches_the_local_pipeline(tmp_p
     # Runtime parameters, as the SDK sees them: optional, defaulting to what the local pipeline computes.
     inputs = loaded.component_spec.inputs
     assert set(inputs) == {kubeflow_runner.DATA_ROOT, kubeflow_runner.TRAIN_ARGS}
-    assert inputs["data_root"].default == kubeflow_runner.IMAGE_DATA_DIR and inputs["data_root"].optional
+    assert inputs["data_root"].default == IMAGE_MOVIELENS and inputs["data_root"].optional
     assert json.loads(inputs["train_args"].default) == {"num_steps": 123} and inputs["train_args"].optional
     assert tasks["InteractionExampleGen"]["inputs"]["parameters"]["input_base"] == {
         "componentInputParameter": "data_root"}
@@ -156,9 +166,52 @@ def test_kubeflow_vertex_job_keeps_instance_schemas_and_sets_parameter_values(tm
     _compile(tmp_path, config, name="job.json", target="vertex", pipeline_root="gs://bucket/root")
     job = json.loads((tmp_path / "kubeflow" / "job.json").read_text())
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
-    assert job["runtimeConfig"]["parameterValues"] == {"data_root": kubeflow_runner.IMAGE_DATA_DIR}
+    assert job["runtimeConfig"]["parameterValues"] == {"data_root": IMAGE_MOVIELENS}
     assert set(kubeflow_runner.task_names(job["pipelineSpec"])) == DATA_STAGES | {REPORT_STEP}
     assert "instanceSchema" in json.dumps(job["pipelineSpec"]["components"])
+
+
+def test_kubeflow_spec_carries_the_description_content_not_its_file(tmp_path):
+    from pipeline import kubeflow_runner
+
+    mine = _description_file(tmp_path)
+    output_file = tmp_path / "k" / "spec.yaml"
+    assert kubeflow_runner.main(["--dataset_file", str(mine), "--data_dir", "gs://bucket/shop", "--families", "mf",
+                                 "--output_dir", "gs://bucket/out", "--output_file", str(output_file)]) == 0
+    text = output_file.read_text()
+    assert str(tmp_path) not in text and str(REPO) not in text  # no path of the compiling machine
+    spec = yaml.safe_load(text)
+    tasks = spec["root"]["dag"]["tasks"]
+    expected = dict(yaml.safe_load(mine.read_text()), data_dir="gs://bucket/shop")
+
+    def constant(task, name):
+        return json.loads(tasks[task]["inputs"]["parameters"][name]["runtimeValue"]["constant"])
+
+    assert constant("InteractionExampleGen", "config")["description"] == expected
+    assert constant("Transform", "custom_config")["description"] == expected
+    assert constant("Trainer_mf", "custom_config")["description"] == expected
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_root"]["defaultValue"] == "gs://bucket/shop"
+    schema_file = tasks["ImportSchemaGen"]["inputs"]["parameters"]["schema_file"]["runtimeValue"]["constant"]
+    assert schema_file == kubeflow_runner.IMAGE_SCHEMA_DIR + "/my_shop/schema.pbtxt"
+    # Where the file does not exist, the report step's configuration still resolves from the content.
+    mine.unlink()
+    config = PipelineConfig.from_json(json.dumps(constant("RunReport", "config"))).resolved()
+    assert config.dataset_name == "my_shop" and config.describe_dataset() == "my_shop (my_shop.yaml)"
+    assert config.spec.task("rating").kind == "regression"
+
+
+def test_kubeflow_needs_a_data_dir_for_data_outside_the_image(tmp_path, capsys):
+    from pipeline import kubeflow_runner
+
+    mine = _description_file(tmp_path)
+    mine.write_text(mine.read_text() + f"data_dir: {REPO / 'data' / 'movielens-small'}\n")
+    config = kubeflow_runner.image_config(dataclasses.replace(PipelineConfig(), dataset=str(mine)))
+    assert config.data_dir == IMAGE_MOVIELENS and config.description["data_dir"] == IMAGE_MOVIELENS
+    mine.write_text(mine.read_text().replace(str(REPO / "data" / "movielens-small"), str(tmp_path)))
+    with pytest.raises(SystemExit):
+        kubeflow_runner.main(["--dataset_file", str(mine), "--output_dir", "gs://b/o", "--families", "none",
+                              "--output_file", str(tmp_path / "x.yaml")])
+    assert "is not in the image: pass --data_dir" in capsys.readouterr().err
 
 
 def test_kubeflow_main_needs_an_output_dir_and_defaults_to_the_images_data(tmp_path, capsys):
@@ -217,10 +270,10 @@ def test_dockerfile_builds_on_the_tfx_image_from_files_that_exist():
             assert (REPO / source).exists(), source
             assert source == "." or not _dockerignored(source), source
     # What the image needs from the repository is not excluded from the build context.
-    for path in ("requirements.lock", "setup.py", "data/movielens-small/ratings.csv",
-                 "schemas/movielens/schema.pbtxt", "pipeline/pipeline.py", "components/example_gen/executor.py"):
+    for path in ("requirements.lock", "setup.py", "data/movielens-small/ratings.csv", "datasets/movielens.yaml",
+                 "datasets/description.schema.json", "schemas/movielens/schema.pbtxt", "pipeline/pipeline.py", "components/example_gen/executor.py"):
         assert (REPO / path).exists() and not _dockerignored(path), path
-    for image_path in (kubeflow_runner.IMAGE_DATA_DIR, kubeflow_runner.IMAGE_SCHEMA_DIR):
+    for image_path in (IMAGE_MOVIELENS, kubeflow_runner.IMAGE_SCHEMA_DIR, kubeflow_runner.IMAGE_ROOT + "/datasets"):
         assert (REPO / os.path.relpath(image_path, kubeflow_runner.IMAGE_ROOT)).is_dir(), image_path
     for excluded in (".venv/bin/python", "outputs/metadata.sqlite", ".git/HEAD"):
         assert _dockerignored(excluded), excluded
@@ -265,6 +318,29 @@ def test_airflow_config_from_env_and_schedule(tmp_path):
                                                 "RECSYS_RETRY_DELAY_MINUTES": "1"})
     assert manual["schedule"] is None and manual["default_args"]["retries"] == 0
     assert manual["default_args"]["retry_delay"].total_seconds() == 60
+
+
+def test_airflow_dag_carries_the_description_content(tmp_path):
+    mine = _description_file(tmp_path)
+    env = {"RECSYS_DATASET_FILE": str(mine), "RECSYS_DATA_DIR": str(tmp_path / "data"),
+           "RECSYS_OUTPUT_DIR": str(tmp_path / "af"), "RECSYS_FAMILIES": "mf",
+           "RECSYS_CONFIG_JSON": '{"max_history": 16}'}
+    config = airflow_runner.config_from_env(env)
+    assert (config.dataset_name, config.max_history, config.split) == ("my_shop", 16, "hash")
+    components = {c.id: c for c in airflow_runner.build_pipeline(config).components}
+    expected = dict(yaml.safe_load(mine.read_text()), data_dir=str(tmp_path / "data"))
+    assert json.loads(components["InteractionExampleGen"].exec_properties["config"])["description"] == expected
+    assert json.loads(components["Transform"].exec_properties["custom_config"]) == {
+        "description": expected, "max_history": 16}
+    assert json.loads(components["Trainer_mf"].exec_properties["custom_config"])["description"] == expected
+    report_config = json.loads(components["RunReport"].exec_properties["config"])
+    assert report_config["description"] == expected and report_config["description_file"] == str(mine)
+    shipped = airflow_runner.config_from_env({"RECSYS_DATASET": "taobao", "RECSYS_DATA_DIR": str(tmp_path)})
+    assert (shipped.dataset_name, shipped.split) == ("taobao", "by_day")
+    with pytest.raises(ValueError, match="RECSYS_DATASET .* or RECSYS_DATASET_FILE .*, not both"):
+        airflow_runner.config_from_env({"RECSYS_DATASET": "taobao", "RECSYS_DATASET_FILE": str(mine)})
+    with pytest.raises(ValueError, match="names no data_dir"):
+        airflow_runner.config_from_env({"RECSYS_DATASET": "amazon_reviews"})
 
 
 def test_airflow_config_overrides_and_bad_values_are_named(tmp_path):

@@ -38,7 +38,8 @@ def sequence_run(movielens_slice, tmp_path_factory):
         hparams={"nextitnet": dict(TINY), "peterrec": {"max_epochs": "2", "bottleneck": "4", "mode": "patch_serial"}}, train_steps=10,
         # Loose enough to bless what a few steps on 15 users learn (both gates are lifts
         # over a peer; tests/test_evaluation.py shows the next_like gate blocking).
-        gate_thresholds={"items": -1.0, NEXT_LIKE: -1.0}, gate_max_worsening={"items": 1.0, NEXT_LIKE: 1.0})
+        gate_thresholds={"items": -1.0, NEXT_LIKE: -1.0}, gate_max_worsening={"items": 1.0, NEXT_LIKE: 1.0},
+    ).resolved()  # the description's settings (max_history) filled in, as the run reads them
     timings = run(config, progress_out=io.StringIO())
     assert all(t.status == "ok" for t in timings), timings
     return config

@@ -403,12 +403,13 @@ def test_student_grid_chooses_per_variant_on_eval_and_never_reads_test(monkeypat
         assert data is eval_rows, "the grid reads the eval split only"
         return {f"{t}/{m}": 0.5 for t in pair for m in ("auc", "multi_auc")}
 
-    monkeypatch.setattr(mt, "load_dataset", lambda *a: (None, {"train": None, "eval": eval_rows, "test": test_rows}))
+    monkeypatch.setattr(mt, "load_dataset", lambda *a, **k: (None, {"train": None, "eval": eval_rows, "test": test_rows}))
     monkeypatch.setattr(mt, "predict_rows", lambda model, data: {})
     monkeypatch.setattr(takd, "train_one", train_one)
     monkeypatch.setattr(takd, "pair_metrics", pair_metrics)
     monkeypatch.setattr(distillation, "teacher_soft_labels", lambda teacher, calibrated: "soft")
-    args = argparse.Namespace(work_dir="", negatives=1, taobao_dir="", out=str(tmp_path), teacher="takd_teacher")
+    args = argparse.Namespace(work_dir="", negatives=["movielens=1"], data_dir=[], out=str(tmp_path),
+                              teacher="takd_teacher")
     grid = {"takd_student.dim": ["32", "64"], "takd_student.alpha": ["0.5", "0.8"]}
     result = takd.tune_students(args, {"movielens": ("loved", "liked")}, {}, grid, 42, "cmd")
     per = result["datasets"]["movielens"]
@@ -490,14 +491,15 @@ def test_benchmark_trains_the_chosen_teacher_family_and_times_its_teacher_agains
         return {"teacher": 4.0 * batch, "student": 1.0 * batch}
 
     parts = {"train": test_rows, "eval": test_rows, "test": test_rows}
-    monkeypatch.setattr(mt, "load_dataset", lambda *a: (None, parts))
+    monkeypatch.setattr(mt, "load_dataset", lambda *a, **k: (None, parts))
     monkeypatch.setattr(mt, "predict_rows", lambda model, data: {})
     monkeypatch.setattr(takd, "train_one", train_one)
     monkeypatch.setattr(takd, "pair_metrics", lambda pair, specs, predictions, data: {"loved/auc": 0.8})
     monkeypatch.setattr(takd, "count_params", lambda model: 1)
     monkeypatch.setattr(takd, "serve_ms", serve_ms)
     monkeypatch.setattr(distillation, "teacher_soft_labels", lambda teacher, calibrated: (teacher, calibrated))
-    args = argparse.Namespace(work_dir="", negatives=1, taobao_dir="", repeats=4, teacher="takd_teacher_dtrn")
+    args = argparse.Namespace(work_dir="", negatives=["movielens=1"], data_dir=[], repeats=4,
+                              teacher="takd_teacher_dtrn")
     results, log = {}, []
     overrides = {"takd_teacher_dtrn": {"max_epochs": "6"}, "takd_student": {"dim": "64"}}
     assert list(takd.run_dataset("movielens", args, [42], ("loved", "liked"), overrides, results, log)) == [42]

@@ -91,6 +91,22 @@ def test_leave_one_out_statistics_and_popularity_slices(base):
         assert row[F.ITEM_AVG_RATING_MM] == pytest.approx((averages[i] - 0.5) / 4.5, abs=1e-5), i
 
 
+def test_ids_with_spaces_get_the_same_statistics(base):
+    """The leave-one-out statistics' frequency files hold `frequency key` lines: an id with a
+    space (a log of one's own: `K 17`) is looked up whole, not by its first word."""
+    rows = _ml_rows(4.0)
+    for row in rows:
+        row[F.USER_ID], row[F.ITEM_ID] = f"user {row[F.USER_ID]}", f"item {row[F.ITEM_ID]}"
+        row[F.HISTORY_ITEM_IDS] = [f"item {i}" for i in row[F.HISTORY_ITEM_IDS]]
+    got = _transform(rows)
+    for name in (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM):
+        assert [r[name] for r in got] == pytest.approx([r[name] for r in base]), name
+    for name in (F.ITEM_POPULARITY_LEVEL, F.USER_ACTIVITY, F.USER_IDX, F.ITEM_IDX):
+        assert [r[name] for r in got] == [r[name] for r in base], name
+    assert [np.asarray(r[F.HISTORY_ITEM_IDX]).tolist() for r in got] == \
+        [np.asarray(r[F.HISTORY_ITEM_IDX]).tolist() for r in base]
+
+
 def test_movielens_features_and_labels_come_from_its_description(base):
     row = base[0]
     assert set(row) >= {"item_genres_idx", "item_genres_multi_hot", "item_year_z", "rating", "liked", "loved",

@@ -131,8 +131,15 @@ def _top_k(feature: desc.Feature) -> Optional[int]:
     return feature.vocabulary_size or None
 
 
+def _frequency_key(ids: tf.Tensor) -> tf.Tensor:
+    """The key of an id in a frequency vocabulary: its web-safe base64, which holds no space
+    or line break (a frequency file's line is `frequency key`, split at the first space, so an
+    id such as `K 17` would otherwise be read as `K`)."""
+    return tf.io.encode_base64(ids)
+
+
 def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Tensor:
-    """Looks each key up in a `tft.vocabulary(..., store_frequency=True)` file.
+    """Looks each key (`_frequency_key`) up in a `tft.vocabulary(..., store_frequency=True)` file.
 
     The file's lines are `frequency key`; with weights, frequency is the sum of the
     weights. Keys absent from the training split get `default`. `tft.apply_vocabulary`
@@ -327,7 +334,8 @@ def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[
     its own scaled value through the range).
     """
     out = {}
-    pair = tf.strings.join([user, item], separator=PAIR_SEPARATOR)
+    pair = _frequency_key(tf.strings.join([user, item], separator=PAIR_SEPARATOR))
+    user, item = _frequency_key(user), _frequency_key(item)
     item_count = tft.vocabulary(item, weights=positive, store_frequency=True, vocab_filename=ITEM_COUNT_VOCAB)
     pair_count = tft.vocabulary(pair, weights=positive, store_frequency=True, vocab_filename=PAIR_COUNT_VOCAB)
     own = _frequency_lookup(pair, pair_count, default=0.0)
