@@ -352,11 +352,12 @@ def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], ex
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
-def choose_svd(train: peers.RatedRows, evaluation: peers.RatedRows) -> Dict[str, Any]:
+def choose_svd(train: peers.RatedRows, evaluation: peers.RatedRows, scale: Tuple[float, float]) -> Dict[str, Any]:
+    """SVD_GRID's settings with the lowest eval RMSE (seed 0)."""
     best, best_rmse = None, np.inf
     for values in itertools.product(*SVD_GRID.values()):
         params = dict(zip(SVD_GRID, values))
-        value = d.rmse(peers.svd(train, evaluation, seed=0, **params), evaluation.ratings)
+        value = d.rmse(peers.svd(train, evaluation, seed=0, scale=scale, **params), evaluation.ratings)
         if value < best_rmse:
             best, best_rmse = params, value
     return {"params": best, "eval_rmse": float(best_rmse)}
@@ -388,9 +389,9 @@ def run(args) -> Dict[str, Any]:
     tft_output = tft.TFTransformOutput(stages.transform_graph)
     threshold = liked_threshold(dd)
 
-    train_rows = peers.read_rated_rows(os.path.dirname(stages.raw_files("train")[0]))
-    eval_rows = peers.read_rated_rows(os.path.dirname(stages.raw_files("eval")[0]))
-    test_rows = peers.read_rated_rows(os.path.dirname(stages.raw_files("test")[0]))
+    train_rows, eval_rows, test_rows = (peers.read_rated_rows(os.path.dirname(stages.raw_files(split)[0]), dd)
+                                        for split in ("train", "eval", "test"))
+    scale = peers.rating_scale(dd)
     test = transformed_rows(tft_output, test_rows.examples)
     evaluation = transformed_rows(tft_output, eval_rows.examples)
     train = transformed_rows(tft_output, train_rows.examples)
@@ -443,10 +444,10 @@ def run(args) -> Dict[str, Any]:
 
     # Rating peers.
     record(GLOBAL, None, peers.global_mean(train_rows, test_rows))
-    record(BASELINE, None, peers.baseline_only(train_rows, test_rows))
-    svd_choice = choose_svd(train_rows, eval_rows)
+    record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale))
+    svd_choice = choose_svd(train_rows, eval_rows, scale)
     for seed in seeds:
-        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, **svd_choice["params"]))
+        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **svd_choice["params"]))
 
     # Retrieval explanation (deterministic).
     retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),

@@ -4,7 +4,6 @@ client and serving.cli, on a review family exported with a small description's T
 
 import os
 import shutil
-import sys
 
 import numpy as np
 import pytest

@@ -9,13 +9,11 @@ how they rate: a family that learns from the documents must beat `mf` (ids only)
 rating, and a generator must write the item's word then the user's.
 """
 
-import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from contract import features as F
 from models import registry
 from models.base import EXPLAIN, SCORE
 from models.blocks import text as tb
