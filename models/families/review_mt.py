@@ -111,6 +111,9 @@ class ReviewMT(ReviewModel):
     def train_step(self, inputs):
         if self.discriminator is None:
             return super().train_step(inputs)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("review_mt's adversarial stage trains in one replica (its two optimizer steps do not "
+                             "scale by the replicas in sync): use the default training strategy or adversarial=false")
         hp = self.hparams
         active = tf.cast(self.optimizer.iterations >= hp.adversarial_start, tf.float32)
         users = inputs[F.USER_IDX]
