@@ -109,6 +109,9 @@ VARIANTS = (
                                                                      ("adversarial_start", "66"))),
     Variant("review_mt rating only", "review_mt", GENERATED + (("text_task", "false"),)),
     Variant("nor_reviews", "nor_reviews", GENERATED),
+    # Stopped on the whole objective: the generator trains past the rating's best epoch.
+    Variant("review_mt joint stop", "review_mt", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
+    Variant("nor_reviews joint stop", "nor_reviews", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
     Variant("nor_reviews rating only", "nor_reviews", GENERATED + (("text_task", "false"),)),
 )
 TEXT_FAMILIES = ("semax", "review_mt", "nor_reviews")
@@ -578,9 +581,9 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
     for name in adversarial:
         comparisons.append(compare(name, "review_mt", "rmse", False))
     for family in GENERATORS:
-        for peer in (RETRIEVAL, ATT2SEQ):
+        for name, peer in itertools.product((family, f"{family} joint stop"), (RETRIEVAL, ATT2SEQ)):
             for metric in ("bleu_4", "rouge_l"):
-                comparisons.append(compare(family, peer, metric, True))
+                comparisons.append(compare(name, peer, metric, True))
     for name, metric in itertools.product(adversarial, ("bleu_4", "rouge_l")):
         comparisons.append(compare(name, "review_mt", metric, True))
     comparisons = [c for c in comparisons if c is not None]

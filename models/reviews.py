@@ -38,6 +38,7 @@ Encoded = Dict[str, tf.Tensor]
 WORDS_SEED = 20  # seed offsets: the shared word embedding, the target column's own, the generator
 TARGET_WORDS_SEED = 21
 GENERATOR_SEED = 30
+STOP_ON = ("rating", "joint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,9 @@ class ReviewParams(HParams):
       text_task: train the text task; false: rating only (the ablation).
       l2: penalty on the looked-up id vectors and biases.
       dropout: dropout on the text representations the rating reads (training only).
+      stop_on: what early stopping watches on the eval split: `rating` (its RMSE, what the
+        Evaluator gates) or `joint` (the family's whole objective, text task included; the
+        text task keeps training after the rating's best epoch).
     """
 
     documents: str = ""
@@ -68,6 +72,7 @@ class ReviewParams(HParams):
     # l2 1e-3 and no dropout the rating's eval RMSE was best after one epoch and then rose.
     l2: float = 0.1
     dropout: float = 0.5
+    stop_on: str = "rating"
     learning_rate: float = 0.003
     batch_size: int = 128
     max_epochs: int = 15
@@ -75,6 +80,8 @@ class ReviewParams(HParams):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.stop_on not in STOP_ON:
+            raise ValueError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
         if self.dim < 1 or self.units < 1 or self.max_length < 1:
             raise ValueError(f"dim, units and max_length must be >= 1, got {self.dim}, {self.units}, "
                              f"{self.max_length}")
@@ -191,6 +198,12 @@ class ReviewModel(OneScoreModel):
         """(targets [B, L], logits [B, L, C]) of the rows' own target texts (perplexity)."""
         targets = text_blocks.decoder_targets(features[self.target], self.hparams.max_length, self.generator.end)
         return targets, self.generator(*self.decoder_inputs(self.encode(features)), targets)
+
+    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+        """The rating's eval RMSE, or with `stop_on=joint` the eval objective (`val_loss`)."""
+        if self.hparams.stop_on == "joint":
+            return "val_loss", "min"
+        return super().monitor(top_k)
 
     def explain(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
         """Generated target-column ids [B, max_length] (greedy; 0 after the end) from the

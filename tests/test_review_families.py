@@ -143,6 +143,10 @@ def test_rating_only_ablation_drops_the_text_task_and_explain():
         assert SCORE in ablated.capabilities and EXPLAIN not in ablated.capabilities
         assert ablated.generator is None
         assert (EXPLAIN in full.capabilities) == (family in GENERATORS)
+        assert full.monitor() == ("val_stars_rmse", "min")  # early stopping on the rating by default
+    joint = registry.get_family("nor_reviews").build(
+        ctx, registry.get_family("nor_reviews").hparams().override({**SMALL, "stop_on": "joint"}))
+    assert joint.monitor() == ("val_loss", "min")
     assert EXPLAIN in registry.get_family("review_mt").capabilities
 
 
