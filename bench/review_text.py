@@ -112,6 +112,9 @@ VARIANTS = (
     # Stopped on the whole objective: the generator trains past the rating's best epoch.
     Variant("review_mt joint stop", "review_mt", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
     Variant("nor_reviews joint stop", "nor_reviews", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
+    # The adversarial stage after four epochs of teacher forcing, stopped on the whole objective.
+    Variant("review_mt adversarial joint stop", "review_mt", GENERATED + (
+        ("stop_on", "joint"), ("patience", "3"), ("adversarial", "true"), ("adversarial_start", "264"))),
     Variant("nor_reviews rating only", "nor_reviews", GENERATED + (("text_task", "false"),)),
 )
 TEXT_FAMILIES = ("semax", "review_mt", "nor_reviews")
@@ -577,15 +580,18 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
     for family in TEXT_FAMILIES:
         for peer in (MF, BASELINE, SVD, f"{family} rating only"):
             comparisons.append(compare(family, peer, "rmse", False))
+    def teacher_forced(name: str) -> str:  # the adversarial variant's teacher-forcing-alone twin
+        return "review_mt joint stop" if name.endswith("joint stop") else "review_mt"
+
     adversarial = [m for m in results if m.startswith("review_mt adversarial")]
     for name in adversarial:
-        comparisons.append(compare(name, "review_mt", "rmse", False))
+        comparisons.append(compare(name, teacher_forced(name), "rmse", False))
     for family in GENERATORS:
         for name, peer in itertools.product((family, f"{family} joint stop"), (RETRIEVAL, ATT2SEQ)):
             for metric in ("bleu_4", "rouge_l"):
                 comparisons.append(compare(name, peer, metric, True))
     for name, metric in itertools.product(adversarial, ("bleu_4", "rouge_l")):
-        comparisons.append(compare(name, "review_mt", metric, True))
+        comparisons.append(compare(name, teacher_forced(name), metric, True))
     comparisons = [c for c in comparisons if c is not None]
     found = {(c["a"], c["b"], c["metric"]): c for c in comparisons}
 
