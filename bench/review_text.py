@@ -48,6 +48,7 @@ import datetime
 import itertools
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,7 @@ from contract import protocol  # noqa: E402
 from evaluation import definitions as d  # noqa: E402
 from evaluation import text_metrics as tm  # noqa: E402
 
-NAME = "reviews"
+NAME = "review_text"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESCRIPTION = os.path.join(REPO, "bench", "descriptions", "amazon_reviews_text.yaml")
 WORK_DIR = os.path.join(REPO, "outputs", "bench")
@@ -341,6 +342,16 @@ def served(loaded, signature: str, examples: Sequence[bytes], batch: int = 512) 
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def eval_at_best(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The eval split's rating RMSE and token perplexity at the kept epoch (what alternatives are
+    compared on; the test split is only reported)."""
+    best = summary.get("best_epoch")
+    if best is None:
+        return {}
+    return {k[len("val_"):]: summary["history"][k][best - 1] for k in sorted(summary["history"])
+            if k.startswith("val_") and (k.endswith("rating_rmse") or k.endswith("perplexity"))}
+
+
 def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], export_dir: str):
     """(model, training summary) of one variant trained by the Trainer's code and exported."""
     import tensorflow_transform as tft
@@ -489,7 +500,7 @@ def run(args) -> Dict[str, Any]:
                 record(variant.name, seed, predictions, hypotheses, perplexity,
                        {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                         "train_seconds": summary["train_seconds"], "seconds": round(time.monotonic() - t0, 1),
-                        "hparams": summary["hparams"]})
+                        "hparams": summary["hparams"], "eval": eval_at_best(summary)})
                 shutil.rmtree(export, ignore_errors=True)
                 tf.keras.backend.clear_session()
             t0 = time.monotonic()
@@ -499,7 +510,10 @@ def run(args) -> Dict[str, Any]:
             record(ATT2SEQ, seed, hypotheses=[tm.tokens_of(r, vocabulary, reference=False)
                                               for r, keep in zip(ids, has_ref) if keep],
                    perplexity=perplexity_of(model, test, names, rows_text),
-                   info={"epochs_run": len(history["loss"]), "seconds": round(time.monotonic() - t0, 1)})
+                   info={"epochs_run": len(history["loss"]), "seconds": round(time.monotonic() - t0, 1),
+                         "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+                         "eval": {k[len("val_"):]: v[int(np.argmin(history["val_loss"]))]
+                                  for k, v in history.items() if k.startswith("val_") and k.endswith("perplexity")}})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -657,6 +671,15 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
         for k, v in e.items():
             if k not in ("user", "item", "rating", "reference"):
                 lines.append(f"  - {k}: \"{v}\"")
+    lines += ["", "## Eval split at the kept epoch (mean over seeds; what alternatives are chosen on)", ""]
+    for m, e in run_out["results"].items():
+        values: Dict[str, List[float]] = {}
+        for info in e["info"]:
+            for k, v in (info.get("eval") or {}).items():
+                values.setdefault(k, []).append(v)
+        if values:
+            lines.append(f"- {m}: " + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in sorted(values.items()))
+                         + f" (best epochs {[i.get('best_epoch') for i in e['info']]})")
     lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
               f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
               "- Per-run training (first seed's run of each model): "
@@ -671,7 +694,7 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", required=True, help="the folder of Musical_instruments_reviews.csv")
+    parser.add_argument("--data_dir", help="the folder of Musical_instruments_reviews.csv")
     parser.add_argument("--description", default=DESCRIPTION)
     parser.add_argument("--seeds", default="42,43,44,45,46")
     parser.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
@@ -681,8 +704,19 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=WORK_DIR)
     parser.add_argument("--out", default=RESULTS_DIR)
     parser.add_argument("--name", default=NAME)
+    parser.add_argument("--from_run", default="", help="report a run saved before (<work_dir>/<name>_run.pkl) "
+                                                       "instead of running")
     args = parser.parse_args(argv)
-    run_out = run(args)
+    if args.from_run:
+        with open(args.from_run, "rb") as f:
+            run_out = pickle.load(f)
+    elif not args.data_dir:
+        parser.error("--data_dir is needed to run")
+    else:
+        run_out = run(args)
+        # Everything measured, kept before the report is written (a report can be redone with --from_run).
+        os.makedirs(args.work_dir, exist_ok=True)
+        atomic_write(os.path.join(args.work_dir, f"{args.name}_run.pkl"), pickle.dumps(run_out))
     summary = summarize(run_out)
     results = {m: {k: v for k, v in e.items() if k not in ("draws", "hypotheses")}
                for m, e in run_out["results"].items()}
