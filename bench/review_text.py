@@ -481,6 +481,35 @@ def run(args) -> Dict[str, Any]:
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
+
+    def assemble(done: Sequence[int]) -> Dict[str, Any]:
+        """The run so far (the seeds in `done` finished), as main() reports it."""
+        meta = {
+            "command": "python -m bench.review_text " + " ".join(sys.argv[1:]),
+            "commit": commit,
+            "machine": machine(),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        settings = {
+            "description": os.path.relpath(args.description, REPO) if args.description.startswith(REPO)
+            else args.description,
+            "split": dd.split, "seeds": list(done), "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
+            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
+            "documents": documents_column.name, "max_length": max_length, "svd": svd_choice,
+            "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
+            "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
+        }
+        examples = example_rows(test_rows, test, has_ref, refs, results, target_column, vocabulary, max_length)
+        return {"meta": meta, "settings": settings, "results": results, "examples": examples}
+
+    def save_so_far(done: Sequence[int]) -> None:
+        """Everything measured so far, kept after each seed (report it with --from_run)."""
+        os.makedirs(args.work_dir, exist_ok=True)
+        atomic_write(os.path.join(args.work_dir, f"{args.name}_run.pkl"), pickle.dumps(assemble(done)))
+
     scratch = tempfile.mkdtemp(prefix="review-text-")
     try:
         for seed in seeds:
@@ -514,29 +543,11 @@ def run(args) -> Dict[str, Any]:
                          "best_epoch": int(np.argmin(history["val_loss"])) + 1,
                          "eval": {k[len("val_"):]: v[int(np.argmin(history["val_loss"]))]
                                   for k, v in history.items() if k.startswith("val_") and k.endswith("perplexity")}})
+            save_so_far(seeds[:seeds.index(seed) + 1])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    meta = {
-        "command": "python -m bench.review_text " + " ".join(sys.argv[1:]),
-        "commit": commit,
-        "machine": machine(),
-        "load_average_start": [round(x, 2) for x in load_start],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    settings = {
-        "description": os.path.relpath(args.description, REPO) if args.description.startswith(REPO)
-        else args.description,
-        "split": dd.split, "seeds": seeds, "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
-        "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
-        "documents": documents_column.name, "max_length": max_length, "svd": svd_choice,
-        "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
-        "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
-    }
-    examples = example_rows(test_rows, test, has_ref, refs, results, target_column, vocabulary, max_length)
-    return {"meta": meta, "settings": settings, "results": results, "examples": examples}
+    return assemble(seeds)
 
 
 def _known(family: str, name: str) -> bool:
@@ -714,9 +725,6 @@ def main(argv=None) -> int:
         parser.error("--data_dir is needed to run")
     else:
         run_out = run(args)
-        # Everything measured, kept before the report is written (a report can be redone with --from_run).
-        os.makedirs(args.work_dir, exist_ok=True)
-        atomic_write(os.path.join(args.work_dir, f"{args.name}_run.pkl"), pickle.dumps(run_out))
     summary = summarize(run_out)
     results = {m: {k: v for k, v in e.items() if k not in ("draws", "hypotheses")}
                for m, e in run_out["results"].items()}
