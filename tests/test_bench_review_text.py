@@ -70,3 +70,71 @@ def test_goal_lines_need_the_paired_interval_and_more_than_a_seed_std():
     results["semax"] = entry(0.99)
     goal = next(g for g in R.summarize({"results": results})["goals"] if g["goal"].startswith("semax"))
     assert not goal["met"]
+
+
+def test_eval_at_best_reads_the_kept_epochs_eval_rating_and_perplexity():
+    history = {"val_rating_rmse": [1.0, 0.9, 0.95], "val_summary_perplexity": [90.0, 80.0, 70.0],
+               "val_loss": [3.0, 2.0, 2.5], "rating_rmse": [0.8, 0.7, 0.6]}
+    summary = {"best_epoch": 2, "history": history}
+    assert R.eval_at_best(summary) == {"rating_rmse": 0.9, "summary_perplexity": 80.0}
+    assert R.eval_at_best({"best_epoch": None, "history": {}}) == {}
+
+
+def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path):
+    import json
+    import pickle
+
+    rng = np.random.default_rng(1)
+    n, texts = 40, 6
+    draws, text_draws = R.resample_indices(n, 50), R.resample_indices(texts, 50, seed=1)
+    ratings = rng.uniform(1, 5, n)
+    refs = [s.split() for s in ("great strings for the price", "works well on my bass", "a nice cable for stage",
+                                "great tuner for the money", "ok but too quiet", "good picks and a good case")]
+
+    def rated(noise, seeds):
+        out = {"seeds": list(seeds), "values": {"rmse": []}, "draws": {"rmse": []}, "info": []}
+        for _ in seeds:
+            p = ratings + rng.normal(0, noise, n)
+            out["values"]["rmse"].append(float(np.sqrt(np.mean((p - ratings) ** 2))))
+            out["draws"]["rmse"].append(R.rmse_draws(p, ratings, draws))
+        return out
+
+    def text(entry, hypotheses, seeds):
+        stats = [tm.bleu_statistics(h, r) for h, r in zip(hypotheses, refs)]
+        stacked = tuple(np.stack([s[k] for s in stats]) for k in range(4))
+        rouge = tm.pairwise_rouge(hypotheses, refs)["rouge_l"]
+        for k, v in tm.text_metrics(hypotheses, refs).items():
+            entry["values"][k] = [100.0 * v] * len(seeds)
+        entry["draws"]["bleu_4"] = [100.0 * R.bleu_draws(stacked, text_draws)] * len(seeds)
+        entry["draws"]["rouge_l"] = [100.0 * R.mean_draws(rouge, text_draws)] * len(seeds)
+        entry["hypotheses"] = hypotheses
+        return entry
+
+    seeds = (42, 43)
+    results = {R.MF: rated(1.0, seeds), R.BASELINE: rated(1.0, [None]), R.SVD: rated(1.0, seeds),
+               "review_mt": text(rated(0.3, seeds), refs, seeds),
+               R.RETRIEVAL: text({"seeds": [None], "values": {}, "draws": {}, "info": []}, [["great"]] * texts,
+                                 [None]),
+               R.ATT2SEQ: text({"seeds": list(seeds), "values": {}, "draws": {}, "info": []}, [["great"]] * texts,
+                               seeds)}
+    results["review_mt"]["info"] = [{"best_epoch": 3, "epochs_run": 5, "seconds": 1.0,
+                                     "eval": {"rating_rmse": 0.93, "summary_perplexity": 110.0}}] * 2
+    run_out = {"meta": {"command": "python -m bench.review_text", "commit": "abc", "machine": {}, "date": "d",
+                        "seconds": 1.0, "load_average_start": [0.0], "load_average_end": [0.0]},
+               "settings": {"description": "x.yaml", "split": "hash", "seeds": list(seeds), "test_rows": n,
+                            "test_rows_with_text": texts, "train_rows": 100, "eval_rows": 10, "target": "summary",
+                            "max_length": 12, "svd": {}, "liked_threshold": 4.0, "resamples": 50, "overrides": {},
+                            "att2seq": {}},
+               "results": results,
+               "examples": [{"user": "u", "item": "i", "rating": 5.0, "reference": "great strings for the price",
+                             "review_mt": "great strings for the price", R.RETRIEVAL: "great"}]}
+    saved = tmp_path / "run.pkl"
+    saved.write_bytes(pickle.dumps(run_out))
+    assert R.main(["--from_run", str(saved), "--out", str(tmp_path), "--name", "t"]) == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    generation = next(g for g in report["goals"] if g["goal"].startswith("review_mt above"))
+    assert generation["met"]  # it writes the references; both peers write "great"
+    assert "draws" not in report["results"]["review_mt"]
+    md = (tmp_path / "t.md").read_text()
+    assert "review_mt: rating_rmse 0.9300, summary_perplexity 110.0000" in md
+    assert "reference \"great strings for the price\"" in md
