@@ -366,6 +366,45 @@ def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], ex
     return model, summary
 
 
+def eval_only(args) -> Dict[str, Any]:
+    """Alternatives compared on the eval split alone: each chosen variant trained for each seed
+    (no export, the test split unread); its eval rating RMSE and token perplexity per epoch
+    and at the kept epoch. Kept after each run in `<out>/<name>.json`."""
+    from training.trainer import TrainConfig, train
+
+    started = time.monotonic()
+    commit = git_commit()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
+    extra = dict(a.split("=", 1) for a in args.hparam)
+    stages = text_stages.run(args.description, args.data_dir, args.work_dir)
+    runs: List[Dict[str, Any]] = []
+    out = {"meta": {"command": "python -m bench.review_text " + " ".join(sys.argv[1:]), "commit": commit,
+                    "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
+           "split": "eval", "runs": runs}
+    for seed in seeds:
+        for variant in chosen:
+            config = TrainConfig(family=variant.family, description=stages.spec.to_dict(),
+                                 hparams={**variant.hparams, **{k: v for k, v in extra.items()
+                                                                if _known(variant.family, k)}}, seed=seed)
+            _, summary, _ = train(config, stages.files("train"), stages.files("eval"), stages.transform_graph)
+            history = summary["history"]
+            runs.append({"variant": variant.name, "seed": seed, "monitor": summary["monitor"],
+                         "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                         "at_best": eval_at_best(summary),
+                         "per_epoch": {k[len("val_"):]: history[k] for k in sorted(history)
+                                       if k.startswith("val_") and (k.endswith("rating_rmse")
+                                                                    or k.endswith("perplexity") or k == "val_loss")}})
+            out["meta"].update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                               seconds=round(time.monotonic() - started, 1),
+                               load_average_end=[round(x, 2) for x in os.getloadavg()])
+            os.makedirs(args.out, exist_ok=True)
+            atomic_write(os.path.join(args.out, f"{args.name}.json"), json.dumps(out, indent=2) + "\n")
+            print(f"{variant.name} seed {seed}: {runs[-1]['at_best']} best epoch {summary['best_epoch']}",
+                  file=sys.stderr, flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
@@ -723,8 +762,15 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=NAME)
     parser.add_argument("--from_run", default="", help="report a run saved before (<work_dir>/<name>_run.pkl) "
                                                        "instead of running")
+    parser.add_argument("--eval_only", action="store_true",
+                        help="train the variants and write their eval-split values only (choosing alternatives)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
     args = parser.parse_args(argv)
+    if args.eval_only:
+        if not args.data_dir:
+            parser.error("--data_dir is needed to run")
+        eval_only(args)
+        return 0
     if args.from_run:
         with open(args.from_run, "rb") as f:
             run_out = pickle.load(f)
