@@ -545,7 +545,7 @@ def run(args) -> Dict[str, Any]:
         return {"meta": meta, "settings": settings, "results": results, "examples": examples}
 
     def save_so_far(done: Sequence[int]) -> None:
-        """Everything measured so far, kept after each seed (report it with --from_run)."""
+        """Everything measured so far, kept after each model (report it with --from_run)."""
         os.makedirs(args.work_dir, exist_ok=True)
         atomic_write(os.path.join(args.work_dir, f"{args.name}_run.pkl"), pickle.dumps(assemble(done)))
 
@@ -571,6 +571,7 @@ def run(args) -> Dict[str, Any]:
                         "hparams": summary["hparams"], "eval": eval_at_best(summary)})
                 shutil.rmtree(export, ignore_errors=True)
                 tf.keras.backend.clear_session()
+                save_so_far(seeds[:seeds.index(seed) + 1])  # the current seed may be partial
             t0 = time.monotonic()
             model, history = fit_att2seq(train, evaluation, sizes, target_column.transformed_name(),
                                          att2seq_hparams, seed)
