@@ -638,8 +638,10 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
         low, high = interval(results[a]["draws"][metric], results[b]["draws"][metric])
         diff = by_model[a][metric] - by_model[b][metric]
         beats = (low > 0) if higher else (high < 0)
+        loses = (high < 0) if higher else (low > 0)
+        verdict = "A better" if beats else "A worse" if loses else "no difference (interval holds 0)"
         return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high, "beats": bool(beats),
-                "higher_is_better": higher}
+                "verdict": verdict, "higher_is_better": higher}
 
     comparisons = []
     for family in TEXT_FAMILIES:
@@ -715,7 +717,7 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
         "## Comparisons (A - B, paired bootstrap over test rows, "
         f"{settings['resamples']} draws, 95%)", "",
         md_table([{**c, "interval": f"[{c['low']:+.4f}, {c['high']:+.4f}]"} for c in summary["comparisons"]],
-                 ("a", "b", "metric", "diff", "interval", "beats")), "",
+                 ("a", "b", "metric", "diff", "interval", "verdict")), "",
         "## Goals (issue 31)", "",
     ]
     lines += [f"- {'MET' if g['met'] else 'NOT MET'}: {g['goal']} ({g['detail']})" for g in summary["goals"]]

@@ -135,6 +135,8 @@ def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path
     generation = next(g for g in report["goals"] if g["goal"].startswith("review_mt above"))
     assert generation["met"]  # it writes the references; both peers write "great"
     assert "draws" not in report["results"]["review_mt"]
+    verdicts = {(c["a"], c["b"], c["metric"]): c["verdict"] for c in report["comparisons"]}
+    assert verdicts[("review_mt", R.RETRIEVAL, "bleu_4")] == "A better"
     md = (tmp_path / "t.md").read_text()
     assert "review_mt: rating_rmse 0.9300, summary_perplexity 110.0000" in md
     assert "reference \"great strings for the price\"" in md
