@@ -751,6 +751,49 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One report's run from saved runs of the same data and settings with different seeds (each
+    run its own process, e.g. one seed at a time on a loaded machine). Seeded models gather
+    every run's seeds; a model without a seed (global mean, BaselineOnly, retrieval) is
+    deterministic and kept from the first run. The bootstrap draws depend only on the test
+    rows, so every run's draws are the same rows."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    for other in runs[1:]:
+        for key in ("description", "split", "test_rows", "test_rows_with_text", "target", "max_length", "resamples"):
+            if other["settings"][key] != first["settings"][key]:
+                raise ValueError(f"saved runs differ in {key}: {first['settings'][key]!r} vs "
+                                 f"{other['settings'][key]!r}")
+    results: Dict[str, Dict[str, Any]] = {}
+    for run_out in runs:
+        for model, entry in run_out["results"].items():
+            if model not in results:
+                results[model] = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                                  for k, v in entry.items()}
+                results[model]["values"] = {k: list(v) for k, v in entry["values"].items()}
+                results[model]["draws"] = {k: list(v) for k, v in entry["draws"].items()}
+                continue
+            if entry["seeds"] == [None] or set(entry["seeds"]) & set(results[model]["seeds"]):
+                continue  # deterministic, or a seed already gathered
+            merged = results[model]
+            merged["seeds"] += entry["seeds"]
+            merged["info"] += entry["info"]
+            for k, v in entry["values"].items():
+                merged["values"].setdefault(k, []).extend(v)
+            for k, v in entry["draws"].items():
+                merged["draws"].setdefault(k, []).extend(v)
+    seeds = sorted({s for r in runs for s in r["settings"]["seeds"]})
+    meta = dict(first["meta"])
+    meta["command"] = " + ".join(r["meta"]["command"] for r in runs)
+    meta["commit"] = " + ".join(dict.fromkeys(r["meta"]["commit"] for r in runs))
+    meta["date"] = " + ".join(r["meta"]["date"] for r in runs)
+    meta["seconds"] = round(sum(r["meta"]["seconds"] for r in runs), 1)
+    meta["load_average_end"] = runs[-1]["meta"]["load_average_end"]
+    return {"meta": meta, "settings": {**first["settings"], "seeds": seeds}, "results": results,
+            "examples": first["examples"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", help="the folder of Musical_instruments_reviews.csv")
@@ -763,8 +806,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=WORK_DIR)
     parser.add_argument("--out", default=RESULTS_DIR)
     parser.add_argument("--name", default=NAME)
-    parser.add_argument("--from_run", default="", help="report a run saved before (<work_dir>/<name>_run.pkl) "
-                                                       "instead of running")
+    parser.add_argument("--from_run", default="",
+                        help="report runs saved before (<work_dir>/<name>_run.pkl; comma-separated: runs of other "
+                             "seeds merged) instead of running")
     parser.add_argument("--eval_only", action="store_true",
                         help="train the variants and write their eval-split values only (choosing alternatives)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
@@ -775,8 +819,11 @@ def main(argv=None) -> int:
         eval_only(args)
         return 0
     if args.from_run:
-        with open(args.from_run, "rb") as f:
-            run_out = pickle.load(f)
+        saved = []
+        for path in args.from_run.split(","):
+            with open(path, "rb") as f:
+                saved.append(pickle.load(f))
+        run_out = merge_runs(saved)
     elif not args.data_dir:
         parser.error("--data_dir is needed to run")
     else:

@@ -140,3 +140,27 @@ def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path
     md = (tmp_path / "t.md").read_text()
     assert "review_mt: rating_rmse 0.9300, summary_perplexity 110.0000" in md
     assert "reference \"great strings for the price\"" in md
+
+
+def test_saved_runs_of_other_seeds_merge_seeded_models_and_keep_deterministic_ones_once():
+    settings = {"description": "x", "split": "hash", "test_rows": 3, "test_rows_with_text": 2, "target": "summary",
+                "max_length": 12, "resamples": 10}
+
+    def saved(seed, rmse):
+        return {"meta": {"command": f"c{seed}", "commit": "abc", "date": "d", "seconds": 1.0, "load_average_end": [0]},
+                "settings": {**settings, "seeds": [seed]}, "examples": [],
+                "results": {R.BASELINE: {"seeds": [None], "values": {"rmse": [0.9]}, "draws": {"rmse": [np.ones(10)]},
+                                         "info": []},
+                            R.MF: {"seeds": [seed], "values": {"rmse": [rmse]}, "draws": {"rmse": [np.full(10, rmse)]},
+                                   "info": [{"best_epoch": seed}]}}}
+
+    merged = R.merge_runs([saved(42, 0.8), saved(43, 1.0)])
+    assert merged["settings"]["seeds"] == [42, 43]
+    assert merged["results"][R.MF]["values"]["rmse"] == [0.8, 1.0]
+    assert len(merged["results"][R.MF]["draws"]["rmse"]) == 2
+    assert merged["results"][R.BASELINE]["seeds"] == [None] and merged["results"][R.BASELINE]["values"]["rmse"] == [0.9]
+    assert merged["meta"]["command"] == "c42 + c43"
+    other = saved(44, 0.9)
+    other["settings"]["test_rows"] = 4
+    with pytest.raises(ValueError, match="test_rows"):
+        R.merge_runs([saved(42, 0.8), other])
