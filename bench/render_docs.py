@@ -273,6 +273,13 @@ def _takd(variant: str) -> Callable[[Any], str]:
     return figure
 
 
+def _review_text(model: str) -> Callable[[Any], str]:
+    def figure(results):
+        r = _pick(results["rows"], model=model)
+        return f"test RMSE {_value(r['rmse'], r.get('rmse_std'))} (Amazon reviews)"
+    return figure
+
+
 HEADLINES: Tuple[Headline, ...] = (
     Headline("mf", "mf_family", _mf_family("mf")),
     Headline("mf_history", "mf_family", _mf_family("mf_history")),
@@ -290,6 +297,9 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("dtrn", "dtrn", _dtrn),
     Headline("takd_teacher_dtrn", "takd", _takd("teacher")),
     Headline("takd_student", "takd", _takd("student")),
+    Headline("semax", "review_text", _review_text("semax")),
+    Headline("review_mt", "review_text", _review_text("review_mt")),
+    Headline("nor_reviews", "review_text", _review_text("nor_reviews")),
 )
 
 

@@ -40,6 +40,10 @@ SCORE_QUERIES = "score_queries"  # user-view examples -> every item's score (pro
 CATALOGUE_SCORES = "catalogue_scores"  # score_queries output: float32 [None, N], -inf at rows that are not items
 HISTORY_ROWS = "history_rows"  # score_queries output: int64 [None, L] the input's item rows (0 = pad / unknown)
 QUERY_USER = "user_id"  # score_queries output: string [None], the example's user (seeds sampled negatives)
+EXPLAIN = "explain"  # serving_default's examples -> the generated explanation and each task's output
+EXPLANATION = "explanation"  # explain output: string [None], the generated words joined by spaces
+EXPLANATION_TOKENS = "explanation_tokens"  # explain output: string [None, L], the words ("" after the end)
+UNKNOWN_WORD = "<unk>"  # a generated id outside the vocabulary
 
 # numpy dtype <-> TensorProto dtype and the typed value field that carries it.
 _NUMERIC = {
@@ -327,6 +331,46 @@ def history_examples(history_item_ids: Sequence[Sequence[Union[str, bytes, int]]
         feature[features.HISTORY_BEHAVIORS].bytes_list.value.extend(_as_bytes(v) for v in brow)
         out.append(example.SerializeToString())
     return out
+
+
+def interaction_example(user_id: Union[str, bytes], item_id: Union[str, bytes],
+                        history_item_ids: Sequence[Union[str, bytes, int]] = (),
+                        history_behaviors: Optional[Sequence[Union[str, bytes]]] = None,
+                        texts: Optional[Mapping[str, Sequence[Union[str, bytes]]]] = None) -> bytes:
+    """A serialized raw interaction example as `serving_default` and `explain` read it: the user
+    and item ids, the user's history (behaviors b"" when not given) and any text features by
+    their raw names (e.g. a description's documents `user_review_docs`, oldest first).
+
+    Args:
+      user_id / item_id: the ids.
+      history_item_ids: the user's earlier items, oldest first.
+      history_behaviors: aligned behaviors (None: b"" each).
+      texts: raw feature name -> its byte strings.
+    """
+    example = example_pb2.Example()
+    feature = example.features.feature
+    feature[features.USER_ID].bytes_list.value.append(_as_bytes(user_id))
+    feature[features.ITEM_ID].bytes_list.value.append(_as_bytes(item_id))
+    behaviors = aligned_behaviors([history_item_ids], [history_behaviors] if history_behaviors is not None else None)[0]
+    feature[features.HISTORY_ITEM_IDS].bytes_list.value.extend(_as_bytes(v) for v in history_item_ids)
+    feature[features.HISTORY_BEHAVIORS].bytes_list.value.extend(_as_bytes(v) for v in behaviors)
+    for name, values in (texts or {}).items():
+        feature[name].bytes_list.value.extend(_as_bytes(v) for v in values)
+    return example.SerializeToString()
+
+
+def explanations(outputs: Mapping[str, np.ndarray]) -> List[dict]:
+    """One {"explanation": text, <task>: value, ...} per row from `explain`'s outputs."""
+    texts = outputs[EXPLANATION]
+    rows = []
+    for i, text in enumerate(np.asarray(texts).reshape(-1)):
+        row = {EXPLANATION: text.decode("utf-8") if isinstance(text, bytes) else str(text)}
+        for name, values in outputs.items():
+            values = np.asarray(values)
+            if name not in (EXPLANATION, EXPLANATION_TOKENS) and values.dtype.kind in "fiu":
+                row[name] = float(values.reshape(len(texts), -1)[i, 0])
+        rows.append(row)
+    return rows
 
 
 def ranked_items(item_ids: np.ndarray, scores: np.ndarray, k: Optional[int] = None) -> List[List[Tuple[str, float]]]:

@@ -16,6 +16,11 @@
   outputs, the exclusions over-fetched like the history).
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
   with category-set cosine by the family's `similar_category_weight`).
+- explain: `explain` (the serialized raw examples `serving_default` takes, documents
+  included -> each task's output and the generated explanation: greedy decoding inside the
+  SavedModel, at most the family's `max_length` words (the model record's hparams), the
+  words of the Transform vocabulary `model.explanation_vocabulary`, `<unk>` for an id
+  outside it).
 
 `serving_default`'s request features are the description's raw features a client sends
 (`contract.description.raw_features`, `serving=True`); `recommend`'s behavior vocabulary
@@ -49,7 +54,7 @@ from common.io_utils import atomic_write
 from contract import protocol
 from export.request_checks import assert_same_rows, assert_same_shape
 from export.scann_index import scann_top_k
-from models.base import RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
+from models.base import EXPLAIN, RETRIEVE, SCORE, SIMILAR, TEACH, RecModel
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
 # What a model scoring user-view examples reads of them.
@@ -160,6 +165,22 @@ def export_model(
 
         signatures[protocol.SERVING_DEFAULT] = serve.get_concrete_function()
         signatures[protocol.TRANSFORM_FEATURES] = transform_features.get_concrete_function()
+
+    if EXPLAIN in capabilities:
+        model.explanation_words = tf.Variable(
+            explanation_words(tf_transform_output, model.explanation_vocabulary, model.generator.end + 2),
+            trainable=False, name="explanation_words")
+        explain_spec = serving_feature_spec(tf_transform_output, spec)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=protocol.EXAMPLES)])
+        def explain(examples):
+            features = densify(model.tft_layer(tf.io.parse_example(examples, explain_spec)))
+            words = tf.gather(model.explanation_words, model.explain(features))
+            text = tf.strings.reduce_join(tf.ragged.boolean_mask(words, tf.not_equal(words, "")), axis=-1,
+                                          separator=" ")
+            return {**model(features), protocol.EXPLANATION: text, protocol.EXPLANATION_TOKENS: words}
+
+        signatures[protocol.EXPLAIN] = explain.get_concrete_function()
 
     if TEACH in capabilities:
         transformed_spec = tf_transform_output.transformed_feature_spec()
@@ -358,6 +379,16 @@ def export_model(
         os.makedirs(os.path.join(output_dir, protocol.ASSETS_EXTRA), exist_ok=True)
         atomic_write(os.path.join(output_dir, protocol.ASSETS_EXTRA, protocol.MODEL_RECORD),
                      json.dumps(record, indent=2, sort_keys=True))
+
+
+def explanation_words(tf_transform_output: tft.TFTransformOutput, vocabulary: str, rows: int) -> tf.Tensor:
+    """The word of each generated id [rows]: "" for padding and the ids after the vocabulary's
+    unknown id (end, start), the vocabulary's words for 1..V, UNKNOWN_WORD for V + 1."""
+    words = [w if isinstance(w, bytes) else str(w).encode() for w in tf_transform_output.vocabulary_by_name(vocabulary)]
+    table = [b""] + words + [protocol.UNKNOWN_WORD.encode()]
+    if len(table) > rows:
+        raise ValueError(f"vocabulary {vocabulary!r} has {len(words)} words; the model generates {rows} ids")
+    return tf.constant(table + [b""] * (rows - len(table)), tf.string)
 
 
 def read_model_record(saved_model_dir: str) -> Dict:

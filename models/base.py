@@ -11,6 +11,8 @@ A family subclasses `RecModel` and defines what its capabilities need:
   (the values of their categorical and multi-valued features) by the family's
   `similar_category_weight`.
 - `teach` (`soft_labels`): `soft_labels(features)`, the soft labels a student distils.
+- `explain` (`explain`): `explain(features)`, generated token ids of the
+  `explanation_vocabulary` for the inputs `serving_default` takes (models/reviews.py).
 
 `compute_loss` is the sum over tasks of weight x task loss, plus the family's penalty.
 """
@@ -34,7 +36,8 @@ SCORE = "score"
 RETRIEVE = "retrieve"
 SIMILAR = "similar"
 TEACH = "teach"  # `soft_labels`: a distillation teacher's soft labels of transformed examples
-CAPABILITIES = (SCORE, RETRIEVE, SIMILAR, TEACH)
+EXPLAIN = "explain"  # `explain`: generated text (an explanation) with the rating, from serving_default's inputs
+CAPABILITIES = (SCORE, RETRIEVE, SIMILAR, TEACH, EXPLAIN)
 
 # Keys of a retrieval batch (built by training/views.py from the user view).
 TARGET_IDX = "target_idx"  # [B] the item row to retrieve

@@ -119,6 +119,8 @@ class ModelContext:
       item_counts: [num_items] training interactions per item row (popularity).
       item_table: per-item Transform features by item row (`item_table_names`); rows
         without a training example hold zeros.
+      text_rows: embedding rows of each interaction text column's vocabulary (size + 2), by
+        column name: what a model generating that column's text needs.
       seed: initialisation seed.
     """
 
@@ -132,6 +134,7 @@ class ModelContext:
     mean_rating: float = 0.0
     item_counts: Optional[np.ndarray] = None
     item_table: Optional[Dict[str, np.ndarray]] = None
+    text_rows: Dict[str, int] = dataclasses.field(default_factory=dict)
     seed: int = 42
 
     def task(self, name: str) -> T.TaskSpec:
@@ -209,5 +212,6 @@ def synthetic_context(
         mean_rating=3.5,
         item_counts=rng.integers(1, 50, size=num_items).astype(np.float32),
         item_table=table,
+        text_rows={c.name: vocabulary_rows for c in spec.description.text_columns},
         seed=seed,
     )

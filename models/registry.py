@@ -15,8 +15,8 @@ from models.base import RecModel
 from models.context import ModelContext
 from models.families.sequential import SequentialModel
 from models import multitask
-from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, peterrec, ple,
-                              sasrec, shared_bottom, single_task, takd, two_tower)
+from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, nor_reviews, peterrec,
+                              ple, review_mt, sasrec, semax, shared_bottom, single_task, takd, two_tower)
 from models.hparams import HParams
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
@@ -133,6 +133,15 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
            "small task-pair model distilled from takd_teacher_dtrn's soft labels (alone without them)",
            teacher="takd_teacher_dtrn"),
+    Family("semax", semax.SEMAX, semax.SEMAXParams, regression_task, F.INTERACTION_VIEW,
+           "SEMAX: rating from LSTM-encoded, time-ordered user and item review documents and latent factors, "
+           "with the related task of rating the row's own review (training only)"),
+    Family("review_mt", review_mt.ReviewMT, review_mt.ReviewMTParams, regression_task, F.INTERACTION_VIEW,
+           "'Why I like it': MF with vectors regularized by review-document features + a review generator "
+           "(explain); adversarial stage optional"),
+    Family("nor_reviews", nor_reviews.NORReviews, nor_reviews.NORParams, regression_task, F.INTERACTION_VIEW,
+           "NOR adapted to user-item matching: CNN + mutual attention on both sides' review documents, rating "
+           "+ comment generation by a GRU with cross-modality attention (explain)"),
 )}
 
 

@@ -3,12 +3,14 @@
 `PointwiseTask` scores one example at a time (a rating, a 0/1 label), with the loss and
 metrics computed only where the task's condition holds. `RetrievalTask` ranks the whole
 catalogue for a query: a softmax over every item (full) or over the batch's targets
-with the log-popularity (log-q) correction (sampled).
+with the log-popularity (log-q) correction (sampled). `GenerationTask` scores a generated
+text token by token (cross entropy, padding masked) with its own metrics, token accuracy
+and perplexity.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -126,3 +128,59 @@ class RetrievalTask(keras.layers.Layer):
         logits = tf.where(same, tf.constant(-1e9, logits.dtype), logits)
         labels = tf.range(tf.shape(targets)[0])
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+class Perplexity(keras.metrics.Metric):
+    """exp of the mean token cross entropy seen so far (tokens weighted by their mask)."""
+
+    def __init__(self, name: str = "perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_weight(name="total", initializer="zeros")
+        self.count = self.add_weight(name="count", initializer="zeros")
+
+    def update_state(self, nll: tf.Tensor, sample_weight: Optional[tf.Tensor] = None) -> None:
+        weight = tf.ones_like(nll) if sample_weight is None else tf.cast(sample_weight, nll.dtype)
+        self.total.assign_add(tf.reduce_sum(nll * weight))
+        self.count.assign_add(tf.reduce_sum(weight))
+
+    def result(self) -> tf.Tensor:
+        return tf.exp(self.total / tf.maximum(self.count, 1.0))
+
+    def reset_state(self) -> None:
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Per-token negative log-likelihood [B, L] of `targets` under `logits` [B, L, C], and the
+    mask [B, L] of target tokens (id > 0; 0 is padding)."""
+    targets = tf.cast(targets, tf.int64)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    return nll, tf.cast(targets > 0, nll.dtype)
+
+
+class GenerationTask(keras.layers.Layer):
+    """Token-level cross entropy of a text generated under teacher forcing, padding masked.
+
+    Loss: the mean negative log-likelihood per target token over the rows where `mask` is
+    1 (targets: [B, L] ids, 0 after the end). Metrics `<name>_token_accuracy` (the most
+    likely token is the target) and `<name>_perplexity` (exp of the mean token cross
+    entropy) see the same tokens.
+
+    Args:
+      name: the generated text column (the metrics' prefix).
+    """
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=f"generation_{name}", **kwargs)
+        self.accuracy = keras.metrics.Mean(name=f"{name}_token_accuracy")
+        self.perplexity = Perplexity(name=f"{name}_perplexity")
+
+    def call(self, targets: tf.Tensor, logits: tf.Tensor, mask: Optional[tf.Tensor] = None) -> tf.Tensor:
+        nll, tokens = token_nll(targets, logits)
+        if mask is not None:
+            tokens = tokens * tf.cast(mask, tokens.dtype)[:, None]
+        hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(targets, tf.int64)), nll.dtype)
+        self.accuracy.update_state(hits, sample_weight=tokens)
+        self.perplexity.update_state(nll, sample_weight=tokens)
+        return tf.reduce_sum(nll * tokens) / tf.maximum(tf.reduce_sum(tokens), 1.0)

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 from common.io_utils import atomic_write
 from contract import features as F
 from contract import protocol
-from models.base import RETRIEVE, SCORE, SIMILAR, TEACH
+from models.base import EXPLAIN, RETRIEVE, SCORE, SIMILAR, TEACH
 from models.registry import get_family
 from pipeline import report
 from pipeline.configs import PipelineConfig
@@ -26,6 +26,8 @@ _USE = {
     RETRIEVE: "recommends the top K of the catalogue for a history of items and behaviors (`recommend`)",
     SIMILAR: "finds items with close learned vectors (`similar_items`)",
     TEACH: "gives a student's Trainer soft labels of transformed examples (`soft_labels`)",
+    EXPLAIN: "generates an explanation (a text of the user on the item, greedy) with each task's output for the "
+             "inputs `serving_default` takes (`explain`)",
 }
 
 _CAVEATS = [

@@ -1,8 +1,10 @@
-"""In-process commands on a pushed model: similar items, and top-K for a history.
+"""In-process commands on a pushed model: similar items, top-K for a history, an explanation.
 
     python -m serving.cli --model two_tower similar --title "PART OF A TITLE"
     python -m serving.cli --model two_tower recommend --items 1,260,1196 [--behaviors B1,B2,B3]
     python -m serving.cli --model two_tower recommend --items 1,260 --exclude 1196,2571   # never these either
+    python -m serving.cli --model review_mt explain --user U --item I \
+        [--text user_review_docs="an earlier review"]... [--items 1,50]
 
 The model is the newest version of `--model` under `--serving_base` (what `make run`
 pushed). Item ids are shown with their titles from the items table of the dataset the
@@ -20,7 +22,7 @@ from typing import Dict, List, Optional
 
 from contract import protocol
 from pipeline.configs import PipelineConfig
-from serving.client import item_titles
+from serving.client import add_explain_arguments, explain_example, item_titles, print_explanation
 
 
 def model_titles(path: str, dataset: Optional[str] = None, column: str = "") -> Dict[str, str]:
@@ -83,7 +85,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     recommend.add_argument("--exclude", default="",
                            help="comma-separated item ids never to return besides --items (e.g. everything the "
                                 "user rated when --items holds only the most recent); uses recommend_excluding")
+    explain = commands.add_parser("explain", help="the generated explanation and the rating of one (user, item)")
+    add_explain_arguments(explain)
     args = parser.parse_args(argv)
+    example = explain_example(parser, args) if args.command == "explain" else None
 
     import tensorflow as tf  # after argument errors, which need no TensorFlow
 
@@ -91,6 +96,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     titles = model_titles(path, args.dataset, args.title_column)
     model = tf.saved_model.load(path)
     print(f"model {args.model} from {path}")
+    if args.command == "explain":
+        if protocol.EXPLAIN not in model.signatures:
+            raise SystemExit(f"model {args.model!r} does not serve {protocol.EXPLAIN} (its family generates no "
+                             f"text); try --model review_mt or nor_reviews")
+        print(f"user {args.user}, item {args.item} {titles.get(args.item, '')}".rstrip())
+        outputs = model.signatures[protocol.EXPLAIN](examples=tf.constant([example]))
+        for row in protocol.explanations({k: v.numpy() for k, v in outputs.items()}):
+            print_explanation(args.model, row)
+        return 0
     if args.command == "similar":
         item = args.item or (find_item(titles, args.title) if args.title else None)
         if item is None:

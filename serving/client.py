@@ -6,6 +6,8 @@ failure raises `ServingError` with the gRPC code and the server's message.
 
     python -m serving.client recommend --target localhost:8500 --model mf --items 1,50,260 \
         [--behaviors B1,B2,B3] [--exclude 32,593] --k 10 [--dataset NAME_OR_FILE]
+    python -m serving.client explain --target localhost:8500 --model review_mt --user U --item I \
+        [--items 1,50] [--text user_review_docs="an earlier review"]...
     python -m serving.client status --target localhost:8500 --model mf
     python -m serving.client metadata --target localhost:8500 --model mf
 """
@@ -319,6 +321,31 @@ class ServingClient:
         return self.predict_examples(model, examples, version=version, output_filter=output_filter,
                                      version_label=version_label)
 
+    def explain(
+        self,
+        model: str,
+        serialized_examples: Sequence[bytes],
+        version: Optional[int] = None,
+        version_label: Optional[str] = None,
+    ) -> List[dict]:
+        """The generated explanation and each task's output (e.g. the rating) per raw interaction
+        example (`protocol.interaction_example`: the inputs `serving_default` takes, documents
+        included) through the `explain` signature: [{"explanation": text, <task>: value}].
+
+        Args:
+          model: model name.
+          serialized_examples: serialized raw `tf.Example`s.
+          version: pin a version.
+          version_label: ask for a labelled version instead.
+        """
+        outputs = self.predict_examples(model, serialized_examples, signature=protocol.EXPLAIN, version=version,
+                                        version_label=version_label)
+        if protocol.EXPLANATION not in outputs:
+            raise ServingError(grpc.StatusCode.INTERNAL, f"model '{model}' signature '{protocol.EXPLAIN}' returned "
+                                                         f"{sorted(outputs)}, without '{protocol.EXPLANATION}'",
+                               "Predict")
+        return protocol.explanations(outputs)
+
     def model_metadata(self, model: str, version: Optional[int] = None, version_label: Optional[str] = None) -> dict:
         """Signatures of the served version: {"model", "version", "signatures": {name: {...}}}.
 
@@ -454,6 +481,38 @@ def _table_rows(path: str, source) -> List[Dict[str, object]]:
         return [dict(zip(header, values)) for values in reader]
 
 
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    """The inputs of an `explain` request: user, item, history and texts by raw feature name."""
+    parser.add_argument("--user", required=True, help="user id")
+    parser.add_argument("--item", required=True, help="item id")
+    parser.add_argument("--items", default="", help="comma-separated history item ids, oldest first")
+    parser.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
+    parser.add_argument("--text", action="append", default=[], metavar="FEATURE=TEXT",
+                        help="a text value of a raw feature, repeatable, oldest first (the documents, e.g. "
+                             "user_review_docs=\"...\" and item_review_docs=\"...\")")
+
+
+def explain_example(parser: argparse.ArgumentParser, args) -> bytes:
+    """The serialized raw example of `add_explain_arguments`' values."""
+    items = _split(args.items)
+    behaviors = _split(args.behaviors) if args.behaviors is not None else None
+    if behaviors is not None and len(behaviors) != len(items):
+        parser.error(f"--behaviors has {len(behaviors)} values for {len(items)} --items")
+    texts: Dict[str, List[str]] = {}
+    for item in args.text:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--text {item!r}: expected FEATURE=TEXT, e.g. user_review_docs=\"great strings\"")
+        texts.setdefault(name.strip(), []).append(value)
+    return protocol.interaction_example(args.user, args.item, items, behaviors, texts)
+
+
+def print_explanation(model: str, row: dict) -> None:
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != protocol.EXPLANATION)
+    print(f"{model}: {scores}")
+    print(f"  explanation: {row[protocol.EXPLANATION] or '(empty)'}")
+
+
 def _split(text: Optional[str]) -> List[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
@@ -487,6 +546,9 @@ def main(argv=None) -> int:
     common(hist)
     hist.add_argument("--items", required=True, help="comma-separated item ids, oldest first")
     hist.add_argument("--behaviors", default=None, help="comma-separated behaviors aligned with --items")
+    exp = sub.add_parser("explain", help="the generated explanation and the rating of one (user, item)")
+    common(exp)
+    add_explain_arguments(exp)
     common(sub.add_parser("status", help="version states of a model"))
     common(sub.add_parser("metadata", help="signatures of a model"))
     args = parser.parse_args(argv)
@@ -517,6 +579,10 @@ def main(argv=None) -> int:
             for rank, (item, score) in enumerate(ranked, 1):
                 title = titles.get(item, "")
                 print(f"{rank:3d}. {item:>10}  {score:9.4f}  {title}".rstrip())
+        elif args.command == "explain":
+            for row in client.explain(args.model, [explain_example(parser, args)], version=args.version,
+                                      version_label=args.label):
+                print_explanation(args.model, row)
         elif args.command == "status":
             for s in client.model_status(args.model, args.version):
                 line = f"{args.model} version {s['version']}: {s['state']}"

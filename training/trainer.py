@@ -152,6 +152,7 @@ def _context(family: Family, spec: D.DatasetSpec, tft_output: tft.TFTransformOut
         mean_rating=mean_rating,
         item_counts=counts,
         item_table=table,
+        text_rows={c.name: vocabulary_rows(tft_output, c.vocabulary_name) for c in spec.description.text_columns},
         seed=config.seed,
     )
 

@@ -23,3 +23,12 @@ from models.blocks.distill import (  # noqa: F401,E402
     label_pair_masks,
 )
 from models.blocks.interest import REFINE_GATES, ConditionalLayerNorm, Refinement, TaskInterest, typed_sequences  # noqa: F401,E402
+from models.blocks.text import (  # noqa: F401,E402
+    DocumentEncoder,
+    MutualAttention,
+    SequenceGenerator,
+    TextDiscriminator,
+    TokenEncoder,
+    WordAttention,
+    decoder_targets,
+)

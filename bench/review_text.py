@@ -1,0 +1,864 @@
+"""Reviews as tasks (issue 31): the review families' ratings and explanations against their peers, one split, one run.
+
+Data: the Amazon Musical Instruments 5-core reviews through the pipeline's own data stages
+(bench/text_stages.py: ExampleGen's run_ingest, then the Transform preprocessing_fn analyzed on
+the training split), read with `--description` (default: bench/descriptions/amazon_reviews_text.yaml,
+the dataset's description with its text sized for a 2-core machine) from `--data_dir`. Hash
+split (80/10/10 by md5 of user:item); the eval split stops training, the test split is
+reported. A row's documents are the user's and the item's most recent earlier TRAINING
+reviews, so no test text is ever an input.
+
+Models, trained for each of `--seeds` through the Trainer's code (training.trainer.train) and
+scored through their exported signatures on the raw test examples (`serving_default` for the
+rating, `explain` for the text):
+- the review families with their text task: semax (documents and its related task: the
+  `review` column), review_mt and nor_reviews (documents: `review`; generated: `summary`, the
+  review's title line, as NRT-style explanation datasets use one short sentence);
+- ablations: each without its text task (`text_task=false`, rating only), and review_mt with
+  its adversarial stage (`adversarial=true`; the default is teacher forcing alone);
+- rating peers on the same rows: `mf` (the registry's defaults), surprise BaselineOnly and
+  surprise SVD (its settings chosen on the eval split from SVD_GRID; random_state = seed),
+  and the global mean;
+- text peers: `retrieval` (for a test row (u, i), the training summary of item i whose review
+  is most similar, tf-idf cosine over review tokens, to the user's own training reviews;
+  deterministic) and `att2seq` (a generator trained alone on user and item ids: their
+  embeddings are the decoder's start context and its attention memory; early stopping on
+  the eval split's token loss).
+
+Metrics: rating RMSE and MAE (no prediction clipped), AUC of the prediction against the
+description's liked label (rating >= 4); for text, BLEU-1 and BLEU-4 (corpus), ROUGE-1/2/L F1,
+distinct-1/2 (evaluation/text_metrics.py: the Transform's tokens, method-1 smoothing) in percent,
+and perplexity (teacher forcing, test references' tokens and the end token), over the test
+rows that have a summary. Each model's value is the mean and standard deviation over seeds;
+"A beats B" lines give the paired bootstrap interval (95%, `--resamples` draws of the test rows,
+the same draws for every model, each draw's value averaged over seeds) of A - B.
+
+Writes `<out>/<name>.json` (settings, per-seed values, comparisons, goals, examples, command,
+commit, machine, date) and `<out>/<name>.md`.
+
+    python -m bench.review_text --data_dir ../shared/data/amazon-musical-instruments-5core \\
+        [--seeds 42,43,44,45,46] [--max_epochs N] [--variants semax,review_mt,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import itertools
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from bench import peers, text_stages  # noqa: E402
+from bench.common import RESULTS_DIR, machine, md_table, mean_std  # noqa: E402
+from common.io_utils import atomic_write  # noqa: E402
+from contract import description as desc  # noqa: E402
+from contract import features as F  # noqa: E402
+from contract import protocol  # noqa: E402
+from evaluation import definitions as d  # noqa: E402
+from evaluation import text_metrics as tm  # noqa: E402
+
+NAME = "review_text"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DESCRIPTION = os.path.join(REPO, "bench", "descriptions", "amazon_reviews_text.yaml")
+WORK_DIR = os.path.join(REPO, "outputs", "bench")
+TARGET = "summary"  # the generated column of review_mt, nor_reviews and att2seq
+SVD_GRID = {"n_factors": (10, 50), "n_epochs": (20, 40), "lr_all": (0.005,), "reg_all": (0.05, 0.1)}
+RESAMPLES = 1000
+LEVEL = 0.95
+EXAMPLES = 5
+RETRIEVAL, ATT2SEQ, MF = "retrieval", "att2seq", "mf"
+BASELINE, SVD, GLOBAL = peers.BASELINE_ONLY, peers.SVD, peers.GLOBAL_MEAN
+TEXT_METRICS = ("bleu_1", "bleu_4", "rouge_1", "rouge_2", "rouge_l", "distinct_1", "distinct_2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A trained model of the benchmark: a family with overrides."""
+
+    name: str
+    family: str
+    overrides: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def hparams(self) -> Dict[str, str]:
+        return dict(self.overrides)
+
+
+GENERATED = (("target", TARGET),)
+VARIANTS = (
+    Variant(MF, "mf"),
+    Variant("semax", "semax"),
+    Variant("semax rating only", "semax", (("text_task", "false"),)),
+    Variant("review_mt", "review_mt", GENERATED),
+    Variant("review_mt adversarial", "review_mt", GENERATED + (("adversarial", "true"),)),
+    # The stage from the second epoch on (66 steps of 128 rows are one epoch of the training
+    # split): early stopping on the rating may keep an epoch before the default start.
+    Variant("review_mt adversarial early", "review_mt", GENERATED + (("adversarial", "true"),
+                                                                     ("adversarial_start", "66"))),
+    Variant("review_mt rating only", "review_mt", GENERATED + (("text_task", "false"),)),
+    Variant("nor_reviews", "nor_reviews", GENERATED),
+    # Stopped on the whole objective: the generator trains past the rating's best epoch.
+    Variant("review_mt joint stop", "review_mt", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
+    Variant("nor_reviews joint stop", "nor_reviews", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
+    # The adversarial stage after four epochs of teacher forcing, stopped on the whole objective.
+    Variant("review_mt adversarial joint stop", "review_mt", GENERATED + (
+        ("stop_on", "joint"), ("patience", "3"), ("adversarial", "true"), ("adversarial_start", "264"))),
+    Variant("nor_reviews rating only", "nor_reviews", GENERATED + (("text_task", "false"),)),
+)
+TEXT_FAMILIES = ("semax", "review_mt", "nor_reviews")
+GENERATORS = ("review_mt", "nor_reviews")
+
+
+# --------------------------------------------------------------------------
+# Paired bootstrap over test rows (per row of a text metric; bench.common's resamples users)
+# --------------------------------------------------------------------------
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
+    """[resamples, n] row indices drawn with replacement; every model uses the same draws."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def rmse_draws(predictions: np.ndarray, ratings: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean((predictions - ratings)[draws] ** 2, axis=1))
+
+
+def mean_draws(values: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    return np.asarray(values, np.float64)[draws].mean(axis=1)
+
+
+def bleu_draws(statistics: Tuple[np.ndarray, ...], draws: np.ndarray) -> np.ndarray:
+    """Corpus BLEU of each draw from per-pair statistics (text_metrics.bleu_statistics)."""
+    matches, totals, hyp, ref = statistics
+    return tm.bleu_from_statistics(matches[draws].sum(1), totals[draws].sum(1), hyp[draws].sum(1),
+                                   ref[draws].sum(1))
+
+
+def interval(a_draws: Sequence[np.ndarray], b_draws: Sequence[np.ndarray], level: float = LEVEL
+             ) -> Tuple[float, float]:
+    """Percentile interval of (A - B) over draws, each side's draws averaged over its seeds."""
+    diff = np.mean(a_draws, axis=0) - np.mean(b_draws, axis=0)
+    return (float(np.percentile(diff, 100 * (1 - level) / 2)), float(np.percentile(diff, 100 * (1 + level) / 2)))
+
+
+# --------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------
+def liked_threshold(dd: desc.Description) -> float:
+    """The smallest rating of the description's first `rating >= x` label."""
+    for label in dd.labels:
+        c = label.condition
+        if label.source == desc.EXPR and c is not None and c.field == desc.RATING and c.op == ">=":
+            return float(c.value)
+    raise ValueError(f"{dd.name}: no `rating >= x` label to measure AUC against")
+
+
+def transformed_rows(tft_output, examples: Sequence[bytes], batch: int = 512) -> Dict[str, np.ndarray]:
+    """The Transform's features of serialized raw examples, in their order (dense numpy)."""
+    import tensorflow as tf
+
+    from export.signatures import densify
+
+    spec = tft_output.raw_feature_spec()
+    layer = tft_output.transform_features_layer()
+    parts: Dict[str, List[np.ndarray]] = {}
+    for start in range(0, len(examples), batch):
+        raw = tf.io.parse_example(tf.constant(list(examples[start:start + batch])), spec)
+        out = densify(layer(raw))
+        for name, value in out.items():
+            if isinstance(value, tf.SparseTensor):
+                value = tf.sparse.to_dense(value)
+            parts.setdefault(name, []).append(value.numpy())
+    return {name: np.concatenate(v) if v[0].ndim < 2 else _pad_concat(v) for name, v in parts.items()}
+
+
+def _pad_concat(values: List[np.ndarray]) -> np.ndarray:
+    width = max(v.shape[1] for v in values)
+    return np.concatenate([np.pad(v, [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)) for v in values])
+
+
+def references(tokens: np.ndarray, vocabulary: Sequence[bytes], max_length: int) -> List[List[str]]:
+    return [tm.tokens_of(row[:max_length], vocabulary, reference=True) for row in tokens]
+
+
+# --------------------------------------------------------------------------
+# Text peers
+# --------------------------------------------------------------------------
+def tfidf_rows(tokens: np.ndarray, vocabulary_rows: int, idf: Optional[np.ndarray] = None):
+    """Sparse l2-normalized tf-idf rows of token-id rows (0 = padding), and the idf used."""
+    import scipy.sparse as sp
+
+    rows, cols = np.nonzero(tokens > 0)
+    counts = sp.csr_matrix((np.ones(len(rows)), (rows, tokens[rows, cols])), shape=(len(tokens), vocabulary_rows))
+    if idf is None:
+        df = np.asarray((counts > 0).sum(0)).ravel()
+        idf = np.log((1.0 + len(tokens)) / (1.0 + df)) + 1.0
+    weighted = counts.multiply(idf[None, :]).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1)).ravel())
+    return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ weighted, idf
+
+
+def retrieval_explanations(train: Dict[str, np.ndarray], test: Dict[str, np.ndarray], documents: str, target: str,
+                           vocabulary_rows: int) -> np.ndarray:
+    """For each test row (u, i): the target text of the training row of item i whose documents-
+    column text is closest (tf-idf cosine) to the sum of user u's training texts; an item
+    without a training row: the closest training row of any item. Returns target ids [N, T]."""
+    import scipy.sparse as sp
+
+    vectors, idf = tfidf_rows(train[documents], vocabulary_rows)
+    users = train[F.USER_IDX]
+    order = np.argsort(users, kind="stable")
+    profiles: Dict[int, Any] = {}
+    out = np.zeros((len(test[F.USER_IDX]),) + train[target].shape[1:], train[target].dtype)
+    by_item: Dict[int, np.ndarray] = {}
+    for item in np.unique(train[F.ITEM_IDX]):
+        by_item[int(item)] = np.flatnonzero(train[F.ITEM_IDX] == item)
+    starts = np.searchsorted(users[order], np.unique(users))
+    for user, start, end in zip(np.unique(users), starts, list(starts[1:]) + [len(order)]):
+        profiles[int(user)] = sp.csr_matrix(vectors[order[start:end]].sum(0))
+    empty = sp.csr_matrix((1, vocabulary_rows))
+    for n, (user, item) in enumerate(zip(test[F.USER_IDX], test[F.ITEM_IDX])):
+        candidates = by_item.get(int(item), np.arange(len(users)))
+        scores = np.asarray((vectors[candidates] @ profiles.get(int(user), empty).T).todense()).ravel()
+        out[n] = train[target][candidates[int(np.argmax(scores))]]
+    return out
+
+
+def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: int, units: int, max_length: int,
+                  seed: int):
+    """Att2Seq-like peer (Dong et al., 2017): user and item id embeddings are the decoder's start
+    context and its attention memory; no review document, no rating task."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from models.blocks import embedding
+    from models.blocks.text import SequenceGenerator, decoder_targets
+    from models.tasks import GenerationTask
+
+    class Att2Seq(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.users = embedding(num_users, dim, seed, "users")
+            self.items = embedding(num_items, dim, seed + 1, "items")
+            self.generator = SequenceGenerator(rows, units, seed=seed + 2, name="generator")
+            self.task = GenerationTask(target)
+
+        def decoder_inputs(self, features):
+            u, v = self.users(features[F.USER_IDX]), self.items(features[F.ITEM_IDX])
+            return tf.concat([u, v], -1), tf.stack([u, v], 1), tf.ones([tf.shape(u)[0], 2], tf.bool)
+
+        def targets(self, features):
+            return decoder_targets(features[target], max_length, self.generator.end)
+
+        def loss_of(self, features, training):
+            targets = self.targets(features)
+            logits = self.generator(*self.decoder_inputs(features), targets, training=training)
+            present = tf.cast(tf.reduce_any(features[target] > 0, -1), tf.float32)
+            return self.task(targets, logits, present)
+
+        def train_step(self, features):
+            with tf.GradientTape() as tape:
+                loss = self.loss_of(features, True)
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables),
+                                               self.trainable_variables))
+            return {"loss": loss, **{m.name: m.result() for m in self.metrics}}
+
+        def test_step(self, features):
+            return {"loss": self.loss_of(features, False), **{m.name: m.result() for m in self.metrics}}
+
+        def teacher_forced(self, features):
+            targets = self.targets(features)
+            return targets, self.generator(*self.decoder_inputs(features), targets)
+
+        def explain(self, features):
+            return self.generator.generate(*self.decoder_inputs(features), max_length)
+
+    return Att2Seq()
+
+
+def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any], seed: int):
+    """The Att2Seq peer trained on the training rows, stopped on the eval rows' token loss."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    columns = (F.USER_IDX, F.ITEM_IDX, target)
+    model = att2seq_model(context["num_users"], context["num_items"], context["rows"], target, hparams["dim"],
+                          hparams["units"], hparams["max_length"], seed)
+    model.compile(optimizer=keras.optimizers.Adam(hparams["learning_rate"]))
+    data = tf.data.Dataset.from_tensor_slices({k: train[k] for k in columns}).shuffle(len(train[target]), seed=seed)
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hparams["patience"],
+                                         restore_best_weights=True)
+    history = model.fit(data.batch(hparams["batch_size"]), epochs=hparams["max_epochs"], verbose=2,
+                        validation_data=tf.data.Dataset.from_tensor_slices(
+                            {k: evaluation[k] for k in columns}).batch(1024), callbacks=[stop])
+    return model, {k: [float(x) for x in v] for k, v in history.history.items()}
+
+
+# --------------------------------------------------------------------------
+# Families
+# --------------------------------------------------------------------------
+def batched(fn, features: Dict[str, np.ndarray], names: Sequence[str], batch: int = 512) -> List[Any]:
+    """fn over row batches of the named features; the per-batch results in order."""
+    import tensorflow as tf
+
+    n = len(features[names[0]])
+    return [fn({k: tf.constant(features[k][s:s + batch]) for k in names}) for s in range(0, n, batch)]
+
+
+def perplexity_of(model, features: Dict[str, np.ndarray], names: Sequence[str], rows: np.ndarray) -> float:
+    """Teacher-forced perplexity of the rows' own target texts (rows: those with a reference)."""
+    from models.tasks import token_nll
+
+    nll, mask = [], []
+    for targets, logits in batched(model.teacher_forced, features, names):
+        a, b = token_nll(targets, logits)
+        nll.append(a.numpy())
+        mask.append(b.numpy())
+    return tm.perplexity(np.concatenate(nll)[rows], np.concatenate(mask)[rows])
+
+
+def served(loaded, signature: str, examples: Sequence[bytes], batch: int = 512) -> Dict[str, np.ndarray]:
+    """A loaded SavedModel's signature over serialized examples, in batches."""
+    import tensorflow as tf
+
+    fn = loaded.signatures[signature]
+    parts: Dict[str, List[np.ndarray]] = {}
+    for s in range(0, len(examples), batch):
+        for k, v in fn(examples=tf.constant(list(examples[s:s + batch]))).items():
+            parts.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def eval_at_best(summary: Dict[str, Any]) -> Dict[str, float]:
+    """The eval split's rating RMSE and token perplexity at the kept epoch (what alternatives are
+    compared on; the test split is only reported)."""
+    best = summary.get("best_epoch")
+    if best is None:
+        return {}
+    return {k[len("val_"):]: summary["history"][k][best - 1] for k in sorted(summary["history"])
+            if k.startswith("val_") and (k.endswith("rating_rmse") or k.endswith("perplexity"))}
+
+
+def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], export_dir: str):
+    """(model, training summary) of one variant trained by the Trainer's code and exported."""
+    import tensorflow_transform as tft
+
+    from export.signatures import export_model
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig(family=variant.family, description=stages.spec.to_dict(),
+                         hparams={**variant.hparams, **extra}, seed=seed)
+    model, summary, valid = train(config, stages.files("train"), stages.files("eval"), stages.transform_graph)
+    export_model(model, tft.TFTransformOutput(stages.transform_graph), valid, export_dir, family=variant.family)
+    return model, summary
+
+
+def eval_only(args) -> Dict[str, Any]:
+    """Alternatives compared on the eval split alone: each chosen variant trained for each seed
+    (no export, the test split unread); its eval rating RMSE and token perplexity per epoch
+    and at the kept epoch. Kept after each run in `<out>/<name>.json`."""
+    from training.trainer import TrainConfig, train
+
+    started = time.monotonic()
+    commit = git_commit()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
+    extra = dict(a.split("=", 1) for a in args.hparam)
+    stages = text_stages.run(args.description, args.data_dir, args.work_dir)
+    runs: List[Dict[str, Any]] = []
+    out = {"meta": {"command": "python -m bench.review_text " + " ".join(sys.argv[1:]), "commit": commit,
+                    "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
+           "split": "eval", "runs": runs}
+    for seed in seeds:
+        for variant in chosen:
+            config = TrainConfig(family=variant.family, description=stages.spec.to_dict(),
+                                 hparams={**variant.hparams, **{k: v for k, v in extra.items()
+                                                                if _known(variant.family, k)}}, seed=seed)
+            _, summary, _ = train(config, stages.files("train"), stages.files("eval"), stages.transform_graph)
+            history = summary["history"]
+            runs.append({"variant": variant.name, "seed": seed, "monitor": summary["monitor"],
+                         "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                         "at_best": eval_at_best(summary),
+                         "per_epoch": {k[len("val_"):]: history[k] for k in sorted(history)
+                                       if k.startswith("val_") and (k.endswith("rating_rmse")
+                                                                    or k.endswith("perplexity") or k == "val_loss")}})
+            out["meta"].update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                               seconds=round(time.monotonic() - started, 1),
+                               load_average_end=[round(x, 2) for x in os.getloadavg()])
+            os.makedirs(args.out, exist_ok=True)
+            atomic_write(os.path.join(args.out, f"{args.name}.json"), json.dumps(out, indent=2) + "\n")
+            atomic_write(os.path.join(args.out, f"{args.name}.md"), eval_only_markdown(out))
+            print(f"{variant.name} seed {seed}: {runs[-1]['at_best']} best epoch {summary['best_epoch']}",
+                  file=sys.stderr, flush=True)
+    return out
+
+
+def eval_only_markdown(out: Dict[str, Any]) -> str:
+    """`eval_only`'s results as a page: one row per variant and seed (kept epoch, its eval
+    values), the per-epoch eval values, then the command, commit and machine."""
+    rows = [{"variant": r["variant"], "seed": r["seed"], "monitor": r["monitor"], "best_epoch": r["best_epoch"],
+             "epochs_run": r["epochs_run"], **{k: round(float(v), 4) for k, v in r["at_best"].items()}}
+            for r in out["runs"]]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["# Review families: alternatives on the eval split (the test split unread)", "",
+             md_table(rows, columns) if rows else "No run finished.", "", "## Eval values per epoch", ""]
+    for r in out["runs"]:
+        lines.append(f"- {r['variant']}, seed {r['seed']}: " + "; ".join(
+            f"{k} " + ", ".join(f"{float(v):.4f}" for v in values) for k, values in r["per_epoch"].items()))
+    meta = out["meta"]
+    lines += ["", f"Produced by: `{meta['command']}`", f"Commit: {meta['commit']}",
+              f"Machine: {json.dumps(meta['machine'])}", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+def choose_svd(train: peers.RatedRows, evaluation: peers.RatedRows, scale: Tuple[float, float]) -> Dict[str, Any]:
+    """SVD_GRID's settings with the lowest eval RMSE (seed 0)."""
+    best, best_rmse = None, np.inf
+    for values in itertools.product(*SVD_GRID.values()):
+        params = dict(zip(SVD_GRID, values))
+        value = d.rmse(peers.svd(train, evaluation, seed=0, scale=scale, **params), evaluation.ratings)
+        if value < best_rmse:
+            best, best_rmse = params, value
+    return {"params": best, "eval_rmse": float(best_rmse)}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(args) -> Dict[str, Any]:
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    started = time.monotonic()
+    load_start = os.getloadavg()
+    commit = git_commit()  # the code that runs: read before anything can change it
+    seeds = [int(s) for s in args.seeds.split(",")]
+    chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
+    extra = dict(a.split("=", 1) for a in args.hparam)
+    stages = text_stages.run(args.description, args.data_dir, args.work_dir)
+    spec = stages.spec
+    dd = spec.description
+    tft_output = tft.TFTransformOutput(stages.transform_graph)
+    threshold = liked_threshold(dd)
+
+    train_rows, eval_rows, test_rows = (peers.read_rated_rows(os.path.dirname(stages.raw_files(split)[0]), dd)
+                                        for split in ("train", "eval", "test"))
+    scale = peers.rating_scale(dd)
+    test = transformed_rows(tft_output, test_rows.examples)
+    evaluation = transformed_rows(tft_output, eval_rows.examples)
+    train = transformed_rows(tft_output, train_rows.examples)
+    target_column = dd.column(TARGET)
+    documents_column = desc.text_docs(dd.columns)[0]
+    vocabulary = tft_output.vocabulary_by_name(target_column.vocabulary_name)
+    from models.registry import get_family
+
+    base = get_family("review_mt").hparams().override({k: v for k, v in extra.items()
+                                                      if k in ("max_length", "dim", "units", "learning_rate",
+                                                               "batch_size", "max_epochs", "patience")})
+    max_length = base.max_length
+    refs = references(test[target_column.transformed_name()], vocabulary, max_length)
+    has_ref = np.array([len(r) > 0 for r in refs])
+    refs = [r for r, keep in zip(refs, has_ref) if keep]
+    n = len(test_rows)
+    draws = resample_indices(n, args.resamples)
+    text_draws = resample_indices(int(has_ref.sum()), args.resamples, seed=1)
+    ratings = test_rows.ratings
+
+    results: Dict[str, Dict[str, Any]] = {}
+
+    def record(model: str, seed: Optional[int], predictions: Optional[np.ndarray] = None,
+               hypotheses: Optional[List[List[str]]] = None, perplexity: Optional[float] = None,
+               info: Optional[Dict[str, Any]] = None) -> None:
+        entry = results.setdefault(model, {"seeds": [], "values": {}, "draws": {}, "info": []})
+        entry["seeds"].append(seed)
+        values = {}
+        if predictions is not None:
+            values.update(rmse=d.rmse(predictions, ratings), mae=d.mae(predictions, ratings),
+                          auc=d.liked_auc(predictions, ratings, threshold))
+            entry["draws"].setdefault("rmse", []).append(rmse_draws(predictions, ratings, draws))
+        if hypotheses is not None:
+            values.update({k: 100.0 * v for k, v in tm.text_metrics(hypotheses, refs).items()})
+            stats = [tm.bleu_statistics(h, r) for h, r in zip(hypotheses, refs)]
+            stacked = tuple(np.stack([s[k] for s in stats]) for k in range(4))
+            entry["draws"].setdefault("bleu_4", []).append(100.0 * bleu_draws(stacked, text_draws))
+            rouge_l = tm.pairwise_rouge(hypotheses, refs)["rouge_l"]
+            entry["draws"].setdefault("rouge_l", []).append(100.0 * mean_draws(rouge_l, text_draws))
+            if len(entry["seeds"]) == 1:
+                entry["hypotheses"] = hypotheses
+        if perplexity is not None:
+            values["perplexity"] = perplexity
+        for k, v in values.items():
+            entry["values"].setdefault(k, []).append(float(v))
+        if info:
+            entry["info"].append(info)
+        print(f"[{time.monotonic() - started:7.0f}s] {model} seed {seed}: "
+              f"{ {k: round(v, 4) for k, v in values.items()} }", file=sys.stderr, flush=True)
+
+    # Rating peers.
+    record(GLOBAL, None, peers.global_mean(train_rows, test_rows))
+    record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale))
+    svd_choice = choose_svd(train_rows, eval_rows, scale)
+    for seed in seeds:
+        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **svd_choice["params"]))
+
+    # Retrieval explanation (deterministic).
+    retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),
+                                       target_column.transformed_name(),
+                                       int(tft_output.vocabulary_size_by_name(documents_column.vocabulary_name)) + 2)
+    record(RETRIEVAL, None, hypotheses=[tm.tokens_of(r[:max_length], vocabulary, reference=False)
+                                        for r, keep in zip(retrieved, has_ref) if keep])
+
+    names = sorted(test)
+    rows_text = np.flatnonzero(has_ref)
+    att2seq_hparams = {"dim": base.dim, "units": base.units, "max_length": max_length,
+                       "learning_rate": base.learning_rate, "batch_size": base.batch_size,
+                       "max_epochs": base.max_epochs, "patience": base.patience}
+    sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
+             "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
+             "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
+
+    def assemble(done: Sequence[int]) -> Dict[str, Any]:
+        """The run so far (the seeds in `done` finished), as main() reports it."""
+        meta = {
+            "command": "python -m bench.review_text " + " ".join(sys.argv[1:]),
+            "commit": commit,
+            "machine": machine(),
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        settings = {
+            "description": os.path.relpath(args.description, REPO) if args.description.startswith(REPO)
+            else args.description,
+            "split": dd.split, "seeds": list(done), "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
+            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
+            "documents": documents_column.name, "max_length": max_length, "svd": svd_choice,
+            "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
+            "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
+        }
+        examples = example_rows(test_rows, test, has_ref, refs, results, target_column, vocabulary, max_length)
+        return {"meta": meta, "settings": settings, "results": results, "examples": examples}
+
+    def save_so_far(done: Sequence[int]) -> None:
+        """Everything measured so far, kept after each model (report it with --from_run)."""
+        os.makedirs(args.work_dir, exist_ok=True)
+        atomic_write(os.path.join(args.work_dir, f"{args.name}_run.pkl"), pickle.dumps(assemble(done)))
+
+    scratch = tempfile.mkdtemp(prefix="review-text-")
+    try:
+        for seed in seeds:
+            for variant in chosen:
+                export = os.path.join(scratch, f"{variant.family}-{seed}")
+                t0 = time.monotonic()
+                model, summary = train_variant(variant, stages, seed, {k: v for k, v in extra.items()
+                                                                       if _known(variant.family, k)}, export)
+                loaded = tf.saved_model.load(export)
+                predictions = served(loaded, protocol.SERVING_DEFAULT, test_rows.examples)[
+                    model.task_name].astype(np.float64).reshape(-1)
+                hypotheses = perplexity = None
+                if protocol.EXPLAIN in loaded.signatures:
+                    words = served(loaded, protocol.EXPLAIN, test_rows.examples)[protocol.EXPLANATION_TOKENS]
+                    hypotheses = [[w.decode() for w in row if w] for row, keep in zip(words, has_ref) if keep]
+                    perplexity = perplexity_of(model, test, names, rows_text)
+                record(variant.name, seed, predictions, hypotheses, perplexity,
+                       {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                        "train_seconds": summary["train_seconds"], "seconds": round(time.monotonic() - t0, 1),
+                        "hparams": summary["hparams"], "eval": eval_at_best(summary)})
+                shutil.rmtree(export, ignore_errors=True)
+                tf.keras.backend.clear_session()
+                save_so_far(seeds[:seeds.index(seed) + 1])  # the current seed may be partial
+            t0 = time.monotonic()
+            model, history = fit_att2seq(train, evaluation, sizes, target_column.transformed_name(),
+                                         att2seq_hparams, seed)
+            ids = np.concatenate([x.numpy() for x in batched(model.explain, test, names)])
+            record(ATT2SEQ, seed, hypotheses=[tm.tokens_of(r, vocabulary, reference=False)
+                                              for r, keep in zip(ids, has_ref) if keep],
+                   perplexity=perplexity_of(model, test, names, rows_text),
+                   info={"epochs_run": len(history["loss"]), "seconds": round(time.monotonic() - t0, 1),
+                         "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+                         "eval": {k[len("val_"):]: v[int(np.argmin(history["val_loss"]))]
+                                  for k, v in history.items() if k.startswith("val_") and k.endswith("perplexity")}})
+            save_so_far(seeds[:seeds.index(seed) + 1])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return assemble(seeds)
+
+
+def _known(family: str, name: str) -> bool:
+    import dataclasses as dc
+
+    from models.registry import get_family
+
+    return name in {f.name for f in dc.fields(get_family(family).hparams)}
+
+
+def example_rows(test_rows, test, has_ref, refs, results, column, vocabulary, max_length) -> List[Dict[str, Any]]:
+    """EXAMPLES test rows (every tenth row with a reference): the reference and each text
+    model's explanation from its first seed."""
+    rows = np.flatnonzero(has_ref)
+    picked = [int(i) for i in rows[:: max(len(rows) // EXAMPLES, 1)][:EXAMPLES]]
+    position = {int(r): k for k, r in enumerate(rows)}
+    out = []
+    for i in picked:
+        entry = {"user": str(test_rows.users[i]), "item": str(test_rows.items[i]),
+                 "rating": float(test_rows.ratings[i]), "reference": " ".join(refs[position[i]])}
+        for model, values in results.items():
+            if "hypotheses" in values:
+                entry[model] = " ".join(values["hypotheses"][position[i]])
+        out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
+    """Mean / std rows, comparisons with paired intervals, and the goal lines."""
+    results = run_out["results"]
+    rows = []
+    for model, entry in results.items():
+        row = {"model": model, "seeds": len(entry["seeds"])}
+        for metric, values in entry["values"].items():
+            stats = mean_std(values)
+            row[metric] = stats["mean"]
+            row[f"{metric}_std"] = stats["std"]
+        rows.append(row)
+    by_model = {r["model"]: r for r in rows}
+
+    def compare(a: str, b: str, metric: str, higher: bool) -> Optional[Dict[str, Any]]:
+        if a not in results or b not in results or metric not in results[a]["draws"] \
+                or metric not in results[b]["draws"]:
+            return None
+        low, high = interval(results[a]["draws"][metric], results[b]["draws"][metric])
+        diff = by_model[a][metric] - by_model[b][metric]
+        beats = (low > 0) if higher else (high < 0)
+        loses = (high < 0) if higher else (low > 0)
+        verdict = "A better" if beats else "A worse" if loses else "no difference (interval holds 0)"
+        return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high, "beats": bool(beats),
+                "verdict": verdict, "higher_is_better": higher}
+
+    comparisons = []
+    for family in TEXT_FAMILIES:
+        for peer in (MF, BASELINE, SVD, f"{family} rating only"):
+            comparisons.append(compare(family, peer, "rmse", False))
+    def teacher_forced(name: str) -> str:  # the adversarial variant's teacher-forcing-alone twin
+        return "review_mt joint stop" if name.endswith("joint stop") else "review_mt"
+
+    adversarial = [m for m in results if m.startswith("review_mt adversarial")]
+    for name in adversarial:
+        comparisons.append(compare(name, teacher_forced(name), "rmse", False))
+    for family in GENERATORS:
+        for name, peer in itertools.product((family, f"{family} joint stop"), (RETRIEVAL, ATT2SEQ)):
+            for metric in ("bleu_4", "rouge_l"):
+                comparisons.append(compare(name, peer, metric, True))
+    for name, metric in itertools.product(adversarial, ("bleu_4", "rouge_l")):
+        comparisons.append(compare(name, teacher_forced(name), metric, True))
+    comparisons = [c for c in comparisons if c is not None]
+    found = {(c["a"], c["b"], c["metric"]): c for c in comparisons}
+
+    goals = []
+    for family in TEXT_FAMILIES:
+        if family not in by_model or MF not in by_model:
+            continue
+        f, m = by_model[family], by_model[MF]
+        stds = [v for v in (f.get("rmse_std"), m.get("rmse_std")) if v is not None]
+        # One seed on a side has no spread: the std part of the goal cannot be met then.
+        checks = [len(stds) == 2 and m["rmse"] - f["rmse"] > max(stds)] + [found[(family, p, "rmse")]["beats"]
+                                                     for p in (MF, BASELINE, SVD) if (family, p, "rmse") in found]
+        goals.append({"goal": f"{family} rating RMSE below mf by more than one std (max of the two seed stds) "
+                              f"and below BaselineOnly and SVD (paired intervals)",
+                      "met": all(checks), "detail": f"{family} {f['rmse']:.4f} ± {_std(f.get('rmse_std'))}; "
+                                                    f"mf {m['rmse']:.4f} ± {_std(m.get('rmse_std'))}"})
+    for family in GENERATORS:
+        keys = [(family, p, metric) for p in (RETRIEVAL, ATT2SEQ) for metric in ("bleu_4", "rouge_l")]
+        if all(k in found for k in keys):
+            goals.append({"goal": f"{family} above the retrieval explanation and att2seq on BLEU-4 and ROUGE-L "
+                                  f"(paired intervals)", "met": all(found[k]["beats"] for k in keys),
+                          "detail": "; ".join(f"{k[1]} {k[2]} {found[k]['diff']:+.3f} "
+                                              f"[{found[k]['low']:+.3f}, {found[k]['high']:+.3f}]" for k in keys)})
+    return {"rows": rows, "comparisons": comparisons, "goals": goals}
+
+
+def _std(value: Optional[float]) -> str:
+    return "n/a (one seed)" if value is None else f"{value:.4f}"
+
+
+RATING_COLUMNS = ("model", "seeds", "rmse", "rmse_std", "mae", "mae_std", "auc", "auc_std")
+TEXT_COLUMNS = ("model", "seeds", "bleu_1", "bleu_4", "bleu_4_std", "rouge_1", "rouge_2", "rouge_l", "rouge_l_std",
+                "distinct_1", "distinct_2", "perplexity")
+
+
+def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
+    meta, settings = run_out["meta"], run_out["settings"]
+    rated = [r for r in summary["rows"] if "rmse" in r]
+    texts = [r for r in summary["rows"] if "bleu_4" in r]
+    lines = [
+        "# Reviews as tasks (issue 31): ratings and explanations on the Amazon reviews", "",
+        f"Data: `{settings['description']}` (Amazon Musical Instruments 5-core), {settings['split']} split, "
+        f"{settings['train_rows']} / {settings['eval_rows']} / {settings['test_rows']} train / eval / test rows "
+        f"({settings['test_rows_with_text']} test rows with a {settings['target']}). Seeds "
+        f"{', '.join(map(str, settings['seeds']))}; mean and standard deviation over seeds (peers without a seed: "
+        "one run). Families read the `review` documents; review_mt, nor_reviews and att2seq generate the "
+        f"`{settings['target']}` (at most {settings['max_length']} tokens, greedy).", "",
+        "## Rating (test, no clipping; AUC against liked = rating >= "
+        f"{settings['liked_threshold']:g})", "", md_table(rated, RATING_COLUMNS), "",
+        "## Generated text (test rows with a reference; BLEU / ROUGE / distinct in percent)", "",
+        md_table(texts, TEXT_COLUMNS, digits=3), "",
+        "Tokens: the Transform's (lower-cased, split on non-alphanumerics), ids mapped back through the "
+        "summary vocabulary; an unknown id never matches. BLEU: corpus level, uniform weights, brevity penalty, "
+        "Chen & Cherry method-1 smoothing (0.1 matches for an order with none). ROUGE: F1 per pair, averaged. "
+        "Perplexity: teacher forcing over the reference tokens and the end token.", "",
+        "## Comparisons (A - B, paired bootstrap over test rows, "
+        f"{settings['resamples']} draws, 95%)", "",
+        md_table([{**c, "interval": f"[{c['low']:+.4f}, {c['high']:+.4f}]"} for c in summary["comparisons"]],
+                 ("a", "b", "metric", "diff", "interval", "verdict")), "",
+        "## Goals (issue 31)", "",
+    ]
+    lines += [f"- {'MET' if g['met'] else 'NOT MET'}: {g['goal']} ({g['detail']})" for g in summary["goals"]]
+    lines += ["- Published orientation (TripAdvisor, different data): NRT / Att2Seq / PETER BLEU-1 about 16, "
+              "BLEU-4 about 1.1, ROUGE-L about 13; rating RMSE 0.79-0.81.", "",
+              "## Five example explanations (first seed)", ""]
+    for e in run_out["examples"]:
+        lines.append(f"- user {e['user']}, item {e['item']}, rating {e['rating']:g}: reference \"{e['reference']}\"")
+        for k, v in e.items():
+            if k not in ("user", "item", "rating", "reference"):
+                lines.append(f"  - {k}: \"{v}\"")
+    lines += ["", "## Eval split at the kept epoch (mean over seeds; what alternatives are chosen on)", ""]
+    for m, e in run_out["results"].items():
+        values: Dict[str, List[float]] = {}
+        for info in e["info"]:
+            for k, v in (info.get("eval") or {}).items():
+                values.setdefault(k, []).append(v)
+        if values:
+            lines.append(f"- {m}: " + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in sorted(values.items()))
+                         + f" (best epochs {[i.get('best_epoch') for i in e['info']]})")
+    lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
+              f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
+              "- Per-run training (first seed's run of each model): "
+              + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}, "
+                          f"{e['info'][0].get('seconds')} s" for m, e in run_out["results"].items() if e["info"]),
+              "", f"Run {meta['date']}, {meta['seconds']} s." + (f" {meta['note']}" if meta.get("note") else ""),
+              "", f"Produced by: `{meta['command']}`", f"Commit: {meta['commit']}",
+              f"Machine: {json.dumps(meta['machine'])}; load average at the start "
+              f"{meta['load_average_start']}, at the end {meta['load_average_end']} (2 cores shared with other "
+              "jobs: times are not evidence, and the numbers are provisional when the machine was loaded)."]
+    return "\n".join(lines) + "\n"
+
+
+def merge_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One report's run from saved runs of the same data and settings with different seeds (each
+    run its own process, e.g. one seed at a time on a loaded machine). Seeded models gather
+    every run's seeds; a model without a seed (global mean, BaselineOnly, retrieval) is
+    deterministic and kept from the first run. The bootstrap draws depend only on the test
+    rows, so every run's draws are the same rows."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    for other in runs[1:]:
+        for key in ("description", "split", "test_rows", "test_rows_with_text", "target", "max_length", "resamples"):
+            if other["settings"][key] != first["settings"][key]:
+                raise ValueError(f"saved runs differ in {key}: {first['settings'][key]!r} vs "
+                                 f"{other['settings'][key]!r}")
+    results: Dict[str, Dict[str, Any]] = {}
+    for run_out in runs:
+        for model, entry in run_out["results"].items():
+            if model not in results:
+                results[model] = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                                  for k, v in entry.items()}
+                results[model]["values"] = {k: list(v) for k, v in entry["values"].items()}
+                results[model]["draws"] = {k: list(v) for k, v in entry["draws"].items()}
+                continue
+            if entry["seeds"] == [None] or set(entry["seeds"]) & set(results[model]["seeds"]):
+                continue  # deterministic, or a seed already gathered
+            merged = results[model]
+            merged["seeds"] += entry["seeds"]
+            merged["info"] += entry["info"]
+            for k, v in entry["values"].items():
+                merged["values"].setdefault(k, []).extend(v)
+            for k, v in entry["draws"].items():
+                merged["draws"].setdefault(k, []).extend(v)
+    seeds = sorted({s for r in runs for s in r["settings"]["seeds"]})
+    meta = dict(first["meta"])
+    meta["command"] = " + ".join(r["meta"]["command"] for r in runs)
+    meta["commit"] = " + ".join(dict.fromkeys(r["meta"]["commit"] for r in runs))
+    meta["date"] = " + ".join(r["meta"]["date"] for r in runs)
+    meta["seconds"] = round(sum(r["meta"]["seconds"] for r in runs), 1)
+    meta["load_average_end"] = runs[-1]["meta"]["load_average_end"]
+    return {"meta": meta, "settings": {**first["settings"], "seeds": seeds}, "results": results,
+            "examples": first["examples"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", help="the folder of Musical_instruments_reviews.csv")
+    parser.add_argument("--description", default=DESCRIPTION)
+    parser.add_argument("--seeds", default="42,43,44,45,46")
+    parser.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
+    parser.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
+                        help="an override for every family that has the hyperparameter (e.g. max_epochs=2)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES)
+    parser.add_argument("--work_dir", default=WORK_DIR)
+    parser.add_argument("--out", default=RESULTS_DIR)
+    parser.add_argument("--name", default=NAME)
+    parser.add_argument("--from_run", default="",
+                        help="report runs saved before (<work_dir>/<name>_run.pkl; comma-separated: runs of other "
+                             "seeds merged) instead of running")
+    parser.add_argument("--eval_only", action="store_true",
+                        help="train the variants and write their eval-split values only (choosing alternatives)")
+    parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
+    args = parser.parse_args(argv)
+    if args.eval_only:
+        if not args.data_dir:
+            parser.error("--data_dir is needed to run")
+        eval_only(args)
+        return 0
+    if args.from_run:
+        saved = []
+        for path in args.from_run.split(","):
+            with open(path, "rb") as f:
+                saved.append(pickle.load(f))
+        run_out = merge_runs(saved)
+    elif not args.data_dir:
+        parser.error("--data_dir is needed to run")
+    else:
+        run_out = run(args)
+    if args.note:
+        run_out["meta"]["note"] = args.note
+    summary = summarize(run_out)
+    results = {m: {k: v for k, v in e.items() if k not in ("draws", "hypotheses")}
+               for m, e in run_out["results"].items()}
+    payload = {"meta": run_out["meta"], "settings": run_out["settings"], "results": results, **summary,
+               "examples": run_out["examples"]}
+    os.makedirs(args.out, exist_ok=True)
+    atomic_write(os.path.join(args.out, f"{args.name}.json"), json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write(os.path.join(args.out, f"{args.name}.md"), markdown(run_out, summary))
+    print(os.path.join(args.out, f"{args.name}.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""bench.review_text's own pieces: the retrieval explanation, the paired bootstrap and its
+BLEU / RMSE draws, and the goal lines."""
+
+import numpy as np
+import pytest
+
+from bench import review_text as R
+from contract import features as F
+from evaluation import text_metrics as tm
+
+# Review tokens (the documents column) and summaries (the target) of five training rows.
+TRAIN = {
+    F.USER_IDX: np.array([1, 1, 2, 2, 3]),
+    F.ITEM_IDX: np.array([7, 8, 7, 8, 7]),
+    "review_tokens": np.array([[1, 2, 0], [1, 3, 0], [4, 5, 0], [4, 6, 0], [2, 2, 1]]),
+    "summary_tokens": np.array([[11, 0], [12, 0], [13, 0], [14, 0], [15, 0]]),
+}
+
+
+def test_retrieval_takes_the_items_training_text_closest_to_the_users_own_reviews():
+    test = {F.USER_IDX: np.array([1, 2, 1]), F.ITEM_IDX: np.array([7, 7, 9])}
+    out = R.retrieval_explanations(TRAIN, test, "review_tokens", "summary_tokens", vocabulary_rows=8)
+    # user 1 writes words 1, 2, 3: of item 7's reviews (1 2 / 4 5 / 2 2 1) the first is closest.
+    assert out[0].tolist() == [11, 0]
+    assert out[1].tolist() == [13, 0]  # user 2 writes 4, 5, 6: item 7's "4 5"
+    assert out[2].tolist() in ([11, 0], [12, 0])  # item 9 has no training row: the closest of any item
+
+
+def test_paired_interval_is_the_percentile_interval_of_the_seed_mean_difference():
+    ratings = np.array([4.0, 5.0, 3.0, 5.0])
+    draws = R.resample_indices(4, resamples=200, seed=0)
+    exact = R.rmse_draws(ratings, ratings, draws)
+    off = R.rmse_draws(ratings + 1.0, ratings, draws)
+    assert np.allclose(exact, 0.0) and np.allclose(off, 1.0)
+    low, high = R.interval([exact, exact], [off])
+    assert low == pytest.approx(-1.0) and high == pytest.approx(-1.0)
+    identity = np.arange(4)[None, :]
+    assert R.rmse_draws(ratings + np.array([1.0, 0, 0, 1.0]), ratings, identity)[0] == pytest.approx(np.sqrt(0.5))
+
+
+def test_bleu_draws_of_the_identity_draw_equal_corpus_bleu():
+    hyps = [["great", "strings"], ["works", "well", "for", "me"], ["nice"]]
+    refs = [["great", "strings", "here"], ["works", "for", "me"], ["not", "nice"]]
+    stats = [tm.bleu_statistics(h, r) for h, r in zip(hyps, refs)]
+    stacked = tuple(np.stack([s[k] for s in stats]) for k in range(4))
+    draws = np.vstack([np.arange(3), np.array([0, 0, 0])])
+    values = R.bleu_draws(stacked, draws)
+    assert values[0] == pytest.approx(tm.bleu(hyps, refs))
+    assert values[1] == pytest.approx(tm.bleu([hyps[0]] * 3, [refs[0]] * 3))
+
+
+def test_goal_lines_need_the_paired_interval_and_more_than_a_seed_std():
+    rng = np.random.default_rng(0)
+    n = 50
+    draws = R.resample_indices(n, 100)
+    ratings = rng.uniform(1, 5, n)
+
+    def entry(noise, seeds=2):
+        values, draw = [], []
+        for s in range(seeds):
+            p = ratings + rng.normal(0, noise, n)
+            values.append(float(np.sqrt(np.mean((p - ratings) ** 2))))
+            draw.append(R.rmse_draws(p, ratings, draws))
+        return {"seeds": list(range(seeds)), "values": {"rmse": values}, "draws": {"rmse": draw}, "info": []}
+
+    results = {"semax": entry(0.2), R.MF: entry(1.0), R.BASELINE: entry(1.0, 1), R.SVD: entry(1.0)}
+    summary = R.summarize({"results": results})
+    goal = next(g for g in summary["goals"] if g["goal"].startswith("semax"))
+    assert goal["met"]
+    results["semax"] = entry(0.99)
+    goal = next(g for g in R.summarize({"results": results})["goals"] if g["goal"].startswith("semax"))
+    assert not goal["met"]
+
+
+def test_eval_at_best_reads_the_kept_epochs_eval_rating_and_perplexity():
+    history = {"val_rating_rmse": [1.0, 0.9, 0.95], "val_summary_perplexity": [90.0, 80.0, 70.0],
+               "val_loss": [3.0, 2.0, 2.5], "rating_rmse": [0.8, 0.7, 0.6]}
+    summary = {"best_epoch": 2, "history": history}
+    assert R.eval_at_best(summary) == {"rating_rmse": 0.9, "summary_perplexity": 80.0}
+    assert R.eval_at_best({"best_epoch": None, "history": {}}) == {}
+
+
+def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path):
+    import json
+    import pickle
+
+    rng = np.random.default_rng(1)
+    n, texts = 40, 6
+    draws, text_draws = R.resample_indices(n, 50), R.resample_indices(texts, 50, seed=1)
+    ratings = rng.uniform(1, 5, n)
+    refs = [s.split() for s in ("great strings for the price", "works well on my bass", "a nice cable for stage",
+                                "great tuner for the money", "ok but too quiet", "good picks and a good case")]
+
+    def rated(noise, seeds):
+        out = {"seeds": list(seeds), "values": {"rmse": []}, "draws": {"rmse": []}, "info": []}
+        for _ in seeds:
+            p = ratings + rng.normal(0, noise, n)
+            out["values"]["rmse"].append(float(np.sqrt(np.mean((p - ratings) ** 2))))
+            out["draws"]["rmse"].append(R.rmse_draws(p, ratings, draws))
+        return out
+
+    def text(entry, hypotheses, seeds):
+        stats = [tm.bleu_statistics(h, r) for h, r in zip(hypotheses, refs)]
+        stacked = tuple(np.stack([s[k] for s in stats]) for k in range(4))
+        rouge = tm.pairwise_rouge(hypotheses, refs)["rouge_l"]
+        for k, v in tm.text_metrics(hypotheses, refs).items():
+            entry["values"][k] = [100.0 * v] * len(seeds)
+        entry["draws"]["bleu_4"] = [100.0 * R.bleu_draws(stacked, text_draws)] * len(seeds)
+        entry["draws"]["rouge_l"] = [100.0 * R.mean_draws(rouge, text_draws)] * len(seeds)
+        entry["hypotheses"] = hypotheses
+        return entry
+
+    seeds = (42, 43)
+    results = {R.MF: rated(1.0, seeds), R.BASELINE: rated(1.0, [None]), R.SVD: rated(1.0, seeds),
+               "review_mt": text(rated(0.3, seeds), refs, seeds),
+               R.RETRIEVAL: text({"seeds": [None], "values": {}, "draws": {}, "info": []}, [["great"]] * texts,
+                                 [None]),
+               R.ATT2SEQ: text({"seeds": list(seeds), "values": {}, "draws": {}, "info": []}, [["great"]] * texts,
+                               seeds)}
+    results["review_mt"]["info"] = [{"best_epoch": 3, "epochs_run": 5, "seconds": 1.0,
+                                     "eval": {"rating_rmse": 0.93, "summary_perplexity": 110.0}}] * 2
+    run_out = {"meta": {"command": "python -m bench.review_text", "commit": "abc", "machine": {}, "date": "d",
+                        "seconds": 1.0, "load_average_start": [0.0], "load_average_end": [0.0]},
+               "settings": {"description": "x.yaml", "split": "hash", "seeds": list(seeds), "test_rows": n,
+                            "test_rows_with_text": texts, "train_rows": 100, "eval_rows": 10, "target": "summary",
+                            "max_length": 12, "svd": {}, "liked_threshold": 4.0, "resamples": 50, "overrides": {},
+                            "att2seq": {}},
+               "results": results,
+               "examples": [{"user": "u", "item": "i", "rating": 5.0, "reference": "great strings for the price",
+                             "review_mt": "great strings for the price", R.RETRIEVAL: "great"}]}
+    saved = tmp_path / "run.pkl"
+    saved.write_bytes(pickle.dumps(run_out))
+    assert R.main(["--from_run", str(saved), "--out", str(tmp_path), "--name", "t"]) == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    generation = next(g for g in report["goals"] if g["goal"].startswith("review_mt above"))
+    assert generation["met"]  # it writes the references; both peers write "great"
+    assert "draws" not in report["results"]["review_mt"]
+    verdicts = {(c["a"], c["b"], c["metric"]): c["verdict"] for c in report["comparisons"]}
+    assert verdicts[("review_mt", R.RETRIEVAL, "bleu_4")] == "A better"
+    md = (tmp_path / "t.md").read_text()
+    assert "review_mt: rating_rmse 0.9300, summary_perplexity 110.0000" in md
+    assert "reference \"great strings for the price\"" in md
+
+
+def test_saved_runs_of_other_seeds_merge_seeded_models_and_keep_deterministic_ones_once():
+    settings = {"description": "x", "split": "hash", "test_rows": 3, "test_rows_with_text": 2, "target": "summary",
+                "max_length": 12, "resamples": 10}
+
+    def saved(seed, rmse):
+        return {"meta": {"command": f"c{seed}", "commit": "abc", "date": "d", "seconds": 1.0, "load_average_end": [0]},
+                "settings": {**settings, "seeds": [seed]}, "examples": [],
+                "results": {R.BASELINE: {"seeds": [None], "values": {"rmse": [0.9]}, "draws": {"rmse": [np.ones(10)]},
+                                         "info": []},
+                            R.MF: {"seeds": [seed], "values": {"rmse": [rmse]}, "draws": {"rmse": [np.full(10, rmse)]},
+                                   "info": [{"best_epoch": seed}]}}}
+
+    merged = R.merge_runs([saved(42, 0.8), saved(43, 1.0)])
+    assert merged["settings"]["seeds"] == [42, 43]
+    assert merged["results"][R.MF]["values"]["rmse"] == [0.8, 1.0]
+    assert len(merged["results"][R.MF]["draws"]["rmse"]) == 2
+    assert merged["results"][R.BASELINE]["seeds"] == [None] and merged["results"][R.BASELINE]["values"]["rmse"] == [0.9]
+    assert merged["meta"]["command"] == "c42 + c43"
+    other = saved(44, 0.9)
+    other["settings"]["test_rows"] = 4
+    with pytest.raises(ValueError, match="test_rows"):
+        R.merge_runs([saved(42, 0.8), other])
