@@ -274,6 +274,11 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
 def preflight(config: PipelineConfig) -> None:
     """ExampleGen's checks of the description against the data (files, columns, tasks the data
     can feed), before any component runs; raises with a message naming what is wrong."""
+    if config.spanned:  # each span's files are checked when SpanExampleGen reads it; here: any span at all
+        from components.example_gen.spans import available_spans
+
+        available_spans(config.data_dir, config.load_description().interactions.files)
+        return
     from components.example_gen.preflight import preflight as check
 
     check(config.load_description(), config.data_dir)
