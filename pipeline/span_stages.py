@@ -14,7 +14,8 @@ InteractionExampleGen's.
 from __future__ import annotations
 
 import json
-from typing import Any, List, NamedTuple
+import os
+from typing import Any, Dict, List, NamedTuple
 
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -76,3 +77,40 @@ def drift_gate(config: PipelineConfig, statistics, schema, examples):
                      description=json.dumps(config.description, sort_keys=True),
                      thresholds=json.dumps(config.drift_thresholds, sort_keys=True),
                      schema_file=config.schema_path, output_dir=config.output_dir).with_id(DRIFT_GATE_ID)
+
+
+def record_outcomes(config: PipelineConfig, outputs: Dict[str, Dict[str, str]]) -> List[Dict[str, Any]]:
+    """Appends one run-record entry per family of a run that got past the data gates: pushed
+    (with the version) or not pushed (with the failed thresholds), its window, its gate
+    metrics and what its warm start carried (components/span_runs.py); returns the entries.
+
+    Args:
+      config: the run's configuration.
+      outputs: {component: {output key: directory}} of this run (report.output_dirs).
+    """
+    from components import span_runs
+    from pipeline import report
+
+    config = config.resolved()
+    window = W.read_window(outputs.get(WINDOW_ID, {}).get("window_examples", ""))
+    spans_of = [*window.get("train", []), window.get("eval"), window.get("test")] if window else []
+    entries = []
+    for family in config.families:
+        outcome = report.family_outcome(None, family, outputs)
+        if outcome is None:
+            continue
+        push = outcome.get("push", {})
+        training = outcome.get("training", {})
+        details = {"family": family, "metrics": outcome.get("metrics", {}),
+                   "train_seconds": training.get("train_seconds"),
+                   "warm_start": {k: v for k, v in training.get("warm_start", {}).items() if k != "initialised"}}
+        if push.get("pushed"):
+            status, reason = span_runs.PUSHED, f"{family}: blessed, pushed version {push.get('version')}"
+            details["version"] = push.get("version")
+        else:
+            status = span_runs.NOT_PUSHED
+            reason = f"{family}: not blessed ({'; '.join(outcome.get('failures', [])) or 'no blessing'}); the served " \
+                     "model is unchanged"
+        entries.append(span_runs.record(config.output_dir, f"Pusher_{family}", status, reason,
+                                        window.get("new_spans", []), spans_of, details))
+    return entries

@@ -14,6 +14,7 @@ from contract import description as desc
 DAY = 86400
 FIRST_DAY = 1700000000 - 1700000000 % DAY  # 2023-11-14 00:00 UTC: span 19675 in date specs
 HEADER = "userId,movieId,rating,timestamp\n"
+GENRES = ("Drama", "Comedy", "Action", "Crime", "Horror", "IMAX", "Fantasy", "Animation")  # in MovieLens's schema
 SPAN_PATTERN = "logs/{SPAN}/part-*.csv"
 DATE_PATTERN = "date={YYYY}-{MM}-{DD}/ratings.csv"
 
@@ -45,7 +46,7 @@ def write_movies(data_dir, items=40):
     with open(os.path.join(data_dir, "movies.csv"), "w") as f:
         f.write("movieId,title,genres\n")
         for i in range(1, items + 1):
-            f.write(f"{i},Film {i} ({1980 + i % 30}),{['Drama', 'Comedy', 'Action'][i % 3]}|G{i % 5}\n")
+            f.write(f"{i},Film {i} ({1980 + i % 30}),{GENRES[i % 3]}|{GENRES[3 + i % 5]}\n")
 
 
 def day_path(data_dir, day, pattern=SPAN_PATTERN, span_base=0):

@@ -128,3 +128,31 @@ def test_the_run_record_appends_entries(tmp_path):
         ("SpanExampleGen", "stopped", [3]), ("Pusher_mf", "pushed", [4])]
     assert entries[1]["details"] == {"version": "7"}
     assert span_runs.record("", "X", span_runs.STOPPED, "nothing written")["stage"] == "X"
+
+
+def test_the_report_and_the_model_card_show_the_window_the_drift_and_every_run(tmp_path):
+    import dataclasses
+
+    from pipeline import html_report, model_card
+    from pipeline.configs import PipelineConfig
+
+    win, acc = tmp_path / "window", tmp_path / "accepted"
+    win.mkdir()
+    acc.mkdir()
+    (win / window.WINDOW_REPORT).write_text(json.dumps(
+        {"train": [1, 2], "eval": 3, "test": 4, "new_spans": [4], "rows": {"1": 5, "4": 7}, "ingest_seconds": {"4": 1.5}}))
+    (acc / drift.DRIFT_FILE).write_text(json.dumps({"drift": drift.as_rows(
+        [drift.FeatureDrift("rating", drift.JSD, 0.01, 0.2), drift.FeatureDrift("item_year", drift.JSD, float("nan"), 0.2)])}))
+    out = tmp_path / "out"
+    span_runs.record(str(out), "DriftGate", span_runs.STOPPED, "drift: feature 'rating': too far", [3])
+    outputs = {"SpanWindow": {"window_examples": str(win)}, "DriftGate": {"accepted": str(acc)}}
+    config = dataclasses.replace(PipelineConfig(), output_dir=str(out))
+    text = html_report.daily_section(config, outputs)
+    assert "<td>1, 2</td>" in text and "<td>1.5000</td>" in text and "n/a" in text
+    assert "drift: feature &#x27;rating&#x27;: too far" in text and "stopped" in text
+    lines = model_card.daily_lines(outputs, {"warm_start": {"base_model": "/m/1", "copied": 3, "id_tables": {
+        "0:embeddings": {"vocabulary": "item_id_vocab", "known_ids": 10, "new_ids": 2}}}})
+    assert "- Trained on spans 1, 2; gated on span 3, reported on span 4 (new this run: 4)." in lines
+    assert "- Warm start: from /m/1, 3 weights copied, id tables item_id_vocab 10 known / 2 new." in lines
+    assert "| rating | JENSEN_SHANNON_DIVERGENCE | 0.01 | 0.2 |" in lines
+    assert "from scratch" in model_card.daily_lines(outputs, {})[4]
