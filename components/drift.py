@@ -17,8 +17,8 @@ ids and a later time are what a new span is). `drift_thresholds` in the pipeline
 ({feature: threshold}) overrides either; 0 or a negative value stops watching a feature.
 
 The defaults are starting points, not tuned on real traffic: on the synthetic daily logs of
-the tests (tests/daily_logs.py) a regular day measured at most 0.07 (item genres, L-infinity)
-and 0.02 (rating, JSD) against its window, while a day whose ratings were all set to 0.5 is
+the tests (tests/daily_logs.py) a regular day measured below 0.08 (L-infinity)
+and 0.06 (JSD) against its window, while a day whose ratings were all set to 0.5 is
 far above both (tests/test_span_window.py). Measure your own days (the report's "Daily data"
 section) before relying on them.
 """

@@ -11,9 +11,10 @@ vocabularies it was trained with. A new model of the same family takes from it:
   new ids keep their fresh initialisation (N(0, stddev) for embeddings, zero for biases);
 - every other weight whose shape matches, as is (dense layers, towers, gates).
 
-Weights pair up by position in the model's weight order (their names carry a per-process
+Trainable weights pair up by position in the model's order (their names carry a per-process
 model scope, and eagerly built tables share the name `embeddings`); the pairing holds only
-when both models have as many weights, of the same kinds.
+when both models have as many, of the same kinds. Non-trainable weights (moving averages)
+start fresh.
 
 Vocabularies are rebuilt by Transform on each run's window (the rebuild policy): an id that
 left the window loses its row, an id that entered it starts fresh. The optimizer's state is
@@ -24,7 +25,7 @@ vocabulary (other hyperparameters), keeps its initialisation and is counted in t
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,12 +55,13 @@ def read_vocabulary(path: str) -> List[str]:
         return [line.rstrip(b"\n").decode("utf-8", "replace") for line in f]
 
 
-def old_weights(base_model: str) -> List[np.ndarray]:
-    """The variables of a SavedModel of a Keras model as (name, value), in the model's weight order."""
+def old_weights(base_model: str) -> List[Tuple[str, np.ndarray]]:
+    """The trainable variables of a SavedModel of a Keras model as (name, value), in the
+    model's order (the export's own variables, such as the serving catalogue, are not among them)."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(base_model)
-    return [(_name(v), v.numpy()) for v in getattr(loaded, "variables", [])]
+    return [(_name(v), v.numpy()) for v in getattr(loaded, "trainable_variables", [])]
 
 
 def _name(variable) -> str:
@@ -114,7 +116,7 @@ def warm_start(model, base_model: str, vocabularies: Mapping[str, Sequence[str]]
     sizes = {name: len(tokens) for name, tokens in vocabularies.items()}
     old_vocabularies: Dict[str, List[str]] = {}
     summary: Dict[str, Any] = {"base_model": base_model, "copied": 0, "id_tables": {}, "initialised": []}
-    weights = list(model.weights)
+    weights = list(model.trainable_weights)
     # Weights pair up by position (one family's code builds them in one order); a different
     # count or any pair of different kinds means another architecture: nothing is carried.
     same = len(previous) == len(weights) and all(
