@@ -29,6 +29,11 @@ def _states(env, date):
     return {r["task_id"]: r["state"] for r in rows}
 
 
+def _served(config):
+    path = os.path.join(config.serving_model_dir, "mf")
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory):
     home, out, data = (tmp_path_factory.mktemp(n) for n in ("airflow_home", "airflow_out", "daily_log"))
@@ -61,10 +66,10 @@ def daily(tmp_path_factory):
             L.write_day(d["data_dir"], 3)
         if index == 2:  # valid rows, but every rating is 0.5: the newest span drifted
             L.write_day(d["data_dir"], 4, rows=[(u, i, 0.5, t) for u, i, _, t in L.day_rows(4)])
-        served = sorted(os.listdir(os.path.join(config.serving_model_dir, "mf"))) if index else []
+        served = _served(config)
         proc = _airflow(env, AIRFLOW, "dags", "test", airflow_runner.DAG_ID, date)
         runs[date] = {"states": _states(env, date), "served_before": served, "log": proc.stdout + proc.stderr,
-                      "served_after": sorted(os.listdir(os.path.join(config.serving_model_dir, "mf")))}
+                      "served_after": _served(config)}
     return config, runs
 
 
