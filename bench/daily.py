@@ -125,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--first_spans", type=int, default=3)
     parser.add_argument("--rows", type=int, default=20000, help="the last N ratings are replayed")
     parser.add_argument("--families", default="mf")
-    parser.add_argument("--train_spans", type=int, default=7)
+    parser.add_argument("--train_spans", type=int, default=PipelineConfig.train_spans)
     parser.add_argument("--train_steps", type=int, default=0, help="cap on Trainer steps (0: early stopping)")
     parser.add_argument("--drift_day", type=int, default=-1, help="this day's ratings are all set to 0.5")
     parser.add_argument("--work_dir", default=os.path.join("outputs", "bench", "daily"))
