@@ -53,6 +53,12 @@ def _span_artifact(template: types.Artifact, span: spans.SpanFiles, ingest: str)
     """An Examples artifact of one span under the execution's output directory."""
     out = copy.deepcopy(template)
     out.mlmd_artifact.ClearField("id")
+    # ML Metadata names are unique per type: the orchestrator may have registered the template
+    # under one (Airflow's launcher does), so each span's artifact gets its own.
+    if template.mlmd_artifact.HasField("name"):
+        out.mlmd_artifact.name = f"{template.mlmd_artifact.name}:span-{span.span}"
+    if template.mlmd_artifact.HasField("external_id"):
+        out.mlmd_artifact.ClearField("external_id")
     out.uri = os.path.join(template.uri, f"span-{span.span}")
     out.span = span.span
     if span.version is not None:
