@@ -64,6 +64,13 @@ def _ingest(a: types.Artifact) -> str:
     return a.get_string_custom_property(INGEST_PROPERTY)
 
 
+def spans_of(examples: Sequence[types.Artifact]) -> List[types.Artifact]:
+    """The span artifacts among a span ExampleGen's outputs: those naming their ingest (an
+    orchestrator may also hand over the output template it registered before the executor
+    ran, as Airflow's launcher does: no ingest, no span)."""
+    return [a for a in examples if _ingest(a)]
+
+
 def accepted_ingests(acceptances: Sequence[types.Artifact]) -> set:
     """The ingest ids the acceptance markers name."""
     return {_ingest(a) for a in acceptances if _ingest(a)}
@@ -188,7 +195,7 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        new = sorted(input_dict["new_examples"], key=lambda a: a.span)
+        new = sorted(spans_of(input_dict["new_examples"]), key=lambda a: a.span)
         new_spans = [a.span for a in new]
         try:
             self._assemble(input_dict, output_dict, exec_properties)
@@ -200,8 +207,8 @@ class Executor(base_executor.BaseExecutor):
         from components.example_gen import spans as S
         from contract import datasets
 
-        new = input_dict["new_examples"]
-        new_users = {(_ingest(a), a.span): a for a in input_dict["new_user_examples"]}
+        new = spans_of(input_dict["new_examples"])
+        new_users = {(_ingest(a), a.span): a for a in spans_of(input_dict["new_user_examples"])}
         old = input_dict.get("examples", [])
         old_users = {(_ingest(a), a.span): a for a in input_dict.get("user_examples", [])}
         candidates = []

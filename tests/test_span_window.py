@@ -58,6 +58,12 @@ def test_only_accepted_ingests_are_carried_and_windowed():
     assert sorted(a.id for a in out["user_examples"]) == [112, 114, 115]
 
 
+def test_an_output_template_without_an_ingest_is_not_a_span():
+    real = [_artifact(standard_artifacts.Examples, i, i, "run1") for i in (1, 2)]
+    template = _artifact(standard_artifacts.Examples, 3, None, "")
+    assert window.spans_of([template] + real) == real
+
+
 def test_link_split_gathers_each_spans_role_files(tmp_path):
     for span in (1, 2):
         d = tmp_path / f"span-{span}" / "Split-eval"
