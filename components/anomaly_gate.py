@@ -113,15 +113,22 @@ def how_to_proceed(anomalies_uri: str, split_names: List[str], schema_file: str)
 def AnomalyGate(  # noqa: N802
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     schema_file: tfx.dsl.components.Parameter[str] = "",
+    output_dir: tfx.dsl.components.Parameter[str] = "",
 ) -> None:
     """Fails with the list of anomalies and how to proceed when ExampleValidator found any.
 
     Args:
       anomalies: ExampleValidator's output.
       schema_file: the schema file the run validated against (named in the message).
+      output_dir: a spanned run's output directory: a stop is written to its run record
+        (components/span_runs.py); '' records nothing.
     """
     splits = artifact_utils.decode_split_names(anomalies.split_names)
     found = describe_anomalies(anomalies.uri, splits)
+    if found and output_dir:
+        from components import span_runs
+
+        span_runs.record(output_dir, "AnomalyGate", span_runs.STOPPED, "anomalies: " + "; ".join(found))
     if found:
         where = f" {schema_file}" if schema_file else ""
         raise DataAnomaliesError(

@@ -71,6 +71,13 @@ class PipelineConfig:
         description's tasks).
       schema_file: validate against this schema instead of the curated
         `schemas/<description name>/schema.pbtxt` (e.g. one written by `make update-schema`).
+      train_spans: spanned logs (interaction files with {SPAN} or {YYYY}{MM}{DD}, see
+        components/example_gen/spans.py): N, the most spans a run trains on; eval is the
+        next-to-newest span, test the newest (components/window.py).
+      warm_start: each Trainer starts from the last blessed model of its family
+        (training/warm_start.py); None: on for spanned logs, off otherwise.
+      drift_thresholds: spanned logs: per raw feature, the drift threshold of the newest
+        span against the training window (components/drift.py; <= 0: not watched).
     """
 
     dataset: str = DEFAULT_DATASET
@@ -110,6 +117,9 @@ class PipelineConfig:
         "--direct_running_mode=in_memory",
         "--direct_num_workers=1",
     )
+    train_spans: int = 7
+    warm_start: Optional[bool] = None
+    drift_thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)
 
     # ------------------------------------------------------------------
     # The dataset description
@@ -143,6 +153,19 @@ class PipelineConfig:
         """`name (file)`: which description a run read, for summaries and model cards."""
         return f"{self.dataset_name} ({self.description_source})"
 
+    @property
+    def spanned(self) -> bool:
+        """The description's interaction files are span partitions: the run ingests the new spans
+        and trains on a window of them (pipeline/span_stages.py)."""
+        from components.example_gen.spans import is_spanned
+
+        return is_spanned(self.load_description())
+
+    @property
+    def warm_starts(self) -> bool:
+        """Whether the Trainers start from their family's last blessed model."""
+        return self.spanned if self.warm_start is None else bool(self.warm_start)
+
     def resolved(self) -> "PipelineConfig":
         """This config with every None field taken from the description and the description's
         content and file recorded; unchanged when already resolved.
@@ -168,7 +191,12 @@ class PipelineConfig:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(D.SPLIT_METHODS)}")
         eval_day = d.eval_day if self.eval_day is None else self.eval_day
         test_day = d.test_day if self.test_day is None else self.test_day
-        if split == D.BY_DAY_SPLIT and not (eval_day and test_day):
+        spanned = _spanned(d)
+        if spanned:  # a time split by spans: the window's spans are its days (components/window.py)
+            split, eval_day, test_day = D.BY_DAY_SPLIT, "", ""
+            if self.train_spans < 1:
+                raise ValueError(f"train_spans must be >= 1, got {self.train_spans}")
+        if split == D.BY_DAY_SPLIT and not (eval_day and test_day) and not spanned:
             raise ValueError(f"split {split!r} needs an eval day and a test day; the description {d.name!r} "
                              f"({file}) gives none: pass --eval_day YYYY-MM-DD --test_day YYYY-MM-DD")
         if not is_uri(data_dir):
@@ -224,7 +252,11 @@ class PipelineConfig:
             "seed": config.seed,
             "max_bad_rows": config.max_bad_rows,
         }
-        if config.split == D.BY_DAY_SPLIT:
+        if config.spanned:
+            from components.example_gen.spans import ALL_TRAIN_DAYS
+
+            values.update(ALL_TRAIN_DAYS)  # every row of a span is built as a training row
+        elif config.split == D.BY_DAY_SPLIT:
             values.update(eval_day=config.eval_day, test_day=config.test_day)
         return values
 
@@ -243,6 +275,12 @@ class PipelineConfig:
 
 
 SCHEMA_FILE = "schema.pbtxt"  # the curated schema's file name under schemas/<name>/
+
+
+def _spanned(d: desc.Description) -> bool:
+    from components.example_gen.spans import is_spanned
+
+    return is_spanned(d)
 
 
 def _display_path(path: pathlib.Path) -> str:

@@ -330,6 +330,34 @@ def slice_tables(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
             for output, slices in out.items()}
 
 
+def daily_section(config: PipelineConfig, outputs: Dict[str, Dict[str, str]]) -> str:
+    """A run on spans: its window (spans per role, rows, the new spans' ingest time), the
+    drift of the newest span from the training window, and the run record of every scheduled
+    run so far (stopped ones with their reason; components/span_runs.py)."""
+    from components import drift, span_runs, window
+
+    parts = []
+    w = window.read_window(outputs.get("SpanWindow", {}).get("window_examples", ""))
+    if w:
+        parts.append(_table(["", ""], [("train spans", ", ".join(map(str, w["train"]))), ("eval span", w["eval"]),
+                                       ("test span", w["test"]), ("new spans", ", ".join(map(str, w["new_spans"])))]))
+        parts.append(_table(["span", "rows", "ingest seconds"],
+                            [(span, rows, w.get("ingest_seconds", {}).get(span, "")) for span, rows in
+                             sorted(w.get("rows", {}).items(), key=lambda kv: int(kv[0]))]))
+    measured = drift.read_drift(outputs.get("DriftGate", {}).get("accepted", ""))
+    if measured:
+        parts.append("<h3>Drift: newest span against the training window</h3>")
+        parts.append(_table(["feature", "measure", "value", "threshold", "exceeded"],
+                            [(r["feature"], r["measure"], _num(r["value"]) if r["value"] is not None else "n/a",
+                              r["threshold"], "yes" if r["exceeded"] else "no") for r in measured["drift"]]))
+    entries = span_runs.read(config.output_dir)
+    parts.append("<h3>Scheduled runs</h3>")
+    parts.append(_table(["time", "new spans", "stage", "status", "reason"],
+                        [(e["time"], ", ".join(map(str, e["spans"])), e["stage"], e["status"], e["reason"])
+                         for e in entries]) if entries else "<p>None recorded yet.</p>")
+    return "".join(parts)
+
+
 def slice_metrics(evaluation_dir: str) -> List[List]:
     """Rows [slice, output, metric, value] of every slice within a split (besides the split
     itself), for the model card."""
@@ -466,6 +494,9 @@ def render_report(config: PipelineConfig, timings: Optional[Sequence] = None,
         parts.append(_family_section(config, outputs, family, outcomes[family], rows, previous))
     parts.append('<h2 id="data">Data</h2>')
     parts.append(_data_section(outputs))
+    if config.spanned:
+        parts.append('<h2 id="daily">Daily data</h2>')
+        parts.append(daily_section(config, outputs))
     parts.append('<h2 id="run">Run</h2>')
     parts.append(_table(["", ""], [("description", config.describe_dataset()), ("data", config.data_dir),
                                    ("output", config.output_dir),

@@ -210,6 +210,10 @@ def run(config: PipelineConfig, progress_out: Optional[io.TextIOBase] = None) ->
                 report_step=False,  # main() writes the report, with the timings, after the run
             )
             tfx.orchestration.LocalDagRunner().run(pipeline)
+            if config.spanned:  # each family's push or its reason, in the run record
+                from pipeline import report, span_stages
+
+                span_stages.record_outcomes(config, report.output_dirs(config.pipeline_root))
         except BaseException as e:  # noqa: B902 - reported, then re-raised
             failed = progress.fail()
             logging.exception("pipeline failed in component %s", failed)
@@ -244,6 +248,12 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
                         help="the Trainers' tf.distribute strategy (multi_worker: TF_CONFIG must name the workers)")
     add_beam_arguments(parser)
     parser.add_argument("--schema_file", default=None, help="schema to validate against (default: the curated one)")
+    parser.add_argument("--train_spans", type=int, default=defaults.train_spans,
+                        help="spanned logs: the most spans a run trains on (eval: next-to-newest, test: newest)")
+    parser.add_argument("--warm_start", default=None, choices=["on", "off"],
+                        help="start each Trainer from its family's last blessed model (default: on for spanned logs)")
+    parser.add_argument("--drift_threshold", action="append", default=[], metavar="FEATURE=VALUE",
+                        help="spanned logs: a feature's drift threshold, newest span vs the window (0: not watched)")
     args = parser.parse_args(argv)
     try:
         hparams = parse_assignments(args.hparam)
@@ -253,6 +263,12 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
             if not sep:
                 raise ValueError(f"--gate {item!r}: expected TASK=THRESHOLD, e.g. rating=0.95")
             gates[task.strip()] = float(value)
+        drift = {}
+        for item in args.drift_threshold:
+            feature, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--drift_threshold {item!r}: expected FEATURE=VALUE, e.g. rating=0.3")
+            drift[feature.strip()] = float(value)
         config = dataclasses.replace(
             defaults,
             **dataset_overrides(args),
@@ -265,6 +281,9 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
             max_bad_rows=args.max_bad_rows,
             seed=args.seed,
             schema_file=args.schema_file,
+            train_spans=args.train_spans,
+            warm_start=None if args.warm_start is None else args.warm_start == "on",
+            drift_thresholds=drift,
         ).resolved()
         return apply_beam_arguments(config, args)
     except ValueError as e:  # DescriptionError included: it names the file, key and what is allowed
@@ -274,6 +293,11 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
 def preflight(config: PipelineConfig) -> None:
     """ExampleGen's checks of the description against the data (files, columns, tasks the data
     can feed), before any component runs; raises with a message naming what is wrong."""
+    if config.spanned:  # each span's files are checked when SpanExampleGen reads it; here: any span at all
+        from components.example_gen.spans import available_spans
+
+        available_spans(config.data_dir, config.load_description().interactions.files)
+        return
     from components.example_gen.preflight import preflight as check
 
     check(config.load_description(), config.data_dir)

@@ -9,7 +9,7 @@ plain Markdown template: TF Serving ignores the file, people read it beside the 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from common.io_utils import atomic_write
 from contract import features as F
@@ -53,7 +53,31 @@ def _metric_lines(metrics: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
     return lines
 
 
-def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[List[List]] = None) -> str:
+def daily_lines(outputs: Dict[str, Dict[str, str]], training: Dict) -> List[str]:
+    """A model trained on spans: its window, its warm start and the drift of the newest span
+    (the card's "Daily data" section; [] when the run had no window)."""
+    from components import drift, window
+
+    w = window.read_window(outputs.get("SpanWindow", {}).get("window_examples", ""))
+    if not w:
+        return []
+    warm = training.get("warm_start")
+    lines = ["", "## Daily data", "",
+             f"- Trained on spans {', '.join(map(str, w['train']))}; gated on span {w['eval']}, reported on span "
+             f"{w['test']} (new this run: {', '.join(map(str, w['new_spans']))}).",
+             f"- Warm start: from {warm['base_model']}, {warm['copied']} weights copied, id tables "
+             + ", ".join(f"{t['vocabulary']} {t['known_ids']} known / {t['new_ids']} new"
+                         for t in warm.get("id_tables", {}).values()) + "." if warm
+             else "- Trained from scratch (no blessed model of this family yet, or warm start off)."]
+    measured = drift.read_drift(outputs.get("DriftGate", {}).get("accepted", ""))
+    if measured:
+        lines += ["", "| feature | drift measure | value | threshold |", "|---|---|---:|---:|"]
+        lines += [f"| {r['feature']} | {r['measure']} | {r['value']} | {r['threshold']} |" for r in measured["drift"]]
+    return lines
+
+
+def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[List[List]] = None,
+           daily: Sequence[str] = ()) -> str:
     config = config.resolved()
     spec = get_family(family)
     dataset = config.spec
@@ -100,6 +124,7 @@ def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[
     if gates:
         lines += ["", "## Expert gates (mean weight per expert on the eval split)", ""]
         lines += [f"- {task}: " + " ".join(f"{w:.2f}" for w in weights) for task, weights in sorted(gates.items())]
+    lines += list(daily)
     lines += ["", "## Caveats", ""] + [f"- {c}" for c in _CAVEATS] + [""]
     return "\n".join(lines)
 
@@ -126,5 +151,6 @@ def write_cards(config: PipelineConfig, outputs: Optional[Dict[str, Dict[str, st
         evaluation = outputs.get(f"Evaluator_{family}", {}).get("evaluation")
         slices = slice_metrics(evaluation) if evaluation else None
         path = os.path.join(push["path"], protocol.ASSETS_EXTRA, CARD_NAME)
-        written.append(atomic_write(path, render(config, family, outcome, slices)))
+        daily = daily_lines(outputs, outcome.get("training", {})) if config.spanned else []
+        written.append(atomic_write(path, render(config, family, outcome, slices, daily)))
     return written

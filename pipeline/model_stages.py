@@ -1,4 +1,7 @@
-"""Per model family: Trainer -> Resolver (latest blessed) -> Evaluator -> Pusher.
+"""Per model family: Resolver (latest blessed) -> Trainer -> Evaluator -> Pusher.
+
+The Resolver gives the Evaluator its baseline (the candidate must not be worse than it by
+more than each gate's max_worsening) and, with warm start, the Trainer its starting weights.
 
 What each stage does follows from the family's registry entry: its view decides the
 examples the Trainer and the Evaluator read, its tasks the Evaluator's metrics and
@@ -55,13 +58,17 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
     config = config.resolved()
     components: List = []
     trainers = {}
+    resolvers = {name: _latest_blessed(name) for name in config.families}
 
     def trainer_of(family_name: str):
         if family_name not in trainers:
             upstream = get_family(family_name).upstream
-            base_model = trainer_of(upstream).outputs["model"] if upstream else None
+            # A warm start is from the family's last blessed model (none on the first run: from scratch).
+            warm = config.warm_starts and not upstream and family_name in resolvers
+            base_model = (trainer_of(upstream).outputs["model"] if upstream
+                          else resolvers[family_name].outputs["model"] if warm else None)
             trainers[family_name] = _trainer(config, family_name, examples, user_examples, transform_graph, schema,
-                                             base_model)
+                                             base_model, warm_start=warm)
             if family_name not in config.families:
                 components.append(trainers[family_name])
         return trainers[family_name]
@@ -74,21 +81,7 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             raise ValueError(f"model family {family_name!r} is sequential and is evaluated with protocol S, which "
                              f"needs --split {LEAVE_LAST_TWO_OUT_SPLIT} (got {config.split!r})")
         trainer = trainer_of(family_name)
-
-        resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            # Only this family's models and blessings are its baseline.
-            model=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.Model,
-                producer_component_id=f"Trainer_{family_name}",
-                output_key="model",
-            ),
-            model_blessing=tfx.dsl.Channel(
-                type=tfx.types.standard_artifacts.ModelBlessing,
-                producer_component_id=f"Evaluator_{family_name}",
-                output_key="blessing",
-            ),
-        ).with_id(f"Resolver_{family_name}")
+        resolver = resolvers[family_name]
 
         evaluator = tfx.components.Evaluator(
             examples=user_examples if on_users else raw_examples,
@@ -111,8 +104,27 @@ def create_model_stages(config: PipelineConfig, examples, raw_examples, user_exa
             serving_base_dir=config.serving_model_dir,
             model_name=family_name,
         ).with_id(f"Pusher_{family_name}")
-        components.extend([trainer, resolver, evaluator, pusher])
+        components.extend([resolver, trainer, evaluator, pusher])
     return components
+
+
+def _latest_blessed(family_name: str):
+    """The Resolver of the family's last blessed model: the Evaluator's baseline and, with
+    warm start, the Trainer's starting point."""
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        # Only this family's models and blessings are its baseline.
+        model=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.Model,
+            producer_component_id=f"Trainer_{family_name}",
+            output_key="model",
+        ),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing,
+            producer_component_id=f"Evaluator_{family_name}",
+            output_key="blessing",
+        ),
+    ).with_id(f"Resolver_{family_name}")
 
 
 def train_config(config: PipelineConfig, family_name: str, **overrides: Any) -> TrainConfig:
@@ -140,7 +152,7 @@ def train_config(config: PipelineConfig, family_name: str, **overrides: Any) -> 
 
 
 def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, transform_graph, schema,
-             base_model=None):
+             base_model=None, warm_start: bool = False):
     family = get_family(family_name)
     tasks = family_tasks(config, family_name)
     hparams = family.hparams().override(config.hparams.get(family_name, {}))  # fails early on bad names
@@ -154,5 +166,5 @@ def _trainer(config: PipelineConfig, family_name: str, examples, user_examples, 
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps) if config.train_steps else tfx.proto.TrainArgs(),
         eval_args=tfx.proto.EvalArgs(),
         custom_config=train_config(config, family_name, hparams=hparams.to_dict(),
-                                   tasks=tuple(t.name for t in tasks)).to_custom_config(),
+                                   tasks=tuple(t.name for t in tasks), warm_start=warm_start).to_custom_config(),
     ).with_id(f"Trainer_{family_name}")

@@ -3,6 +3,9 @@
 ExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomalyGate ->
 Transform -> per family: Trainer -> Resolver (latest blessed) -> Evaluator -> Pusher
 -> RunReport (scheduled runs).
+
+A log laid out as spans (pipeline/span_stages.py) reads its new spans and a window of the
+accepted ones instead of the whole log, and a DriftGate follows the AnomalyGate.
 """
 
 from __future__ import annotations
@@ -38,12 +41,20 @@ def create_pipeline(
     config = config.resolved()
     components: List = []
 
-    example_gen = InteractionExampleGen(
-        input_base=config.data_dir, config=json.dumps(config.ingest_config(), sort_keys=True)
-    )
-    components.append(example_gen)
+    if config.spanned:  # the new spans, and the window of spans the run trains and is judged on
+        from pipeline import span_stages
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+        ingest = span_stages.ingest_stages(config)
+        components.extend(ingest.components)
+        examples, user_examples = ingest.examples, ingest.user_examples
+    else:
+        example_gen = InteractionExampleGen(
+            input_base=config.data_dir, config=json.dumps(config.ingest_config(), sort_keys=True)
+        )
+        components.append(example_gen)
+        examples, user_examples = example_gen.outputs["examples"], example_gen.outputs["user_examples"]
+
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     components.append(statistics_gen)
 
     schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
@@ -54,11 +65,18 @@ def create_pipeline(
     )
     components.append(example_validator)
 
-    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema_file=config.schema_path)
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema_file=config.schema_path,
+                               output_dir=config.output_dir if config.spanned else "")
     components.append(anomaly_gate)
+    data_gate = anomaly_gate
+    if config.spanned:  # the newest span against the training window; accepts the run's spans
+        data_gate = span_stages.drift_gate(config, statistics_gen.outputs["statistics"],
+                                           schema_gen.outputs["schema"], examples)
+        data_gate.add_upstream_node(anomaly_gate)
+        components.append(data_gate)
 
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="transform.preprocessing.preprocessing_fn",
         splits_config=transform_pb2.SplitsConfig(
@@ -70,7 +88,7 @@ def create_pipeline(
         disable_statistics=True,
         force_tf_compat_v1=config.transform_tf_compat_v1,
     )
-    transform.add_upstream_node(anomaly_gate)
+    transform.add_upstream_node(data_gate)
     components.append(transform)
 
     if config.families:
@@ -80,8 +98,8 @@ def create_pipeline(
             model_stages.create_model_stages(
                 config,
                 examples=transform.outputs["transformed_examples"],
-                raw_examples=example_gen.outputs["examples"],
-                user_examples=example_gen.outputs["user_examples"],
+                raw_examples=examples,
+                user_examples=user_examples,
                 transform_graph=transform.outputs["transform_graph"],
                 schema=schema_gen.outputs["schema"],
             )

@@ -39,10 +39,15 @@ FAMILY_OUTPUTS = (("Trainer_{family}", "model_run"), ("Evaluator_{family}", "eva
                   ("Pusher_{family}", "pushed_model"))
 
 
-def report_sources(families: Sequence[str]) -> List[tuple]:
-    """(component id, output key) of every output the report of a run of `families` reads."""
-    return list(DATA_OUTPUTS) + [(component.format(family=family), key) for family in families
-                                 for component, key in FAMILY_OUTPUTS]
+# A run on spans (pipeline/span_stages.py) also reports its window and the drift it measured.
+SPAN_OUTPUTS = (("SpanWindow", "window_examples"), ("DriftGate", "accepted"))
+
+
+def report_sources(families: Sequence[str], spanned: bool = False) -> List[tuple]:
+    """(component id, output key) of every output the report of a run of `families` reads
+    (`spanned`: a run on spans)."""
+    return list(DATA_OUTPUTS) + (list(SPAN_OUTPUTS) if spanned else []) + [
+        (component.format(family=family), key) for family in families for component, key in FAMILY_OUTPUTS]
 
 
 def _input_key(component_id: str, output_key: str) -> str:
@@ -77,6 +82,10 @@ class Executor(base_executor.BaseExecutor):
             outputs.setdefault(component, {})[output] = artifact_utils.get_single_uri(input_dict[key])
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
 
+        if config.spanned:  # each family's push or its reason, in the run record
+            from pipeline import span_stages
+
+            span_stages.record_outcomes(config, outputs)
         for path in model_card.write_cards(config, outputs):
             logging.info("Model card: %s", path)
         path = html_report.write(config, outputs=outputs)
@@ -92,14 +101,14 @@ class RunReport(base_component.BaseComponent):
     Args:
       config: the run's configuration (its families, output directory, ...).
       outputs: {(component id, output key): channel} holding every pair of
-        `report_sources(config.families)`.
+        `report_sources(config.families, config.spanned)`.
     """
 
     SPEC_CLASS = RunReportSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, config: PipelineConfig, outputs: Dict[tuple, types.BaseChannel]):
-        sources = report_sources(config.families)
+        sources = report_sources(config.families, config.spanned)
         missing = [f"{component}.{key}" for component, key in sources if (component, key) not in outputs]
         if missing:
             raise ValueError(f"the run report reads {', '.join(missing)}, which the pipeline does not produce")

@@ -60,6 +60,8 @@ class TrainConfig:
         fine-tuned from a base model (PeterRec) trains in one process: `default` only.
       split: ExampleGen's split method of the files (which behaviors the eval split's
         retrieval targets have: `DatasetSpec.retrieval_targets`).
+      warm_start: the Trainer's `base_model` is the family's last blessed model, and
+        training starts from it (training/warm_start.py); no base model: from scratch.
     """
 
     family: str
@@ -71,6 +73,7 @@ class TrainConfig:
     tasks: Tuple[str, ...] = ()
     strategy: str = distribute.DEFAULT
     split: str = D.HASH_SPLIT
+    warm_start: bool = False
 
     def __post_init__(self):
         if not self.description:
@@ -176,8 +179,12 @@ def train(
     train_steps: Optional[int] = None,
     soft_labels: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None,
     rows: Optional[Callable[[Dict[str, np.ndarray]], np.ndarray]] = None,
+    warm_from: Optional[str] = None,
 ) -> Tuple[RecModel, Dict[str, Any], np.ndarray]:
     """Trains one family; returns the model, a summary and the candidate rows (bool [N]).
+
+    `warm_from`, a model of the same family (its last blessed one), gives the starting
+    weights (training/warm_start.py); the summary's `warm_start` says what was carried.
 
     `soft_labels`, for a distilled student (training/distillation.py), maps the training
     rows to extra columns (a teacher's soft labels) added to those rows only. `rows` maps
@@ -202,6 +209,15 @@ def train(
             model, fit_args, valid = _interaction_setup(family, spec, tft_output, config, hparams, train_files,
                                                         eval_files, train_steps, soft_labels, rows)
         model.compile(optimizer=make_optimizer(hparams))
+        warm = None
+        if warm_from:
+            from training import warm_start
+
+            if "eval_batches" in fit_args:  # build the lazily created layers with one forward pass
+                model(next(iter(fit_args["eval_batches"])), training=False)
+            warm = warm_start.warm_start(model, warm_from, {
+                name: [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
+                       for t in tft_output.vocabulary_by_name(name)] for name in warm_start.vocabulary_names(spec)})
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
         for key in ("x", "validation_data"):
@@ -230,6 +246,8 @@ def train(
         "replicas": replicas,
         "history": logs,
     }
+    if warm is not None:
+        summary["warm_start"] = warm
     if hasattr(model, "task_weights"):
         summary["task_weights"] = model.task_weights()
     if eval_batches is not None and hasattr(model, "gate_weights"):
@@ -476,7 +494,8 @@ def train_and_export(config: TrainConfig, train_files, eval_files, transform_out
 
         soft_labels = saved_teacher_soft_labels(base_model, train_files)
     model, summary, valid = train(config, train_files, eval_files, transform_output, train_steps,
-                                  soft_labels=soft_labels)
+                                  soft_labels=soft_labels,
+                                  warm_from=base_model if config.warm_start and not teacher else None)
     if teacher:
         summary["teacher_model"] = base_model
     if distribute.is_chief(model.distribute_strategy):

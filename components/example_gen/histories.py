@@ -354,8 +354,10 @@ class _Prepared(NamedTuple):
 
 
 def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestConfig, plan: Plan,
-             catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]]) -> _Prepared:
-    """A user's good rows in order, their bad rows, example rows and splits."""
+             catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]],
+             prior: Sequence[Interaction] = ()) -> _Prepared:
+    """A user's good rows in order, their bad rows, example rows and splits (`prior`: see
+    `build_user_examples`)."""
     bad_rows: List[BadRow] = []
     events: List[Interaction] = []
     missing_user = plan.users_table and plan.user_required and user_id not in (users or {})
@@ -370,12 +372,26 @@ def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestCo
                                    f"whose features are required"))
         else:
             events.append(event)
+    events.extend(_known(prior, plan, catalogue))
     events.sort(key=order_key)
     rows = _example_rows(events, plan)
+    if prior:
+        rows = _without_prior(rows, prior)
     anchors = sorted(rows)
     pair_splits = _pair_splits(user_id, events) if config.split == SPLIT_HASH else None
     return _Prepared(events, bad_rows, rows, anchors, _assign_splits(user_id, anchors, rows, config, pair_splits),
                      pair_splits)
+
+
+def _known(prior: Sequence[Interaction], plan: Plan, catalogue: Catalogue) -> List[Interaction]:
+    """The carried interactions whose item is still in the items table (all without one)."""
+    return [e for e in prior if not plan.items_table or e.item_id in catalogue]
+
+
+def _without_prior(rows: Dict[int, _Row], prior: Sequence[Interaction]) -> Dict[int, _Row]:
+    """The example rows that are not carried interactions (those were rows of their own span)."""
+    carried = {id(e) for e in prior}
+    return {i: row for i, row in rows.items() if id(row.event) not in carried}
 
 
 def _training_texts(user_id: str, prepared: _Prepared, plan: Plan) -> List[TextEntry]:
@@ -427,7 +443,7 @@ def _item_documents(item_texts: Optional[ItemTexts], plan: Plan, item_id: str, k
 # ----------------------------------------------------------------------------------------
 def build_user_examples(user_id: str, interactions: Iterable[Interaction], config: IngestConfig,
                         catalogue: Catalogue, users: Optional[Mapping[str, FeatureDict]] = None,
-                        item_texts: Optional[ItemTexts] = None) -> UserResult:
+                        item_texts: Optional[ItemTexts] = None, prior: Sequence[Interaction] = ()) -> UserResult:
     """Turns one user's parsed rows into examples with splits, labels, histories and negatives.
 
     Rows are ordered by (timestamp, item id). An example's history holds the
@@ -445,9 +461,12 @@ def build_user_examples(user_id: str, interactions: Iterable[Interaction], confi
       catalogue: every item with its raw features.
       users: user id -> raw user features (None: no users table).
       item_texts: every item's training texts (needed when the description has documents).
+      prior: the user's interactions carried from earlier spans (components/example_gen/spans.py):
+        in the histories of this call's rows (and touched, for the negatives), never rows
+        themselves; an anchored row is not repeated for an item anchored among them.
     """
     plan = plan_of(config)
-    prepared = _prepare(user_id, interactions, config, plan, catalogue, users)
+    prepared = _prepare(user_id, interactions, config, plan, catalogue, users, prior)
     events, rows, split_of = prepared.events, prepared.rows, prepared.split_of
     if prepared.pair_splits is not None:
         pair_splits = prepared.pair_splits
