@@ -14,7 +14,6 @@ InteractionExampleGen's.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, List, NamedTuple
 
 from tfx import v1 as tfx

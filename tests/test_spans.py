@@ -2,14 +2,13 @@
 span's ingest against a from-scratch run over the same days (small synthetic daily logs)."""
 import collections
 import glob
-import gzip
 import os
 
 import pytest
 import tensorflow as tf
 
 import daily_logs as L
-from components.example_gen import encoding, histories, inmemory, span_ingest, spans
+from components.example_gen import encoding, inmemory, span_ingest, spans
 from components.example_gen.config import SPLIT_NAMES, IngestConfig
 from contract import features as F
 
