@@ -237,7 +237,11 @@ def _numeric(x, feature: desc.Feature) -> Dict[str, tf.Tensor]:
     if normalizer == desc.MIN_MAX:
         return {name: _dense(tft.scale_to_0_1(x), 0.0)}
     if normalizer == desc.LOG:
-        return {name: _dense(tft.scale_to_z_score(_map_values(lambda v: tf.math.log1p(tf.maximum(v, 0.0)), x)), 0.0)}
+        # log1p in float64, cast back: float32 log1p differs in the last digit with the batch.
+        def log1p(v):
+            return tf.cast(tf.math.log1p(tf.maximum(tf.cast(v, tf.float64), 0.0)), tf.float32)
+
+        return {name: _dense(tft.scale_to_z_score(_map_values(log1p, x)), 0.0)}
     boundaries = tf.constant([list(feature.boundaries)], tf.float32)
     return {name: _dense(_map_values(lambda b: b + 1, tft.apply_buckets(x, boundaries)), tf.constant(0, tf.int64))}
 
