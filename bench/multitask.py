@@ -28,7 +28,7 @@ holds) with the same information, per task:
   on the eval split (a grid without the ids lost on both datasets' eval splits in a trial
   run, and was dropped for time).
 Dense features: the item's declared numeric features (MovieLens: the year z-score),
-popularity and (with a rating) leave-one-out mean rating from Transform; history length;
+popularity and (with a rating) out-of-fold mean rating from Transform; history length;
 the share of each behavior type in the history; the share of history items with the
 item's (first) set-feature value.
 
@@ -129,7 +129,7 @@ def reference_aucs(args, dataset: str) -> Dict[str, float]:
 
 def dense_item_features(d: desc.Description) -> Tuple[str, ...]:
     """The transformed item features every peer reads: the declared numeric and time item
-    features, then popularity and (with a rating) the leave-one-out mean rating."""
+    features, then popularity and (with a rating) the out-of-fold mean rating."""
     declared = tuple(f.transformed_name() for f in d.item_features if f.type in (desc.NUMERIC, desc.TIME))
     return declared + (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM)
 

@@ -41,10 +41,13 @@ USER_ACTIVITY_LEVEL = "user_activity_level"  # bytes light / medium / heavy (tra
 # --------------------------------------------------------------------------
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
-ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1]: (avg - rating_min) / rating range, leave-one-out
-ITEM_POPULARITY_MM = "item_popularity_mm"  # float in [0, 1]: log1p(count) / log1p(training rows), leave-one-out
+# Item statistics and slices: training-split statistics, out of fold for a training row
+# (transform/preprocessing.py `_item_statistics`), full for any other row.
+ITEM_AVG_RATING_MM = "item_avg_rating_mm"  # float in [0, 1]: (avg - rating_min) / rating range
+ITEM_POPULARITY_MM = "item_popularity_mm"  # float in [0, 1]: log1p(count) / log1p(training rows)
 USER_ACTIVITY = "user_activity"  # bytes light / medium / heavy (training rating count)
 ITEM_POPULARITY_LEVEL = "item_popularity_level"  # bytes head / torso / tail (training count)
+CATALOGUE_PREFIX = "catalogue_"  # see catalogue_name
 HISTORY_ITEM_IDX = "history_item_idx"  # int64, padded to HISTORY_BUCKET
 HISTORY_BEHAVIOR_IDX = "history_behavior_idx"  # int64, padded to HISTORY_BUCKET
 HISTORY_LENGTH = "history_length"  # int64, true length after truncation
@@ -60,8 +63,8 @@ ACTIVITY_LIGHT_MAX = 30  # <= 30 training interactions: light
 ACTIVITY_MEDIUM_MAX = 150  # 31..150: medium; more: heavy
 ACTIVITY_LEVELS = ("light", "medium", "heavy")
 
-# Item popularity slices: training-split interaction count thresholds (leave-one-out
-# for a training row, so a row's own interaction never decides its slice).
+# Item popularity slices: training-split interaction count thresholds (out of fold for a
+# training row, so a row's own interaction never decides its slice).
 POPULARITY_TAIL_MAX = 5  # <= 5 training interactions: tail
 POPULARITY_TORSO_MAX = 50  # 6..50: torso; more: head
 POPULARITY_LEVELS = ("tail", "torso", "head")
@@ -72,6 +75,17 @@ def activity_level(count: int) -> str:
     if count <= ACTIVITY_LIGHT_MAX:
         return ACTIVITY_LEVELS[0]
     return ACTIVITY_LEVELS[1] if count <= ACTIVITY_MEDIUM_MAX else ACTIVITY_LEVELS[2]
+
+
+def catalogue_name(name: str) -> str:
+    """The catalogue copy of an item statistic: the full training statistic on every row (a
+    training row's own is out of fold), what serving computes; the models' item table is
+    built from it, and no model reads it as a row's input.
+
+    Args:
+      name: the statistic (ITEM_AVG_RATING_MM, ITEM_POPULARITY_MM).
+    """
+    return CATALOGUE_PREFIX + name
 
 # Vocabulary file names (Transform output assets).
 USER_VOCAB = "user_id_vocab"

@@ -76,14 +76,22 @@ def densify(features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 def serving_feature_spec(tf_transform_output: tft.TFTransformOutput, spec: D.DatasetSpec) -> Dict:
     """Raw features a client sends to `serving_default`: the description's raw features with
     `serving=True` (ids, history, side-table features, documents; no labels, timestamp,
-    split or interaction outcomes), parsed as the Transform's raw schema says."""
+    split or interaction outcomes), parsed as the Transform's raw schema says. The split
+    is parsed too, "" when absent (a client sends none): the Transform gives a row whose
+    split is not train the full item statistics, and without the input it would drop them."""
     raw = tf_transform_output.raw_feature_spec()
     served = [f.name for f in desc.raw_features(spec.description) if f.serving]
     missing = [name for name in served if name not in raw]
     if missing:
         raise ValueError(f"the Transform's raw schema has no feature {missing} that dataset {spec.name!r} serves; "
                          f"its raw features: {sorted(raw)} (regenerate the schema from the description)")
-    return {name: raw[name] for name in served}
+    out = {name: raw[name] for name in served}
+    if isinstance(raw.get(F.SPLIT), tf.io.FixedLenFeature):
+        shape = list(raw[F.SPLIT].shape)
+        out[F.SPLIT] = tf.io.FixedLenFeature(shape, tf.string, default_value=[""] * shape[0] if shape else "")
+    elif F.SPLIT in raw:
+        out[F.SPLIT] = raw[F.SPLIT]  # a VarLenFeature: absent is empty, which is not train
+    return out
 
 
 class Catalogue(tf.Module):

@@ -81,7 +81,7 @@ def _comment(d: desc.Description, raw: desc.RawFeature) -> List[str]:
         if d.anchor:
             within = f" within {label.horizon_seconds:g} s" if label.horizon_seconds is not None else ""
             return [f"1 when the user did {label.behavior!r} to the item at or after the example's first "
-                    f"{d.anchor!r}{within}."]
+                    f"{d.anchor!r}{within}, in the example's split."]
         return [f"1 when the row's behavior is {label.behavior!r}; 0 on sampled negatives."]
     if raw.role == "document":
         column = next(c for c in d.text_columns if raw.name in c.document_names())

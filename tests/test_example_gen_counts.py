@@ -71,19 +71,28 @@ def test_taobao_by_day_counts(taobao_dir):
     split_of = lambda ts: "test" if day(ts) == "2017-12-03" else "eval" if day(ts) == "2017-12-02" else (  # noqa
         None if day(ts) > "2017-12-03" else "train")
     want = collections.Counter(split_of(ts) for ts in first_pv.values())
+    # A label: the behavior within the horizon (1 day) of the first view and in its split.
     labels = collections.Counter()
+    crossing = 0  # label events within the horizon but past the view's split
     for user, item, _, behavior, ts in rows:
         start = first_pv.get((user, item))
-        if behavior != "pv" and start is not None and int(ts) >= start and split_of(start) == "test":
-            labels[(user, item, behavior)] = 1
+        if behavior == "pv" or start is None or not start <= int(ts) <= start + 86400:
+            continue
+        if split_of(int(ts)) == split_of(start):
+            labels[(user, item, behavior, split_of(start))] = 1
+        else:
+            crossing += 1
+    assert crossing > 0  # the log has labels the split boundary removes
     examples, report = inmemory.ingest_in_memory(str(taobao_dir), IngestConfig("taobao"))
     assert report["rows_read"] == {"interactions": len(rows)}
     assert report["rows_written"] == {s: want[s] for s in ("train", "eval", "test")}
     assert report["dropped_after_test_day"] == want[None] > 0
     assert _counts(examples) == report["rows_written"]
-    for label in ("cart", "fav", "buy"):
-        expected = sum(1 for (_, _, b) in labels if b == label)
-        assert report["label_positives"]["test"].get(label, 0) == expected > 0
+    for split in ("train", "eval", "test"):
+        assert sum(1 for key in labels if key[3] == split) > 0, split
+        for label in ("cart", "fav", "buy"):
+            expected = sum(1 for (_, _, b, s) in labels if b == label and s == split)
+            assert report["label_positives"][split].get(label, 0) == expected, (split, label)
     assert report["bad_rows"]["total"] == 0
     assert {splits.utc_day(e.features[F.TIMESTAMP][0]) for e in examples if e.split == "test"} == {"2017-12-03"}
     check_against_raw_features(examples, desc.load("taobao"))

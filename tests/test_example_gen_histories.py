@@ -174,7 +174,7 @@ def test_taobao_anchored_rows_labels_and_history():
         tb_row(1, "A", 50, "cart", "cA"),   # before the first view: history, not a label
         tb_row(1, "B", 200, "pv", "cB"),
         tb_row(1, "B", 200, "buy", "cB"),   # same instant as the first view: a label
-        tb_row(1, "A", 300, "fav", "cA"),
+        tb_row(1, "A", 300, "fav", "cA"),   # after the eval row B: past A's split, not a label
         tb_row(1, "C", 400, "cart", "cC"),  # never viewed: no example, but history
         tb_row(1, "A", 500, "pv", "cA"),    # second view: no new example
         tb_row(1, "D", 600, "pv", "cD"),
@@ -184,7 +184,7 @@ def test_taobao_anchored_rows_labels_and_history():
     ex = by_item(result.examples)
     assert sorted(ex) == ["A", "B", "D"]
     labels = {i: [ex[i].features[lab][0] for lab in TB_LABELS] for i in ex}
-    assert labels == {"A": [1, 0, 1, 0], "B": [1, 0, 0, 1], "D": [1, 0, 0, 0]}
+    assert labels == {"A": [1, 0, 0, 0], "B": [1, 0, 0, 1], "D": [1, 0, 0, 0]}
     assert ex["A"].features[F.TIMESTAMP] == [100] and ex["A"].features["item_category"] == ["cA"]
     assert "item_year" not in ex["A"].features and "rating" not in ex["A"].features
     assert ex["A"].features[F.HISTORY_ITEM_IDS] == ["A"]
@@ -193,6 +193,55 @@ def test_taobao_anchored_rows_labels_and_history():
     assert ex["D"].features[F.HISTORY_ITEM_IDS] == ["A", "A", "B", "B", "A", "C", "A"]
     assert ex["D"].features[F.HISTORY_BEHAVIORS] == ["cart", "pv", "pv", "buy", "fav", "cart", "pv"]
     assert [ex[i].split for i in "ABD"] == ["train", "eval", "test"]
+
+
+EVAL_DAY = 1512172800  # 2017-12-02 00:00 UTC, Taobao's eval day
+TEST_DAY = EVAL_DAY + 86400
+
+
+def test_taobao_labels_stay_within_a_day_of_the_view_and_inside_its_split():
+    """By day: a cart / fav / buy labels its view when it is within the 1-day horizon and on a
+    day of the view's split; one past the horizon or the split's last day labels nothing (the
+    history still holds it)."""
+    hour = 3600
+    rows = [
+        tb_row(1, "A", EVAL_DAY - 20 * hour, "pv"), tb_row(1, "A", EVAL_DAY - 2 * hour, "buy"),  # train: 1
+        tb_row(1, "B", EVAL_DAY - 2 * hour, "pv"), tb_row(1, "B", EVAL_DAY + hour, "buy"),       # eval day: 0
+        tb_row(1, "C", EVAL_DAY - 30 * hour, "pv"), tb_row(1, "C", EVAL_DAY - 5 * hour, "cart"),  # 25 h: 0
+        tb_row(1, "D", TEST_DAY - hour, "pv"), tb_row(1, "D", TEST_DAY + hour, "fav"),           # test day: 0
+        tb_row(1, "E", TEST_DAY - 2 * hour, "pv"), tb_row(1, "E", TEST_DAY - hour, "fav"),       # eval: 1
+        tb_row(1, "F", TEST_DAY + hour, "pv"), tb_row(1, "F", TEST_DAY + 23 * hour, "cart"),     # test: 1
+        tb_row(1, "G", TEST_DAY + 20 * hour, "pv"), tb_row(1, "G", TEST_DAY + 26 * hour, "buy"),  # next day: 0
+    ]
+    result = build_user_examples("1", rows, tb_config(), histories.catalogue_from_interactions(rows, TB))
+    ex = by_item(result.examples)
+    assert {i: ex[i].split for i in ex} == {"A": "train", "B": "train", "C": "train", "D": "eval", "E": "eval",
+                                            "F": "test", "G": "test"}
+    labels = {i: [ex[i].features[lab][0] for lab in TB_LABELS] for i in ex}
+    assert labels == {"A": [1, 0, 0, 1], "B": [1, 0, 0, 0], "C": [1, 0, 0, 0], "D": [1, 0, 0, 0],
+                      "E": [1, 0, 1, 0], "F": [1, 1, 0, 0], "G": [1, 0, 0, 0]}
+    assert result.stats[histories.STAT_LABEL_POSITIVES]["train"]["buy"] == 1
+    assert "fav" in ex["G"].features[F.HISTORY_BEHAVIORS]  # D's test-day fav: history, not D's label
+
+
+def test_anchored_labels_without_a_horizon_stop_at_the_next_split_and_the_hash_split_has_none():
+    """Leave-last-two-out: a training row's label event after the user's eval row (and an eval
+    row's after the test row) is past its split. Hash: every event of a pair is in the pair's
+    split, so a late buy still labels it."""
+    values = _description(examples={"anchor": "view"})
+    rows = [shop_row(1, "A", 0), shop_row(1, "B", 100), shop_row(1, "A", 150, "buy"),   # A train: 1
+            shop_row(1, "C", 200), shop_row(1, "A", 250, "buy"),                         # eval C starts
+            shop_row(1, "D", 300), shop_row(1, "B", 350, "buy"), shop_row(1, "C", 400, "buy"),
+            shop_row(1, "D", 500, "buy")]
+    config = IngestConfig(values)
+    catalogue = histories.catalogue_from_interactions(rows, config.spec.description)
+    ex = by_item(build_user_examples("1", rows, config, catalogue).examples)
+    assert {i: ex[i].split for i in ex} == {"A": "train", "B": "train", "C": "eval", "D": "test"}
+    assert {i: ex[i].features["bought"] for i in ex} == {"A": [1], "B": [0], "C": [0], "D": [1]}
+    values["split"] = {"method": "hash"}
+    config = IngestConfig(values)
+    ex = by_item(build_user_examples("1", rows, config, catalogue).examples)
+    assert {i: ex[i].features["bought"] for i in ex} == {"A": [1], "B": [1], "C": [1], "D": [1]}
 
 
 def test_an_item_takes_the_features_of_its_earliest_row():
@@ -206,6 +255,7 @@ def test_an_item_takes_the_features_of_its_earliest_row():
 def test_anchored_behavior_labels_within_a_horizon():
     values = _description(examples={"anchor": "view"})
     values["labels"]["bought"]["horizon"] = "1h"
+    values["split"] = {"method": "hash"}  # pairs' splits: no split boundary between a view and its buy
     config = IngestConfig(values)
     rows = [shop_row(1, "A", 0), shop_row(1, "A", 3600, "buy"),       # at the horizon: 1
             shop_row(1, "B", 0), shop_row(1, "B", 3601, "buy"),       # after it: 0

@@ -103,9 +103,8 @@ def test_a_model_failing_the_gate_is_not_pushed_and_the_threshold_is_named(train
 
 def _vocabularies(transform_graph):
     assets = os.path.join(transform_graph, "transform_fn", "assets")
-    names = [F.USER_VOCAB, F.ITEM_VOCAB, GENRES.vocabulary_name, preprocessing.ITEM_COUNT_VOCAB,
-             preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.PAIR_COUNT_VOCAB,
-             preprocessing.PAIR_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
+    sums = [preprocessing.ITEM_COUNT_VOCAB, preprocessing.ITEM_RATING_SUM_VOCAB, preprocessing.USER_COUNT_VOCAB]
+    names = [F.USER_VOCAB, F.ITEM_VOCAB, GENRES.vocabulary_name] + sums + [s + preprocessing.FOLD_SUFFIX for s in sums]
     out = {}
     for name in names:
         with open(os.path.join(assets, name), "rb") as f:

@@ -1,4 +1,4 @@
-"""The Transform on small in-memory data: leave-one-out item statistics, slices, histories
+"""The Transform on small in-memory data: out-of-fold item statistics, slices, histories
 (the shipped MovieLens description), and every feature type of a synthetic description
 (vocabularies, normalizers and documents from the training split only)."""
 
@@ -10,17 +10,20 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import metadata_io
 
 from contract import datasets as D
 from contract import description as desc
 from contract import features as F
-from transform.preprocessing import preprocessing_fn, tokenize
+from export.signatures import serving_feature_spec
+from transform.preprocessing import OOF_FOLDS, oof_fold, preprocessing_fn, tokenize
 from typed_description import DAY, EVAL, ITEMS, TRAIN, TYPED, USERS
 
 MOVIELENS = D.dataset_spec("movielens")
 ML_RAW_SPEC = {
     F.USER_ID: tf.io.FixedLenFeature([], tf.string),
     F.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+    F.SPLIT: tf.io.FixedLenFeature([], tf.string),
     "item_genres": tf.io.VarLenFeature(tf.string),
     "item_year": tf.io.VarLenFeature(tf.int64),
     F.HISTORY_ITEM_IDS: tf.io.VarLenFeature(tf.string),
@@ -29,37 +32,118 @@ ML_RAW_SPEC = {
     "watched": tf.io.FixedLenFeature([], tf.int64),
 }
 ML_LABELS = {"rating", "liked", "loved", "watched"}
+CATALOGUE = {F.catalogue_name(F.ITEM_AVG_RATING_MM), F.catalogue_name(F.ITEM_POPULARITY_MM)}
+STATISTICS = (F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM, F.ITEM_POPULARITY_LEVEL, F.USER_ACTIVITY)
 
 
 def _config(spec, max_history):
     return {"description": spec.to_dict(), "max_history": max_history}
 
 
+def _ml_row(user, item, rating, split="train"):
+    """A MovieLens row; rating None: a sampled negative (watched 0, no rating)."""
+    return {F.USER_ID: user, F.ITEM_ID: item, F.SPLIT: split, "item_genres": ["Drama"], "item_year": [1999],
+            F.HISTORY_ITEM_IDS: ["b"], F.HISTORY_BEHAVIORS: ["liked"],
+            "rating": [] if rating is None else [rating], "watched": 0 if rating is None else 1}
+
+
 def _ml_rows(rating_of_first=4.0):
     """Six ratings; the last row's history is longer than max_history and holds an unknown behavior."""
-    rows = []
-    # item "a": three ratings; item "solo": a single rating (its average would be its label).
-    for user, item, rating in [("u1", "a", rating_of_first), ("u2", "a", 3.0), ("u3", "a", 1.0),
-                               ("u1", "solo", 5.0), ("u2", "b", 2.0), ("u3", "b", 4.5)]:
-        rows.append({F.USER_ID: user, F.ITEM_ID: item, "item_genres": ["Drama"], "item_year": [1999],
-                     F.HISTORY_ITEM_IDS: ["b"], F.HISTORY_BEHAVIORS: ["liked"], "rating": [rating],
-                     "watched": 1})
+    rows = [_ml_row(user, item, rating) for user, item, rating in [
+        ("u1", "a", rating_of_first), ("u2", "a", 3.0), ("u3", "a", 1.0), ("u1", "solo", 5.0), ("u2", "b", 2.0),
+        ("u3", "b", 4.5)]]
     rows[5][F.HISTORY_ITEM_IDS] = ["a", "b", "solo"]
     rows[5][F.HISTORY_BEHAVIORS] = ["liked", "hated", "disliked"]
     return rows
 
 
-def _transform(rows, max_history=2):
+def _fold(user, item):
+    return int(oof_fold(tf.constant([user]), tf.constant([item]))[0])
+
+
+def _user_in_fold(item, fold, same, taken):
+    """The first user n0, n1, ... not in `taken` whose pair with `item` is (same) or is not in `fold`."""
+    for n in range(1000):
+        user = f"n{n}"
+        if user not in taken and (_fold(user, item) == fold) == same:
+            return user
+    raise AssertionError("no such user")
+
+
+def _stat_rows():
+    """Training rows: item a rated by 12 users, b by 3, solo by 1 (its only positive); sampled
+    negatives of a and solo in a positive's fold, and of b in another fold."""
+    rows = [_ml_row(f"u{i}", "a", [5.0, 4.0, 3.5, 2.0, 1.0, 4.5][i % 6]) for i in range(12)]
+    rows += [_ml_row("u0", "b", 2.0), _ml_row("u1", "b", 3.0), _ml_row("u2", "b", 4.0), _ml_row("u0", "solo", 5.0)]
+    taken = {r[F.USER_ID] for r in rows}
+    for item, positive, same in (("a", "u0", True), ("solo", "u0", True), ("b", "u0", False), ("a", "u1", False)):
+        user = _user_in_fold(item, _fold(positive, item), same, taken)
+        taken.add(user)
+        rows.append(_ml_row(user, item, None))
+    return rows
+
+
+def _transform(rows, max_history=2, eval_rows=None, batch_size=None):
+    """The transformed `rows` (the statistics' training data) and, given, `eval_rows` (transformed only)."""
     metadata = tft.DatasetMetadata.from_feature_spec(ML_RAW_SPEC)
-    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
-        (transformed, _), _ = (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-            lambda inputs: preprocessing_fn(inputs, _config(MOVIELENS, max_history)),
-            output_record_batches=False)
-    return transformed
+    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False,
+                                                                desired_batch_size=batch_size):
+        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(
+            lambda inputs: preprocessing_fn(inputs, _config(MOVIELENS, max_history)))
+        out = []
+        for name, part in (("train", rows), ("eval", eval_rows)):
+            if part is not None:
+                (transformed, _) = ((part, metadata), transform_fn) | f"apply_{name}" >> tft_beam.TransformDataset(
+                    output_record_batches=False)
+                out.append(transformed)
+    return out[0] if eval_rows is None else out
 
 
 def _features(row):
-    return {k: np.asarray(v).tolist() for k, v in row.items() if k not in ML_LABELS}
+    """A transformed row's inputs: everything but its labels and the catalogue copies."""
+    return {k: np.asarray(v).tolist() for k, v in row.items() if k not in ML_LABELS | CATALOGUE}
+
+
+def _level(count, first_max, second_max, levels):
+    return levels[0] if count <= first_max else levels[1] if count <= second_max else levels[2]
+
+
+def _expected(rows, analyzed):
+    """The statistics of `rows` (numpy, from the definition) with `analyzed` as the training rows:
+    a training row reads the other folds, scaled by K / (K - 1); any other row the full sums."""
+    scale = OOF_FOLDS / (OOF_FOLDS - 1)
+    positives = [(r[F.USER_ID], r[F.ITEM_ID], r["rating"][0], _fold(r[F.USER_ID], r[F.ITEM_ID]))
+                 for r in analyzed if r["watched"] == 1]
+    out = []
+    for row in rows:
+        user, item = row[F.USER_ID], row[F.ITEM_ID]
+        training = row[F.SPLIT] == "train"
+        seen = [p for p in positives if not training or p[3] != _fold(user, item)]
+        factor = scale if training else 1.0
+        ratings = [p[2] for p in seen if p[1] == item] or [np.mean([p[2] for p in seen])]
+        count = factor * sum(1 for p in seen if p[1] == item)
+        activity = factor * sum(1 for p in seen if p[0] == user)
+        full = [p[2] for p in positives if p[1] == item] or [np.mean([p[2] for p in positives])]
+        full_count = sum(1 for p in positives if p[1] == item)
+        out.append({
+            F.ITEM_AVG_RATING_MM: (np.mean(ratings) - 0.5) / 4.5,
+            F.ITEM_POPULARITY_MM: min(np.log1p(count) / np.log1p(len(analyzed)), 1.0),
+            F.ITEM_POPULARITY_LEVEL: _level(count, F.POPULARITY_TAIL_MAX, F.POPULARITY_TORSO_MAX,
+                                            F.POPULARITY_LEVELS).encode(),
+            F.USER_ACTIVITY: _level(activity, F.ACTIVITY_LIGHT_MAX, F.ACTIVITY_MEDIUM_MAX, F.ACTIVITY_LEVELS).encode(),
+            F.catalogue_name(F.ITEM_AVG_RATING_MM): (np.mean(full) - 0.5) / 4.5,
+            F.catalogue_name(F.ITEM_POPULARITY_MM): np.log1p(full_count) / np.log1p(len(analyzed)),
+        })
+    return out
+
+
+def _assert_statistics(got, expected):
+    for i, (row, want) in enumerate(zip(got, expected)):
+        for name, value in want.items():
+            if isinstance(value, bytes):
+                assert row[name] == value, (i, name)
+            else:
+                assert row[name] == pytest.approx(value, abs=1e-6), (i, name)
 
 
 @pytest.fixture(scope="module")
@@ -67,44 +151,98 @@ def base():
     return _transform(_ml_rows(4.0))
 
 
-def test_no_training_feature_depends_on_its_own_label(base):
-    before = base
-    after = _transform(_ml_rows(0.5))
-    # The changed row: every non-label feature is identical...
-    assert _features(before[0]) == _features(after[0])
-    # ...while the rows that share its item see the change (the statistic is live).
-    assert _features(before[1])[F.ITEM_AVG_RATING_MM] != _features(after[1])[F.ITEM_AVG_RATING_MM]
+@pytest.fixture(scope="module")
+def stats():
+    rows = _stat_rows()
+    return rows, _transform(rows)
 
 
-def test_leave_one_out_statistics_and_popularity_slices(base):
-    rows = base
-    # "solo" has no other training rating: its average is the other rows' mean, not its 5.0.
-    solo = rows[3]
-    assert solo[F.ITEM_POPULARITY_LEVEL] == b"tail"
-    assert solo[F.ITEM_POPULARITY_MM] == pytest.approx(0.0)
-    assert rows[0][F.ITEM_POPULARITY_MM] == pytest.approx(np.log1p(2) / np.log1p(6), rel=1e-5)
-    others_mean = (4.0 + 3.0 + 1.0 + 2.0 + 4.5) / 5
-    averages = {  # leave-one-out average rating per row, before min-max scaling
-        0: (3.0 + 1.0) / 2, 1: (4.0 + 1.0) / 2, 2: (4.0 + 3.0) / 2, 3: others_mean, 4: 4.5, 5: 2.0,
-    }
-    for i, row in enumerate(rows):
-        assert row[F.ITEM_AVG_RATING_MM] == pytest.approx((averages[i] - 0.5) / 4.5, abs=1e-5), i
+def _negative(row):
+    return {**row, "rating": [], "watched": 0}
 
 
-def test_ids_with_spaces_get_the_same_statistics(base):
-    """The leave-one-out statistics' frequency files hold `frequency key` lines: an id with a
-    space (a log of one's own: `K 17`) is looked up whole, not by its first word."""
-    rows = _ml_rows(4.0)
+# Each changes one training row's labels (index in _stat_rows): a rating, a positive that
+# becomes a sampled negative, a negative that becomes a positive, the only positive of its item.
+LABEL_CHANGES = {
+    "rating": (0, lambda r: {**r, "rating": [0.5]}),
+    "positive_to_negative": (1, _negative),
+    "negative_to_positive": (17, lambda r: {**r, "rating": [5.0], "watched": 1}),
+    "only_positive_of_its_item": (15, lambda r: {**r, "rating": [1.0]}),
+}
+
+
+@pytest.mark.parametrize("change", sorted(LABEL_CHANGES))
+def test_no_training_feature_depends_on_its_own_label(stats, change):
+    """Every statistic Transform computes from labels (item average rating, popularity,
+    popularity level, user activity): a training row's own value does not move with its
+    labels (implicit, rating and the expr labels read from it), while the item's full
+    statistics (its catalogue copies) do."""
+    rows, before = stats
+    i, edit = LABEL_CHANGES[change]
+    changed = list(rows)
+    changed[i] = edit(rows[i])
+    after = _transform(changed)
+    assert _features(before[i]) == _features(after[i])
+    assert set(STATISTICS) <= set(_features(before[i]))
+    assert any(before[i][name] != after[i][name] for name in CATALOGUE), "the statistics must read the labels"
+    _assert_statistics(after, _expected(changed, changed))
+
+
+def test_positives_and_negatives_of_an_item_and_fold_read_the_same_statistics(stats):
+    rows, got = stats
+    pairs = 0
+    for p, n in ((r, s) for r in range(len(rows)) for s in range(len(rows))):
+        same = (rows[p][F.ITEM_ID] == rows[n][F.ITEM_ID]
+                and _fold(rows[p][F.USER_ID], rows[p][F.ITEM_ID]) == _fold(rows[n][F.USER_ID], rows[n][F.ITEM_ID]))
+        if same and rows[p]["watched"] == 1 and rows[n]["watched"] == 0:
+            pairs += 1
+            for name in (F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM, F.ITEM_POPULARITY_LEVEL):
+                assert got[p][name] == got[n][name], (p, n, name)
+    assert pairs >= 2  # a's and solo's negatives share a positive's fold
+
+
+def test_out_of_fold_statistics_popularity_slices_and_catalogue_copies(stats):
+    rows, got = stats
+    _assert_statistics(got, _expected(rows, rows))
+    # The only positive of "solo" reads no solo rating: the other folds' global mean, count 0.
+    solo = got[15]
+    assert solo[F.ITEM_POPULARITY_MM] == 0.0 and solo[F.ITEM_POPULARITY_LEVEL] == b"tail"
+    # "a" (12 positives) is torso in full; a training row sees about 4/5 of it, scaled by 5/4.
+    assert got[0][F.catalogue_name(F.ITEM_POPULARITY_MM)] == pytest.approx(np.log1p(12) / np.log1p(len(rows)))
+
+
+def test_eval_and_serving_rows_read_the_full_training_statistics(stats):
+    """Statistics come from the analyzed (training) rows only: eval rows, an eval-only item
+    and eval labels change nothing; a row whose split is not train reads the full values."""
+    rows, train = stats
+    evals = [_ml_row("u0", "a", 0.5, "eval"), _ml_row("u5", "b", 5.0, "eval"), _ml_row("u9", "new", 5.0, "eval"),
+             _ml_row("u3", "a", None, "eval"), _ml_row("u0", "a", 3.0, "")]
+    got_train, got_eval = _transform(rows, eval_rows=evals)
+    assert [_features(r) for r in got_train] == [_features(r) for r in train]
+    _assert_statistics(got_eval, _expected(evals, rows))
+    catalogue = F.catalogue_name(F.ITEM_AVG_RATING_MM)
+    assert got_eval[0][F.ITEM_AVG_RATING_MM] == pytest.approx(train[0][catalogue])
+    assert got_eval[2][F.ITEM_POPULARITY_LEVEL] == b"tail" and got_eval[2][F.ITEM_POPULARITY_MM] == 0.0
+
+
+def test_statistics_do_not_depend_on_the_batches_rows_are_transformed_in(stats):
+    """Two runs with other batch sizes write identical values (float32 log1p differs in the last
+    digit between a vectorized batch and a short tail; the statistics are computed in float64)."""
+    rows, _ = stats
+    many = rows * 3
+    one, seven = _transform(many, batch_size=1), _transform(many, batch_size=7)
+    for a, b in zip(one, seven):
+        assert {k: np.asarray(v).tolist() for k, v in a.items()} == {k: np.asarray(v).tolist() for k, v in b.items()}
+
+
+def test_ids_with_spaces_get_their_statistics():
+    """The statistics' frequency files hold `frequency key` lines: an id with a space (a log of
+    one's own: `K 17`) is looked up whole, not by its first word."""
+    rows = _stat_rows()
     for row in rows:
         row[F.USER_ID], row[F.ITEM_ID] = f"user {row[F.USER_ID]}", f"item {row[F.ITEM_ID]}"
         row[F.HISTORY_ITEM_IDS] = [f"item {i}" for i in row[F.HISTORY_ITEM_IDS]]
-    got = _transform(rows)
-    for name in (F.ITEM_POPULARITY_MM, F.ITEM_AVG_RATING_MM):
-        assert [r[name] for r in got] == pytest.approx([r[name] for r in base]), name
-    for name in (F.ITEM_POPULARITY_LEVEL, F.USER_ACTIVITY, F.USER_IDX, F.ITEM_IDX):
-        assert [r[name] for r in got] == [r[name] for r in base], name
-    assert [np.asarray(r[F.HISTORY_ITEM_IDX]).tolist() for r in got] == \
-        [np.asarray(r[F.HISTORY_ITEM_IDX]).tolist() for r in base]
+    _assert_statistics(_transform(rows), _expected(rows, rows))
 
 
 def test_movielens_features_and_labels_come_from_its_description(base):
@@ -148,7 +286,7 @@ def _typed_raw_spec():
     return spec
 
 
-def _typed_row(user, item, stars, votes, review, user_docs, item_docs):
+def _typed_row(user, item, stars, votes, review, user_docs, item_docs, split="train"):
     i, u = ITEMS[item], USERS[user]
 
     def one(value):
@@ -161,7 +299,7 @@ def _typed_row(user, item, stars, votes, review, user_docs, item_docs):
         "item_size": one(i["size"]), "item_released": one(i["released"]), "item_title": one(i["title"]),
         "user_country": one(u["country"]), "user_age": one(u["age"]),
         "votes": one(votes), "review": one(review), "user_review_docs": user_docs, "item_review_docs": item_docs,
-        "stars": one(stars), "seen": [0 if stars is None else 1], "split": ["x"],
+        "stars": one(stars), "seen": [0 if stars is None else 1], F.SPLIT: [split],
     }
 
 
@@ -170,7 +308,7 @@ def typed():
     """(train rows, eval rows) transformed with statistics of the train rows only."""
     metadata = tft.DatasetMetadata.from_feature_spec(_typed_raw_spec())
     train = [_typed_row(*r) for r in TRAIN]
-    evals = [_typed_row(*r) for r in EVAL]
+    evals = [_typed_row(*r, split="eval") for r in EVAL]
     with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
         transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, _config(TYPED_SPEC, 8)))
@@ -272,10 +410,11 @@ def test_labels_pass_through_and_expr_labels_hold_only_where_their_field_has_a_v
 
 
 def test_item_average_rating_is_scaled_by_the_declared_rating_scale(typed):
-    train, _ = typed
-    # i3 has one training rating: leave-one-out gives the other rows' mean, on the 1..5 scale.
-    others = (5.0 + 4.0 + 2.0 + 3.0 + 5.0) / 5
-    assert train[5][F.ITEM_AVG_RATING_MM] == pytest.approx((others - 1.0) / 4.0, rel=1e-5)
+    train, evals = typed
+    # i1's training ratings 5, 4, 2 and i3's 1, on the declared 1..5 scale: the full
+    # statistics of the catalogue copy and of an eval row.
+    assert train[0][F.catalogue_name(F.ITEM_AVG_RATING_MM)] == pytest.approx((11 / 3 - 1.0) / 4.0, rel=1e-6)
+    assert evals[1][F.ITEM_AVG_RATING_MM] == 0.0  # i3: (1 - 1) / 4
 
 
 def test_a_serving_request_without_labels_or_outcomes_still_gets_every_input_feature(tmp_path):
@@ -287,10 +426,14 @@ def test_a_serving_request_without_labels_or_outcomes_still_gets_every_input_fea
         transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, _config(TYPED_SPEC, 8)))
         _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "out"))
+    metadata_io.write_metadata(metadata, str(tmp_path / "out" / tft.TFTransformOutput.RAW_METADATA_DIR))
     output = tft.TFTransformOutput(str(tmp_path / "out"))
     served = [f.name for f in desc.raw_features(TYPED_SPEC.description) if f.serving]
     assert "review" not in served and "stars" not in served and "item_review_docs" in served
-    spec = {name: value for name, value in _typed_raw_spec().items() if name in served}
+    assert F.SPLIT not in served
+    # What serving_default parses: the served features, and the split a client does not send.
+    spec = serving_feature_spec(output, TYPED_SPEC)
+    assert set(spec) == set(served) | {F.SPLIT}
     row = {k: v for k, v in _typed_row(*EVAL[0]).items() if k in served}
     example = tf.train.Example()
     for name, value in row.items():
@@ -304,7 +447,12 @@ def test_a_serving_request_without_labels_or_outcomes_still_gets_every_input_fea
             feature.float_list.value.extend(values)
     out = output.transform_raw_features(tf.io.parse_example([example.SerializeToString()], spec))
     inputs = {f.transformed_name() for f in TYPED_SPEC.description.features}
-    assert inputs | {"item_review_docs_tokens", "user_review_docs_tokens", F.ITEM_AVG_RATING_MM} <= set(out)
+    assert inputs | {"item_review_docs_tokens", "user_review_docs_tokens", F.ITEM_AVG_RATING_MM,
+                     F.ITEM_POPULARITY_MM} <= set(out)
+    # The request reads the full training statistics, as an eval row does (i4: no training row).
+    assert float(out[F.ITEM_POPULARITY_MM][0]) == 0.0
+    others = (5.0 + 4.0 + 2.0 + 3.0 + 5.0 + 1.0) / 6  # no rating of i4: the global training mean
+    assert float(out[F.ITEM_AVG_RATING_MM][0]) == pytest.approx((others - 1.0) / 4.0, rel=1e-6)
     assert not {"stars", "good", "helpful", "review_tokens"} & set(out)  # targets: not computed
     docs = np.asarray(out["item_review_docs_tokens"])[0]  # "awful shoe fit", "x" in the review vocabulary
     assert docs[0, :2].tolist() == [7, 2] and 3 <= docs[0, 2] <= 6 and docs[1].tolist() == [7, 0, 0, 0]

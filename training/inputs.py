@@ -52,6 +52,12 @@ def load_examples(
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
+def rows_inputs(data: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """`data` without its catalogue columns (`F.catalogue_name`: the item table's full
+    statistics, which hold a training row's own label)."""
+    return {name: value for name, value in data.items() if not name.startswith(F.CATALOGUE_PREFIX)}
+
+
 def make_dataset(
     data: Dict[str, np.ndarray],
     batch_size: int,
@@ -63,8 +69,10 @@ def make_dataset(
 
     Histories are cut to the batch's bucket length, so short histories are not
     padded to the longest. With `shuffle`, examples within a bucket and the order of
-    batches are shuffled every epoch with a seeded generator (deterministic).
+    batches are shuffled every epoch with a seeded generator (deterministic). Catalogue
+    columns (`item_feature_table`'s) are never in a batch: they are no row's input.
     """
+    data = rows_inputs(data)
     buckets = data[F.HISTORY_BUCKET]
     sizes = sorted(set(int(b) for b in buckets))
 
@@ -108,6 +116,7 @@ def predict_rows(model, data: Dict[str, np.ndarray], batch_size: int = 2048,
       data: feature arrays as `load_examples` returns them.
     """
     outputs = outputs or (lambda batch: model(batch, training=False))
+    data = rows_inputs(data)
     n = len(data[F.ITEM_IDX])
     out: Dict[str, np.ndarray] = {}
     buckets = np.asarray(data[F.HISTORY_BUCKET]).reshape(n)
@@ -133,13 +142,16 @@ def item_feature_table(data: Dict[str, np.ndarray], num_rows: int, names: Sequen
 
     Item features (side-table features, training statistics) are functions of the item,
     so any example of an item gives its row (the last one read; item documents, which
-    grow with time, are that example's). Items with no example keep zeros; `present`
-    marks the rows that were seen.
+    grow with time, are that example's). A statistic is read from its catalogue copy
+    (`F.catalogue_name`) when the examples have one: the full training statistics, as
+    serving computes them, where a training row's own value is out of fold. Items with
+    no example keep zeros; `present` marks the rows that were seen.
     """
     idx = data[F.ITEM_IDX]
     table: Dict[str, np.ndarray] = {}
     for name in names:
-        values = data[name]
+        catalogue = F.catalogue_name(name)
+        values = data[catalogue] if catalogue in data else data[name]
         table[name] = np.zeros((num_rows,) + values.shape[1:], dtype=values.dtype)
         table[name][idx] = values
     present = np.zeros([num_rows], dtype=bool)

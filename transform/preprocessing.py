@@ -4,9 +4,11 @@ What it writes follows the dataset description (`custom_config["description"]`),
 feature type, never by a feature's name:
 
 - ids: user_idx, item_idx (0 padding, 1..V the training vocabulary, V + 1 unknown);
-- item statistics from the training split (leave-one-out; see `_item_statistics`):
-  item_avg_rating_mm (when the description has a rating, scaled by its declared
-  rating_min / rating_max), item_popularity_mm, item_popularity_level, user_activity;
+- item statistics from the training split, out of fold for training rows (see
+  `_item_statistics`): item_avg_rating_mm (when the description has a rating, scaled by
+  its declared rating_min / rating_max), item_popularity_mm, item_popularity_level,
+  user_activity; and the full statistics on every row as catalogue_item_avg_rating_mm /
+  catalogue_item_popularity_mm (`F.catalogue_name`), the models' item table;
 - histories: history_item_idx / history_behavior_idx padded to their bucket, with
   history_length and history_bucket;
 - every item and user side-table feature, by `Feature.transformed_names()`:
@@ -39,7 +41,7 @@ outcomes) is simply not computed there.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -50,10 +52,13 @@ from contract import features as F
 
 ITEM_COUNT_VOCAB = "item_positive_count"
 ITEM_RATING_SUM_VOCAB = "item_rating_sum"
-PAIR_COUNT_VOCAB = "pair_positive_count"
-PAIR_RATING_SUM_VOCAB = "pair_rating_sum"
 USER_COUNT_VOCAB = "user_positive_count"
-PAIR_SEPARATOR = "\x1f"  # joins user and item ids into a (user, item) key
+FOLD_SUFFIX = "_fold"  # the same sums per (key, fold): ITEM_COUNT_VOCAB + FOLD_SUFFIX, ...
+PAIR_SEPARATOR = "\x1f"  # joins two ids (user and item; a key and its fold) into one key
+# Out-of-fold statistics: a training row reads its item's statistics from the other
+# OOF_FOLDS - 1 folds of the training rows (see `_item_statistics`).
+OOF_FOLDS = 5
+TRAIN_SPLIT = desc.SPLIT_VALUES[0]  # the raw `split` of a training row
 TOKEN_SEPARATORS = r"[^\p{L}\p{N}]+"  # what splits a text into tokens (after lower-casing)
 SECONDS_PER_DAY = 86400.0
 _MILLI = 1000.0
@@ -143,7 +148,7 @@ def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Te
 
     The file's lines are `frequency key`; with weights, frequency is the sum of the
     weights. Keys absent from the training split get `default`. `tft.apply_vocabulary`
-    only accepts integer lookups, so values travel as integer thousandths.
+    only accepts integer lookups, so values travel as integer thousandths (float64 [B]).
     """
 
     def lookup_fn(x, asset_path):
@@ -160,7 +165,7 @@ def _frequency_lookup(keys: tf.Tensor, frequency_vocab, default: float) -> tf.Te
         return milli, table.size()
 
     milli = tft.apply_vocabulary(keys, frequency_vocab, lookup_fn=lookup_fn)
-    return tf.cast(milli, tf.float32) / _MILLI
+    return tf.cast(milli, tf.float64) / _MILLI
 
 
 def _history(inputs, spec: D.DatasetSpec, item_vocab, max_history: int) -> Dict[str, tf.Tensor]:
@@ -237,7 +242,11 @@ def _numeric(x, feature: desc.Feature) -> Dict[str, tf.Tensor]:
     if normalizer == desc.MIN_MAX:
         return {name: _dense(tft.scale_to_0_1(x), 0.0)}
     if normalizer == desc.LOG:
-        return {name: _dense(tft.scale_to_z_score(_map_values(lambda v: tf.math.log1p(tf.maximum(v, 0.0)), x)), 0.0)}
+        # log1p in float64, cast back: float32 log1p differs in the last digit with the batch.
+        def log1p(v):
+            return tf.cast(tf.math.log1p(tf.maximum(tf.cast(v, tf.float64), 0.0)), tf.float32)
+
+        return {name: _dense(tft.scale_to_z_score(_map_values(log1p, x)), 0.0)}
     boundaries = tf.constant([list(feature.boundaries)], tf.float32)
     return {name: _dense(_map_values(lambda b: b + 1, tft.apply_buckets(x, boundaries)), tf.constant(0, tf.int64))}
 
@@ -324,24 +333,87 @@ def _level(count: tf.Tensor, first_max: int, second_max: int, levels) -> tf.Tens
                     tf.where(count <= second_max, tf.constant(levels[1]), tf.constant(levels[2])))
 
 
-def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[str, tf.Tensor]:
-    """Item statistics from the training split's positives only, leave-one-out.
+def oof_fold(user: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+    """int64 [B]: the fold (0..OOF_FOLDS - 1) of each (user, item) pair for the out-of-fold
+    statistics, a fingerprint of the raw ids (the same on every machine and in every run).
 
-    A training row's own interaction is subtracted (its (user, item) pair is looked up in
-    the training pairs), so no feature of a training row holds its own label. Eval, test
-    and serving rows are not training pairs and see the full statistics. Scaled by
-    constants that no label moves (a min-max over the rows would let a row's label shift
-    its own scaled value through the range).
+    Args:
+      user, item: [B] raw user and item ids.
+    """
+    return tf.strings.to_hash_bucket_fast(tf.strings.join([user, item], separator=PAIR_SEPARATOR), OOF_FOLDS)
+
+
+def _training_rows(inputs) -> tf.Tensor:
+    """[B] bool: the row's raw `split` is train. Eval and test rows, and serving requests
+    (export's serving spec gives them the split "", as clients send none), are not."""
+    if F.SPLIT not in inputs:
+        return tf.zeros(tf.shape(_dense(inputs[F.USER_ID], b"")), tf.bool)
+    return tf.equal(_dense(inputs[F.SPLIT], b""), TRAIN_SPLIT)
+
+
+class _OutOfFold:
+    """Sums over the training rows per key (an item or a user): in full, and without the
+    row's own fold.
+
+    Args:
+      keys: [B] each row's key.
+      fold: [B] each row's fold (`oof_fold`).
+      training: [B] bool, the rows that read the other folds' sums (the others read the full sums).
+    """
+
+    def __init__(self, keys: tf.Tensor, fold: tf.Tensor, training: tf.Tensor):
+        self.key = _frequency_key(keys)
+        self.fold_key = _frequency_key(tf.strings.join([keys, tf.strings.as_string(fold)], separator=PAIR_SEPARATOR))
+        self.training = training
+
+    def sums(self, weights: tf.Tensor, vocab_filename: str) -> Tuple[tf.Tensor, tf.Tensor]:
+        """(full, row's) float64 [B]: each row's key's sum of `weights` over the training rows, and
+        the sum the row reads: the other folds' for a training row, the full one for any other.
+
+        Args:
+          weights: [B] float32 per row.
+          vocab_filename: the frequency file of the full sums; the folds' is `<name>_fold`.
+        """
+        full_vocab = tft.vocabulary(self.key, weights=weights, store_frequency=True, vocab_filename=vocab_filename)
+        fold_vocab = tft.vocabulary(self.fold_key, weights=weights, store_frequency=True,
+                                    vocab_filename=vocab_filename + FOLD_SUFFIX)
+        full = _frequency_lookup(self.key, full_vocab, default=0.0)
+        own_fold = _frequency_lookup(self.fold_key, fold_vocab, default=0.0)
+        return full, tf.where(self.training, full - own_fold, full)
+
+
+def _popularity(count: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """log1p(count) / log1p(training rows) in [0, 1], in float64 (float32 log1p differs in the
+    last digit with the batch a row is transformed in), cast to float32."""
+    return tf.cast(tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0), tf.float32)
+
+
+def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[str, tf.Tensor]:
+    """Item statistics and the user activity slice from the training split's positives, out of fold.
+
+    Every training-split row (a positive or a sampled negative) reads the statistics of
+    the training rows in the other OOF_FOLDS - 1 folds (`oof_fold` of its (user, item)
+    pair): the sums of its own fold are subtracted from its item's (user's) totals. So no
+    feature of a training row moves with its own label, and the positives and negatives
+    of an item in one fold read the same values. A count out of fold is scaled by
+    OOF_FOLDS / (OOF_FOLDS - 1), the full count's expected size; an average is not
+    scaled (an item without a positive in the other folds gets the other folds' global
+    mean). Eval, test and serving rows read the full training statistics, and so does
+    every row's catalogue copy (`F.catalogue_name`) of the item average rating and
+    popularity: the columns the models' item table is built from (what serving sees),
+    never a row's own input. Scaled by constants that no label moves (a min-max over the
+    rows would let a row's label shift its own scaled value through the range).
     """
     out = {}
-    pair = _frequency_key(tf.strings.join([user, item], separator=PAIR_SEPARATOR))
-    user, item = _frequency_key(user), _frequency_key(item)
-    item_count = tft.vocabulary(item, weights=positive, store_frequency=True, vocab_filename=ITEM_COUNT_VOCAB)
-    pair_count = tft.vocabulary(pair, weights=positive, store_frequency=True, vocab_filename=PAIR_COUNT_VOCAB)
-    own = _frequency_lookup(pair, pair_count, default=0.0)
-    count = _frequency_lookup(item, item_count, default=0.0) - own
-    rows = tf.cast(tft.size(positive), tf.float32)
-    out[F.ITEM_POPULARITY_MM] = tf.clip_by_value(tf.math.log1p(count) / tf.math.log1p(rows), 0.0, 1.0)
+    training = _training_rows(inputs)
+    fold = oof_fold(user, item)
+    scale = tf.where(training, tf.constant(OOF_FOLDS / (OOF_FOLDS - 1), tf.float64), tf.constant(1.0, tf.float64))
+    items = _OutOfFold(item, fold, training)
+    full_count, other_count = items.sums(positive, ITEM_COUNT_VOCAB)
+    count = other_count * scale
+    rows = tf.cast(tft.size(positive), tf.float64)
+    out[F.ITEM_POPULARITY_MM] = _popularity(count, rows)
+    out[F.catalogue_name(F.ITEM_POPULARITY_MM)] = _popularity(full_count, rows)
     out[F.ITEM_POPULARITY_LEVEL] = _level(count, F.POPULARITY_TAIL_MAX, F.POPULARITY_TORSO_MAX, F.POPULARITY_LEVELS)
     rating_name = d.rating_label
     if rating_name:
@@ -350,21 +422,30 @@ def _item_statistics(inputs, d: desc.Description, user, item, positive) -> Dict[
                              f"{rating_name!r} but no rating scale: item_avg_rating_mm is scaled by "
                              f"interactions.rating.min and .max (min < max), got min={d.rating_min}, "
                              f"max={d.rating_max}")
-        rating = _dense(inputs[rating_name], 0.0)
-        weighted = rating * positive
-        rating_sum = tft.vocabulary(item, weights=weighted, store_frequency=True, vocab_filename=ITEM_RATING_SUM_VOCAB)
-        pair_sum = tft.vocabulary(pair, weights=weighted, store_frequency=True, vocab_filename=PAIR_RATING_SUM_VOCAB)
-        own_sum = _frequency_lookup(pair, pair_sum, default=0.0)
-        total = _frequency_lookup(item, rating_sum, default=0.0) - own_sum
-        global_mean = (tft.sum(weighted) - own_sum) / tf.maximum(tft.sum(positive) - own, 1.0)
-        average = tf.where(count > 0, total / tf.maximum(count, 1.0), global_mean)
+        weighted = _dense(inputs[rating_name], 0.0) * positive
+        full_sum, other_sum = items.sums(weighted, ITEM_RATING_SUM_VOCAB)
+        # The global means that stand in for an item without positives: every fold's, and
+        # for a training row the other folds'.
+        in_fold = tf.one_hot(fold, OOF_FOLDS, dtype=tf.float64)
+        fold_sums = tft.sum(in_fold * tf.cast(weighted, tf.float64)[:, None], reduce_instance_dims=False)
+        fold_counts = tft.sum(in_fold * tf.cast(positive, tf.float64)[:, None], reduce_instance_dims=False)
+        own_sum = tf.where(training, tf.gather(fold_sums, fold), tf.zeros_like(full_sum))
+        own_count = tf.where(training, tf.gather(fold_counts, fold), tf.zeros_like(full_sum))
         low, high = float(d.rating_min), float(d.rating_max)
-        out[F.ITEM_AVG_RATING_MM] = tf.clip_by_value((average - low) / (high - low), 0.0, 1.0)
 
-    # User activity level (for slicing), from the training split's positives.
-    user_count = tft.vocabulary(user, weights=positive, store_frequency=True, vocab_filename=USER_COUNT_VOCAB)
-    activity = _frequency_lookup(user, user_count, default=0.0)
-    out[F.USER_ACTIVITY] = _level(activity, F.ACTIVITY_LIGHT_MAX, F.ACTIVITY_MEDIUM_MAX, F.ACTIVITY_LEVELS)
+        def scaled_average(total, n, mean):
+            average = tf.where(n > 0, total / tf.maximum(n, 1.0), mean)
+            return tf.cast(tf.clip_by_value((average - low) / (high - low), 0.0, 1.0), tf.float32)
+
+        global_sum, global_count = tf.reduce_sum(fold_sums), tf.reduce_sum(fold_counts)
+        out[F.ITEM_AVG_RATING_MM] = scaled_average(
+            other_sum, other_count, (global_sum - own_sum) / tf.maximum(global_count - own_count, 1.0))
+        out[F.catalogue_name(F.ITEM_AVG_RATING_MM)] = scaled_average(
+            full_sum, full_count, global_sum / tf.maximum(global_count, 1.0))
+
+    # User activity level (for slicing), from the training split's positives, out of fold.
+    _, activity = _OutOfFold(user, fold, training).sums(positive, USER_COUNT_VOCAB)
+    out[F.USER_ACTIVITY] = _level(activity * scale, F.ACTIVITY_LIGHT_MAX, F.ACTIVITY_MEDIUM_MAX, F.ACTIVITY_LEVELS)
     return out
 
 

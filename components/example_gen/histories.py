@@ -9,7 +9,8 @@ description:
   first event of the anchor behavior;
 - raw labels: implicit (1 on logged rows, 0 on sampled negatives), the rating, and
   behavior labels (the row's own behavior; anchored: 1 when an event of that behavior
-  for the pair is at or after the anchor, within the label's horizon when it has one);
+  for the pair is at or after the anchor, within the label's horizon when it has one,
+  and in the row's split: a label never reads past its split's end, see `_event_splits`);
   `expr` labels are Transform's;
 - item and user features from the side tables (or, `items.from_interactions`, the
   values on the item's earliest row), written under `Feature.raw_name`;
@@ -219,18 +220,48 @@ def _example_rows(events: Sequence[Interaction], plan: Plan) -> Dict[int, _Row]:
             first[event.item_id] = i
     for i in first.values():
         rows[i] = _Row(events[i], plan.row_labels(events[i]))
-    if plan.behavior_labels:
-        for event in events:
-            i = first.get(event.item_id)
-            if i is None:
-                continue
-            delay = event.timestamp - events[i].timestamp
-            if delay < 0:
-                continue
-            for name, behavior, horizon in plan.behavior_labels:
-                if event.behavior == behavior and (horizon is None or delay <= horizon):
-                    rows[i].labels[name] = [1]
     return rows
+
+
+def _event_splits(events: Sequence[Interaction], anchors: Sequence[int], split_of: Mapping[int, Optional[str]],
+                  config: IngestConfig) -> Optional[List[Optional[str]]]:
+    """The split whose time each event falls in (None: after the test day), or None under the
+    hash split, whose splits are of (user, item) pairs: every event of a pair is in its split.
+
+    By day, the split of the event's day; leave-last-two-out, the split of the user's last
+    example row at or before the event (the eval split starts at the eval row's anchor).
+    """
+    if config.split == SPLIT_HASH:
+        return None
+    if config.split == SPLIT_LEAVE_LAST_TWO_OUT:
+        out: List[Optional[str]] = []
+        current, k = TRAIN, 0
+        for j in range(len(events)):
+            while k < len(anchors) and anchors[k] <= j:
+                current = split_of[anchors[k]] or current
+                k += 1
+            out.append(current)
+        return out
+    return [splits.day_split(e.timestamp, config.eval_day, config.test_day) for e in events]
+
+
+def _set_anchored_labels(events: Sequence[Interaction], rows: Mapping[int, _Row], split_of: Mapping[int, Optional[str]],
+                         event_splits: Optional[Sequence[Optional[str]]], plan: Plan) -> None:
+    """Sets each anchored row's behavior labels: 1 when an event of the label's behavior on the
+    row's item is at or after the anchor, within the label's horizon, and in the row's split
+    (`_event_splits`): a label never reads an event past its row's split boundary.
+    """
+    first = {rows[i].event.item_id: i for i in rows}
+    for j, event in enumerate(events):
+        i = first.get(event.item_id)
+        if i is None:
+            continue
+        delay = event.timestamp - events[i].timestamp
+        if delay < 0 or (event_splits is not None and event_splits[j] != split_of[i]):
+            continue
+        for name, behavior, horizon in plan.behavior_labels:
+            if event.behavior == behavior and (horizon is None or delay <= horizon):
+                rows[i].labels[name] = [1]
 
 
 def _pair_splits(user_id: str, events: Sequence[Interaction]) -> Dict[str, str]:
@@ -379,8 +410,10 @@ def _prepare(user_id: str, interactions: Iterable[Interaction], config: IngestCo
         rows = _without_prior(rows, prior)
     anchors = sorted(rows)
     pair_splits = _pair_splits(user_id, events) if config.split == SPLIT_HASH else None
-    return _Prepared(events, bad_rows, rows, anchors, _assign_splits(user_id, anchors, rows, config, pair_splits),
-                     pair_splits)
+    split_of = _assign_splits(user_id, anchors, rows, config, pair_splits)
+    if plan.anchor and plan.behavior_labels:
+        _set_anchored_labels(events, rows, split_of, _event_splits(events, anchors, split_of, config), plan)
+    return _Prepared(events, bad_rows, rows, anchors, split_of, pair_splits)
 
 
 def _known(prior: Sequence[Interaction], plan: Plan, catalogue: Catalogue) -> List[Interaction]:

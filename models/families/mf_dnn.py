@@ -2,7 +2,7 @@
 
 The item vector comes from its id and its metadata: id embedding, the item features the
 dataset's description declares read by type (an embedding per categorical, a pooled
-embedding per multi-valued feature, the leave-one-out average rating and popularity
+embedding per multi-valued feature, the out-of-fold average rating and popularity
 stacked with the declared numerics, a text encoder per text feature and item
 documents; `blocks.ItemEncoder`) through an MLP, so rare items borrow strength from
 what they are. The query is `mf_history`'s: pooled history plus the user's vector when
