@@ -110,7 +110,7 @@ def run_fn(fn_args) -> None:
     config = TrainConfig.from_custom_config(dict(fn_args.custom_config or {}))
     summary = train_and_export(config, fn_args.train_files, fn_args.eval_files, fn_args.transform_output,
                                fn_args.serving_model_dir, train_steps=fn_args.train_steps,
-                               base_model=getattr(fn_args, "base_model", None))
+                               base_model=fn_args.base_model)
     if fn_args.model_run_dir:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(f"{fn_args.model_run_dir}/{TRAINING_SUMMARY}", "w") as f:

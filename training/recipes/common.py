@@ -11,13 +11,11 @@ import numpy as np
 import tensorflow_transform as tft
 import tf_keras as keras
 
-from contract import datasets as D
 from contract import features as F
 from contract import tasks as T
 from models.base import RETRIEVE, RecModel
 from models.context import ModelContext, feature_inputs
 from models.hparams import HParams
-from models.registry import Family
 from training import distribute, topk
 from training.inputs import resolve_files
 from training.recipes import Job, Setup
