@@ -29,7 +29,6 @@ at batch 1 and 100, every model of a seed timed in alternation). Written to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
