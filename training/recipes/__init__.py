@@ -2,7 +2,8 @@
 
 A recipe module has one small interface:
 
-- `STRATEGIES`: the `tf.distribute` strategies it can train under;
+- `STRATEGIES`: the `tf.distribute` strategies it can train under (a recipe limited to
+  fewer says why in `ONE_PROCESS`, e.g. "is fine-tuned from {family.base} in one process");
 - `setup(job) -> Setup`: the model, its candidate rows and `fit`, which trains the model
   and returns the training summary.
 
