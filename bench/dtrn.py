@@ -33,7 +33,6 @@ at batch 1 and 100, every model of a seed timed in alternation). Written to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -70,7 +69,7 @@ ABLATIONS = ("no_hyper", "no_refine", "untyped")
 def family_fields(family: str) -> set:
     from models.registry import get_family
 
-    return {f.name for f in dataclasses.fields(get_family(family).hparams)}
+    return set(get_family(family).hparams().to_dict())  # flat names, the training knobs included
 
 
 def overrides_for(family: str, overrides: Dict[str, str]) -> Dict[str, str]:

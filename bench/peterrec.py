@@ -44,6 +44,7 @@ from models.context import ModelContext, feature_inputs  # noqa: E402
 from models.families.nextitnet import NextItNet, NextItNetParams  # noqa: E402
 from models.families.sequential import NEXT_ITEM  # noqa: E402
 from models.peterrec import LAST, PatchedClassifier  # noqa: E402
+from models.hparams import TrainingParams  # noqa: E402
 from training import downstream as DS  # noqa: E402
 from training import topk  # noqa: E402
 from training.peterrec import fine_tune, metric_name, score  # noqa: E402
@@ -54,8 +55,9 @@ LENGTH = 64  # inputs and training windows (MovieLens's max_history)
 
 
 def pretrain_params(args) -> NextItNetParams:
-    return NextItNetParams(dim=args.dim, max_len=LENGTH, dropout=args.dropout, learning_rate=args.pretrain_lr,
-                           batch_size=args.pretrain_batch, max_epochs=args.pretrain_epochs, patience=2)
+    return NextItNetParams(dim=args.dim, max_len=LENGTH, dropout=args.dropout,
+                           training=TrainingParams(learning_rate=args.pretrain_lr, batch_size=args.pretrain_batch,
+                                                   max_epochs=args.pretrain_epochs, patience=2))
 
 
 def task_behavior(spec: D.DatasetSpec, task: str) -> str:
@@ -91,14 +93,15 @@ def pretrain(context: ModelContext, params: NextItNetParams, views, valid: np.nd
     keras.utils.set_random_seed(seed)
     net = build_network(context, params)
     windows = sequence_windows(views[DS.TRAIN], net.max_len, NEXT_ITEM)
-    data = sequence_dataset(views[DS.TRAIN], windows, params.batch_size, seed, NEXT_ITEM)
-    net.compile(optimizer=keras.optimizers.Adam(params.learning_rate))
+    training = params.training
+    data = sequence_dataset(views[DS.TRAIN], windows, training.batch_size, seed, NEXT_ITEM)
+    net.compile(optimizer=keras.optimizers.Adam(training.learning_rate))
     evaluation = topk.TopKCallback(views[DS.EVAL], LENGTH, valid, 10, protocol=topk.PROTOCOL_S)
-    stopping = keras.callbacks.EarlyStopping(monitor="val_ndcg@10", mode="max", patience=params.patience,
+    stopping = keras.callbacks.EarlyStopping(monitor="val_ndcg@10", mode="max", patience=training.patience,
                                              restore_best_weights=True)
     started = time.monotonic()
-    history = net.fit(data.repeat(), steps_per_epoch=int(np.ceil(len(windows) / params.batch_size)),
-                      epochs=params.max_epochs, callbacks=[evaluation, stopping], verbose=2)
+    history = net.fit(data.repeat(), steps_per_epoch=int(np.ceil(len(windows) / training.batch_size)),
+                      epochs=training.max_epochs, callbacks=[evaluation, stopping], verbose=2)
     values = history.history["val_ndcg@10"]
     best = int(np.argmax(values))
     return net, {

@@ -320,7 +320,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     from bench import retrieval_peers as rp
     from bench import topk as bench_topk
     from models.hparams import parse_assignments
-    from pipeline.configs import merged_hparams
+    from pipeline.configs import merge_hparams
     from training import topk
     from training.trainer import train_and_export
     from training.views import ItemRows, load_user_view
@@ -329,7 +329,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     stages = common.stages_of_args(args)
     config, dd = stages.config, stages.config.load_description()
     # The description's hparams (chosen on eval for this dataset), each replaced by --hparam.
-    overrides = merged_hparams(dd.hparams, parse_assignments(args.hparam))
+    overrides = merge_hparams(dd.hparams, parse_assignments(args.hparam))
     rating_name = peers.rating_label(dd)
     scale = peers.rating_scale(dd)
     raw = stages.raw_examples

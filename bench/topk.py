@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="two_tower")
     parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--preset", default=None, help="a shipped preset's hyperparameters (presets/NAME.yaml)")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE")
     parser.add_argument("--out", default=common.RESULTS_DIR)
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
@@ -142,7 +143,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from models.hparams import parse_assignments
 
-    overrides = parse_assignments(args.hparam)
+    from pipeline.configs import load_preset, merge_hparams
+
+    preset = load_preset(args.preset).get("hparams", {}) if args.preset else {}
+    overrides = merge_hparams(preset, parse_assignments(args.hparam))
     seeds = [int(s) for s in args.seeds.split(",")]
     stages = common.stages_of_args(args, split=HASH_SPLIT)
     spec = stages.config.spec

@@ -10,7 +10,10 @@ thresholds; export turns a family's tasks and capabilities into signatures.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional
+
+from contract import run
 
 # Task kinds.
 REGRESSION = "regression"  # a real-valued label (MSE), e.g. the rating
@@ -21,8 +24,20 @@ KINDS = (REGRESSION, BINARY, RETRIEVAL)
 # Metric names of the gates (as TFMA reports them).
 RMSE = "rmse"
 AUC = "auc"
-NDCG_AT_10 = "ndcg@10"
-NDCG_LIFT_AT_10 = "ndcg@10_lift"  # ndcg@10 minus MostPopular's on the same queries
+# Protocol S (next item) reports NDCG at 10 whatever the run's K (the K of `recommend`).
+NEXT_ITEM_NDCG_K = 10
+
+
+def ndcg_at(k: int) -> str:
+    """The name of NDCG@k, e.g. `ndcg@10`."""
+    return f"ndcg@{k}"
+
+
+def ndcg_lift_at(k: int) -> str:
+    """The name of NDCG@k minus MostPopular's on the same queries, e.g. `ndcg@10_lift`."""
+    return f"{ndcg_at(k)}_lift"
+
+
 # A next-behavior task's AUC minus its history peer's (the share of the input's items with
 # the task's behavior) on the same examples.
 AUC_LIFT = "auc_lift"
@@ -51,6 +66,11 @@ class Gate:
     def __post_init__(self):
         if self.max_worsening < 0:
             raise ValueError(f"gate {self.metric}: max_worsening must be >= 0, got {self.max_worsening}")
+
+    def at_k(self, k: int) -> "Gate":
+        """This gate on metrics at K = k: a top-K metric's name (`ndcg@10_lift`) takes k, so the
+        gate reads what an Evaluator at K = k computes; other metrics are unchanged."""
+        return dataclasses.replace(self, metric=_at_k(self.metric, k), change_metric=_at_k(self.change_metric, k))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +118,15 @@ def default_gate(kind: str) -> Gate:
         return Gate(AUC, higher_is_better=True, threshold=0.6)
     # A retrieval model must rank better than the training popularity list does on
     # the same queries; its NDCG may also not fall behind the last blessed model's.
-    return Gate(NDCG_LIFT_AT_10, higher_is_better=True, threshold=0.0)
+    # The K is the run's (`Gate.at_k`, applied by the Evaluator's config).
+    return Gate(ndcg_lift_at(run.TOP_K), higher_is_better=True, threshold=0.0)
 
 
 def history_peer_gate() -> Gate:
     """The gate of a task with a history peer (next-behavior tasks): its AUC must beat the
     peer's on the same examples (lift > 0), and may not fall behind the last blessed model's."""
     return Gate(AUC_LIFT, higher_is_better=True, threshold=0.0, change_metric=AUC)
+
+
+def _at_k(name: str, k: int) -> str:
+    return re.sub(r"@\d+", f"@{k}", name)

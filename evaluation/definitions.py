@@ -30,6 +30,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from contract import tasks as T
+
 # Metric names as they appear in TFMA results (and in benchmark reports).
 LIKED_AUC_NAME = "liked_auc"
 RMSE_NAME = "rmse"
@@ -624,7 +626,7 @@ def top_k_excluding(scores: np.ndarray, exclude, k: int) -> np.ndarray:
 # likely at each rank better + 1 .. better + tied + 1.
 # --------------------------------------------------------------------------
 NEXT_ITEM_HIT_RATE_KS = (5, 10)
-NEXT_ITEM_NDCG_KS = (10,)
+NEXT_ITEM_NDCG_KS = (T.NEXT_ITEM_NDCG_K,)
 NEXT_ITEM_MRR_KS = (5, 10)
 SAMPLED_PREFIX = "sampled_"
 SAMPLED_NEGATIVES = 100

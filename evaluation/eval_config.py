@@ -28,6 +28,7 @@ from contract import description as desc
 from contract import features as F
 from contract import protocol
 from contract import tasks as T
+from contract import run
 from evaluation.definitions import NEXT_ITEM_NDCG_KS, multi_auc_name
 
 MODULE = "evaluation.tfma_metrics"
@@ -102,7 +103,7 @@ def rating_settings(dataset: Optional[D.DatasetRef]) -> Dict[str, object]:
     return out
 
 
-def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
+def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = run.TOP_K,
                 dataset: Optional[D.DatasetRef] = None, pair: Sequence[str] = (),
                 pair_gate: Optional[T.Gate] = None, protocol_name: str = PROTOCOL_K,
                 history_peers: Mapping[str, str] = None, peer_window: int = 0,
@@ -142,11 +143,11 @@ def eval_config(tasks: Sequence[T.TaskSpec], top_k: int = 10,
         metric, signature = (("TopKMetrics", protocol.RANK_QUERIES) if protocol_name == PROTOCOL_K
                              else ("NextItemMetrics", protocol.SCORE_QUERIES))
         if protocol_name == PROTOCOL_S:
-            top_k = NEXT_ITEM_NDCG_KS[0]  # protocol S's NDCG is at 10 whatever the K of recommend
+            top_k = NEXT_ITEM_NDCG_KS[0]  # protocol S's NDCG is at its own K whatever the K of recommend
         spec = tfma.MetricsSpec(metrics=[metric_config(metric, top_k=top_k)],
                                 example_weights=tfma.ExampleWeightOptions(unweighted=True))
-        gate = retrieval[0].gate
-        _gate(spec, gate, change_metric=f"ndcg@{top_k}" if gate is not None else None)
+        gate = retrieval[0].gate.at_k(top_k) if retrieval[0].gate is not None else None
+        _gate(spec, gate, change_metric=T.ndcg_at(top_k) if gate is not None else None)
         return tfma.EvalConfig(
             model_specs=[tfma.ModelSpec(signature_name=signature)],
             slicing_specs=slicing_specs(F.USER_VIEW), metrics_specs=[spec], options=options)

@@ -29,7 +29,7 @@ import tensorflow_recommenders as tfrs
 from contract import features as F
 from contract import tasks as T
 from models.context import ModelContext
-from models.hparams import HParams
+from models.hparams import HParams, SimilarParams
 from models.tasks import FULL_SOFTMAX, PointwiseTask, RetrievalTask
 
 SCORE = "score"
@@ -58,14 +58,16 @@ class RecModel(tfrs.Model):
     # user view (its history; the Evaluator's labels from `example_labels`).
     score_view: str = F.INTERACTION_VIEW
 
-    def __init__(self, context: ModelContext, hparams: HParams, softmax: str = FULL_SOFTMAX, **kwargs):
+    def __init__(self, context: ModelContext, hparams: HParams, softmax: str = FULL_SOFTMAX,
+                 loss_weights: Sequence[float] = (), **kwargs):
+        """Also takes `loss_weights`: one weight per task, in task order (empty: 1 each)."""
         super().__init__(**kwargs)
         self.context = context
         self.hparams = hparams
         self.pointwise = {t.name: PointwiseTask(t) for t in context.pointwise_tasks}
         self.retrieval = {t.name: RetrievalTask(t, softmax) for t in context.retrieval_tasks}
-        weights = getattr(hparams, "loss_weights", ())
-        self.loss_weights = _weights(context, weights) if weights else {t.name: 1.0 for t in context.tasks}
+        self.loss_weights = (_weights(context, loss_weights) if loss_weights
+                             else {t.name: 1.0 for t in context.tasks})
 
     # -- score ----------------------------------------------------------------
     def forward(self, features: Dict[str, tf.Tensor], training: bool = False) -> Tuple[Dict[str, tf.Tensor], tf.Tensor]:
@@ -106,7 +108,7 @@ class RecModel(tfrs.Model):
         neighbours of its kind (bench/results/similar.md).
         """
         unit = tf.math.l2_normalize(self.item_vectors(), axis=-1)
-        weight = float(getattr(self.hparams, "similar_category_weight", 0.0))
+        weight = float(self.hparams.similar_category_weight) if isinstance(self.hparams, SimilarParams) else 0.0
         sets = category_sets(self.context.item_table, self.context.item_features) if weight > 0 else None
         if sets is None:
             return unit
@@ -182,7 +184,7 @@ class RecModel(tfrs.Model):
         """Regularization of a retrieval batch's query vectors [B, d] (families override)."""
         return tf.constant(0.0)
 
-    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+    def monitor(self, top_k: int) -> Tuple[str, str]:
         """(metric, 'min' or 'max') that early stopping watches on the eval split (a
         retrieval model: NDCG@top_k of the top-K callback)."""
         task = self.context.tasks[0]

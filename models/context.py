@@ -11,6 +11,7 @@ from contract import datasets as D
 from contract import description as desc
 from contract import features as F
 from contract import tasks as T
+from contract import run
 
 # Item statistics Transform writes for every dataset (the average rating only with a rating).
 ITEM_STATISTICS = (F.ITEM_AVG_RATING_MM, F.ITEM_POPULARITY_MM)
@@ -135,7 +136,7 @@ class ModelContext:
     item_counts: Optional[np.ndarray] = None
     item_table: Optional[Dict[str, np.ndarray]] = None
     text_rows: Dict[str, int] = dataclasses.field(default_factory=dict)
-    seed: int = 42
+    seed: int = run.SEED
 
     def task(self, name: str) -> T.TaskSpec:
         for task in self.tasks:

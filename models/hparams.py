@@ -1,9 +1,13 @@
 """Typed hyperparameter records: each family has one, shown in `--help`, overridable by name.
 
-A family's record is a frozen dataclass deriving from `HParams`. Overrides arrive as
-strings (`dim=64`, from the command line or the Trainer's custom config) and are
-converted to the field's type; an unknown name or a bad value is an error that lists
-what is accepted.
+A family's record is a frozen dataclass deriving from `HParams`. The training knobs every
+family shares are one `TrainingParams` record held in its `training` field; a family's
+record states only the knobs whose values it changes (`training = TrainingParams(...)`, or
+`dataclasses.replace` of its parent's). Names are flat outside the record: `--hparam
+mf.learning_rate=0.01`, `to_dict()` and `--help` list the training knobs beside the
+family's own. Overrides may arrive as strings (`dim=64`, from the command line) and are
+converted to the field's type; an unknown name or a bad value is an error that lists what
+is accepted.
 """
 
 from __future__ import annotations
@@ -15,11 +19,19 @@ from typing import Any, Dict, List, Mapping, Tuple, Type, TypeVar
 H = TypeVar("H", bound="HParams")
 
 OPTIMIZERS = ("adam", "rmsprop")
+TRAINING = "training"  # the field of HParams holding its TrainingParams
+
+
+def _check_not_negative(record) -> None:
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"hyperparameter {field.name} must be >= 0, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
-class HParams:
-    """What every family's training shares.
+class TrainingParams:
+    """The training knobs every family shares, one default each.
 
     Attributes:
       learning_rate: the optimizer's step size.
@@ -30,6 +42,8 @@ class HParams:
       max_epochs: passes over the training data at most (early stopping may end sooner).
       patience: epochs without improvement of the monitored eval metric before stopping;
         the weights of the best epoch are kept.
+      members: k > 1 trains the family as an ensemble of k models (training/recipes/
+        ensemble.py: member m with seed + m, served as the sum of their scores); 1: one model.
     """
 
     learning_rate: float = 0.005
@@ -37,32 +51,58 @@ class HParams:
     max_epochs: int = 20
     patience: int = 2
     optimizer: str = "adam"
+    members: int = 1
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"hyperparameter {field.name} must be >= 0, got {value}")
+        _check_not_negative(self)
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ValueError(f"batch_size and max_epochs must be >= 1, got {self.batch_size}, {self.max_epochs}")
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+
+
+TRAINING_NAMES = tuple(f.name for f in dataclasses.fields(TrainingParams))
+
+
+@dataclasses.dataclass(frozen=True)
+class HParams:
+    """What every family's record has: the shared training knobs (`training`).
+
+    Attributes:
+      training: the family's TrainingParams (the shared defaults, or the values it changes).
+    """
+
+    training: TrainingParams = TrainingParams()
+
+    def __post_init__(self):
+        _check_not_negative(self)
 
     def override(self: H, values: Mapping[str, Any]) -> H:
-        """A copy with some fields replaced; string values are converted to the field's type."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
+        """A copy with some fields replaced, by flat name (a training knob's name reaches
+        `training`); string values are converted to the field's type."""
+        fields = {f.name: f for f in dataclasses.fields(self) if f.name != TRAINING}
         hints = typing.get_type_hints(type(self))
-        changes = {}
+        training_hints = typing.get_type_hints(TrainingParams)
+        changes, training = {}, {}
         for name, value in values.items():
-            if name not in fields:
-                raise ValueError(
-                    f"{type(self).__name__} has no hyperparameter {name!r}; known: {', '.join(sorted(fields))}"
-                )
-            changes[name] = _convert(name, value, hints[name])
+            if name in TRAINING_NAMES:
+                training[name] = _convert(name, value, training_hints[name])
+            elif name in fields:
+                changes[name] = _convert(name, value, hints[name])
+            else:
+                known = sorted(set(fields) | set(TRAINING_NAMES))
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {name!r}; known: {', '.join(known)}")
+        if training:
+            changes[TRAINING] = dataclasses.replace(self.training, **training)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Every hyperparameter by flat name (the training knobs first), tuples as lists."""
+        values = {**dataclasses.asdict(self.training),
+                  **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != TRAINING}}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls: Type[H], values: Mapping[str, Any]) -> H:
@@ -70,13 +110,13 @@ class HParams:
 
     @classmethod
     def describe(cls) -> List[str]:
-        """One `name=default  (type)` line per field, for `--help`."""
-        hints = typing.get_type_hints(cls)
+        """One `name=default  (type)` line per hyperparameter (training knobs first), for `--help`."""
+        defaults = cls()
+        hints = {**typing.get_type_hints(TrainingParams), **typing.get_type_hints(cls)}
         out = []
-        for field in dataclasses.fields(cls):
-            default = field.default
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            out.append(f"{field.name}={shown}  ({_type_name(hints[field.name])})")
+        for name, value in defaults.to_dict().items():
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            out.append(f"{name}={shown}  ({_type_name(hints[name])})")
         return out
 
 
@@ -130,6 +170,32 @@ class ScannParams(HParams):
         if not 1 <= self.scann_num_leaves_to_search <= self.scann_num_leaves:
             raise ValueError(f"scann_num_leaves_to_search must be in [1, scann_num_leaves={self.scann_num_leaves}], "
                              f"got {self.scann_num_leaves_to_search}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalParams(HParams):
+    """What a family trained by the retrieval recipe adds (training/recipes/retrieval.py:
+    leave-one-out batches of the user view).
+
+    Attributes:
+      exclude_own: the user's own other items are not negatives.
+      target_behaviors: behaviors whose interactions are training targets (empty: the ones
+        the split evaluates, `DatasetSpec.retrieval_targets`: the description's retrieval
+        task's target_behaviors on the hash split, every behavior otherwise; eval split:
+        bench/results/tuning/two_tower_targets.md).
+      user_balance: training targets are drawn with probability proportional to (their
+        user's target count) ** -user_balance (training.views.retrieval_dataset): 0 every
+        target once per epoch, 1 every user equally often (protocol K averages over users).
+    """
+
+    exclude_own: bool = True
+    target_behaviors: Tuple[str, ...] = ()
+    user_balance: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.user_balance <= 1.0:
+            raise ValueError(f"user_balance must be in [0, 1], got {self.user_balance}")
 
 
 def _type_name(tp) -> str:

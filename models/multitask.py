@@ -28,7 +28,7 @@ from contract import features as F
 from contract import tasks as T
 from models import blocks
 from models.base import SCORE, RecModel, l2
-from models.hparams import HParams
+from models.hparams import HParams, TrainingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +55,7 @@ class MultiTaskParams(HParams):
     l2: float = 1e-4
     dropout: float = 0.0
     text: bool = True
-    learning_rate: float = 0.002
-    batch_size: int = 512
-    max_epochs: int = 20
-    patience: int = 2
+    training: TrainingParams = TrainingParams(learning_rate=0.002, batch_size=512)
 
 
 class InteractionEncoder(keras.layers.Layer):
@@ -89,7 +86,7 @@ class MultiTaskModel(RecModel):
     shared_input = True  # single_task gives every task its own encoder
 
     def __init__(self, context, hparams: MultiTaskParams, **kwargs):
-        super().__init__(context, hparams, **kwargs)
+        super().__init__(context, hparams, loss_weights=hparams.loss_weights, **kwargs)
         self.names = tuple(t.name for t in context.pointwise_tasks)
         seed = context.seed
         if self.shared_input:
@@ -148,7 +145,7 @@ class MultiTaskModel(RecModel):
             total += tf.exp(-self.log_variance[i]) * loss + self.log_variance[i]
         return total
 
-    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+    def monitor(self, top_k: int) -> Tuple[str, str]:
         binary = [t for t in self.context.pointwise_tasks if t.kind == T.BINARY]
         return ("val_mean_auc", "max") if len(binary) > 1 else super().monitor(top_k)
 

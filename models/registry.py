@@ -13,11 +13,17 @@ from contract import features as F
 from contract import tasks as T
 from models.base import RecModel
 from models.context import ModelContext
-from models.families.sequential import SequentialModel
 from models import multitask
 from models.families import (bert4rec, dtrn, mf, mf_dnn, mf_history, mmoe, nextitnet, nmtr, nor_reviews, peterrec,
                               ple, review_mt, sasrec, semax, shared_bottom, single_task, takd, two_tower)
 from models.hparams import HParams
+
+# Recipes (training/recipes/<name>.py) the entries name.
+POINTWISE = "pointwise"
+RETRIEVAL = "retrieval"
+SEQUENCE = "sequence"
+DISTIL = "distil"
+FINE_TUNE = "fine_tune"
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
 
@@ -51,6 +57,9 @@ class Family:
       tasks: the task names it is trained on, or a function of the dataset giving them.
       view: the examples it trains on (features.INTERACTION_VIEW or USER_VIEW).
       summary: one line for `--help` and the README.
+      recipe: how it is trained: a module of training/recipes (pointwise, retrieval,
+        sequence, distil, fine_tune); `members` k > 1 in its record trains an ensemble of
+        k with this recipe (training/recipes/ensemble.py).
       teacher: the family whose trained model (the Trainer's `base_model`) gives this
         family's training rows soft labels; empty: none.
       base: the family whose trained model (the Trainer's `base_model`) this family
@@ -63,6 +72,7 @@ class Family:
     tasks: TaskNames
     view: str
     summary: str
+    recipe: str
     teacher: str = ""
     base: str = ""
 
@@ -74,7 +84,7 @@ class Family:
     def sequential(self) -> bool:
         """Trained on item sequences (itself or the family it fine-tunes), so on the
         leave_last_two_out split (protocol S)."""
-        return issubclass(self.model, SequentialModel) or bool(self.base and get_family(self.base).sequential)
+        return self.recipe == SEQUENCE or bool(self.base and get_family(self.base).sequential)
 
     @property
     def upstream(self) -> str:
@@ -95,43 +105,43 @@ class Family:
 
 FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("mf", mf.MatrixFactorization, mf.MFParams, regression_task, F.INTERACTION_VIEW,
-            "biased matrix factorization on the dataset's (first) regression task, e.g. the rating"),
+            "biased matrix factorization on the dataset's (first) regression task, e.g. the rating", recipe=POINTWISE),
     Family("mf_history", mf_history.HistoryMatrixFactorization, mf_history.MFHistoryParams, regression_task,
-            F.INTERACTION_VIEW, "MF with the pooled history (+ user) as the query"),
+            F.INTERACTION_VIEW, "MF with the pooled history (+ user) as the query", recipe=POINTWISE),
     Family("mf_dnn", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnParams, regression_task, F.INTERACTION_VIEW,
-            "MF with a DNN over the item features the description declares"),
+            "MF with a DNN over the item features the description declares", recipe=POINTWISE),
     Family("mf_dnn_liked", mf_dnn.ItemDnnMatrixFactorization, mf_dnn.MFDnnLikedParams, binary_task,
-            F.INTERACTION_VIEW, "mf_dnn trained on the dataset's first binary task besides the implicit label"),
+            F.INTERACTION_VIEW, "mf_dnn trained on the dataset's first binary task besides the implicit label", recipe=POINTWISE),
     Family("two_tower", two_tower.TwoTower, two_tower.TwoTowerParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
-            "two-tower retrieval over the whole catalogue (serves recommend)"),
+            "two-tower retrieval over the whole catalogue (serves recommend)", recipe=RETRIEVAL),
     Family("sasrec", sasrec.SASRec, sasrec.SASRecParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
-           "causal self-attention over the item sequence, next item at every position (protocol S)"),
+           "causal self-attention over the item sequence, next item at every position (protocol S)", recipe=SEQUENCE),
     Family("bert4rec", bert4rec.BERT4Rec, bert4rec.BERT4RecParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
-           "bidirectional self-attention, cloze objective, predicts an appended mask (protocol S)"),
+           "bidirectional self-attention, cloze objective, predicts an appended mask (protocol S)", recipe=SEQUENCE),
     Family("nextitnet", nextitnet.NextItNet, nextitnet.NextItNetParams, (D.RETRIEVAL_TASK,), F.USER_VIEW,
-           "dilated causal convolution residual blocks, next item at every position (protocol S)"),
+           "dilated causal convolution residual blocks, next item at every position (protocol S)", recipe=SEQUENCE),
     Family("peterrec", peterrec.PeterRec, peterrec.PeterRecParams, peterrec.next_behavior_tasks, F.USER_VIEW,
            "nextitnet's pretrained network and a new head fine-tuned on the next behavior (next_like): "
-           "all of it (default) or PeterRec's model patches (mode)", base="nextitnet"),
+           "all of it (default) or PeterRec's model patches (mode)", recipe=FINE_TUNE, base="nextitnet"),
     Family("single_task", single_task.SingleTask, multitask.MultiTaskParams, multitask.task_names,
-           F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)"),
+           F.INTERACTION_VIEW, "one independent network per task (the multi-task baseline)", recipe=POINTWISE),
     Family("shared_bottom", shared_bottom.SharedBottomModel, multitask.MultiTaskParams, multitask.task_names,
-           F.INTERACTION_VIEW, "one shared bottom MLP, one tower per task"),
+           F.INTERACTION_VIEW, "one shared bottom MLP, one tower per task", recipe=POINTWISE),
     Family("mmoe", mmoe.MMoEModel, mmoe.MMoEParams, multitask.task_names, F.INTERACTION_VIEW,
-           "multi-gate mixture of experts"),
+           "multi-gate mixture of experts", recipe=POINTWISE),
     Family("ple", ple.PLEModel, ple.PLEParams, multitask.task_names, F.INTERACTION_VIEW,
-           "progressive layered extraction (shared and task experts)"),
+           "progressive layered extraction (shared and task experts)", recipe=POINTWISE),
     Family("nmtr", nmtr.NMTRModel, multitask.MultiTaskParams, multitask.task_names, F.INTERACTION_VIEW,
-           "behavior cascade over shared embeddings"),
+           "behavior cascade over shared embeddings", recipe=POINTWISE),
     Family("dtrn", dtrn.DTRNModel, dtrn.DTRNParams, multitask.task_names, F.INTERACTION_VIEW,
            "task-specific bottoms: typed-sequence interest (hypernetwork layer norms) + refinement; "
-           "sharing none / mmoe / ple above"),
+           "sharing none / mmoe / ple above", recipe=POINTWISE),
     Family("takd_teacher", takd.TAKDTeacher, takd.TAKDTeacherParams, takd.pair_tasks, F.INTERACTION_VIEW,
-           "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)"),
+           "PLE on a task pair with augmented BPR ranking losses and Platt heads (TAKD teacher)", recipe=POINTWISE),
     Family("takd_teacher_dtrn", takd.TAKDDTRNTeacher, takd.TAKDDTRNTeacherParams, takd.pair_tasks,
-           F.INTERACTION_VIEW, "DTRN on a task pair with takd_teacher's ranking losses and Platt heads"),
+           F.INTERACTION_VIEW, "DTRN on a task pair with takd_teacher's ranking losses and Platt heads", recipe=POINTWISE),
     Family("takd_student", takd.TAKDStudent, takd.TAKDStudentParams, takd.pair_tasks, F.INTERACTION_VIEW,
-           "small task-pair model distilled from takd_teacher_dtrn's soft labels (alone without them)",
+           "small task-pair model distilled from takd_teacher_dtrn's soft labels (alone without them)", recipe=DISTIL,
            teacher="takd_teacher_dtrn"),
     Family("semax", semax.SEMAX, semax.SEMAXParams, regression_task, F.INTERACTION_VIEW,
            "SEMAX: rating from LSTM-encoded, time-ordered user and item review documents and latent factors, "

@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 from common.io_utils import is_uri
 from contract import datasets as D
 from contract import description as desc
+from contract import run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "recsys"
@@ -51,8 +52,8 @@ class PipelineConfig:
       families: model families to train, evaluate and push (models.registry); empty
         runs the data stages only.
       hparams: per-family hyperparameter overrides, {family: {name: value}}
-        (`--hparam mf.dim=64`), over the description's `hparams` (resolved() merges them);
-        the defaults are each family's typed record.
+        (`--hparam mf.dim=64`, or a preset's: `--preset best`), over the description's
+        `hparams` (resolved() merges them); the defaults are each family's typed record.
       max_history: most recent N history interactions kept per example, read by a
         query and padded to by Transform (the same N in ExampleGen, Transform and
         the Trainer); None: the description's history.max_length.
@@ -92,14 +93,14 @@ class PipelineConfig:
     test_day: Optional[str] = None
     output_dir: str = os.environ.get("RECSYS_OUTPUT_DIR", str(REPO_ROOT / "outputs"))
     families: Tuple[str, ...] = ("mf", "mf_dnn", "two_tower", "mmoe")
-    hparams: Dict[str, Dict[str, str]] = dataclasses.field(default_factory=dict)
+    hparams: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
     max_history: Optional[int] = None
     negatives_per_positive: Optional[int] = None
     max_bad_rows: int = 0
     train_steps: int = 0
     train_strategy: str = "default"
-    top_k: int = 10
-    seed: int = 42
+    top_k: int = run.TOP_K
+    seed: int = run.SEED
     gate_thresholds: Dict[str, float] = dataclasses.field(default_factory=dict)
     gate_max_worsening: Dict[str, float] = dataclasses.field(default_factory=dict)
     # Reuse a component's earlier outputs when its inputs and settings are unchanged.
@@ -214,7 +215,7 @@ class PipelineConfig:
             max_history=d.max_history if self.max_history is None else self.max_history,
             negatives_per_positive=(d.negatives_per_positive if self.negatives_per_positive is None
                                     else self.negatives_per_positive),
-            hparams=merged_hparams(d.hparams, self.hparams),
+            hparams=merge_hparams(d.hparams, self.hparams),
         )
 
     # ------------------------------------------------------------------
@@ -275,6 +276,40 @@ class PipelineConfig:
 
 
 SCHEMA_FILE = "schema.pbtxt"  # the curated schema's file name under schemas/<name>/
+PRESETS_DIR = REPO_ROOT / "presets"  # named settings shipped with the project: presets/<name>.yaml
+
+
+def presets() -> Tuple[str, ...]:
+    """The names of the shipped presets (presets/<name>.yaml)."""
+    return tuple(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+
+
+def load_preset(name: str) -> Dict[str, Any]:
+    """The PipelineConfig fields a shipped preset sets (presets/<name>.yaml), e.g. `best`:
+    the best measured settings that cost too much for the default run.
+
+    Raises ValueError for an unknown preset or a file that is not a mapping of
+    PipelineConfig fields.
+    """
+    import yaml
+
+    path = PRESETS_DIR / f"{name}.yaml"
+    if name not in presets():
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(presets())} ({PRESETS_DIR})")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"preset {path}: expected a mapping of PipelineConfig fields, got {type(values).__name__}")
+    return config_fields(values, f"preset {path}")
+
+
+def merge_hparams(*layers: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per-family hyperparameter overrides, later layers winning name by name (the
+    description's `hparams`, then a preset's, then the command line's --hparam)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for layer in layers:
+        for family, values in (layer or {}).items():
+            out.setdefault(family, {}).update(values)
+    return out
 
 
 def _spanned(d: desc.Description) -> bool:
@@ -435,16 +470,6 @@ def add_beam_arguments(parser) -> None:
 def apply_beam_arguments(config: "PipelineConfig", args) -> "PipelineConfig":
     """The config with the profile chosen by add_beam_arguments' flags."""
     return with_beam_profile(config, args.beam_profile, settings_arg(args.beam_setting), args.beam_arg)
-
-
-def merged_hparams(base: Mapping[str, Mapping[str, Any]],
-                   overrides: Mapping[str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """Per-family hyperparameters: the description's (`base`), each name replaced by the run's
-    `overrides` (--hparam) where both set it."""
-    out = {family: dict(values) for family, values in base.items()}
-    for family, values in overrides.items():
-        out.setdefault(family, {}).update(values)
-    return out
 
 
 def families_arg(value: Optional[str]) -> Tuple[str, ...]:

@@ -22,7 +22,8 @@ from typing import List, Optional
 from common import run_lock
 from pipeline import recovery, report
 from pipeline.configs import (LOCAL_BEAM_PROFILES, PipelineConfig, add_beam_arguments, add_dataset_arguments,
-                              apply_beam_arguments, dataset_overrides, families_arg)
+                              apply_beam_arguments, dataset_overrides, families_arg, load_preset,
+                              merge_hparams, presets)
 
 _COMPONENT_LINE = re.compile(r"^Component (\S+) is (running|finished)\.$")
 _SKIP_LINE = re.compile(r"^Skipping component (\S+)\.$")
@@ -235,6 +236,9 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--families", default=None,
                         help=f"comma-separated, or 'none' for data stages only (default: {','.join(defaults.families)})")
+    parser.add_argument("--preset", default=None, choices=presets(),
+                        help="named settings shipped in presets/NAME.yaml (e.g. best: the best measured settings "
+                             "that cost too much for the default run); --hparam overrides them")
     parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
                         help="override a family's hyperparameter (repeatable); see the list below")
     parser.add_argument("--gate", action="append", default=[], metavar="TASK=THRESHOLD",
@@ -256,7 +260,8 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
                         help="spanned logs: a feature's drift threshold, newest span vs the window (0: not watched)")
     args = parser.parse_args(argv)
     try:
-        hparams = parse_assignments(args.hparam)
+        preset = load_preset(args.preset) if args.preset else {}
+        hparams = merge_hparams(preset.pop("hparams", {}), parse_assignments(args.hparam))
         gates = {}
         for item in args.gate:
             task, sep, value = item.partition("=")
@@ -271,6 +276,7 @@ def _parse_args(argv: Optional[List[str]]) -> PipelineConfig:
             drift[feature.strip()] = float(value)
         config = dataclasses.replace(
             defaults,
+            **preset,
             **dataset_overrides(args),
             output_dir=os.path.abspath(args.output_dir),
             families=families_arg(args.families),
@@ -345,7 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\nModels (serving base {config.serving_model_dir}):")
         for family in config.families:
             outcome = report.family_outcome(config.pipeline_root, family)
-            print("\n".join(report.format_outcome(outcome)) if outcome else f"  {family}: no evaluation")
+            print("\n".join(report.format_outcome(outcome, config.top_k)) if outcome else f"  {family}: no evaluation")
     from pipeline import html_report
 
     from pipeline import model_card

@@ -43,11 +43,11 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _metric_lines(metrics: Dict[str, Dict[str, Dict[str, float]]]) -> List[str]:
+def _metric_lines(metrics: Dict[str, Dict[str, Dict[str, float]]], top_k: int) -> List[str]:
     lines = ["| split | task | " + " | ".join(("metric", "value")) + " |", "|---|---|---|---:|"]
     for split in report.SPLITS:
         for output, values in sorted(metrics.get(split, {}).items()):
-            for name in report.KEY_METRICS:
+            for name in report.key_metrics(top_k):
                 if name in values:
                     lines.append(f"| {split} | {output or '-'} | {name} | {values[name]:.4f} |")
     return lines
@@ -113,7 +113,7 @@ def render(config: PipelineConfig, family: str, outcome: Dict, slices: Optional[
         "## Metrics (eval gates the push; test is reported)",
         "",
     ]
-    lines += _metric_lines(outcome["metrics"])
+    lines += _metric_lines(outcome["metrics"], config.top_k)
     if slices:
         lines += ["", "## Metrics by slice", "", "| slice | task | metric | value |", "|---|---|---|---:|"]
         lines += [f"| {where} | {task} | {name} | {value:.4f} |" for where, task, name, value in slices]

@@ -11,16 +11,28 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from google.protobuf import text_format
 
 from contract import protocol
+from contract import run
+from contract import tasks as T
 
-KEY_METRICS = ("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration", "peer_auc", "auc_lift",
-               "hit_rate@10", "recall@10", "ndcg@10", "mrr@10", "popularity_ndcg@10", "ndcg@10_lift",
-               "sampled_hit_rate@10", "sampled_ndcg@10", "mean_auc")
+def key_metrics(top_k: int) -> Tuple[str, ...]:
+    """The metrics a run's summary shows: the top-K ones at the run's K, and protocol S's
+    at its own K (contract.tasks.NEXT_ITEM_NDCG_K)."""
+    ranked = []
+    for k in dict.fromkeys((top_k, T.NEXT_ITEM_NDCG_K)):
+        ranked += [f"hit_rate@{k}", f"recall@{k}", T.ndcg_at(k), f"mrr@{k}", f"popularity_{T.ndcg_at(k)}",
+                   T.ndcg_lift_at(k)]
+    s = T.NEXT_ITEM_NDCG_K
+    return tuple(dict.fromkeys(("rmse", "mae", "auc", "pr_auc", "log_loss", "calibration", "peer_auc", "auc_lift",
+                                *ranked, f"sampled_hit_rate@{s}", f"sampled_{T.ndcg_at(s)}", "mean_auc")))
+
+
+KEY_METRICS = key_metrics(run.TOP_K)  # at the default K (readers without a run's config)
 SPLITS = ("eval", "test")
 
 
@@ -152,7 +164,9 @@ def family_outcome(pipeline_root: Optional[str], family: str,
     return outcome
 
 
-def format_outcome(outcome: Dict) -> List[str]:
+def format_outcome(outcome: Dict, top_k: int = run.TOP_K) -> List[str]:
+    """The lines the runner prints for one family: verdict, key metrics at the run's K
+    (`top_k`), training, gates and failed thresholds."""
     push = outcome.get("push", {})
     if push.get("pushed"):
         verdict = f"blessed, pushed version {push['version']} -> {push['path']}"
@@ -161,7 +175,7 @@ def format_outcome(outcome: Dict) -> List[str]:
     lines = [f"  {outcome['family']:<14} {verdict}"]
     for split in SPLITS:
         for output, metrics in sorted(outcome["metrics"].get(split, {}).items()):
-            shown = "  ".join(f"{name} {metrics[name]:.4f}" for name in KEY_METRICS if name in metrics)
+            shown = "  ".join(f"{name} {metrics[name]:.4f}" for name in key_metrics(top_k) if name in metrics)
             if not shown:
                 continue
             label = f"{split}{' ' + output if output else ''}:"

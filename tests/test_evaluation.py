@@ -2,6 +2,7 @@
 and a gate reads the eval split only."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from contract import features as F
 from contract import protocol
 from contract import tasks as T
 from evaluation import definitions as d
-from evaluation.eval_config import eval_config, with_thresholds
+from evaluation import tfma_metrics
+from evaluation.eval_config import PROTOCOL_S, eval_config, with_thresholds
 
 LIKED, NEXT_LIKE, RATING, WATCHED = "liked", "next_like", "rating", "watched"  # the shipped descriptions' tasks
 MOVIELENS = D.dataset_spec("movielens")
@@ -204,9 +206,25 @@ def test_gate_overrides_and_default_gates():
     changed = with_thresholds([rating], {RATING: 0.9}, {RATING: 0.0})[0]
     assert (changed.gate.threshold, changed.gate.max_worsening) == (0.9, 0.0)
     assert rating.gate == T.Gate("rmse", higher_is_better=False, threshold=1.0)
-    assert MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == T.NDCG_LIFT_AT_10
+    assert MOVIELENS.task(D.RETRIEVAL_TASK).gate.metric == "ndcg@10_lift"
     with pytest.raises(ValueError, match="max_worsening must be >= 0"):
         dataclasses.replace(rating.gate, max_worsening=-1)
+
+
+@pytest.mark.parametrize("top_k", [5, 10, 20])
+def test_a_configured_top_k_gates_retrieval_on_a_metric_the_evaluator_computes(top_k):
+    """The run's K reaches the retrieval gate: with top_k 5 the gate reads ndcg@5_lift (value)
+    and ndcg@5 (change), which TopKMetrics at K = 5 computes; protocol S keeps its own K."""
+    config = eval_config([MOVIELENS.task(D.RETRIEVAL_TASK)], top_k=top_k, dataset=MOVIELENS)
+    (spec,) = config.metrics_specs
+    (metric,) = spec.metrics
+    assert json.loads(metric.config)["top_k"] == top_k
+    gated = set(spec.per_slice_thresholds)
+    assert gated == {f"ndcg@{top_k}_lift", f"ndcg@{top_k}"}
+    assert gated <= set(tfma_metrics.topk_metric_names(top_k))
+    sequential = eval_config([MOVIELENS.task(D.RETRIEVAL_TASK)], top_k=top_k, dataset=MOVIELENS,
+                             protocol_name=PROTOCOL_S)
+    assert set(sequential.metrics_specs[0].per_slice_thresholds) == {"ndcg@10_lift", "ndcg@10"}
 
 
 def _next_like_rows(strong: bool, seed=7, users=300):

@@ -241,7 +241,7 @@ def test_two_tower_members_train_as_separate_models_and_serve_the_sum_of_their_s
     hist = rng.integers(1, 21, size=(8, 4))
     batch = {F.HISTORY_ITEM_IDX: tf.constant(hist), F.HISTORY_BEHAVIOR_IDX: tf.constant(np.full((8, 4), 3)),
              TARGET_IDX: tf.constant(rng.integers(1, 21, size=8)), EXCLUDE_IDX: tf.constant(hist)}
-    model = family.build(ctx, family.hparams(dim=4, members=2, l2=0.0))
+    model = family.build(ctx, family.hparams().override({"dim": 4, "members": 2, "l2": 0.0}))
     single = family.build(ctx, family.hparams(dim=4, l2=0.0))
     scores = model.score_catalogue(batch[F.HISTORY_ITEM_IDX], batch[F.HISTORY_BEHAVIOR_IDX]).numpy()
     members = model.members()
@@ -278,7 +278,7 @@ def test_two_tower_members_train_as_separate_models_and_serve_the_sum_of_their_s
     with pytest.raises(ValueError, match="assembles 2 one-member models, got 1"):
         model.assemble(apart[:1])
     with pytest.raises(ValueError, match="members must be >= 1"):
-        family.hparams(members=0)
+        family.hparams().override({"members": 0})
 
 
 def test_two_tower_item_metadata_without_an_item_table_is_an_error_not_a_silent_switch_off():

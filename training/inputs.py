@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import features as F
+from contract import run
 
 HISTORY_SEQUENCES = (F.HISTORY_ITEM_IDX, F.HISTORY_BEHAVIOR_IDX)
 
@@ -62,7 +63,7 @@ def make_dataset(
     data: Dict[str, np.ndarray],
     batch_size: int,
     shuffle: bool,
-    seed: int = 42,
+    seed: int = run.SEED,
     repeat: bool = False,
 ) -> tf.data.Dataset:
     """Batches of feature dicts (labels included), each batch from one history bucket.

@@ -26,6 +26,7 @@ import tensorflow_transform as tft  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import datasets as D  # noqa: E402
 from contract import features as F  # noqa: E402
+from contract import run  # noqa: E402
 from models.hparams import parse_assignments  # noqa: E402
 from training import topk  # noqa: E402
 from training.trainer import TrainConfig, train  # noqa: E402
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
                         help="the run's dataset: a shipped description's name or a description file")
     parser.add_argument("--hparam", action="append", default=[], help="NAME=VALUE, repeatable")
     parser.add_argument("--max_history", type=int, default=F.MAX_HISTORY)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=run.SEED)
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
     users = _newest(args.run_dir, "InteractionExampleGen", "user_examples")

@@ -6,7 +6,7 @@ is a SavedModel: its variables keep their names, and its assets hold the Transfo
 vocabularies it was trained with. A new model of the same family takes from it:
 
 - every id table (a weight whose first dimension is a vocabulary's rows: padding, the
-  vocabulary, the OOV buckets, see `trainer.vocabulary_rows`): the rows of the ids the old
+  vocabulary, the OOV buckets, see `training.recipes.common.vocabulary_rows`): the rows of the ids the old
   vocabulary also had, moved to their new rows, and the padding and OOV rows; the rows of
   new ids keep their fresh initialisation (N(0, stddev) for embeddings, zero for biases);
 - every other weight whose shape matches, as is (dense layers, towers, gates).

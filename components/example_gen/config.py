@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from contract import datasets
 from contract import description as desc
+from contract import run
 
 SPLIT_HASH = datasets.HASH_SPLIT
 SPLIT_LEAVE_LAST_TWO_OUT = datasets.LEAVE_LAST_TWO_OUT_SPLIT
@@ -56,7 +57,7 @@ class IngestConfig:
     test_day: Optional[str] = None
     max_history: Optional[int] = None
     negatives_per_positive: Optional[int] = None
-    seed: int = 42
+    seed: int = run.SEED
     max_bad_rows: int = 0
 
     def __post_init__(self):

@@ -5,10 +5,12 @@ appends the mask after the history and reads its hidden state."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Tuple
 
 import tensorflow as tf
 
 from models.families.sasrec import SASRec, SASRecParams
+from models.hparams import TrainingParams
 from models.families.sequential import CLOZE, last_window
 
 
@@ -25,7 +27,7 @@ class BERT4RecParams(SASRecParams):
     # The cloze objective's eval NDCG@10 is noisy and keeps rising for long: on MovieLens
     # protocol S, patience 5 stopped at epoch 11 (best 6, eval 0.0276); 40 epochs reached
     # eval 0.0331 at epoch 38.
-    patience: int = 20
+    training: TrainingParams = dataclasses.replace(SASRecParams.training, patience=20)
 
     def __post_init__(self):
         super().__post_init__()
@@ -44,6 +46,9 @@ class BERT4Rec(SASRec):
     @property
     def mask_row(self) -> int:
         return self.context.num_items
+
+    def cloze_masking(self) -> Tuple[int, float, float]:
+        return self.mask_row, self.hparams.mask_prob, self.hparams.last_mask_prob
 
     def query(self, history_item_idx, history_behavior_idx, training=False):
         items, behaviors, lengths = last_window(history_item_idx, history_behavior_idx, self.max_len - 1)

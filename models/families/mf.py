@@ -14,7 +14,7 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import SCORE, SIMILAR, OneScoreModel, l2
-from models.hparams import SimilarParams
+from models.hparams import SimilarParams, TrainingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +26,8 @@ class MFParams(SimilarParams):
     l2: float = 0.05  # with RMSprop: bench/results/tuning/mf_optimizer.md
     bias_l2_scale: float = 1.0
     similar_category_weight: float = 0.2  # eval split: bench/results/similar.md
-    learning_rate: float = 0.003
-    max_epochs: int = 30
-    optimizer: str = "rmsprop"  # eval RMSE 0.8626 against Adam's 0.8672 at best: mf_optimizer.md
+    # RMSprop: eval RMSE 0.8626 against Adam's 0.8672 at best: mf_optimizer.md
+    training: TrainingParams = TrainingParams(learning_rate=0.003, max_epochs=30, optimizer="rmsprop")
 
 
 class MatrixFactorization(OneScoreModel):

@@ -16,6 +16,7 @@ from typing import Tuple
 
 from models import blocks
 from models.families.mf_history import HistoryMatrixFactorization, MFHistoryParams
+from models.hparams import TrainingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ class MFDnnLikedParams(MFDnnParams):
     """`mf_dnn` on the dataset's first binary task: Adam, whose eval AUC is higher here
     (0.8047 against RMSprop's 0.8023: bench/results/tuning/mf_dnn_liked_optimizer.md)."""
 
-    optimizer: str = "adam"
+    training: TrainingParams = dataclasses.replace(MFDnnParams.training, optimizer="adam")
 
 
 class ItemDnnMatrixFactorization(HistoryMatrixFactorization):

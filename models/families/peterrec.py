@@ -29,7 +29,7 @@ from models.base import SCORE, RecModel
 from models.blocks import patches as P
 from models.families.nextitnet import NextItNet, NextItNetParams
 from models.families.sequential import last_window
-from models.hparams import HParams
+from models.hparams import HParams, TrainingParams
 from models.peterrec import BINARY, MEAN, POOLINGS, PatchedClassifier
 
 
@@ -49,10 +49,7 @@ class PeterRecParams(HParams):
     bottleneck: int = 8
     pooling: str = MEAN
     windows_per_user: int = 1
-    learning_rate: float = 0.005
-    batch_size: int = 32
-    max_epochs: int = 20
-    patience: int = 2
+    training: TrainingParams = TrainingParams(batch_size=32)
 
     def __post_init__(self):
         super().__post_init__()

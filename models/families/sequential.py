@@ -19,15 +19,17 @@ evaluates them; the Trainer stops early on the eval split's full NDCG@10.
 from __future__ import annotations
 
 import dataclasses
+from typing import Tuple
 
 import tensorflow as tf
 import tf_keras as keras
 
 from contract import features as F
+from contract import tasks as T
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
 from models.blocks.sequence import SequenceEmbedding
-from models.hparams import ScannParams
+from models.hparams import ScannParams, TrainingParams
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
 
 SEQUENCE_TARGET_IDX = "sequence_target_idx"  # [B, L] the item row to predict at each position, 0 = none
@@ -55,10 +57,7 @@ class SequentialParams(ScannParams):
     softmax: str = FULL_SOFTMAX
     item_bias: bool = True
     window_stride: int = 0
-    learning_rate: float = 0.002
-    batch_size: int = 32
-    max_epochs: int = 200
-    patience: int = 5
+    training: TrainingParams = TrainingParams(learning_rate=0.002, batch_size=32, max_epochs=200, patience=5)
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,6 +129,11 @@ class SequentialModel(RecModel):
         return self.embedding.items()
 
     # -- training ---------------------------------------------------------------
+    def cloze_masking(self) -> Tuple[int, float, float]:
+        """(mask item row, share of a training window's items masked, share of windows whose
+        only masked item is the last) of a cloze objective; a next-item model masks nothing."""
+        return 0, 0.0, 0.0
+
     def sequence_loss(self, features, training: bool) -> tf.Tensor:
         """Softmax cross-entropy of every position's target (SEQUENCE_TARGET_IDX > 0)."""
         targets = features[SEQUENCE_TARGET_IDX]
@@ -144,10 +148,10 @@ class SequentialModel(RecModel):
             total += self.loss_weights[name] * task(query, vectors, biases, wanted, log_q=log_q)
         return total
 
-    def monitor(self, top_k: int = 10):
-        # Protocol S reports NDCG at 10 (evaluation.definitions.NEXT_ITEM_NDCG_KS), the
+    def monitor(self, top_k: int):
+        # Protocol S reports NDCG at its own K (contract.tasks.NEXT_ITEM_NDCG_K), the
         # full-catalogue value early stopping watches, whatever the K of `recommend`.
-        return "val_ndcg@10", "max"
+        return f"val_{T.ndcg_at(T.NEXT_ITEM_NDCG_K)}", "max"
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:
         if SEQUENCE_TARGET_IDX in features:

@@ -36,7 +36,7 @@ from models import blocks
 from models.base import SCORE, TEACH, RecModel, l2
 from models.families.dtrn import DTRNModel, DTRNParams
 from models.families.ple import PLEModel, PLEParams
-from models.hparams import HParams
+from models.hparams import HParams, TrainingParams
 from models.multitask import MultiTaskModel
 
 BPR = "bpr"
@@ -204,17 +204,16 @@ class TAKDStudentParams(HParams):
         hard label before it is corrected.
     """
 
-    dim: int = 32
+    # dim, l2 and the learning rate: the distilled student's eval choice (eval mean AUC of
+    # the pair 0.8106 against 0.8075 at dim 32, L2 0.05; bench/results/tuning/takd_student.md).
+    dim: int = 64
     user_id: bool = True
-    l2: float = 0.05
+    l2: float = 0.02
     alpha: float = 0.5
     tau: float = 1.0
     correct: bool = True
     margin: float = 0.6
-    learning_rate: float = 0.003
-    batch_size: int = 512
-    max_epochs: int = 30
-    patience: int = 2
+    training: TrainingParams = TrainingParams(learning_rate=0.01, batch_size=512, max_epochs=30)
 
 
 class TAKDStudent(RecModel):
@@ -241,7 +240,7 @@ class TAKDStudent(RecModel):
                   for i, t in enumerate(self.names)}
         return logits, self.hparams.l2 * tf.reduce_mean(l2(q, v))
 
-    def monitor(self, top_k: int = 10) -> Tuple[str, str]:
+    def monitor(self, top_k: int) -> Tuple[str, str]:
         return "val_mean_auc", "max"  # the pair's mean eval AUC, as the teacher's
 
     def compute_loss(self, features, training: bool = False) -> tf.Tensor:

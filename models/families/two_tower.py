@@ -11,10 +11,10 @@ one held-out item, which is what `recommend` is asked. The softmax is over the w
 catalogue (`full`) or over the batch's targets with a log-popularity correction
 (`sampled`); the user's own other items are not negatives.
 
-With `members` k > 1 the family is an ensemble of k such models: the Trainer trains k
-one-member models one after the other, member m with seed + m (its own initial weights,
-data order and early stopping; training.trainer._train_members), and puts them side by
-side. The served score is the sum of the members' scores: the query is the members' query
+With `members` k > 1 the family is an ensemble of k such models: the ensemble recipe
+trains k one-member models one after the other, member m with seed + m (its own initial
+weights, data order and early stopping; training/recipes/ensemble.py), and `assemble` puts
+them side by side. The served score is the sum of the members' scores: the query is the members' query
 vectors concatenated, the candidate the members' item vectors concatenated and their
 biases summed, so `recommend` and the Evaluator read one dot product as before. Fitted as
 one model (fit_on_arrays), each member has its own softmax loss, so with Adam's per-weight
@@ -32,32 +32,23 @@ import tensorflow as tf
 from contract import features as F
 from models import blocks
 from models.base import RETRIEVE, SIMILAR, RecModel
-from models.hparams import ScannParams
+from models.hparams import RetrievalParams, ScannParams, TrainingParams
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoTowerParams(ScannParams):
-    """Attributes:
+class TwoTowerParams(RetrievalParams, ScannParams):
+    """Attributes (and those of RetrievalParams and ScannParams):
       dim: vector size of both towers.
       query_hidden: widths of an MLP over the pooled history (empty: none).
       item_metadata: the candidate tower reads the item features and statistics (needs an
         item table, which the user view does not carry: an error there).
       softmax: `full` or `sampled` (in-batch with log-q correction).
       history_dropout: training-time dropout of query history items.
-      exclude_own: the user's own other items are not negatives.
-      target_behaviors: behaviors whose interactions are training targets (empty: the ones
-        the split evaluates, `DatasetSpec.retrieval_targets`: the description's retrieval
-        task's target_behaviors on the hash split, every behavior otherwise; eval split:
-        bench/results/tuning/two_tower_targets.md).
       l2: penalty weight on query vectors.
-      user_balance: training targets are drawn with probability proportional to (their
-        user's target count) ** -user_balance (training.views.retrieval_dataset): 0 every
-        target once per epoch, 1 every user equally often (protocol K averages over users).
       query_attention_heads: > 0: a self-attention layer over the history's item vectors
         before pooling (blocks.HistoryPooling), so the query reads items in the light of
         each other; 0: the SVD++ pooling alone.
-      members: models in the ensemble (module docstring); 1: one model.
     """
 
     dim: int = 128  # eval split: bench/results/tuning/two_tower_l2.md
@@ -65,23 +56,14 @@ class TwoTowerParams(ScannParams):
     item_metadata: bool = False
     softmax: str = FULL_SOFTMAX
     history_dropout: float = 0.0
-    exclude_own: bool = True
-    target_behaviors: Tuple[str, ...] = ()
     l2: float = 0.1
     query_attention_heads: int = 0
-    user_balance: float = 0.0
-    members: int = 1
-    learning_rate: float = 0.005  # eval split: bench/results/tuning/two_tower_liked_lr3.md
-    batch_size: int = 512
-    max_epochs: int = 30
-    patience: int = 2  # eval split: bench/results/tuning/two_tower_patience.md (same best epochs as 3)
+    # The shared learning rate 0.005 and patience 2 are two_tower's eval choices too
+    # (bench/results/tuning/two_tower_liked_lr3.md, two_tower_patience.md).
+    training: TrainingParams = TrainingParams(batch_size=512, max_epochs=30)
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.user_balance <= 1.0:
-            raise ValueError(f"user_balance must be in [0, 1], got {self.user_balance}")
-        if self.members < 1:
-            raise ValueError(f"members must be >= 1, got {self.members}")
         if self.softmax not in (FULL_SOFTMAX, SAMPLED_SOFTMAX):
             raise ValueError(f"softmax must be {FULL_SOFTMAX!r} or {SAMPLED_SOFTMAX!r}, got {self.softmax!r}")
 
@@ -99,7 +81,7 @@ class TwoTower(RecModel):
                 "user view this family trains on carries none; train with item_metadata=false")
         # Member 0 keeps the one-model names (a members=1 model is what it always was).
         self.pooling, self.query_mlp, self.item_encoder, self.item_bias = self._towers(context, hparams, 0)
-        extra = [self._towers(context, hparams, m) for m in range(1, hparams.members)]
+        extra = [self._towers(context, hparams, m) for m in range(1, hparams.training.members)]
         self.member_poolings = [t[0] for t in extra]
         self.member_mlps = [t[1] for t in extra if t[1] is not None]
         self.member_encoders = [t[2] for t in extra]
@@ -128,8 +110,8 @@ class TwoTower(RecModel):
 
     def assemble(self, models) -> None:
         """Takes each member's weights from a one-member model of the same setting (in order)."""
-        if len(models) != self.hparams.members:
-            raise ValueError(f"two_tower with {self.hparams.members} members assembles {self.hparams.members} "
+        if len(models) != self.hparams.training.members:
+            raise ValueError(f"two_tower with {self.hparams.training.members} members assembles {self.hparams.training.members} "
                              f"one-member models, got {len(models)}")
         probe = tf.constant([[1]], tf.int64)
         for model in [self] + list(models):
