@@ -145,13 +145,13 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            teacher="takd_teacher_dtrn"),
     Family("semax", semax.SEMAX, semax.SEMAXParams, regression_task, F.INTERACTION_VIEW,
            "SEMAX: rating from LSTM-encoded, time-ordered user and item review documents and latent factors, "
-           "with the related task of rating the row's own review (training only)"),
+           "with the related task of rating the row's own review (training only)", recipe=POINTWISE),
     Family("review_mt", review_mt.ReviewMT, review_mt.ReviewMTParams, regression_task, F.INTERACTION_VIEW,
            "'Why I like it': MF with vectors regularized by review-document features + a review generator "
-           "(explain); adversarial stage optional"),
+           "(explain); adversarial stage optional", recipe=POINTWISE),
     Family("nor_reviews", nor_reviews.NORReviews, nor_reviews.NORParams, regression_task, F.INTERACTION_VIEW,
            "NOR adapted to user-item matching: CNN + mutual attention on both sides' review documents, rating "
-           "+ comment generation by a GRU with cross-modality attention (explain)"),
+           "+ comment generation by a GRU with cross-modality attention (explain)", recipe=POINTWISE),
 )}
 
 

@@ -31,7 +31,7 @@ from contract import features as F
 from models.base import EXPLAIN, SCORE, OneScoreModel
 from models.blocks import text as text_blocks
 from models.blocks.core import Bias, embedding
-from models.hparams import HParams
+from models.hparams import HParams, TrainingParams
 from models.tasks import GenerationTask
 
 Encoded = Dict[str, tf.Tensor]
@@ -73,10 +73,7 @@ class ReviewParams(HParams):
     l2: float = 0.1
     dropout: float = 0.5
     stop_on: str = "rating"
-    learning_rate: float = 0.003
-    batch_size: int = 128
-    max_epochs: int = 15
-    patience: int = 2
+    training: TrainingParams = TrainingParams(learning_rate=0.003, batch_size=128, max_epochs=15)
 
     def __post_init__(self):
         super().__post_init__()

@@ -76,7 +76,7 @@ class ReviewMT(ReviewModel):
             self.discriminator = text_blocks.TextDiscriminator(
                 text_blocks.generator_rows(self.target_rows), context.num_users, hparams.dim,
                 hparams.discriminator_filters, seed + 60, name="discriminator")
-            self.discriminator_optimizer = keras.optimizers.Adam(hparams.learning_rate)
+            self.discriminator_optimizer = keras.optimizers.Adam(hparams.training.learning_rate)
 
     def encode(self, features, training=False):
         users, items = features[F.USER_IDX], features[F.ITEM_IDX]
