@@ -29,8 +29,6 @@ if TYPE_CHECKING:  # annotations only
 
 REPORT_NAME = "report.html"
 SUMMARY_NAME = "report_summary.json"
-# The metric a task of each kind is judged by first; its gate's own metric follows when it differs.
-HEADLINE = {T.REGRESSION: T.RMSE, T.BINARY: T.AUC, T.RETRIEVAL: T.NDCG_AT_10}
 LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
 _STYLE = """
 body{font-family:sans-serif;margin:2em;max-width:80em;color:#222}
@@ -43,6 +41,12 @@ td.m{position:relative;min-width:6em}
 td.m .bar{position:absolute;left:0;top:15%;height:70%;background:#d5e3f3}
 td.m .v{position:relative}
 """
+
+
+def headline(kind: str, top_k: int) -> str:
+    """The metric a task of `kind` is judged by first (its gate's own metric follows when it
+    differs): RMSE, AUC, or NDCG at the run's K."""
+    return {T.REGRESSION: T.RMSE, T.BINARY: T.AUC}.get(kind) or T.ndcg_at(top_k)
 
 
 def _e(value) -> str:
@@ -231,7 +235,7 @@ def summary_rows(config: PipelineConfig, outcomes: Dict[str, Optional[Dict]],
                  diffs: Dict[str, Dict[str, Dict[str, float]]]) -> List[Dict]:
     """One row per family, task and headline metric: its eval and test values and its change
     against the last blessed model on eval (None on a first run). A task's headline metrics
-    are the one its kind is judged by (RMSE, AUC, NDCG@10) and its gate's metric."""
+    are the one its kind is judged by (RMSE, AUC, NDCG at the run's K) and its gate's metric."""
     rows = []
     for family in config.families:
         outcome = outcomes.get(family)
@@ -242,8 +246,9 @@ def summary_rows(config: PipelineConfig, outcomes: Dict[str, Optional[Dict]],
         tasks = _family_tasks(config, family)
         for task in tasks:
             output = _output_of(task.name, evaluated)
-            names = [HEADLINE[task.kind]] + ([task.gate.metric] if task.gate and task.gate.metric != HEADLINE[task.kind]
-                                             else [])
+            first = headline(task.kind, config.top_k)
+            gate = task.gate.at_k(config.top_k).metric if task.gate else first
+            names = [first] + ([gate] if gate != first else [])
             for name in names:
                 values = {split: per_split.get(split, {}).get(output, {}).get(name) for split in report.SPLITS}
                 if all(v is None for v in values.values()):
