@@ -1,6 +1,7 @@
 """Every family trains a few steps on the pipeline's outputs and exports the signatures of
 its capabilities; the served answers equal the in-process model."""
 
+import dataclasses
 import glob
 import os
 
@@ -300,3 +301,22 @@ def test_a_two_tower_ensemble_trains_its_members_apart_and_serves_their_sum(outp
                                                   history_behaviors=tf.constant([["liked", "liked"]]))
     ids = [i.decode() for i in out[protocol.RECOMMEND_ITEM_IDS].numpy()[0]]
     assert len(ids) == 5 and not {"1", "2"} & set(ids)
+
+
+def test_a_warm_started_trainer_starts_from_its_base_model(outputs, tmp_path):
+    """With warm_start, train_and_export's base_model is the family's last blessed model: the
+    recipe's model takes its weights (every id known, the same transform graph)."""
+    view = FAMILIES["mf"].view
+    first = str(tmp_path / "first")
+    config = TrainConfig(family="mf", description=MOVIELENS.to_dict(), hparams={"max_epochs": 1, "batch_size": 64})
+    cold = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], first,
+                            train_steps=5)
+    assert "warm_start" not in cold
+    warm_config = dataclasses.replace(config, warm_start=True)
+    summary = train_and_export(warm_config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
+                               str(tmp_path / "second"), train_steps=5, base_model=first)
+    warm = summary["warm_start"]
+    assert warm["base_model"] == first and not warm["initialised"]
+    items = [t for t in warm["id_tables"].values() if t["vocabulary"] == F.ITEM_VOCAB]
+    assert items and all(t["new_ids"] == 0 for t in warm["id_tables"].values())
+    assert items[0]["known_ids"] == len(_vocabulary(tft.TFTransformOutput(outputs["graph"])))
