@@ -14,8 +14,11 @@ Every model is tuned on the eval split (same protocol, eval targets); the test s
 only reported. Families are trained with the pipeline's Trainer code and scored through
 the exported `recommend` signature (the served path), for each of `--seeds`.
 Peers, on the same training rows: MostPopular, ItemKNN (cosine; its input either the whole
-history or the items of the strongest behavior, chosen on eval), EASE (Steck 2019),
-implicit ALS. The comparison at the end takes the best family and the best peer by eval
+history or the items of the strongest behavior, chosen on eval), EASE (Steck 2019; its
+lambda) and implicit ALS (factors, regularization, alpha), their numeric knobs chosen by
+eval NDCG@10 with `bench.common.widening_search`: a knob chosen at the edge of its grid is
+widened past it until the choice is interior or a stated bound is reached (every evaluated
+point and each knob's status in `<name>_tuning.json`). The comparison at the end takes the best family and the best peer by eval
 NDCG@10 and shows each one's seed mean ± std and the paired bootstrap interval over test
 users of their difference (`bench.common.compare`).
 
@@ -26,7 +29,6 @@ users of their difference (`bench.common.compare`).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -53,7 +55,22 @@ from contract.datasets import HASH_SPLIT  # noqa: E402
 
 K = 10
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
-ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1, 1.0), "alpha": (1.0, 10.0, 40.0)}
+# EASE's lambda past its first grid: halved / doubled; a lambda past 1e5 on MovieLens's
+# gram (diagonal <= a few hundred) leaves item popularity alone (MostPopular's model).
+EASE_KNOBS = (common.Knob("lambda", EASE_LAMBDAS, common.GEOMETRIC, 2.0, low=1.0, high=1e5,
+                          why="below 1 the inverse is unregularized; past 1e5 EASE is MostPopular"),)
+# ALS (15 iterations): the first grid, widened by the steps below. Bounds: cost on the
+# shared 2 cores (factors), and where the factors are no longer fitted (regularization,
+# alpha at the extremes).
+ALS_KNOBS = (
+    common.Knob("factors", (32, 64, 128), common.GEOMETRIC, 2.0, low=2, high=512, integer=True,
+                why="cost: an ALS fit and a full-catalogue ranking grow with factors; 2 shared cores"),
+    common.Knob("regularization", (0.01, 0.1, 1.0), common.GEOMETRIC, 3.0, low=1e-4, high=1e3,
+                why="below 1e-4 no regularization, past 1e3 the factors shrink to zero"),
+    common.Knob("alpha", (1.0, 10.0, 40.0), common.GEOMETRIC, 3.0, low=0.01, high=1e3,
+                why="alpha is the confidence of an observed pair; below 0.01 or past 1e3 one class dominates"),
+)
+ALS_EVALUATIONS = 60  # ALS fits one search makes (cost on the shared machine)
 ALL_ITEMS = "all"  # ItemKNN's input: every history item (or those of the strongest behavior)
 
 
@@ -187,33 +204,46 @@ def main(argv=None) -> int:
 
     x = interaction_matrix(views["train"], num_rows)
     gram = (x.T @ x).toarray()
-    ease = {lam: ease_weights(gram, lam) for lam in EASE_LAMBDAS}
+    # Each lambda's weights are computed once and scored on both inputs (the weights of
+    # several lambdas are not held at once: a 9k x 9k matrix each).
+    ease_eval: Dict[float, Dict[str, float]] = {}
+
+    def ease_ndcg(lam: float) -> Dict[str, float]:
+        if lam not in ease_eval:
+            w = ease_weights(gram, lam)
+            ease_eval[lam] = {suffix: FullHistoryScorer(views["eval"], num_rows, w, 0, window).evaluate(valid)["ndcg@10"]
+                              for suffix, window in inputs.items()}
+        return ease_eval[lam]
+
     for suffix, window in inputs.items():
-        ease_eval = {lam: FullHistoryScorer(views["eval"], num_rows, w, 0, window).evaluate(valid)["ndcg@10"]
-                     for lam, w in ease.items()}
-        best_lam = max(ease_eval, key=ease_eval.get)
-        tuning["ease" + suffix] = {"grid": ease_eval, "chosen": best_lam}
+        tuned = common.widening_search(lambda g: ease_ndcg(g["lambda"])[suffix], EASE_KNOBS,
+                                       log=lambda line: print(f"ease{suffix} {line}", file=sys.stderr, flush=True))
+        best_lam = tuned.chosen["lambda"]
+        tuning["ease" + suffix] = tuned.to_dict()
         fit = time.monotonic()
         weights = ease_weights(gram, best_lam)
         seconds = time.monotonic() - fit
         test, users = scorer_users(FullHistoryScorer(views["test"], num_rows, weights, 0, window), valid)
+        del weights
         per_user["ease" + suffix] = [users]
         results.append(row("ease" + suffix, test, seconds, setting=f"lambda {best_lam:g}",
-                           eval_ndcg_at_10=ease_eval[best_lam]))
+                           eval_ndcg_at_10=tuned.score, tuning_status=tuned.status_text()))
 
     if not args.skip_als:
-        grid = [dict(zip(ALS_GRID, values)) for values in itertools.product(*ALS_GRID.values())]
-        als_eval = [(g, als_evaluate(views["train"], views["eval"], num_rows, valid, seed=seeds[0], **g)[0]["ndcg@10"])
-                    for g in grid]
-        best, best_eval = max(als_eval, key=lambda t: t[1])
-        tuning["als"] = {"grid": [{**g, "ndcg@10": v} for g, v in als_eval], "chosen": best}
+        tuned = common.widening_search(
+            lambda g: als_evaluate(views["train"], views["eval"], num_rows, valid, seed=seeds[0], **g)[0]["ndcg@10"],
+            ALS_KNOBS, max_evaluations=ALS_EVALUATIONS,
+            log=lambda line: print(f"als {line}", file=sys.stderr, flush=True))
+        best, best_eval = tuned.chosen, tuned.score
+        tuning["als"] = tuned.to_dict()
         per_seed = []
         for seed in seeds:
             fit = time.monotonic()
             test, users = als_evaluate(views["train"], views["test"], num_rows, valid, seed=seed, **best)
             per_seed.append((test, time.monotonic() - fit))
             per_user.setdefault("als", []).append(users)
-        results.append(_seed_row("als", per_seed, setting=json.dumps(best), eval_ndcg_at_10=best_eval))
+        results.append(_seed_row("als", per_seed, setting=json.dumps(best), eval_ndcg_at_10=best_eval,
+                                 tuning_status=tuned.status_text()))
 
     families = [f for f in args.families.split(",") if f]
     for family in families:
@@ -243,6 +273,8 @@ def main(argv=None) -> int:
         f"the grids and the eval values are in `{args.name}_tuning.json`. Rows `*_recent{max_history}` read only the",
         f"most recent {max_history} training interactions of each user, as the families' queries do; the",
         "other peers read the whole training history. Every model excludes the whole history.",
+        "", "## Peers' knobs (eval NDCG@10; interior, or the bound the search stopped at)", "",
+        *[f"- {r['model']}: {r['setting']}: {r['tuning_status']}" for r in results if r.get("tuning_status")],
         "", "## Comparison", "", *comparison_lines(results, families, per_user),
     ])
     common.write_results(args.name, results, markdown, meta, args.out)
