@@ -8,8 +8,9 @@ ExampleGen and Transform) run once, so every model below reads the same rows; th
 split chooses settings and stops training, the test split is only reported.
 
 - Rating (the description's rating label), test RMSE and MAE, no prediction clipped:
-  peers global mean, surprise BaselineOnly (defaults) and surprise SVD (its grid chosen on
-  eval); the rating families (`--rating_families`, mf and mf_dnn; mf_dnn reads the
+  peers global mean, surprise BaselineOnly (its bsl_options) and surprise SVD, chosen on
+  eval with `bench.common.widening_search` (a knob chosen at its grid's edge is widened
+  past it until the choice is interior or a stated bound is reached); the rating families (`--rating_families`, mf and mf_dnn; mf_dnn reads the
   features the description declares) and the multi-task family's rating output, each
   trained with the pipeline's Trainer code and scored through the exported
   `serving_default` on the raw test examples.
@@ -23,7 +24,8 @@ split chooses settings and stops training, the test split is only reported.
 - Retrieval (protocol K with the description's targets: every held-out review for the
   Amazon reviews), HR@10, Recall@10, NDCG@10 and MRR@10 over test users with a training
   history and a target: `--retrieval_family` (two_tower) through its exported `recommend`,
-  against MostPopular and EASE (its lambda chosen on eval), on the same user view.
+  against MostPopular and EASE (its lambda chosen on eval, widened the same way), on the
+  same user view.
 
 Families run once per `--seeds`; their rows are the mean (and std) over seeds. The goals
 (issue 27): every rating family below BaselineOnly's test RMSE; two_tower above
@@ -37,7 +39,6 @@ and `<name>.md` (tables, goals, command, commit, machine and date).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -59,8 +60,12 @@ from evaluation import definitions as d  # noqa: E402
 NAME = "amazon_reviews"
 DATASET = "amazon_reviews"
 K = 10
-SVD_GRID = {"n_factors": (20, 50, 100), "n_epochs": (20, 40), "lr_all": (0.005, 0.01), "reg_all": (0.05, 0.1)}
+# SVD's first grid here (more small factor counts than MovieLens's), widened as peers.SVD_KNOBS.
+SVD_KNOBS = (common.Knob("n_factors", (20, 50, 100), common.GEOMETRIC, 2.0, low=2, high=800, integer=True,
+                         why=peers.SVD_KNOBS[0].why),) + peers.SVD_KNOBS[1:]
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+EASE_KNOBS = (common.Knob("lambda", EASE_LAMBDAS, common.GEOMETRIC, 2.0, low=0.1, high=1e5,
+                          why="below 0.1 the inverse is unregularized; past 1e5 EASE is MostPopular"),)
 PRIOR_STRENGTH = 10.0  # pseudo-rows at the global positive rate in each item's prior
 RATING, BINARY, RETRIEVAL = "rating", "binary", "retrieval"
 BASELINE = peers.BASELINE_ONLY
@@ -207,7 +212,8 @@ def markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any], goal_lines: S
                                               "ndcg_at_10_std", "mrr_at_10", "users", "seeds", "train_seconds",
                                               "setting"]), ""]
     parts += ["## Goals", ""] + (list(goal_lines) or ["- nothing to compare"]) + [""]
-    parts += [f"Settings chosen on eval (SVD's grid, EASE's lambda) and each family's early stopping: "
+    parts += [f"Settings chosen on eval (BaselineOnly's and SVD's searches, EASE's lambda: every evaluated point "
+              "and whether each choice is interior) and each family's early stopping: "
               f"`{meta['name']}_tuning.json`. Training seconds were measured on a machine shared with other jobs: "
               "not a speed comparison.", ""]
     return "\n".join(parts)
@@ -258,21 +264,23 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     # Rating peers.
     rows.append(summary_row(RATING, peers.GLOBAL_MEAN, "peer", rating_name,
                             [rating_metrics(peers.global_mean(train, test), test.ratings)], [0.0], "mean training rating"))
+    searches = peers.tune_baseline_only(train, evaluation, scale=scale)
+    chosen = peers.best_baseline(searches)
+    tuning[BASELINE] = {"chosen_method": chosen.chosen["method"], **{m: t.to_dict() for m, t in searches.items()}}
     started = time.monotonic()
-    baseline = peers.baseline_only(train, test, scale=scale)
+    baseline = peers.baseline_only(train, test, scale=scale, **chosen.chosen)
     rows.append(summary_row(RATING, BASELINE, "peer", rating_name, [rating_metrics(baseline, test.ratings)],
-                            [time.monotonic() - started], "surprise defaults"))
-    grid = [dict(zip(SVD_GRID, v)) for v in itertools.product(*SVD_GRID.values())]
-    svd_eval = [(g, d.rmse(peers.svd(train, evaluation, seed=seeds[0], scale=scale, **g), evaluation.ratings))
-                for g in grid]
-    best_svd = min(svd_eval, key=lambda t: t[1])[0]
-    tuning[peers.SVD] = {"chosen": best_svd, "eval_rmse": [[g, round(v, 4)] for g, v in svd_eval]}
+                            [time.monotonic() - started], f"{json.dumps(chosen.chosen)}; {chosen.status_text()}"))
+    svd_search = peers.tune_svd(train, evaluation, seed=seeds[0], scale=scale, knobs=SVD_KNOBS)
+    best_svd = svd_search.chosen
+    tuning[peers.SVD] = svd_search.to_dict()
     per_seed, seconds = [], []
     for seed in seeds:
         started = time.monotonic()
         per_seed.append(rating_metrics(peers.svd(train, test, seed=seed, scale=scale, **best_svd), test.ratings))
         seconds.append(time.monotonic() - started)
-    rows.append(summary_row(RATING, peers.SVD, "peer", rating_name, per_seed, seconds, json.dumps(best_svd)))
+    rows.append(summary_row(RATING, peers.SVD, "peer", rating_name, per_seed, seconds,
+                            f"{json.dumps(best_svd)}; {svd_search.status_text()}"))
 
     # Binary peers.
     tasks = {t.name: t for t in config.spec.tasks}
@@ -324,15 +332,16 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         topk.evaluate(popular, views["test"], 1, valid, K))], [time.monotonic() - started], "training interactions"))
     x = rp.interaction_matrix(views["train"], num_rows)
     gram = (x.T @ x).toarray()
-    ease_eval = {lam: rp.FullHistoryScorer(views["eval"], num_rows, rp.ease_weights(gram, lam))
-                 .evaluate(valid)["ndcg@10"] for lam in EASE_LAMBDAS}
-    best_lam = max(ease_eval, key=ease_eval.get)
-    tuning[EASE] = {"chosen": best_lam, "eval_ndcg@10": ease_eval}
+    ease_search = common.widening_search(
+        lambda g: rp.FullHistoryScorer(views["eval"], num_rows, rp.ease_weights(gram, g["lambda"]))
+        .evaluate(valid)["ndcg@10"], EASE_KNOBS)
+    best_lam = ease_search.chosen["lambda"]
+    tuning[EASE] = ease_search.to_dict()
     started = time.monotonic()
     weights = rp.ease_weights(gram, best_lam)
     rows.append(summary_row(RETRIEVAL, EASE, "peer", "", [retrieval_metrics(
         rp.FullHistoryScorer(views["test"], num_rows, weights).evaluate(valid))], [time.monotonic() - started],
-        f"lambda {best_lam:g}, the whole training history"))
+        f"lambda {best_lam:g}, the whole training history; {ease_search.status_text()}"))
     family = args.retrieval_family
     per_seed, seconds = [], []
     for seed in seeds:
