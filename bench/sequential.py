@@ -27,7 +27,7 @@ paired bootstrap interval over test users of their difference (`bench.common.com
 
     python -m bench.sequential [--families sasrec,bert4rec,nextitnet] [--peer_families two_tower]
         [--seeds 42,43,44] [--family_seeds 42] [--grid FAMILY.NAME=V1,V2 ...]
-        [--hparam FAMILY.NAME=VALUE ...] [--jobs N]
+        [--hparam FAMILY.NAME=VALUE ...] [--jobs N] [--name sequential]
 """
 
 from __future__ import annotations
@@ -478,6 +478,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", action="append", default=[], metavar="FAMILY.NAME=V1,V2",
                         help="a family's knob to choose on the eval split (every combination, first seed)")
     parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--name", default=NAME, help="result files <out>/<name>.json, .md, <name>_tuning.json")
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
@@ -537,14 +538,14 @@ def main(argv=None) -> int:
         "against the peer needs the paired bootstrap interval (95%, over test users, seed means) to exclude 0 "
         "and the difference to exceed both seed stds.", "",
         *goal_lines(bench.results, families, bench.per_user), "",
-        "## What was tried on the eval split (full NDCG@10; all grids in `sequential_tuning.json`)",
+        f"## What was tried on the eval split (full NDCG@10; all grids in `{args.name}_tuning.json`)",
         *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
         "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
             f"{r['model']} {r['epochs']}" for r in bench.results if "epochs" in r),
         f"Wall time of the whole run: {time.monotonic() - started:.0f} s.",
     ])
-    common.write_results(NAME, bench.results, markdown, meta, args.out)
-    common.atomic_write(os.path.join(args.out, f"{NAME}_tuning.json"),
+    common.write_results(args.name, bench.results, markdown, meta, args.out)
+    common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
                         json.dumps(bench.tuning, indent=2, default=str) + "\n")
     print(markdown)
     return 0
