@@ -33,14 +33,14 @@ SVD_PARAMS = dict(n_factors=50, n_epochs=40, lr_all=0.007, reg_all=0.05)
 # per evaluated point) or where a setting stops being the model it names.
 _SVD_COST = "cost: a surprise SVD fit grows with factors x epochs; 2 shared cores"
 SVD_KNOBS = (
-    common.Knob("n_factors", (50, 100), common.GEOMETRIC, 2.0, low=5, high=800, integer=True, why=_SVD_COST),
-    common.Knob("n_epochs", (20, 40), common.GEOMETRIC, 2.0, low=5, high=320, integer=True, why=_SVD_COST),
+    common.Knob("n_factors", (50, 100), common.GEOMETRIC, 2.0, low=5, high=400, integer=True, why=_SVD_COST),
+    common.Knob("n_epochs", (20, 40), common.GEOMETRIC, 2.0, low=5, high=160, integer=True, why=_SVD_COST),
     common.Knob("lr_all", (0.005, 0.01), common.GEOMETRIC, 2.0, low=1e-4, high=0.16,
                 why="SGD steps past 0.16 (23x surprise's default) were not tried"),
     common.Knob("reg_all", (0.05, 0.1), common.GEOMETRIC, 2.0, low=1e-3, high=3.2,
                 why="past 3.2 the factors are regularized to zero (BaselineOnly's model)"),
 )
-SVD_EVALUATIONS = 60  # the most SVD fits one search makes (cost on the shared machine)
+SVD_EVALUATIONS = 40  # the most SVD fits one search makes (cost on the shared machine)
 # BaselineOnly: surprise's bsl_options, searched once per method; the method with the
 # better eval RMSE is chosen. ALS's first grid holds surprise's defaults (reg_i 10,
 # reg_u 15, 10 epochs), SGD's its defaults (reg 0.02, learning_rate 0.005, 20 epochs).

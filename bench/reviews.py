@@ -61,7 +61,7 @@ NAME = "amazon_reviews"
 DATASET = "amazon_reviews"
 K = 10
 # SVD's first grid here (more small factor counts than MovieLens's), widened as peers.SVD_KNOBS.
-SVD_KNOBS = (common.Knob("n_factors", (20, 50, 100), common.GEOMETRIC, 2.0, low=2, high=800, integer=True,
+SVD_KNOBS = (common.Knob("n_factors", (20, 50, 100), common.GEOMETRIC, 2.0, low=2, high=400, integer=True,
                          why=peers.SVD_KNOBS[0].why),) + peers.SVD_KNOBS[1:]
 EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 EASE_KNOBS = (common.Knob("lambda", EASE_LAMBDAS, common.GEOMETRIC, 2.0, low=0.1, high=1e5,
