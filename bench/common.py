@@ -638,7 +638,8 @@ class Tuned:
 
 def widening_search(objective: Callable[[Dict[str, Any]], float], knobs: Sequence[Knob],
                     higher_is_better: bool = True, max_evaluations: int = 200,
-                    fixed: Optional[Dict[str, Any]] = None, log: Optional[Callable[[str], None]] = None) -> Tuned:
+                    fixed: Optional[Dict[str, Any]] = None, log: Optional[Callable[[str], None]] = None,
+                    tolerance: float = 0.0) -> Tuned:
     """Chooses a setting on the eval split: every point of the knobs' first grid, then, as
     long as the best point has an unevaluated neighbour on some knob, that neighbour; a
     knob whose best value is the largest (smallest) it has is widened past it by its step,
@@ -653,6 +654,8 @@ def widening_search(objective: Callable[[Dict[str, Any]], float], knobs: Sequenc
       max_evaluations: the most objective calls (a stated cost bound).
       fixed: settings passed to the objective but not searched.
       log: called with one line per evaluation (e.g. progress on stderr).
+      tolerance: a point is better than the best so far only by more than this (e.g. an
+        RMSE change below the reported digits is a tie, and the earlier point stays).
     """
     names = [k.name for k in knobs]
     if len(set(names)) != len(names):
@@ -685,7 +688,7 @@ def widening_search(objective: Callable[[Dict[str, Any]], float], knobs: Sequenc
     def best() -> Tuple:
         top = order[0]
         for p in order[1:]:
-            if sign * scores[p] > sign * scores[top]:
+            if sign * scores[p] > sign * scores[top] + tolerance:
                 top = p
         return top
 

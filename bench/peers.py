@@ -60,6 +60,9 @@ BASELINE_KNOBS = {
                         why=_EPOCHS_WHY)),
 }
 BASELINE_EVALUATIONS = 80  # per method
+# An eval RMSE change below this is a tie (the reported digits): ALS's biases converge, so
+# more epochs change the RMSE in the sixth digit and would otherwise run to the bound.
+RMSE_TOLERANCE = 1e-4
 # surprise's rating scale when none is given (surprise's own default, 1..5). Predictions are
 # never clipped to it; BaselineOnly and SVD read it only to fill its `Trainset`.
 DEFAULT_SCALE = (1.0, 5.0)
@@ -210,7 +213,8 @@ def tune_svd(train: RatedRows, evaluation: RatedRows, seed: int, scale: Tuple[fl
       knobs / max_evaluations: the search (default: SVD_KNOBS, SVD_EVALUATIONS).
     """
     return common.widening_search(lambda g: _rmse(svd(train, evaluation, seed=seed, scale=scale, **g), evaluation),
-                                  knobs, higher_is_better=False, max_evaluations=max_evaluations, log=_log(SVD))
+                                  knobs, higher_is_better=False, max_evaluations=max_evaluations, log=_log(SVD),
+                                  tolerance=RMSE_TOLERANCE)
 
 
 def tune_baseline_only(train: RatedRows, evaluation: RatedRows, scale: Tuple[float, float] = DEFAULT_SCALE,
@@ -229,7 +233,7 @@ def tune_baseline_only(train: RatedRows, evaluation: RatedRows, scale: Tuple[flo
         out[method] = common.widening_search(
             lambda g: _rmse(baseline_only(train, evaluation, scale=scale, **g), evaluation), method_knobs,
             higher_is_better=False, max_evaluations=max_evaluations, fixed={"method": method},
-            log=_log(f"{BASELINE_ONLY} {method}"))
+            log=_log(f"{BASELINE_ONLY} {method}"), tolerance=RMSE_TOLERANCE)
     return out
 
 

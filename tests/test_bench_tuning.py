@@ -115,3 +115,13 @@ def test_bad_knobs_are_refused():
         common.Knob("reg", (0.0, 0.1), common.GEOMETRIC, 2.0)
     with pytest.raises(ValueError, match="repeat"):
         common.widening_search(lambda s: 0.0, [KNOBS[0], KNOBS[0]])
+
+
+def test_a_tolerance_keeps_the_earlier_point_when_the_gain_is_below_it():
+    # Converging epochs: each doubling gains less; gains below 1e-3 are ties.
+    objective = lambda s: 0.5 ** s["epochs"]  # noqa: E731
+    knob = [common.Knob("epochs", (1, 2), common.GEOMETRIC, 2.0, high=1024, integer=True, why="test")]
+    strict = common.widening_search(objective, knob, higher_is_better=False)
+    assert strict.chosen == {"epochs": 1024} and strict.status["epochs"].startswith("at the upper bound 1024")
+    tolerant = common.widening_search(objective, knob, higher_is_better=False, tolerance=1e-3)
+    assert tolerant.chosen == {"epochs": 16} and tolerant.interior  # 0.5**16 - 0.5**32 < 1e-3 < 0.5**8 - 0.5**16
