@@ -240,7 +240,41 @@ def main(argv=None) -> int:
 
     summaries = {}
     families = [f for f in args.families.split(",") if f]
-    for family in families:
+    command = "python -m bench.mf_family " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def write(done: List[str]) -> str:
+        """The result files with the models measured so far (after the peers and after each
+        family, so a run stopped early leaves what it measured, and says so)."""
+        comparison_rows, lines = comparisons(rows, done, peer_models, per_seed_scores, test, threshold)
+        for r in rows:
+            if r["model"] in comparison_rows:
+                r["vs_best_peer"] = comparison_rows[r["model"]]
+        meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+        columns = ["model", "rmse", "rmse_std", "mae", "auc", "auc_std", "ndcg_at_10", "precision_at_10", "seeds",
+                   "eval_rmse", "train_seconds", "setting"]
+        missing = [f for f in families if f not in done]
+        markdown = "\n".join([
+            f"# Protocol R: test ratings ({common.data_label(stages.config)})", "",
+            *([f"**Partial: the families {', '.join(missing)} of this command are not measured yet.**", ""]
+              if missing else []),
+            common.md_table(rows, columns), "", "## RMSE per slice (mean over seeds)", "",
+            common.md_table(slice_rows, ["model"] + list(masks)), "",
+            "Slice sizes (test ratings): " + ", ".join(f"{k} {int(v.sum())}" for k, v in masks.items()), "",
+            "## Goals", "", *(goal_lines(rows, goals) or ["- none given"]), "",
+            "## Comparisons (test rows; the best peer and the best family chosen by eval RMSE)", "",
+            "A verdict needs the paired bootstrap interval (95%, over the test rows, seed means) to exclude 0 and "
+            "the difference to exceed both seed stds.", "", *lines, "",
+            "## Peers' settings (chosen by eval RMSE; every evaluated point in `mf_family_tuning.json`)", "",
+            *tuning_lines(tuning), "",
+            f"Families' early stopping: {json.dumps(summaries)}",
+        ])
+        common.write_results("mf_family", rows, markdown, meta, args.out)
+        common.atomic_write(os.path.join(args.out, "mf_family_tuning.json"), json.dumps(tuning, indent=2) + "\n")
+        common.atomic_write(os.path.join(args.out, "mf_family_slices.json"), json.dumps(slice_rows, indent=2) + "\n")
+        return markdown
+
+    markdown = write([])
+    for i, family in enumerate(families):
         per_seed, seconds, evals = [], [], []
         for seed in seeds:
             config = common.train_config(stages, family, hparams=overrides.get(family, {}), seed=seed, top_k=K,
@@ -255,31 +289,7 @@ def main(argv=None) -> int:
             summaries.setdefault(family, []).append({k: summary[k] for k in ("best_epoch", "best_value", "hparams")})
         add(family, per_seed, float(np.mean(seconds)), json.dumps(overrides.get(family, {})) or "defaults",
             float(np.mean(evals)))
-
-    comparison_rows, lines = comparisons(rows, families, peer_models, per_seed_scores, test, threshold)
-    for r in rows:
-        if r["model"] in comparison_rows:
-            r["vs_best_peer"] = comparison_rows[r["model"]]
-    command = "python -m bench.mf_family " + " ".join(argv if argv is not None else sys.argv[1:])
-    meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
-    columns = ["model", "rmse", "rmse_std", "mae", "auc", "auc_std", "ndcg_at_10", "precision_at_10", "seeds",
-               "eval_rmse", "train_seconds", "setting"]
-    markdown = "\n".join([
-        f"# Protocol R: test ratings ({common.data_label(stages.config)})", "",
-        common.md_table(rows, columns), "", "## RMSE per slice (mean over seeds)", "",
-        common.md_table(slice_rows, ["model"] + list(masks)), "",
-        "Slice sizes (test ratings): " + ", ".join(f"{k} {int(v.sum())}" for k, v in masks.items()), "",
-        "## Goals", "", *(goal_lines(rows, goals) or ["- none given"]), "",
-        "## Comparisons (test rows; the best peer and the best family chosen by eval RMSE)", "",
-        "A verdict needs the paired bootstrap interval (95%, over the test rows, seed means) to exclude 0 and the "
-        "difference to exceed both seed stds.", "", *lines, "",
-        "## Peers' settings (chosen by eval RMSE; every evaluated point in `mf_family_tuning.json`)", "",
-        *tuning_lines(tuning), "",
-        f"Families' early stopping: {json.dumps(summaries)}",
-    ])
-    common.write_results("mf_family", rows, markdown, meta, args.out)
-    common.atomic_write(os.path.join(args.out, "mf_family_tuning.json"), json.dumps(tuning, indent=2) + "\n")
-    common.atomic_write(os.path.join(args.out, "mf_family_slices.json"), json.dumps(slice_rows, indent=2) + "\n")
+        markdown = write(families[:i + 1])
     print(markdown)
     return 0
 
