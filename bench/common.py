@@ -534,3 +534,211 @@ def best_by_eval(eval_values: Dict[str, Optional[float]], higher_is_better: bool
         if best is None or sign * value > sign * eval_values[best]:
             best = model
     return best
+
+
+# --------------------------------------------------------------------------
+# Tuning on the eval split: a grid that widens past its edges until its choice is interior.
+# --------------------------------------------------------------------------
+GEOMETRIC, ADDITIVE, CATEGORICAL = "geometric", "additive", "categorical"
+INTERIOR = "interior"
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One knob of a widening grid search: its first values and how it goes past an edge.
+
+    Attributes:
+      name: the setting's name (a keyword of the objective's setting).
+      values: the first grid's values.
+      widen: GEOMETRIC (multiply / divide by `step`: rates, regularization, sizes that
+        double), ADDITIVE (add / subtract `step`: epochs, windows) or CATEGORICAL (never
+        widened; every value is tried at the chosen point).
+      step: the factor (GEOMETRIC, > 1) or the increment (ADDITIVE, > 0).
+      low / high: the widest the knob may go (None: unbounded on that side).
+      why: why the bounds are where they are (written into the results with a choice
+        that stops at one).
+      integer: values are rounded to integers (sizes, epochs).
+    """
+
+    name: str
+    values: Tuple[Any, ...]
+    widen: str = GEOMETRIC
+    step: float = 2.0
+    low: Optional[float] = None
+    high: Optional[float] = None
+    why: str = ""
+    integer: bool = False
+
+    def __post_init__(self):
+        if not self.values:
+            raise ValueError(f"knob {self.name!r} has no values")
+        if self.widen not in (GEOMETRIC, ADDITIVE, CATEGORICAL):
+            raise ValueError(f"knob {self.name!r}: widen {self.widen!r} is not one of "
+                             f"{GEOMETRIC}, {ADDITIVE}, {CATEGORICAL}")
+        if self.widen == GEOMETRIC and not self.step > 1:
+            raise ValueError(f"knob {self.name!r}: a geometric step is a factor > 1, got {self.step}")
+        if self.widen == ADDITIVE and not self.step > 0:
+            raise ValueError(f"knob {self.name!r}: an additive step is > 0, got {self.step}")
+        if self.widen == GEOMETRIC and any(v <= 0 for v in self.values):
+            raise ValueError(f"knob {self.name!r}: a geometric knob's values are > 0, got {list(self.values)}")
+        if self.widen != CATEGORICAL and (self.low is not None or self.high is not None) and not self.why:
+            raise ValueError(f"knob {self.name!r}: say why its bounds are [{self.low}, {self.high}]")
+
+    def past(self, value: float, up: bool) -> Optional[float]:
+        """The next value past `value` (up or down), or None when it would cross a bound
+        (or stop changing, e.g. an integer halved at 1)."""
+        if self.widen == GEOMETRIC:
+            nxt = value * self.step if up else value / self.step
+        else:
+            nxt = value + self.step if up else value - self.step
+        if self.integer:
+            nxt = int(round(nxt))
+        if nxt == value or (self.widen == GEOMETRIC and nxt <= 0):
+            return None
+        if (self.high is not None and nxt > self.high) or (self.low is not None and nxt < self.low):
+            return None
+        return nxt
+
+
+@dataclasses.dataclass
+class Tuned:
+    """What `widening_search` chose and everything it evaluated.
+
+    Attributes:
+      chosen: the setting with the best eval score.
+      score: its eval score.
+      points: every evaluated setting with its eval score (`score`), in evaluation order.
+      status: per knob, INTERIOR (both neighbours on that knob evaluated and no better) or
+        why not ("at the lower bound 0.001: ...", "categorical", "evaluation budget ...").
+      higher_is_better: the score's direction.
+    """
+
+    chosen: Dict[str, Any]
+    score: float
+    points: List[Dict[str, Any]]
+    status: Dict[str, str]
+    higher_is_better: bool
+
+    @property
+    def interior(self) -> bool:
+        """Every numeric knob's choice is interior."""
+        return all(s in (INTERIOR, CATEGORICAL) for s in self.status.values())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"split": "eval", "chosen": self.chosen, "score": self.score, "status": self.status,
+                "higher_is_better": self.higher_is_better, "points": self.points}
+
+    def status_text(self) -> str:
+        """`knob: status; ...` for a results table."""
+        return "; ".join(f"{k}: {v}" for k, v in self.status.items())
+
+
+def widening_search(objective: Callable[[Dict[str, Any]], float], knobs: Sequence[Knob],
+                    higher_is_better: bool = True, max_evaluations: int = 200,
+                    fixed: Optional[Dict[str, Any]] = None, log: Optional[Callable[[str], None]] = None,
+                    tolerance: float = 0.0) -> Tuned:
+    """Chooses a setting on the eval split: every point of the knobs' first grid, then, as
+    long as the best point has an unevaluated neighbour on some knob, that neighbour; a
+    knob whose best value is the largest (smallest) it has is widened past it by its step,
+    up to its bounds. Stops when the best point beats its two neighbours on every numeric
+    knob (each choice interior) and every other value of each categorical knob, when
+    every edge it sits on is a bound, or after `max_evaluations`.
+
+    Args:
+      objective: setting -> its eval score (fixed settings included).
+      knobs: the knobs searched.
+      higher_is_better: False for errors (RMSE).
+      max_evaluations: the most objective calls (a stated cost bound).
+      fixed: settings passed to the objective but not searched.
+      log: called with one line per evaluation (e.g. progress on stderr).
+      tolerance: a point is better than the best so far only by more than this (e.g. an
+        RMSE change below the reported digits is a tie, and the earlier point stays).
+    """
+    names = [k.name for k in knobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"knob names repeat: {names}")
+    fixed = dict(fixed or {})
+    # Numeric values in increasing order; categorical ones in their given order.
+    values = {k.name: list(dict.fromkeys(k.values)) if k.widen == CATEGORICAL else sorted(set(k.values))
+              for k in knobs}
+    scores: Dict[Tuple, float] = {}
+    order: List[Tuple] = []
+    sign = 1.0 if higher_is_better else -1.0
+    budget_hit = False
+
+    def evaluate(point: Tuple) -> None:
+        nonlocal budget_hit
+        if point in scores:
+            return
+        if len(scores) >= max_evaluations:
+            budget_hit = True
+            return
+        setting = {**fixed, **dict(zip(names, point))}
+        value = float(objective(setting))
+        if value != value:  # NaN: the worst possible score
+            value = -sign * float("inf")
+        scores[point] = value
+        order.append(point)
+        if log is not None:
+            log(f"{json.dumps(dict(zip(names, point)), default=str)}: eval {value:.5f}")
+
+    def best() -> Tuple:
+        top = order[0]
+        for p in order[1:]:
+            if sign * scores[p] > sign * scores[top] + tolerance:
+                top = p
+        return top
+
+    import itertools
+
+    for point in itertools.product(*(values[n] for n in names)):
+        evaluate(point)
+    if not order:
+        raise ValueError("max_evaluations is 0: nothing evaluated")
+    while not budget_hit:
+        chosen = best()
+        before = len(scores)
+        for i, knob in enumerate(knobs):
+            if knob.widen == CATEGORICAL:
+                neighbours = [v for v in values[knob.name] if v != chosen[i]]
+            else:
+                neighbours = []
+                for up in (False, True):
+                    vs = values[knob.name]
+                    at = vs.index(chosen[i])
+                    j = at + (1 if up else -1)
+                    if 0 <= j < len(vs):
+                        neighbours.append(vs[j])
+                        continue
+                    nxt = knob.past(chosen[i], up)
+                    if nxt is not None:
+                        vs.insert(len(vs) if up else 0, nxt)
+                        neighbours.append(nxt)
+            for v in neighbours:
+                evaluate(chosen[:i] + (v,) + chosen[i + 1:])
+        if len(scores) == before:
+            break
+    chosen = best()
+    status: Dict[str, str] = {}
+    for i, knob in enumerate(knobs):
+        if knob.widen == CATEGORICAL:
+            status[knob.name] = CATEGORICAL
+            continue
+        vs = values[knob.name]
+        at = vs.index(chosen[i])
+        sides = []
+        for up, j in ((False, at - 1), (True, at + 1)):
+            if 0 <= j < len(vs) and chosen[:i] + (vs[j],) + chosen[i + 1:] in scores:
+                continue
+            bound = knob.high if up else knob.low
+            if not (0 <= j < len(vs)) and knob.past(chosen[i], up) is None:
+                side = "upper" if up else "lower"
+                limit = f" {bound:g}" if bound is not None else ""
+                sides.append(f"at the {side} bound{limit}" + (f" ({knob.why})" if knob.why else ""))
+            else:
+                sides.append(f"{'above' if up else 'below'} not evaluated: evaluation budget of "
+                             f"{max_evaluations} reached")
+        status[knob.name] = "; ".join(sides) if sides else INTERIOR
+    points = [{**dict(zip(names, p)), "score": scores[p]} for p in order]
+    return Tuned(chosen={**fixed, **dict(zip(names, chosen))}, score=scores[chosen], points=points,
+                 status=status, higher_is_better=higher_is_better)

@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from bench import common
 from contract import description as desc
 from contract import features as F
 
@@ -25,6 +26,43 @@ PEERS = (GLOBAL_MEAN, BASELINE_ONLY, SVD)
 
 # The classic surprise SVD settings for MovieLens used as the reference.
 SVD_PARAMS = dict(n_factors=50, n_epochs=40, lr_all=0.007, reg_all=0.05)
+
+# The peers' searches on the eval split (bench.common.widening_search). The first grids are
+# the ones these peers were tuned on before; each knob widens past the edge it chooses.
+# The bounds are cost bounds on the benchmark machine (2 shared cores; a fit is run once
+# per evaluated point) or where a setting stops being the model it names.
+_SVD_COST = "cost: a surprise SVD fit grows with factors x epochs; 2 shared cores"
+SVD_KNOBS = (
+    common.Knob("n_factors", (50, 100), common.GEOMETRIC, 2.0, low=5, high=400, integer=True, why=_SVD_COST),
+    common.Knob("n_epochs", (20, 40), common.GEOMETRIC, 2.0, low=5, high=160, integer=True, why=_SVD_COST),
+    common.Knob("lr_all", (0.005, 0.01), common.GEOMETRIC, 2.0, low=1e-4, high=0.16,
+                why="SGD steps past 0.16 (23x surprise's default) were not tried"),
+    common.Knob("reg_all", (0.05, 0.1), common.GEOMETRIC, 2.0, low=1e-3, high=3.2,
+                why="past 3.2 the factors are regularized to zero (BaselineOnly's model)"),
+)
+SVD_EVALUATIONS = 40  # the most SVD fits one search makes (cost on the shared machine)
+# BaselineOnly: surprise's bsl_options, searched once per method; the method with the
+# better eval RMSE is chosen. ALS's first grid holds surprise's defaults (reg_i 10,
+# reg_u 15, 10 epochs), SGD's its defaults (reg 0.02, learning_rate 0.005, 20 epochs).
+_EPOCHS_WHY = "cost: epochs double per step; 2 shared cores"
+BASELINE_KNOBS = {
+    "als": (common.Knob("reg_i", (5.0, 10.0, 20.0), common.GEOMETRIC, 2.0, low=0.01, high=1e4,
+                        why="regularization below 0.01 or above 1e4 is no regularization / no bias"),
+            common.Knob("reg_u", (7.5, 15.0, 30.0), common.GEOMETRIC, 2.0, low=0.01, high=1e4,
+                        why="regularization below 0.01 or above 1e4 is no regularization / no bias"),
+            common.Knob("n_epochs", (5, 10, 20), common.GEOMETRIC, 2.0, low=1, high=160, integer=True,
+                        why=_EPOCHS_WHY)),
+    "sgd": (common.Knob("reg", (0.01, 0.02, 0.04), common.GEOMETRIC, 2.0, low=1e-5, high=100.0,
+                        why="regularization below 1e-5 or above 100 is no regularization / no bias"),
+            common.Knob("learning_rate", (0.0025, 0.005, 0.01), common.GEOMETRIC, 2.0, low=1e-5, high=0.16,
+                        why="SGD steps past 0.16 were not tried"),
+            common.Knob("n_epochs", (10, 20, 40), common.GEOMETRIC, 2.0, low=1, high=320, integer=True,
+                        why=_EPOCHS_WHY)),
+}
+BASELINE_EVALUATIONS = 80  # per method
+# An eval RMSE change below this is a tie (the reported digits): ALS's biases converge, so
+# more epochs change the RMSE in the sixth digit and would otherwise run to the bound.
+RMSE_TOLERANCE = 1e-4
 # surprise's rating scale when none is given (surprise's own default, 1..5). Predictions are
 # never clipped to it; BaselineOnly and SVD read it only to fill its `Trainset`.
 DEFAULT_SCALE = (1.0, 5.0)
@@ -129,13 +167,15 @@ def global_mean(train: RatedRows, test: RatedRows) -> np.ndarray:
 
 def baseline_only(train: RatedRows, test: RatedRows, seed: int = 0,
                   scale: Tuple[float, float] = DEFAULT_SCALE, **bsl_options) -> np.ndarray:
-    """surprise BaselineOnly (ALS user and item biases; surprise's default options unless given).
+    """surprise BaselineOnly (user and item biases; surprise's default options unless
+    `bsl_options` are given, e.g. from `tune_baseline_only`).
 
     Args:
       train / test: rated rows to fit on / to score.
       seed: numpy's global seed (surprise reads it).
       scale: the rating scale (rating_scale(description)); predictions are not clipped to it.
-      bsl_options: surprise's baseline options (e.g. reg_i, reg_u, n_epochs); none: its defaults.
+      bsl_options: surprise's bsl_options (method 'als' or 'sgd', reg_i, reg_u, reg,
+        learning_rate, n_epochs).
     """
     from surprise import BaselineOnly
 
@@ -150,6 +190,56 @@ def svd(train: RatedRows, test: RatedRows, seed: int = 0, scale: Tuple[float, fl
     from surprise import SVD as SurpriseSVD
 
     return _surprise_scores(SurpriseSVD(random_state=seed, **(params or SVD_PARAMS)), train, test, scale)
+
+
+def _rmse(scores: np.ndarray, rows: RatedRows) -> float:
+    return float(np.sqrt(np.mean((scores - rows.ratings) ** 2)))
+
+
+def _log(model: str) -> Callable[[str], None]:
+    import sys
+
+    return lambda line: print(f"{model} {line}", file=sys.stderr, flush=True)
+
+
+def tune_svd(train: RatedRows, evaluation: RatedRows, seed: int, scale: Tuple[float, float] = DEFAULT_SCALE,
+             knobs=SVD_KNOBS, max_evaluations: int = SVD_EVALUATIONS) -> common.Tuned:
+    """SVD's setting chosen by eval RMSE (`common.widening_search` over `knobs`, at one seed).
+
+    Args:
+      train / evaluation: rated rows to fit on / to choose on.
+      seed: SVD's random state during the search.
+      scale: the rating scale.
+      knobs / max_evaluations: the search (default: SVD_KNOBS, SVD_EVALUATIONS).
+    """
+    return common.widening_search(lambda g: _rmse(svd(train, evaluation, seed=seed, scale=scale, **g), evaluation),
+                                  knobs, higher_is_better=False, max_evaluations=max_evaluations, log=_log(SVD),
+                                  tolerance=RMSE_TOLERANCE)
+
+
+def tune_baseline_only(train: RatedRows, evaluation: RatedRows, scale: Tuple[float, float] = DEFAULT_SCALE,
+                       knobs=None, max_evaluations: int = BASELINE_EVALUATIONS) -> Dict[str, common.Tuned]:
+    """BaselineOnly's bsl_options chosen by eval RMSE: one `common.widening_search` per
+    method ('als', 'sgd'); returns method -> its search. `best_baseline` picks the method.
+
+    Args:
+      train / evaluation: rated rows to fit on / to choose on.
+      scale: the rating scale.
+      knobs: method -> its knobs (default BASELINE_KNOBS).
+      max_evaluations: per method.
+    """
+    out = {}
+    for method, method_knobs in (knobs or BASELINE_KNOBS).items():
+        out[method] = common.widening_search(
+            lambda g: _rmse(baseline_only(train, evaluation, scale=scale, **g), evaluation), method_knobs,
+            higher_is_better=False, max_evaluations=max_evaluations, fixed={"method": method},
+            log=_log(f"{BASELINE_ONLY} {method}"), tolerance=RMSE_TOLERANCE)
+    return out
+
+
+def best_baseline(searches: Dict[str, common.Tuned]) -> common.Tuned:
+    """The method's search with the lowest eval RMSE (the first of equals)."""
+    return searches[common.best_by_eval({m: t.score for m, t in searches.items()}, higher_is_better=False)]
 
 
 PEER_FUNCTIONS: Dict[str, Callable[[RatedRows, RatedRows], np.ndarray]] = {

@@ -19,13 +19,15 @@ are trained by the Trainer's code (early stopping on the eval split, as in the
 pipeline), exported with `recommend` returning the whole catalogue, and scored through
 it; the grid runs at the first seed, the chosen setting at every seed. Peers, on the
 same rows in the same run: MostPopular, ItemKNN, the last-item Markov chain, ALS and BPR
-(`implicit`, benchmark-only). The goal lines take the best family and the best peer by
+(`implicit`, benchmark-only); the numeric knobs of the Markov chain, ALS and BPR are chosen
+with `bench.common.widening_search` (a knob chosen at its grid's edge is widened past it
+until the choice is interior or a stated bound is reached; the status is recorded). The goal lines take the best family and the best peer by
 their eval-split value of the goal's metric, and show each one's seed mean ± std and the
 paired bootstrap interval over test users of their difference (`bench.common.compare`).
 
     python -m bench.sequential [--families sasrec,bert4rec,nextitnet] [--peer_families two_tower]
         [--seeds 42,43,44] [--family_seeds 42] [--grid FAMILY.NAME=V1,V2 ...]
-        [--hparam FAMILY.NAME=VALUE ...] [--jobs N]
+        [--hparam FAMILY.NAME=VALUE ...] [--jobs N] [--name sequential]
 """
 
 from __future__ import annotations
@@ -69,10 +71,31 @@ ALL_ITEMS = "all"  # ItemKNN's input: every history item, or those of the strong
 def knn_grid(behaviors: Sequence[str]) -> Dict[str, Tuple]:
     """ItemKNN's grid: its input (every item or the strongest behavior's) and window."""
     return {"history": (ALL_ITEMS, behaviors[-1]), "window": KNN_WINDOWS}
+# The Markov chain, ALS and BPR: numeric knobs chosen by eval full NDCG@10 with
+# `common.widening_search`, which widens a knob past the edge of its grid until the choice
+# is interior or a stated bound is reached. Bounds: cost on the shared 2 cores (factors),
+# or where the knob stops changing the model.
 MARKOV_BACKOFF = (1e-4, 0.1, 1.0, 10.0, 100.0)  # popularity is a distribution: ~1e-3 per top item
-ALS_GRID = {"factors": (64, 128), "regularization": (0.1, 1.0), "alpha": (1.0,)}  # small: the machine is shared
-BPR_GRID = {"factors": (64, 128), "learning_rate": (0.01, 0.05), "regularization": (0.01,)}
-BPR_ITERATIONS = 100
+MARKOV_KNOBS = (common.Knob("backoff", MARKOV_BACKOFF, common.GEOMETRIC, 10.0, low=1e-9, high=1e6,
+                            why="below 1e-9 popularity only breaks the transitions' ties (as at 1e-4); past 1e6 "
+                                "the transitions only break popularity's ties"),)
+_FACTORS_WHY = "cost: a fit and a full-catalogue ranking grow with factors; 2 shared cores"
+ALS_KNOBS = (
+    common.Knob("factors", (64, 128), common.GEOMETRIC, 2.0, low=2, high=512, integer=True, why=_FACTORS_WHY),
+    common.Knob("regularization", (0.1, 1.0), common.GEOMETRIC, 3.0, low=1e-4, high=1e3,
+                why="below 1e-4 no regularization, past 1e3 the factors shrink to zero"),
+    common.Knob("alpha", (1.0,), common.GEOMETRIC, 3.0, low=0.01, high=1e3,
+                why="alpha is the confidence of an observed pair; below 0.01 or past 1e3 one class dominates"),
+)
+BPR_KNOBS = (
+    common.Knob("factors", (64, 128), common.GEOMETRIC, 2.0, low=2, high=512, integer=True, why=_FACTORS_WHY),
+    common.Knob("learning_rate", (0.01, 0.05), common.GEOMETRIC, 2.0, low=1e-4, high=0.4,
+                why="SGD steps past 0.4 were not tried"),
+    common.Knob("regularization", (0.01,), common.GEOMETRIC, 3.0, low=1e-5, high=10.0,
+                why="below 1e-5 no regularization, past 10 the factors shrink to zero"),
+)
+BPR_ITERATIONS = 100  # fixed, not searched: the cost of each BPR fit on the shared machine
+PEER_EVALUATIONS = 40  # the most fits one peer's search makes (cost on the shared machine)
 
 
 def grid_points(grid: Dict[str, Sequence[Any]]) -> List[Dict[str, Any]]:
@@ -263,6 +286,24 @@ class Bench:
                               "grid": [{**g, **m} for g, m in tried]}
         return best, metrics
 
+    def tune_knobs(self, model: str, knobs: Sequence[common.Knob], make: Callable[[Dict[str, Any]], rp.ScoreFn]):
+        """`common.widening_search` on eval full NDCG@10; records every point with its eval
+        metrics and each knob's status (interior or the bound it stopped at); returns the
+        chosen point, its eval metrics and the search."""
+        metrics: Dict[str, Dict[str, float]] = {}
+
+        def objective(g):
+            m = evaluate(make(g), self.views["eval"], self.valid)
+            metrics[json.dumps(g, sort_keys=True)] = m
+            return m[TUNE_ON]
+
+        tuned = common.widening_search(objective, knobs, max_evaluations=PEER_EVALUATIONS,
+                                       log=lambda line: print(f"{model} {line}", file=sys.stderr, flush=True))
+        points = [{k: v for k, v in p.items() if k != "score"} for p in tuned.points]
+        self.tuning[model] = {"split": "eval", "metric": TUNE_ON, "chosen": tuned.chosen, "status": tuned.status,
+                              "grid": [{**g, **metrics[json.dumps(g, sort_keys=True)]} for g in points]}
+        return tuned.chosen, metrics[json.dumps(tuned.chosen, sort_keys=True)], tuned
+
     def test_run(self, model: str, scores: rp.ScoreFn) -> Dict[str, float]:
         """Test metrics of one fitted model (one seed), keeping each user's goal values."""
         users = evaluate_users(scores, self.views["test"], self.valid)
@@ -298,8 +339,11 @@ class Bench:
         started = time.monotonic()
         transitions = rp.markov_transitions(train, n)
         seconds = time.monotonic() - started
-        self.deterministic_peer("markov", [{"backoff": b} for b in MARKOV_BACKOFF],
-                                lambda g: rp.markov_scores(transitions, counts, g["backoff"]), seconds)
+        make = lambda g: rp.markov_scores(transitions, counts, g["backoff"])  # noqa: E731
+        best, eval_metrics, tuned = self.tune_knobs("markov", MARKOV_KNOBS, make)
+        test = self.test_run("markov", make(best))
+        self.results.append(result_row("markov", "peer", [(test, seconds)], json.dumps(best),
+                                       tuning_status=tuned.status_text(), **eval_fields(eval_metrics)))
         if not with_implicit:
             return
 
@@ -310,10 +354,10 @@ class Bench:
             model = rp.bpr_fit(train, n, iterations=BPR_ITERATIONS, seed=seed, **g)
             return rp.fitted_user_scores(model.user_factors, model.item_factors, train.users, view)
 
-        for model, grid, make, setting in (
-                ("als", ALS_GRID, als, "user vector solved from the input"),
-                ("bpr", BPR_GRID, bpr, f"{BPR_ITERATIONS} iterations, fitted user vectors")):
-            best, eval_metrics = self.tune(model, grid_points(grid), lambda g: make(g, seeds[0], self.views["eval"]))
+        for model, knobs, make, setting in (
+                ("als", ALS_KNOBS, als, "user vector solved from the input"),
+                ("bpr", BPR_KNOBS, bpr, f"{BPR_ITERATIONS} iterations, fitted user vectors")):
+            best, eval_metrics, tuned = self.tune_knobs(model, knobs, lambda g: make(g, seeds[0], self.views["eval"]))
             runs = []
             for seed in seeds:
                 started = time.monotonic()
@@ -321,7 +365,7 @@ class Bench:
                 seconds = time.monotonic() - started
                 runs.append((self.test_run(model, scores), seconds))
             self.results.append(result_row(model, "peer", runs, f"{json.dumps(best)}; {setting}",
-                                           **eval_fields(eval_metrics)))
+                                           tuning_status=tuned.status_text(), **eval_fields(eval_metrics)))
             print(f"{model}: {json.dumps(best)} test ndcg@10 {runs[0][0]['ndcg@10']:.4f}", file=sys.stderr,
                   flush=True)
 
@@ -417,7 +461,8 @@ def tried_lines(tuning: Dict[str, Any], models: Sequence[str]) -> List[str]:
         else:
             points = f"{len(t['grid'])} points, eval {TUNE_ON} " + \
                 f"{min(p[TUNE_ON] for p in t['grid']):.4f} .. {max(p[TUNE_ON] for p in t['grid']):.4f}"
-        lines.append(f"- `{model}`: {points}; chosen `{json.dumps(t['chosen'])}`")
+        status = ("; knobs: " + "; ".join(f"{k} {v}" for k, v in t["status"].items())) if t.get("status") else ""
+        lines.append(f"- `{model}`: {points}; chosen `{json.dumps(t['chosen'])}`{status}")
     return lines
 
 
@@ -433,6 +478,7 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", action="append", default=[], metavar="FAMILY.NAME=V1,V2",
                         help="a family's knob to choose on the eval split (every combination, first seed)")
     parser.add_argument("--out", default=common.RESULTS_DIR)
+    parser.add_argument("--name", default=NAME, help="result files <out>/<name>.json, .md, <name>_tuning.json")
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
@@ -492,14 +538,14 @@ def main(argv=None) -> int:
         "against the peer needs the paired bootstrap interval (95%, over test users, seed means) to exclude 0 "
         "and the difference to exceed both seed stds.", "",
         *goal_lines(bench.results, families, bench.per_user), "",
-        "## What was tried on the eval split (full NDCG@10; all grids in `sequential_tuning.json`)",
+        f"## What was tried on the eval split (full NDCG@10; all grids in `{args.name}_tuning.json`)",
         *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
         "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
             f"{r['model']} {r['epochs']}" for r in bench.results if "epochs" in r),
         f"Wall time of the whole run: {time.monotonic() - started:.0f} s.",
     ])
-    common.write_results(NAME, bench.results, markdown, meta, args.out)
-    common.atomic_write(os.path.join(args.out, f"{NAME}_tuning.json"),
+    common.write_results(args.name, bench.results, markdown, meta, args.out)
+    common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
                         json.dumps(bench.tuning, indent=2, default=str) + "\n")
     print(markdown)
     return 0

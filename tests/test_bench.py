@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import mf_family, peers, topk, tune
+from bench import common, mf_family, peers, topk, tune
 from contract import description as desc
 from contract import features as F
 from evaluation import definitions as d
@@ -366,3 +366,49 @@ def test_read_table_reads_a_descriptions_table_in_its_format(tmp_path):
     assert frame["u"].tolist() == ["1", "2"]
     with pytest.raises(FileNotFoundError, match="no file matches"):
         common.read_table(desc.Source(files=("none.csv",), format=desc.CSV), str(tmp_path))
+
+
+def _rated_rows(part):
+    return peers.RatedRows(np.array([u for u, _, _ in part]), np.array([i for _, i, _ in part]),
+                           np.array([r for _, _, r in part], dtype=np.float64), [b""] * len(part))
+
+
+def test_baseline_only_is_tuned_per_method_on_eval_and_its_options_reach_surprise():
+    data = _rated()
+    a, b = len(data) * 3 // 5, len(data) * 4 // 5
+    train, evaluation = _rated_rows(data[:a]), _rated_rows(data[a:b])
+    knobs = {"als": (common.Knob("reg_i", (10.0,), common.GEOMETRIC, 4.0),
+                     common.Knob("reg_u", (15.0,), common.GEOMETRIC, 4.0),
+                     common.Knob("n_epochs", (10,), common.GEOMETRIC, 2.0, high=20, integer=True, why="test")),
+             "sgd": (common.Knob("reg", (0.02,), common.GEOMETRIC, 4.0),
+                     common.Knob("learning_rate", (0.005,), common.GEOMETRIC, 4.0, high=0.1, why="test"),
+                     common.Knob("n_epochs", (20,), common.GEOMETRIC, 2.0, high=40, integer=True, why="test"))}
+    searches = peers.tune_baseline_only(train, evaluation, knobs=knobs, max_evaluations=40)
+    assert set(searches) == {"als", "sgd"}
+    defaults = d.rmse(peers.baseline_only(train, evaluation), evaluation.ratings)
+    for method, t in searches.items():
+        assert t.chosen["method"] == method and not t.higher_is_better
+        assert len(t.points) > 1 and set(t.status) == {k.name for k in knobs[method]}
+        # The recorded score is the eval RMSE of the options it names.
+        assert t.score == pytest.approx(d.rmse(peers.baseline_only(train, evaluation, **t.chosen), evaluation.ratings))
+    assert searches["als"].score <= defaults + 1e-12  # surprise's defaults are the ALS search's first point
+    best = peers.best_baseline(searches)
+    assert best.score == min(t.score for t in searches.values())
+
+
+def test_mf_family_compares_every_family_with_the_best_peer_by_eval_on_paired_test_rows():
+    rng = np.random.default_rng(0)
+    n = 600
+    test = peers.RatedRows(np.array([f"u{i % 40}" for i in range(n)]), np.array([f"m{i}" for i in range(n)]),
+                           rng.integers(1, 6, size=n).astype(np.float64), [b""] * n)
+    per_seed = {"peer_a": [test.ratings + rng.normal(0, 1.0, n)],
+                "peer_b": [test.ratings + rng.normal(0, 0.9, n)],
+                "fam": [test.ratings + rng.normal(0, 0.5, n) for _ in range(3)]}
+    # peer_b is better on test, but peer_a is chosen: it has the better eval value.
+    rows = [{"model": "peer_a", "eval_rmse": 0.8}, {"model": "peer_b", "eval_rmse": 0.9},
+            {"model": "fam", "eval_rmse": 0.7}]
+    out, lines = mf_family.comparisons(rows, ["fam"], ["peer_a", "peer_b"], per_seed, test, 4.0)
+    assert set(out) == {"fam"} and out["fam"]["b"] == "peer_a"
+    assert out["fam"]["verdict"] == "better" and out["fam"]["high"] < 0 and out["fam"]["a_seeds"] == 3
+    assert "best peer by eval (peer_a, eval 0.8000)" in lines[0] and "paired 95% bootstrap" in lines[0]
+    assert lines[-1].startswith("- AUC (liked: rating >= 4), the best family by eval (fam")

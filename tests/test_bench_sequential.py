@@ -251,3 +251,13 @@ def test_peers_keep_each_test_users_goal_values_and_their_eval_values():
         chosen = bench.tuning[row["model"]]["chosen"]
         grid = [g for g in bench.tuning[row["model"]]["grid"] if all(g[k] == v for k, v in chosen.items())]
         assert row["eval_ndcg@10"] == grid[0]["ndcg@10"]
+    # The Markov chain's backoff is searched past its grid's edges: its status is recorded,
+    # interior or the stated bound, and the chosen backoff beats every other evaluated one.
+    markov = bench.tuning["markov"]
+    assert set(markov["status"]) == {"backoff"}
+    status = markov["status"]["backoff"]
+    assert status == "interior" or status.startswith("at the")
+    assert markov["chosen"]["backoff"] in {g["backoff"] for g in markov["grid"]}
+    assert max(g["ndcg@10"] for g in markov["grid"]) == next(
+        g["ndcg@10"] for g in markov["grid"] if g["backoff"] == markov["chosen"]["backoff"])
+    assert "tuning_status" in bench.results[2]
