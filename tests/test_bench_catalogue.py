@@ -2,7 +2,6 @@
 the choice of an index setting and the peer index's exclusion of history items."""
 
 import numpy as np
-import pytest
 
 from bench import catalogue as C
 
@@ -51,7 +50,6 @@ def test_served_ids_map_back_to_catalogue_rows():
 
 
 def test_faiss_peer_drops_the_history_and_finds_the_exact_top():
-    pytest.importorskip("faiss")
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(2000, 8)).astype(np.float32)
     biases = rng.normal(0.0, 0.1, size=2000).astype(np.float32)
