@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 SHIPPED_DIR = pathlib.Path(__file__).resolve().parents[1] / "datasets"
 SCHEMA_FILE = SHIPPED_DIR / "description.schema.json"
+DEFAULT_DATASET = "movielens"  # the shipped description a run reads when none is named (embedded data)
 SUFFIXES = (".yaml", ".yml", ".json")
 
 # Input file formats.

@@ -21,7 +21,7 @@ from contract import run
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "recsys"
 # The dataset a run reads unless told otherwise: a shipped description (datasets/<name>.yaml).
-DEFAULT_DATASET = "movielens"
+DEFAULT_DATASET = desc.DEFAULT_DATASET
 
 
 @dataclasses.dataclass

@@ -214,7 +214,7 @@ def unreadable(replay: Replay, index: int, every: int = 10) -> List[List[str]]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--dataset", default="movielens", choices=desc.shipped())
+    which.add_argument("--dataset", default=desc.DEFAULT_DATASET, choices=desc.shipped())
     which.add_argument("--dataset_file", default=None)
     parser.add_argument("--data_dir", default=None, help="the log's folder (default: the description's data_dir)")
     parser.add_argument("--out", required=True, help="where the days and the spanned description go")
