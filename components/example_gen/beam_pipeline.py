@@ -86,7 +86,7 @@ class ParseFileDoFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(_STATS, {"rows_read": {kind: count}})
 
 
-class _UserDoFn(beam.DoFn):
+class UserDoFn(beam.DoFn):
     """A per-user step that needs the config (built once per worker from its JSON)."""
 
     def __init__(self, config_json: str):
@@ -100,7 +100,7 @@ class _UserDoFn(beam.DoFn):
 
 
 @beam.typehints.with_output_types(Tuple[int, bytes])
-class UserExamplesDoFn(_UserDoFn):
+class UserExamplesDoFn(UserDoFn):
     """Builds one user's serialized examples as (split index, bytes), plus bad rows and counts."""
 
     def process(self, element, catalogue: Catalogue, users=None, item_texts=None):
@@ -118,7 +118,7 @@ class UserExamplesDoFn(_UserDoFn):
         yield beam.pvalue.TaggedOutput(_STATS, histories.merge_stats({}, result.stats))
 
 
-class UserTextsDoFn(_UserDoFn):
+class UserTextsDoFn(UserDoFn):
     """One user's training-split texts of the document columns (histories.TextEntry tuples)."""
 
     def process(self, element, catalogue: Catalogue, users=None):

@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from components.example_gen import beam_pipeline as bp
-from components.example_gen import encoding, histories, inmemory, parsing, report, spans
+from components.example_gen import histories, inmemory, parsing, report, spans
 from components.example_gen.config import SPLIT_NAMES, TRAIN, IngestConfig
 from components.example_gen.histories import Catalogue
 from components.example_gen.parsing import Interaction
@@ -35,18 +35,9 @@ _STATE = "state"
 _USER_VIEW = "user_view"
 
 
-class SpanUserDoFn(beam.DoFn):
+class SpanUserDoFn(bp.UserDoFn):
     """One user of the span: examples per role, the user view and the next state (the carried
     state unchanged when the user has no row in the span), bad rows and counts."""
-
-    def __init__(self, config_json: str):
-        self._config_json = config_json
-        self._config: Optional[IngestConfig] = None
-        self._types: Dict[str, str] = {}
-
-    def setup(self):
-        self._config = IngestConfig.from_json(self._config_json)
-        self._types = encoding.feature_types(self._config.spec.description)
 
     def process(self, element, catalogue: Catalogue, users=None):
         user_id, joined = element
