@@ -167,6 +167,19 @@ def _body(text: str) -> str:
 # ----------------------------------------------------------------------------------------
 # CSV / TSV
 # ----------------------------------------------------------------------------------------
+def _line_text(number: int, raw: bytes, too_long: bool, encoding: str, strip_bom: bool) -> Union[str, RowError]:
+    """A physical line's text (the first line without a UTF-8 byte order mark), or the RowError
+    of a line too long or not in `encoding`."""
+    if number == 1 and strip_bom and raw.startswith(_UTF8_BOM):
+        raw = raw[3:]
+    if too_long:
+        return _too_long()
+    try:
+        return _decode(raw, encoding)
+    except RowError as e:
+        return e
+
+
 def _csv_records(f: BinaryIO, source: desc.Source,
                  width: Optional[int]) -> Iterator[Tuple[int, Union[List[str], RowError]]]:
     """(first line, fields or RowError) per non-blank record; `width` (when known) is the
@@ -179,15 +192,9 @@ def _csv_records(f: BinaryIO, source: desc.Source,
         if item is None:
             return
         number, raw, too_long = item
-        if number == 1 and strip_bom and raw.startswith(_UTF8_BOM):
-            raw = raw[3:]
-        if too_long:
-            yield number, _too_long()
-            continue
-        try:
-            text = _decode(raw, encoding)
-        except RowError as e:
-            yield number, e
+        text = _line_text(number, raw, too_long, encoding, strip_bom)
+        if isinstance(text, RowError):
+            yield number, text
             continue
         body = _body(text)
         if not body.strip():
@@ -330,15 +337,9 @@ def _json_records(path: str, source: desc.Source) -> Iterator[Tuple[int, Union[d
             if item is None:
                 return
             number, raw, too_long = item
-            if number == 1 and strip_bom and raw.startswith(_UTF8_BOM):
-                raw = raw[3:]
-            if too_long:
-                yield number, _too_long()
-                continue
-            try:
-                text = _decode(raw, source.encoding)
-            except RowError as e:
-                yield number, e
+            text = _line_text(number, raw, too_long, source.encoding, strip_bom)
+            if isinstance(text, RowError):
+                yield number, text
                 continue
             if not text.strip():
                 continue
