@@ -50,7 +50,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
 from bench.common import RESULTS_DIR, machine, md_table, mean_std  # noqa: E402
+from bench.machine import commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import description as desc  # noqa: E402
 from contract import features as F  # noqa: E402
@@ -372,7 +372,7 @@ def eval_only(args) -> Dict[str, Any]:
     from training.trainer import TrainConfig, train
 
     started = time.monotonic()
-    commit = git_commit()
+    commit = machine_commit()
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
     extra = dict(a.split("=", 1) for a in args.hparam)
@@ -437,23 +437,13 @@ def choose_svd(train: peers.RatedRows, evaluation: peers.RatedRows, scale: Tuple
     return {"params": best, "eval_rmse": float(best_rmse)}
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args) -> Dict[str, Any]:
     import tensorflow as tf
     import tensorflow_transform as tft
 
     started = time.monotonic()
     load_start = os.getloadavg()
-    commit = git_commit()  # the code that runs: read before anything can change it
+    commit = machine_commit()  # the code that runs: read before anything can change it
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
     extra = dict(a.split("=", 1) for a in args.hparam)
