@@ -53,7 +53,7 @@ def run_day(config: PipelineConfig, day: int, arm: str) -> Dict[str, Any]:
     """One scheduled run: its timings, window, per-family training time, eval metrics and
     decision, or the stage that stopped it and why."""
     from components import span_runs, window
-    from pipeline import local_runner, report
+    from pipeline import html_report, local_runner, report
 
     before = _served(config)
     recorded = len(span_runs.read(config.output_dir))
@@ -71,6 +71,7 @@ def run_day(config: PipelineConfig, day: int, arm: str) -> Dict[str, Any]:
     row["record"] = span_runs.read(config.output_dir)[recorded:]
     if row["status"] != "ok":
         return row
+    html_report.write(config, timings)  # as `python -m pipeline.local_runner` does after a run
     outputs = report.output_dirs(config.pipeline_root)
     w = window.read_window(outputs.get("SpanWindow", {}).get("window_examples", ""))
     row.update(new_spans=w.get("new_spans"), window={k: w.get(k) for k in ("train", "eval", "test")},
@@ -124,6 +125,28 @@ def summarize(rows: List[Dict[str, Any]], families) -> Dict[str, Any]:
     return out
 
 
+def delivered_spans(span_rows: List[int], first_spans: int, rows: List[Dict[str, Any]]) -> Dict[str, Dict[int, List[int]]]:
+    """Per arm and day, the rows of each span delivered since the arm's last accepted run:
+    what that day's run should ingest. Day 0 finds `first_spans` spans, day d the span
+    `first_spans + d - 1`; a run that stopped leaves its spans to the next.
+
+    Args:
+      span_rows: the rows of each replayed span, in order.
+      first_spans: spans in place for the first run.
+      rows: run_day's rows, days in order.
+    """
+    pending: Dict[str, List[int]] = {}
+    out: Dict[str, Dict[int, List[int]]] = {}
+    for row in sorted(rows, key=lambda x: x["day"]):
+        arm, day = row["arm"], row["day"]
+        pending.setdefault(arm, [])
+        pending[arm] += span_rows[:first_spans] if day == 0 else [span_rows[first_spans + day - 1]]
+        out.setdefault(arm, {})[day] = list(pending[arm])
+        if row["status"] == "ok":
+            pending[arm] = []
+    return out
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "not met"
 
@@ -159,7 +182,7 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
     exact = [r for r in ingested if sorted(r["window_rows"]) == expected[(r["arm"], r["day"])]
              and len(r["new_spans"]) == len(expected[(r["arm"], r["day"])])]
     single = sorted((r for r in ingested if len(r["new_spans"]) == 1 and r["stage_seconds"].get("SpanExampleGen")),
-                    key=lambda r: r["history_spans"])
+                    key=lambda r: (r["day"], r["arm"]))
     half_point = len(single) // 2
     early = [r["stage_seconds"]["SpanExampleGen"] for r in single[:half_point]]
     late = [r["stage_seconds"]["SpanExampleGen"] for r in single[half_point:]]
@@ -169,8 +192,9 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
         f"- A run on new spans ingests only them: {len(exact)} of {len(ingested)} later runs ingested exactly the "
         f"spans delivered since their last accepted run (spans and rows); SpanExampleGen seconds on one-span days, "
         f"earlier half {_mean_text(early)} vs later half {_mean_text(late)}, met when the later mean is at most the "
-        f"earlier mean plus its std (history grows from "
-        f"{single[0]['history_spans'] if single else '?'} to {single[-1]['history_spans'] if single else '?'} spans; "
+        f"earlier mean plus its std (days "
+        f"{_days(single[:half_point])} against days {_days(single[half_point:])}: each day one span more ingested "
+        f"before; "
         f"first run, {first[0]['rows_ingested'] if first else '?'} rows: "
         f"{first[0]['stage_seconds'].get('SpanExampleGen') if first else '?'} s) — "
         f"{_verdict(bool(ingested) and len(exact) == len(ingested) and flat)}")
@@ -186,6 +210,10 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
         f"Daily data with their reason ({', '.join(reasons) or 'no failing day'}) — "
         f"{_verdict(len(kept) == len(failed) and len(shown_in_report) == len(failed))}")
     return lines
+
+
+def _days(rows: List[Dict[str, Any]]) -> str:
+    return f"{rows[0]['day']}-{rows[-1]['day']}" if rows else "none"
 
 
 def _mean_text(values: List[float]) -> str:
@@ -208,6 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--work_dir", default=os.path.join("outputs", "bench", "daily"))
     parser.add_argument("--gate", action="append", default=[], metavar="TASK=THRESHOLD")
     parser.add_argument("--name", default="daily")
+    parser.add_argument("--rescore", action="store_true",
+                        help="run nothing: re-check the goals of <name>.json against the arms' output directories "
+                             "(writing the last run's report where the run did not)")
     args = parser.parse_args(argv)
     from pipeline import replay
 
@@ -220,38 +251,42 @@ def main(argv: Optional[List[str]] = None) -> int:
         PipelineConfig(), dataset=path, output_dir=os.path.abspath(os.path.join(args.work_dir, arm)),
         families=tuple(args.families.split(",")), train_spans=args.train_spans, warm_start=arm == "warm",
         train_steps=args.train_steps or None, gate_thresholds=gates) for arm in ARMS}
-    rows: List[Dict[str, Any]] = []
     span_rows = [len(day_rows) for _, day_rows in r.days]
-    pending = {arm: [] for arm in ARMS}  # rows of each span delivered since the arm's last accepted run
-    delivered: Dict[str, Dict[int, List[int]]] = {arm: {} for arm in ARMS}
-    for index in range(args.first_spans):
-        replay.write_day(r, data, index)
-        for arm in ARMS:
-            pending[arm].append(span_rows[index])
-    for day in range(args.days + 1):
-        if day:
-            index = args.first_spans + day - 1
-            replay.write_day(r, data, index, replay.shifted_ratings(r, index) if day == args.drift_day else None)
+    note = ""
+    if args.rescore:
+        with open(os.path.join(RESULTS_DIR, f"{args.name}.json")) as f:
+            written = json.load(f)
+        meta, rows = written[0]["meta"], written[1:]
+        from pipeline import html_report
+
+        for arm in ARMS:  # the last run's report, when the run did not write it
+            if not os.path.exists(os.path.join(configs[arm].output_dir, html_report.REPORT_NAME)):
+                html_report.write(configs[arm])
+        note = (f"Goals re-checked from these rows and the arms' output directories by `python -m bench.daily "
+                f"{' '.join(argv if argv is not None else sys.argv[1:])}` ({machine()['date']}).")
+    else:
+        rows = []
+        for index in range(args.first_spans):
+            replay.write_day(r, data, index)
+        for day in range(args.days + 1):
+            if day:
+                index = args.first_spans + day - 1
+                replay.write_day(r, data, index, replay.shifted_ratings(r, index) if day == args.drift_day else None)
             for arm in ARMS:
-                pending[arm].append(span_rows[index])
-        for arm in ARMS:
-            delivered[arm][day] = list(pending[arm])
-            row = run_day(configs[arm], day, arm)
-            rows.append(row)
-            if row["status"] == "ok":
-                pending[arm] = []
-            print(json.dumps({k: row.get(k) for k in ("day", "arm", "status", "new_spans", "rows_ingested",
-                                                        "wall_seconds", "families")}), flush=True)
-        if day == args.drift_day:  # the next day delivers the day again, fixed: its runs ingest both
-            replay.write_day(r, data, args.first_spans + day - 1)
+                row = run_day(configs[arm], day, arm)
+                rows.append(row)
+                print(json.dumps({k: row.get(k) for k in ("day", "arm", "status", "new_spans", "rows_ingested",
+                                                            "wall_seconds", "families")}), flush=True)
+            if day == args.drift_day:  # the next day delivers the day again, fixed: its runs ingest both
+                replay.write_day(r, data, args.first_spans + day - 1)
+        meta = {"command": "python -m bench.daily " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "commit": commit(), "machine": machine()}
     summary = summarize(rows, configs["warm"].families)
     reports = {}
     for arm in ARMS:
         report_path = os.path.join(configs[arm].output_dir, "report.html")
         reports[arm] = open(report_path).read() if os.path.exists(report_path) else ""
-    goals = goal_lines(rows, summary, delivered, reports)
-    meta = {"command": "python -m bench.daily " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": commit(), "machine": machine()}
+    goals = goal_lines(rows, summary, delivered_spans(span_rows, args.first_spans, rows), reports)
     table = [{"day": x["day"], "arm": x["arm"], "status": x["status"], "new spans": x.get("new_spans"),
               "rows": x.get("rows_ingested"), "ExampleGen s": x["stage_seconds"].get("SpanExampleGen"),
               "wall s": x["wall_seconds"], "served changed": x["served_changed"],
@@ -261,7 +296,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               **{f"{f} pushed": v["pushed"] for f, v in x.get("families", {}).items()}} for x in rows]
     columns = list(dict.fromkeys(c for t in table for c in t))
     markdown = "\n".join([f"# Simulated days ({args.dataset}, {args.rows} ratings in {total} spans)", "",
-                          "## Goals", "", *goals, "",
+                          "## Goals", "", *goals, "", "## Method", "", *([note, ""] if note else []),
                           "Warm and cold run the same pipeline on the same days and seed; warm Trainers start from "
                           "their family's last blessed model. Trainer CPU seconds are the process's CPU time in "
                           "Model.fit (wall seconds were taken on a shared machine).", "",

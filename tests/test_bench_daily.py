@@ -119,3 +119,10 @@ def test_main_writes_the_goals_and_the_table_around_the_runs(tmp_path, monkeypat
     assert {line.split(",")[2] for line in open(stopped_day).read().splitlines()[1:]} != {"0.5"}  # delivered again, fixed
     md = open(tmp_path / "daily.md").read()
     assert md.splitlines()[2] == "## Goals" and "Produced by: `python -m bench.daily --days 4" in md
+    # --rescore runs nothing and re-checks the goals of the written rows
+    monkeypatch.setattr(daily, "run_day", None)
+    assert daily.main(["--days", "4", "--rows", "700", "--drift_day", "2", "--work_dir", str(tmp_path / "work"),
+                       "--rescore"]) == 0
+    rescored = json.load(open(tmp_path / "daily.json"))
+    assert rescored[0]["goals"] == goals and rescored[0]["meta"] == written[0]["meta"] and rescored[1:] == written[1:]
+    assert "Goals re-checked from these rows" in open(tmp_path / "daily.md").read()
