@@ -327,7 +327,7 @@ def slice_tables(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
         label = " · ".join([keys[0].bytes_value.decode()] + [
             f"{k.column}={k.bytes_value.decode() or k.int64_value or k.float_value}" for k in keys[1:]])
         for kv in per_slice.metric_keys_and_values:
-            if kv.value.HasField("double_value") and not kv.key.is_diff and (
+            if kv.value.HasField("double_value") and not kv.key.is_diff and report.of_candidate(kv.key) and (
                     kv.key.name in report.KEY_METRICS or kv.key.name == "example_count"):
                 out.setdefault(kv.key.output_name, {}).setdefault(label, {})[kv.key.name] = kv.value.double_value.value
     order = {split: i for i, split in enumerate(report.SPLITS)}

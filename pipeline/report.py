@@ -50,8 +50,17 @@ def output_dirs(pipeline_root: str) -> Dict[str, Dict[str, str]]:
     return found
 
 
+def of_candidate(key) -> bool:
+    """Whether a TFMA MetricKey is the evaluated model's: an Evaluator with a baseline (the
+    last blessed model) writes every metric twice, once per model name."""
+    import tensorflow_model_analysis as tfma
+
+    return key.model_name != tfma.BASELINE_KEY
+
+
 def split_metrics(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """{split: {output name ('' for a single output): {metric: value}}} of the split slices."""
+    """{split: {output name ('' for a single output): {metric: value}}} of the split slices,
+    the candidate's (not the baseline's)."""
     import tensorflow_model_analysis as tfma
 
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
@@ -61,7 +70,7 @@ def split_metrics(evaluation_dir: str) -> Dict[str, Dict[str, Dict[str, float]]]
             continue
         split = keys[0].bytes_value.decode()
         for kv in slice_metrics.metric_keys_and_values:
-            if kv.value.HasField("double_value") and not kv.key.is_diff:
+            if kv.value.HasField("double_value") and not kv.key.is_diff and of_candidate(kv.key):
                 out.setdefault(split, {}).setdefault(kv.key.output_name, {})[kv.key.name] = kv.value.double_value.value
     return out
 
@@ -84,7 +93,7 @@ def split_arrays(evaluation_dir: str, name: str) -> Dict[str, Dict[str, np.ndarr
         if len(keys) != 1 or keys[0].column != "split":
             continue
         for kv in slice_metrics.metric_keys_and_values:
-            if kv.key.name == name and not kv.key.is_diff and kv.value.HasField("array_value"):
+            if kv.key.name == name and not kv.key.is_diff and of_candidate(kv.key) and kv.value.HasField("array_value"):
                 out.setdefault(keys[0].bytes_value.decode(), {})[kv.key.output_name] = _array(kv.value)
     return out
 

@@ -77,6 +77,7 @@ def _vocabulary(tft_output):
 def test_training_stops_early_and_reports_its_best_epoch(exported):
     family, _, _, summary = exported
     assert 1 <= summary["epochs_run"] <= 2
+    assert summary["train_cpu_seconds"] > 0
     assert summary["best_epoch"] is not None and summary["monitor"].startswith("val_")
     assert all(np.isfinite(summary["history"]["loss"]))
 

@@ -146,3 +146,31 @@ def test_the_report_compares_with_the_previous_run_of_its_output_directory(train
     mf_summary = second[second.index('id="summary"'):second.index('id="models"')]
     assert "<td>-0.2500</td>" in mf_summary
     assert "<td>+0.0000</td>" in mf_summary  # two_tower: the same models, the same numbers
+
+
+def test_the_reported_metrics_are_the_candidates_when_the_evaluator_had_a_baseline(tmp_path):
+    """An Evaluator with a baseline writes each metric under both model names; the report's
+    split metrics, slice tables and calibration arrays are the candidate's, whatever the order."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.proto import metrics_for_slice_pb2 as pb
+
+    slice_metrics = pb.MetricsForSlice()
+    slice_metrics.slice_key.single_slice_keys.add(column="split", bytes_value=b"eval")
+    for model, rmse, bins in ((tfma.CANDIDATE_KEY, 0.9, [1.0, 2.0]), (tfma.BASELINE_KEY, 1.1, [3.0, 4.0])):
+        kv = slice_metrics.metric_keys_and_values.add()
+        kv.key.name, kv.key.model_name = "rmse", model
+        kv.value.double_value.value = rmse
+        kv = slice_metrics.metric_keys_and_values.add()
+        kv.key.name, kv.key.model_name = "calibration_bins", model
+        kv.value.array_value.float64_values.extend(bins)
+        kv.value.array_value.shape.append(2)
+    diff = slice_metrics.metric_keys_and_values.add()
+    diff.key.name, diff.key.model_name, diff.key.is_diff = "rmse", tfma.CANDIDATE_KEY, True
+    diff.value.double_value.value = -0.2
+    with tf.io.TFRecordWriter(str(tmp_path / "metrics-00000-of-00001.tfrecord")) as writer:
+        writer.write(slice_metrics.SerializeToString())
+
+    assert report.split_metrics(str(tmp_path)) == {"eval": {"": {"rmse": 0.9}}}
+    assert report.split_diffs(str(tmp_path)) == {"": {"rmse": -0.2}}
+    assert html_report.slice_tables(str(tmp_path)) == {"": {"eval": {"rmse": 0.9}}}
+    assert report.split_arrays(str(tmp_path), "calibration_bins")["eval"][""].tolist() == [1.0, 2.0]

@@ -147,11 +147,11 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
     monitor, mode = model.monitor(job.config.top_k)
     stopping = keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=job.hparams.training.patience,
                                              restore_best_weights=True)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     eval_batches = fit_args.pop("eval_batches", None)
     callbacks = fit_args.pop("callbacks", []) + [MeanAUC(model), stopping]
     history = model.fit(callbacks=callbacks, verbose=2, **fit_args)
-    seconds = time.monotonic() - started
+    seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
     best = int(np.nanargmin(logs[monitor]) if mode == "min" else np.nanargmax(logs[monitor])) if monitor in logs else None
     summary = {
@@ -163,6 +163,9 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
         "monitor": monitor,
         "best_value": None if best is None else logs[monitor][best],
         "train_seconds": round(seconds, 2),
+        # The process's CPU time (all its threads) in Model.fit: unlike the wall time, it
+        # does not grow when other work shares the machine.
+        "train_cpu_seconds": round(cpu_seconds, 2),
         "strategy": job.config.strategy,
         "replicas": replicas,
         "history": logs,
