@@ -2,8 +2,8 @@
 that keeps arriving: each run ingests only its new span, the second warm-starts from the first
 run's blessed model, and a day of drifted data is stopped without touching what is served.
 
-Not part of `make test` (three whole pipeline runs under Airflow; its last complete run had
-not passed): run it by name, `pytest tests/slow_airflow_daily.py`."""
+Not part of `make test` (three whole pipeline runs under Airflow, about 3.5 minutes): run it
+by name, `pytest tests/slow_airflow_daily.py`."""
 
 import glob
 import json
