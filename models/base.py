@@ -225,7 +225,8 @@ class BiasPenalty:
         if context.user_row_counts is None or context.item_row_counts is None:
             raise ValueError(
                 f"bias_penalty={PER_ENTITY} needs the training examples per user and item "
-                "(ModelContext.user_row_counts, item_row_counts: the pointwise recipe's context); this context has none")
+                "(ModelContext.user_row_counts, item_row_counts: the pointwise recipe's context); "
+                "this context has none")
         self.user_weight = self._weights(hparams.bias_reg_user, context.user_row_counts)
         self.item_weight = self._weights(hparams.bias_reg_item, context.item_row_counts)
 

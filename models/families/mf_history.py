@@ -20,9 +20,10 @@ from models.hparams import BiasParams, SimilarParams, TrainingParams
 
 @dataclasses.dataclass(frozen=True)
 class MFHistoryParams(SimilarParams, BiasParams):
-    """Attributes (beyond `BiasParams`'): dim: vector size; l2: penalty weight; user_id: add a user vector and bias
-    to the pooled history; history_dropout: training-time dropout of history items; text:
-    read the description's text features and documents (user and, in mf_dnn, item side)."""
+    """Attributes (beyond `BiasParams`'): dim: vector size; l2: penalty weight; user_id: add a
+    user vector and bias to the pooled history; history_dropout: training-time dropout of
+    history items; text: read the description's text features and documents (user and, in
+    mf_dnn, item side)."""
 
     dim: int = 32
     l2: float = 0.05
