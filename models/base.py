@@ -20,7 +20,7 @@ A family subclasses `RecModel` and defines what its capabilities need:
 from __future__ import annotations
 
 import math
-from typing import Dict, FrozenSet, Sequence, Tuple
+from typing import Dict, FrozenSet, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,7 @@ import tensorflow_recommenders as tfrs
 from contract import features as F
 from contract import tasks as T
 from models.context import ModelContext
-from models.hparams import HParams, SimilarParams
+from models.hparams import PER_ENTITY, BiasParams, HParams, SimilarParams
 from models.tasks import FULL_SOFTMAX, PointwiseTask, RetrievalTask
 
 SCORE = "score"
@@ -207,6 +207,47 @@ class OneScoreModel(RecModel):
         self.task_name = task.name
         self.global_bias = tf.Variable(start, dtype=tf.float32, name="global_bias")
 
+
+
+class BiasPenalty:
+    """The per-entity penalty of a family's user and item biases (`BiasParams.bias_penalty`
+    `per_entity`): per example reg_u * b_u^2 / n_u + reg_i * b_i^2 / n_i, n being the
+    user's and the item's training examples (`ModelContext.user_row_counts`,
+    `item_row_counts`), so that over a training epoch each bias is penalised once:
+    reg_u * sum b_u^2 + reg_i * sum b_i^2, BaselineOnly's regularizer.
+
+    Args:
+      context: the model context (its training-split row counts).
+      hparams: the family's record (`bias_reg_user`, `bias_reg_item`).
+    """
+
+    def __init__(self, context: ModelContext, hparams: BiasParams):
+        if context.user_row_counts is None or context.item_row_counts is None:
+            raise ValueError(
+                f"bias_penalty={PER_ENTITY} needs the training examples per user and item "
+                "(ModelContext.user_row_counts, item_row_counts: the pointwise recipe's context); "
+                "this context has none")
+        self.user_weight = self._weights(hparams.bias_reg_user, context.user_row_counts)
+        self.item_weight = self._weights(hparams.bias_reg_item, context.item_row_counts)
+
+    @staticmethod
+    def _weights(reg: float, counts: np.ndarray) -> tf.Tensor:
+        """reg / n per row; a row without training examples is never looked up in training (1)."""
+        return tf.constant(reg / np.maximum(np.asarray(counts, np.float64), 1.0), tf.float32)
+
+    def __call__(self, items: tf.Tensor, item_bias: tf.Tensor, users: Optional[tf.Tensor] = None,
+                 user_bias: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """[B] each example's penalty of its item's bias and, when given, its user's."""
+        out = tf.gather(self.item_weight, items) * tf.square(item_bias)
+        if users is not None:
+            out += tf.gather(self.user_weight, users) * tf.square(user_bias)
+        return out
+
+
+def bias_penalty(context: ModelContext, hparams: HParams) -> Optional[BiasPenalty]:
+    """The family's per-entity bias penalty, or None when its biases are penalised per example."""
+    per_entity = isinstance(hparams, BiasParams) and hparams.bias_penalty == PER_ENTITY
+    return BiasPenalty(context, hparams) if per_entity else None
 
 
 def _weights(context: ModelContext, values: Sequence[float]) -> Dict[str, float]:

@@ -118,6 +118,9 @@ class ModelContext:
       max_history: most recent history items a query reads.
       mean_rating: training mean rating (initial global bias of a rating output).
       item_counts: [num_items] training interactions per item row (popularity).
+      user_row_counts / item_row_counts: [num_users] / [num_items] training examples per
+        user and item row, every row a pointwise family trains on (sampled negatives
+        included); what a per-entity penalty divides by (`models.base.BiasPenalty`).
       item_table: per-item Transform features by item row (`item_table_names`); rows
         without a training example hold zeros.
       text_rows: embedding rows of each interaction text column's vocabulary (size + 2), by
@@ -134,6 +137,8 @@ class ModelContext:
     max_history: int = F.MAX_HISTORY
     mean_rating: float = 0.0
     item_counts: Optional[np.ndarray] = None
+    user_row_counts: Optional[np.ndarray] = None
+    item_row_counts: Optional[np.ndarray] = None
     item_table: Optional[Dict[str, np.ndarray]] = None
     text_rows: Dict[str, int] = dataclasses.field(default_factory=dict)
     seed: int = run.SEED
@@ -212,6 +217,8 @@ def synthetic_context(
         max_history=max_history,
         mean_rating=3.5,
         item_counts=rng.integers(1, 50, size=num_items).astype(np.float32),
+        user_row_counts=rng.integers(1, 50, size=num_users).astype(np.float32),
+        item_row_counts=rng.integers(1, 50, size=num_items).astype(np.float32),
         item_table=table,
         text_rows={c.name: vocabulary_rows for c in spec.description.text_columns},
         seed=seed,

@@ -135,6 +135,39 @@ class SimilarParams(HParams):
     similar_category_weight: float = 0.0
 
 
+PER_EXAMPLE = "per_example"
+PER_ENTITY = "per_entity"
+BIAS_PENALTIES = (PER_EXAMPLE, PER_ENTITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasParams(HParams):
+    """How a family with a bias per user and per item penalises them.
+
+    Attributes:
+      bias_penalty: `per_example`: the biases each example looks up are penalised like its
+        vectors (the family's `l2`), so a bias's shrinkage grows with its user's or item's
+        training rows (multiplicative). `per_entity`: each bias once per training epoch,
+        as surprise's BaselineOnly: an example adds bias_reg_user * b_u^2 / n_u +
+        bias_reg_item * b_i^2 / n_i (n: the user's and the item's training rows), which
+        sums over an epoch to bias_reg_user * sum b_u^2 + bias_reg_item * sum b_i^2;
+        with the batch-mean loss the objective is (SSE + that) / rows, and the shrinkage
+        of a bias is additive (b_i = sum of residuals / (reg + n_i)): strong for rare
+        items (`models.base.BiasPenalty`).
+      bias_reg_user / bias_reg_item: the `per_entity` weights (BaselineOnly's reg_u and
+        reg_i; their defaults are surprise's).
+    """
+
+    bias_penalty: str = PER_EXAMPLE
+    bias_reg_user: float = 15.0
+    bias_reg_item: float = 10.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bias_penalty not in BIAS_PENALTIES:
+            raise ValueError(f"bias_penalty must be one of {', '.join(BIAS_PENALTIES)}, got {self.bias_penalty!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ScannParams(HParams):
     """How a family that serves `recommend` finds its top K: by scoring every item (the

@@ -27,13 +27,13 @@ import tf_keras as keras
 from contract import features as F
 from contract import tasks as T
 from models import blocks
-from models.base import SCORE, RecModel, l2
-from models.hparams import HParams, TrainingParams
+from models.base import SCORE, RecModel, bias_penalty, l2
+from models.hparams import BiasParams, TrainingParams
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiTaskParams(HParams):
-    """Attributes:
+class MultiTaskParams(BiasParams):
+    """Attributes (beyond `BiasParams`'):
       dim: embedding size of users, items, item features and history items.
       user_id: add the user's own vector to the pooled history.
       bottom: widths of the bottom MLPs (each expert, or the shared bottom).
@@ -44,6 +44,10 @@ class MultiTaskParams(HParams):
       l2: penalty on the looked-up embeddings.
       dropout: dropout in the bottom and towers.
       text: read the description's text features and documents (item and user side).
+      entity_biases: add a learned bias per user and per item to each regression output
+        (as MF's), penalised as `bias_penalty` says (per example: at `l2`).
+      stop_on: the task whose eval metric early stopping watches (its RMSE or AUC); empty:
+        the mean AUC of the binary tasks when there are several, else the first task's.
     """
 
     dim: int = 32
@@ -55,6 +59,8 @@ class MultiTaskParams(HParams):
     l2: float = 1e-4
     dropout: float = 0.0
     text: bool = True
+    entity_biases: bool = False
+    stop_on: str = ""
     training: TrainingParams = TrainingParams(learning_rate=0.002, batch_size=512)
 
 
@@ -103,6 +109,15 @@ class MultiTaskModel(RecModel):
                                            name=f"bias_{t.name}") for t in context.pointwise_tasks}
         if hparams.uncertainty:
             self.log_variance = tf.Variable(tf.zeros([len(self.names)]), name="log_variance")
+        if hparams.stop_on and hparams.stop_on not in self.names:
+            raise ValueError(f"stop_on={hparams.stop_on!r} is not a task of {type(self).__name__}; "
+                             f"its tasks: {', '.join(self.names)}")
+        self.rated = tuple(t.name for t in context.pointwise_tasks if t.kind == T.REGRESSION)
+        self.user_bias = self.item_bias = self.bias_penalty = None
+        if hparams.entity_biases and self.rated:
+            self.user_bias = blocks.Bias(context.num_users, name="user_bias")
+            self.item_bias = blocks.Bias(context.num_items, name="item_bias")
+            self.bias_penalty = bias_penalty(context, hparams)
 
     # -- what a family chooses ---------------------------------------------------------
     def make_bottom(self, names: Sequence[str], hparams: MultiTaskParams, seed: int) -> keras.layers.Layer:
@@ -126,7 +141,17 @@ class MultiTaskModel(RecModel):
     def forward(self, features, training=False):
         reps, _, penalty = self.represent(features, training=training)
         logits = {t: tf.squeeze(self.towers[t](reps[t], training=training), -1) + self.biases[t] for t in self.names}
-        return self.combine(logits), self.hparams.l2 * tf.reduce_mean(penalty)
+        penalty = self.hparams.l2 * tf.reduce_mean(penalty)
+        if self.user_bias is not None:
+            users, items = features[F.USER_IDX], features[F.ITEM_IDX]
+            b_u, b_i = self.user_bias(users), self.item_bias(items)
+            for t in self.rated:
+                logits[t] = logits[t] + b_u + b_i
+            if self.bias_penalty is None:
+                penalty += self.hparams.l2 * tf.reduce_mean(tf.square(b_u) + tf.square(b_i))
+            else:
+                penalty += tf.reduce_mean(self.bias_penalty(items, b_i, users, b_u))
+        return self.combine(logits), penalty
 
     def gate_weights(self, features) -> Dict[str, tf.Tensor]:
         """{task: [B, experts]} softmax weights of the task's gate (empty without gates)."""
@@ -146,6 +171,9 @@ class MultiTaskModel(RecModel):
         return total
 
     def monitor(self, top_k: int) -> Tuple[str, str]:
+        if self.hparams.stop_on:
+            metric = self.pointwise[self.hparams.stop_on].metric
+            return f"val_{metric.name}", ("min" if "rmse" in metric.name else "max")
         binary = [t for t in self.context.pointwise_tasks if t.kind == T.BINARY]
         return ("val_mean_auc", "max") if len(binary) > 1 else super().monitor(top_k)
 

@@ -321,3 +321,26 @@ def test_a_warm_started_trainer_starts_from_its_base_model(outputs, tmp_path):
     items = [t for t in warm["id_tables"].values() if t["vocabulary"] == F.ITEM_VOCAB]
     assert items and all(t["new_ids"] == 0 for t in warm["id_tables"].values())
     assert items[0]["known_ids"] == len(_vocabulary(tft.TFTransformOutput(outputs["graph"])))
+
+
+def test_per_entity_bias_penalty_counts_the_training_split_only(outputs):
+    """The pointwise recipe divides each bias's penalty by its user's and item's training
+    examples: eval rows never reach the counts."""
+    from training import recipes
+    from training.inputs import load_examples
+    from training.recipes import pointwise
+
+    config = TrainConfig(family="mf", description=MOVIELENS.to_dict(), top_k=5,
+                         hparams={"bias_penalty": "per_entity", "bias_reg_user": 2.0, "bias_reg_item": 3.0})
+    view = outputs[F.INTERACTION_VIEW]
+    job = recipes.Job(config, FAMILIES["mf"], config.params, view["train"], view["eval"], outputs["graph"])
+    model, _, _ = pointwise.build(job, None)
+    tft_output = tft.TFTransformOutput(outputs["graph"])
+    train_rows, eval_rows = (load_examples(view[s], tft_output, config.max_history) for s in ("train", "eval"))
+    for key, reg, weight in ((F.USER_IDX, 2.0, model.bias_penalty.user_weight),
+                             (F.ITEM_IDX, 3.0, model.bias_penalty.item_weight)):
+        rows = int(weight.shape[0])
+        train_counts = np.bincount(train_rows[key], minlength=rows)[:rows]
+        both = train_counts + np.bincount(eval_rows[key], minlength=rows)[:rows]
+        np.testing.assert_allclose(weight.numpy(), reg / np.maximum(train_counts, 1), rtol=1e-6)
+        assert not np.allclose(weight.numpy(), reg / np.maximum(both, 1)), key  # the eval rows would change it

@@ -1,5 +1,7 @@
 """Unit tests of the model layer on small synthetic tensors: blocks, tasks, every family."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -566,3 +568,70 @@ def test_movielens_item_encoder_keeps_its_seeds_and_input_order():
     np.testing.assert_array_equal(enc.typed.embeddings[GENRES].embeddings.numpy(),
                                   blocks.embedding(6, 4, 12, "b").embeddings.numpy())
     assert enc.mlp.dense[0].kernel_initializer.seed == 13
+
+
+# -- bias penalties -----------------------------------------------------------------------
+def _set_biases(model, family, rng):
+    """Random user and item biases in the family's own bias tables; returns (users [R], items [R])."""
+    user_table = model.query_layer.user_bias.table if family == "mf_dnn" else model.user_bias.table
+    user = rng.normal(size=user_table.embeddings.shape).astype(np.float32)
+    item = rng.normal(size=model.item_bias.table.embeddings.shape).astype(np.float32)
+    user_table.embeddings.assign(user)
+    model.item_bias.table.embeddings.assign(item)
+    return user[:, 0], item[:, 0]
+
+
+@pytest.mark.parametrize("family,extra", [("mf", {}), ("mf_dnn", {}), ("mmoe", {"entity_biases": True})])
+def test_per_entity_bias_penalty_over_one_epoch_is_reg_times_the_squared_biases(family, extra):
+    from training.recipes.common import row_counts
+
+    tasks = (RATING, LIKED) if family == "mmoe" else (RATING,)
+    ctx = synthetic_context(tasks=tasks, num_users=8, num_items=9)
+    _, data = _rating_batches(ctx, n=24, batch=24)
+    # A fixed epoch: user 1 in 12 rows, users 2..4 in 4 each; items 1..6 in 1..6 rows (+3 rows of item 7).
+    users = np.array([1] * 12 + [2] * 4 + [3] * 4 + [4] * 4)
+    items = np.array([1] + [2] * 2 + [3] * 3 + [4] * 4 + [5] * 5 + [6] * 6 + [7] * 3)
+    data = {**data, F.USER_IDX: users, F.ITEM_IDX: items}
+    ctx = dataclasses.replace(ctx, user_row_counts=row_counts(users, ctx.num_users),
+                              item_row_counts=row_counts(items, ctx.num_items))
+    spec = registry.get_family(family)
+    reg_u, reg_i = 3.0, 7.0
+    hparams = spec.hparams().override({"dim": 4, "l2": 0.0, "bias_penalty": "per_entity", "bias_reg_user": reg_u,
+                                       "bias_reg_item": reg_i, **extra})
+    model = spec.build(ctx, hparams)
+    rng = np.random.default_rng(3)
+    batches = [{k: tf.constant(v[s:s + 5]) for k, v in data.items()} for s in range(0, len(users), 5)]
+    model(batches[0])  # builds the layers
+    b_u, b_i = _set_biases(model, family, rng)
+    # The batch penalty is a mean over the batch's rows: times the rows, summed over the epoch.
+    total = sum(float(model.forward(b)[1]) * int(b[F.ITEM_IDX].shape[0]) for b in batches)
+    expected = reg_u * np.sum(b_u[np.unique(users)] ** 2) + reg_i * np.sum(b_i[np.unique(items)] ** 2)
+    assert total == pytest.approx(expected, rel=1e-5)
+    # Per example (mf's default), a bias is penalised once per row it is looked up in.
+    if family == "mf":
+        per_example = spec.build(ctx, hparams.override({"bias_penalty": "per_example", "l2": 1.0}))
+        per_example(batches[0])
+        per_example.user_embedding.embeddings.assign(tf.zeros_like(per_example.user_embedding.embeddings))
+        per_example.item_embedding.embeddings.assign(tf.zeros_like(per_example.item_embedding.embeddings))
+        b_u, b_i = _set_biases(per_example, family, np.random.default_rng(3))
+        total = sum(float(per_example.forward(b)[1]) * int(b[F.ITEM_IDX].shape[0]) for b in batches)
+        assert total == pytest.approx(np.sum(b_u[users] ** 2) + np.sum(b_i[items] ** 2), rel=1e-5)
+
+
+def test_per_entity_bias_penalty_needs_training_row_counts_and_a_known_mode():
+    spec = registry.get_family("mf")
+    ctx = dataclasses.replace(synthetic_context(), user_row_counts=None)
+    with pytest.raises(ValueError, match="bias_penalty=per_entity needs the training examples per user and item"):
+        spec.build(ctx, spec.hparams().override({"bias_penalty": "per_entity"}))
+    with pytest.raises(ValueError, match="bias_penalty must be one of per_example, per_entity, got 'once'"):
+        spec.hparams().override({"bias_penalty": "once"})
+    spec.build(ctx, spec.hparams())  # per example needs no counts
+
+
+def test_multitask_stop_on_names_the_task_early_stopping_watches():
+    spec = registry.get_family("mmoe")
+    ctx = synthetic_context(tasks=(RATING, LIKED, LOVED))
+    assert spec.build(ctx, spec.hparams()).monitor(10) == ("val_mean_auc", "max")
+    assert spec.build(ctx, spec.hparams().override({"stop_on": RATING})).monitor(10) == ("val_rating_rmse", "min")
+    with pytest.raises(ValueError, match="stop_on='helpful' is not a task of MMoEModel; its tasks: rating, liked"):
+        spec.build(ctx, spec.hparams().override({"stop_on": "helpful"}))

@@ -14,15 +14,16 @@ import tensorflow as tf
 
 from contract import features as F
 from models import blocks
-from models.base import SCORE, SIMILAR, OneScoreModel, l2
-from models.hparams import SimilarParams, TrainingParams
+from models.base import SCORE, SIMILAR, OneScoreModel, bias_penalty, l2
+from models.hparams import BiasParams, SimilarParams, TrainingParams
 
 
 @dataclasses.dataclass(frozen=True)
-class MFHistoryParams(SimilarParams):
-    """Attributes: dim: vector size; l2: penalty weight; user_id: add a user vector and bias
-    to the pooled history; history_dropout: training-time dropout of history items; text:
-    read the description's text features and documents (user and, in mf_dnn, item side)."""
+class MFHistoryParams(SimilarParams, BiasParams):
+    """Attributes (beyond `BiasParams`'): dim: vector size; l2: penalty weight; user_id: add a
+    user vector and bias to the pooled history; history_dropout: training-time dropout of
+    history items; text: read the description's text features and documents (user and, in
+    mf_dnn, item side)."""
 
     dim: int = 32
     l2: float = 0.05
@@ -46,6 +47,7 @@ class HistoryMatrixFactorization(OneScoreModel):
                                                text=hparams.text, name="query")
         self.build_items(context, hparams)
         self.item_bias = blocks.Bias(context.num_items, name="item_bias")
+        self.bias_penalty = bias_penalty(context, hparams)
 
     # The item side: an id embedding here; `mf_dnn` replaces it with a metadata tower.
     def build_items(self, context, hparams) -> None:
@@ -59,8 +61,22 @@ class HistoryMatrixFactorization(OneScoreModel):
         i = features[F.ITEM_IDX]
         v, b_i = self.item_vector(i, features, training=training), self.item_bias(i)
         logit = tf.reduce_sum(q * v, -1) + b_q + b_i + self.global_bias
-        penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_q[:, None], b_i[:, None]))
+        if self.bias_penalty is None:
+            penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v, b_q[:, None], b_i[:, None]))
+        else:
+            penalty = self.hparams.l2 * tf.reduce_mean(l2(q, v)) + self.entity_bias_penalty(features, i, b_q, b_i)
         return {self.task_name: logit}, penalty
+
+    def entity_bias_penalty(self, features, items, query_bias, item_bias):
+        """`bias_penalty` per_entity: the user's and item's own biases once per epoch; the
+        pooled history bias (the query bias less the user's) per example, at `l2`."""
+        users, user_bias = None, None
+        if self.query_layer.user_id and F.USER_IDX in features:
+            users = features[F.USER_IDX]
+            user_bias = self.query_layer.user_bias(users)
+            query_bias = query_bias - user_bias
+        history = self.hparams.l2 * tf.reduce_mean(tf.square(query_bias))
+        return history + tf.reduce_mean(self.bias_penalty(items, item_bias, users, user_bias))
 
     def candidates(self):
         return self.item_embedding.embeddings, self.item_bias.all()

@@ -53,7 +53,8 @@ class Job:
       soft_labels: for a distilled student, a function of the training rows giving extra
         columns (a teacher's soft labels); None: from `base_model`.
       rows: a function of a split's rows giving the bool [n] rows to train and early-stop
-        on (item statistics still come from every training row); None: every row.
+        on (item statistics still come from every training row, a per-entity bias penalty's
+        examples per user and item from the kept ones); None: every row.
       alone: without `base_model` or `soft_labels`, a distilled family trains alone on
         its hard labels (the in-process `train`); the Trainer asks for its teacher.
       warm_from: a model of the same family (its last blessed one) whose weights training

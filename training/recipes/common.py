@@ -34,10 +34,20 @@ def vocabulary_rows(tf_transform_output: tft.TFTransformOutput, name: str) -> in
     return tf_transform_output.vocabulary_size_by_name(name) + F.OOV_BUCKETS + 1
 
 
+def row_counts(ids: np.ndarray, rows: int) -> np.ndarray:
+    """[rows] float32 examples per id row of the training examples' ids [n] (ids beyond
+    `rows` are not counted)."""
+    ids = np.asarray(ids).reshape(-1)
+    return np.bincount(ids[(ids >= 0) & (ids < rows)], minlength=rows).astype(np.float32)[:rows]
+
+
 def model_context(job: Job, tft_output: tft.TFTransformOutput, counts: np.ndarray, mean_rating: float,
-                  table: Optional[Dict[str, np.ndarray]]) -> ModelContext:
+                  table: Optional[Dict[str, np.ndarray]],
+                  train_rows: Optional[Dict[str, np.ndarray]] = None) -> ModelContext:
     """The family's model context: tasks, sizes and the description's side-table features with
-    the rows of their Transform vocabularies (`Feature.vocabulary_name`)."""
+    the rows of their Transform vocabularies (`Feature.vocabulary_name`); with `train_rows`
+    (the training examples a pointwise family trains on), their examples per user and item
+    row (`ModelContext.user_row_counts`, `item_row_counts`)."""
     family, config, spec = job.family, job.config, job.config.spec
     tasks = family.task_specs(spec)
     if config.tasks:
@@ -46,17 +56,23 @@ def model_context(job: Job, tft_output: tft.TFTransformOutput, counts: np.ndarra
         if unknown:
             raise ValueError(f"{family.name} has no task {unknown}; its tasks: {sorted(by_name)}")
         tasks = tuple(by_name[t] for t in config.tasks)
+    num_users, num_items = vocabulary_rows(tft_output, F.USER_VOCAB), vocabulary_rows(tft_output, F.ITEM_VOCAB)
+    per_row = {}
+    if train_rows is not None and F.USER_IDX in train_rows and F.ITEM_IDX in train_rows:
+        per_row = dict(user_row_counts=row_counts(train_rows[F.USER_IDX], num_users),
+                       item_row_counts=row_counts(train_rows[F.ITEM_IDX], num_items))
     return ModelContext(
         dataset=spec,
         tasks=tasks,
-        num_users=vocabulary_rows(tft_output, F.USER_VOCAB),
-        num_items=vocabulary_rows(tft_output, F.ITEM_VOCAB),
+        num_users=num_users,
+        num_items=num_items,
         num_behaviors=len(spec.behaviors) + 2,
         features=feature_inputs(spec.description, lambda name: vocabulary_rows(tft_output, name)),
         max_history=config.max_history,
         mean_rating=mean_rating,
         item_counts=counts,
         item_table=table,
+        **per_row,
         text_rows={c.name: vocabulary_rows(tft_output, c.vocabulary_name) for c in spec.description.text_columns},
         seed=config.seed,
     )

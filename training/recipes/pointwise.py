@@ -38,11 +38,11 @@ def build(job: Job, soft_labels: Optional[SoftLabels]):
     rated = positive if rating and rating in data else np.zeros_like(positive)
     mean_rating = float(np.mean(data[rating][rated])) if rated.any() else 0.0
     present = table.pop("present")
-    context = common.model_context(job, tft_output, counts, mean_rating, table)
-    model = job.family.build(context, hparams)
     if job.rows is not None:
         keep = job.rows(data), job.rows(eval_data)
         data, eval_data = ({k: v[m] for k, v in part.items()} for part, m in zip((data, eval_data), keep))
+    context = common.model_context(job, tft_output, counts, mean_rating, table, train_rows=data)
+    model = job.family.build(context, hparams)
     if soft_labels is not None:
         data = {**data, **soft_labels(data)}
     batch_size = hparams.training.batch_size
