@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from pipeline.configs import (BEAM_PROFILES, REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides,
                               families_arg, with_beam_profile)
+from models.hparams import parse_assignments
 from common.io_utils import atomic_path
 from contract import description as desc
 from bench.machine import commit, cpu_model
@@ -798,6 +799,8 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "- Pipeline: `pipeline.local_runner.run` "
         + (f"with families={tuple(meta['families'])} (every stage of `make run`)" if meta.get("families") else
            "with families=() (ExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, AnomalyGate, Transform)")
+        + (f", hyperparameters {json.dumps(meta['hparams'], sort_keys=True)} (a fixed number of epochs, so that "
+           "a Trainer's cost per row is comparable across scales)" if meta.get("hparams") else "")
         + ", LocalDagRunner, SQLite metadata; "
         "each (profile, scale) in a fresh child process. Beam arguments: "
         + "; ".join(f"{p}: {' '.join(a)}" for p, a in profiles.items()) + ".",
@@ -872,6 +875,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="comma-separated worker counts for the Trainer rows ('' for none)")
     parser.add_argument("--trainer_family", default="mf", help="the family the Trainer rows train")
     parser.add_argument("--trainer_epochs", type=int, default=3, help="epochs of each Trainer row")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="a family's hyperparameter for every run (with --families), e.g. mf.max_epochs=2")
     parser.add_argument("--child_data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_result", help=argparse.SUPPRESS)
@@ -894,6 +899,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     src_dir = defaults.data_dir
     data.pop("data_dir", None)
     families = list(families_arg(None if args.families == "default" else args.families))
+    if args.hparam:
+        data["hparams"] = parse_assignments(args.hparam)
     meta = {
         "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -911,6 +918,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "niceness": os.nice(0),
         "trainer_workers": args.trainer_workers,
         "families": families,
+        "hparams": data.get("hparams", {}),
         "machine": machine_info(),
     }
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-ingest-")
