@@ -398,7 +398,7 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
     data_dir = os.path.join(work_dir, f"data-{scale}")  # shared by the profiles
     scale_dir = os.path.join(work_dir, f"scale-{scale}-{profile}")
     replica = replicate(dataclasses.replace(PipelineConfig(), **data).load_description(), src_dir, data_dir, scale)
-    row: Dict[str, object] = {"scale": scale, "profile": profile, "families": list(families),
+    row: Dict[str, object] = {"scale": scale, "profile": profile, "families": list(families), "commit": commit(),
                               "rows": replica.rows, "items": replica.items,
                               "input_mb": round(replica.bytes / 2**20, 1),
                               "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -792,7 +792,9 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "## How it was measured",
         "",
         f"- Command: `{meta['command']}` (started {meta['started']}).",
-        f"- Commit: {meta.get('commit') or 'not recorded'}.",
+        f"- Commit: {meta.get('commit') or 'not recorded'}"
+        + (f"; kept from earlier runs of the same command (--resume): {', '.join(meta['resumed'])}"
+           if meta.get("resumed") else "") + ".",
         f"- Data: `{meta['data_dir']}` (the description's interaction files and item table); replica r adds "
         "r * (max user id + 1) to user ids and r * (max item id + 1) to item ids (ids that are not all integers: "
         "the prefix `r<r>-`); line ends kept, csv quoting minimal.",
@@ -825,6 +827,24 @@ def write_results(out_dir: str, rows: List[Dict[str, object]], meta: Dict[str, o
     _write_atomically(os.path.join(out_dir, f"{name}.json"), [(json.dumps(stage_rows(rows), indent=2) + "\n").encode()])
     _write_atomically(os.path.join(out_dir, f"{name}_runs.json"), [(json.dumps(rows, indent=2) + "\n").encode()])
     _write_atomically(os.path.join(out_dir, f"{name}.md"), [render_markdown(rows, meta).encode()])
+
+
+def _previous_rows(path: str) -> List[Dict[str, object]]:
+    """The runs an earlier invocation wrote to `path` (none when it does not exist); a row
+    without its own commit gets the one its page (NAME.md beside it) recorded for the run."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = json.load(f)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of runs, got {type(rows).__name__}")
+    page = path[:-len("_runs.json")] + ".md"
+    recorded = None
+    if os.path.exists(page):
+        with open(page) as f:
+            found = re.search(r"^- Commit: ([0-9a-f]{7,40})", f.read(), re.MULTILINE)
+        recorded = found.group(1) if found else None
+    return [r if r.get("commit") else {**r, "commit": recorded} for r in rows]
 
 
 def _profiles_arg(text: str) -> List[str]:
@@ -871,6 +891,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max_rss_gb", type=float, default=16.0,
                         help="stop a scale whose resident memory passes this")
     parser.add_argument("--keep", action="store_true", help="keep replicated data and pipeline outputs")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of NAME_runs.json in --out whose (profile, scale) this run does not "
+                             "measure (each row names the commit it ran)")
     parser.add_argument("--trainer_workers", type=_workers_arg, default=[1, 2],
                         help="comma-separated worker counts for the Trainer rows ('' for none)")
     parser.add_argument("--trainer_family", default="mf", help="the family the Trainer rows train")
@@ -925,6 +948,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(work_dir, exist_ok=True)
     print(f"Scratch: {work_dir}; results: {args.out}", flush=True)
     rows: List[Dict[str, object]] = []
+    if args.resume:
+        rows = [r for r in _previous_rows(os.path.join(args.out, f"{args.name}_runs.json"))
+                if (r.get("profile"), r.get("scale")) not in {(p, s) for s in args.scales for p in args.profiles}]
+        meta["resumed"] = sorted({f"{r.get('profile')} {r.get('scale')}x at {r.get('commit') or 'an unrecorded commit'}"
+                                  for r in rows})
     trainer_data = (min(args.scales), args.profiles[0])  # the run whose Transform output the Trainer rows read
     try:
         for scale, profile in [(s, p) for s in args.scales for p in args.profiles]:
