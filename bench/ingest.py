@@ -624,9 +624,10 @@ def pipeline_stage_rows(runs: List[Dict[str, object]]) -> List[Dict[str, object]
     grows no faster than the data where x_seconds, x_cpu and x_peak_rss are at most x_rows.
     """
     done = [r for r in runs if r.get("status") == "ok" and r.get("families")]
-    components = sorted({c for r in done for c, s in r["component_seconds"].items() if s >= MIN_STAGE_SECONDS},
-                        key=lambda c: min(r["windows"][c][0] for r in done if c in r.get("windows", {}))
-                        if any(c in r.get("windows", {}) for r in done) else 0.0)
+    ran: List[str] = []  # in the order the runner ran them (component_seconds keeps it)
+    for r in done:
+        ran += [c for c in r["component_seconds"] if c not in ran]
+    components = [c for c in ran if max(r["component_seconds"].get(c) or 0.0 for r in done) >= MIN_STAGE_SECONDS]
     out: List[Dict[str, object]] = []
     for r in done:
         peaks = r.get("stage_peak_rss_mb") or {}

@@ -168,8 +168,6 @@ def test_whole_pipeline_rows_grow_against_the_smallest_scale():
                                       "Resolver_mf": 0.0, "Trainer_mf": trainer_s},
                 "component_cpu_seconds": {"InteractionExampleGen": 0.6 * scale, "Transform": 2.0 * scale,
                                           "Trainer_mf": 2 * trainer_s},
-                "windows": {"InteractionExampleGen": [0, 1], "Transform": [1, 2], "Resolver_mf": [2, 2.1],
-                            "Trainer_mf": [3, 4]},
                 "stage_peak_rss_mb": {"InteractionExampleGen": 80.0, "Transform": 120.0, "both": 120.0,
                                       "Resolver_mf": 120.0, "Trainer_mf": trainer_peak},
                 "load_average_at_start": [1.0], "load_average_at_end": [1.5]}
