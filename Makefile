@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: run describe test browser docs bench bench-ingest bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-catalogue bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
+.PHONY: run describe test browser docs bench bench-ingest bench-scale bench-mf bench-topk bench-tune bench-install bench-multitask bench-sequential bench-dtrn bench-takd bench-serving bench-catalogue bench-reliability bench-peterrec bench-similar bench-reviews serve update-schema clean install airflow kubeflow-spec
 
 install: $(STAMP)
 
@@ -56,6 +56,14 @@ bench: bench-ingest bench-mf bench-topk bench-similar bench-serving bench-reliab
 
 bench-ingest: $(STAMP)
 	$(PY) -m bench.ingest $(ARGS)
+
+# Every stage of make run (data stages, Trainers, Evaluators, Pushers) at 1x, 4x and 16x
+# MovieLens, each Trainer for 2 epochs so its cost per row compares across scales:
+# bench/results/scale_pipeline.{json,md}. Add --resume with --scales N to re-measure one scale.
+SCALE_EPOCHS := $(foreach f,mf mf_dnn mmoe two_tower,--hparam $(f).max_epochs=2 --hparam $(f).patience=2)
+bench-scale: $(STAMP)
+	$(PY) -m bench.ingest --scales 1,4,16 --profiles in_process --families default $(SCALE_EPOCHS) \
+		--trainer_workers '' --max_rss_gb 20 --name scale_pipeline $(ARGS)
 
 bench-mf: $(STAMP)
 	$(PY) -m bench.mf_family $(ARGS)

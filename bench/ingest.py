@@ -44,7 +44,8 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from pipeline.configs import (BEAM_PROFILES, REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides,
-                              with_beam_profile)
+                              families_arg, with_beam_profile)
+from models.hparams import parse_assignments
 from common.io_utils import atomic_path
 from contract import description as desc
 from bench.machine import commit, cpu_model
@@ -278,8 +279,9 @@ def _peak_rss_mb(who: int) -> float:
 
 
 def _run_one_scale(data_dir: str, output_dir: str, result_path: str, profile: str = "in_process",
-                   transform_tf2: bool = False, data: Optional[Dict[str, Any]] = None) -> int:
-    """Runs the data stages once and writes their timings, rows and peak RSS to `result_path`.
+                   transform_tf2: bool = False, data: Optional[Dict[str, Any]] = None,
+                   families: Sequence[str] = ()) -> int:
+    """Runs the pipeline once and writes its timings, rows and peak RSS to `result_path`.
 
     Args:
       data_dir / output_dir: the replicated data and where the run writes.
@@ -287,11 +289,13 @@ def _run_one_scale(data_dir: str, output_dir: str, result_path: str, profile: st
       profile: the Beam profile.
       transform_tf2: Transform in tf.Transform's TF2 mode.
       data: the dataset options (PipelineConfig fields: dataset, split, ...).
+      families: the model families to train, evaluate and push (none: the data stages only).
     """
     from pipeline import local_runner, report as run_report
 
     config = with_beam_profile(
-        dataclasses.replace(PipelineConfig(), **(data or {}), data_dir=data_dir, output_dir=output_dir, families=(),
+        dataclasses.replace(PipelineConfig(), **(data or {}), data_dir=data_dir, output_dir=output_dir,
+                            families=tuple(families),
                             transform_tf_compat_v1=not transform_tf2).resolved(), profile)
     result: Dict[str, object] = {"split": config.split, "seed": config.seed,
                                  "transform_tf_compat_v1": config.transform_tf_compat_v1,
@@ -374,8 +378,8 @@ def _cpu_fields(result: Dict[str, object], rows: int) -> Dict[str, object]:
 
 def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, keep: bool,
                   profile: str = "in_process", transform_tf2: bool = False,
-                  data: Optional[Dict[str, Any]] = None) -> Dict[str, object]:
-    """Replicates the data `scale` times, runs the data stages in a child process, and returns the row.
+                  data: Optional[Dict[str, Any]] = None, families: Sequence[str] = ()) -> Dict[str, object]:
+    """Replicates the data `scale` times, runs the pipeline in a child process, and returns the row.
 
     Args:
       scale: replicas of the source data.
@@ -387,19 +391,23 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
       profile: the Beam profile the data stages run on.
       transform_tf2: run Transform in tf.Transform's TF2 mode instead of the pipeline's TF1 compat mode.
       data: the dataset options (PipelineConfig fields without data_dir: dataset, split, ...).
+      families: model families the run trains, evaluates and pushes after the data stages (none:
+        the data stages only).
     """
     data = dict(data or {})
     data_dir = os.path.join(work_dir, f"data-{scale}")  # shared by the profiles
     scale_dir = os.path.join(work_dir, f"scale-{scale}-{profile}")
     replica = replicate(dataclasses.replace(PipelineConfig(), **data).load_description(), src_dir, data_dir, scale)
-    row: Dict[str, object] = {"scale": scale, "profile": profile, "rows": replica.rows, "items": replica.items,
+    row: Dict[str, object] = {"scale": scale, "profile": profile, "families": list(families), "commit": commit(),
+                              "rows": replica.rows, "items": replica.items,
                               "input_mb": round(replica.bytes / 2**20, 1),
                               "started": datetime.datetime.now().isoformat(timespec="seconds"),
                               "load_average_at_start": _load_average()}
     result_path = os.path.join(scale_dir, "result.json")
     command = [sys.executable, "-m", "bench.ingest", "--child_data_dir", data_dir,
                "--child_output_dir", os.path.join(scale_dir, "outputs"), "--child_result", result_path,
-               "--child_profile", profile, "--child_data", json.dumps(data)] + \
+               "--child_profile", profile, "--child_data", json.dumps(data),
+               "--child_families", ",".join(families)] + \
         (["--child_transform_tf2"] if transform_tf2 else [])
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
     print(f"scale {scale} ({profile}): {replica.rows} interaction rows, {row['input_mb']} MB of input", flush=True)
@@ -446,6 +454,7 @@ def measure_scale(scale: int, src_dir: str, work_dir: str, max_rss_gb: float, ke
             statistics_gen_seconds=timings.get(STATISTICS_GEN),
             data_stages_seconds=result["pipeline_seconds"],
             component_seconds=timings,
+            pipeline_seconds=result["pipeline_seconds"],
             **_cpu_fields(result, rows_read),
             rows_written=result["rows_written"],
             users=result["users"],
@@ -550,13 +559,20 @@ def measure_trainer(workers: int, data_row: Dict[str, object], work_dir: str, fa
 
 
 def _stage_peaks(samples: List[tuple], windows: Dict[str, List[float]]) -> Dict[str, Optional[float]]:
-    """Highest sampled process-tree RSS (MB) while ExampleGen ran, while Transform ran, and over both."""
+    """Highest sampled process-tree RSS (MB) while each component ran, and over ExampleGen and Transform ("both").
+
+    A component with no sample inside its window (it took under the one-second sampling period)
+    gets the sample nearest to its start.
+    """
     def peak(ranges):
         values = [kb for t, kb in samples if any(a <= t <= b for a, b in ranges)]
+        if not values and samples and ranges:
+            values = [min(samples, key=lambda sample: abs(sample[0] - ranges[0][0]))[1]]
         return round(max(values) / 1024.0, 1) if values else None
 
     ranges = {name: tuple(w) for name, w in windows.items() if len(w) == 2}
     out = {stage: peak([ranges[stage]]) if stage in ranges else None for stage in (EXAMPLE_GEN, TRANSFORM)}
+    out.update({name: peak([window]) for name, window in ranges.items()})
     both = [ranges[s] for s in (EXAMPLE_GEN, TRANSFORM) if s in ranges]
     out["both"] = peak(both) if both else None
     return out
@@ -586,6 +602,54 @@ def stage_rows(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
                 "peak_rss_mb": peak,
                 "load_average": [r["load_average_at_start"][0], r["load_average_at_end"][0]],
             })
+    return out + [row for row in pipeline_stage_rows(runs) if row["stage"] not in ("ExampleGen", TRANSFORM)]
+
+
+PIPELINE = "whole pipeline"
+MIN_STAGE_SECONDS = 1.0  # components shorter than this at every scale (resolvers, gates) get no row of their own
+
+
+def _component_stage(component: str) -> str:
+    return "ExampleGen" if component == EXAMPLE_GEN else component
+
+
+def pipeline_stage_rows(runs: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """One row per (component, profile, scale) of the finished runs that trained families, plus the whole
+    pipeline's, each with its growth against the same profile's smallest scale.
+
+    seconds = the runner's wall time of the component; cpu_seconds = CPU seconds of the pipeline's
+    process and its finished children while it ran; peak_rss_mb = the highest resident memory of
+    the process tree sampled while it ran (what earlier components still hold counts too).
+    x_rows, x_seconds, x_cpu and x_peak_rss divide by the smallest scale's values; a component
+    grows no faster than the data where x_seconds, x_cpu and x_peak_rss are at most x_rows.
+    """
+    done = [r for r in runs if r.get("status") == "ok" and r.get("families")]
+    ran: List[str] = []  # in the order the runner ran them (component_seconds keeps it)
+    for r in done:
+        ran += [c for c in r["component_seconds"] if c not in ran]
+    components = [c for c in ran if max(r["component_seconds"].get(c) or 0.0 for r in done) >= MIN_STAGE_SECONDS]
+    out: List[Dict[str, object]] = []
+    for r in done:
+        peaks = r.get("stage_peak_rss_mb") or {}
+        cpu = r.get("component_cpu_seconds") or {}
+        for component in components + [PIPELINE]:
+            whole = component == PIPELINE
+            out.append({
+                "stage": component if whole else _component_stage(component),
+                "profile": r["profile"], "scale": r["scale"], "rows": r["rows"],
+                "families": r["families"],
+                "seconds": r["pipeline_seconds"] if whole else r["component_seconds"].get(component),
+                "cpu_seconds": r.get("process_cpu_seconds") if whole else cpu.get(component),
+                "peak_rss_mb": r.get("sampled_peak_rss_mb") if whole else peaks.get(component),
+                "load_average": [r["load_average_at_start"][0], r["load_average_at_end"][0]],
+            })
+    for row in out:
+        base = min((b for b in out if (b["stage"], b["profile"]) == (row["stage"], row["profile"])),
+                   key=lambda b: b["scale"])
+        row["x_rows"] = round(row["rows"] / base["rows"], 2)
+        row["rows_per_second"] = round(row["rows"] / row["seconds"], 1) if row.get("seconds") else None
+        for key, name in (("seconds", "x_seconds"), ("cpu_seconds", "x_cpu"), ("peak_rss_mb", "x_peak_rss")):
+            row[name] = round(row[key] / base[key], 2) if row.get(key) and base.get(key) else None
     return out
 
 
@@ -630,6 +694,7 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
     """The results page: the stage table of scale.json, the per-run details, then how they were measured."""
     machine = meta["machine"]
     lines = [
+        "# Scaling benchmark: every stage of the pipeline vs rows" if meta.get("families") else
         "# Scaling benchmark: ExampleGen + Transform vs rows, per Beam profile; the Trainer per worker count",
         "",
         f"The pipeline's data stages on {meta.get('dataset', 'the data')} replicated "
@@ -686,6 +751,28 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
                          f"| {_fmt(r.get('seconds'))} | {_fmt(r.get('rows_per_second'), 0)} "
                          f"| {_fmt(r.get('wall_seconds'))} | {_fmt(r.get('peak_rss_mb'), 0)} | {metric} "
                          f"| {r['status']}{': ' + r['error'] if r.get('error') else ''} |")
+    staged = pipeline_stage_rows(rows)
+    if staged:
+        families = ", ".join(staged[0]["families"])
+        lines += [
+            "",
+            f"## Every stage of the pipeline (families {families})",
+            "",
+            "Each stage of a run that trains, evaluates and pushes the families above, as `make run` does. "
+            "seconds = the runner's wall time of the stage; CPU s = CPU seconds of the pipeline's process and "
+            "its finished children while the stage ran (load-independent); peak RSS = the highest resident "
+            "memory of the process tree sampled while the stage ran (memory earlier stages still hold counts "
+            "too); x = relative to the smallest scale. A stage grows no faster than the data where its x time, "
+            "x CPU and x peak are at most x rows.",
+            "",
+            "| stage | profile | scale | rows | x rows | seconds | x time | CPU s | x CPU | peak RSS MB | x peak |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(staged, key=lambda r: (r["stage"] == PIPELINE, [s["stage"] for s in staged].index(r["stage"]),
+                                               r["profile"], r["scale"])):
+            lines.append(f"| {r['stage']} | {r['profile']} | {r['scale']} | {_fmt(r['rows'])} | {_fmt(r['x_rows'], 2)} "
+                         f"| {_fmt(r['seconds'])} | {_fmt(r['x_seconds'], 2)} | {_fmt(r['cpu_seconds'])} "
+                         f"| {_fmt(r['x_cpu'], 2)} | {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['x_peak_rss'], 2)} |")
     done = {(r.get("profile", "in_process"), r["scale"]) for r in rows}
     pending = [f"{p} {s}x" for p in meta.get("profiles", ["in_process"]) for s in meta["scales"] if (p, s) not in done]
     measured = {r["workers"] for r in trainer}
@@ -706,12 +793,18 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
         "## How it was measured",
         "",
         f"- Command: `{meta['command']}` (started {meta['started']}).",
-        f"- Commit: {meta.get('commit') or 'not recorded'}.",
+        f"- Commit: {meta.get('commit') or 'not recorded'}"
+        + (f"; kept from earlier runs of the same command (--resume): {', '.join(meta['resumed'])}"
+           if meta.get("resumed") else "") + ".",
         f"- Data: `{meta['data_dir']}` (the description's interaction files and item table); replica r adds "
         "r * (max user id + 1) to user ids and r * (max item id + 1) to item ids (ids that are not all integers: "
         "the prefix `r<r>-`); line ends kept, csv quoting minimal.",
-        "- Pipeline: `pipeline.local_runner.run` with families=() (ExampleGen, StatisticsGen, "
-        "ImportSchemaGen, ExampleValidator, AnomalyGate, Transform), LocalDagRunner, SQLite metadata; "
+        "- Pipeline: `pipeline.local_runner.run` "
+        + (f"with families={tuple(meta['families'])} (every stage of `make run`)" if meta.get("families") else
+           "with families=() (ExampleGen, StatisticsGen, ImportSchemaGen, ExampleValidator, AnomalyGate, Transform)")
+        + (f", hyperparameters {json.dumps(meta['hparams'], sort_keys=True)} (a fixed number of epochs, so that "
+           "a Trainer's cost per row is comparable across scales)" if meta.get("hparams") else "")
+        + ", LocalDagRunner, SQLite metadata; "
         "each (profile, scale) in a fresh child process. Beam arguments: "
         + "; ".join(f"{p}: {' '.join(a)}" for p, a in profiles.items()) + ".",
         f"- Transform mode: {meta.get('transform_mode', 'TF1 compat (force_tf_compat_v1)')}.",
@@ -729,12 +822,30 @@ def render_markdown(rows: List[Dict[str, object]], meta: Dict[str, object]) -> s
     return "\n".join(lines)
 
 
-def write_results(out_dir: str, rows: List[Dict[str, object]], meta: Dict[str, object]) -> None:
-    """Writes scale.json, scale_runs.json and scale.md under `out_dir`, each through a temporary file and a rename."""
+def write_results(out_dir: str, rows: List[Dict[str, object]], meta: Dict[str, object], name: str = "scale") -> None:
+    """Writes NAME.json, NAME_runs.json and NAME.md under `out_dir`, each through a temporary file and a rename."""
     os.makedirs(out_dir, exist_ok=True)
-    _write_atomically(os.path.join(out_dir, RESULTS_JSON), [(json.dumps(stage_rows(rows), indent=2) + "\n").encode()])
-    _write_atomically(os.path.join(out_dir, RUNS_JSON), [(json.dumps(rows, indent=2) + "\n").encode()])
-    _write_atomically(os.path.join(out_dir, RESULTS_MD), [render_markdown(rows, meta).encode()])
+    _write_atomically(os.path.join(out_dir, f"{name}.json"), [(json.dumps(stage_rows(rows), indent=2) + "\n").encode()])
+    _write_atomically(os.path.join(out_dir, f"{name}_runs.json"), [(json.dumps(rows, indent=2) + "\n").encode()])
+    _write_atomically(os.path.join(out_dir, f"{name}.md"), [render_markdown(rows, meta).encode()])
+
+
+def _previous_rows(path: str) -> List[Dict[str, object]]:
+    """The runs an earlier invocation wrote to `path` (none when it does not exist); a row
+    without its own commit gets the one its page (NAME.md beside it) recorded for the run."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = json.load(f)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of runs, got {type(rows).__name__}")
+    page = path[:-len("_runs.json")] + ".md"
+    recorded = None
+    if os.path.exists(page):
+        with open(page) as f:
+            found = re.search(r"^- Commit: ([0-9a-f]{7,40})", f.read(), re.MULTILINE)
+        recorded = found.group(1) if found else None
+    return [r if r.get("commit") else {**r, "commit": recorded} for r in rows]
 
 
 def _profiles_arg(text: str) -> List[str]:
@@ -772,27 +883,38 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="comma-separated Beam profiles (pipeline/configs.py BEAM_PROFILES)")
     parser.add_argument("--transform_tf2", action="store_true",
                         help="Transform in tf.Transform's TF2 mode (the pipeline uses its TF1 compat mode)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for scale.json, scale_runs.json and scale.md")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for NAME.json, NAME_runs.json and NAME.md")
+    parser.add_argument("--name", default="scale", help="the results files' name (default: scale)")
+    parser.add_argument("--families", default="none",
+                        help="model families each run also trains, evaluates and pushes: comma-separated, "
+                             "'default' for make run's, 'none' (the default) for the data stages only")
     parser.add_argument("--work_dir", default=None, help="scratch directory (default: a new temp dir)")
     parser.add_argument("--max_rss_gb", type=float, default=16.0,
                         help="stop a scale whose resident memory passes this")
     parser.add_argument("--keep", action="store_true", help="keep replicated data and pipeline outputs")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of NAME_runs.json in --out whose (profile, scale) this run does not "
+                             "measure (each row names the commit it ran)")
     parser.add_argument("--trainer_workers", type=_workers_arg, default=[1, 2],
                         help="comma-separated worker counts for the Trainer rows ('' for none)")
     parser.add_argument("--trainer_family", default="mf", help="the family the Trainer rows train")
     parser.add_argument("--trainer_epochs", type=int, default=3, help="epochs of each Trainer row")
+    parser.add_argument("--hparam", action="append", default=[], metavar="FAMILY.NAME=VALUE",
+                        help="a family's hyperparameter for every run (with --families), e.g. mf.max_epochs=2")
     parser.add_argument("--child_data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_output_dir", help=argparse.SUPPRESS)
     parser.add_argument("--child_result", help=argparse.SUPPRESS)
     parser.add_argument("--child_profile", default="in_process", help=argparse.SUPPRESS)
     parser.add_argument("--child_transform_tf2", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child_data", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--child_families", default="", help=argparse.SUPPRESS)
     add_dataset_arguments(parser)
     args = parser.parse_args(argv)
 
     if args.child_result:
         return _run_one_scale(args.child_data_dir, args.child_output_dir, args.child_result, args.child_profile,
-                              args.child_transform_tf2, json.loads(args.child_data))
+                              args.child_transform_tf2, json.loads(args.child_data),
+                              [f for f in args.child_families.split(",") if f])
 
     data = dataset_overrides(args)
     if args.dataset_file:
@@ -800,6 +922,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     defaults = dataclasses.replace(PipelineConfig(), **data).resolved()
     src_dir = defaults.data_dir
     data.pop("data_dir", None)
+    families = list(families_arg(None if args.families == "default" else args.families))
+    if args.hparam:
+        data["hparams"] = parse_assignments(args.hparam)
     meta = {
         "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -816,19 +941,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         "negatives_per_positive": defaults.negatives_per_positive,
         "niceness": os.nice(0),
         "trainer_workers": args.trainer_workers,
+        "families": families,
+        "hparams": data.get("hparams", {}),
         "machine": machine_info(),
     }
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="bench-ingest-")
     os.makedirs(work_dir, exist_ok=True)
     print(f"Scratch: {work_dir}; results: {args.out}", flush=True)
     rows: List[Dict[str, object]] = []
+    if args.resume:
+        rows = [r for r in _previous_rows(os.path.join(args.out, f"{args.name}_runs.json"))
+                if (r.get("profile"), r.get("scale")) not in {(p, s) for s in args.scales for p in args.profiles}]
+        meta["resumed"] = sorted({f"{r.get('profile')} {r.get('scale')}x at {r.get('commit') or 'an unrecorded commit'}"
+                                  for r in rows})
     trainer_data = (min(args.scales), args.profiles[0])  # the run whose Transform output the Trainer rows read
     try:
         for scale, profile in [(s, p) for s in args.scales for p in args.profiles]:
             keep = args.keep or (bool(args.trainer_workers) and (scale, profile) == trainer_data)
             rows.append(measure_scale(scale, src_dir, work_dir, args.max_rss_gb, keep, profile,
-                                      args.transform_tf2, data))
-            write_results(args.out, rows, meta)
+                                      args.transform_tf2, data, families))
+            write_results(args.out, rows, meta, args.name)
             r = rows[-1]
             if r["status"] == "ok":
                 print(f"scale {scale} ({profile}): {r['rows']} rows, ExampleGen {r['example_gen_seconds']} s + "
@@ -838,7 +970,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for workers in args.trainer_workers if trained else []:
             rows.append(measure_trainer(workers, trained, work_dir, args.trainer_family, args.trainer_epochs,
                                         {**data, "data_dir": src_dir}))
-            write_results(args.out, rows, meta)
+            write_results(args.out, rows, meta, args.name)
             r = rows[-1]
             if r["status"] == "ok":
                 print(f"Trainer ({args.trainer_family}) with {workers} worker(s): {r['rows']} rows in {r['seconds']} s, "
@@ -846,7 +978,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
-    print(f"Wrote {os.path.join(args.out, RESULTS_JSON)}, {RUNS_JSON} and {RESULTS_MD}")
+    print(f"Wrote {os.path.join(args.out, args.name)}.json, {args.name}_runs.json and {args.name}.md")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 

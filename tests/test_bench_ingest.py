@@ -157,3 +157,47 @@ def test_trainer_row_from_one_worker_on_a_runs_transform_output(trained_run, tmp
                                        "tfx": "1", "tensorflow": "2", "tensorflow_transform": "1", "apache_beam": "2"}}
     text = ingest.render_markdown([row], meta)
     assert "| mf | 1 | 2 | 2,000 |" in text and "Trainer with 2 worker(s)" in text
+
+
+def test_whole_pipeline_rows_grow_against_the_smallest_scale():
+    def run(scale, trainer_s, trainer_peak):
+        return {"scale": scale, "profile": "in_process", "rows": 10 * scale, "status": "ok", "families": ["mf"],
+                "seconds": 2.0 * scale, "rows_per_second": 5.0, "pipeline_seconds": 10.0 * scale,
+                "process_cpu_seconds": 12.0 * scale, "sampled_peak_rss_mb": 900.0 + scale,
+                "component_seconds": {"InteractionExampleGen": 0.5 * scale, "Transform": 1.5 * scale,
+                                      "Resolver_mf": 0.0, "Trainer_mf": trainer_s},
+                "component_cpu_seconds": {"InteractionExampleGen": 0.6 * scale, "Transform": 2.0 * scale,
+                                          "Trainer_mf": 2 * trainer_s},
+                "stage_peak_rss_mb": {"InteractionExampleGen": 80.0, "Transform": 120.0, "both": 120.0,
+                                      "Resolver_mf": 120.0, "Trainer_mf": trainer_peak},
+                "load_average_at_start": [1.0], "load_average_at_end": [1.5]}
+
+    runs = [run(1, 4.0, 500.0), run(4, 8.0, 2500.0)]
+    rows = ingest.pipeline_stage_rows(runs)
+    # the resolver (under a second at every scale) has no row; the stages keep their run order
+    assert [(r["stage"], r["scale"]) for r in rows] == [
+        (s, scale) for scale in (1, 4) for s in ("ExampleGen", "Transform", "Trainer_mf", ingest.PIPELINE)]
+    trainer = {r["scale"]: r for r in rows if r["stage"] == "Trainer_mf"}
+    assert (trainer[4]["x_rows"], trainer[4]["x_seconds"], trainer[4]["x_cpu"], trainer[4]["x_peak_rss"]) == \
+        (4.0, 2.0, 2.0, 5.0)
+    whole = {r["scale"]: r for r in rows if r["stage"] == ingest.PIPELINE}
+    assert (whole[4]["seconds"], whole[4]["cpu_seconds"], whole[4]["x_seconds"]) == (40.0, 48.0, 4.0)
+    # scale.json keeps the data-stage rows and adds the other stages and the whole pipeline once
+    stages = [r["stage"] for r in ingest.stage_rows(runs) if r["scale"] == 4]
+    assert stages == ["ExampleGen", "Transform", "ExampleGen+Transform", "Trainer_mf", ingest.PIPELINE]
+    meta = {"command": "python -m bench.ingest --families mf", "started": "t", "scales": [1, 4],
+            "profiles": ["in_process"], "profile_args": {"in_process": ["--a"]}, "families": ["mf"],
+            "data_dir": "d", "split": "hash", "seed": 42, "max_history": 64, "negatives_per_positive": 0,
+            "niceness": 0, "machine": {"nproc": 2, "cpu_model": "cpu", "memory_gb": 1.0, "python": "3.10",
+                                       "tfx": "1", "tensorflow": "2", "tensorflow_transform": "1",
+                                       "apache_beam": "2"}}
+    text = ingest.render_markdown(runs, meta)
+    assert "| Trainer_mf | in_process | 4 | 40 | 4.00 | 8.0 | 2.00 | 16.0 | 2.00 | 2,500 | 5.00 |" in text
+    assert "with families=('mf',)" in text
+
+
+def test_stage_peaks_cover_every_component_and_short_ones_take_the_nearest_sample():
+    samples = [(0.0, 1024), (1.0, 2048), (2.0, 4096), (3.0, 1024)]
+    windows = {"InteractionExampleGen": [0.0, 1.0], "Transform": [1.5, 2.5], "Resolver": [2.9, 2.95]}
+    peaks = ingest._stage_peaks(samples, windows)
+    assert peaks == {"InteractionExampleGen": 2.0, "Transform": 4.0, "both": 4.0, "Resolver": 1.0}

@@ -635,3 +635,20 @@ def test_multitask_stop_on_names_the_task_early_stopping_watches():
     assert spec.build(ctx, spec.hparams().override({"stop_on": RATING})).monitor(10) == ("val_rating_rmse", "min")
     with pytest.raises(ValueError, match="stop_on='helpful' is not a task of MMoEModel; its tasks: rating, liked"):
         spec.build(ctx, spec.hparams().override({"stop_on": "helpful"}))
+
+
+def test_two_tower_trains_a_catalogue_past_full_softmax_max_items_with_the_in_batch_softmax():
+    from models.families import two_tower
+    from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX
+
+    family = registry.FAMILIES["two_tower"]
+    ctx = synthetic_context(tasks=(D.RETRIEVAL_TASK,), num_items=22)
+    small = family.build(ctx, family.hparams(dim=4))
+    large = family.build(ctx, family.hparams(dim=4, full_softmax_max_items=21))
+    assert [t.softmax for t in small.retrieval.values()] == [FULL_SOFTMAX]
+    assert [t.softmax for t in large.retrieval.values()] == [SAMPLED_SOFTMAX]
+    # at the bound the full softmax stays; an explicit sampled softmax stays sampled
+    assert two_tower.softmax_for(family.hparams(full_softmax_max_items=22), 22) == FULL_SOFTMAX
+    assert two_tower.softmax_for(family.hparams(softmax=SAMPLED_SOFTMAX), 5) == SAMPLED_SOFTMAX
+    with pytest.raises(ValueError, match="full_softmax_max_items must be at least 1"):
+        family.hparams(full_softmax_max_items=0)

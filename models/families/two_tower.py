@@ -25,6 +25,7 @@ too much to gain from each other (bench/results/tuning/two_tower_members_joint.m
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Tuple
 
 import tensorflow as tf
@@ -44,6 +45,12 @@ class TwoTowerParams(RetrievalParams, ScannParams):
       item_metadata: the candidate tower reads the item features and statistics (needs an
         item table, which the user view does not carry: an error there).
       softmax: `full` or `sampled` (in-batch with log-q correction).
+      full_softmax_max_items: the largest catalogue (item rows) trained with the full
+        softmax; a larger one trains with the in-batch `sampled` softmax. The full softmax
+        scores every item for every training row, so its cost per row grows with the
+        catalogue and a whole epoch with rows x items (bench/results/scale_pipeline.md: 2
+        epochs took 12.3x as long on 4x MovieLens); the in-batch softmax's cost per row is
+        the batch's. 50,000 items is about 5x MovieLens's catalogue.
       history_dropout: training-time dropout of query history items.
       l2: penalty weight on query vectors.
       query_attention_heads: > 0: a self-attention layer over the history's item vectors
@@ -55,6 +62,7 @@ class TwoTowerParams(RetrievalParams, ScannParams):
     query_hidden: Tuple[int, ...] = ()
     item_metadata: bool = False
     softmax: str = FULL_SOFTMAX
+    full_softmax_max_items: int = 50_000
     history_dropout: float = 0.0
     l2: float = 0.1
     query_attention_heads: int = 0
@@ -66,6 +74,18 @@ class TwoTowerParams(RetrievalParams, ScannParams):
         super().__post_init__()
         if self.softmax not in (FULL_SOFTMAX, SAMPLED_SOFTMAX):
             raise ValueError(f"softmax must be {FULL_SOFTMAX!r} or {SAMPLED_SOFTMAX!r}, got {self.softmax!r}")
+        if self.full_softmax_max_items < 1:
+            raise ValueError(f"full_softmax_max_items must be at least 1, got {self.full_softmax_max_items}")
+
+
+def softmax_for(hparams: TwoTowerParams, num_items: int) -> str:
+    """The softmax a catalogue of `num_items` rows trains with: the record's, unless it is the
+    full softmax over more than `full_softmax_max_items` rows."""
+    if hparams.softmax == FULL_SOFTMAX and num_items > hparams.full_softmax_max_items:
+        logging.info("two_tower: %d item rows > full_softmax_max_items=%d: training with the in-batch %s softmax",
+                     num_items, hparams.full_softmax_max_items, SAMPLED_SOFTMAX)
+        return SAMPLED_SOFTMAX
+    return hparams.softmax
 
 
 class TwoTower(RecModel):
@@ -74,7 +94,7 @@ class TwoTower(RecModel):
     capabilities = frozenset({RETRIEVE, SIMILAR})
 
     def __init__(self, context, hparams: TwoTowerParams, **kwargs):
-        super().__init__(context, hparams, softmax=hparams.softmax, **kwargs)
+        super().__init__(context, hparams, softmax=softmax_for(hparams, context.num_items), **kwargs)
         if hparams.item_metadata and not context.item_table:
             raise ValueError(
                 "two_tower: item_metadata=true needs the item table (item features, item statistics), and the "
