@@ -186,7 +186,10 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
     half_point = len(single) // 2
     early = [r["stage_seconds"]["SpanExampleGen"] for r in single[:half_point]]
     late = [r["stage_seconds"]["SpanExampleGen"] for r in single[half_point:]]
-    flat = bool(early) and bool(late) and mean_std(late)["mean"] <= mean_std(early)["mean"] + (mean_std(early)["std"] or 0)
+    flat = False
+    if early and late:
+        before = mean_std(early)
+        flat = mean_std(late)["mean"] <= before["mean"] + (before["std"] or 0)
     first = [r for r in rows if r["status"] == "ok" and r["day"] == 0]
     lines.append(
         f"- A run on new spans ingests only them: {len(exact)} of {len(ingested)} later runs ingested exactly the "
@@ -210,6 +213,14 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
         f"Daily data with their reason ({', '.join(reasons) or 'no failing day'}) — "
         f"{_verdict(len(kept) == len(failed) and len(shown_in_report) == len(failed))}")
     return lines
+
+
+def _text(path: str) -> str:
+    """A file's text, '' when it does not exist."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        return f.read()
 
 
 def _days(rows: List[Dict[str, Any]]) -> str:
@@ -240,7 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="run nothing: re-check the goals of <name>.json against the arms' output directories "
                              "(writing the last run's report where the run did not)")
     args = parser.parse_args(argv)
-    from pipeline import replay
+    from pipeline import html_report, replay
 
     total = args.first_spans + args.days
     r = replay.prepare(args.dataset, mode=replay.SLICES, spans=total, rows=args.rows)
@@ -257,8 +268,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         with open(os.path.join(RESULTS_DIR, f"{args.name}.json")) as f:
             written = json.load(f)
         meta, rows = written[0]["meta"], written[1:]
-        from pipeline import html_report
-
         for arm in ARMS:  # the last run's report, when the run did not write it
             if not os.path.exists(os.path.join(configs[arm].output_dir, html_report.REPORT_NAME)):
                 html_report.write(configs[arm])
@@ -282,10 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta = {"command": "python -m bench.daily " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "commit": commit(), "machine": machine()}
     summary = summarize(rows, configs["warm"].families)
-    reports = {}
-    for arm in ARMS:
-        report_path = os.path.join(configs[arm].output_dir, "report.html")
-        reports[arm] = open(report_path).read() if os.path.exists(report_path) else ""
+    reports = {arm: _text(os.path.join(configs[arm].output_dir, html_report.REPORT_NAME)) for arm in ARMS}
     goals = goal_lines(rows, summary, delivered_spans(span_rows, args.first_spans, rows), reports)
     table = [{"day": x["day"], "arm": x["arm"], "status": x["status"], "new spans": x.get("new_spans"),
               "rows": x.get("rows_ingested"), "ExampleGen s": x["stage_seconds"].get("SpanExampleGen"),

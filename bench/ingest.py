@@ -831,21 +831,14 @@ def write_results(out_dir: str, rows: List[Dict[str, object]], meta: Dict[str, o
 
 
 def _previous_rows(path: str) -> List[Dict[str, object]]:
-    """The runs an earlier invocation wrote to `path` (none when it does not exist); a row
-    without its own commit gets the one its page (NAME.md beside it) recorded for the run."""
+    """The runs an earlier invocation wrote to `path` (none when it does not exist)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
         rows = json.load(f)
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a JSON list of runs, got {type(rows).__name__}")
-    page = path[:-len("_runs.json")] + ".md"
-    recorded = None
-    if os.path.exists(page):
-        with open(page) as f:
-            found = re.search(r"^- Commit: ([0-9a-f]{7,40})", f.read(), re.MULTILINE)
-        recorded = found.group(1) if found else None
-    return [r if r.get("commit") else {**r, "commit": recorded} for r in rows]
+    return rows
 
 
 def _profiles_arg(text: str) -> List[str]:

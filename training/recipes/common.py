@@ -38,7 +38,7 @@ def row_counts(ids: np.ndarray, rows: int) -> np.ndarray:
     """[rows] float32 examples per id row of the training examples' ids [n] (ids beyond
     `rows` are not counted)."""
     ids = np.asarray(ids).reshape(-1)
-    return np.bincount(ids[(ids >= 0) & (ids < rows)], minlength=rows).astype(np.float32)[:rows]
+    return np.bincount(ids[(ids >= 0) & (ids < rows)], minlength=rows).astype(np.float32)
 
 
 def model_context(job: Job, tft_output: tft.TFTransformOutput, counts: np.ndarray, mean_rating: float,
