@@ -44,6 +44,10 @@ class TrainingParams:
         the weights of the best epoch are kept.
       members: k > 1 trains the family as an ensemble of k models (training/recipes/
         ensemble.py: member m with seed + m, served as the sum of their scores); 1: one model.
+      warm_learning_rate_scale: a warm-started fit (training/warm_start.py: it starts from
+        the family's last blessed model) runs at `learning_rate` times this. The model
+        starts near a fit of the previous window, and a larger step adapts it to the new
+        spans in fewer epochs (mf: bench/results/tuning/mf_warm_start.md); 1: the same rate.
     """
 
     learning_rate: float = 0.005
@@ -52,6 +56,7 @@ class TrainingParams:
     patience: int = 2
     optimizer: str = "adam"
     members: int = 1
+    warm_learning_rate_scale: float = 1.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +66,8 @@ class TrainingParams:
             raise ValueError(f"batch_size and max_epochs must be >= 1, got {self.batch_size}, {self.max_epochs}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.warm_learning_rate_scale <= 0:
+            raise ValueError(f"warm_learning_rate_scale must be > 0, got {self.warm_learning_rate_scale}")
 
 
 TRAINING_NAMES = tuple(f.name for f in dataclasses.fields(TrainingParams))

@@ -1,6 +1,8 @@
 """bench/daily.py's summary of warm against cold days (no pipeline run)."""
 import html
 
+import pytest
+
 from bench import daily
 
 
@@ -126,3 +128,13 @@ def test_main_writes_the_goals_and_the_table_around_the_runs(tmp_path, monkeypat
     rescored = json.load(open(tmp_path / "daily.json"))
     assert rescored[0]["goals"] == goals and rescored[0]["meta"] == written[0]["meta"] and rescored[1:] == written[1:]
     assert "Goals re-checked from these rows" in open(tmp_path / "daily.md").read()
+
+
+def test_warm_replay_chooses_the_warm_scale_with_the_best_mean_eval_value():
+    from bench.warm_replay import COLD, choose
+
+    rows = [{"setting": s, "best_value": v, "epochs_run": 5, "train_cpu_seconds": 1.0}
+            for s, v in [(COLD, 0.80), ("warm x1", 0.90), ("warm x1", 0.92), ("warm x4", 0.88), ("warm x4", 0.86)]]
+    assert choose(rows, "min")["chosen"] == "warm x4"  # from scratch is a reference, never the choice
+    assert choose(rows, "max")["chosen"] == "warm x1"
+    assert choose(rows, "min")["settings"]["warm x4"]["best_value"]["mean"] == pytest.approx(0.87)

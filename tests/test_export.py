@@ -306,18 +306,21 @@ def test_a_two_tower_ensemble_trains_its_members_apart_and_serves_their_sum(outp
 
 def test_a_warm_started_trainer_starts_from_its_base_model(outputs, tmp_path):
     """With warm_start, train_and_export's base_model is the family's last blessed model: the
-    recipe's model takes its weights (every id known, the same transform graph)."""
+    recipe's model takes its weights (every id known, the same transform graph) and trains at
+    the learning rate times warm_learning_rate_scale."""
     view = FAMILIES["mf"].view
     first = str(tmp_path / "first")
-    config = TrainConfig(family="mf", description=MOVIELENS.to_dict(), hparams={"max_epochs": 1, "batch_size": 64})
+    config = TrainConfig(family="mf", description=MOVIELENS.to_dict(), hparams={
+        "max_epochs": 1, "batch_size": 64, "learning_rate": 0.01, "warm_learning_rate_scale": 3.0})
     cold = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], first,
                             train_steps=5)
-    assert "warm_start" not in cold
+    assert "warm_start" not in cold and cold["learning_rate"] == pytest.approx(0.01)
     warm_config = dataclasses.replace(config, warm_start=True)
     summary = train_and_export(warm_config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
                                str(tmp_path / "second"), train_steps=5, base_model=first)
     warm = summary["warm_start"]
     assert warm["base_model"] == first and not warm["initialised"]
+    assert summary["learning_rate"] == pytest.approx(0.03)
     items = [t for t in warm["id_tables"].values() if t["vocabulary"] == F.ITEM_VOCAB]
     assert items and all(t["new_ids"] == 0 for t in warm["id_tables"].values())
     assert items[0]["known_ids"] == len(_vocabulary(tft.TFTransformOutput(outputs["graph"])))

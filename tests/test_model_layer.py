@@ -157,6 +157,8 @@ def test_optimizer_is_a_hyperparameter_and_rmsprop_leaves_rows_outside_the_batch
     assert _row_moved_after_a_batch_without_it("adam")  # Adam's momentum keeps moving it
     with pytest.raises(ValueError, match="optimizer must be one of adam, rmsprop, got 'sgd'"):
         registry.get_family("mf").hparams().override({"optimizer": "sgd"})
+    with pytest.raises(ValueError, match="warm_learning_rate_scale must be > 0, got 0.0"):
+        registry.get_family("mf").hparams().override({"warm_learning_rate_scale": "0"})
 
 
 def test_every_family_declares_tasks_the_datasets_have_and_serves_something():

@@ -28,8 +28,10 @@ class MFParams(SimilarParams, BiasParams):
     l2: float = 0.05  # with RMSprop: bench/results/tuning/mf_optimizer.md
     bias_l2_scale: float = 1.0
     similar_category_weight: float = 0.2  # eval split: bench/results/similar.md
-    # RMSprop: eval RMSE 0.8626 against Adam's 0.8672 at best: mf_optimizer.md
-    training: TrainingParams = TrainingParams(learning_rate=0.003, max_epochs=30, optimizer="rmsprop")
+    # RMSprop: eval RMSE 0.8626 against Adam's 0.8672 at best: mf_optimizer.md; warm starts at
+    # 7x the rate: the best mean eval RMSE of replayed days, tuning/mf_warm_start.md
+    training: TrainingParams = TrainingParams(learning_rate=0.003, max_epochs=30, optimizer="rmsprop",
+                                              warm_learning_rate_scale=7.0)
 
 
 class MatrixFactorization(OneScoreModel):

@@ -102,12 +102,14 @@ def steps_cap(train_steps: Optional[int], steps_per_epoch: int) -> int:
     return min(steps_per_epoch, train_steps) if train_steps else steps_per_epoch
 
 
-def make_optimizer(hparams: HParams) -> keras.optimizers.Optimizer:
-    """The Keras optimizer a family's record names (`TrainingParams.optimizer`), at its learning rate."""
+def make_optimizer(hparams: HParams, warm: bool = False) -> keras.optimizers.Optimizer:
+    """The Keras optimizer a family's record names (`TrainingParams.optimizer`), at its learning
+    rate; `warm`: a warm-started fit's, at the rate times `warm_learning_rate_scale`."""
     training = hparams.training
+    rate = training.learning_rate * (training.warm_learning_rate_scale if warm else 1.0)
     if training.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(training.learning_rate)
-    return keras.optimizers.Adam(training.learning_rate)
+        return keras.optimizers.RMSprop(rate)
+    return keras.optimizers.Adam(rate)
 
 
 def user_view_fit_args(job: Job, model: RecModel, train_ds, steps: int, eval_view, valid: np.ndarray,
@@ -127,14 +129,14 @@ def user_view_fit_args(job: Job, model: RecModel, train_ds, steps: int, eval_vie
 def keras_setup(job: Job, build: Callable[[], Tuple[RecModel, Dict[str, Any], np.ndarray]]) -> Setup:
     """A Keras recipe's setup: `build()` (the model, Model.fit arguments and candidate rows)
     under the job's `tf.distribute` strategy, compiled with the family's optimizer and, for a
-    job with `warm_from`, started from that model's weights (training/warm_start.py; the
-    summary's `warm_start` says what was carried); `fit` runs Model.fit with early stopping
+    job with `warm_from`, started from that model's weights at the warm learning rate
+    (training/warm_start.py; the summary's `warm_start` says what was carried); `fit` runs Model.fit with early stopping
     on the model's eval metric."""
     strategy = distribute.make_strategy(job.config.strategy)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():  # batches stay global: fit splits each across the replicas
         model, fit_args, valid = build()
-        model.compile(optimizer=make_optimizer(job.hparams))
+        model.compile(optimizer=make_optimizer(job.hparams, warm=bool(job.warm_from)))
         warm = _warm_start(job, model, fit_args) if job.warm_from else None
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
@@ -182,6 +184,7 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
         # The process's CPU time (all its threads) in Model.fit: unlike the wall time, it
         # does not grow when other work shares the machine.
         "train_cpu_seconds": round(cpu_seconds, 2),
+        "learning_rate": float(keras.backend.get_value(model.optimizer.learning_rate)),
         "strategy": job.config.strategy,
         "replicas": replicas,
         "history": logs,
