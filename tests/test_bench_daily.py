@@ -21,7 +21,7 @@ def test_summary_pairs_days_both_arms_trained_and_checks_the_goals():
     rmse = summary["metrics"]["rmse"]
     assert round(rmse["warm"]["mean"], 4) == 0.94 and round(rmse["cold"]["mean"], 2) == 0.95
     assert rmse["within_one_std"] is True  # |0.94 - 0.95| <= std(0.90, 1.00) = 0.0707
-    assert summary["train_seconds"] == {"warm": 8, "cold": 20, "ratio": 0.4}
+    assert summary["train_seconds"] == {"warm": 8, "cold": 20, "ratio": 0.4, "ratio_interval": [0.4, 0.4]}
 
 
 def _ok(day, arm, rows, history, egen_seconds, pushed=True, served_changed=True, record=()):
@@ -62,9 +62,10 @@ def test_goals_judge_trainer_time_by_cpu_seconds():
     for r, cpu, epochs in zip(rows, (3, 10, 3, 10), (2, 6, 2, 6)):
         r["families"]["mf"].update(train_cpu_seconds=cpu, epochs_run=epochs)
     summary = daily.summarize(rows, ["mf"])
-    assert summary["mf"]["train_cpu_seconds"] == {"warm": 6, "cold": 20, "ratio": 0.3}
+    assert summary["mf"]["train_cpu_seconds"] == {"warm": 6, "cold": 20, "ratio": 0.3, "ratio_interval": [0.3, 0.3]}
     metrics, time = daily.goal_lines([], summary, {}, {})[:2]
     assert metrics.endswith("— met") and time.endswith("— met") and "epochs 4 / 12" in time
+    assert "= 0.3 (95% interval over resampled days [0.3, 0.3])" in time
     rows[0]["families"]["mf"]["train_cpu_seconds"] = 9
     assert daily.goal_lines([], daily.summarize(rows, ["mf"]), {}, {})[1].endswith("— not met")
 
@@ -138,3 +139,9 @@ def test_warm_replay_chooses_the_warm_scale_with_the_best_mean_eval_value():
     assert choose(rows, "min")["chosen"] == "warm x4"  # from scratch is a reference, never the choice
     assert choose(rows, "max")["chosen"] == "warm x1"
     assert choose(rows, "min")["settings"]["warm x4"]["best_value"]["mean"] == pytest.approx(0.87)
+
+
+def test_the_time_ratio_interval_resamples_days():
+    low, high = daily.ratio_interval([(1, 10), (9, 10), (5, 10)])
+    assert 0.1 <= low < 0.5 < high <= 0.9  # each resample's ratio lies between the days' own
+    assert daily.ratio_interval([(1, 10)]) is None
