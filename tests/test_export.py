@@ -325,6 +325,12 @@ def test_a_warm_started_trainer_starts_from_its_base_model(outputs, tmp_path):
     assert items and all(t["new_ids"] == 0 for t in warm["id_tables"].values())
     assert items[0]["known_ids"] == len(_vocabulary(tft.TFTransformOutput(outputs["graph"])))
 
+    # A base model of other hyperparameters leaves weights initialised: the plain rate
+    other = dataclasses.replace(warm_config, hparams={**warm_config.hparams, "dim": 8})
+    fresh = train_and_export(other, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
+                             str(tmp_path / "third"), train_steps=5, base_model=first)
+    assert fresh["warm_start"]["initialised"] and fresh["learning_rate"] == pytest.approx(0.01)
+
 
 def test_per_entity_bias_penalty_counts_the_training_split_only(outputs):
     """The pointwise recipe divides each bias's penalty by its user's and item's training

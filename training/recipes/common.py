@@ -128,16 +128,17 @@ def user_view_fit_args(job: Job, model: RecModel, train_ds, steps: int, eval_vie
 
 def keras_setup(job: Job, build: Callable[[], Tuple[RecModel, Dict[str, Any], np.ndarray]]) -> Setup:
     """A Keras recipe's setup: `build()` (the model, Model.fit arguments and candidate rows)
-    under the job's `tf.distribute` strategy, compiled with the family's optimizer and, for a
-    job with `warm_from`, started from that model's weights at the warm learning rate
-    (training/warm_start.py; the summary's `warm_start` says what was carried); `fit` runs Model.fit with early stopping
-    on the model's eval metric."""
+    under the job's `tf.distribute` strategy; for a job with `warm_from`, started from that
+    model's weights (training/warm_start.py; the summary's `warm_start` says what was
+    carried); compiled with the family's optimizer, at the warm learning rate when every
+    weight was carried; `fit` runs Model.fit with early stopping on the model's eval metric."""
     strategy = distribute.make_strategy(job.config.strategy)
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():  # batches stay global: fit splits each across the replicas
         model, fit_args, valid = build()
-        model.compile(optimizer=make_optimizer(job.hparams, warm=bool(job.warm_from)))
         warm = _warm_start(job, model, fit_args) if job.warm_from else None
+        # A weight left initialised (another shape, or another architecture) is trained from scratch
+        model.compile(optimizer=make_optimizer(job.hparams, warm=warm is not None and not warm["initialised"]))
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
         for key in ("x", "validation_data"):
