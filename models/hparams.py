@@ -44,10 +44,11 @@ class TrainingParams:
         the weights of the best epoch are kept.
       members: k > 1 trains the family as an ensemble of k models (training/recipes/
         ensemble.py: member m with seed + m, served as the sum of their scores); 1: one model.
-      warm_learning_rate_scale: a warm-started fit (training/warm_start.py: it starts from
-        the family's last blessed model) runs at `learning_rate` times this. The model
-        starts near a fit of the previous window, and a larger step adapts it to the new
-        spans in fewer epochs (mf: bench/results/tuning/mf_warm_start.md); 1: the same rate.
+      warm_learning_rate_scale: a warm-started fit that carried every weight of the
+        family's last blessed model (training/warm_start.py) runs at `learning_rate` times
+        this. The model starts near a fit of the previous window, and a larger step adapts
+        it to the new spans in fewer epochs (mf: bench/results/tuning/mf_warm_start.md);
+        1: the same rate.
     """
 
     learning_rate: float = 0.005
