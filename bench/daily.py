@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench.common import RESULTS_DIR, commit, machine, md_table, mean_std, write_results
+from bench.common import (RESULTS_DIR, commit, machine, md_table, mean_std, percentile_interval,
+                          resample_weights, write_results)
 from pipeline.configs import PipelineConfig
 
 ARMS = ("warm", "cold")
@@ -126,20 +127,19 @@ def summarize(rows: List[Dict[str, Any]], families) -> Dict[str, Any]:
     return out
 
 
-def ratio_interval(pairs: List[Tuple[float, float]], resamples: int = 2000, seed: int = 0) -> Optional[List[float]]:
+def ratio_interval(pairs: List[Tuple[float, float]]) -> Optional[List[float]]:
     """The 95% percentile interval of sum(warm) / sum(cold) when the days are resampled with
-    replacement (pairs: each day's (warm, cold)); None for fewer than two days or no cold time."""
+    replacement (`bench.common.resample_weights`; pairs: each day's (warm, cold)); None for
+    fewer than two days or no cold time."""
     import numpy as np
 
     values = np.asarray(pairs, dtype=np.float64)
-    if len(values) < 2:
+    if len(values) < 2 or not values[:, 1].any():
         return None
-    picks = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    warm, cold = values[picks, 0].sum(axis=1), values[picks, 1].sum(axis=1)
-    ratios = warm[cold > 0] / cold[cold > 0]
-    if not ratios.size:
-        return None
-    return [round(float(np.percentile(ratios, 2.5)), 3), round(float(np.percentile(ratios, 97.5)), 3)]
+    weights = np.concatenate(list(resample_weights(len(values))))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (weights @ values[:, 0]) / (weights @ values[:, 1])
+    return [round(v, 3) for v in percentile_interval(ratios)]
 
 
 def delivered_spans(span_rows: List[int], first_spans: int, rows: List[Dict[str, Any]]) -> Dict[str, Dict[int, List[int]]]:
