@@ -184,16 +184,17 @@ def goal_lines(rows: List[Dict[str, Any]], summary: Dict[str, Any], delivered: D
         metrics = entry["metrics"]
         within = bool(metrics) and all(m["within_one_std"] for m in metrics.values())
         cpu, wall, trainer = entry["train_cpu_seconds"], entry["train_seconds"], entry.get("trainer_seconds")
-        half = cpu["ratio"] is not None and cpu["ratio"] <= 0.5
+        interval = cpu.get("ratio_interval")
+        # Met when the whole 95% interval over resampled days is at most half, not only its centre
+        half = cpu["ratio"] is not None and (interval[1] if interval else cpu["ratio"]) <= 0.5
         shown = "; ".join(f"{m} warm {v['warm']['mean']:.4f} vs cold {v['cold']['mean']:.4f} "
                           f"(cold std {v['cold']['std'] if v['cold']['std'] is None else round(v['cold']['std'], 4)})"
                           for m, v in metrics.items())
         lines.append(f"- {family}, {entry['days']} warm-started days: eval metrics within one cold std: {shown} "
                      f"— {_verdict(within)}")
-        interval = cpu.get("ratio_interval")
         whole = (f"; the whole Trainer component, with its set-up and export: wall {trainer['warm']} / "
                  f"{trainer['cold']} = {trainer['ratio']}" if trainer else "")
-        lines.append(f"- {family} Trainer time warm / cold <= 0.5: CPU seconds in Model.fit {cpu['warm']} / "
+        lines.append(f"- {family} Trainer time warm / cold <= 0.5 (the interval's upper end): CPU seconds in Model.fit {cpu['warm']} / "
                      f"{cpu['cold']} = {cpu['ratio']}"
                      + (f" (95% interval over resampled days {interval})" if interval else "")
                      + f" (wall {wall['warm']} / {wall['cold']} = {wall['ratio']}, shared machine; epochs "

@@ -68,6 +68,11 @@ def test_goals_judge_trainer_time_by_cpu_seconds():
     assert "= 0.3 (95% interval over resampled days [0.3, 0.3])" in time
     rows[0]["families"]["mf"]["train_cpu_seconds"] = 9
     assert daily.goal_lines([], daily.summarize(rows, ["mf"]), {}, {})[1].endswith("— not met")
+    # A centre at most half whose interval reaches above it is not met: days 0.1 and 0.8
+    rows[0]["families"]["mf"]["train_cpu_seconds"], rows[2]["families"]["mf"]["train_cpu_seconds"] = 1, 8
+    summary = daily.summarize(rows, ["mf"])
+    assert summary["mf"]["train_cpu_seconds"]["ratio"] <= 0.5 < summary["mf"]["train_cpu_seconds"]["ratio_interval"][1]
+    assert daily.goal_lines([], summary, {}, {})[1].endswith("— not met")
 
 
 def test_goals_flag_examplegen_time_that_grows_with_the_history():

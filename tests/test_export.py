@@ -315,6 +315,13 @@ def test_a_warm_started_trainer_starts_from_its_base_model(outputs, tmp_path):
     cold = train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], first,
                             train_steps=5)
     assert "warm_start" not in cold and cold["learning_rate"] == pytest.approx(0.01)
+    # The base model's weights, read from its object graph and checkpoint, are a full load's
+    from training.warm_start import old_weights
+
+    read, loaded = old_weights(first), tf.saved_model.load(first).trainable_variables
+    assert [name for name, _ in read] == [v.name.split(":")[0].rsplit("/", 1)[-1] for v in loaded]
+    for (_, value), variable in zip(read, loaded):
+        np.testing.assert_array_equal(value, variable.numpy())
     warm_config = dataclasses.replace(config, warm_start=True)
     summary = train_and_export(warm_config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"],
                                str(tmp_path / "second"), train_steps=5, base_model=first)

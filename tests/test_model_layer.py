@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from contract import datasets as D
 from contract import features as F
@@ -14,6 +15,7 @@ from models.base import EXCLUDE_IDX, RETRIEVE, SCORE, TARGET_IDX
 from models.context import synthetic_context as _synthetic_context
 from models.hparams import HParams, parse_assignments
 from models.tasks import FULL_SOFTMAX, SAMPLED_SOFTMAX, PointwiseTask, RetrievalTask, rows_mask
+from training.recipes.common import build_optimizer
 from training.trainer import fit_on_arrays, make_optimizer
 
 MOVIELENS = D.dataset_spec("movielens")
@@ -193,6 +195,36 @@ def _rating_batches(ctx, n=2048, batch=128, seed=0):
             WATCHED: np.ones(n, np.int64), F.HISTORY_ITEM_IDX: hist,
             F.HISTORY_BEHAVIOR_IDX: np.full((n, 6), 3), **table}
     return [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)], data
+
+
+def _fit_with_the_optimizer(family_name, overrides, prebuild):
+    """Builds a family, compiles, optionally pre-builds its optimizer, fits 2 epochs; returns
+    whether it pre-built, how often the train step was traced, and the trained weights."""
+    ctx = synthetic_context(num_users=40, num_items=30)
+    batches, _ = _rating_batches(ctx)
+    keras.utils.set_random_seed(7)
+    family = registry.get_family(family_name)
+    model = family.build(ctx, family.hparams().override(overrides))
+    model({k: tf.constant(v) for k, v in batches[0].items()}, training=False)
+    model.compile(optimizer=make_optimizer(model.hparams))
+    built = build_optimizer(model) if prebuild else False
+    signature = {k: tf.TensorSpec((None,) + np.shape(v)[1:], tf.as_dtype(np.asarray(v).dtype))
+                 for k, v in batches[0].items()}
+    ds = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    model.fit(ds, epochs=2, verbose=0)
+    return built, model.train_function.experimental_get_tracing_count(), [w.numpy() for w in model.weights]
+
+
+def test_a_prebuilt_optimizer_traces_the_train_step_once_and_trains_to_the_same_weights():
+    built, traces, weights = _fit_with_the_optimizer("mf", {"dim": 4}, prebuild=True)
+    _, keras_traces, keras_weights = _fit_with_the_optimizer("mf", {"dim": 4}, prebuild=False)
+    assert built and (traces, keras_traces) == (1, 2)
+    assert len(weights) == len(keras_weights)
+    for ours, theirs in zip(weights, keras_weights):
+        np.testing.assert_array_equal(ours, theirs)
+    # A model drawing dropout keeps Keras's order (its masks' seeds follow the traces).
+    built, traces, _ = _fit_with_the_optimizer("mf_history", {"dim": 4, "history_dropout": 0.2}, prebuild=True)
+    assert not built and traces == 2
 
 
 @pytest.mark.parametrize("family", ["mf", "mf_history", "mf_dnn"])

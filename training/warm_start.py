@@ -57,11 +57,32 @@ def read_vocabulary(path: str) -> List[str]:
 
 def old_weights(base_model: str) -> List[Tuple[str, np.ndarray]]:
     """The trainable variables of a SavedModel of a Keras model as (name, value), in the
-    model's order (the export's own variables, such as the serving catalogue, are not among them)."""
-    import tensorflow as tf
+    model's order (the export's own variables, such as the serving catalogue, are not among them).
 
-    loaded = tf.saved_model.load(base_model)
-    return [(_name(v), v.numpy()) for v in getattr(loaded, "trainable_variables", [])]
+    Read from the SavedModel's object graph (the Keras model's `trainable_variables` list) and
+    its variables checkpoint, without loading its functions (~20 ms instead of ~0.8 s); a
+    SavedModel without that list is loaded whole.
+    """
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2, trackable_object_graph_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(base_model, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    objects = saved.meta_graphs[0].object_graph_def
+    listed = [c.node_id for c in objects.nodes[0].children if c.local_name == "trainable_variables"]
+    if not listed:
+        loaded = tf.saved_model.load(base_model)
+        return [(_name(v), v.numpy()) for v in getattr(loaded, "trainable_variables", [])]
+    reader = tf.train.load_checkpoint(os.path.join(base_model, "variables", "variables"))
+    # The checkpoint's object graph numbers its nodes as the SavedModel's does.
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    out = []
+    for child in objects.nodes[listed[0]].children:
+        keys = [a.checkpoint_key for a in graph.nodes[child.node_id].attributes if a.name == "VARIABLE_VALUE"]
+        out.append((objects.nodes[child.node_id].variable.name, np.asarray(reader.get_tensor(keys[0]))))
+    return out
 
 
 def _name(variable) -> str:

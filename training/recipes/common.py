@@ -3,6 +3,7 @@ Keras fit with early stopping on the eval split that every Keras recipe ends wit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -136,9 +137,12 @@ def keras_setup(job: Job, build: Callable[[], Tuple[RecModel, Dict[str, Any], np
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():  # batches stay global: fit splits each across the replicas
         model, fit_args, valid = build()
+        if "eval_batches" in fit_args:  # build the lazily created layers with one forward pass
+            model(next(iter(fit_args["eval_batches"])), training=False)
         warm = _warm_start(job, model, fit_args) if job.warm_from else None
         # A weight left initialised (another shape, or another architecture) is trained from scratch
         model.compile(optimizer=make_optimizer(job.hparams, warm=warm is not None and not warm["initialised"]))
+        build_optimizer(model)
     if replicas > 1:
         model.distribute_reduction_method = "first"  # metrics are synchronised; losses averaged in the steps
         for key in ("x", "validation_data"):
@@ -148,12 +152,31 @@ def keras_setup(job: Job, build: Callable[[], Tuple[RecModel, Dict[str, Any], np
                                             **({"warm_start": warm} if warm is not None else {})})
 
 
+def build_optimizer(model: RecModel) -> bool:
+    """Creates the compiled optimizer's slots for every trainable weight before Model.fit;
+    returns whether it did.
+
+    A train step whose first call creates the slots is traced twice by `tf.function` (once
+    creating them, once without); built beforehand, it is traced once, which saves a trace's
+    CPU time on every fit and trains to the same weights. Left to Keras: a model not yet built
+    (slots for part of its weights could not update the rest), and a model whose hyperparameters
+    draw dropout, whose masks' seeds follow the traces: it keeps drawing the masks it was
+    measured with.
+    """
+    if not model.built or not model.trainable_variables or _draws_dropout(model.hparams):
+        return False
+    model.optimizer.build(model.trainable_variables)
+    return True
+
+
+def _draws_dropout(hparams: HParams) -> bool:
+    return any("dropout" in field.name and getattr(hparams, field.name) for field in dataclasses.fields(hparams))
+
+
 def _warm_start(job: Job, model: RecModel, fit_args: Dict[str, Any]) -> Dict[str, Any]:
     """Copies the weights of `job.warm_from` into the built model; returns what was carried."""
     from training import warm_start
 
-    if "eval_batches" in fit_args:  # build the lazily created layers with one forward pass
-        model(next(iter(fit_args["eval_batches"])), training=False)
     tft_output = tft.TFTransformOutput(job.transform_output)
     return warm_start.warm_start(model, job.warm_from, {
         name: [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
