@@ -356,8 +356,8 @@ def paired_section(result: ResultsFile) -> List[str]:
         return ["## Paired comparisons", "",
                 f"No paired interval exists for this page: {NO_PAIRED_INTERVAL[result.name]}. So no comparison "
                 "on this page shows that one model beats another, whatever its means, goal lines or \"best\" "
-                "say: read each as no difference shown. A paired interval needs a re-measure that keeps per-seed values "
-                "on the same seeds (or per-user values on the same test users)"
+                "say: read each as no difference shown. A paired interval needs a re-measure that keeps per-seed "
+                "values on the same seeds (or per-user values on the same test users)"
                 + (f"; this page came from `{command}`." if command else "."), ""]
     return []
 
