@@ -230,7 +230,8 @@ def mean_std(values: Sequence[float]) -> Dict[str, Optional[float]]:
 
 
 # --------------------------------------------------------------------------
-# Comparisons: seed mean ± std of each model and a paired bootstrap over test units.
+# Comparisons: seed mean ± std of each model and a paired bootstrap over test units (or, where
+# only per-seed values exist, a paired t interval over seeds: seed_paired).
 # --------------------------------------------------------------------------
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 7  # one set of resamples for every model scored on the same test units
@@ -509,6 +510,73 @@ def compare(a: Measured, b: Measured, unit: str = "test rows", higher_is_better:
                       b_mean=sb["mean"], b_std=sb["std"], b_seeds=len(b.values), diff=sa["mean"] - sb["mean"],
                       low=low, high=high, p_not_better=float(np.mean(not_better)) if finite.size else float("nan"),
                       units=a.units, unit=unit, higher_is_better=higher_is_better, level=level)
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedPaired:
+    """A against B trained with the same seeds (on the same data): each one's mean ± std over
+    those seeds, and the t interval of the mean per-seed difference A - B. For results that
+    store a value per seed but no per-row scores (so no paired bootstrap over test rows).
+
+    The verdict is "beats" when the interval excludes 0, "no difference" otherwise.
+    """
+
+    a: str
+    b: str
+    seeds: Tuple[int, ...]
+    a_mean: float
+    a_std: float
+    b_mean: float
+    b_std: float
+    diff: float
+    low: float
+    high: float
+    higher_is_better: bool = True
+    level: float = LEVEL
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def winner(self) -> Optional[str]:
+        """The model that beats the other, or None when the interval includes 0."""
+        if not self.resolved:
+            return None
+        return self.a if (self.diff > 0) == self.higher_is_better else self.b
+
+    def verdict(self) -> str:
+        winner = self.winner()
+        if winner is None:
+            return "no difference (the interval includes 0)"
+        return f"{winner} beats {self.b if winner == self.a else self.a}"
+
+
+def seed_paired(a: str, a_values: Dict[int, float], b: str, b_values: Dict[int, float],
+                higher_is_better: bool = True, level: float = LEVEL) -> SeedPaired:
+    """A against B over the seeds both ran (see `SeedPaired`); ValueError with fewer than two.
+
+    Args:
+      a, b: the two models' names.
+      a_values, b_values: seed -> the model's test value with that seed.
+      higher_is_better: False for errors (RMSE).
+      level: the interval's coverage.
+    """
+    import numpy as np
+    from scipy import stats
+
+    seeds = tuple(s for s in a_values if s in b_values)
+    if len(seeds) < 2:
+        raise ValueError(f"{a} (seeds {sorted(a_values)}) and {b} (seeds {sorted(b_values)}) share "
+                         f"{len(seeds)} seed(s): a paired interval over seeds needs at least two")
+    x = np.array([a_values[s] for s in seeds], dtype=np.float64)
+    y = np.array([b_values[s] for s in seeds], dtype=np.float64)
+    d = x - y
+    half = float(stats.t.ppf(0.5 + level / 2.0, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    sa, sb = mean_std(x), mean_std(y)
+    return SeedPaired(a=a, b=b, seeds=seeds, a_mean=sa["mean"], a_std=sa["std"], b_mean=sb["mean"],
+                      b_std=sb["std"], diff=float(d.mean()), low=float(d.mean()) - half,
+                      high=float(d.mean()) + half, higher_is_better=higher_is_better, level=level)
 
 
 def best_by_eval(eval_values: Dict[str, Optional[float]], higher_is_better: bool = True) -> str:

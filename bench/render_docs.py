@@ -6,7 +6,9 @@ footer that the benchmark command wrote with `bench.common.write_results` or its
 the command, commit, machine and date that produced it and the goal lines first; files named
 `<name>_runs.json`, `_tuning.json`, `_gates.json` or `_slices.json` are the extra rows of
 `<name>` and are linked from its page. The README's family table (between the FAMILY_TABLE
-markers) takes each family's headline figure from a results file's rows. `make docs` runs this;
+markers) takes each family's headline figure from a results file's rows. After a page's goals
+comes its "Paired comparisons" section: the comparisons of its `_runs.json` over seeds, or why its
+results allow no paired interval (`paired_section`). `make docs` runs this;
 tests/test_docs.py checks that the checked-in pages are what it renders.
 
     python -m bench.render_docs [--results bench/results] [--docs docs/benchmarks] [--readme README.md]
@@ -131,6 +133,7 @@ class ResultsFile:
     rows: Any
     markdown: str
     extras: List[str]
+    directory: str = ""
 
     @property
     def provenance(self) -> Provenance:
@@ -159,7 +162,7 @@ def results_files(results_dir: str = RESULTS_DIR) -> List[ResultsFile]:
                 markdown = f.read()
             extras = sorted(n for n in names if n.endswith(".json") and n != file_name
                             and any(n == stem + suffix + ".json" for suffix in AUXILIARY))
-            found.append(ResultsFile(name, rows, markdown, extras))
+            found.append(ResultsFile(name, rows, markdown, extras, root))
     return sorted(found, key=lambda r: r.name)
 
 
@@ -188,6 +191,7 @@ def render_page(result: ResultsFile) -> str:
              + "".join(f", [{e}]({os.path.dirname(source)}/{e})" for e in result.extras) + " |", ""]
     if goals:
         lines += ["## Goals", ""] + goals + [""]
+    lines += paired_section(result)
     lines += rest
     return "\n".join(lines).rstrip() + "\n"
 
@@ -206,6 +210,156 @@ def render_index(results: Sequence[ResultsFile]) -> str:
         lines.append(f"| [{r.name}]({r.name}.md) | {title.replace('|', '/')} | {r.provenance.date or 'n/a'} | "
                      f"{_goal_state(goals)} |")
     return "\n".join(lines) + "\n"
+
+
+# --- Paired comparisons ------------------------------------------------------------------------
+# Every comparison on a page shows each model's mean ± std over seeds and a paired interval of the
+# difference; "beats" only where that interval excludes 0. Pages whose results keep a value per
+# seed for every model are compared over seeds here (bench.common.seed_paired); pages whose
+# benchmark already writes a paired bootstrap over test rows need nothing here; the others say
+# that they have no paired interval and what a re-measure needs.
+
+PAIRED_OVER_SEEDS_TEXT = (
+    "Over seeds: the two models of a row ran with the same seeds on the same split; `diff` is the mean "
+    "of the per-seed differences A - B and the interval its 95% t interval over those seeds (for RMSE "
+    "lower is better). A row says \"beats\" only where the interval excludes 0, otherwise \"no "
+    "difference\"; a goal line above compares means, and where it reads otherwise this table's verdict "
+    "holds.")
+
+
+def _runs_file(result: ResultsFile, name: str) -> Dict[str, Any]:
+    path = os.path.join(result.directory, f"{name}_runs.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"the paired comparisons of {result.name} read {path}, which is missing")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _per_seed(entry: Dict[str, Any], key: str, where: str) -> Dict[int, float]:
+    if key not in entry or "seeds" not in entry:
+        raise KeyError(f"{where} has no per-seed {key!r} (keys {sorted(entry)})")
+    if len(entry[key]) != len(entry["seeds"]):
+        raise ValueError(f"{where}: {len(entry[key])} values of {key!r} for {len(entry['seeds'])} seeds")
+    return dict(zip(entry["seeds"], entry[key]))
+
+
+Row = Tuple[str, str, str, Any]  # dataset, task, metric, bench.common.SeedPaired
+
+
+def dtrn_pairs(runs: Dict[str, Any]) -> List[Row]:
+    """bench.dtrn's comparisons (a `_runs.json`): each DTRN variant against MMoE and against PLE,
+    each ablation against dtrn, per dataset and task."""
+    from bench.common import seed_paired
+
+    out = []
+    for dataset, per in runs["results"].items():
+        pairs = [(v, ref) for v in ("dtrn", "dtrn_mmoe", "dtrn_ple") for ref in ("mmoe", "ple")]
+        pairs += [(v, "dtrn") for v in ("no_refine", "no_hyper", "untyped")]
+        for task, metric in runs["metrics"][dataset].items():
+            for a, b in pairs:
+                if a in per and b in per:
+                    key = f"test/{task}"
+                    out.append((dataset, task, metric, seed_paired(
+                        a, _per_seed(per[a], key, f"{dataset}/{a}"), b, _per_seed(per[b], key, f"{dataset}/{b}"),
+                        higher_is_better=metric != "rmse")))
+    return out
+
+
+def takd_pairs(runs: Dict[str, Any]) -> List[Row]:
+    """bench.takd's comparisons (a `_runs.json`): the student against its teacher and against the
+    student trained alone, every other student variant against the student and every other teacher
+    variant against the teacher, per task of the pair and metric."""
+    from bench.common import seed_paired
+
+    out = []
+    for dataset, tasks in runs["pairs"].items():
+        per = runs["results"][dataset]
+        teacher = next(k for k in per if k.endswith("/teacher"))
+        student = next(k for k in per if k.endswith("/student"))
+        alone = next(k for k in per if k.endswith("/student_alone"))
+        pairs = [(student, teacher), (student, alone)]
+        pairs += [(k, student) for k in per if k.startswith("takd_student/") and k not in (student, alone)]
+        pairs += [(k, teacher) for k in per if not k.startswith("takd_student/") and k != teacher]
+        for task in tasks:
+            for metric in ("auc", "multi_auc"):
+                key = f"test/{task}/{metric}"
+                for a, b in pairs:
+                    out.append((dataset, task, metric, seed_paired(
+                        a.split("/", 1)[1], _per_seed(per[a], key, f"{dataset}/{a}"),
+                        b.split("/", 1)[1], _per_seed(per[b], key, f"{dataset}/{b}"))))
+    return out
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    ordered = sorted(seeds)
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ", ".join(str(s) for s in ordered)
+
+
+def paired_table(rows: Sequence[Row]) -> List[str]:
+    """The rows as a markdown table: each model's mean ± std over the shared seeds, the mean
+    per-seed difference with its interval, and the verdict."""
+    lines = ["| dataset | task | metric | A | B | seeds | A mean ± std | B mean ± std | diff A - B | 95% t interval "
+             "| verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, task, metric, p in rows:
+        lines.append(f"| {dataset} | {task} | {metric} | {p.a} | {p.b} | {_seeds(p.seeds)} | "
+                     f"{p.a_mean:.4f} ± {p.a_std:.4f} | {p.b_mean:.4f} ± {p.b_std:.4f} | {p.diff:+.4f} | "
+                     f"[{p.low:+.4f}, {p.high:+.4f}] | {p.verdict()} |")
+    return lines
+
+
+# page -> the runs files it compares over seeds and how to read their comparisons.
+PAIRED_OVER_SEEDS: Dict[str, Tuple[Tuple[str, Callable[[Dict[str, Any]], List[Row]]], ...]] = {
+    "dtrn": (("dtrn", dtrn_pairs),),
+    "takd": (("takd", takd_pairs),),
+    "takd_taobao": (("takd_taobao", takd_pairs),),
+    "dtrn_takd": (("dtrn", dtrn_pairs), ("takd", takd_pairs)),
+}
+
+_ONE_RUN = "each model ran once (one seed), and no per-user values are stored"
+_NO_PER_SEED = ("the results keep each model's mean and std over seeds but not its value per seed, "
+                "and no per-user or per-row values")
+# page -> why its results allow no paired interval.
+NO_PAIRED_INTERVAL: Dict[str, str] = {
+    "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
+    "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
+    "peterrec": _NO_PER_SEED,
+    "peterrec_baselines": _ONE_RUN,
+    "peterrec_mean_pooling": _ONE_RUN,
+    "peterrec_mean_pooling_more": _ONE_RUN,
+    "sequential": _NO_PER_SEED + " (the peers ran once)",
+    "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
+    "sequential_grid": _NO_PER_SEED,
+    "sequential_long": _NO_PER_SEED + " (the peers ran once)",
+    "sequential_stride_width": _NO_PER_SEED + " (the peers ran once)",
+    "takd_serving": "each model's latency is a mean over timing rounds whose values per round are not stored",
+    "topk_ease": _ONE_RUN,
+    "topk_members": _ONE_RUN,
+    "similar": "each setting ran once (one seed), and no per-query values are stored",
+    "review_text_alternatives_eval": "each variant ran once (seed 42), and no per-row values are stored",
+    "review_text_alternatives_eval_adversarial": "each variant ran once (seed 42), and no per-row values are stored",
+    "catalogue": "each index was built once on one trained catalogue (seed 42), and no per-query recall is stored",
+}
+
+
+def paired_section(result: ResultsFile) -> List[str]:
+    """The page's "Paired comparisons" section: its comparisons over seeds, or why it has none
+    (and the command that produced it); no lines for a page in neither registry."""
+    if result.name in PAIRED_OVER_SEEDS:
+        lines = ["## Paired comparisons", "", PAIRED_OVER_SEEDS_TEXT, ""]
+        for runs_name, pairs in PAIRED_OVER_SEEDS[result.name]:
+            lines += [f"From `{runs_name}_runs.json`:", ""] + paired_table(pairs(_runs_file(result, runs_name))) + [""]
+        return lines
+    if result.name in NO_PAIRED_INTERVAL:
+        command = result.provenance.command
+        return ["## Paired comparisons", "",
+                f"No paired interval exists for this page: {NO_PAIRED_INTERVAL[result.name]}. So no comparison "
+                "on this page shows that one model beats another, whatever its means, goal lines or \"best\" "
+                "say: read each as no difference shown. A paired interval needs a re-measure that keeps per-seed "
+                "values on the same seeds (or per-user values on the same test users)"
+                + (f"; this page came from `{command}`." if command else "."), ""]
+    return []
 
 
 # --- The README's family table ------------------------------------------------------------------

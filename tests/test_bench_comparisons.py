@@ -119,3 +119,31 @@ def test_the_best_model_is_chosen_on_the_eval_split():
     assert common.best_by_eval({"a": 0.5, "b": 0.5}) == "a"  # the first of equals
     with pytest.raises(ValueError, match=r"no eval-split value for \['b'\]"):
         common.best_by_eval({"a": 0.5, "b": None})
+
+
+def test_seed_paired_is_the_paired_t_interval_over_the_shared_seeds():
+    from scipy import stats
+
+    a = {42: 0.80, 43: 0.75, 44: 0.83, 45: 0.78, 99: 0.1}
+    b = {42: 0.79, 43: 0.73, 44: 0.815, 45: 0.76, 7: 0.9}
+    p = common.seed_paired("a", a, "b", b)
+    assert p.seeds == (42, 43, 44, 45)
+    x, y = np.array([0.80, 0.75, 0.83, 0.78]), np.array([0.79, 0.73, 0.815, 0.76])
+    ci = stats.ttest_rel(x, y).confidence_interval(0.95)
+    assert np.isclose(p.low, ci.low) and np.isclose(p.high, ci.high)
+    assert np.isclose(p.diff, 0.01625) and np.isclose(p.a_std, np.std(x, ddof=1))
+    # Each model's spread over seeds is wider than the gap, but the gap is there with every seed.
+    assert p.a_std > p.diff and p.low > 0 and p.verdict() == "a beats b"
+
+
+def test_seed_paired_says_no_difference_when_the_interval_includes_zero_and_honours_lower_is_better():
+    mixed = common.seed_paired("a", {1: 0.80, 2: 0.70, 3: 0.90}, "b", {1: 0.79, 2: 0.72, 3: 0.88})
+    assert mixed.low < 0 < mixed.high
+    assert mixed.winner() is None and mixed.verdict() == "no difference (the interval includes 0)"
+    rmse = common.seed_paired("a", {1: 0.85, 2: 0.86, 3: 0.84}, "b", {1: 0.87, 2: 0.875, 3: 0.865},
+                              higher_is_better=False)
+    assert rmse.high < 0 and rmse.verdict() == "a beats b"
+    auc = common.seed_paired("a", {1: 0.85, 2: 0.86, 3: 0.84}, "b", {1: 0.87, 2: 0.875, 3: 0.865})
+    assert auc.verdict() == "b beats a"
+    with pytest.raises(ValueError, match="share 1 seed"):
+        common.seed_paired("a", {1: 0.5, 2: 0.6}, "b", {2: 0.5, 3: 0.6})

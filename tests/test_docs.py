@@ -133,3 +133,60 @@ def test_render_removes_the_page_of_a_pruned_results_file_and_fills_the_family_t
 def test_a_headline_whose_results_file_is_gone_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="bench/results/topk.json"):
         render_docs.render_family_table([], [("two_tower", "retrieval", "items", "retrieve")])
+
+
+# --- Paired comparisons over seeds ------------------------------------------------------------
+
+def _dtrn_runs(seeds, values):
+    """A bench.dtrn runs file on one dataset: {variant: {task: [value per seed]}}."""
+    per = {v: {"seeds": list(seeds), **{f"test/{t}": list(vals) for t, vals in tasks.items()}}
+           for v, tasks in values.items()}
+    return {"metrics": {"movielens": {"rating": "rmse", "liked": "auc"}}, "results": {"movielens": per}}
+
+
+def test_a_page_with_per_seed_runs_shows_each_comparison_with_its_interval_and_verdict(tmp_path):
+    results = tmp_path / "results"
+    markdown = "# DTRN\n\n## Goals\n\n- dtrn vs mmoe: met\n\n## Body\n\nTables.\n" + FOOTER
+    _write(str(results), "dtrn", [], markdown)
+    runs = _dtrn_runs([42, 43, 44], {
+        "dtrn": {"rating": [0.850, 0.860, 0.840], "liked": [0.80, 0.70, 0.90]},
+        "mmoe": {"rating": [0.870, 0.875, 0.865], "liked": [0.79, 0.72, 0.88]},
+    })
+    (results / "dtrn_runs.json").write_text(json.dumps(runs))
+    [result] = render_docs.results_files(str(results))
+    page = render_docs.render_page(result)
+    lines = page.splitlines()
+    rating = next(line for line in lines if line.startswith("| movielens | rating | rmse | dtrn | mmoe |"))
+    liked = next(line for line in lines if line.startswith("| movielens | liked | auc | dtrn | mmoe |"))
+    assert rating.endswith("| dtrn beats mmoe |")  # lower RMSE with every seed
+    assert "| 0.8500 ± 0.0100 | 0.8700 ± 0.0050 | -0.0200 |" in rating
+    assert liked.endswith("| no difference (the interval includes 0) |")
+    assert lines.index("- dtrn vs mmoe: met") < lines.index("## Paired comparisons") < lines.index("## Body")
+
+
+def test_a_page_without_per_seed_values_says_it_has_no_paired_interval_and_names_its_command(tmp_path):
+    results = tmp_path / "results"
+    _write(str(results), "topk_ease", [{"model": "ease", "ndcg_at_10": 0.18}],
+           "# K\n\n- ease beats two_tower\n" + FOOTER)
+    [result] = render_docs.results_files(str(results))
+    page = render_docs.render_page(result)
+    assert "No paired interval exists for this page" in page and "beats another" in page
+    assert "this page came from `python -m bench.topk --seeds 42`." in page
+
+
+def test_every_page_named_by_the_paired_registries_exists_and_its_means_are_its_rows():
+    names = {r.name: r for r in render_docs.results_files()}
+    assert set(render_docs.PAIRED_OVER_SEEDS) | set(render_docs.NO_PAIRED_INTERVAL) <= set(names)
+    assert not set(render_docs.PAIRED_OVER_SEEDS) & set(render_docs.NO_PAIRED_INTERVAL)
+    for page, sources in render_docs.PAIRED_OVER_SEEDS.items():
+        result = names[page]
+        for runs_name, pairs in sources:
+            runs = render_docs._runs_file(result, runs_name)
+            rows = pairs(runs)
+            assert rows, f"{page}: no comparisons read from {runs_name}_runs.json"
+            for dataset, task, metric, p in rows:
+                variants = [r for r in names[runs_name].rows
+                            if r["dataset"] == dataset and r["task"] == task and r["metric"] == metric
+                            and r["variant"] == p.b and r["seeds"] == len(p.seeds)]
+                for row in variants:  # B over all of its seeds: its mean is the table's value
+                    assert round(p.b_mean, 4) == round(row["value"], 4), (page, dataset, task, metric, p.b)
