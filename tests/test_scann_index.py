@@ -31,7 +31,8 @@ EASY = {"scann_num_leaves": 30, "scann_num_leaves_to_search": 10, "scann_num_reo
 
 class HistoryTransform(tf.Module):
     """Stands in for the Transform graph's history features: item ids -> rows (vocabulary
-    index + 1, 0 unknown), behaviors -> 1..n (n + 1 unknown), the most recent max_history."""
+    index + 1, 0 unknown), behaviors -> 1..n (n + 1 unknown), the most recent max_history.
+    Like the Transform's Keras layer, export_model runs its `call`."""
 
     def __init__(self, item_ids, behaviors, max_history):
         super().__init__()
@@ -42,7 +43,7 @@ class HistoryTransform(tf.Module):
             tf.constant(list(behaviors)), tf.range(1, len(behaviors) + 1, dtype=tf.int64)),
             default_value=len(behaviors) + 1)
 
-    def __call__(self, features):
+    def call(self, features):
         items = tf.RaggedTensor.from_sparse(features[F.HISTORY_ITEM_IDS])[:, -self.max_history:]
         behaviors = tf.RaggedTensor.from_sparse(features[F.HISTORY_BEHAVIORS])[:, -self.max_history:]
         return {F.HISTORY_ITEM_IDX: tf.ragged.map_flat_values(self.items.lookup, items),
