@@ -407,6 +407,9 @@ ASSETS_EXTRA = "assets.extra"
 # The family, hyperparameters, dataset and max_history a model was built with (JSON in
 # ASSETS_EXTRA; a fine-tuning Trainer rebuilds its base model's network from it).
 MODEL_RECORD = "model_record.json"
+# The exported model's attribute holding its trainable weights in the model's order (a list
+# in the SavedModel's object graph): what a warm start reads (training/warm_start.py).
+TRAINED_WEIGHTS = "trained_weights"
 # What a Trainer writes beside its model (model_run directory): best epoch, eval values,
 # mean gate weights per expert per task (JSON).
 TRAINING_SUMMARY = "training_summary.json"

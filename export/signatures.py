@@ -118,6 +118,16 @@ class Catalogue(tf.Module):
         return self.table.lookup(item_ids)
 
 
+class TrainedWeights(tf.Module):
+    """The model's trainable weights in its order, saved as the export's own list: a warm start
+    reads them (training/warm_start.py) whether or not Keras serialized the model (a model
+    never called, such as a retrieve-only one, it does not)."""
+
+    def __init__(self, variables):
+        super().__init__()
+        self.ordered = list(variables)
+
+
 def _mask_rows(scores: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
     """Sets scores[b, rows[b, j]] to -inf for every j (rows: [B, L] int64)."""
     batch = tf.shape(rows, out_type=tf.int64)[0]
@@ -170,6 +180,7 @@ def export_model(
     vocabulary = tf_transform_output.vocabulary_by_name(F.ITEM_VOCAB)
     counts = model.context.item_counts if model.context.item_counts is not None else np.zeros(len(valid_rows))
     model.catalogue = Catalogue(vocabulary, valid_rows, model.context.num_items, counts)
+    setattr(model, protocol.TRAINED_WEIGHTS, TrainedWeights(model.trainable_variables))
     k = min(top_k, int(np.sum(valid_rows)))
     signatures = {}
 

@@ -19,6 +19,7 @@ from evaluation import definitions as d
 from evaluation.tfma_metrics import next_item_metric_names
 from pipeline import report
 from pipeline.configs import PipelineConfig
+from training.warm_start import old_weights
 
 NEXT_LIKE = "next_like"  # the shipped descriptions' tasks
 TAOBAO = D.dataset_spec("taobao")
@@ -107,12 +108,14 @@ def test_peterrec_fine_tunes_the_pipelines_nextitnet_and_serves_only_its_classif
         return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
                 if name.endswith("VARIABLE_VALUE")}
 
-    base, tuned_values = checkpoint("nextitnet"), list(checkpoint("peterrec").values())
-    bias = base["item_bias/table/embeddings/.ATTRIBUTES/VARIABLE_VALUE"]
+    base = old_weights(_serving(config, "nextitnet"))  # (name, value) in the network's order
+    tuned_values = list(checkpoint("peterrec").values())
+    items = base[0][1]  # the item embeddings
+    bias = next(value for _, value in base if value.shape == (items.shape[0], 1))
     assert not [v for v in tuned_values if v.shape == bias.shape]
-    for name in ("embedding/variables/0/.ATTRIBUTES/VARIABLE_VALUE",  # the item embeddings
-                 "residual_blocks/0/variables/0/.ATTRIBUTES/VARIABLE_VALUE"):  # a convolution
-        assert any(v.shape == base[name].shape and np.array_equal(v, base[name]) for v in tuned_values), name
+    convolution = next(value for name, value in base if name.endswith("conv_0/kernel"))
+    for name, value in (("the item embeddings", items), ("a convolution", convolution)):
+        assert any(v.shape == value.shape and np.array_equal(v, value) for v in tuned_values), name
     # The Evaluator's test AUC is the AUC of serving_default on the test user view, the
     # label being whether the test item is liked.
     outcome = report.family_outcome(config.pipeline_root, "peterrec")

@@ -174,9 +174,16 @@ def _draws_dropout(hparams: HParams) -> bool:
 
 
 def _warm_start(job: Job, model: RecModel, fit_args: Dict[str, Any]) -> Dict[str, Any]:
-    """Copies the weights of `job.warm_from` into the built model; returns what was carried."""
+    """Copies the weights of `job.warm_from` into the built model; returns what was carried. A
+    model that retrieves first answers a query of empty histories, which builds the layers its
+    query creates on their first call (a pointwise model was built by a forward pass)."""
+    import tensorflow as tf
+
     from training import warm_start
 
+    if "eval_batches" not in fit_args and RETRIEVE in model.capabilities:
+        empty = tf.zeros([1, max(1, job.config.max_history)], tf.int64)
+        model.query(empty, empty)
     tft_output = tft.TFTransformOutput(job.transform_output)
     return warm_start.warm_start(model, job.warm_from, {
         name: [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
