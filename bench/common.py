@@ -420,8 +420,36 @@ class Measured:
         return out
 
 
+class PairedVerdict:
+    """The project's rule for a paired comparison (diff A - B, its interval low..high, each
+    side's seed std): one model is ahead only when the interval excludes 0 and the difference
+    is larger than the larger of the two seed stds."""
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    @property
+    def beyond_seed_std(self) -> bool:
+        """|difference| larger than the larger seed std (a model with one seed: its std counts 0)."""
+        return abs(self.diff) > max(self.a_std or 0.0, self.b_std or 0.0)
+
+    @property
+    def ahead(self) -> Optional[bool]:
+        """True: A is ahead; False: B is; None: no difference."""
+        if not (self.resolved and self.beyond_seed_std):
+            return None
+        return self.diff > 0 if self.higher_is_better else self.diff < 0
+
+    def why_no_difference(self) -> str:
+        why = [w for w, holds in (("the interval includes 0", not self.resolved),
+                                  ("within one seed std", not self.beyond_seed_std)) if holds]
+        return "no difference (" + " and ".join(why) + ")"
+
+
 @dataclasses.dataclass(frozen=True)
-class Comparison:
+class Comparison(PairedVerdict):
     """A against B on the same test units: each one's seed mean ± std, and the paired
     bootstrap interval of the difference of seed means (A - B; the same resamples for both).
 
@@ -446,26 +474,10 @@ class Comparison:
     higher_is_better: bool = True
     level: float = LEVEL
 
-    @property
-    def resolved(self) -> bool:
-        """The interval excludes 0."""
-        return self.low > 0 or self.high < 0
-
-    @property
-    def beyond_seed_std(self) -> bool:
-        """|difference| larger than the larger seed std (a model with one seed: its std counts 0)."""
-        return abs(self.diff) > max(self.a_std or 0.0, self.b_std or 0.0)
-
     def verdict(self) -> str:
-        if self.resolved and self.beyond_seed_std:
-            gain = self.diff > 0 if self.higher_is_better else self.diff < 0
-            return "better" if gain else "worse"
-        why = []
-        if not self.resolved:
-            why.append("the interval includes 0")
-        if not self.beyond_seed_std:
-            why.append("within one seed std")
-        return "no difference (" + " and ".join(why) + ")"
+        if self.ahead is None:
+            return self.why_no_difference()
+        return "better" if self.ahead else "worse"
 
     def text(self, digits: int = 4) -> str:
         """`A 0.1234 ± 0.0012 (5 seeds) vs B ...: diff +0.0034, paired 95% bootstrap [..., ...] over N
@@ -513,12 +525,12 @@ def compare(a: Measured, b: Measured, unit: str = "test rows", higher_is_better:
 
 
 @dataclasses.dataclass(frozen=True)
-class SeedPaired:
+class SeedPaired(PairedVerdict):
     """A against B trained with the same seeds (on the same data): each one's mean ± std over
     those seeds, and the t interval of the mean per-seed difference A - B. For results that
     store a value per seed but no per-row scores (so no paired bootstrap over test rows).
 
-    The verdict is "beats" when the interval excludes 0, "no difference" otherwise.
+    The verdict is "beats" by `PairedVerdict`'s rule, "no difference" otherwise.
     """
 
     a: str
@@ -534,21 +546,14 @@ class SeedPaired:
     higher_is_better: bool = True
     level: float = LEVEL
 
-    @property
-    def resolved(self) -> bool:
-        """The interval excludes 0."""
-        return self.low > 0 or self.high < 0
-
     def winner(self) -> Optional[str]:
-        """The model that beats the other, or None when the interval includes 0."""
-        if not self.resolved:
-            return None
-        return self.a if (self.diff > 0) == self.higher_is_better else self.b
+        """The model that beats the other, or None (no difference)."""
+        return None if self.ahead is None else (self.a if self.ahead else self.b)
 
     def verdict(self) -> str:
         winner = self.winner()
         if winner is None:
-            return "no difference (the interval includes 0)"
+            return self.why_no_difference()
         return f"{winner} beats {self.b if winner == self.a else self.a}"
 
 

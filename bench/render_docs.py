@@ -214,7 +214,8 @@ def render_index(results: Sequence[ResultsFile]) -> str:
 
 # --- Paired comparisons ------------------------------------------------------------------------
 # Every comparison on a page shows each model's mean ± std over seeds and a paired interval of the
-# difference; "beats" only where that interval excludes 0. Pages whose results keep a value per
+# difference; "beats" only where that interval excludes 0 and the difference exceeds the larger
+# seed std (bench.common.PairedVerdict). Pages whose results keep a value per
 # seed for every model are compared over seeds here (bench.common.seed_paired); pages whose
 # benchmark already writes a paired bootstrap over test rows need nothing here; the others say
 # that they have no paired interval and what a re-measure needs.
@@ -222,7 +223,8 @@ def render_index(results: Sequence[ResultsFile]) -> str:
 PAIRED_OVER_SEEDS_TEXT = (
     "Over seeds: the two models of a row ran with the same seeds on the same split; `diff` is the mean "
     "of the per-seed differences A - B and the interval its 95% t interval over those seeds (for RMSE "
-    "lower is better). A row says \"beats\" only where the interval excludes 0, otherwise \"no "
+    "lower is better). A row says \"beats\" only where the interval excludes 0 and the difference exceeds "
+    "the larger of the two seed stds (the rule of every comparison in these pages), otherwise \"no "
     "difference\"; a goal line above compares means, and where it reads otherwise this table's verdict "
     "holds.")
 
