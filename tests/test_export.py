@@ -343,8 +343,8 @@ def test_a_retrieve_only_model_warm_starts_from_its_exported_weights(outputs, tm
     """two_tower is never called as a Keras model (it serves retrieve only), so Keras does not
     list its weights in the SavedModel; the export's own list carries every one of them."""
     view = FAMILIES["two_tower"].view
-    config = TrainConfig(family="two_tower", description=MOVIELENS.to_dict(), hparams={"max_epochs": 1},
-                         top_k=5)
+    config = TrainConfig(family="two_tower", description=MOVIELENS.to_dict(),
+                         hparams={"max_epochs": 1, "warm_start": True}, top_k=5)
     first = str(tmp_path / "first")
     train_and_export(config, outputs[view]["train"], outputs[view]["eval"], outputs["graph"], first, train_steps=3)
     assert "trainable_variables" not in dir(tf.saved_model.load(first))  # what Keras leaves out
@@ -355,6 +355,11 @@ def test_a_retrieve_only_model_warm_starts_from_its_exported_weights(outputs, tm
     assert not warm["initialised"], warm
     assert warm["copied"] + len(warm["id_tables"]) > 0
     assert any(t["vocabulary"] == F.ITEM_VOCAB and t["new_ids"] == 0 for t in warm["id_tables"].values())
+    # two_tower's record leaves warm starts off (not measured warm): it trains from scratch
+    off = train_and_export(dataclasses.replace(config, warm_start=True, hparams={"max_epochs": 1}),
+                           outputs[view]["train"], outputs[view]["eval"], outputs["graph"], str(tmp_path / "third"),
+                           train_steps=3, base_model=first)
+    assert "warm_start" not in off
 
 
 def test_per_entity_bias_penalty_counts_the_training_split_only(outputs):

@@ -97,9 +97,11 @@ def train_and_export(config: TrainConfig, train_files, eval_files, transform_out
     training starts from.
     """
     family = config.family_entry
-    warm = config.warm_start and not (family.teacher or family.base)
+    upstream = bool(family.teacher or family.base)
+    # A family whose record turns warm starts off (TrainingParams.warm_start) trains from scratch
+    warm = config.warm_start and config.params.training.warm_start and not upstream
     job = Job(config, family, config.params, train_files, eval_files, transform_output, train_steps,
-              base_model=None if warm else base_model, warm_from=base_model if warm else None)
+              base_model=base_model if upstream else None, warm_from=base_model if warm else None)
     model, summary, valid = fit(job)
     if distribute.is_chief(model.distribute_strategy):
         export_model(model, tft.TFTransformOutput(transform_output), valid, serving_model_dir, top_k=config.top_k,

@@ -57,7 +57,8 @@ class SequentialParams(ScannParams):
     softmax: str = FULL_SOFTMAX
     item_bias: bool = True
     window_stride: int = 0
-    training: TrainingParams = TrainingParams(learning_rate=0.002, batch_size=32, max_epochs=200, patience=5)
+    training: TrainingParams = TrainingParams(learning_rate=0.002, batch_size=32, max_epochs=200, patience=5,
+                                              warm_start=False)  # not measured warm: see TrainingParams
 
     def __post_init__(self):
         super().__post_init__()

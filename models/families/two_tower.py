@@ -68,7 +68,7 @@ class TwoTowerParams(RetrievalParams, ScannParams):
     query_attention_heads: int = 0
     # The shared learning rate 0.005 and patience 2 are two_tower's eval choices too
     # (bench/results/tuning/two_tower_liked_lr3.md, two_tower_patience.md).
-    training: TrainingParams = TrainingParams(batch_size=512, max_epochs=30)
+    training: TrainingParams = TrainingParams(batch_size=512, max_epochs=30, warm_start=False)  # see TrainingParams
 
     def __post_init__(self):
         super().__post_init__()
