@@ -227,6 +227,29 @@ def test_a_prebuilt_optimizer_traces_the_train_step_once_and_trains_to_the_same_
     assert not built and traces == 2
 
 
+def test_a_setup_builds_its_model_on_an_eval_batch_and_copes_with_an_empty_eval_split():
+    """keras_setup builds a pointwise model with one eval batch (then its optimizer); with no
+    eval batch at all it leaves the model to be built by fit."""
+    import types
+
+    from training import distribute
+    from training.recipes import common
+
+    ctx = synthetic_context(num_users=40, num_items=30)
+    batches, _ = _rating_batches(ctx)
+    family = registry.get_family("mf")
+    job = types.SimpleNamespace(config=types.SimpleNamespace(strategy=distribute.DEFAULT), warm_from=None,
+                                hparams=family.hparams().override({"dim": 4}))
+    for eval_batches, built in ((batches[:1], True), ([], False)):
+        model = family.build(ctx, job.hparams)
+        signature = {k: tf.TensorSpec((None,) + np.shape(v)[1:], tf.as_dtype(np.asarray(v).dtype))
+                     for k, v in batches[0].items()}
+        ds = tf.data.Dataset.from_generator(lambda b=eval_batches: iter(b), output_signature=signature)
+        setup = common.keras_setup(job, lambda m=model, d=ds: (m, {"eval_batches": d}, None))
+        slots = len(setup.model.optimizer.variables) - 1  # beside its step count
+        assert setup.model.built == built and (slots == len(setup.model.trainable_variables) if built else slots <= 0)
+
+
 @pytest.mark.parametrize("family", ["mf", "mf_history", "mf_dnn"])
 def test_rating_families_beat_the_global_mean(family):
     ctx = synthetic_context(num_users=40, num_items=30)

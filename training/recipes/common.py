@@ -137,8 +137,9 @@ def keras_setup(job: Job, build: Callable[[], Tuple[RecModel, Dict[str, Any], np
     replicas = strategy.num_replicas_in_sync
     with strategy.scope():  # batches stay global: fit splits each across the replicas
         model, fit_args, valid = build()
-        if "eval_batches" in fit_args:  # build the lazily created layers with one forward pass
-            model(next(iter(fit_args["eval_batches"])), training=False)
+        first = next(iter(fit_args["eval_batches"]), None) if "eval_batches" in fit_args else None
+        if first is not None:  # build the lazily created layers with one forward pass (an eval batch)
+            model(first, training=False)
         warm = _warm_start(job, model, fit_args) if job.warm_from else None
         # A weight left initialised (another shape, or another architecture) is trained from scratch
         model.compile(optimizer=make_optimizer(job.hparams, warm=warm is not None and not warm["initialised"]))
