@@ -151,14 +151,11 @@ def warm_start(model, base_model: str, vocabularies: Mapping[str, Sequence[str]]
     # count or any pair of different kinds means another architecture: nothing is carried.
     same = len(previous) == len(weights) and all(
         _leaf(_name(w)) == _leaf(name) and len(w.shape) == value.ndim for w, (name, value) in zip(weights, previous))
-    if not previous:
-        summary["initialised"] = [_name(w) for w in weights]
-        summary["reason"] = "the base model lists no trained weights: trained from scratch"
-        return summary
     if not same:
         summary["initialised"] = [_name(w) for w in weights]
-        summary["reason"] = (f"the base model's {len(previous)} weights are not this model's {len(weights)} (another "
-                             "family or other hyperparameters): trained from scratch")
+        summary["reason"] = ("the base model lists no trained weights" if not previous else
+                             f"the base model's {len(previous)} weights are not this model's {len(weights)} (another "
+                             "family or other hyperparameters)") + ": trained from scratch"
         return summary
     for index, (weight, (_, old)) in enumerate(zip(weights, previous)):
         name = f"{index}:{_name(weight)}"
