@@ -41,6 +41,14 @@ SVD_KNOBS = (
                 why="past 3.2 the factors are regularized to zero (BaselineOnly's model)"),
 )
 SVD_EVALUATIONS = 40  # the most SVD fits one search makes (cost on the shared machine)
+# For logs of about 10,000 training ratings: the first grid where searches on such a log chose
+# (reg_all near 1, hundreds of epochs; a first grid up to reg_all 0.1 and 40 epochs chose its
+# edges), and an epoch bound at about SVD_KNOBS' cost (a fit grows with ratings x epochs, and
+# SVD_KNOBS' 160 epochs are sized for 80,000 ratings). Every other bound is SVD_KNOBS'.
+SMALL_LOG_SVD_KNOBS = tuple(dataclasses.replace(knob, values=values, **extra) for knob, (values, extra) in zip(
+    SVD_KNOBS, (((10, 50, 100), {}), ((80, 160, 320), {"high": 1600}), ((0.005, 0.01, 0.02), {}),
+                ((0.5, 1.0, 2.0), {}))))
+SMALL_LOG_SVD_EVALUATIONS = 160  # each fit on such a log takes under two seconds
 # BaselineOnly: surprise's bsl_options, searched once per method; the method with the
 # better eval RMSE is chosen. ALS's first grid holds surprise's defaults (reg_i 10,
 # reg_u 15, 10 epochs), SGD's its defaults (reg 0.02, learning_rate 0.005, 20 epochs).

@@ -17,7 +17,8 @@ rating, `explain` for the text):
 - ablations: each without its text task (`text_task=false`, rating only), and review_mt with
   its adversarial stage (`adversarial=true`; the default is teacher forcing alone);
 - rating peers on the same rows: `mf` (the registry's defaults), surprise BaselineOnly and
-  surprise SVD (its settings chosen on the eval split from SVD_GRID; random_state = seed),
+  surprise SVD (their settings chosen on the eval split by peers.tune_baseline_only and
+  peers.tune_svd, widened past a chosen edge; SVD's random_state = seed),
   and the global mean;
 - text peers: `retrieval` (for a test row (u, i), the training summary of item i whose review
   is most similar, tf-idf cosine over review tokens, to the user's own training reviews;
@@ -75,7 +76,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESCRIPTION = os.path.join(REPO, "bench", "descriptions", "amazon_reviews_text.yaml")
 WORK_DIR = os.path.join(REPO, "outputs", "bench")
 TARGET = "summary"  # the generated column of review_mt, nor_reviews and att2seq
-SVD_GRID = {"n_factors": (10, 50), "n_epochs": (20, 40), "lr_all": (0.005,), "reg_all": (0.05, 0.1)}
 RESAMPLES = 1000
 LEVEL = 0.95
 EXAMPLES = 5
@@ -426,15 +426,16 @@ def eval_only_markdown(out: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------
-def choose_svd(train: peers.RatedRows, evaluation: peers.RatedRows, scale: Tuple[float, float]) -> Dict[str, Any]:
-    """SVD_GRID's settings with the lowest eval RMSE (seed 0)."""
-    best, best_rmse = None, np.inf
-    for values in itertools.product(*SVD_GRID.values()):
-        params = dict(zip(SVD_GRID, values))
-        value = d.rmse(peers.svd(train, evaluation, seed=0, scale=scale, **params), evaluation.ratings)
-        if value < best_rmse:
-            best, best_rmse = params, value
-    return {"params": best, "eval_rmse": float(best_rmse)}
+def choose_peers(train: peers.RatedRows, evaluation: peers.RatedRows,
+                 scale: Tuple[float, float]) -> Dict[str, Dict[str, Any]]:
+    """BaselineOnly's and SVD's settings chosen on eval by the shared widening searches
+    (`peers.tune_baseline_only`; `peers.tune_svd` from `peers.SMALL_LOG_SVD_KNOBS`, seed 0):
+    {peer: {"params", "eval_rmse", "status"}}."""
+    baseline = peers.best_baseline(peers.tune_baseline_only(train, evaluation, scale=scale))
+    svd = peers.tune_svd(train, evaluation, seed=0, scale=scale, knobs=peers.SMALL_LOG_SVD_KNOBS,
+                         max_evaluations=peers.SMALL_LOG_SVD_EVALUATIONS)
+    return {peer: {"params": t.chosen, "eval_rmse": float(t.score), "status": t.status_text()}
+            for peer, t in ((BASELINE, baseline), (SVD, svd))}
 
 
 def run(args) -> Dict[str, Any]:
@@ -508,10 +509,10 @@ def run(args) -> Dict[str, Any]:
 
     # Rating peers.
     record(GLOBAL, None, peers.global_mean(train_rows, test_rows))
-    record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale))
-    svd_choice = choose_svd(train_rows, eval_rows, scale)
+    chosen_peers = choose_peers(train_rows, eval_rows, scale)
+    record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale, **chosen_peers[BASELINE]["params"]))
     for seed in seeds:
-        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **svd_choice["params"]))
+        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **chosen_peers[SVD]["params"]))
 
     # Retrieval explanation (deterministic).
     retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),
@@ -545,7 +546,7 @@ def run(args) -> Dict[str, Any]:
             else args.description,
             "split": dd.split, "seeds": list(done), "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
             "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
-            "documents": documents_column.name, "max_length": max_length, "svd": svd_choice,
+            "documents": documents_column.name, "max_length": max_length, "svd": chosen_peers[SVD], "baseline_only": chosen_peers[BASELINE],
             "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
             "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
         }
@@ -747,6 +748,8 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
             lines.append(f"- {m}: " + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in sorted(values.items()))
                          + f" (best epochs {[i.get('best_epoch') for i in e['info']]})")
     lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
+              *([f"- BaselineOnly chosen on eval: `{json.dumps(settings['baseline_only'])}`"]
+                if settings.get("baseline_only") else []),
               f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
               "- Per-run training (first seed's run of each model): "
               + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}, "

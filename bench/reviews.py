@@ -8,8 +8,8 @@ ExampleGen and Transform) run once, so every model below reads the same rows; th
 split chooses settings and stops training, the test split is only reported.
 
 - Rating (the description's rating label), test RMSE and MAE, no prediction clipped:
-  peers global mean, surprise BaselineOnly (defaults) and surprise SVD (its grid chosen on
-  eval); the rating families (`--rating_families`, mf and mf_dnn; mf_dnn reads the
+  peers global mean, surprise BaselineOnly and surprise SVD (each chosen on eval by the
+  shared widening searches of bench.peers); the rating families (`--rating_families`, mf and mf_dnn; mf_dnn reads the
   features the description declares) and the multi-task family's rating output, each
   trained with the pipeline's Trainer code and scored through the exported
   `serving_default` on the raw test examples.
@@ -37,7 +37,6 @@ and `<name>.md` (tables, goals, command, commit, machine and date).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -59,17 +58,11 @@ from evaluation import definitions as d  # noqa: E402
 NAME = "amazon_reviews"
 DATASET = "amazon_reviews"
 K = 10
-# Widened on eval until reg_all and lr_all were chosen inside it (a first grid up to reg_all 0.1 and
-# 40 epochs chose its edges); n_factors and n_epochs plateau (eval RMSE at 160 and 320 epochs, 50 and
-# 100 factors, within 1e-4), so an edge there is no loss.
-SVD_GRID = {"n_factors": (10, 50, 100), "n_epochs": (80, 160, 320), "lr_all": (0.005, 0.01, 0.02),
-            "reg_all": (0.5, 1.0, 2.0)}
-# surprise's BaselineOnly defaults (reg_i 10, reg_u 15, n_epochs 10) are one point of its grid; its
-# ALS has converged by 10 epochs here (eval RMSE at 20 epochs differs by < 1e-8).
-BASELINE_GRID = {"reg_i": (5.0, 10.0, 20.0, 40.0, 80.0, 160.0), "reg_u": (0.5, 1.0, 2.0, 5.0, 10.0, 15.0),
-                 "n_epochs": (10,)}
-# A first grid ending at 1000 chose 1000; from 3000 on the eval NDCG@10 no longer moves.
-EASE_LAMBDAS = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+# The rating peers' settings are chosen on eval by the shared widening searches
+# (`peers.tune_baseline_only`, `peers.tune_svd` from `peers.SMALL_LOG_SVD_KNOBS`): a knob chosen
+# at the edge of its grid is widened past it until the choice is interior or a stated bound is
+# reached.
+# EASE's lambda: bench.topk's search (first grid, steps and bounds).
 RESAMPLES = 2000  # paired bootstrap resamples of the test rows (rating) or test users (retrieval)
 PRIOR_STRENGTH = 10.0  # pseudo-rows at the global positive rate in each item's prior
 RATING, BINARY, RETRIEVAL = "rating", "binary", "retrieval"
@@ -105,18 +98,6 @@ def label_values(dd: desc.Description, examples: Sequence[bytes], label: str) ->
             value = raw_number(example, label)
             out[i] = 0.0 if value is None else value
     return out
-
-
-def grid_points(grid: Dict[str, Sequence[Any]]) -> List[Dict[str, Any]]:
-    """Every setting of a grid {name: values}, the first name varying slowest."""
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-
-
-def at_edge(grid: Dict[str, Sequence[Any]], chosen: Dict[str, Any]) -> List[str]:
-    """The names whose chosen value is the lowest or highest of their (ordered, numeric) grid
-    values, among those with more than one value: where the grid should be widened."""
-    return [name for name, values in grid.items()
-            if len(values) > 1 and chosen[name] in (min(values), max(values))]
 
 
 def binary_tasks(dd: desc.Description, tasks: Sequence[T.TaskSpec], implicit: str) -> List[T.TaskSpec]:
@@ -288,7 +269,11 @@ def markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any], goal_lines: S
         parts += [f"Paired bootstrap over the same test rows (rating) or test users (NDCG@{K}), family minus peer "
                   f"(the family's mean over seeds), 95% interval of {RESAMPLES} resamples; `no difference` when it "
                   "holds 0:", ""] + list(meta["paired"]) + [""]
-    parts += [f"Settings chosen on eval (SVD's grid, EASE's lambda) and each family's early stopping: "
+    if meta.get("peer_status"):
+        parts += ["Peers' settings, chosen on eval by a search that widens a knob past the edge it chooses "
+                  "(interior, or the bound it stopped at):", ""]
+        parts += [f"- {peer}: {status}" for peer, status in meta["peer_status"].items()] + [""]
+    parts += [f"Settings chosen on eval (BaselineOnly's and SVD's searches, EASE's lambda) and each family's early stopping: "
               f"`{meta['name']}_tuning.json`. Training seconds were measured on a machine shared with other jobs: "
               "not a speed comparison.", ""]
     return "\n".join(parts)
@@ -342,20 +327,19 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     # Rating peers.
     rows.append(summary_row(RATING, peers.GLOBAL_MEAN, "peer", rating_name,
                             [rating_metrics(peers.global_mean(train, test), test.ratings)], [0.0], "mean training rating"))
-    baseline_eval = [(g, d.rmse(peers.baseline_only(train, evaluation, scale=scale, **g), evaluation.ratings))
-                     for g in grid_points(BASELINE_GRID)]
-    best_baseline = min(baseline_eval, key=lambda t: t[1])[0]
-    tuning[BASELINE] = {"chosen": best_baseline, "at_edge": at_edge(BASELINE_GRID, best_baseline),
-                        "eval_rmse": [[g, round(v, 4)] for g, v in baseline_eval]}
+    baseline_search = peers.tune_baseline_only(train, evaluation, scale=scale)
+    best_baseline = peers.best_baseline(baseline_search)
+    tuning[BASELINE] = {"chosen_method": best_baseline.chosen["method"],
+                        **{method: t.to_dict() for method, t in baseline_search.items()}}
     started = time.monotonic()
-    baseline = peers.baseline_only(train, test, scale=scale, **best_baseline)
+    baseline = peers.baseline_only(train, test, scale=scale, **best_baseline.chosen)
     rows.append(summary_row(RATING, BASELINE, "peer", rating_name, [rating_metrics(baseline, test.ratings)],
-                            [time.monotonic() - started], json.dumps(best_baseline)))
-    svd_eval = [(g, d.rmse(peers.svd(train, evaluation, seed=seeds[0], scale=scale, **g), evaluation.ratings))
-                for g in grid_points(SVD_GRID)]
-    best_svd = min(svd_eval, key=lambda t: t[1])[0]
-    tuning[peers.SVD] = {"chosen": best_svd, "at_edge": at_edge(SVD_GRID, best_svd),
-                         "eval_rmse": [[g, round(v, 4)] for g, v in svd_eval]}
+                            [time.monotonic() - started], json.dumps(best_baseline.chosen)))
+    svd_search = peers.tune_svd(train, evaluation, seed=seeds[0], scale=scale, knobs=peers.SMALL_LOG_SVD_KNOBS,
+                                max_evaluations=peers.SMALL_LOG_SVD_EVALUATIONS)
+    best_svd = svd_search.chosen
+    tuning[peers.SVD] = svd_search.to_dict()
+    searches = {BASELINE: best_baseline, peers.SVD: svd_search}
     per_seed, seconds = [], []
     for seed in seeds:
         started = time.monotonic()
@@ -421,11 +405,19 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         "training interactions"))
     x = rp.interaction_matrix(views["train"], num_rows)
     gram = (x.T @ x).toarray()
-    ease_eval = {lam: rp.FullHistoryScorer(views["eval"], num_rows, rp.ease_weights(gram, lam))
-                 .evaluate(valid)["ndcg@10"] for lam in EASE_LAMBDAS}
-    best_lam = max(ease_eval, key=ease_eval.get)
-    tuning[EASE] = {"chosen": best_lam, "at_edge": at_edge({"lambda": EASE_LAMBDAS}, {"lambda": best_lam}),
-                    "eval_ndcg@10": ease_eval}
+    ease_eval: Dict[float, float] = {}
+
+    def ease_ndcg(setting: Dict[str, Any]) -> float:
+        lam = setting["lambda"]
+        if lam not in ease_eval:
+            ease_eval[lam] = rp.FullHistoryScorer(views["eval"], num_rows, rp.ease_weights(gram, lam)) \
+                .evaluate(valid)["ndcg@10"]
+        return ease_eval[lam]
+
+    ease_search = common.widening_search(ease_ndcg, bench_topk.EASE_KNOBS)
+    best_lam = ease_search.chosen["lambda"]
+    tuning[EASE] = ease_search.to_dict()
+    searches[EASE] = ease_search
     started = time.monotonic()
     ease = rp.FullHistoryScorer(views["test"], num_rows, rp.ease_weights(gram, best_lam))
     ease_ranked = topk.rank(ease.scores, ease.view, rp.longest(ease.view), valid, K)
@@ -455,6 +447,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         "rows": [len(train), len(evaluation), len(test)],
         "seeds": seeds,
         "tuning": tuning,
+        "peer_status": {peer: search.status_text() for peer, search in searches.items()},
         "paired": paired,
         "machine": common.machine(),
         "commit": common.commit(),

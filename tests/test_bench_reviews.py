@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bench import common, reviews
+from bench import common, peers, reviews
 from contract import datasets as D
 from contract import description as desc
 from contract import features as F
@@ -118,12 +118,14 @@ def test_summary_rows_and_the_results_page():
                                                                       {"ndcg_at_10": 0.2, "users": 9}], [], "")
     assert users["users"] == 9 and "users_std" not in users and users["ndcg_at_10"] == pytest.approx(0.15)
     meta = {"dataset": "amazon_reviews", "data": "amazon_reviews (datasets/amazon_reviews.yaml), hash split",
-            "rows": [8, 1, 1], "seeds": [42], "tuning": {"ease": {"chosen": 100.0}}, "name": "amazon_reviews"}
+            "rows": [8, 1, 1], "seeds": [42], "tuning": {"ease": {"chosen": 100.0}}, "name": "amazon_reviews",
+            "peer_status": {"surprise_svd": "n_epochs: interior; lr_all: at the lower bound 0.0001"}}
     text = reviews.markdown(_rows(), meta, ["- a goal"])
     for heading in ("## Rating (test rows)", "## Binary tasks (test rows)", "## Retrieval", "## Goals"):
         assert heading in text
     assert "| mf | family | rating | 0.8800 | 0.0010 |" in text and "- a goal" in text
     assert "`amazon_reviews_tuning.json`" in text
+    assert "- surprise_svd: n_epochs: interior; lr_all: at the lower bound 0.0001" in text
 
 
 def test_served_outputs_reads_the_tasks_outputs_in_batches(tmp_path):
@@ -147,13 +149,16 @@ def test_results_files_name_the_commit(tmp_path):
     assert common.commit() != ""
 
 
-def test_grids_list_every_setting_and_name_the_values_chosen_at_an_edge():
-    grid = {"reg_i": (5.0, 10.0, 20.0), "reg_u": (1.0, 5.0), "n_epochs": (10,)}
-    points = reviews.grid_points(grid)
-    assert len(points) == 6 and points[0] == {"reg_i": 5.0, "reg_u": 1.0, "n_epochs": 10}
-    assert reviews.at_edge(grid, {"reg_i": 10.0, "reg_u": 5.0, "n_epochs": 10}) == ["reg_u"]  # one value: no edge
-    assert reviews.at_edge(grid, {"reg_i": 5.0, "reg_u": 1.0, "n_epochs": 10}) == ["reg_i", "reg_u"]
-    assert reviews.at_edge({"lambda": reviews.EASE_LAMBDAS}, {"lambda": 1000.0}) == []
+def test_small_log_svd_search_keeps_the_shared_bounds_but_the_epochs():
+    by_name = {k.name: k for k in peers.SMALL_LOG_SVD_KNOBS}
+    shared = {k.name: k for k in peers.SVD_KNOBS}
+    assert list(by_name) == list(shared)
+    assert by_name["n_epochs"].values == (80, 160, 320) and by_name["n_epochs"].high > max(by_name["n_epochs"].values)
+    for name in ("n_factors", "lr_all", "reg_all"):  # only the first grid differs
+        assert (by_name[name].low, by_name[name].high, by_name[name].why) == \
+            (shared[name].low, shared[name].high, shared[name].why)
+    # A search on a small log widens epochs past the shared bound when eval asks for it.
+    assert peers.SMALL_LOG_SVD_KNOBS[1].past(160, up=True) == 320 and peers.SVD_KNOBS[1].past(160, up=True) is None
     assert reviews.setting_of({}) == "defaults" and reviews.setting_of({"l2": "1", "dim": "16"}) == '{"dim": "16", "l2": "1"}'
 
 
