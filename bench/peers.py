@@ -34,7 +34,9 @@ SVD_PARAMS = dict(n_factors=50, n_epochs=40, lr_all=0.007, reg_all=0.05)
 _SVD_COST = "cost: a surprise SVD fit grows with factors x epochs; 2 shared cores"
 SVD_KNOBS = (
     common.Knob("n_factors", (50, 100), common.GEOMETRIC, 2.0, low=5, high=400, integer=True, why=_SVD_COST),
-    common.Knob("n_epochs", (20, 40), common.GEOMETRIC, 2.0, low=5, high=160, integer=True, why=_SVD_COST),
+    # First grid where the last search on MovieLens chose (160 epochs, then its bound); a fit of
+    # 100 factors x 160 epochs on its 80,000 training ratings takes about 40 s here.
+    common.Knob("n_epochs", (80, 160), common.GEOMETRIC, 2.0, low=5, high=640, integer=True, why=_SVD_COST),
     common.Knob("lr_all", (0.005, 0.01), common.GEOMETRIC, 2.0, low=1e-4, high=0.16,
                 why="SGD steps past 0.16 (23x surprise's default) were not tried"),
     common.Knob("reg_all", (0.05, 0.1), common.GEOMETRIC, 2.0, low=1e-3, high=3.2,
@@ -43,10 +45,10 @@ SVD_KNOBS = (
 SVD_EVALUATIONS = 40  # the most SVD fits one search makes (cost on the shared machine)
 # For logs of about 10,000 training ratings: the first grid where searches on such a log chose
 # (reg_all near 1, hundreds of epochs; a first grid up to reg_all 0.1 and 40 epochs chose its
-# edges), and an epoch bound at about SVD_KNOBS' cost (a fit grows with ratings x epochs, and
-# SVD_KNOBS' 160 epochs are sized for 80,000 ratings). Every other bound is SVD_KNOBS'.
+# edges), and an epoch bound at SVD_KNOBS' cost (a fit grows with ratings x epochs, and
+# SVD_KNOBS' bound is sized for 80,000 ratings: 8 times as many). Every other bound is SVD_KNOBS'.
 SMALL_LOG_SVD_KNOBS = tuple(dataclasses.replace(knob, values=values, **extra) for knob, (values, extra) in zip(
-    SVD_KNOBS, (((10, 50, 100), {}), ((80, 160, 320), {"high": 1600}), ((0.005, 0.01, 0.02), {}),
+    SVD_KNOBS, (((10, 50, 100), {}), ((80, 160, 320), {"high": 8 * SVD_KNOBS[1].high}), ((0.005, 0.01, 0.02), {}),
                 ((0.5, 1.0, 2.0), {}))))
 SMALL_LOG_SVD_EVALUATIONS = 160  # each fit on such a log takes under two seconds
 # BaselineOnly: surprise's bsl_options, searched once per method; the method with the

@@ -158,7 +158,7 @@ def test_small_log_svd_search_keeps_the_shared_bounds_but_the_epochs():
         assert (by_name[name].low, by_name[name].high, by_name[name].why) == \
             (shared[name].low, shared[name].high, shared[name].why)
     # A search on a small log widens epochs past the shared bound when eval asks for it.
-    assert peers.SMALL_LOG_SVD_KNOBS[1].past(160, up=True) == 320 and peers.SVD_KNOBS[1].past(160, up=True) is None
+    assert peers.SMALL_LOG_SVD_KNOBS[1].past(640, up=True) == 1280 and peers.SVD_KNOBS[1].past(640, up=True) is None
     assert reviews.setting_of({}) == "defaults" and reviews.setting_of({"l2": "1", "dim": "16"}) == '{"dim": "16", "l2": "1"}'
 
 
