@@ -324,7 +324,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               **{f"{f} train CPU s": v["train_cpu_seconds"] for f, v in x.get("families", {}).items()},
               **{f"{f} pushed": v["pushed"] for f, v in x.get("families", {}).items()}} for x in rows]
     columns = list(dict.fromkeys(c for t in table for c in t))
-    markdown = "\n".join([f"# Simulated days ({args.dataset}, {args.rows} ratings in {total} spans)", "",
+    markdown = "\n".join([f"# Simulated days ({args.dataset}, {sum(span_rows)} ratings in {total} spans)", "",
                           "## Goals", "", *goals, "", "## Method", "", *([note, ""] if note else []),
                           "Warm and cold run the same pipeline on the same days and seed; warm Trainers start from "
                           "their family's last blessed model. Trainer CPU seconds are the process's CPU time in "
