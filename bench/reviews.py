@@ -213,8 +213,27 @@ def retrieval_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
             "ndcg_at_10": metrics["ndcg@10"], "mrr_at_10": metrics["mrr@10"], "users": int(metrics["users"])}
 
 
-def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieval_family: str) -> List[str]:
-    """The issue's goals, met or not, with the numbers (mean +- std over seeds)."""
+def rating_pair(model: str, task: str) -> str:
+    """The name of a family's paired interval against BaselineOnly on a regression task."""
+    return f"{model} {task} RMSE - {BASELINE}"
+
+
+def retrieval_pair(family: str, peer: str) -> str:
+    """The name of the retrieval family's paired interval against a peer."""
+    return f"{family} NDCG@{K} - {peer}"
+
+
+def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieval_family: str,
+          intervals: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
+    """The issue's goals, met or not, with the numbers (mean +- std over seeds).
+
+    With `intervals` (name -> paired interval of family - peer, `rating_pair` / `retrieval_pair`),
+    "below" and "above" are met only when the interval lies on the family's side of 0, and "at or
+    above" when it does not lie on the peer's side: means alone decide nothing a paired interval
+    calls no difference. Without an interval for a pair, its means decide.
+    """
+    intervals = intervals or {}
+
     def get(section, model, task=None):
         return next((r for r in rows if r["section"] == section and r["model"] == model
                      and (task is None or r["task"] == task)), None)
@@ -223,22 +242,35 @@ def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieva
         std = row.get(f"{metric}_std")
         return f"{row[metric]:.4f}" + (f" +- {std:.4f}" if std is not None else "")
 
+    def judged(name: str, by_means: bool, better_below: bool, strict: bool) -> Tuple[bool, str]:
+        """(met, the interval's text) for the pair `name`: strict, the interval on the family's
+        side of 0; else not on the peer's side."""
+        interval = intervals.get(name)
+        if interval is None:
+            return by_means, ""
+        family_side = interval["high"] < 0.0 if better_below else interval["low"] > 0.0
+        peer_side = interval["low"] > 0.0 if better_below else interval["high"] < 0.0
+        met = family_side if strict else not peer_side
+        return met, f" (paired interval [{interval['low']:+.4f}, {interval['high']:+.4f}])"
+
     out = []
     base = next((r for r in rows if r["section"] == RATING and r["model"] == BASELINE), None)
     for model in rating_models:
         row = next((r for r in rows if r["section"] == RATING and r["model"] == model), None)
         if row is None or base is None:
             continue
-        met = row["rmse"] < base["rmse"]
-        out.append(f"- {model} test RMSE {value(row, 'rmse')} below {BASELINE} {base['rmse']:.4f}: "
+        met, text = judged(rating_pair(model, row["task"]), row["rmse"] < base["rmse"], True, True)
+        out.append(f"- {model} test RMSE {value(row, 'rmse')} below {BASELINE} {base['rmse']:.4f}{text}: "
                    f"{'met' if met else 'not met'}")
     tower, popular, ease = (get(RETRIEVAL, m) for m in (retrieval_family, MOST_POPULAR, EASE))
     if tower is not None and popular is not None and ease is not None:
-        above = tower["ndcg_at_10"] > popular["ndcg_at_10"]
-        at_least = tower["ndcg_at_10"] >= ease["ndcg_at_10"]
+        above, above_text = judged(retrieval_pair(retrieval_family, MOST_POPULAR),
+                                   tower["ndcg_at_10"] > popular["ndcg_at_10"], False, True)
+        at_least, at_least_text = judged(retrieval_pair(retrieval_family, EASE),
+                                         tower["ndcg_at_10"] >= ease["ndcg_at_10"], False, False)
         out.append(f"- {retrieval_family} test NDCG@10 {value(tower, 'ndcg_at_10')} above {MOST_POPULAR} "
-                   f"{popular['ndcg_at_10']:.4f}: {'met' if above else 'not met'}; at or above {EASE} "
-                   f"{ease['ndcg_at_10']:.4f}: {'met' if at_least else 'not met'}")
+                   f"{popular['ndcg_at_10']:.4f}{above_text}: {'met' if above else 'not met'}; at or above {EASE} "
+                   f"{ease['ndcg_at_10']:.4f}{at_least_text}: {'met' if at_least else 'not met'}")
     return out
 
 
@@ -323,6 +355,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     tuning: Dict[str, Any] = {}
     paired: List[str] = []
+    intervals: Dict[str, Dict[str, float]] = {}
 
     # Rating peers.
     rows.append(summary_row(RATING, peers.GLOBAL_MEAN, "peer", rating_name,
@@ -387,8 +420,9 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
             section = RATING if tasks[name].kind == T.REGRESSION else BINARY
             rows.append(summary_row(section, family, "family", name, per_seed, seconds, setting))
         for name, per_seed_errors in errors.items():
-            paired.append(interval_text(f"{family} {name} RMSE - {BASELINE}",
-                                        paired_interval(np.stack(per_seed_errors), baseline_errors, "rmse"), True))
+            pair = rating_pair(family, name)
+            intervals[pair] = paired_interval(np.stack(per_seed_errors), baseline_errors, "rmse")
+            paired.append(interval_text(pair, intervals[pair], True))
 
     # Retrieval: the family through `recommend`, the peers on the same user view.
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -438,8 +472,9 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
                             setting_of(overrides.get(family, {}))))
     # The served users are the user view's, in its file order (bench.topk.served_ranking).
     for peer, peer_ranked in ((MOST_POPULAR, popular_ranked), (EASE, ease_ranked)):
-        paired.append(interval_text(f"{family} NDCG@{K} - {peer}", paired_interval(
-            np.stack(ndcgs), user_ndcg(peer_ranked, views["test"].targets), "mean"), False))
+        pair = retrieval_pair(family, peer)
+        intervals[pair] = paired_interval(np.stack(ndcgs), user_ndcg(peer_ranked, views["test"].targets), "mean")
+        paired.append(interval_text(pair, intervals[pair], False))
 
     meta = {
         "dataset": dd.name,
@@ -449,6 +484,7 @@ def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
         "tuning": tuning,
         "peer_status": {peer: search.status_text() for peer, search in searches.items()},
         "paired": paired,
+        "intervals": intervals,
         "machine": common.machine(),
         "commit": common.commit(),
     }
@@ -471,7 +507,7 @@ def main(argv=None) -> int:
     rows, meta = run(args)
     meta["command"] = ("python -m bench.reviews " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     rating_models = [f for f in args.rating_families.split(",") if f] + [args.multitask_family]
-    goal_lines = goals(rows, rating_models, args.retrieval_family)
+    goal_lines = goals(rows, rating_models, args.retrieval_family, meta["intervals"])
     meta["name"] = args.name
     text = markdown(rows, meta, goal_lines)
     common.write_results(args.name, rows, text, {"command": meta["command"],

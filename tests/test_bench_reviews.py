@@ -106,6 +106,19 @@ def test_goals_compare_every_rating_family_with_baseline_only_and_two_tower_with
     ]
     worse = [dict(r, ndcg_at_10=0.049) if r["model"] == "two_tower" else r for r in _rows()]
     assert reviews.goals(worse, [], "two_tower")[-1].endswith("at or above ease 0.0500: not met")
+    # With paired intervals, the means decide nothing the intervals call no difference.
+    intervals = {reviews.rating_pair("mf", "rating"): {"diff": -0.02, "low": -0.03, "high": 0.001},
+                 reviews.rating_pair("mmoe", "rating"): {"diff": -0.01, "low": -0.02, "high": -0.001},
+                 reviews.retrieval_pair("two_tower", "most_popular"): {"diff": 0.03, "low": -0.001, "high": 0.05},
+                 reviews.retrieval_pair("two_tower", "ease"): {"diff": 0.0, "low": -0.01, "high": 0.01}}
+    lines = reviews.goals(_rows(), ["mf", "mmoe"], "two_tower", intervals)
+    assert lines[0] == "- mf test RMSE 0.8800 +- 0.0010 below surprise_baseline_only 0.9000 (paired interval " \
+                       "[-0.0300, +0.0010]): not met"
+    assert lines[1].endswith("(paired interval [-0.0200, -0.0010]): met")
+    assert lines[2].endswith("most_popular 0.0200 (paired interval [-0.0010, +0.0500]): not met; at or above ease "
+                             "0.0500 (paired interval [-0.0100, +0.0100]): met")
+    intervals[reviews.retrieval_pair("two_tower", "ease")] = {"diff": -0.02, "low": -0.03, "high": -0.001}
+    assert reviews.goals(_rows(), [], "two_tower", intervals)[-1].endswith("not met")
 
 
 def test_summary_rows_and_the_results_page():
