@@ -34,8 +34,8 @@ SVD_PARAMS = dict(n_factors=50, n_epochs=40, lr_all=0.007, reg_all=0.05)
 _SVD_COST = "cost: a surprise SVD fit grows with factors x epochs; 2 shared cores"
 SVD_KNOBS = (
     common.Knob("n_factors", (50, 100), common.GEOMETRIC, 2.0, low=5, high=400, integer=True, why=_SVD_COST),
-    # First grid where the last search on MovieLens chose (160 epochs, then its bound); a fit of
-    # 100 factors x 160 epochs on its 80,000 training ratings takes about 40 s here.
+    # First grid where the last search on the embedded log chose (160 epochs, then its bound);
+    # a fit's seconds are in bench/results/mf_family.md.
     common.Knob("n_epochs", (80, 160), common.GEOMETRIC, 2.0, low=5, high=640, integer=True, why=_SVD_COST),
     common.Knob("lr_all", (0.005, 0.01), common.GEOMETRIC, 2.0, low=1e-4, high=0.16,
                 why="SGD steps past 0.16 (23x surprise's default) were not tried"),

@@ -546,7 +546,8 @@ def run(args) -> Dict[str, Any]:
             else args.description,
             "split": dd.split, "seeds": list(done), "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
             "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
-            "documents": documents_column.name, "max_length": max_length, "svd": chosen_peers[SVD], "baseline_only": chosen_peers[BASELINE],
+            "documents": documents_column.name, "max_length": max_length,
+            "svd": chosen_peers[SVD], "baseline_only": chosen_peers[BASELINE],
             "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
             "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
         }
