@@ -9,8 +9,8 @@ split chooses settings and stops training, the test split is only reported.
 
 - Rating (the description's rating label), test RMSE and MAE, no prediction clipped:
   peers global mean, surprise BaselineOnly and surprise SVD (each chosen on eval by the
-  shared widening searches of bench.peers); the rating families (`--rating_families`, mf and mf_dnn; mf_dnn reads the
-  features the description declares) and the multi-task family's rating output, each
+  shared widening searches of bench.peers); the rating families (`--rating_families`, mf
+  and mf_dnn; mf_dnn reads the features the description declares) and the multi-task family's rating output, each
   trained with the pipeline's Trainer code and scored through the exported
   `serving_default` on the raw test examples.
 - Binary tasks (the description's binary labels with a condition the rows meet: Amazon's
