@@ -20,6 +20,7 @@ most the first's mean plus the larger of the two stds).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -133,6 +134,7 @@ def markdown(rows: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]]) 
     return "\n".join([
         f"# `make run` at {', '.join(commits)}, in turn on one machine", "",
         "## Goals", "", goal_line(summary), "",
+        "## Method", "",
         "Each run: `python -m pipeline.local_runner` (make run's command, its defaults) in the checkout, from a "
         "clean output directory, the checkouts alternating. Seconds are wall seconds on this machine; every "
         "component's seconds as the runner printed them.", "",
@@ -155,8 +157,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--logs", default=os.path.join("outputs", "bench", "run_ab"))
     parser.add_argument("--out", default=RESULTS_DIR)
     parser.add_argument("--name", default="run_ab")
+    parser.add_argument("--rerender", action="store_true",
+                        help="run nothing: write <name>.md again from the runs in <name>.json")
     args = parser.parse_args(argv)
     checkouts = [c for c in args.checkouts.split(",") if c]
+    if args.rerender:
+        with open(os.path.join(args.out, f"{args.name}.json")) as f:
+            written = json.load(f)
+        meta, rows = written[0]["meta"], written[1:]
+        summary = summarize(rows, checkouts)
+        write_results(args.name, [{"summary": summary, "goals": [goal_line(summary)], "meta": meta}] + rows,
+                      markdown(rows, summary), meta, args.out)
+        return 0
     missing = [c for c in checkouts if not os.path.isfile(os.path.join(c, "pipeline", "local_runner.py"))]
     if missing:
         raise SystemExit(f"--checkouts: {missing} hold no pipeline/local_runner.py (a checkout of this repository)")

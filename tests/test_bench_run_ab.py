@@ -46,3 +46,16 @@ def test_no_slower_reads_the_means_and_the_larger_std_and_a_failed_run_fails_it(
     assert run_ab.goal_line(failed).endswith("— not met")
     text = run_ab.markdown(rows, summary)
     assert "| Transform | 58.0 ± 2.8 | 58.6 ± 0.8 |" in text and "| mf/rmse | 0.8700, 0.8700 | 0.8700, 0.8700 |" in text
+
+
+def test_rerender_writes_the_page_again_from_the_runs_it_kept(tmp_path):
+    import json
+
+    rows = [_row("a", "aaa", 1, 280.0), _row("b", "bbb", 1, 290.0)]
+    meta = {"command": "python -m bench.run_ab --checkouts a,b --rounds 1", "machine": "m", "commit": "aaa, bbb"}
+    (tmp_path / "run_ab.json").write_text(json.dumps([{"meta": meta}] + rows))
+    assert run_ab.main(["--checkouts", "a,b", "--rerender", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "run_ab.md").read_text()
+    assert "## Method" in text and "| 1 | bbb | 290.0000 | 0 |" in text
+    assert "Produced by: `python -m bench.run_ab --checkouts a,b --rounds 1`" in text
+    assert json.loads((tmp_path / "run_ab.json").read_text())[1:] == rows
