@@ -37,6 +37,7 @@ and `<name>.md` (tables, goals, command, commit, machine and date).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -223,14 +224,27 @@ def retrieval_pair(family: str, peer: str) -> str:
     return f"{family} NDCG@{K} - {peer}"
 
 
+@dataclasses.dataclass(frozen=True)
+class IntervalVerdict(common.PairedVerdict):
+    """A paired interval of family - peer with each side's seed std, judged by the project's rule."""
+
+    diff: float
+    low: float
+    high: float
+    a_std: Optional[float]
+    b_std: Optional[float]
+    higher_is_better: bool
+
+
 def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieval_family: str,
           intervals: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
     """The issue's goals, met or not, with the numbers (mean +- std over seeds).
 
     With `intervals` (name -> paired interval of family - peer, `rating_pair` / `retrieval_pair`),
-    "below" and "above" are met only when the interval lies on the family's side of 0, and "at or
-    above" when it does not lie on the peer's side: means alone decide nothing a paired interval
-    calls no difference. Without an interval for a pair, its means decide.
+    "below" and "above" are met only when the family is ahead by the project's rule
+    (`common.PairedVerdict`: the interval excludes 0 and the difference exceeds the larger seed
+    std), and "at or above" when the peer is not ahead: means alone decide nothing the rule calls
+    no difference. Without an interval for a pair, its means decide.
     """
     intervals = intervals or {}
 
@@ -242,15 +256,16 @@ def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieva
         std = row.get(f"{metric}_std")
         return f"{row[metric]:.4f}" + (f" +- {std:.4f}" if std is not None else "")
 
-    def judged(name: str, by_means: bool, better_below: bool, strict: bool) -> Tuple[bool, str]:
-        """(met, the interval's text) for the pair `name`: strict, the interval on the family's
-        side of 0; else not on the peer's side."""
+    def judged(name: str, by_means: bool, family: Dict[str, Any], peer: Dict[str, Any], metric: str,
+               higher_is_better: bool, strict: bool) -> Tuple[bool, str]:
+        """(met, the interval's text) for the pair `name` by the project's verdict rule
+        (`common.PairedVerdict`): strict, the family ahead; else the peer not ahead."""
         interval = intervals.get(name)
         if interval is None:
             return by_means, ""
-        family_side = interval["high"] < 0.0 if better_below else interval["low"] > 0.0
-        peer_side = interval["low"] > 0.0 if better_below else interval["high"] < 0.0
-        met = family_side if strict else not peer_side
+        ahead = IntervalVerdict(interval["diff"], interval["low"], interval["high"], family.get(f"{metric}_std"),
+                                peer.get(f"{metric}_std"), higher_is_better).ahead
+        met = ahead is True if strict else ahead is not False
         return met, f" (paired interval [{interval['low']:+.4f}, {interval['high']:+.4f}])"
 
     out = []
@@ -259,15 +274,18 @@ def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieva
         row = next((r for r in rows if r["section"] == RATING and r["model"] == model), None)
         if row is None or base is None:
             continue
-        met, text = judged(rating_pair(model, row["task"]), row["rmse"] < base["rmse"], True, True)
+        met, text = judged(rating_pair(model, row["task"]), row["rmse"] < base["rmse"], row, base, "rmse",
+                           False, True)
         out.append(f"- {model} test RMSE {value(row, 'rmse')} below {BASELINE} {base['rmse']:.4f}{text}: "
                    f"{'met' if met else 'not met'}")
     tower, popular, ease = (get(RETRIEVAL, m) for m in (retrieval_family, MOST_POPULAR, EASE))
     if tower is not None and popular is not None and ease is not None:
         above, above_text = judged(retrieval_pair(retrieval_family, MOST_POPULAR),
-                                   tower["ndcg_at_10"] > popular["ndcg_at_10"], False, True)
+                                   tower["ndcg_at_10"] > popular["ndcg_at_10"], tower, popular, "ndcg_at_10",
+                                   True, True)
         at_least, at_least_text = judged(retrieval_pair(retrieval_family, EASE),
-                                         tower["ndcg_at_10"] >= ease["ndcg_at_10"], False, False)
+                                         tower["ndcg_at_10"] >= ease["ndcg_at_10"], tower, ease, "ndcg_at_10",
+                                         True, False)
         out.append(f"- {retrieval_family} test NDCG@10 {value(tower, 'ndcg_at_10')} above {MOST_POPULAR} "
                    f"{popular['ndcg_at_10']:.4f}{above_text}: {'met' if above else 'not met'}; at or above {EASE} "
                    f"{ease['ndcg_at_10']:.4f}{at_least_text}: {'met' if at_least else 'not met'}")
