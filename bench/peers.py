@@ -47,9 +47,12 @@ SVD_EVALUATIONS = 40  # the most SVD fits one search makes (cost on the shared m
 # (reg_all near 1, hundreds of epochs; a first grid up to reg_all 0.1 and 40 epochs chose its
 # edges), and an epoch bound at SVD_KNOBS' cost (a fit grows with ratings x epochs, and
 # SVD_KNOBS' bound is sized for 80,000 ratings: 8 times as many). Every other bound is SVD_KNOBS'.
-SMALL_LOG_SVD_KNOBS = tuple(dataclasses.replace(knob, values=values, **extra) for knob, (values, extra) in zip(
-    SVD_KNOBS, (((10, 50, 100), {}), ((80, 160, 320), {"high": 8 * SVD_KNOBS[1].high}), ((0.005, 0.01, 0.02), {}),
-                ((0.5, 1.0, 2.0), {}))))
+_SMALL_LOG_FIRST_GRID = {"n_factors": (10, 50, 100), "n_epochs": (80, 160, 320), "lr_all": (0.005, 0.01, 0.02),
+                         "reg_all": (0.5, 1.0, 2.0)}
+SMALL_LOG_SVD_KNOBS = tuple(
+    dataclasses.replace(knob, values=_SMALL_LOG_FIRST_GRID[knob.name],
+                        **({"high": 8 * knob.high} if knob.name == "n_epochs" else {}))
+    for knob in SVD_KNOBS)
 SMALL_LOG_SVD_EVALUATIONS = 160  # each fit on such a log takes under two seconds
 # BaselineOnly: surprise's bsl_options, searched once per method; the method with the
 # better eval RMSE is chosen. ALS's first grid holds surprise's defaults (reg_i 10,
