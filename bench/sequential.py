@@ -246,6 +246,43 @@ def goal_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
     return lines
 
 
+def paired_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
+                 per_user: Dict[str, List[Dict[str, List[float]]]]) -> List[str]:
+    """Per goal metric: every other model against the best peer by eval (its eval value of
+    the metric), each as `bench.common.compare` over the test users (seed means: each side's
+    mean ± seed std and the paired bootstrap interval of the difference).
+
+    Args:
+      results: the result rows (with `eval_<metric>`).
+      families: the sequential families of the run (every other row is a peer).
+      per_user: model -> per seed, {goal metric: each test user's value}.
+    """
+    peers = {r["model"]: r for r in results if r["model"] not in families}
+    if not peers:
+        return []
+    lines = []
+    for name, _ in GOALS:
+        peer = common.best_by_eval({m: r.get(f"eval_{name}") for m, r in peers.items()})
+        measured = {r["model"]: common.Measured.of(r["model"], [common.mean_statistic(u[name])
+                                                               for u in per_user[r["model"]]],
+                                                   len(per_user[r["model"]][0][name]))
+                    for r in results if r["model"] in per_user}
+        lines += ["", f"{name} on test, against the best peer by eval {name} ({peer}):", ""]
+        lines += [f"- {common.compare(measured[r['model']], measured[peer], 'test users').text()}"
+                  for r in results if r["model"] != peer and r["model"] in measured]
+    return lines
+
+
+def runs_record(results: Sequence[Dict[str, Any]], per_user: Dict[str, List[Dict[str, List[float]]]],
+                users: Sequence[bytes]) -> Dict[str, Any]:
+    """What the paired comparisons resample, kept next to the results: the test users (in
+    order) and per model, per seed, each user's goal values."""
+    return {"users": [u.decode() if isinstance(u, bytes) else str(u) for u in users],
+            "goals": [name for name, _ in GOALS],
+            "models": {r["model"]: {"seeds": r["seeds"], "per_user": per_user[r["model"]]}
+                       for r in results if r["model"] in per_user}}
+
+
 # --------------------------------------------------------------------------
 # The benchmark.
 # --------------------------------------------------------------------------
@@ -538,6 +575,12 @@ def main(argv=None) -> int:
         "against the peer needs the paired bootstrap interval (95%, over test users, seed means) to exclude 0 "
         "and the difference to exceed both seed stds.", "",
         *goal_lines(bench.results, families, bench.per_user), "",
+        "## Paired comparisons", "",
+        "Each line: the model's test mean ± std over its seeds against the peer's, and the paired 95% "
+        "bootstrap interval of the difference of their seed means over the same test users (each user's "
+        f"values in `{args.name}_runs.json`); \"better\" or \"worse\" only where the interval excludes 0 and "
+        "the difference exceeds the larger seed std, otherwise \"no difference\".",
+        *paired_lines(bench.results, families, bench.per_user), "",
         f"## What was tried on the eval split (full NDCG@10; all grids in `{args.name}_tuning.json`)",
         *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
         "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
@@ -547,6 +590,8 @@ def main(argv=None) -> int:
     common.write_results(args.name, bench.results, markdown, meta, args.out)
     common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
                         json.dumps(bench.tuning, indent=2, default=str) + "\n")
+    common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
+                        json.dumps(runs_record(bench.results, bench.per_user, views["test"].users)) + "\n")
     print(markdown)
     return 0
 

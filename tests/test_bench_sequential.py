@@ -1,4 +1,6 @@
 """The sequential benchmark's peers and scoring path on tiny hand-made sequences (no `implicit`)."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -261,3 +263,28 @@ def test_peers_keep_each_test_users_goal_values_and_their_eval_values():
     assert max(g["ndcg@10"] for g in markov["grid"]) == next(
         g["ndcg@10"] for g in markov["grid"] if g["backoff"] == markov["chosen"]["backoff"])
     assert "tuning_status" in bench.results[2]
+
+
+def test_paired_lines_compare_every_model_with_the_best_peer_by_eval_over_the_same_users():
+    per_user = {"sasrec": _synthetic_users(0.16, 0.80, 3, seed=1), "markov": _synthetic_users(0.06, 0.60, 1, seed=3),
+                "item_knn": _synthetic_users(0.12, 0.70, 1, seed=4)}
+    evals = {"sasrec": (0.050, 0.70), "markov": (0.055, 0.65), "item_knn": (0.040, 0.60)}
+    results = []
+    for model, runs in per_user.items():
+        row = {"model": model, "seeds": len(runs)}
+        for (name, _), ev in zip(seq.GOALS, evals[model]):
+            row[f"eval_{name}"] = ev
+        results.append(row)
+    lines = [line for line in seq.paired_lines(results, ["sasrec"], per_user) if line.startswith("- ")]
+    # Per goal metric, every model but the chosen peer (markov: the best eval value) against it.
+    assert len(lines) == 2 * len(seq.GOALS)
+    assert all(" vs markov " in line and "over 400 test users" in line for line in lines)
+    assert lines[0].startswith("- sasrec ") and "(3 seeds)" in lines[0] and "paired 95% bootstrap [" in lines[0]
+    sasrec = np.mean([np.mean(u["ndcg@10"]) for u in per_user["sasrec"]])
+    assert f"sasrec {sasrec:.4f} ± " in lines[0]
+    # 0.16 against 0.06 of 400 users' NDCG@10 of 0.5: far apart, so a verdict, not "no difference".
+    assert lines[0].endswith("better") or "; better" in lines[0]
+    assert seq.paired_lines(results, ["sasrec", "markov", "item_knn"], per_user) == []
+    record = seq.runs_record(results, per_user, [f"u{i}".encode() for i in range(400)])
+    assert record["users"][:2] == ["u0", "u1"] and record["models"]["sasrec"]["per_user"] == per_user["sasrec"]
+    json.dumps(record)
