@@ -503,6 +503,56 @@ def tried_lines(tuning: Dict[str, Any], models: Sequence[str]) -> List[str]:
     return lines
 
 
+def tuning_page(name: str, out: str = common.RESULTS_DIR) -> str:
+    """Re-writes a run's eval-split searches as a tuning page, `<out>/tuning/<name>.{json,md}`:
+    per trained model, every grid point's eval values at the first seed and the chosen
+    point's eval values per seed, read from `<out>/<name>_tuning.json`; no test value. The
+    page keeps the run's command, commit and machine (the footer of `<out>/<name>.md`).
+    Returns the markdown.
+
+    Args:
+      name: the run's results name (e.g. a grid run whose test columns have no paired interval).
+      out: the results directory.
+    """
+    with open(os.path.join(out, f"{name}_tuning.json")) as f:
+        tuning = json.load(f)
+    with open(os.path.join(out, f"{name}.md")) as f:
+        footer = [line for line in f.read().splitlines()
+                  if line.startswith(("Produced by: `", "Commit: ", "Machine: "))]
+    if not any(line.startswith("Produced by: `") for line in footer):
+        raise ValueError(f"{out}/{name}.md has no 'Produced by:' line: the tuning page would have no command")
+    rows, lines = [], []
+    goal_names = [g for g, _ in GOALS]
+    for model, t in tuning.items():
+        if "seeds" not in t:  # a peer: its search is on the run's own page
+            continue
+        for p in t["grid"]:
+            rows.append({"model": model, "seed": p["seed"], "grid_point": p["grid_point"],
+                         "chosen": p["grid_point"] == {k: v for k, v in t["chosen"].items() if k in p["grid_point"]},
+                         "best_epoch": p["best_epoch"], "epochs_run": p["epochs_run"],
+                         "train_seconds": p["train_seconds"], **{f"eval_{g}": p["eval"][g] for g in goal_names}})
+        seeds = [s_ for s_ in t["seeds"] if s_["seed"] != t["grid"][0]["seed"]]
+        rows += [{"model": model, "seed": s_["seed"], "grid_point": "chosen", "chosen": True,
+                  "best_epoch": s_["best_epoch"], "epochs_run": s_["epochs_run"], "train_seconds": s_["train_seconds"],
+                  **{f"eval_{g}": s_["eval"][g] for g in goal_names}} for s_ in seeds]
+        lines.append(f"- `{model}`: chosen `{json.dumps(t['chosen'])}`")
+    columns = ["model", "seed", "grid_point", "chosen", "best_epoch", "epochs_run", "train_seconds"] + \
+        [f"eval_{g}" for g in goal_names]
+    table_rows = [{**r, "grid_point": json.dumps(r["grid_point"]) if isinstance(r["grid_point"], dict)
+                   else r["grid_point"]} for r in rows]
+    markdown = "\n".join([
+        f"# Tuning on the eval split (protocol S): {name}", "",
+        f"Every grid point at the first seed, then the chosen point at the other seeds; {TUNE_ON} chooses. "
+        "Eval values only: the run also scored the test split, and those columns are left out of this "
+        f"page (a tuning record). Written from `{name}_tuning.json` by `python -m bench.sequential "
+        f"--tuning_page {name}`.", "",
+        common.md_table(table_rows, columns), "", *lines, "", *footer, ""])
+    os.makedirs(os.path.join(out, "tuning"), exist_ok=True)
+    common.atomic_write(os.path.join(out, "tuning", f"{name}.json"), json.dumps(rows, indent=2) + "\n")
+    common.atomic_write(os.path.join(out, "tuning", f"{name}.md"), markdown)
+    return markdown
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sasrec,bert4rec,nextitnet", help="sequential families ('' for none)")
@@ -519,8 +569,13 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
+    parser.add_argument("--tuning_page", default="", metavar="NAME",
+                        help="only re-write <out>/NAME_tuning.json's eval-split searches as <out>/tuning/NAME.*")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
+    if args.tuning_page:
+        print(tuning_page(args.tuning_page, args.out))
+        return 0
     from models.hparams import parse_assignments
     from models.registry import get_family
 

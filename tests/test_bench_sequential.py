@@ -288,3 +288,30 @@ def test_paired_lines_compare_every_model_with_the_best_peer_by_eval_over_the_sa
     record = seq.runs_record(results, per_user, [f"u{i}".encode() for i in range(400)])
     assert record["users"][:2] == ["u0", "u1"] and record["models"]["sasrec"]["per_user"] == per_user["sasrec"]
     json.dumps(record)
+
+
+def test_tuning_page_keeps_the_eval_searches_and_the_runs_footer_but_no_test_value(tmp_path):
+    def point(seed, grid_point, ndcg):
+        return {"grid_point": grid_point, "seed": seed, "best_epoch": 3, "epochs_run": 5, "train_seconds": 10.0,
+                "eval": {"ndcg@10": ndcg, d.SAMPLED_PREFIX + "hit_rate@10": 0.7, "users": 9},
+                "test_ndcg@10": 0.5}
+
+    chosen = {"dim": "128"}
+    tuning = {"markov": {"split": "eval", "chosen": {"backoff": 0.1}, "grid": [{"backoff": 0.1, "ndcg@10": 0.05}]},
+              "nextitnet": {"split": "eval", "chosen": chosen,
+                            "grid": [point(42, {"dim": "64"}, 0.07), point(42, chosen, 0.08)],
+                            "seeds": [point(42, None, 0.08), point(43, None, 0.075)]}}
+    (tmp_path / "grid_tuning.json").write_text(json.dumps(tuning))
+    footer = "Produced by: `python -m bench.sequential --grid nextitnet.dim=64,128`\nCommit: abc\nMachine: {}\n"
+    (tmp_path / "grid.md").write_text("# run\n\n| test table |\n\n" + footer)
+    markdown = seq.tuning_page("grid", str(tmp_path))
+    rows = json.loads((tmp_path / "tuning" / "grid.json").read_text())
+    assert [(r["seed"], r["chosen"], r["eval_ndcg@10"]) for r in rows] == [(42, False, 0.07), (42, True, 0.08),
+                                                                            (43, True, 0.075)]
+    assert not any("test" in key for r in rows for key in r) and "0.5" not in markdown.split("Produced by")[0]
+    assert footer.strip() in markdown and "markov" not in markdown
+    assert (tmp_path / "tuning" / "grid.md").read_text() == markdown
+    (tmp_path / "bare.md").write_text("# run\n")
+    (tmp_path / "bare_tuning.json").write_text(json.dumps(tuning))
+    with pytest.raises(ValueError, match="no 'Produced by:' line"):
+        seq.tuning_page("bare", str(tmp_path))
