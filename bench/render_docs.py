@@ -344,8 +344,8 @@ NO_PAIRED_INTERVAL: Dict[str, str] = {
 # page -> what it chose on the eval split: pages that read no test split, so they claim nothing
 # on test and have no paired interval to show.
 EVAL_ONLY: Dict[str, str] = {
-    "review_text_alternatives_eval": "review_mt's training alternatives (seed 42)",
-    "review_text_alternatives_eval_adversarial": "review_mt's adversarial stage (seed 42)",
+    "review_text_alternatives_eval": "review_mt's training alternatives, seed 42",
+    "review_text_alternatives_eval_adversarial": "review_mt's adversarial stage, seed 42",
 }
 
 
