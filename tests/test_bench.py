@@ -252,6 +252,10 @@ def test_serving_bench_counts_cpu_per_request_of_a_process_and_compares_merging(
     assert serving.process_cpu_seconds(os.getpid()) - before >= 0.1
     stats = serving.run_cell(lambda: sum(range(2000)), 2, 200, 5.0, warm=2, server_pid=os.getpid())
     assert stats["requests"] == 200 and stats["client_cpu_ms"] > 0 and stats["server_cpu_ms"] is not None
+    assert "latencies_ms" not in stats  # a results row carries no per-request values unless asked
+    kept = serving.run_cell(lambda: sum(range(2000)), 1, 50, 5.0, warm=0, keep_latencies=True)
+    assert len(kept["latencies_ms"]) == kept["requests"] == 50 and min(kept["latencies_ms"]) > 0
+    assert kept["p50_ms"] == round(float(np.percentile(kept["latencies_ms"], 50)), 3)
     rows = [{"path": "in_process", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
              "server_cpu_ms": None, "max_batch_rows": None},
             {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
