@@ -337,7 +337,6 @@ NO_PAIRED_INTERVAL: Dict[str, str] = {
     "sequential_stride_width": _NO_PER_SEED + " (the peers ran once)",
     "takd_serving": "each model's latency is a mean over timing rounds whose values per round are not stored",
     "topk_ease": _ONE_RUN,
-    "similar": "each setting ran once (one seed), and no per-query values are stored",
     "review_text_alternatives_eval": "each variant ran once (seed 42), and no per-row values are stored",
     "review_text_alternatives_eval_adversarial": "each variant ran once (seed 42), and no per-row values are stored",
     "catalogue": "each index was built once on one trained catalogue (seed 42), and no per-query recall is stored",
