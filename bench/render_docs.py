@@ -85,7 +85,7 @@ def provenance(markdown: str) -> Provenance:
         machine, date = _machine(machine_line)
     else:
         machine = _last(r"^- [Mm]achine: (.+)$", markdown)
-    date = date or _last(r"^- date: ([^;]+)", markdown) or _last(r"\(started (\S+?)\)", markdown)
+    date = date or _last(r"^- date: ([^;\n]+)", markdown) or _last(r"\(started (\S+?)\)", markdown)
     return Provenance(command, commit, machine, date)
 
 

@@ -194,3 +194,10 @@ def test_every_page_named_by_the_paired_registries_exists_and_its_means_are_its_
                             and r["variant"] == p.b and r["seeds"] == len(p.seeds)]
                 for row in variants:  # B over all of its seeds: its mean is the table's value
                     assert round(p.b_mean, 4) == round(row["value"], 4), (page, dataset, task, metric, p.b)
+
+
+def test_a_bullet_date_ends_at_its_line():
+    # bench.serving's pages carry `- date: ...` with no ';' after it: the date must not run on
+    # into the rest of the page (the index row would then hold the page's tables).
+    page = "# Serving benchmark\n\n- command: `python -m bench.serving`\n- date: 2026-11-23 14:49 UTC\n\n| a |\n"
+    assert render_docs.provenance(page).date == "2026-11-23 14:49 UTC"
