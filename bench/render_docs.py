@@ -326,8 +326,6 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
 NO_PAIRED_INTERVAL: Dict[str, str] = {
     "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
     "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
-    "peterrec": _NO_PER_SEED,
-    "peterrec_baselines": _ONE_RUN,
     "peterrec_mean_pooling": _ONE_RUN,
     "peterrec_mean_pooling_more": _ONE_RUN,
     "sequential": _NO_PER_SEED + " (the peers ran once)",
