@@ -324,6 +324,8 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
                 "and no per-user or per-row values")
 # page -> why its results allow no paired interval.
 NO_PAIRED_INTERVAL: Dict[str, str] = {
+    "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
+    "sequential_long": _NO_PER_SEED + " (the peers ran once)",
     "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
     "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
     "peterrec_mean_pooling": _ONE_RUN,
@@ -441,8 +443,8 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("mf_history", "mf_family", _mf_family("mf_history")),
     Headline("mf_dnn", "mf_family", _mf_family("mf_dnn")),
     Headline("two_tower", "topk", _topk),
-    Headline("sasrec", "sequential", _sequential("sasrec")),
-    Headline("bert4rec", "sequential", _sequential("bert4rec")),
+    Headline("sasrec", "sequential_long", _sequential("sasrec")),
+    Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
     Headline("nextitnet", "sequential", _sequential("nextitnet")),
     Headline("peterrec", "peterrec", _peterrec),
     Headline("single_task", "multitask", _multitask("single_task")),
