@@ -326,8 +326,6 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
 NO_PAIRED_INTERVAL: Dict[str, str] = {
     "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
     "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
-    "peterrec_mean_pooling": _ONE_RUN,
-    "peterrec_mean_pooling_more": _ONE_RUN,
     "sequential": _NO_PER_SEED + " (the peers ran once)",
     "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
     "sequential_grid": _NO_PER_SEED,
@@ -449,7 +447,7 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("sasrec", "sequential_long", _sequential("sasrec")),
     Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
     Headline("nextitnet", "sequential_stride_width", _sequential("nextitnet")),
-    Headline("peterrec", "peterrec", _peterrec),
+    Headline("peterrec", "peterrec_mean_pooling", _peterrec),
     Headline("single_task", "multitask", _multitask("single_task")),
     Headline("shared_bottom", "multitask", _multitask("shared_bottom")),
     Headline("mmoe", "multitask", _multitask("mmoe")),
