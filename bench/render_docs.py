@@ -332,7 +332,6 @@ NO_PAIRED_INTERVAL: Dict[str, str] = {
     "sequential_long": _NO_PER_SEED + " (the peers ran once)",
     "sequential_stride_width": _NO_PER_SEED + " (the peers ran once)",
     "takd_serving": "each model's latency is a mean over timing rounds whose values per round are not stored",
-    "catalogue": "each index was built once on one trained catalogue (seed 42), and no per-query recall is stored",
 }
 
 
