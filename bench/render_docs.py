@@ -331,7 +331,6 @@ NO_PAIRED_INTERVAL: Dict[str, str] = {
     "sequential_grid": _NO_PER_SEED,
     "sequential_long": _NO_PER_SEED + " (the peers ran once)",
     "sequential_stride_width": _NO_PER_SEED + " (the peers ran once)",
-    "takd_serving": "each model's latency is a mean over timing rounds whose values per round are not stored",
 }
 
 
