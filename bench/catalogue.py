@@ -28,7 +28,11 @@ faiss index), recall@10 against the exact top 10 (history items excluded, as `re
 does), and `recommend` latency p50/p99 at batch 1 and 32, in-process (the SavedModel
 signature call) and through the local gRPC server (serving/local_server.py in a child
 process, serving/client.py), one request at a time, each cell bounded by `--requests`
-and `--seconds`.
+and `--seconds`. `<out>/<name>_runs.json` keeps each report query's recall@10 and each
+in-process batch-1 request's latency, per size and method; from them, bootstrap intervals
+of recall@10 (over the queries), of the batch-1 p50 (over the requests) and of the speed-up
+over brute force (the ratio of p50s, each method's requests resampled on their own), and a
+goal is met only when its whole interval is on the goal's side.
 
     python -m bench.catalogue [--dataset NAME | --dataset_file FILE] [--data_dir DIR]
         [--sizes 10000,100000,1000000] [--seconds 10] [--out bench/results]
@@ -250,8 +254,14 @@ def exact_top(queries: Queries, vectors: np.ndarray, biases: np.ndarray, valid: 
     return np.concatenate(out)
 
 
+def recalls(ranked: Sequence[Sequence[int]], exact: np.ndarray) -> np.ndarray:
+    """[Q] each query's recall: the share of its exact top rows that its ranking holds."""
+    return np.array([len(set(map(int, r)) & set(map(int, e))) / len(e) for r, e in zip(ranked, exact)], np.float64)
+
+
 def recall(ranked: Sequence[Sequence[int]], exact: np.ndarray) -> float:
-    return float(np.mean([len(set(map(int, r)) & set(map(int, e))) / len(e) for r, e in zip(ranked, exact)]))
+    """The mean over queries of `recalls`."""
+    return float(np.mean(recalls(ranked, exact)))
 
 
 # --------------------------------------------------------------------------
@@ -410,11 +420,24 @@ def cycling(calls: Sequence[Callable[[], Any]]) -> Callable[[], Any]:
     return lambda: next(it)()
 
 
-def measure(call: Callable[[], Any], args) -> Dict[str, float]:
-    stats = serving_bench.run_cell(call, 1, args.requests, args.seconds, warm=5)
+def measure(call: Callable[[], Any], args, keep_latencies: bool = False) -> Dict[str, Any]:
+    """p50 / p99 ms of one latency cell (one request at a time, bounded by --requests and
+    --seconds); with `keep_latencies`, every request's ms too (`latencies_ms`)."""
+    stats = serving_bench.run_cell(call, 1, args.requests, args.seconds, warm=5, keep_latencies=keep_latencies)
     if stats["errors"]:
         raise RuntimeError(f"{stats['errors']} requests failed: {stats['first_error']}")
-    return {"p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"], "requests": stats["requests"]}
+    out = {"p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"], "requests": stats["requests"]}
+    if keep_latencies:
+        out["latencies_ms"] = stats["latencies_ms"]
+    return out
+
+
+def run_of(row: Dict[str, Any], per_query_recall: Sequence[float], b1_cell: Dict[str, Any]) -> Dict[str, Any]:
+    """One row's values per test unit, for the runs file: each report query's recall@10 and
+    each in-process batch-1 request's latency (the cell the goals read)."""
+    return {"items": row["items"], "method": row["method"],
+            "recall_at_10": [round(float(x), 4) for x in per_query_recall],
+            "in_process_b1_ms": [round(float(x), 4) for x in b1_cell["latencies_ms"]]}
 
 
 def signature_calls(fn, requests: Sequence[Dict[str, np.ndarray]]) -> List[Callable[[], Any]]:
@@ -452,8 +475,9 @@ def peak_rss_mb(pid: str = "self") -> float:
 
 def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.ndarray], synthetic: np.ndarray,
              tuning: Queries, report: Queries, vocabulary_rows: Dict[bytes, int], work: str, log) -> Tuple[
-        List[Dict[str, Any]], Dict[str, Any]]:
-    """The rows of one catalogue size and its tuning grids."""
+        List[Dict[str, Any]], Dict[str, Any], List[Dict[str, Any]]]:
+    """The rows of one catalogue size, its tuning grids and its runs (`run_of`: per report
+    query and per in-process batch-1 request)."""
     dim = real["vectors"].shape[1]
     num_rows = len(real["valid"])
     extra = size - int(real["valid"].sum())
@@ -474,7 +498,7 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
     exact_report = exact_top(report, vectors, biases, valid)
     transform = ExtendedTransformOutput(tft_output, extra_ids)
     base_dir = os.path.join(work, f"serving-{size}")
-    rows, tuning_out = [], {}
+    rows, tuning_out, runs = [], {}, []
     requests = {b: request_inputs(report, b) for b in BATCHES}
 
     # In-process: export, load, recall, latency.
@@ -502,14 +526,17 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
         expected[method] = {b: signature_calls(fn, requests[b][:1])[0]() for b in BATCHES}
         row = {"items": size, "method": method, "setting": json.dumps({k: v for k, v in setting.items() if k != "scann"}),
                "index_build_s": round(index.build_seconds, 2) if index is not None else 0.0,
-               "export_s": round(export_seconds, 1), "size_mb": round(dir_bytes(out_dir) / 2**20, 1),
-               "recall_at_10": recall(served_ranking(fn, report, vocabulary_rows), exact_report)}
+               "export_s": round(export_seconds, 1), "size_mb": round(dir_bytes(out_dir) / 2**20, 1)}
+        per_query = recalls(served_ranking(fn, report, vocabulary_rows), exact_report)
+        row["recall_at_10"] = float(per_query.mean())
         if method == SCANN:
             row["tuning_recall_at_10"] = best["recall_at_10"]
             row["exact_share"] = float(np.mean(index.unfilled(report.vectors, report.biases, report.history_rows, K)))
         for b in BATCHES:
-            cell = measure(cycling(signature_calls(fn, requests[b])), args)
+            cell = measure(cycling(signature_calls(fn, requests[b])), args, keep_latencies=b == 1)
             row.update({f"in_process_b{b}_p50_ms": cell["p50_ms"], f"in_process_b{b}_p99_ms": cell["p99_ms"]})
+            if b == 1:
+                runs.append(run_of(row, per_query, cell))
         log(f"[{size}] {method}: {json.dumps(row)}")
         rows.append(row)
         del extended, index, loaded[method], fn
@@ -535,16 +562,20 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
         items, behaviors = report.arrays(start, start + 64)
         out = in_process_query({F.HISTORY_ITEM_IDS: items, F.HISTORY_BEHAVIORS: behaviors})
         ranked += faiss_index.top_rows(out["query"], [r[r > 0] for r in out["history_rows"]]).tolist()
+    faiss_recalls = recalls(ranked, exact_report)
     faiss_row = {"items": size, "method": FAISS, "setting": json.dumps({"nlist": faiss_index.nlist,
                                                                         "nprobe": faiss_index.nprobe}),
                  "index_build_s": round(faiss_index.build_seconds, 2), "export_s": None,
                  "size_mb": round((dir_bytes(tower_dir) + faiss_index.size_bytes()) / 2**20, 1),
-                 "recall_at_10": recall(ranked, exact_report),
+                 "recall_at_10": float(faiss_recalls.mean()),
                  "tuning_recall_at_10": next(g["recall_at_10"] for g in tuning_out[FAISS]["grid"]
                                              if g["nprobe"] == faiss_index.nprobe)}
     for b in BATCHES:
-        cell = measure(cycling(faiss_calls(faiss_index, in_process_query, requests[b], ids)), args)
+        cell = measure(cycling(faiss_calls(faiss_index, in_process_query, requests[b], ids)), args,
+                       keep_latencies=b == 1)
         faiss_row.update({f"in_process_b{b}_p50_ms": cell["p50_ms"], f"in_process_b{b}_p99_ms": cell["p99_ms"]})
+        if b == 1:
+            runs.append(run_of(faiss_row, faiss_recalls, cell))
     log(f"[{size}] {FAISS}: {json.dumps(faiss_row)}")
     rows.append(faiss_row)
 
@@ -594,23 +625,90 @@ def run_size(size: int, args, model: RecModel, tft_output, real: Dict[str, np.nd
     del loaded, faiss_index
     gc.collect()
     shutil.rmtree(base_dir, ignore_errors=True)
-    return rows, tuning_out
+    return rows, tuning_out, runs
 
 
-def goals(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    at = {r["method"]: r for r in rows if r["items"] == GOAL_SIZE}
+# --------------------------------------------------------------------------
+# Intervals and goals
+# --------------------------------------------------------------------------
+LATENCY_STREAMS = (BRUTE, SCANN, FAISS)  # each method's requests are resampled with its own seed
+
+
+def intervals(runs: Sequence[Dict[str, Any]], resamples: int = common.BOOTSTRAP_RESAMPLES) -> List[Dict[str, Any]]:
+    """Per run (`run_of`: one size and method), with bootstrap intervals (common.LEVEL):
+    recall@10 over the report queries (every method on the same resamples: the same queries);
+    the in-process batch-1 p50 over the requests; and the speed-up over brute force of the
+    same size (brute force's p50 over the method's), the interval of that ratio with the two
+    methods' requests resampled independently: they are separate request streams, so no
+    request of one pairs with a request of the other.
+
+    Args:
+      runs: the runs file's entries.
+      resamples: bootstrap resamples per interval.
+    """
+    out, p50 = [], {}
+    for run in runs:
+        method = run["method"]
+        if method not in LATENCY_STREAMS:
+            raise ValueError(f"runs entry {run['items']}/{method}: the method is not one of {LATENCY_STREAMS}")
+        queries, requests = len(run["recall_at_10"]), len(run["in_process_b1_ms"])
+        recall_at_10 = common.Measured.of(method, [common.mean_statistic(run["recall_at_10"])], queries,
+                                          resamples).summary()
+        latency = common.Measured.of(method, [common.percentile_statistic(run["in_process_b1_ms"], 50)], requests,
+                                     resamples, seed=common.BOOTSTRAP_SEED + LATENCY_STREAMS.index(method))
+        p50[(run["items"], method)] = latency
+        low, high = common.percentile_interval(latency.draws[0])
+        out.append({"items": run["items"], "method": method, "queries": queries,
+                    "recall_at_10": recall_at_10["mean"], "recall_low": recall_at_10["low"],
+                    "recall_high": recall_at_10["high"], "requests": requests, "b1_p50_ms": latency.values[0],
+                    "b1_p50_low": low, "b1_p50_high": high, "speedup_b1": None, "speedup_low": None,
+                    "speedup_high": None})
+    for entry in out:
+        brute = p50.get((entry["items"], BRUTE))
+        if entry["method"] == BRUTE or brute is None:
+            continue
+        mine = p50[(entry["items"], entry["method"])]
+        entry["speedup_b1"] = brute.values[0] / mine.values[0]
+        entry["speedup_low"], entry["speedup_high"] = common.percentile_interval(brute.draws[0] / mine.draws[0])
+    return out
+
+
+def goal_verdict(low: float, high: float, goal: float, at_least: bool, unit: str = "") -> str:
+    """`met` only when the whole interval is on the goal's side of `goal` (at or above it with
+    `at_least`, else at or below); otherwise `not met` and why."""
+    side = "below" if at_least else "above"
+    if (low >= goal) if at_least else (high <= goal):
+        return "met"
+    if (high < goal) if at_least else (low > goal):
+        return f"not met: the whole interval is {side} {goal:g}{unit}"
+    return f"not met: not shown, the interval reaches {side} {goal:g}{unit}"
+
+
+def goals(interval_rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The three goal lines at GOAL_SIZE, each with its bootstrap interval (`intervals`) and
+    met only when the whole interval is on the goal's side."""
+    at = {r["method"]: r for r in interval_rows if r["items"] == GOAL_SIZE}
     if SCANN not in at or BRUTE not in at:
         return [f"goals: not measured ({GOAL_SIZE} items is not among --sizes)"]
     s, b = at[SCANN], at[BRUTE]
-    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    level = f"{common.LEVEL:.0%} bootstrap"
     return [
-        f"recall@10 >= {RECALL_GOAL} at {GOAL_SIZE:,} items (scann): {s['recall_at_10']:.4f}: "
-        f"{verdict(s['recall_at_10'] >= RECALL_GOAL)}",
-        f"recommend p50 <= {P50_GOAL_MS:g} ms at batch 1 in-process (scann): {s['in_process_b1_p50_ms']:.3f} ms: "
-        f"{verdict(s['in_process_b1_p50_ms'] <= P50_GOAL_MS)}",
-        f">= {SPEEDUP_GOAL:g}x faster than brute force at batch 1 in-process: {b['in_process_b1_p50_ms']:.3f} / "
-        f"{s['in_process_b1_p50_ms']:.3f} ms = {s['speedup_b1']:.1f}x: {verdict(s['speedup_b1'] >= SPEEDUP_GOAL)}",
+        f"recall@10 >= {RECALL_GOAL} at {GOAL_SIZE:,} items (scann): {s['recall_at_10']:.4f}, {level} "
+        f"[{s['recall_low']:.4f}, {s['recall_high']:.4f}] over {s['queries']} report queries: "
+        f"{goal_verdict(s['recall_low'], s['recall_high'], RECALL_GOAL, at_least=True)}",
+        f"recommend p50 <= {P50_GOAL_MS:g} ms at batch 1 in-process (scann): {s['b1_p50_ms']:.3f} ms, {level} "
+        f"[{s['b1_p50_low']:.3f}, {s['b1_p50_high']:.3f}] ms over {s['requests']} requests: "
+        f"{goal_verdict(s['b1_p50_low'], s['b1_p50_high'], P50_GOAL_MS, at_least=False, unit=' ms')}",
+        f">= {SPEEDUP_GOAL:g}x faster than brute force at batch 1 in-process: {b['b1_p50_ms']:.3f} / "
+        f"{s['b1_p50_ms']:.3f} ms = {s['speedup_b1']:.1f}x, {level} [{s['speedup_low']:.1f}, "
+        f"{s['speedup_high']:.1f}]x of the ratio of p50s, brute force's {b['requests']} and scann's "
+        f"{s['requests']} requests resampled independently (separate request streams, nothing to pair): "
+        f"{goal_verdict(s['speedup_low'], s['speedup_high'], SPEEDUP_GOAL, at_least=True, unit='x')}",
     ]
+
+
+INTERVAL_COLUMNS = ["items", "method", "recall_at_10", "recall_low", "recall_high", "b1_p50_ms", "b1_p50_low",
+                    "b1_p50_high", "speedup_b1", "speedup_low", "speedup_high"]
 
 
 COLUMNS = ["items", "method", "setting", "recall_at_10", "exact_share", "index_build_s", "size_mb", "in_process_b1_p50_ms",
@@ -618,7 +716,7 @@ COLUMNS = ["items", "method", "setting", "recall_at_10", "exact_share", "index_b
            "grpc_b1_p99_ms", "grpc_b32_p50_ms", "grpc_b32_p99_ms", "speedup_b1"]
 
 
-def render(rows, meta) -> str:
+def render(rows, meta, interval_rows) -> str:
     lines = [
         f"# Catalogue size: recommend's recall and latency from {meta['dataset']}'s catalogue to a million items",
         "",
@@ -650,6 +748,20 @@ def render(rows, meta) -> str:
         "(faiss_ivf: the query tower over gRPC, the index in the client). speedup_b1: brute force's "
         "in-process batch-1 p50 over the method's.",
         "",
+        f"## {common.LEVEL:.0%} bootstrap intervals",
+        "",
+        common.md_table(interval_rows, INTERVAL_COLUMNS, digits=3),
+        "",
+        f"- recall_low / recall_high: the percentile interval of recall@10 over {meta['bootstrap']['resamples']} "
+        f"bootstrap resamples of the {meta['report_queries']} report queries (the same resamples for every "
+        "method). b1_p50_low / high: that of the in-process batch-1 p50 over resamples of the cell's requests "
+        "(the cell cycles through 64 report histories, and its requests are taken as independent draws: a load "
+        "that changes during the cell is not in the interval). "
+        "speedup_low / high: that of brute force's p50 over the method's, each method's requests resampled on "
+        "their own (separate request streams: no request of one pairs with a request of the other). A goal is "
+        "met only when its whole interval is on the goal's side. Each query's recall and each request's "
+        f"latency: `{meta['name']}_runs.json`.",
+        "",
         "## Goals",
         "",
     ] + [f"- {g}" for g in meta["goals"]] + [
@@ -661,6 +773,38 @@ def render(rows, meta) -> str:
         f"Commit: {meta['commit']}.",
     ]
     return "\n".join(lines)
+
+
+def write_outputs(out: str, rows: List[Dict[str, Any]], runs: List[Dict[str, Any]], tuning_grids: Dict[str, Any],
+                  meta: Dict[str, Any]) -> str:
+    """Writes `<out>/<name>_runs.json` (each report query's recall@10 and each in-process
+    batch-1 request's latency per size and method), then `<out>/<name>.json` (meta, rows,
+    intervals, tuning grids) and `.md` with the goals judged on the intervals; returns the
+    markdown.
+
+    Args:
+      out: the results directory.
+      rows: the table's rows.
+      runs: `run_of` per size and method.
+      tuning_grids: per size, the indexes' grids.
+      meta: the run's record (`main`'s); gets `bootstrap` and `goals`.
+    """
+    meta["bootstrap"] = {"resamples": common.BOOTSTRAP_RESAMPLES, "seed": common.BOOTSTRAP_SEED,
+                         "level": common.LEVEL}
+    interval_rows = intervals(runs)
+    meta["goals"] = goals(interval_rows)
+    markdown = render(rows, meta, interval_rows)
+    os.makedirs(out, exist_ok=True)
+    common.atomic_write(os.path.join(out, f"{meta['name']}_runs.json"),
+                        json.dumps({"command": meta["command"], "commit": meta["commit"],
+                                    "report_queries": meta["report_queries"], "bootstrap": meta["bootstrap"],
+                                    "runs": runs}) + "\n")
+    common.atomic_write(os.path.join(out, f"{meta['name']}.json"),
+                        json.dumps({"meta": meta, "rows": rows, "intervals": interval_rows, "tuning": tuning_grids},
+                                   indent=2) + "\n")
+    common.atomic_write(os.path.join(out, f"{meta['name']}.md"), markdown + "\n\nProduced by: `" +
+                        meta["command"] + "`\n")
+    return markdown
 
 
 def main(argv=None) -> int:
@@ -708,12 +852,13 @@ def main(argv=None) -> int:
     log(f"{len(real_rows)} real items, {len(synthetic)} synthetic drawn; {len(tuning)} tuning and {len(report)} "
         "report queries")
 
-    rows, tuning_grids = [], {}
+    rows, runs, tuning_grids = [], [], {}
     with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as work:
         for size in sizes:
-            size_rows, grids = run_size(size, args, model, tft_output, real, synthetic, tuning, report,
-                                        vocabulary_rows, work, log)
+            size_rows, grids, size_runs = run_size(size, args, model, tft_output, real, synthetic, tuning, report,
+                                                   vocabulary_rows, work, log)
             rows += size_rows
+            runs += size_runs
             tuning_grids[str(size)] = grids
     meta = {
         "name": args.name,
@@ -737,14 +882,7 @@ def main(argv=None) -> int:
         "report_queries": len(report),
         "training": {k: summary[k] for k in ("epochs_run", "best_epoch", "monitor", "best_value", "hparams")},
     }
-    meta["goals"] = goals(rows)
-    markdown = render(rows, meta)
-    os.makedirs(args.out, exist_ok=True)
-    common.atomic_write(os.path.join(args.out, f"{args.name}.json"),
-                        json.dumps({"meta": meta, "rows": rows, "tuning": tuning_grids}, indent=2) + "\n")
-    common.atomic_write(os.path.join(args.out, f"{args.name}.md"), markdown + "\n\nProduced by: `" +
-                        meta["command"] + "`\n")
-    print(markdown)
+    print(write_outputs(args.out, rows, runs, tuning_grids, meta))
     return 0
 
 

@@ -162,8 +162,9 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
     """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method), the markdown ending
     with the command, the commit (this work tree's unless `meta` names one) and the machine with
     its date, which bench/render_docs.py puts at the top of the rendered page."""
+    produced_at = meta.get("commit") or commit()  # before the results change the tree
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
-    header = ["", "Produced by: `" + meta["command"] + "`", f"Commit: {meta.get('commit') or commit()}",
+    header = ["", "Produced by: `" + meta["command"] + "`", f"Commit: {produced_at}",
               f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
@@ -292,6 +293,38 @@ def mean_statistic(values) -> Statistic:
 
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     return lambda w: (w @ v) / w.sum(axis=1)
+
+
+def percentile_statistic(values, q: float) -> Statistic:
+    """The q-th percentile of per-unit values (e.g. each request's latency), interpolated
+    linearly as numpy's default: under integer weights, that of the resample holding unit
+    i w_i times.
+
+    Args:
+      values: one value per unit.
+      q: the percentile, 0..100 (50: the median).
+    """
+    import numpy as np
+
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"a percentile is in [0, 100], got {q}")
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    order = np.argsort(v, kind="stable")
+    ranked = v[order]
+
+    def statistic(w):
+        counts = np.cumsum(np.atleast_2d(np.asarray(w, dtype=np.float64))[:, order], axis=1)  # [r, n]
+        total = counts[:, -1]
+        position = (total - 1.0) * q / 100.0  # in the resample's sorted values, counted from 0
+        low = np.floor(position)
+        high = np.minimum(low + 1.0, total - 1.0)
+        # The k-th sorted value of a resample is that of the first unit whose cumulative count exceeds k.
+        at_low = (counts <= low[:, None]).sum(axis=1)
+        at_high = (counts <= high[:, None]).sum(axis=1)
+        frac = position - low
+        return ranked[at_low] * (1.0 - frac) + ranked[at_high] * frac
+
+    return statistic
 
 
 def rmse_statistic(predictions, labels) -> Statistic:

@@ -13,7 +13,10 @@ task, every mode of `models/blocks/patches.py` fine-tunes a fresh copy (scratch:
 random weights) with a new head, early-stopped on the task's eval metric; the test
 split is scored once, with the best eval epoch's weights. Reported: test metric mean
 and std over seeds, eval metric, trained parameters (and their share of FineAll's),
-fine-tuning seconds.
+fine-tuning seconds; and per task, every mode against scratch and against the history
+baseline, paired over the test rows (`bench.common.compare`: each side's seed mean ± std
+and the paired bootstrap interval of the difference). Each fine-tune's and baseline's
+test scores, with the test labels once per task, are kept in `<out>/<name>_runs.json`.
 
     python -m bench.peterrec [--seeds 42,43,44] [--tasks next_like,next_liked_genres] [--out bench/results]
 """
@@ -26,7 +29,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -47,11 +50,12 @@ from models.peterrec import LAST, PatchedClassifier  # noqa: E402
 from models.hparams import TrainingParams  # noqa: E402
 from training import downstream as DS  # noqa: E402
 from training import topk  # noqa: E402
-from training.peterrec import fine_tune, metric_name, score  # noqa: E402
+from training.peterrec import fine_tune, metric_name, predict, score  # noqa: E402
 from training.trainer import vocabulary_rows  # noqa: E402
 from training.views import ItemRows, item_counts, load_user_view, sequence_dataset, sequence_windows  # noqa: E402
 
 LENGTH = 64  # inputs and training windows (MovieLens's max_history)
+HISTORY = "history"  # the baseline every mode is compared with (the Evaluator's own peer)
 
 
 def pretrain_params(args) -> NextItNetParams:
@@ -135,12 +139,13 @@ def cached_pretrain(context, params, views, valid, seed: int, cache_dir: str):
     return weights, summary
 
 
-def baselines(data: DS.DownstreamData, interactions, item_ids, behavior_row: int) -> List[Dict[str, Any]]:
+def baselines(data: DS.DownstreamData, interactions, item_ids,
+              behavior_row: int) -> Tuple[List[Dict[str, Any]], Dict[str, np.ndarray]]:
     """Peers without a network, each split's labelled positions scored from the input alone:
     `prior` (the training labels' mean: one constant score) and `history` (next_like: the
     share of liked items in the input; a next-item-feature task: the class feature's values
     of the input's items of the task's behavior, counted as the targets are, plus the prior
-    to break ties)."""
+    to break ties). Returns the result rows and each baseline's test scores."""
     train = data.splits[DS.TRAIN]
     prior = train.labelled_targets().mean(axis=0)
     values_of = {}
@@ -150,7 +155,7 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, behavior_row: int
             if i.split == DS.TRAIN and i.item not in values_of:
                 known = [index[g] for g in i.values if g in index]
                 values_of[i.item] = np.bincount(known, minlength=len(index)) / max(len(known), 1)
-    out = []
+    out, test_scores = [], {}
     for split in (DS.EVAL, DS.TEST):
         examples = data.splits[split]
         last = examples.mask > 0
@@ -170,10 +175,88 @@ def baselines(data: DS.DownstreamData, interactions, item_ids, behavior_row: int
         for name, scores in (("prior", constant), ("history", np.asarray(history))):
             out.append({"task": data.task, "mode": name, "split": split, "metric": metric_name(data.kind),
                         "value": float(score(data.kind, scores, examples))})
+            if split == DS.TEST:
+                test_scores[name] = np.asarray(scores, dtype=np.float64)
+    return out, test_scores
+
+
+def float32_list(values) -> List[Any]:
+    """float32 scores as JSON-ready nested lists, each value by its shortest decimal (which
+    reads back to the same float32, so every order and tie between scores is kept)."""
+    return np.asarray(np.asarray(values, np.float32).astype(str), np.float64).tolist()
+
+
+def held_out_labels(data: DS.DownstreamData) -> np.ndarray:
+    """The task's test labels at the labelled positions: [m] 0/1 or [m, classes] weights."""
+    test = data.splits.get(DS.TEST)
+    return test.labelled_targets() if test is not None else np.zeros((0,))
+
+
+def statistic(kind: str, scores, labels) -> common.Statistic:
+    """The task's metric of one output's test scores under resampling of the test rows: AUC
+    for a binary task, the mean of per-row hits (`evaluation.definitions.set_hits`, whose
+    mean is the accuracy) for a multi-class one."""
+    if kind == DS.BINARY:
+        return common.auc_statistic(scores, np.asarray(labels) > 0.5)
+    return common.mean_statistic(d.set_hits(scores, labels))
+
+
+def baseline_name(name: str) -> str:
+    return f"{name} baseline"
+
+
+def measured(runs: Dict[str, Any]) -> Dict[Tuple[str, str], common.Measured]:
+    """(task, mode or baseline) -> its `bench.common.Measured` on the task's test rows: one
+    statistic per seed (a baseline is deterministic: one value), from a runs file's scores."""
+    out = {}
+    for task, info in runs["tasks"].items():
+        labels = np.asarray(info["labels"], dtype=np.float64)
+        if not len(labels):
+            continue
+        entries = [r for r in runs["runs"] if r["task"] == task]
+        for name in dict.fromkeys(r["mode"] for r in entries):
+            mine = sorted((r for r in entries if r["mode"] == name), key=lambda r: r["seed"] or 0)
+            label = baseline_name(name) if mine[0]["kind"] == "baseline" else name
+            out[(task, name)] = common.Measured.of(
+                label, [statistic(info["kind"], r["scores"], labels) for r in mine], len(labels))
     return out
 
 
-def run(args) -> List[Dict[str, Any]]:
+def comparisons(runs: Dict[str, Any], modes: Sequence[str]) -> List[Dict[str, Any]]:
+    """Per task, every mode against scratch and against the history baseline
+    (`bench.common.compare` over the test rows), as result rows with the comparison's text."""
+    found = measured(runs)
+    out = []
+    for task in runs["tasks"]:
+        for reference in (P.SCRATCH, HISTORY):
+            for mode in modes:
+                if mode != reference and (task, mode) in found and (task, reference) in found:
+                    c = common.compare(found[(task, mode)], found[(task, reference)], "test rows")
+                    out.append({"kind": "comparison", "task": task, "metric": runs["tasks"][task]["metric"],
+                                "mode": mode, "against": reference, **c.to_dict(), "text": c.text()})
+    return out
+
+
+PAIRED_TEXT = (
+    "Per task, each mode against scratch and against the history baseline on the same test rows: each "
+    "side's test metric as mean ± std over seeds (a baseline has no seed: one value), the difference of "
+    "the means and its paired 95% bootstrap interval over the test rows (the same resamples for every "
+    "model and seed). \"better\" or \"worse\" only where the interval excludes 0 and the difference exceeds "
+    "the larger seed std (bench.common.PairedVerdict), otherwise \"no difference\"; where the table's means "
+    "read otherwise, these lines hold.")
+
+
+def paired_lines(comparison_rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The page's "Paired comparisons" section from `comparisons` rows."""
+    lines = ["## Paired comparisons", "", PAIRED_TEXT]
+    for task in dict.fromkeys(r["task"] for r in comparison_rows):
+        rows = [r for r in comparison_rows if r["task"] == task]
+        lines += ["", f"{task} ({rows[0]['metric']}, {rows[0]['units']} test rows):", ""]
+        lines += [f"- {r['text']}" for r in rows]
+    return lines
+
+
+def run(args) -> Tuple[List[Dict[str, Any]], Dict[str, Any], Dict[str, Any]]:
     stages = common.stages_of_args(args, split=D.LEAVE_LAST_TWO_OUT_SPLIT)
     args.data = common.data_label(stages.config)
     spec = stages.config.spec
@@ -196,11 +279,19 @@ def run(args) -> List[Dict[str, Any]]:
     valid[1: len(rows.ids) + 1] = True
     params = pretrain_params(args)
     results: List[Dict[str, Any]] = []
+    runs: Dict[str, Any] = {"tasks": {}, "runs": []}
     for name, data in tasks.items():
+        labels = held_out_labels(data)
+        runs["tasks"][name] = {"kind": data.kind, "metric": metric_name(data.kind), "classes": list(data.classes),
+                               "labels": labels.tolist()}
         behavior_row = spec.behaviors.index(task_behavior(spec, name)) + 1
-        for row in baselines(data, interactions, rows.ids, behavior_row):
+        found, test_scores = baselines(data, interactions, rows.ids, behavior_row)
+        for row in found:
             print(json.dumps(row), file=sys.stderr)
             results.append({"kind": "baseline", **row})
+        for mode, scores in test_scores.items():
+            runs["runs"].append({"kind": "baseline", "task": name, "mode": mode, "seed": None,
+                                 "scores": scores.tolist()})
     for seed in (args.seeds if args.modes else []):
         context = context_for(tft_output, views, seed, spec)
         weights, pre = cached_pretrain(context, params, views, valid, seed,
@@ -219,7 +310,23 @@ def run(args) -> List[Dict[str, Any]]:
                 row = {"kind": "fine_tune", "task": name, "mode": mode, "seed": seed, **summary}
                 print(json.dumps({k: v for k, v in row.items() if k != "eval_history"}), file=sys.stderr)
                 results.append(row)
-    return results, {n: data.counts() for n, data in tasks.items()}
+                runs["runs"].append({"kind": "fine_tune", "task": name, "mode": mode, "seed": seed,
+                                     "scores": float32_list(kept_test_scores(model, data, summary))})
+    return results, {n: data.counts() for n, data in tasks.items()}, runs
+
+
+def kept_test_scores(model, data: DS.DownstreamData, summary: Dict[str, Any]) -> np.ndarray:
+    """The test scores `fine_tune` scored (the model holds its best eval epoch's weights),
+    checked against its test metric; empty without test rows."""
+    test = data.splits.get(DS.TEST)
+    if test is None or not len(test):
+        return np.zeros((0,), np.float32)
+    logits = predict(model, test)
+    again = float(score(data.kind, logits, test))
+    if not np.isclose(again, summary["test"], rtol=0, atol=1e-9):
+        raise RuntimeError(f"task {data.task}: the kept test scores give {data.kind} {summary['metric']} {again}, "
+                           f"fine_tune scored {summary['test']}")
+    return logits
 
 
 def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Sequence[str]) -> List[Dict[str, Any]]:
@@ -253,7 +360,7 @@ def aggregate(results: Sequence[Dict[str, Any]], tasks: Sequence[str], modes: Se
     return out
 
 
-def markdown(table, pretrain_rows, counts, args) -> str:
+def markdown(table, pretrain_rows, counts, args, comparison_rows=()) -> str:
     lines = [
         f"# PeterRec model patches ({args.data}, protocol S)",
         "",
@@ -277,6 +384,8 @@ def markdown(table, pretrain_rows, counts, args) -> str:
         common.md_table(pretrain_rows, ["seed", "windows", "epochs_run", "best_epoch", "eval_ndcg@10",
                                         "eval_sampled_hit_rate@10", "seconds"]),
     ]
+    if comparison_rows:
+        lines += [""] + paired_lines(comparison_rows)
     return "\n".join(lines)
 
 
@@ -308,16 +417,20 @@ def main(argv=None) -> None:
     # --modes none: only the data and the baselines (no pretraining).
     args.modes = [P.check_mode(m) for m in args.modes.split(",") if m and m != "none"]
     started = time.monotonic()
-    results, counts = run(args)
+    results, counts, runs = run(args)
     table = aggregate(results, args.tasks, args.modes)
     pretrain_rows = [r for r in results if r["kind"] == "pretrain"]
+    atomic_write(os.path.join(args.out, f"{args.name}_runs.json"), json.dumps(runs) + "\n")
+    paired = comparisons(runs, args.modes)
     command = "python -m bench.peterrec " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"command": command.strip(), "machine": common.machine(), "data": args.data,
             "split": "leave_last_two_out (protocol S)", "seeds": args.seeds,
             "seconds": round(time.monotonic() - started, 1)}
-    rows = [dict(r, kind="summary") for r in table] + list(results) + [{"kind": "meta", **meta, "counts": counts}]
-    common.write_results(args.name, rows, markdown(table, pretrain_rows, counts, args), meta, args.out)
-    print(markdown(table, pretrain_rows, counts, args))
+    rows = ([dict(r, kind="summary") for r in table] + list(results) + paired
+            + [{"kind": "meta", **meta, "counts": counts}])
+    page = markdown(table, pretrain_rows, counts, args, paired)
+    common.write_results(args.name, rows, page, meta, args.out)
+    print(page)
 
 
 if __name__ == "__main__":

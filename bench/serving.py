@@ -172,10 +172,12 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, max_seconds: float, warm: int = 20,
-             server_pid: Optional[int] = None) -> dict:
+             server_pid: Optional[int] = None, keep_latencies: bool = False) -> dict:
     """Latency percentiles, throughput and CPU milliseconds per request of `call` from
     `concurrency` threads: of this process (`client_cpu_ms`) and of `server_pid` when given
-    (`server_cpu_ms`, else None), over the timed requests (failed ones included)."""
+    (`server_cpu_ms`, else None), over the timed requests (failed ones included); with
+    `keep_latencies`, also every successful request's latency (`latencies_ms`, in ms, thread
+    by thread in request order), for a bootstrap over requests."""
     for _ in range(warm):
         call()
     per_thread = max(1, max_requests // concurrency)
@@ -233,6 +235,7 @@ def run_cell(call: Callable[[], object], concurrency: int, max_requests: int, ma
         "client_cpu_ms": round(1000.0 * client_cpu / sent, 3),
         "server_cpu_ms": round(1000.0 * server_cpu / sent, 3) if server_cpu is not None else None,
         "first_error": first_error[0] if first_error else None,
+        **({"latencies_ms": [float(x) for x in lat]} if keep_latencies else {}),
     }
 
 

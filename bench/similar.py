@@ -3,25 +3,34 @@
 `similar_items` scores (cos(learned item vectors) + w * cos(feature sets)) / (1 + w)
 (`models.base.RecModel.similarity_vectors`, w = the family's `similar_category_weight`), the
 sets being the values of the description's multi-valued item feature (MovieLens: the
-genres; `--feature` names another categorical item feature). For each family, trained once
-on the hash split, and for the ItemKNN peer (cosine of item columns of the training user x
-item matrix), every w of the grid is measured:
+genres; `--feature` names another categorical item feature). Each family is trained on the
+hash split once per seed of `--seeds`; the ItemKNN peer (cosine of item columns of the
+training user x item matrix, blended with the set cosine the same way) is deterministic and
+runs once. Per model:
 
 - item-to-item HR@10: for each user with a training item of the strongest behavior
   (MovieLens: liked) and a target of the split, the query is the user's most recent such
-  training item; a hit when one of its 10 most similar items is a target. w is chosen on
-  the eval split; the test split is only reported.
+  training item; a hit when one of its 10 most similar items is a target.
+- w is chosen on the eval split by the mean over seeds of eval HR@10, with
+  `bench.common.widening_search` over an additive knob (`weight_knob`): the first grid, then
+  past its top edge by `WEIGHT_STEP` while the choice sits there, up to `WEIGHT_HIGH` (w = 0,
+  the learned cosine alone, is the lower bound). A w costs no training, so the search is
+  wide. The test split is only reported: each evaluated w's test HR@10 (seed mean and std),
+  and each test query's hit per (model, w, seed) in `<out>/similar_runs.json`.
 - set Jaccard@10: mean Jaccard of the feature sets of each item with at least
   `--min_count` training interactions and of its 10 most similar items (training data
   only: what the list looks like, not whether it is right).
 - focus share: over the items carrying every `--focus` value (default Children and
   Animation) with at least `--min_count` training interactions, the share of their 10 most
   similar items carrying one of them.
+- paired comparisons on test HR@10 (`bench.common.compare` over the test queries, each
+  side's seed mean ± std and the paired bootstrap interval): each family at its chosen w
+  against ItemKNN at its chosen w, and each model at its chosen w against its own w = 0.
 
-The chosen w is exported with the family (`export_model`) and the served
+The chosen w is exported with the first seed's family (`export_model`) and the served
 `similar_items` answers `--title` (an item whose `--title_column` in the description's item
-table is that text), so the quoted list is the signature's own. Writes `similar.json` and
-`similar.md`.
+table is that text), so the quoted list is the signature's own. Writes `similar.json`,
+`similar_runs.json` and `similar.md`.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import json
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -51,7 +60,13 @@ from training.views import ItemRows, UserView, load_user_view  # noqa: E402
 from contract.datasets import HASH_SPLIT  # noqa: E402
 
 K = 10
-WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+SEEDS = (42, 43, 44)
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)  # the first grid of w
+# Past the first grid's top, w grows by WEIGHT_STEP up to WEIGHT_HIGH; w = 0 is the low bound.
+WEIGHT_STEP, WEIGHT_HIGH = 0.5, 20.0
+WEIGHT_WHY = ("w = 0 is the learned cosine alone; at w = 20 the learned cosine carries 1/21 of the score, "
+              "the feature-set cosine all but alone")
+EVALUATIONS = 60  # the most w one model's search evaluates: past the bound's 44, so the bound stops it first
 FOCUS = "Children,Animation"  # the default --focus values (MovieLens genres)
 TITLE, TITLE_COLUMN = "Toy Story (1995)", "title"  # the default --title and --title_column
 
@@ -116,8 +131,13 @@ def top_similar(scores_of: Callable[[np.ndarray], np.ndarray], rows: np.ndarray,
     return np.take_along_axis(top, order, 1)
 
 
+def query_hits(neighbours: np.ndarray, targets: Sequence[set]) -> np.ndarray:
+    """[queries] 1 where a query's neighbours hold one of its targets, else 0."""
+    return np.asarray([int(bool(set(n.tolist()) & t)) for n, t in zip(neighbours, targets)], np.int64)
+
+
 def hit_rate(neighbours: np.ndarray, targets: Sequence[set]) -> float:
-    return float(np.mean([bool(set(n.tolist()) & t) for n, t in zip(neighbours, targets)])) if targets else 0.0
+    return float(np.mean(query_hits(neighbours, targets))) if targets else 0.0
 
 
 def set_measures(neighbours: np.ndarray, rows: np.ndarray, multi_hot: np.ndarray, focus: np.ndarray) -> Dict[str, float]:
@@ -137,11 +157,141 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+# A model's blended similarity: w -> (rows -> [len(rows), items] scores), one per seed.
+Scorer = Callable[[float], Callable[[np.ndarray], np.ndarray]]
+
+
+def weight_knob(values: Sequence[float] = WEIGHTS) -> common.Knob:
+    """The searched `similar_category_weight`: additive (w = 0 is a value, which a geometric
+    knob cannot hold), widened past the top by `WEIGHT_STEP` up to `WEIGHT_HIGH`."""
+    return common.Knob("similar_category_weight", tuple(values), common.ADDITIVE, WEIGHT_STEP, low=0.0,
+                       high=WEIGHT_HIGH, why=WEIGHT_WHY)
+
+
+def weight_key(w: float) -> str:
+    """A w as a runs-file key ("0", "0.2", "1.5")."""
+    return f"{w:g}"
+
+
+def measure_model(model: str, scorers: Sequence[Scorer], seeds: Sequence[Optional[int]], queries: Dict[str, Any],
+                  valid: np.ndarray, frequent: np.ndarray, multi_hot: np.ndarray, focus: np.ndarray,
+                  train_seconds: Sequence[float], knob: common.Knob,
+                  log: Callable[[str], None] = lambda line: None):
+    """Chooses a model's w on eval (mean over seeds of eval HR@10, `common.widening_search`)
+    and measures every evaluated w on test: (result rows, the model's runs entry with each
+    test query's hit per w and seed, the search).
+
+    Args:
+      model: its name.
+      scorers: one per seed (ItemKNN: one).
+      seeds: the seed of each scorer (None: a deterministic model's one run).
+      queries: split -> (query rows, target sets), for "eval" and "test".
+      valid: which item rows may be neighbours.
+      frequent, multi_hot, focus: the set measures' items, feature sets and focus columns.
+      train_seconds: the training time of each seed.
+      knob: the searched w (`weight_knob`).
+      log: called with one line per evaluated w.
+    """
+    if len(scorers) != len(seeds):
+        raise ValueError(f"{model}: {len(scorers)} scorers for seeds {list(seeds)}")
+
+    def eval_hr(setting: Dict[str, Any]) -> float:
+        w = setting[knob.name]
+        return float(np.mean([hit_rate(top_similar(s(w), queries["eval"][0], valid), queries["eval"][1])
+                              for s in scorers]))
+
+    tuned = common.widening_search(eval_hr, [knob], max_evaluations=EVALUATIONS,
+                                   log=lambda line: log(f"{model}: {line}"))
+    chosen = tuned.chosen[knob.name]
+    rows, hits = [], {}
+    for point in sorted(tuned.points, key=lambda p: p[knob.name]):
+        w = point[knob.name]
+        per_seed, measures = [], []
+        for s in scorers:
+            scores_of = s(w)
+            per_seed.append(query_hits(top_similar(scores_of, queries["test"][0], valid), queries["test"][1]))
+            measures.append(set_measures(top_similar(scores_of, frequent, valid), frequent, multi_hot, focus))
+        hits[weight_key(w)] = [h.tolist() for h in per_seed]
+        test = common.mean_std([float(h.mean()) for h in per_seed])
+        rows.append({
+            "model": model, "similar_category_weight": w, "chosen": w == chosen,
+            "eval_hr_at_10": round(point["score"], 4),
+            "test_hr_at_10": round(test["mean"], 4),
+            "test_hr_at_10_std": None if test["std"] is None else round(test["std"], 4),
+            "test_hr_at_10_per_seed": [round(float(h.mean()), 4) for h in per_seed],
+            "set_jaccard_at_10": round(float(np.mean([m["set_jaccard_at_10"] for m in measures])), 4),
+            "focus_share": round(float(np.mean([m["focus_share"] for m in measures])), 4),
+            "focus_items": measures[0]["focus_items"],
+            "seeds": len(seeds), "eval_queries": len(queries["eval"][0]), "test_queries": len(queries["test"][0]),
+            "train_seconds": round(float(np.mean(train_seconds)), 1),
+            **({"tuning_status": tuned.status_text()} if w == chosen else {}),
+        })
+    entry = {"seeds": list(seeds), "chosen": chosen, "status": tuned.status_text(), "tuning": tuned.to_dict(),
+             "train_seconds": [round(float(t), 1) for t in train_seconds], "test_hits": hits}
+    return rows, entry, tuned
+
+
+def write_runs(out_dir: str, runs: Dict[str, Any]) -> str:
+    """`<out>/similar_runs.json` (through a temporary file and a rename); returns its path."""
+    import os
+
+    path = os.path.join(out_dir, "similar_runs.json")
+    common.atomic_write(path, json.dumps(runs) + "\n")
+    return path
+
+
+def paired_lines(runs: Dict[str, Any], peer: str = "item_knn") -> List[str]:
+    """The paired comparisons on test HR@10 (`common.compare` over the test queries): each
+    family at its chosen w against `peer` at its chosen w, and each model at its chosen w
+    against its own w = 0.
+
+    Args:
+      runs: the runs file's content (`measure_model`'s entries under "models").
+      peer: the one-run peer's name (absent: no family-vs-peer lines).
+    """
+    models = runs["models"]
+
+    def measured(model: str, w: float) -> common.Measured:
+        per_seed = models[model]["test_hits"][weight_key(w)]
+        return common.Measured.of(f"{model} (w={weight_key(w)})", [common.mean_statistic(h) for h in per_seed],
+                                  len(per_seed[0]))
+
+    lines = []
+    if peer in models:
+        at_peer = measured(peer, models[peer]["chosen"])
+        for model in [m for m in models if m != peer]:
+            lines.append("- " + common.compare(measured(model, models[model]["chosen"]), at_peer,
+                                               "test queries").text())
+    for model, entry in models.items():
+        if entry["chosen"] == 0:
+            lines.append(f"- {model}: its chosen w is 0, which is the w = 0 it would be compared with")
+            continue
+        lines.append("- " + common.compare(measured(model, entry["chosen"]), measured(model, 0.0),
+                                           "test queries").text())
+    return lines
+
+
+def chosen_table(results: Sequence[Dict[str, Any]]) -> str:
+    """One row per model at its chosen w: eval and test HR@10 (seed mean ± std) and the knob's status."""
+    lines = ["| model | chosen w | eval HR@10 (seed mean) | test HR@10 mean ± std | seeds | w's status |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        if r["chosen"]:
+            lines.append(f"| {r['model']} | {weight_key(r['similar_category_weight'])} | {r['eval_hr_at_10']:.4f} | "
+                         f"{_mean_std(r)} | {r['seeds']} | {r['tuning_status']} |")
+    return "\n".join(lines)
+
+
+def _mean_std(row: Dict[str, Any]) -> str:
+    std = row.get("test_hr_at_10_std")
+    return f"{row['test_hr_at_10']:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="mf,mf_history,mf_dnn")
-    parser.add_argument("--weights", default=",".join(map(str, WEIGHTS)))
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--weights", default=",".join(map(str, WEIGHTS)), help="the first grid of w")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="each family is trained once per seed")
     parser.add_argument("--feature", default="", help="the categorical item feature whose sets are blended in "
                                                       "(default: the description's first multi-valued one)")
     parser.add_argument("--focus", default=FOCUS, help="values of the feature whose items' lists are measured")
@@ -154,7 +304,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max_epochs", type=int, default=0, help="cap each family's epochs (0: its own)")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
-    weights = [float(w) for w in args.weights.split(",")]
+    knob = weight_knob([float(w) for w in args.weights.split(",")])
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not seeds:
+        raise SystemExit("--seeds: give at least one seed")
+    run_started = time.monotonic()
     stages = common.stages_of_args(args, split=HASH_SPLIT)
     spec = stages.config.spec
     description = stages.config.load_description()
@@ -180,52 +334,49 @@ def main(argv=None) -> int:
     focus = np.asarray([values.index(v) + 1 for v in args.focus.split(",") if v in values], np.int64)
 
     results: List[Dict[str, Any]] = []
+    runs: Dict[str, Any] = {"k": K, "seeds": seeds, "eval_choice": "mean over seeds of eval HR@10",
+                            "test_query_items": [rows.ids[q - 1].decode() if isinstance(rows.ids[q - 1], bytes)
+                                                 else str(rows.ids[q - 1]) for q in queries["test"][0]],
+                            "models": {}}
     lists: Dict[str, List[str]] = {}
     title_row = _title_row(args.title, args.title_column, description, stages.config.data_dir, rows)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
 
-    def measure(model: str, scores_for, trained_seconds: float, served=None) -> None:
-        per_w = []
-        for w in weights:
-            scores_of = scores_for(w)
-            per_w.append({
-                "w": w,
-                "eval_hr_at_10": hit_rate(top_similar(scores_of, queries["eval"][0], valid), queries["eval"][1]),
-                "scores_of": scores_of,
-            })
-        chosen = max(per_w, key=lambda r: r["eval_hr_at_10"])
-        for r in per_w:
-            scores_of = r.pop("scores_of")
-            neighbours = top_similar(scores_of, frequent, valid)
-            results.append({
-                "model": model, "similar_category_weight": r["w"], "chosen": r is chosen,
-                "eval_hr_at_10": round(r["eval_hr_at_10"], 4),
-                "test_hr_at_10": round(hit_rate(top_similar(scores_of, queries["test"][0], valid),
-                                                queries["test"][1]), 4),
-                **{k: (round(v, 4) if isinstance(v, float) else v)
-                   for k, v in set_measures(neighbours, frequent, multi_hot, focus).items()},
-                "eval_queries": len(queries["eval"][0]), "test_queries": len(queries["test"][0]),
-                "train_seconds": round(trained_seconds, 1),
-            })
-            if r is chosen and title_row:
-                lists[model] = (served(r["w"]) if served else
-                                [_title(rows.ids[t - 1]) for t in top_similar(scores_of, np.asarray([title_row]), valid)[0]])
+    def measure(model: str, scorers: Sequence[Scorer], model_seeds: Sequence[Optional[int]], seconds: Sequence[float],
+                served=None) -> None:
+        model_rows, entry, tuned = measure_model(model, scorers, model_seeds, queries, valid, frequent, multi_hot,
+                                                 focus, seconds, knob, log)
+        results.extend(model_rows)
+        runs["models"][model] = entry
+        w = tuned.chosen[knob.name]
+        if title_row:
+            lists[model] = (served(w) if served else
+                            [_title(rows.ids[t - 1]) for t in top_similar(scorers[0](w), np.asarray([title_row]),
+                                                                            valid)[0]])
 
     for family in [f for f in args.families.split(",") if f]:
         view = F.INTERACTION_VIEW
         hparams = {"max_epochs": args.max_epochs} if args.max_epochs else {}
-        config = common.train_config(stages, family, hparams=hparams, tasks=common.task_names(stages.config, family),
-                                     seed=args.seed, top_k=K)
-        started = time.monotonic()
-        model, _, model_valid = train(config, stages.files(view, "train"), stages.files(view, "eval"),
-                                      stages.transform_graph)
-        seconds = time.monotonic() - started
-        base = model.hparams
+        scorers, seconds, first = [], [], None
+        for seed in seeds:
+            config = common.train_config(stages, family, hparams=hparams,
+                                         tasks=common.task_names(stages.config, family), seed=seed, top_k=K)
+            started = time.monotonic()
+            model, _, model_valid = train(config, stages.files(view, "train"), stages.files(view, "eval"),
+                                          stages.transform_graph)
+            seconds.append(time.monotonic() - started)
+            log(f"{family} seed {seed}: trained in {seconds[-1]:.0f} s")
+            base = model.hparams
 
-        def scores_for(w, model=model, base=base):
-            model.hparams = dataclasses.replace(base, similar_category_weight=w)
-            return dot_scores(model.similarity_vectors().numpy()[:num_rows])
+            def scores_for(w, model=model, base=base):
+                model.hparams = dataclasses.replace(base, similar_category_weight=w)
+                return dot_scores(model.similarity_vectors().numpy()[:num_rows])
 
-        def served(w, model=model, base=base, model_valid=model_valid):
+            scorers.append(scores_for)
+            if first is None:
+                first = (model, base, model_valid)
+
+        def served(w, model=first[0], base=first[1], model_valid=first[2]):
             model.hparams = dataclasses.replace(base, similar_category_weight=w)
             with tempfile.TemporaryDirectory() as tmp:
                 export_model(model, tft_output, model_valid, tmp, top_k=K)
@@ -233,39 +384,64 @@ def main(argv=None) -> int:
                 out = loaded.signatures[protocol.SIMILAR_ITEMS](item_ids=tf.constant([rows.ids[title_row - 1]]))
                 return [_title(i) for i in out[protocol.RECOMMEND_ITEM_IDS].numpy()[0]]
 
-        measure(family, scores_for, seconds, served)
+        measure(family, scorers, seeds, seconds, served)
+        del scorers, first
 
     started = time.monotonic()
     knn = item_knn_weights(views["train"], num_rows)
     knn = np.asarray(knn.todense() if hasattr(knn, "todense") else knn, np.float32)
     sets_unit = unit_rows(multi_hot)
     seconds = time.monotonic() - started
-    # ItemKNN's item-item cosine, blended with the set cosine as the families' vectors are.
-    measure("item_knn", lambda w: (lambda r: (knn[r] + w * (sets_unit[r] @ sets_unit.T)) / (1.0 + w)), seconds)
+    # ItemKNN's item-item cosine, blended with the set cosine as the families' vectors are;
+    # deterministic: one run.
+    measure("item_knn", [lambda w: (lambda r: (knn[r] + w * (sets_unit[r] @ sets_unit.T)) / (1.0 + w))],
+            [None], [seconds])
 
     meta = {"command": "python -m bench.similar " + " ".join(argv if argv is not None else sys.argv[1:]),
             "data": common.data_label(stages.config), "feature": feature.name, "focus": args.focus,
-            "seed": args.seed, "title": args.title, "min_count": args.min_count, "machine": common.machine()}
-    columns = ["model", "similar_category_weight", "chosen", "eval_hr_at_10", "test_hr_at_10",
-               "set_jaccard_at_10", "focus_share", "eval_queries", "train_seconds"]
+            "seeds": seeds, "title": args.title, "min_count": args.min_count, "machine": common.machine()}
+    runs["meta"] = {k: v for k, v in meta.items() if k != "machine"}
+    write_runs(args.out, runs)
+    columns = ["model", "similar_category_weight", "chosen", "eval_hr_at_10", "test HR@10 mean ± std",
+               "set_jaccard_at_10", "focus_share", "seeds", "train_seconds"]
+    table = [{**r, "test HR@10 mean ± std": _mean_std(r)} for r in results]
+    knob_text = (f"first grid {', '.join(weight_key(w) for w in knob.values)}; past its top edge w grows by "
+                 f"{weight_key(WEIGHT_STEP)} while the choice sits there, up to {weight_key(WEIGHT_HIGH)} "
+                 f"({WEIGHT_WHY}); at most {EVALUATIONS} w per model")
     markdown = "\n".join([
         f"# Similar items: learned vectors blended with {feature.name} sets ({meta['data']})",
         "",
-        common.md_table(results, columns),
+        "## Paired comparisons",
         "",
-        f"`similar_category_weight` w: scores (cos(vectors) + w cos({feature.name})) / (1 + w). `chosen`: the best",
+        "Test item-to-item HR@10, each model at its eval-chosen w; each side's seed mean ± std and the paired "
+        f"{common.LEVEL:.0%} bootstrap interval of the difference over the test queries "
+        f"({common.BOOTSTRAP_RESAMPLES} resamples, the same for every model; `bench.common.compare`). ItemKNN is "
+        "deterministic and ran once (no seed std).",
+        "",
+        *paired_lines(runs),
+        "",
+        "## Chosen w per model",
+        "",
+        chosen_table(results),
+        "",
+        "## Every evaluated w",
+        "",
+        common.md_table(table, columns),
+        "",
+        f"`similar_category_weight` w: scores (cos(vectors) + w cos({feature.name})) / (1 + w). Each family is "
+        f"trained once per seed ({', '.join(map(str, seeds))}); ItemKNN once. `chosen`: the best mean over seeds of "
         f"eval item-to-item HR@10 (query: the user's most recent {spec.behaviors[-1]} training item; hit: a",
-        "target among its 10 most similar); the test split is only reported. Set Jaccard@10 over",
+        "target among its 10 most similar), searched by `bench.common.widening_search` over an additive w: "
+        f"{knob_text}. The test split is only reported; each test query's hit per (model, w, seed) is in "
+        "`similar_runs.json`. Set Jaccard@10 and focus share are seed means: Jaccard over",
         f"the {len(frequent)} items with at least {args.min_count} training interactions; focus share over the",
-        f"items among them whose {feature.name} include every one of {args.focus}.",
+        f"items among them whose {feature.name} include every one of {args.focus}. `train_seconds`: mean per seed.",
         "",
-        f"`similar_items` for {args.title!r} at the chosen w:",
+        f"`similar_items` for {args.title!r} at the chosen w (families: the seed-{seeds[0]} model's served signature):",
         "",
         *[f"- {model}: " + "; ".join(titles) for model, titles in lists.items()],
         "",
-        f"Produced by: `{meta['command']}`",
-        f"Machine: {json.dumps(meta['machine'])}",
-        "",
+        f"Wall time of the whole run: {time.monotonic() - run_started:.0f} s.",
     ])
     common.write_results("similar", results, markdown, {**meta, "lists": lists}, args.out)
     print(markdown)

@@ -527,6 +527,64 @@ def tune_students(args, pairs: Dict[str, Sequence[str]], overrides, grid: Dict[s
     return result
 
 
+def serving_rows(dataset: str, timed: Dict[tuple, List[float]], params: Dict[str, int],
+                 reads: Dict[str, List[str]]) -> List[Dict[str, Any]]:
+    """The rows of one dataset's serving times, batch by batch: each model's mean ± std over
+    the timing rounds, every round's value (`rounds_ms`, in round order) and the mean above
+    the floor.
+
+    Args:
+      dataset: the dataset's name.
+      timed: (model, batch) -> its serve_ms per round, FLOOR included.
+      params: model -> trainable parameters (FLOOR: none).
+      reads: model -> the features its call reads.
+    """
+    rows = []
+    for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        stats = common.mean_std(values)
+        floor = float(np.mean(timed[(FLOOR, batch)]))
+        rows.append({"dataset": dataset, "model": name, "batch": batch, "ms": stats["mean"], "std": stats["std"],
+                     "rounds": len(values), "above_floor_ms": stats["mean"] - floor, "params": params.get(name, 0),
+                     "features": len(reads[name]), "rounds_ms": [float(v) for v in values]})
+    return rows
+
+
+def speedup(teacher: Dict[str, Any], student: Dict[str, Any]) -> Dict[str, common.SeedPaired]:
+    """Teacher against student over the timing rounds, round r's two times a pair (serve_ms
+    times the models in alternation within a round): `ms`, the paired t interval of teacher -
+    student in ms, whose verdict is `PairedVerdict`'s (lower is better); `log_ratio`, that of
+    log(teacher / student), whose bounds exponentiated are the speed-up's."""
+    rounds = [dict(enumerate(r["rounds_ms"])) for r in (teacher, student)]
+    logs = [{k: float(np.log(v)) for k, v in r.items()} for r in rounds]
+    return {"ms": common.seed_paired(teacher["model"], rounds[0], student["model"], rounds[1], higher_is_better=False),
+            "log_ratio": common.seed_paired(teacher["model"], logs[0], student["model"], logs[1],
+                                            higher_is_better=False)}
+
+
+def speedup_lines(dataset: str, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Per batch and teacher family: teacher against student with the paired interval over
+    rounds (`speedup`) and its verdict, then the floor and the largest speed-up it allows."""
+    lines = []
+    for batch in sorted({r["batch"] for r in rows if r["dataset"] == dataset}):
+        get = {r["model"]: r for r in rows if r["dataset"] == dataset and r["batch"] == batch}
+        s_, f = get[STUDENT], get[FLOOR]
+        for teacher in TEACHER_FAMILIES:
+            t = get[teacher]
+            paired = speedup(t, s_)
+            ms, ratio = paired["ms"], paired["log_ratio"]
+            verdict = ms.verdict().replace("seed std", "round std")  # the spread here is over timing rounds
+            lines.append(
+                f"- {dataset} batch {batch}, {teacher}: teacher {t['ms']:.3f} ± {t['std']:.3f} ms, student "
+                f"{s_['ms']:.3f} ± {s_['std']:.3f} ms ({t['ms'] / s_['ms']:.2f}x); teacher - student "
+                f"{ms.diff:+.3f} ms, paired {ms.level:.0%} t interval [{ms.low:+.3f}, {ms.high:+.3f}] ms over the "
+                f"{len(ms.seeds)} rounds; per-round speed-up {np.exp(ratio.diff):.2f}x (geometric mean), "
+                f"{ratio.level:.0%} t interval [{np.exp(ratio.low):.2f}x, {np.exp(ratio.high):.2f}x]: {verdict}; "
+                f"floor {f['ms']:.3f} ms; above the floor teacher {t['above_floor_ms']:.3f} ms, student "
+                f"{s_['above_floor_ms']:.3f} ms; the largest speed-up a student reading these features could reach "
+                f"is {t['ms'] / f['ms']:.2f}x")
+    return lines
+
+
 def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str, rounds: int = 5) -> None:
     """Every teacher family's and the student's serving cost against the floor of a compiled
     call, without training.
@@ -535,7 +593,8 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
     (registry defaults and --hparam); every round times the teachers (TEACHER_FAMILIES), the
     student and the floor of the student's inputs (serve_ms's FLOOR) in alternation at batch
     1 and 100, each call a fixed signature taking the features its model reads. Writes
-    takd_serving.{json,md}.
+    takd_serving.{json,md}, every round's time in the rows and each speed-up with its paired
+    interval over rounds.
     """
     rows: List[Dict[str, Any]] = []
     lines: List[str] = []
@@ -552,37 +611,35 @@ def serving_only(args, pairs: Dict[str, Sequence[str]], overrides, command: str,
             for batch, repeats in ((1, args.repeats), (100, max(args.repeats // 4, 10))):
                 for name, ms in serve_ms(models, parts["test"], batch, repeats, floor_of=STUDENT, reads=read).items():
                     timed.setdefault((name, batch), []).append(ms)
-        for (name, batch), values in sorted(timed.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            stats = common.mean_std(values)
-            floor = float(np.mean(timed[(FLOOR, batch)]))
-            rows.append({"dataset": dataset, "model": name, "batch": batch, "ms": stats["mean"], "std": stats["std"],
-                         "rounds": rounds, "above_floor_ms": stats["mean"] - floor,
-                         "params": count_params(models[name]) if name in models else 0, "features": len(read[name])})
+        mine = serving_rows(dataset, timed, {name: count_params(m) for name, m in models.items()}, read)
+        rows += mine
         for name in models:
             lines.append(f"- {dataset}: {name} reads {len(read[name])} features: {', '.join(read[name])}")
-        for batch in (1, 100):
-            get = {r["model"]: r for r in rows if r["dataset"] == dataset and r["batch"] == batch}
-            s_, f = get[STUDENT], get[FLOOR]
-            for teacher in TEACHER_FAMILIES:
-                t = get[teacher]
-                lines.append(f"- {dataset} batch {batch}, {teacher}: teacher {t['ms']:.3f} ms, student "
-                             f"{s_['ms']:.3f} ms ({t['ms'] / s_['ms']:.2f}x), floor {f['ms']:.3f} ms; above the floor "
-                             f"teacher {t['above_floor_ms']:.3f} ms, student {s_['above_floor_ms']:.3f} ms; the "
-                             f"largest speed-up a student reading these features could reach is "
-                             f"{t['ms'] / f['ms']:.2f}x")
-    md = "\n".join([
+        lines += speedup_lines(dataset, mine)
+    md = serving_markdown(rows, lines, rounds)
+    common.write_results(SERVING_NAME, rows, md, {"command": command, "machine": json.dumps(common.machine())},
+                         args.out)
+    print(md, flush=True)
+
+
+def serving_markdown(rows: Sequence[Dict[str, Any]], lines: Sequence[str], rounds: int) -> str:
+    """takd_serving.md's page (without the footer `write_results` adds)."""
+    return "\n".join([
         "# TAKD serving: teachers and student against the floor of a compiled call", "",
         "Median in-process ms of each model's compiled call on transformed test features (serve_ms), mean ± std "
         f"over {rounds} rounds, the models timed in alternation. Each call is a fixed signature (every dimension "
         "unknown, as a SavedModel signature) taking the features its model reads (found by tracing it), as its "
         "serving request would. `floor`: such a call that takes the student's features and returns one of them, "
-        "no arithmetic. Models built by one training step (the cost of a call does not depend on the weights).", "",
+        "no arithmetic. Models built by one training step (the cost of a call does not depend on the weights). "
+        "Every round's value: `rounds_ms` in the JSON rows.", "",
         common.md_table(rows, ("dataset", "model", "batch", "ms", "std", "rounds", "above_floor_ms", "params",
                                "features")), "",
-        "## Speed-ups", ""] + lines + [""])
-    common.write_results(SERVING_NAME, rows, md, {"command": command, "machine": json.dumps(common.machine())},
-                         args.out)
-    print(md, flush=True)
+        "## Speed-ups", "",
+        "A round times every model in alternation, so a round's teacher and student are a pair: teacher - student "
+        f"has a paired t interval over the {rounds} rounds ({common.LEVEL:.0%}), and so has the log of the "
+        "per-round speed-up (its bounds exponentiated). The student beats a teacher only when the interval of "
+        "the difference excludes 0 and the difference exceeds the larger of the two stds over rounds "
+        "(`bench.common.PairedVerdict`); otherwise no difference is shown.", ""] + list(lines) + [""])
 
 
 def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:

@@ -293,17 +293,28 @@ def set_accuracy(scores, targets) -> float:
       scores: [n, C] class scores (higher is more likely).
       targets: [n, C] 0/1 (or nonnegative weights): nonzero marks a target class.
     """
+    hits = set_hits(scores, targets)
+    return exact_mean(hits.tolist()) if hits.size else float("nan")
+
+
+def set_hits(scores, targets) -> np.ndarray:
+    """Each example's hit of `set_accuracy` (their mean): 1 when its top-scored class is one
+    of its target classes, the share of target classes among tied top classes otherwise.
+
+    Args:
+      scores: [n, C] class scores (higher is more likely).
+      targets: [n, C] 0/1 (or nonnegative weights): nonzero marks a target class.
+    """
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(targets, dtype=np.float64)
     if s.ndim != 2 or s.shape != t.shape:
         raise ValueError(f"scores and targets must both be [n, C], got {s.shape} and {t.shape}")
     if s.shape[0] == 0:
-        return float("nan")
+        return np.zeros(0)
     if not np.all((t > 0).any(axis=1)):
         raise ValueError("targets: every example needs at least one target class")
     top = s == s.max(axis=1, keepdims=True)
-    hits = (top & (t > 0)).sum(axis=1) / top.sum(axis=1)
-    return exact_mean(hits.tolist())
+    return (top & (t > 0)).sum(axis=1) / top.sum(axis=1)
 
 
 def liked_auc(scores, ratings, threshold: float) -> float:

@@ -3,6 +3,7 @@
 The benchmarks run on the real data (bench/); these tests check on tiny synthetic data that
 what they compare is computed as documented.
 """
+import json
 import time
 
 import numpy as np
@@ -252,6 +253,10 @@ def test_serving_bench_counts_cpu_per_request_of_a_process_and_compares_merging(
     assert serving.process_cpu_seconds(os.getpid()) - before >= 0.1
     stats = serving.run_cell(lambda: sum(range(2000)), 2, 200, 5.0, warm=2, server_pid=os.getpid())
     assert stats["requests"] == 200 and stats["client_cpu_ms"] > 0 and stats["server_cpu_ms"] is not None
+    assert "latencies_ms" not in stats  # a results row carries no per-request values unless asked
+    kept = serving.run_cell(lambda: sum(range(2000)), 1, 50, 5.0, warm=0, keep_latencies=True)
+    assert len(kept["latencies_ms"]) == kept["requests"] == 50 and min(kept["latencies_ms"]) > 0
+    assert kept["p50_ms"] == round(float(np.percentile(kept["latencies_ms"], 50)), 3)
     rows = [{"path": "in_process", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
              "server_cpu_ms": None, "max_batch_rows": None},
             {"path": "grpc", "signature": "s", "batch": 1, "concurrency": 8, "client_cpu_ms": 0.25,
@@ -352,6 +357,97 @@ def test_similar_bench_reads_the_descriptions_set_feature_from_transformed_rows(
              {F.ITEM_IDX: np.array([3, 9]), name: np.array([[4, 4, 0], [1, 0, 0]])}]  # row 9: not a catalogue row
     sets = similar.feature_sets(parts, genres, num_rows=4, width=5)
     assert sets.tolist() == [[0] * 5, [0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]
+
+
+def _blend_scorer(cuts, num_rows):
+    """A similarity whose query i (row 1 + i) ranks its target (row 1 + Q + i) above ten
+    decoys only when w > cuts[i]: eval HR@10 keeps rising with w up to max(cuts)."""
+    q = len(cuts)
+    decoys = np.arange(1 + 2 * q, 11 + 2 * q)
+
+    def scores_for(w):
+        s = np.zeros((num_rows, num_rows))
+        s[np.arange(1, q + 1)[:, None], decoys[None, :]] = 1.0
+        s[np.arange(1, q + 1), np.arange(1 + q, 1 + 2 * q)] = w / np.asarray(cuts)
+        return lambda rows: s[rows]
+
+    return scores_for
+
+
+def _blend_data(q):
+    num_rows = 2 * q + 11
+    valid = np.ones(num_rows, bool)
+    valid[0] = False
+    split = (np.arange(1, q + 1), [{1 + q + i} for i in range(q)])
+    return num_rows, valid, {"eval": split, "test": split}
+
+
+def _measure(similar, name, scorers, seeds, num_rows, valid, queries):
+    return similar.measure_model(name, scorers, seeds, queries, valid, np.arange(1, 5),
+                                 np.zeros((num_rows, 3), np.float32), np.zeros(0, np.int64),
+                                 [1.0] * len(seeds), similar.weight_knob())
+
+
+def test_similar_bench_widens_w_past_the_first_grid_and_keeps_each_test_querys_hit_per_seed(tmp_path):
+    from bench import similar
+
+    q = 30
+    num_rows, valid, queries = _blend_data(q)
+    cuts = 0.1 * (np.arange(q) + 0.5)  # 0.05 .. 2.95: eval HR rises past the first grid's top, w = 1
+    scorers = [_blend_scorer(cuts, num_rows), _blend_scorer(cuts * 1.02, num_rows)]  # two "seeds"
+    rows, entry, tuned = _measure(similar, "mf", scorers, [42, 43], num_rows, valid, queries)
+    # Seed 42 hits every query from w = 3, seed 43 (cut 3.009) from w = 3.5; 4.0 is no better.
+    assert entry["chosen"] == 3.5 and tuned.status == {"similar_category_weight": "interior"}
+    assert [r["similar_category_weight"] for r in rows] == [0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    chosen = [r for r in rows if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["tuning_status"] == "similar_category_weight: interior"
+    assert rows[5]["eval_hr_at_10"] == pytest.approx(np.mean([10 / 30, 10 / 30]), abs=1e-4)  # w = 1: cuts < 1
+    assert rows[9]["test_hr_at_10_per_seed"] == [1.0, round(29 / 30, 4)]
+
+    path = similar.write_runs(str(tmp_path), {"seeds": [42, 43], "models": {"mf": entry}})
+    with open(path) as f:
+        hits = json.load(f)["models"]["mf"]["test_hits"]
+    assert set(hits) == {similar.weight_key(r["similar_category_weight"]) for r in rows}
+    assert hits["3.5"] == [[1] * q, [1] * q]
+    assert hits["3"] == [[1] * q, [1] * (q - 1) + [0]]  # the last query's cut is 3.009 with seed 43
+    assert hits["0"] == [[0] * q, [0] * q] and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_similar_bench_stops_widening_at_its_stated_bound():
+    from bench import similar
+
+    grid = np.concatenate([similar.WEIGHTS, np.arange(1.5, 40.01, 0.5)])
+    cuts = (grid[:-1] + grid[1:]) / 2  # one between each two w: eval HR rises with every w up to 40, past the bound
+    num_rows, valid, queries = _blend_data(len(cuts))
+    _, entry, tuned = _measure(similar, "mf", [_blend_scorer(cuts, num_rows)], [42], num_rows, valid, queries)
+    assert entry["chosen"] == similar.WEIGHT_HIGH == 20.0
+    assert tuned.status["similar_category_weight"].startswith("at the upper bound 20 (w = 0 is the learned cosine")
+
+
+def test_similar_bench_pairs_each_family_with_the_one_run_peer_and_with_its_own_w_0():
+    from bench import similar
+
+    q = 30
+    num_rows, valid, queries = _blend_data(q)
+    cuts = 0.1 * (np.arange(q) + 0.5)
+    models = {}
+    for name, scorers, seeds in (("mf", [_blend_scorer(cuts, num_rows), _blend_scorer(cuts * 1.02, num_rows)],
+                                  [42, 43]),
+                                 ("item_knn", [_blend_scorer(cuts * 0.3, num_rows)], [None])):
+        models[name] = _measure(similar, name, scorers, seeds, num_rows, valid, queries)[1]
+    models["mf_flat"] = {"chosen": 0.0, "test_hits": {"0": [[0] * q, [0] * q]}}
+    lines = similar.paired_lines({"models": models})
+    assert models["item_knn"]["chosen"] == 1.0  # cuts 0.015 .. 0.885: every query hit from w = 1
+    assert lines[0].startswith("- mf (w=3.5) 1.0000 ± 0.0000 (2 seeds) vs item_knn (w=1) 1.0000 (1 seed): "
+                               "diff +0.0000, paired 95% bootstrap [+0.0000, +0.0000] over 30 test queries; "
+                               "no difference (the interval includes 0")
+    assert lines[1].startswith("- mf_flat (w=0) 0.0000 ± 0.0000 (2 seeds) vs item_knn (w=1)")
+    assert lines[1].endswith("; worse")
+    assert lines[2] == ("- mf (w=3.5) 1.0000 ± 0.0000 (2 seeds) vs mf (w=0) 0.0000 ± 0.0000 (2 seeds): diff +1.0000, "
+                        "paired 95% bootstrap [+1.0000, +1.0000] over 30 test queries; better")
+    assert lines[3].startswith("- item_knn (w=1) 1.0000 (1 seed) vs item_knn (w=0) 0.0000 (1 seed)")
+    assert lines[4] == "- mf_flat: its chosen w is 0, which is the w = 0 it would be compared with"
+    assert len(lines) == 5
 
 
 def test_read_table_reads_a_descriptions_table_in_its_format(tmp_path):

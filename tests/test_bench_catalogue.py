@@ -1,7 +1,12 @@
 """bench.catalogue's pieces on small arrays: the synthetic catalogue, the exact reference,
-the choice of an index setting and the peer index's exclusion of history items."""
+the choice of an index setting, the peer index's exclusion of history items, and the goals'
+bootstrap intervals over report queries and requests."""
+
+import json
+import types
 
 import numpy as np
+import pytest
 
 from bench import catalogue as C
 
@@ -65,3 +70,113 @@ def test_faiss_peer_drops_the_history_and_finds_the_exact_top():
     found = index.top_rows(queries.vectors, history)
     assert C.recall(found, C.exact_top(queries, vectors, biases, valid)) == 1.0
     assert not any(set(f) & set(h) for f, h in zip(found.tolist(), history))
+
+
+# -- intervals and goals ------------------------------------------------------------------
+def _run(method, recall, latencies, items=C.GOAL_SIZE):
+    return {"items": items, "method": method, "recall_at_10": list(recall), "in_process_b1_ms": list(latencies)}
+
+
+def _recalls(mean, queries=306, seed=0):
+    """Per-query recall@10 averaging `mean` (to a query): 1.0, or 0.8 for a share of the queries."""
+    low = int(round(queries * (1.0 - mean) / 0.2))
+    return np.random.default_rng(seed).permutation(np.r_[np.full(low, 0.8), np.ones(queries - low)])
+
+
+def _latencies(p50, n=2000, seed=1):
+    rng = np.random.default_rng(seed)
+    return p50 * np.exp(rng.normal(0.0, 0.1, n))
+
+
+def test_each_query_has_its_recall_and_a_run_keeps_every_query_and_request():
+    exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    per_query = C.recalls([[4, 3, 9, 9], [5, 6, 7, 8]], exact)
+    assert per_query.tolist() == [0.5, 1.0] and C.recall([[4, 3, 9, 9], [5, 6, 7, 8]], exact) == 0.75
+    args = types.SimpleNamespace(requests=30, seconds=60.0)
+    cell = C.measure(lambda: sum(range(100)), args, keep_latencies=True)
+    assert len(cell["latencies_ms"]) == cell["requests"] == 30 and "latencies_ms" not in C.measure(lambda: 0, args)
+    run = C.run_of({"items": 10_000, "method": C.SCANN}, per_query, cell)
+    assert run["items"] == 10_000 and run["method"] == C.SCANN and run["recall_at_10"] == [0.5, 1.0]
+    assert run["in_process_b1_ms"] == [round(x, 4) for x in cell["latencies_ms"]]
+
+
+def test_a_goal_is_met_only_when_the_whole_interval_is_on_its_side():
+    assert C.goal_verdict(0.951, 0.97, 0.95, at_least=True) == "met"
+    assert C.goal_verdict(0.94, 0.97, 0.95, at_least=True) == "not met: not shown, the interval reaches below 0.95"
+    assert C.goal_verdict(0.90, 0.94, 0.95, at_least=True) == "not met: the whole interval is below 0.95"
+    assert C.goal_verdict(0.7, 5.0, 5.0, at_least=False, unit=" ms") == "met"
+    assert C.goal_verdict(4.0, 5.5, 5.0, at_least=False, unit=" ms") == \
+        "not met: not shown, the interval reaches above 5 ms"
+    assert C.goal_verdict(5.1, 5.5, 5.0, at_least=False, unit=" ms") == "not met: the whole interval is above 5 ms"
+
+
+def test_intervals_bootstrap_recall_over_queries_and_p50_over_requests():
+    recall_at_10, latencies = _recalls(0.953), _latencies(0.8)
+    runs = [_run(C.BRUTE, np.ones(306), _latencies(84.0, seed=2)), _run(C.SCANN, recall_at_10, latencies)]
+    brute, scann = C.intervals(runs, resamples=300)
+    assert scann["queries"] == 306 and scann["requests"] == 2000
+    assert scann["recall_at_10"] == recall_at_10.mean()
+    assert scann["recall_low"] < scann["recall_at_10"] < scann["recall_high"]
+    assert scann["recall_high"] - scann["recall_low"] < 0.05  # 306 queries pin the mean to about +-0.01
+    assert scann["b1_p50_ms"] == np.percentile(latencies, 50)
+    assert scann["b1_p50_low"] < scann["b1_p50_ms"] < scann["b1_p50_high"]
+    assert brute["recall_low"] == brute["recall_high"] == 1.0 and brute["speedup_b1"] is None
+    assert scann["speedup_b1"] == brute["b1_p50_ms"] / scann["b1_p50_ms"]
+    assert scann["speedup_low"] < scann["speedup_b1"] < scann["speedup_high"]
+
+
+def test_the_speed_up_resamples_each_methods_requests_on_their_own():
+    same = _latencies(1.0, n=200)
+    _, twin = C.intervals([_run(C.BRUTE, np.ones(5), same), _run(C.SCANN, np.ones(5), same)], resamples=300)
+    # Paired resamples of the same latencies would give a ratio of exactly 1 on every resample.
+    assert twin["speedup_b1"] == 1.0 and twin["speedup_low"] < 0.99 and twin["speedup_high"] > 1.01
+    with pytest.raises(ValueError, match="hnsw: the method is not one of"):
+        C.intervals([_run("hnsw", np.ones(5), same)])
+
+
+def test_goal_lines_carry_their_intervals_and_need_the_whole_interval_on_the_goals_side():
+    shown = C.goals(C.intervals([_run(C.BRUTE, np.ones(306), _latencies(84.0, seed=2)),
+                                 _run(C.SCANN, _recalls(0.99), _latencies(0.8))], resamples=300))
+    assert [line.rsplit(": ", 1)[-1] for line in shown] == ["met", "met", "met"]
+    assert "over 306 report queries" in shown[0] and "over 2000 requests" in shown[1]
+    assert "resampled independently" in shown[2]
+    # Near each goal: the point estimates are on its side, the intervals are not.
+    close = C.goals(C.intervals([_run(C.BRUTE, np.ones(306), _latencies(10.1, seed=2)),
+                                 _run(C.SCANN, _recalls(0.953), _latencies(1.0, n=40))], resamples=300))
+    assert close[0].endswith("not met: not shown, the interval reaches below 0.95")
+    assert close[2].endswith("not met: not shown, the interval reaches below 10x")
+    slow = C.goals(C.intervals([_run(C.BRUTE, np.ones(306), _latencies(60.0, seed=2)),
+                                _run(C.SCANN, np.ones(306), _latencies(6.0))], resamples=300))
+    assert slow[1].endswith("not met: the whole interval is above 5 ms")
+    assert C.goals(C.intervals([_run(C.SCANN, np.ones(3), [1.0, 2.0], items=10_000)])) == [
+        f"goals: not measured ({C.GOAL_SIZE} items is not among --sizes)"]
+
+
+def test_the_outputs_keep_every_query_and_request_and_the_docs_count_the_goals(tmp_path):
+    from bench import render_docs
+
+    runs = [_run(C.BRUTE, np.ones(306), _latencies(84.0, seed=2)), _run(C.SCANN, _recalls(0.953), _latencies(0.8)),
+            _run(C.FAISS, _recalls(0.96, seed=3), _latencies(2.2, seed=4))]
+    rows = [{"items": r["items"], "method": r["method"], "recall_at_10": float(np.mean(r["recall_at_10"])),
+             "in_process_b1_p50_ms": float(np.percentile(r["in_process_b1_ms"], 50))} for r in runs]
+    meta = {"name": "catalogue_test", "command": "python -m bench.catalogue", "commit": "abc", "dataset": "MovieLens",
+            "data": "MovieLens, hash split", "machine": {"cpu": "x"}, "load_before": 1.0, "load_after": 1.0,
+            "seconds": 60.0, "peak_rss_mb": {"this_process": 1.0, "local_server": 1.0}, "requests": 2000,
+            "seconds_per_cell": 10.0, "tuning_queries": 294, "report_queries": 306,
+            "report_history_items": {"p50": 63, "p90": 298, "max": 1917},
+            "training": {"epochs_run": 1, "monitor": "val_ndcg@10", "best_value": 0.1}}
+    markdown = C.write_outputs(str(tmp_path), rows, runs, {}, meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalogue_test.json", "catalogue_test.md",
+                                                          "catalogue_test_runs.json"]
+    with open(tmp_path / "catalogue_test_runs.json") as f:
+        kept = json.load(f)
+    assert [(r["method"], len(r["recall_at_10"]), len(r["in_process_b1_ms"])) for r in kept["runs"]] == [
+        (C.BRUTE, 306, 2000), (C.SCANN, 306, 2000), (C.FAISS, 306, 2000)]
+    assert kept["runs"][1]["recall_at_10"] == [round(x, 4) for x in runs[1]["recall_at_10"]]
+    with open(tmp_path / "catalogue_test.json") as f:
+        written = json.load(f)
+    assert [r["method"] for r in written["intervals"]] == [C.BRUTE, C.SCANN, C.FAISS]
+    _, goal_lines, _ = render_docs.split_page(markdown)
+    assert goal_lines[:3] == [f"- {g}" for g in written["meta"]["goals"]]
+    assert render_docs._goal_state(written["meta"]["goals"]) == "2 met, 1 not met"
+    assert "catalogue_test_runs.json" in markdown

@@ -45,6 +45,18 @@ def test_statistics_under_weights_equal_the_definitions_on_the_resample():
     assert np.isclose(common.point_value(common.multi_auc_statistic(s, classes), len(s)), d.multi_auc(s, classes))
 
 
+def test_a_percentile_under_weights_is_numpys_percentile_of_the_resample():
+    rng = np.random.default_rng(5)
+    latencies = np.concatenate([rng.exponential(1.0, 60), np.full(15, 0.7)])  # a skewed tail and ties
+    weights = next(common.resample_weights(len(latencies), 8, seed=3))
+    for q in (0.0, 25.0, 50.0, 99.0, 100.0):
+        statistic = common.percentile_statistic(latencies, q)
+        assert np.allclose(statistic(weights), [np.percentile(latencies[i], q) for i in _indices(weights)])
+        assert np.isclose(common.point_value(statistic, len(latencies)), np.percentile(latencies, q))
+    with pytest.raises(ValueError, match=r"in \[0, 100\], got 150"):
+        common.percentile_statistic(latencies, 150)
+
+
 def _users(n=500, seed=0):
     """Per-user values of two models: B, and A = B + 0.01 (the same users are hard for both)."""
     rng = np.random.default_rng(seed)

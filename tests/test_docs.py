@@ -164,9 +164,10 @@ def test_a_page_with_per_seed_runs_shows_each_comparison_with_its_interval_and_v
     assert lines.index("- dtrn vs mmoe: met") < lines.index("## Paired comparisons") < lines.index("## Body")
 
 
-def test_a_page_without_per_seed_values_says_it_has_no_paired_interval_and_names_its_command(tmp_path):
+def test_a_page_without_per_seed_values_says_it_has_no_paired_interval_and_names_its_command(tmp_path, monkeypatch):
+    monkeypatch.setitem(render_docs.NO_PAIRED_INTERVAL, "one_run", render_docs._ONE_RUN)
     results = tmp_path / "results"
-    _write(str(results), "topk_ease", [{"model": "ease", "ndcg_at_10": 0.18}],
+    _write(str(results), "one_run", [{"model": "ease", "ndcg_at_10": 0.18}],
            "# K\n\n- ease beats two_tower\n" + FOOTER)
     [result] = render_docs.results_files(str(results))
     page = render_docs.render_page(result)
@@ -176,8 +177,12 @@ def test_a_page_without_per_seed_values_says_it_has_no_paired_interval_and_names
 
 def test_every_page_named_by_the_paired_registries_exists_and_its_means_are_its_rows():
     names = {r.name: r for r in render_docs.results_files()}
-    assert set(render_docs.PAIRED_OVER_SEEDS) | set(render_docs.NO_PAIRED_INTERVAL) <= set(names)
-    assert not set(render_docs.PAIRED_OVER_SEEDS) & set(render_docs.NO_PAIRED_INTERVAL)
+    registries = (set(render_docs.PAIRED_OVER_SEEDS), set(render_docs.NO_PAIRED_INTERVAL), set(render_docs.EVAL_ONLY))
+    assert set.union(*registries) <= set(names)
+    assert sum(map(len, registries)) == len(set.union(*registries))  # a page is in one registry at most
+    for page in render_docs.EVAL_ONLY:  # an eval-only page's results read the eval split only
+        rows = names[page].rows
+        assert rows["split"] == "eval" and "--eval_only" in rows["meta"]["command"], page
     for page, sources in render_docs.PAIRED_OVER_SEEDS.items():
         result = names[page]
         for runs_name, pairs in sources:
@@ -190,3 +195,10 @@ def test_every_page_named_by_the_paired_registries_exists_and_its_means_are_its_
                             and r["variant"] == p.b and r["seeds"] == len(p.seeds)]
                 for row in variants:  # B over all of its seeds: its mean is the table's value
                     assert round(p.b_mean, 4) == round(row["value"], 4), (page, dataset, task, metric, p.b)
+
+
+def test_a_bullet_date_ends_at_its_line():
+    # bench.serving's pages carry `- date: ...` with no ';' after it: the date must not run on
+    # into the rest of the page (the index row would then hold the page's tables).
+    page = "# Serving benchmark\n\n- command: `python -m bench.serving`\n- date: 2026-11-23 14:49 UTC\n\n| a |\n"
+    assert render_docs.provenance(page).date == "2026-11-23 14:49 UTC"

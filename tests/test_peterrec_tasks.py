@@ -160,6 +160,7 @@ def test_set_accuracy():
     targets = np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]])
     # Hit, a two-way tie with one right class (1/2), miss.
     assert d.set_accuracy(scores, targets) == pytest.approx(0.5)
+    np.testing.assert_allclose(d.set_hits(scores, targets), [1.0, 0.5, 0.0])  # per example: their mean
     assert np.isnan(d.set_accuracy(np.zeros((0, 3)), np.zeros((0, 3))))
     with pytest.raises(ValueError, match="at least one target"):
         d.set_accuracy(scores, np.zeros((3, 3)))

@@ -366,6 +366,89 @@ def test_serving_times_a_model_on_the_features_it_reads_against_the_floor_of_a_c
     assert seen["keys"] == [F.HISTORY_ITEM_IDX, F.ITEM_IDX]
 
 
+def _serving_rows(student, teacher, dtrn, floor=(0.25, 0.26, 0.25, 0.24, 0.25), batch=1):
+    from bench import takd
+
+    timed = {(takd.STUDENT, batch): list(student), ("takd_teacher", batch): list(teacher),
+             ("takd_teacher_dtrn", batch): list(dtrn), (takd.FLOOR, batch): list(floor)}
+    reads = {takd.STUDENT: ["a"], "takd_teacher": ["a", "b"], "takd_teacher_dtrn": ["a", "b"], takd.FLOOR: ["a"]}
+    return takd.serving_rows("movielens", timed, {takd.STUDENT: 10, "takd_teacher": 20, "takd_teacher_dtrn": 30},
+                             reads)
+
+
+def test_serving_rows_keep_every_rounds_time_and_the_speed_up_has_a_paired_interval_over_rounds():
+    from scipy import stats
+
+    from bench import takd
+
+    student = [0.38, 0.39, 0.37, 0.40, 0.38]
+    teacher = [0.62, 0.64, 0.60, 0.65, 0.63]
+    # Rounds under a changing load: each round's dtrn is the student's + about 0.02 ms, a gap
+    # far inside the spread over rounds.
+    loaded = [0.30, 0.50, 0.40, 0.60, 0.35]
+    rows = _serving_rows(loaded, teacher, [v + g for v, g in zip(loaded, (0.02, 0.021, 0.019, 0.02, 0.02))])
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["takd_teacher"]["rounds_ms"] == teacher and by_model["takd_teacher"]["rounds"] == 5
+    assert by_model["takd_teacher"]["ms"] == pytest.approx(np.mean(teacher))
+    assert by_model["takd_teacher"]["std"] == pytest.approx(np.std(teacher, ddof=1))
+    assert by_model["takd_teacher"]["above_floor_ms"] == pytest.approx(np.mean(teacher) - 0.25)
+    assert by_model[takd.STUDENT]["params"] == 10 and by_model[takd.FLOOR]["params"] == 0
+
+    clear = takd.speedup(by_model["takd_teacher"], {**by_model[takd.STUDENT], "rounds_ms": student})
+    ci = stats.ttest_rel(teacher, student).confidence_interval(0.95)
+    assert clear["ms"].low == pytest.approx(ci.low) and clear["ms"].high == pytest.approx(ci.high)
+    ratio = stats.ttest_rel(np.log(teacher), np.log(student)).confidence_interval(0.95)
+    assert clear["log_ratio"].low == pytest.approx(ratio.low) and clear["log_ratio"].high == pytest.approx(ratio.high)
+    assert clear["ms"].verdict() == "takd_student beats takd_teacher"
+
+    lines = takd.speedup_lines("movielens", rows)
+    assert len(lines) == 2 and lines[0].startswith("- movielens batch 1, takd_teacher:")
+    assert "paired 95% t interval" in lines[0] and "over the 5 rounds" in lines[0]
+    # The dtrn gap is there in every round, so its interval excludes 0, but it is within the
+    # spread over rounds: by the project's rule no difference is shown.
+    paired = takd.speedup(by_model["takd_teacher_dtrn"], by_model[takd.STUDENT])["ms"]
+    assert paired.low > 0 and paired.diff == pytest.approx(0.02)
+    assert lines[1].startswith("- movielens batch 1, takd_teacher_dtrn:")
+    assert ": no difference (within one round std); floor 0.250 ms" in lines[1]
+    assert "teacher - student +0.020 ms, paired 95% t interval [+0.019, +0.021] ms" in lines[1]
+    shown = takd.speedup_lines("movielens", _serving_rows(student, teacher, teacher))
+    assert all("takd_student beats takd_teacher" in line for line in shown)
+    assert f"per-round speed-up {np.exp(np.mean(np.log(teacher) - np.log(student))):.2f}x" in shown[0]
+
+
+def test_serve_only_writes_every_rounds_time_and_the_paired_speed_ups(monkeypatch, tmp_path):
+    import json
+    import types
+
+    from bench import multitask as mt
+    from bench import takd
+
+    calls = []
+
+    def serve_ms(models, data, batch, repeats, floor_of="", reads=None):
+        calls.append(batch)
+        r = len([b for b in calls if b == batch]) - 1  # this batch's round
+        slow = {takd.FLOOR: 0.25, takd.STUDENT: 0.38, "takd_teacher": 0.62, "takd_teacher_dtrn": 1.4}
+        return {name: slow[name] * batch ** 0.5 + 0.01 * r for name in list(models) + [takd.FLOOR]}
+
+    monkeypatch.setattr(mt, "load_dataset", lambda *a, **k: (None, {"test": {F.ITEM_IDX: np.arange(4)}}))
+    monkeypatch.setattr(takd, "train_one", lambda family, *a, **k: (family, {}))
+    monkeypatch.setattr(takd, "read_features", lambda model, sample: [F.ITEM_IDX])
+    monkeypatch.setattr(takd, "count_params", lambda model: 7)
+    monkeypatch.setattr(takd, "serve_ms", serve_ms)
+    args = types.SimpleNamespace(work_dir=str(tmp_path), repeats=40, out=str(tmp_path), data_dir=[], negatives=[])
+    takd.serving_only(args, {"movielens": (LOVED, LIKED)}, {}, "python -m bench.takd --serve_only", rounds=3)
+    assert calls == [1, 100] * 3  # each round times batch 1, then batch 100
+    with open(tmp_path / f"{takd.SERVING_NAME}.json") as f:
+        rows = {(r["model"], r["batch"]): r for r in json.load(f)}
+    assert rows[("takd_teacher", 1)]["rounds_ms"] == pytest.approx([0.62, 0.63, 0.64])
+    assert rows[(takd.FLOOR, 100)]["rounds_ms"] == pytest.approx([2.5, 2.51, 2.52])
+    markdown = (tmp_path / f"{takd.SERVING_NAME}.md").read_text()
+    speed_ups = [line for line in markdown.splitlines() if line.startswith("- movielens batch")]
+    assert len(speed_ups) == 4 and all("paired 95% t interval" in line and "over the 3 rounds" in line
+                                       for line in speed_ups)
+
+
 def test_a_variant_keeps_what_defines_it_and_takes_its_own_overrides_last():
     from bench import takd
 
