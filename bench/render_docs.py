@@ -324,8 +324,6 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
                 "and no per-user or per-row values")
 # page -> why its results allow no paired interval.
 NO_PAIRED_INTERVAL: Dict[str, str] = {
-    "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
-    "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
     "sequential": _NO_PER_SEED + " (the peers ran once)",
     "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
     "sequential_grid": _NO_PER_SEED,
@@ -411,7 +409,7 @@ def _peterrec(rows):
     return f"test next_like AUC {_value(r['test'], r.get('test_std'))}"
 
 
-def _multitask(model: str, task: str = "liked", dataset: str = "movielens") -> Callable[[Any], str]:
+def _multitask(model: str, task: str = "buy", dataset: str = "taobao") -> Callable[[Any], str]:
     def figure(rows):
         r = _pick(rows, dataset=dataset, model=model, task=task, metric="auc")
         return f"test {task} AUC {_value(r['value'], r.get('std'))} ({dataset})"
