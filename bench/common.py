@@ -162,8 +162,9 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
     """`<out>/<name>.json` (the rows) and `<out>/<name>.md` (table + method), the markdown ending
     with the command, the commit (this work tree's unless `meta` names one) and the machine with
     its date, which bench/render_docs.py puts at the top of the rendered page."""
+    produced_at = meta.get("commit") or commit()  # before the results change the tree
     atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(list(rows), indent=2) + "\n")
-    header = ["", "Produced by: `" + meta["command"] + "`", f"Commit: {meta.get('commit') or commit()}",
+    header = ["", "Produced by: `" + meta["command"] + "`", f"Commit: {produced_at}",
               f"Machine: {meta['machine']}", ""]
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 

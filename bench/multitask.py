@@ -22,11 +22,12 @@ holds) with the same information, per task:
 - `logreg`: scikit-learn LogisticRegression (Ridge for the rating) on one-hot user, item
   and set-feature ids (the description's first categorical item feature: MovieLens's
   genres, Taobao's category) plus the dense features below; C (alpha) chosen on the eval
-  split.
+  split by `bench.common.widening_search` (`LR_KNOBS`, `RIDGE_KNOBS`).
 - `lightgbm`: LightGBM on user, item and first set-feature ids (categorical) plus the
-  same dense features, learning rate 0.1; leaves (15 or 63) chosen and rounds early-stopped
-  on the eval split (a grid without the ids lost on both datasets' eval splits in a trial
-  run, and was dropped for time).
+  same dense features, learning rate 0.1; leaves and smallest leaf chosen by the same
+  search (`LGB_KNOBS`) and rounds early-stopped on the eval split (a grid without the ids
+  lost on both datasets' eval splits in a trial run, and was dropped for time).
+  Each search's knobs end interior or at a stated bound; the status is in the settings.
 Dense features: the item's declared numeric features (MovieLens: the year z-score),
 popularity and (with a rating) out-of-fold mean rating from Transform; history length;
 the share of each behavior type in the history; the share of history items with the
@@ -55,7 +56,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -80,9 +81,19 @@ DEFAULT_SPARSE_TASKS = ("movielens=loved", "taobao=fav,buy")
 DEFAULT_REFERENCE_AUC = ("taobao=cart:0.653,fav:0.778,buy:0.677",)
 BINARY_METRICS = ("auc", "pr_auc", "log_loss", "calibration")
 REGRESSION_METRICS = ("rmse", "mae")
-LR_C = (0.03, 0.3, 3.0)
-RIDGE_ALPHA = (1.0, 10.0, 100.0)
-LGB_GRID = {"num_leaves": (15, 63), "ids": (True,)}
+# The peers' knobs, chosen on the eval split by `common.widening_search` (a knob chosen at
+# its grid's edge is widened past it until the choice is interior or a stated bound is
+# reached; the status is recorded with the setting).
+_PENALTY_WHY = "past these, the penalty leaves either only the intercept or an unpenalized fit"
+LR_KNOBS = (common.Knob("C", (0.03, 0.3, 3.0), common.GEOMETRIC, 10.0, low=1e-6, high=1e6, why=_PENALTY_WHY),)
+RIDGE_KNOBS = (common.Knob("alpha", (1.0, 10.0, 100.0), common.GEOMETRIC, 10.0, low=1e-6, high=1e8,
+                           why=_PENALTY_WHY),)
+_TREE_WHY = "a tree of one split or with more leaves than the sparse tasks have positives"
+LGB_KNOBS = (common.Knob("num_leaves", (15, 63), common.GEOMETRIC, 2.0, low=2, high=1024, integer=True, why=_TREE_WHY),
+             common.Knob("min_child_samples", (20,), common.GEOMETRIC, 3.0, low=1, high=5000, integer=True,
+                         why=_TREE_WHY))
+LGB_LEARNING_RATE = 0.1  # the rounds are early-stopped on the eval split instead
+PEER_EVALUATIONS = 24  # a search's most evaluations (its stated cost bound)
 
 
 def per_dataset(items: Optional[Sequence[str]], option: str) -> Dict[str, str]:
@@ -308,52 +319,67 @@ def _auc_or_neg_rmse(task: T.TaskSpec, predictions: np.ndarray, labels: np.ndarr
     return d.binary_auc(predictions, labels > 0.5)
 
 
+def _peer_setting(tuned: common.Tuned) -> Dict[str, Any]:
+    """The chosen setting as the results record it: its knobs, each knob's status and every
+    evaluated point's eval value."""
+    return {**tuned.chosen, "status": tuned.status,
+            "eval": [{**{k: v for k, v in p.items() if k != "score"}, "value": round(p["score"], 4)}
+                     for p in tuned.points]}
+
+
 def fit_logreg(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test, seed: int):
-    """Per-task linear peer, C (alpha) chosen on eval; returns (test predictions, setting, eval value)."""
+    """Per-task linear peer (logistic regression, Ridge for a rating), its penalty chosen on
+    eval by `common.widening_search`; returns (test predictions, setting, eval value)."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     xs = [feats.linear(part) for part in (train, evaluation, test)]
     ys = [np.asarray(part[task.label], dtype=np.float64).reshape(-1) for part in (train, evaluation, test)]
-    trials = []
-    grid = RIDGE_ALPHA if task.kind == T.REGRESSION else LR_C
-    for value in grid:
-        if task.kind == T.REGRESSION:
-            model = Ridge(alpha=value).fit(xs[0], ys[0])
-            predict = model.predict
+    regression = task.kind == T.REGRESSION
+    fitted: Dict[float, Callable[[Any], np.ndarray]] = {}
+
+    def objective(setting):
+        if regression:
+            predict = Ridge(alpha=setting["alpha"]).fit(xs[0], ys[0]).predict
         else:
-            model = LogisticRegression(C=value, max_iter=2000, solver="lbfgs").fit(xs[0], ys[0] > 0.5)
+            model = LogisticRegression(C=setting["C"], max_iter=2000, solver="lbfgs").fit(xs[0], ys[0] > 0.5)
             predict = lambda x, m=model: m.predict_proba(x)[:, 1]  # noqa: E731
-        trials.append((_auc_or_neg_rmse(task, predict(xs[1]), ys[1]), value, predict))
-    best = max(trials, key=lambda t: t[0])
-    name = "alpha" if task.kind == T.REGRESSION else "C"
-    return best[2](xs[2]), {name: best[1], "eval": [round(t[0], 4) for t in trials]}, best[0]
+        fitted[json.dumps(setting, sort_keys=True)] = predict
+        return _auc_or_neg_rmse(task, predict(xs[1]), ys[1])
+
+    tuned = common.widening_search(objective, RIDGE_KNOBS if regression else LR_KNOBS,
+                                   max_evaluations=PEER_EVALUATIONS)
+    return fitted[json.dumps(tuned.chosen, sort_keys=True)](xs[2]), _peer_setting(tuned), tuned.score
 
 
 def fit_lightgbm(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test, seed: int, threads: int = 2):
-    """Per-task LightGBM, leaves / ids chosen and rounds early-stopped on eval."""
+    """Per-task LightGBM on the ids (categorical) and the dense features, its leaves and
+    smallest leaf chosen by `common.widening_search` and its rounds early-stopped on eval."""
     import lightgbm as lgb
 
     ys = [np.asarray(part[task.label], dtype=np.float64).reshape(-1) for part in (train, evaluation, test)]
     regression = task.kind == T.REGRESSION
-    trials = []
-    for values in itertools.product(*LGB_GRID.values()):
-        setting = dict(zip(LGB_GRID, values))
-        xs = [feats.trees(part, ids=setting["ids"]) for part in (train, evaluation, test)]
-        names, categorical = xs[0][1], xs[0][2]
+    xs = [feats.trees(part, ids=True) for part in (train, evaluation, test)]
+    names, categorical = xs[0][1], xs[0][2]
+    boosters: Dict[str, Any] = {}
+
+    def objective(setting):
         params = dict(objective="regression" if regression else "binary", metric="rmse" if regression else "auc",
-                      learning_rate=0.1, num_leaves=setting["num_leaves"], min_child_samples=20,
-                      feature_fraction=0.9, seed=seed, num_threads=threads, verbose=-1, deterministic=True,
-                      force_row_wise=True, cat_smooth=10, max_cat_to_onehot=4)
+                      learning_rate=LGB_LEARNING_RATE, num_leaves=setting["num_leaves"],
+                      min_child_samples=setting["min_child_samples"], feature_fraction=0.9, seed=seed,
+                      num_threads=threads, verbose=-1, deterministic=True, force_row_wise=True, cat_smooth=10,
+                      max_cat_to_onehot=4)
         dtrain = lgb.Dataset(xs[0][0], ys[0], feature_name=names, categorical_feature=categorical or "auto",
                              free_raw_data=False)
         deval = lgb.Dataset(xs[1][0], ys[1], reference=dtrain)
         booster = lgb.train(params, dtrain, num_boost_round=1000, valid_sets=[deval],
                             callbacks=[lgb.early_stopping(50, verbose=False)])
-        value = _auc_or_neg_rmse(task, booster.predict(xs[1][0], num_iteration=booster.best_iteration), ys[1])
-        trials.append((value, {**setting, "rounds": booster.best_iteration}, booster, xs[2][0]))
-    best = max(trials, key=lambda t: t[0])
-    setting = {**best[1], "eval": [round(t[0], 4) for t in trials]}
-    return best[2].predict(best[3], num_iteration=best[2].best_iteration), setting, best[0]
+        boosters[json.dumps(setting, sort_keys=True)] = booster
+        return _auc_or_neg_rmse(task, booster.predict(xs[1][0], num_iteration=booster.best_iteration), ys[1])
+
+    tuned = common.widening_search(objective, LGB_KNOBS, max_evaluations=PEER_EVALUATIONS)
+    best = boosters[json.dumps(tuned.chosen, sort_keys=True)]
+    setting = {**_peer_setting(tuned), "rounds": best.best_iteration}
+    return best.predict(xs[2][0], num_iteration=best.best_iteration), setting, tuned.score
 
 
 # --------------------------------------------------------------------------

@@ -326,12 +326,6 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
 NO_PAIRED_INTERVAL: Dict[str, str] = {
     "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
     "sequential_long": _NO_PER_SEED + " (the peers ran once)",
-    "multitask_taobao_dtrn": _NO_PER_SEED + " (the peers ran once)",
-    "multitask_taobao_dtrn_gate": _NO_PER_SEED + " (the peers ran once)",
-    "peterrec_mean_pooling": _ONE_RUN,
-    "peterrec_mean_pooling_more": _ONE_RUN,
-    "takd_serving": "each model's latency is a mean over timing rounds whose values per round are not stored",
-    "catalogue": "each index was built once on one trained catalogue (seed 42), and no per-query recall is stored",
 }
 
 
@@ -412,7 +406,7 @@ def _peterrec(rows):
     return f"test next_like AUC {_value(r['test'], r.get('test_std'))}"
 
 
-def _multitask(model: str, task: str = "liked", dataset: str = "movielens") -> Callable[[Any], str]:
+def _multitask(model: str, task: str = "buy", dataset: str = "taobao") -> Callable[[Any], str]:
     def figure(rows):
         r = _pick(rows, dataset=dataset, model=model, task=task, metric="auc")
         return f"test {task} AUC {_value(r['value'], r.get('std'))} ({dataset})"
@@ -446,7 +440,7 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("sasrec", "sequential_long", _sequential("sasrec")),
     Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
     Headline("nextitnet", "sequential", _sequential("nextitnet")),
-    Headline("peterrec", "peterrec", _peterrec),
+    Headline("peterrec", "peterrec_mean_pooling", _peterrec),
     Headline("single_task", "multitask", _multitask("single_task")),
     Headline("shared_bottom", "multitask", _multitask("shared_bottom")),
     Headline("mmoe", "multitask", _multitask("mmoe")),

@@ -463,7 +463,19 @@ _WORKER_BENCH: Dict[str, Bench] = {}
 
 def fit_and_score(work_dir: str, data: Dict[str, Any], family: str, hparams: Dict[str, Any], seed: int):
     """One fit of a family (a worker process's job) on the data stages of `data` (PipelineConfig
-    fields) under `work_dir`: its eval metrics and summary, and (test metrics, training seconds)."""
+    fields) under `work_dir`: its eval metrics and summary, and (test metrics, training seconds).
+    A failure comes back as a RuntimeError holding the worker's traceback: some exceptions
+    (autograph's) cannot be unpickled in the parent, which then loses the whole pool."""
+    import traceback
+
+    try:
+        return _fit_and_score(work_dir, data, family, hparams, seed)
+    except Exception:
+        raise RuntimeError(f"{family} seed {seed} {json.dumps(hparams)} failed in its worker:\n"
+                           f"{traceback.format_exc()}") from None
+
+
+def _fit_and_score(work_dir: str, data: Dict[str, Any], family: str, hparams: Dict[str, Any], seed: int):
     key = json.dumps([work_dir, data], sort_keys=True)
     if key not in _WORKER_BENCH:
         _WORKER_BENCH[key] = Bench(common.data_stages(work_dir, **data), data)

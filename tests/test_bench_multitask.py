@@ -216,3 +216,38 @@ def test_peers_fit_and_predict_on_tiny_data():
     assert names == ["user_idx", "item_idx", "item_category_idx"] + dense_names
     assert np.array_equal(x[:, 0], parts[2][F.USER_IDX]) and np.array_equal(x[:, 3:], dense)
     assert feats.trees(parts[2], ids=False)[2] == []
+
+
+def test_linear_peer_widens_its_penalty_until_the_choice_is_interior(monkeypatch):
+    # Eval AUC peaks at C = 30, past the first grid's top (3): the search must go past it.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    n = 300
+    data = {
+        F.USER_IDX: rng.integers(1, 5, n), F.ITEM_IDX: rng.integers(1, 20, n),
+        "item_category_idx": rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
+        F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
+    }
+    data["buy"] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
+    parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 180), slice(180, 240), slice(240, 300))]
+    feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8, d=desc.load("taobao"))
+    feats.fit_scaler(parts[0])
+    task = D.dataset_spec("taobao").task("buy")
+    seen = []
+    real_auc = mt._auc_or_neg_rmse
+
+    class Recording(LogisticRegression):
+        def fit(self, x, y):
+            seen.append(self.C)
+            return super().fit(x, y)
+
+    import sklearn.linear_model
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", Recording)
+    monkeypatch.setattr(mt, "_auc_or_neg_rmse", lambda t, p, y: -abs(np.log10(seen[-1]) - np.log10(30.0)))
+    pred, setting, value = mt.fit_logreg(task, feats, *parts, seed=0)
+    monkeypatch.setattr(mt, "_auc_or_neg_rmse", real_auc)
+    assert setting["C"] == pytest.approx(30.0) and setting["status"] == {"C": "interior"}
+    assert sorted(round(c, 6) for c in seen) == [0.03, 0.3, 3.0, 30.0, 300.0]
+    assert [p["C"] for p in setting["eval"]] == seen and value == pytest.approx(0.0)
+    assert pred.shape == (60,)

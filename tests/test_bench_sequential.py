@@ -315,3 +315,20 @@ def test_tuning_page_keeps_the_eval_searches_and_the_runs_footer_but_no_test_val
     (tmp_path / "bare_tuning.json").write_text(json.dumps(tuning))
     with pytest.raises(ValueError, match="no 'Produced by:' line"):
         seq.tuning_page("bare", str(tmp_path))
+
+
+def test_a_failing_fit_comes_back_as_a_picklable_error_naming_the_fit(monkeypatch):
+    import pickle
+
+    class Unpicklable(KeyError):  # like autograph's errors: __init__ needs more than its message
+        def __init__(self, message, original_key):
+            super().__init__(message)
+
+    def broken(*args):
+        raise Unpicklable("boom", "key")
+
+    monkeypatch.setattr(seq, "_fit_and_score", broken)
+    with pytest.raises(RuntimeError) as raised:
+        seq.fit_and_score("/tmp/w", {}, "nextitnet", {"dim": 64}, 43)
+    error = pickle.loads(pickle.dumps(raised.value))
+    assert "nextitnet seed 43" in str(error) and "Unpicklable" in str(error) and "boom" in str(error)

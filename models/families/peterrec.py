@@ -37,9 +37,10 @@ from models.peterrec import BINARY, MEAN, POOLINGS, PatchedClassifier
 class PeterRecParams(HParams):
     """Attributes (and HParams'; the training settings are bench/results/peterrec.md's):
       mode: what fine-tuning trains (models.blocks.patches: scratch, fine_all, fine_cls,
-        fine_last, patch_serial, patch_parallel). fine_all with mean pooling has the best
-        eval AUC measured (bench/results/peterrec_mean_pooling.md: 0.7423 against 0.7061
-        for patch_serial and at most 0.7014 for any mode with last pooling).
+        fine_last, patch_serial, patch_parallel). With mean pooling, fine_all and scratch
+        share the best eval AUC measured (bench/results/peterrec_mean_pooling.md: 0.7423 and
+        0.7428 over seeds 42-44, seed std 0.003; patch_serial 0.7061; every mode with last
+        pooling at most 0.7014, peterrec.md); fine_all keeps the pretrained network.
       bottleneck: the patches' hidden width.
       pooling: `last` (position t's own output) or `mean` (of positions 0..t).
       windows_per_user: the most recent training windows kept per user (0: all).
