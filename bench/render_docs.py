@@ -324,11 +324,8 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
                 "and no per-user or per-row values")
 # page -> why its results allow no paired interval.
 NO_PAIRED_INTERVAL: Dict[str, str] = {
-    "sequential": _NO_PER_SEED + " (the peers ran once)",
     "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
-    "sequential_grid": _NO_PER_SEED,
     "sequential_long": _NO_PER_SEED + " (the peers ran once)",
-    "sequential_stride_width": _NO_PER_SEED + " (the peers ran once)",
 }
 
 
@@ -442,7 +439,7 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("two_tower", "topk", _topk),
     Headline("sasrec", "sequential_long", _sequential("sasrec")),
     Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
-    Headline("nextitnet", "sequential_stride_width", _sequential("nextitnet")),
+    Headline("nextitnet", "sequential", _sequential("nextitnet")),
     Headline("peterrec", "peterrec_mean_pooling", _peterrec),
     Headline("single_task", "multitask", _multitask("single_task")),
     Headline("shared_bottom", "multitask", _multitask("shared_bottom")),

@@ -246,6 +246,43 @@ def goal_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
     return lines
 
 
+def paired_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
+                 per_user: Dict[str, List[Dict[str, List[float]]]]) -> List[str]:
+    """Per goal metric: every other model against the best peer by eval (its eval value of
+    the metric), each as `bench.common.compare` over the test users (seed means: each side's
+    mean ± seed std and the paired bootstrap interval of the difference).
+
+    Args:
+      results: the result rows (with `eval_<metric>`).
+      families: the sequential families of the run (every other row is a peer).
+      per_user: model -> per seed, {goal metric: each test user's value}.
+    """
+    peers = {r["model"]: r for r in results if r["model"] not in families}
+    if not peers:
+        return []
+    lines = []
+    for name, _ in GOALS:
+        peer = common.best_by_eval({m: r.get(f"eval_{name}") for m, r in peers.items()})
+        measured = {r["model"]: common.Measured.of(r["model"], [common.mean_statistic(u[name])
+                                                               for u in per_user[r["model"]]],
+                                                   len(per_user[r["model"]][0][name]))
+                    for r in results if r["model"] in per_user}
+        lines += ["", f"{name} on test, against the best peer by eval {name} ({peer}):", ""]
+        lines += [f"- {common.compare(measured[r['model']], measured[peer], 'test users').text()}"
+                  for r in results if r["model"] != peer and r["model"] in measured]
+    return lines
+
+
+def runs_record(results: Sequence[Dict[str, Any]], per_user: Dict[str, List[Dict[str, List[float]]]],
+                users: Sequence[bytes]) -> Dict[str, Any]:
+    """What the paired comparisons resample, kept next to the results: the test users (in
+    order) and per model, per seed, each user's goal values."""
+    return {"users": [u.decode() if isinstance(u, bytes) else str(u) for u in users],
+            "goals": [name for name, _ in GOALS],
+            "models": {r["model"]: {"seeds": r["seeds"], "per_user": per_user[r["model"]]}
+                       for r in results if r["model"] in per_user}}
+
+
 # --------------------------------------------------------------------------
 # The benchmark.
 # --------------------------------------------------------------------------
@@ -426,7 +463,19 @@ _WORKER_BENCH: Dict[str, Bench] = {}
 
 def fit_and_score(work_dir: str, data: Dict[str, Any], family: str, hparams: Dict[str, Any], seed: int):
     """One fit of a family (a worker process's job) on the data stages of `data` (PipelineConfig
-    fields) under `work_dir`: its eval metrics and summary, and (test metrics, training seconds)."""
+    fields) under `work_dir`: its eval metrics and summary, and (test metrics, training seconds).
+    A failure comes back as a RuntimeError holding the worker's traceback: some exceptions
+    (autograph's) cannot be unpickled in the parent, which then loses the whole pool."""
+    import traceback
+
+    try:
+        return _fit_and_score(work_dir, data, family, hparams, seed)
+    except Exception:
+        raise RuntimeError(f"{family} seed {seed} {json.dumps(hparams)} failed in its worker:\n"
+                           f"{traceback.format_exc()}") from None
+
+
+def _fit_and_score(work_dir: str, data: Dict[str, Any], family: str, hparams: Dict[str, Any], seed: int):
     key = json.dumps([work_dir, data], sort_keys=True)
     if key not in _WORKER_BENCH:
         _WORKER_BENCH[key] = Bench(common.data_stages(work_dir, **data), data)
@@ -466,6 +515,56 @@ def tried_lines(tuning: Dict[str, Any], models: Sequence[str]) -> List[str]:
     return lines
 
 
+def tuning_page(name: str, out: str = common.RESULTS_DIR) -> str:
+    """Re-writes a run's eval-split searches as a tuning page, `<out>/tuning/<name>.{json,md}`:
+    per trained model, every grid point's eval values at the first seed and the chosen
+    point's eval values per seed, read from `<out>/<name>_tuning.json`; no test value. The
+    page keeps the run's command, commit and machine (the footer of `<out>/<name>.md`).
+    Returns the markdown.
+
+    Args:
+      name: the run's results name (e.g. a grid run whose test columns have no paired interval).
+      out: the results directory.
+    """
+    with open(os.path.join(out, f"{name}_tuning.json")) as f:
+        tuning = json.load(f)
+    with open(os.path.join(out, f"{name}.md")) as f:
+        footer = [line for line in f.read().splitlines()
+                  if line.startswith(("Produced by: `", "Commit: ", "Machine: "))]
+    if not any(line.startswith("Produced by: `") for line in footer):
+        raise ValueError(f"{out}/{name}.md has no 'Produced by:' line: the tuning page would have no command")
+    rows, lines = [], []
+    goal_names = [g for g, _ in GOALS]
+    for model, t in tuning.items():
+        if "seeds" not in t:  # a peer: its search is on the run's own page
+            continue
+        for p in t["grid"]:
+            rows.append({"model": model, "seed": p["seed"], "grid_point": p["grid_point"],
+                         "chosen": p["grid_point"] == {k: v for k, v in t["chosen"].items() if k in p["grid_point"]},
+                         "best_epoch": p["best_epoch"], "epochs_run": p["epochs_run"],
+                         "train_seconds": p["train_seconds"], **{f"eval_{g}": p["eval"][g] for g in goal_names}})
+        seeds = [s_ for s_ in t["seeds"] if s_["seed"] != t["grid"][0]["seed"]]
+        rows += [{"model": model, "seed": s_["seed"], "grid_point": "chosen", "chosen": True,
+                  "best_epoch": s_["best_epoch"], "epochs_run": s_["epochs_run"], "train_seconds": s_["train_seconds"],
+                  **{f"eval_{g}": s_["eval"][g] for g in goal_names}} for s_ in seeds]
+        lines.append(f"- `{model}`: chosen `{json.dumps(t['chosen'])}`")
+    columns = ["model", "seed", "grid_point", "chosen", "best_epoch", "epochs_run", "train_seconds"] + \
+        [f"eval_{g}" for g in goal_names]
+    table_rows = [{**r, "grid_point": json.dumps(r["grid_point"]) if isinstance(r["grid_point"], dict)
+                   else r["grid_point"]} for r in rows]
+    markdown = "\n".join([
+        f"# Tuning on the eval split (protocol S): {name}", "",
+        f"Every grid point at the first seed, then the chosen point at the other seeds; {TUNE_ON} chooses. "
+        "Eval values only: the run also scored the test split, and those columns are left out of this "
+        f"page (a tuning record). Written from `{name}_tuning.json` by `python -m bench.sequential "
+        f"--tuning_page {name}`.", "",
+        common.md_table(table_rows, columns), "", *lines, "", *footer, ""])
+    os.makedirs(os.path.join(out, "tuning"), exist_ok=True)
+    common.atomic_write(os.path.join(out, "tuning", f"{name}.json"), json.dumps(rows, indent=2) + "\n")
+    common.atomic_write(os.path.join(out, "tuning", f"{name}.md"), markdown)
+    return markdown
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="sasrec,bert4rec,nextitnet", help="sequential families ('' for none)")
@@ -482,8 +581,13 @@ def main(argv=None) -> int:
     parser.add_argument("--work_dir", default=common.DEFAULT_WORK_DIR)
     parser.add_argument("--jobs", type=int, default=1, help="family fits at once (worker processes)")
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
+    parser.add_argument("--tuning_page", default="", metavar="NAME",
+                        help="only re-write <out>/NAME_tuning.json's eval-split searches as <out>/tuning/NAME.*")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
+    if args.tuning_page:
+        print(tuning_page(args.tuning_page, args.out))
+        return 0
     from models.hparams import parse_assignments
     from models.registry import get_family
 
@@ -538,6 +642,12 @@ def main(argv=None) -> int:
         "against the peer needs the paired bootstrap interval (95%, over test users, seed means) to exclude 0 "
         "and the difference to exceed both seed stds.", "",
         *goal_lines(bench.results, families, bench.per_user), "",
+        "## Paired comparisons", "",
+        "Each line: the model's test mean ± std over its seeds against the peer's, and the paired 95% "
+        "bootstrap interval of the difference of their seed means over the same test users (each user's "
+        f"values in `{args.name}_runs.json`); \"better\" or \"worse\" only where the interval excludes 0 and "
+        "the difference exceeds the larger seed std, otherwise \"no difference\".",
+        *paired_lines(bench.results, families, bench.per_user), "",
         f"## What was tried on the eval split (full NDCG@10; all grids in `{args.name}_tuning.json`)",
         *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
         "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
@@ -547,6 +657,8 @@ def main(argv=None) -> int:
     common.write_results(args.name, bench.results, markdown, meta, args.out)
     common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
                         json.dumps(bench.tuning, indent=2, default=str) + "\n")
+    common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
+                        json.dumps(runs_record(bench.results, bench.per_user, views["test"].users)) + "\n")
     print(markdown)
     return 0
 

@@ -1,4 +1,6 @@
 """The sequential benchmark's peers and scoring path on tiny hand-made sequences (no `implicit`)."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -261,3 +263,72 @@ def test_peers_keep_each_test_users_goal_values_and_their_eval_values():
     assert max(g["ndcg@10"] for g in markov["grid"]) == next(
         g["ndcg@10"] for g in markov["grid"] if g["backoff"] == markov["chosen"]["backoff"])
     assert "tuning_status" in bench.results[2]
+
+
+def test_paired_lines_compare_every_model_with_the_best_peer_by_eval_over_the_same_users():
+    per_user = {"sasrec": _synthetic_users(0.16, 0.80, 3, seed=1), "markov": _synthetic_users(0.06, 0.60, 1, seed=3),
+                "item_knn": _synthetic_users(0.12, 0.70, 1, seed=4)}
+    evals = {"sasrec": (0.050, 0.70), "markov": (0.055, 0.65), "item_knn": (0.040, 0.60)}
+    results = []
+    for model, runs in per_user.items():
+        row = {"model": model, "seeds": len(runs)}
+        for (name, _), ev in zip(seq.GOALS, evals[model]):
+            row[f"eval_{name}"] = ev
+        results.append(row)
+    lines = [line for line in seq.paired_lines(results, ["sasrec"], per_user) if line.startswith("- ")]
+    # Per goal metric, every model but the chosen peer (markov: the best eval value) against it.
+    assert len(lines) == 2 * len(seq.GOALS)
+    assert all(" vs markov " in line and "over 400 test users" in line for line in lines)
+    assert lines[0].startswith("- sasrec ") and "(3 seeds)" in lines[0] and "paired 95% bootstrap [" in lines[0]
+    sasrec = np.mean([np.mean(u["ndcg@10"]) for u in per_user["sasrec"]])
+    assert f"sasrec {sasrec:.4f} ± " in lines[0]
+    # 0.16 against 0.06 of 400 users' NDCG@10 of 0.5: far apart, so a verdict, not "no difference".
+    assert lines[0].endswith("better") or "; better" in lines[0]
+    assert seq.paired_lines(results, ["sasrec", "markov", "item_knn"], per_user) == []
+    record = seq.runs_record(results, per_user, [f"u{i}".encode() for i in range(400)])
+    assert record["users"][:2] == ["u0", "u1"] and record["models"]["sasrec"]["per_user"] == per_user["sasrec"]
+    json.dumps(record)
+
+
+def test_tuning_page_keeps_the_eval_searches_and_the_runs_footer_but_no_test_value(tmp_path):
+    def point(seed, grid_point, ndcg):
+        return {"grid_point": grid_point, "seed": seed, "best_epoch": 3, "epochs_run": 5, "train_seconds": 10.0,
+                "eval": {"ndcg@10": ndcg, d.SAMPLED_PREFIX + "hit_rate@10": 0.7, "users": 9},
+                "test_ndcg@10": 0.5}
+
+    chosen = {"dim": "128"}
+    tuning = {"markov": {"split": "eval", "chosen": {"backoff": 0.1}, "grid": [{"backoff": 0.1, "ndcg@10": 0.05}]},
+              "nextitnet": {"split": "eval", "chosen": chosen,
+                            "grid": [point(42, {"dim": "64"}, 0.07), point(42, chosen, 0.08)],
+                            "seeds": [point(42, None, 0.08), point(43, None, 0.075)]}}
+    (tmp_path / "grid_tuning.json").write_text(json.dumps(tuning))
+    footer = "Produced by: `python -m bench.sequential --grid nextitnet.dim=64,128`\nCommit: abc\nMachine: {}\n"
+    (tmp_path / "grid.md").write_text("# run\n\n| test table |\n\n" + footer)
+    markdown = seq.tuning_page("grid", str(tmp_path))
+    rows = json.loads((tmp_path / "tuning" / "grid.json").read_text())
+    assert [(r["seed"], r["chosen"], r["eval_ndcg@10"]) for r in rows] == [(42, False, 0.07), (42, True, 0.08),
+                                                                            (43, True, 0.075)]
+    assert not any("test" in key for r in rows for key in r) and "0.5" not in markdown.split("Produced by")[0]
+    assert footer.strip() in markdown and "markov" not in markdown
+    assert (tmp_path / "tuning" / "grid.md").read_text() == markdown
+    (tmp_path / "bare.md").write_text("# run\n")
+    (tmp_path / "bare_tuning.json").write_text(json.dumps(tuning))
+    with pytest.raises(ValueError, match="no 'Produced by:' line"):
+        seq.tuning_page("bare", str(tmp_path))
+
+
+def test_a_failing_fit_comes_back_as_a_picklable_error_naming_the_fit(monkeypatch):
+    import pickle
+
+    class Unpicklable(KeyError):  # like autograph's errors: __init__ needs more than its message
+        def __init__(self, message, original_key):
+            super().__init__(message)
+
+    def broken(*args):
+        raise Unpicklable("boom", "key")
+
+    monkeypatch.setattr(seq, "_fit_and_score", broken)
+    with pytest.raises(RuntimeError) as raised:
+        seq.fit_and_score("/tmp/w", {}, "nextitnet", {"dim": 64}, 43)
+    error = pickle.loads(pickle.dumps(raised.value))
+    assert "nextitnet seed 43" in str(error) and "Unpicklable" in str(error) and "boom" in str(error)

@@ -26,9 +26,11 @@ class NextItNetParams(SequentialParams):
 
     dilations: Tuple[int, ...] = (1, 4, 1, 4)
     kernel_size: int = 3
-    # The best eval setting measured (protocol S, bench/results/sequential_stride_width.md:
-    # test NDCG@10 0.0654, sampled HR@10 0.7322 over seeds 42-44): the last 10 items,
-    # windows overlapping by half, wider and more regularised than SequentialParams'.
+    # The best eval setting measured (protocol S, eval full NDCG@10): the last 10 items with
+    # windows overlapping by half (stride 5 against none: commit bf6885a's run), then dim and
+    # dropout on that (bench/results/tuning/sequential_stride_width.md), wider and more
+    # regularised than SequentialParams'. Test figures at these defaults, with the peers on the
+    # same users: bench/results/sequential.md.
     dim: int = 128
     max_len: int = 10
     dropout: float = 0.5
