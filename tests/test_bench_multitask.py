@@ -193,19 +193,26 @@ def test_peer_features_on_a_tiny_array():
     assert bare.linear(data).shape == (6, bare.users + bare.items + 4)
 
 
-def test_peers_fit_and_predict_on_tiny_data():
-    rng = np.random.default_rng(0)
-    n = 200
+def _tiny_buy_rows(seed: int, train: int, evaluation: int, test: int):
+    """Taobao-shaped rows whose `buy` follows item popularity, cut into train / eval / test,
+    with the peers' features fitted on the train part."""
+    rng = np.random.default_rng(seed)
+    n = train + evaluation + test
     data = {
         F.USER_IDX: rng.integers(1, 5, n), F.ITEM_IDX: rng.integers(1, 20, n),
         "item_category_idx": rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
         F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
     }
     data["buy"] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
-    parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 120), slice(120, 160), slice(160, 200))]
+    cuts = (slice(0, train), slice(train, train + evaluation), slice(train + evaluation, n))
+    parts = [{k: v[s] for k, v in data.items()} for s in cuts]
     feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8, d=desc.load("taobao"))
     feats.fit_scaler(parts[0])
-    task = D.dataset_spec("taobao").task("buy")
+    return parts, feats, D.dataset_spec("taobao").task("buy")
+
+
+def test_peers_fit_and_predict_on_tiny_data():
+    parts, feats, task = _tiny_buy_rows(0, 120, 40, 40)
     pred, setting, value = mt.fit_logreg(task, feats, *parts, seed=0)
     assert pred.shape == (40,) and np.all((pred >= 0) & (pred <= 1)) and "C" in setting and value > 0.7
     # LightGBM's input (LightGBM itself is a benchmark-only package, not in the test install):
@@ -222,18 +229,7 @@ def test_linear_peer_widens_its_penalty_until_the_choice_is_interior(monkeypatch
     # Eval AUC peaks at C = 30, past the first grid's top (3): the search must go past it.
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(1)
-    n = 300
-    data = {
-        F.USER_IDX: rng.integers(1, 5, n), F.ITEM_IDX: rng.integers(1, 20, n),
-        "item_category_idx": rng.integers(1, 4, (n, 1)), F.ITEM_POPULARITY_MM: rng.random(n).astype(np.float32),
-        F.HISTORY_ITEM_IDX: rng.integers(0, 20, (n, 8)), F.HISTORY_BEHAVIOR_IDX: rng.integers(0, 3, (n, 8)),
-    }
-    data["buy"] = (data[F.ITEM_POPULARITY_MM] + 0.3 * rng.random(n) > 0.7).astype(np.int64)
-    parts = [{k: v[s] for k, v in data.items()} for s in (slice(0, 180), slice(180, 240), slice(240, 300))]
-    feats = mt.PeerFeatures(parts, num_behaviors=2, max_history=8, d=desc.load("taobao"))
-    feats.fit_scaler(parts[0])
-    task = D.dataset_spec("taobao").task("buy")
+    parts, feats, task = _tiny_buy_rows(1, 180, 60, 60)
     seen = []
     real_auc = mt._auc_or_neg_rmse
 
