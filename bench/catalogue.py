@@ -673,17 +673,6 @@ def intervals(runs: Sequence[Dict[str, Any]], resamples: int = common.BOOTSTRAP_
     return out
 
 
-def goal_verdict(low: float, high: float, goal: float, at_least: bool, unit: str = "") -> str:
-    """`met` only when the whole interval is on the goal's side of `goal` (at or above it with
-    `at_least`, else at or below); otherwise `not met` and why."""
-    side = "below" if at_least else "above"
-    if (low >= goal) if at_least else (high <= goal):
-        return "met"
-    if (high < goal) if at_least else (low > goal):
-        return f"not met: the whole interval is {side} {goal:g}{unit}"
-    return f"not met: not shown, the interval reaches {side} {goal:g}{unit}"
-
-
 def goals(interval_rows: Sequence[Dict[str, Any]]) -> List[str]:
     """The three goal lines at GOAL_SIZE, each with its bootstrap interval (`intervals`) and
     met only when the whole interval is on the goal's side."""
@@ -695,15 +684,15 @@ def goals(interval_rows: Sequence[Dict[str, Any]]) -> List[str]:
     return [
         f"recall@10 >= {RECALL_GOAL} at {GOAL_SIZE:,} items (scann): {s['recall_at_10']:.4f}, {level} "
         f"[{s['recall_low']:.4f}, {s['recall_high']:.4f}] over {s['queries']} report queries: "
-        f"{goal_verdict(s['recall_low'], s['recall_high'], RECALL_GOAL, at_least=True)}",
+        f"{common.goal_verdict(s['recall_low'], s['recall_high'], RECALL_GOAL, at_least=True)}",
         f"recommend p50 <= {P50_GOAL_MS:g} ms at batch 1 in-process (scann): {s['b1_p50_ms']:.3f} ms, {level} "
         f"[{s['b1_p50_low']:.3f}, {s['b1_p50_high']:.3f}] ms over {s['requests']} requests: "
-        f"{goal_verdict(s['b1_p50_low'], s['b1_p50_high'], P50_GOAL_MS, at_least=False, unit=' ms')}",
+        f"{common.goal_verdict(s['b1_p50_low'], s['b1_p50_high'], P50_GOAL_MS, at_least=False, unit=' ms')}",
         f">= {SPEEDUP_GOAL:g}x faster than brute force at batch 1 in-process: {b['b1_p50_ms']:.3f} / "
         f"{s['b1_p50_ms']:.3f} ms = {s['speedup_b1']:.1f}x, {level} [{s['speedup_low']:.1f}, "
         f"{s['speedup_high']:.1f}]x of the ratio of p50s, brute force's {b['requests']} and scann's "
         f"{s['requests']} requests resampled independently (separate request streams, nothing to pair): "
-        f"{goal_verdict(s['speedup_low'], s['speedup_high'], SPEEDUP_GOAL, at_least=True, unit='x')}",
+        f"{common.goal_verdict(s['speedup_low'], s['speedup_high'], SPEEDUP_GOAL, at_least=True, unit='x')}",
     ]
 
 

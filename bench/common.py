@@ -848,3 +848,14 @@ def widening_search(objective: Callable[[Dict[str, Any]], float], knobs: Sequenc
     points = [{**dict(zip(names, p)), "score": scores[p]} for p in order]
     return Tuned(chosen={**fixed, **dict(zip(names, chosen))}, score=scores[chosen], points=points,
                  status=status, higher_is_better=higher_is_better)
+
+
+def goal_verdict(low: float, high: float, goal: float, at_least: bool, unit: str = "") -> str:
+    """`met` only when the whole interval is on the goal's side of `goal` (at or above it with
+    `at_least`, else at or below); otherwise `not met` and why."""
+    side = "below" if at_least else "above"
+    if (low >= goal) if at_least else (high <= goal):
+        return "met"
+    if (high < goal) if at_least else (low > goal):
+        return f"not met: the whole interval is {side} {goal:g}{unit}"
+    return f"not met: not shown, the interval reaches {side} {goal:g}{unit}"

@@ -36,11 +36,12 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
@@ -234,7 +235,7 @@ def goal_lines(results: Sequence[Dict[str, Any]], families: Sequence[str],
                                           len(per_user[m][0][name]))
                     for m in [best] + list(peers) if m in per_user}
         summary = measured[best].summary()
-        met = "met" if summary["mean"] >= threshold else "not met"
+        met = common.goal_verdict(summary["low"], summary["high"], threshold, at_least=True)
         line = (f"- best sequential family by eval {name} ({best}, eval {fams[best][f'eval_{name}']:.4f}) >= "
                 f"{threshold} on test: **{met}** ({best} {_cell(fams[best], name)}, 95% bootstrap interval of the "
                 f"seed mean over test users [{summary['low']:.4f}, {summary['high']:.4f}])")
@@ -281,6 +282,132 @@ def runs_record(results: Sequence[Dict[str, Any]], per_user: Dict[str, List[Dict
             "goals": [name for name, _ in GOALS],
             "models": {r["model"]: {"seeds": r["seeds"], "per_user": per_user[r["model"]]}
                        for r in results if r["model"] in per_user}}
+
+
+class RunHeader(NamedTuple):
+    """What a page's first paragraph states about its run: the data, the user counts, the seeds."""
+    data_label: str
+    test_users: int
+    eval_users: int
+    seeds: str
+    family_seeds: str
+
+
+_HEADER = re.compile(r"^# Protocol S: the next item \((?P<label>.*), test users\)\n\n(?P<test>\d+) test users "
+                     r"\(eval: (?P<eval>\d+)\).*?seeds (?P<seeds>[\d,]+) \(families: (?P<fseeds>[\d,]+);", re.S)
+
+
+def page(results: Sequence[Dict[str, Any]], families: Sequence[str], per_user: Dict[str, List[Dict[str, List[float]]]],
+         tuning: Dict[str, Any], name: str, header: RunHeader, footer: str) -> str:
+    """The markdown page of a run (or of merged runs): tables, goal lines, paired lines, what
+    was tried on eval."""
+    return "\n".join([
+        f"# Protocol S: the next item ({header.data_label}, test users)", "",
+        f"{header.test_users} test users (eval: {header.eval_users}); input = every rating before the target "
+        "(test: the eval item included); every model fitted on the training sequences only (every rating before "
+        "the eval item), tuned on the eval split by full NDCG@10, test reported. Trained models: mean ± std over "
+        f"seeds {header.seeds} (families: {header.family_seeds}; std over seeds, none "
+        "for one run; deterministic peers: one run). `train s`: fitting "
+        "time per seed (families: the Trainer's fit with early stopping on eval).", "",
+        tables(results), "",
+        "## Goals (issue 9)", "",
+        "The best family and the best peer are chosen by their eval value of the goal's metric. A threshold is "
+        "met only when the whole 95% bootstrap interval of the family's seed mean over test users is at or "
+        "above it; a verdict against the peer needs the paired bootstrap interval (95%, over test users, seed "
+        "means) to exclude 0 and the difference to exceed both seed stds.", "",
+        *goal_lines(results, families, per_user), "",
+        "## Paired comparisons", "",
+        "Each line: the model's test mean ± std over its seeds against the peer's, and the paired 95% "
+        "bootstrap interval of the difference of their seed means over the same test users (each user's "
+        f"values in `{name}_runs.json`); \"better\" or \"worse\" only where the interval excludes 0 and "
+        "the difference exceeds the larger seed std, otherwise \"no difference\".",
+        *paired_lines(results, families, per_user), "",
+        f"## What was tried on the eval split (full NDCG@10; all grids in `{name}_tuning.json`)",
+        *tried_lines(tuning, [r["model"] for r in results]), "",
+        "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
+            f"{r['model']} {r['epochs']}" for r in results if "epochs" in r),
+        footer,
+    ])
+
+
+class Merged(NamedTuple):
+    """Runs of the same protocol S data joined (`merge_parts`)."""
+    results: List[Dict[str, Any]]
+    per_user: Dict[str, List[Dict[str, List[float]]]]
+    tuning: Dict[str, Any]
+    users: List[str]
+    header: RunHeader
+    produced: Dict[str, str]  # part -> its command and commit
+
+
+def merge_parts(parts: Sequence[str], out: str = common.RESULTS_DIR) -> Merged:
+    """Joins the runs `<out>/<part>.json`, `_runs.json`, `_tuning.json` and `.md` of the same
+    data: every family of every part, the peers once. The parts must agree on the test users
+    (in order), the user counts and the data, and each peer's per-user values must be the same
+    in every part (the peers are deterministic or seeded: a difference means different data or
+    code); a family in two parts is an error (which run would the page report?).
+
+    Args:
+      parts: results names (e.g. `sequential`, `sequential_sasrec`).
+      out: the results directory.
+    """
+    results: List[Dict[str, Any]] = []
+    per_user: Dict[str, List[Dict[str, List[float]]]] = {}
+    tuning: Dict[str, Any] = {}
+    users: List[str] = []
+    header: RunHeader = None
+    produced: Dict[str, str] = {}
+    owner: Dict[str, str] = {}
+    for part in parts:
+        def path(suffix: str) -> str:
+            return os.path.join(out, f"{part}{suffix}")
+        missing = [path(s) for s in (".json", "_runs.json", "_tuning.json", ".md") if not os.path.exists(path(s))]
+        if missing:
+            raise ValueError(f"--merge {part}: missing {', '.join(missing)} (a bench.sequential run writes all four)")
+        with open(path(".json")) as f:
+            rows = json.load(f)
+        with open(path("_runs.json")) as f:
+            runs = json.load(f)
+        with open(path("_tuning.json")) as f:
+            part_tuning = json.load(f)
+        with open(path(".md")) as f:
+            md = f.read()
+        found = _HEADER.search(md)
+        if not found:
+            raise ValueError(f"{path('.md')}: no protocol S header (title and user counts) to merge")
+        part_header = RunHeader(found["label"], int(found["test"]), int(found["eval"]), found["seeds"],
+                                found["fseeds"])
+        produced[part] = " ".join(line.strip() for line in md.splitlines()
+                                  if line.startswith(("Produced by: ", "Commit: ")))
+        if header is None:
+            header, users = part_header, runs["users"]
+        elif (part_header.data_label, part_header.test_users, part_header.eval_users) != \
+                (header.data_label, header.test_users, header.eval_users) or runs["users"] != users:
+            raise ValueError(f"--merge {part}: its data or test users differ from {parts[0]}'s "
+                             f"({part_header[:3]} against {header[:3]}); only runs of the same data merge")
+        else:
+            if part_header.seeds != header.seeds or part_header.family_seeds != header.family_seeds:
+                header = header._replace(seeds=f"{header.seeds} / {part_header.seeds}",
+                                         family_seeds=f"{header.family_seeds} / {part_header.family_seeds}")
+        for row in rows:
+            model = row["model"]
+            mine = runs["models"][model]["per_user"]
+            if model in owner:
+                if row["kind"] == "family" or owner[model] == "family":
+                    raise ValueError(f"--merge: {model} is in both {owner[model + ':part']} and {part}; "
+                                     "merge runs of different families")
+                if mine != per_user[model]:
+                    raise ValueError(f"--merge {part}: peer {model}'s per-user test values differ from "
+                                     f"{owner[model + ':part']}'s: the runs did not see the same data and code")
+                continue
+            owner[model], owner[model + ":part"] = row["kind"], part
+            results.append(row)
+            per_user[model] = mine
+            if model in part_tuning:
+                tuning[model] = part_tuning[model]
+    peers = [r for r in results if r["kind"] != "family"]
+    fams = [r for r in results if r["kind"] == "family"]
+    return Merged(peers + fams, per_user, tuning, users, header, produced)
 
 
 # --------------------------------------------------------------------------
@@ -583,10 +710,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip_implicit", action="store_true", help="leave out ALS and BPR (no `implicit`)")
     parser.add_argument("--tuning_page", default="", metavar="NAME",
                         help="only re-write <out>/NAME_tuning.json's eval-split searches as <out>/tuning/NAME.*")
+    parser.add_argument("--merge", default="", metavar="NAME1,NAME2",
+                        help="no training: one page <out>/<name>.* from these runs of the same data (merge_parts)")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     if args.tuning_page:
         print(tuning_page(args.tuning_page, args.out))
+        return 0
+    if args.merge:
+        command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(merge_main([p for p in args.merge.split(",") if p], args.name, args.out, command.strip()))
         return 0
     from models.hparams import parse_assignments
     from models.registry import get_family
@@ -628,32 +761,10 @@ def main(argv=None) -> int:
     command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
     views = bench.views
-    markdown = "\n".join([
-        f"# Protocol S: the next item ({common.data_label(bench.stages.config)}, test users)", "",
-        f"{len(views['test'])} test users (eval: {len(views['eval'])}); input = every rating before the target "
-        "(test: the eval item included); every model fitted on the training sequences only (every rating before "
-        "the eval item), tuned on the eval split by full NDCG@10, test reported. Trained models: mean ± std over "
-        f"seeds {','.join(map(str, seeds))} (families: {','.join(map(str, family_seeds))}; std over seeds, none "
-        "for one run; deterministic peers: one run). `train s`: fitting "
-        "time per seed (families: the Trainer's fit with early stopping on eval).", "",
-        tables(bench.results), "",
-        "## Goals (issue 9)", "",
-        "The best family and the best peer are chosen by their eval value of the goal's metric; a verdict "
-        "against the peer needs the paired bootstrap interval (95%, over test users, seed means) to exclude 0 "
-        "and the difference to exceed both seed stds.", "",
-        *goal_lines(bench.results, families, bench.per_user), "",
-        "## Paired comparisons", "",
-        "Each line: the model's test mean ± std over its seeds against the peer's, and the paired 95% "
-        "bootstrap interval of the difference of their seed means over the same test users (each user's "
-        f"values in `{args.name}_runs.json`); \"better\" or \"worse\" only where the interval excludes 0 and "
-        "the difference exceeds the larger seed std, otherwise \"no difference\".",
-        *paired_lines(bench.results, families, bench.per_user), "",
-        f"## What was tried on the eval split (full NDCG@10; all grids in `{args.name}_tuning.json`)",
-        *tried_lines(bench.tuning, [r["model"] for r in bench.results]), "",
-        "Families: `epochs` = best epoch / epochs run per seed: " + "; ".join(
-            f"{r['model']} {r['epochs']}" for r in bench.results if "epochs" in r),
-        f"Wall time of the whole run: {time.monotonic() - started:.0f} s.",
-    ])
+    markdown = page(bench.results, families, bench.per_user, bench.tuning, args.name,
+                    header=RunHeader(common.data_label(bench.stages.config), len(views["test"]), len(views["eval"]),
+                                     ",".join(map(str, seeds)), ",".join(map(str, family_seeds))),
+                    footer=f"Wall time of the whole run: {time.monotonic() - started:.0f} s.")
     common.write_results(args.name, bench.results, markdown, meta, args.out)
     common.atomic_write(os.path.join(args.out, f"{args.name}_tuning.json"),
                         json.dumps(bench.tuning, indent=2, default=str) + "\n")
@@ -661,6 +772,22 @@ def main(argv=None) -> int:
                         json.dumps(runs_record(bench.results, bench.per_user, views["test"].users)) + "\n")
     print(markdown)
     return 0
+
+
+def merge_main(parts: Sequence[str], name: str, out: str, command: str) -> str:
+    """`--merge`: one page from runs of the same protocol S data (`merge_parts`), its goal and
+    paired lines over every family of the parts; writes `<out>/<name>.*` like a run."""
+    merged = merge_parts(parts, out)
+    families = [r["model"] for r in merged.results if r["kind"] == "family"]
+    markdown = page(merged.results, families, merged.per_user, merged.tuning, name, header=merged.header,
+                    footer="Merged, without training, from the runs (each run's page has its own command, "
+                           "commit and wall time):\n\n" + "\n".join(f"- `{p}`: {merged.produced[p]}" for p in parts))
+    meta = {"command": command, "machine": json.dumps(common.machine())}
+    common.write_results(name, merged.results, markdown, meta, out)
+    common.atomic_write(os.path.join(out, f"{name}_tuning.json"), json.dumps(merged.tuning, indent=2, default=str) + "\n")
+    common.atomic_write(os.path.join(out, f"{name}_runs.json"),
+                        json.dumps(runs_record(merged.results, merged.per_user, merged.users)) + "\n")
+    return markdown
 
 
 if __name__ == "__main__":

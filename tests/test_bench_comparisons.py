@@ -163,3 +163,13 @@ def test_seed_paired_says_no_difference_when_the_interval_includes_zero_and_hono
     assert auc.verdict() == "b beats a"
     with pytest.raises(ValueError, match="share 1 seed"):
         common.seed_paired("a", {1: 0.5, 2: 0.6}, "b", {2: 0.5, 3: 0.6})
+
+
+def test_a_goal_is_met_only_when_the_whole_interval_is_on_its_side():
+    assert common.goal_verdict(0.951, 0.97, 0.95, at_least=True) == "met"
+    assert common.goal_verdict(0.94, 0.97, 0.95, at_least=True) == "not met: not shown, the interval reaches below 0.95"
+    assert common.goal_verdict(0.90, 0.94, 0.95, at_least=True) == "not met: the whole interval is below 0.95"
+    assert common.goal_verdict(0.7, 5.0, 5.0, at_least=False, unit=" ms") == "met"
+    assert common.goal_verdict(4.0, 5.5, 5.0, at_least=False, unit=" ms") == \
+        "not met: not shown, the interval reaches above 5 ms"
+    assert common.goal_verdict(5.1, 5.5, 5.0, at_least=False, unit=" ms") == "not met: the whole interval is above 5 ms"
