@@ -189,6 +189,7 @@ def render_page(result: ResultsFile) -> str:
              f"| date | {p.date or 'not recorded'} |",
              f"| rows | [{result.name}.json]({source}.json)"
              + "".join(f", [{e}]({os.path.dirname(source)}/{e})" for e in result.extras) + " |", ""]
+    lines += stale_section(result)
     if goals:
         lines += ["## Goals", ""] + goals + [""]
     lines += paired_section(result)
@@ -207,7 +208,9 @@ def render_index(results: Sequence[ResultsFile]) -> str:
              "| page | what it measures | date | goals |", "|---|---|---|---|"]
     for r in results:
         title, goals, _ = split_page(r.markdown)
-        lines.append(f"| [{r.name}]({r.name}.md) | {title.replace('|', '/')} | {r.provenance.date or 'n/a'} | "
+        fix = measured_before(r)
+        date = (r.provenance.date or "n/a") + (f" (before {fix.commit}'s data fix)" if fix else "")
+        lines.append(f"| [{r.name}]({r.name}.md) | {title.replace('|', '/')} | {date} | "
                      f"{_goal_state(goals)} |")
     return "\n".join(lines) + "\n"
 
@@ -329,6 +332,52 @@ NO_PAIRED_INTERVAL: Dict[str, str] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class DataFix:
+    """A change of the data that models read (features or labels), after which earlier figures
+    of the pages it touches are not today's: `date` is when it landed (UTC, `YYYY-MM-DD HH:MM`)."""
+
+    commit: str
+    date: str
+    what: str
+
+
+OOF_AND_HORIZON = DataFix("cd8c513", "2026-12-06 19:07",
+                          "out-of-fold item statistics for training rows (the models' item features) and Taobao "
+                          "labels within a one-day horizon inside the row's split")
+# page -> the data fix it predates: its models read what the fix changed, and it was not re-run since.
+MEASURED_BEFORE: Dict[str, DataFix] = {
+    "dtrn": OOF_AND_HORIZON,
+    "dtrn_takd": OOF_AND_HORIZON,
+    "takd": OOF_AND_HORIZON,
+    "takd_taobao": OOF_AND_HORIZON,
+}
+
+
+def measured_before(result: ResultsFile) -> Optional[DataFix]:
+    """The data fix `result` predates, or None; an error when its date is after the fix (it was
+    re-run: the registry entry is stale and must go)."""
+    fix = MEASURED_BEFORE.get(result.name)
+    if fix is None:
+        return None
+    date = (result.provenance.date or "")[:16]
+    if not date or date >= fix.date:
+        raise ValueError(f"bench/results/{result.name}.md is dated {date or 'nowhere'}, not before {fix.commit} "
+                         f"({fix.date}): remove it from MEASURED_BEFORE in bench/render_docs.py")
+    return fix
+
+
+def stale_section(result: ResultsFile) -> List[str]:
+    """A warning at the top of a page measured before a data fix of what its models read."""
+    fix = measured_before(result)
+    if fix is None:
+        return []
+    return ["## Measured before a fix of its data", "",
+            f"These figures predate {fix.commit} ({fix.date} UTC): {fix.what}. Its models read what that fix "
+            "changed, so the figures are not those of today's code, and no comparison on this page holds for it "
+            "until the command above is run again.", ""]
+
+
 # page -> what it chose on the eval split: pages that read no test split, so they claim nothing
 # on test and have no paired interval to show.
 EVAL_ONLY: Dict[str, str] = {
@@ -413,11 +462,6 @@ def _multitask(model: str, task: str = "buy", dataset: str = "taobao") -> Callab
     return figure
 
 
-def _dtrn(rows):
-    r = _pick(rows, dataset="movielens", model="dtrn", variant="dtrn", task="liked", metric="auc")
-    return f"test liked AUC {_value(r['value'], r.get('std'))} (movielens)"
-
-
 def _takd(variant: str) -> Callable[[Any], str]:
     def figure(rows):
         r = _pick(rows, dataset="movielens", variant=variant, task="loved", metric="auc")
@@ -446,7 +490,7 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("mmoe", "multitask", _multitask("mmoe")),
     Headline("ple", "multitask", _multitask("ple")),
     Headline("nmtr", "multitask", _multitask("nmtr")),
-    Headline("dtrn", "dtrn", _dtrn),
+    Headline("dtrn", "multitask", _multitask("dtrn")),
     Headline("takd_teacher_dtrn", "takd", _takd("teacher")),
     Headline("takd_student", "takd", _takd("student")),
     Headline("semax", "review_text", _review_text("semax")),
@@ -484,7 +528,10 @@ def render_family_table(results: Sequence[ResultsFile], families: Sequence[Tuple
         else:
             if h.results not in by_name:
                 raise FileNotFoundError(f"the headline of {name} reads bench/results/{h.results}.json, which is missing")
-            headline = f"[{h.figure(by_name[h.results].rows)}](docs/benchmarks/{h.results}.md)"
+            page = by_name[h.results]
+            fix = measured_before(page)
+            headline = f"[{h.figure(page.rows)}](docs/benchmarks/{h.results}.md)" + \
+                (f", measured before {fix.commit}'s data fix" if fix else "")
         lines.append(f"| `{name}` | {summary.replace('|', '/')} | {tasks} | {serves} | {headline} |")
     return "\n".join(lines + ["", END])
 

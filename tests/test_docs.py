@@ -202,3 +202,20 @@ def test_a_bullet_date_ends_at_its_line():
     # into the rest of the page (the index row would then hold the page's tables).
     page = "# Serving benchmark\n\n- command: `python -m bench.serving`\n- date: 2026-11-23 14:49 UTC\n\n| a |\n"
     assert render_docs.provenance(page).date == "2026-11-23 14:49 UTC"
+
+
+def test_a_page_measured_before_a_data_fix_says_so_and_a_rerun_must_leave_the_registry(tmp_path, monkeypatch):
+    fix = render_docs.DataFix("f1x0000", "2026-12-02 09:00", "labels within their split")
+    monkeypatch.setitem(render_docs.MEASURED_BEFORE, "topk", fix)
+    results = tmp_path / "results"
+    _write(str(results), "topk", [{"model": "two_tower", "ndcg_at_10": 0.1851}], "# Protocol K\n" + FOOTER)
+    [result] = render_docs.results_files(str(results))
+    page = render_docs.render_page(result)
+    assert "## Measured before a fix of its data" in page and "predate f1x0000 (2026-12-02 09:00 UTC)" in page
+    assert "(before f1x0000's data fix)" in render_docs.render_index([result])
+    table = render_docs.render_family_table([result], [("two_tower", "towers", "rating", "recommend")])
+    assert "(docs/benchmarks/topk.md), measured before f1x0000's data fix |" in table
+    # Re-run after the fix (its date is later): the stale entry is an error, not a silent warning.
+    monkeypatch.setitem(render_docs.MEASURED_BEFORE, "topk", render_docs.DataFix("f1x0000", "2026-12-01 09:00", "x"))
+    with pytest.raises(ValueError, match="topk.md is dated 2026-12-01 10:00, not before f1x0000.*remove it"):
+        render_docs.render_page(result)
