@@ -191,26 +191,6 @@ def merged_runs_path(paths: Sequence[str], out_dir: str, name: str) -> str:
     return target
 
 
-def join_results(name: str, parts: Sequence[str], out_dir: str = RESULTS_DIR) -> Optional[str]:
-    """`<out>/<name>.json` and `.md` joining the result files `parts` (their rows, then their
-    tables one after the other), when every part exists; returns the JSON path or None."""
-    paths = [os.path.join(out_dir, f"{part}.json") for part in parts]
-    if not all(os.path.exists(p) for p in paths):
-        return None
-    rows: List[Dict[str, Any]] = []
-    sections = [f"# {name}: {', '.join(parts)}", "",
-                f"The rows of {', '.join(f'`{p}.json`' for p in parts)} in one file; each part below as its "
-                "benchmark wrote it (with its command).", ""]
-    for part, path in zip(parts, paths):
-        with open(path) as f:
-            rows += json.load(f)
-        with open(os.path.join(out_dir, f"{part}.md")) as f:
-            sections += ["#" + line if line.startswith("#") else line for line in f.read().splitlines()] + [""]
-    atomic_write(os.path.join(out_dir, f"{name}.json"), json.dumps(rows, indent=2) + "\n")
-    atomic_write(os.path.join(out_dir, f"{name}.md"), "\n".join(sections).rstrip() + "\n")
-    return os.path.join(out_dir, f"{name}.json")
-
-
 def md_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str], digits: int = 4) -> str:
     def cell(v):
         if isinstance(v, float):

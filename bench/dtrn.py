@@ -25,7 +25,7 @@ ablation against `dtrn`) with both seed stds and the paired bootstrap interval o
 difference (`bench.common.compare`); trainable parameters;
 in-process serving time (median ms of the model's compiled call on transformed test rows
 at batch 1 and 100, every model of a seed timed in alternation). Written to
-`bench/results/dtrn.{json,md}` and joined with bench.takd's rows in `dtrn_takd.{json,md}`.
+`bench/results/dtrn.{json,md}`.
 
     python -m bench.dtrn [--datasets taobao,movielens] [--seeds 42,43,44,45,46]
 """
@@ -49,7 +49,6 @@ from contract import features as F  # noqa: E402
 from contract import tasks as T  # noqa: E402
 
 RESULTS_NAME = "dtrn"
-JOINED_NAME = "dtrn_takd"  # the issue's one table: these rows and bench.takd's
 # variant -> (family, hyperparameters)
 MODELS = {
     "mmoe": ("mmoe", {}),
@@ -261,8 +260,6 @@ def write(name: str, out: str, command: str, results, metrics, log, args_line) -
     common.atomic_write(os.path.join(out, f"{name}_runs.json"),
                         json.dumps({"command": command, "metrics": metrics, "results": results, "log": log,
                                     "args_line": args_line}, indent=2) + "\n")
-    if name == RESULTS_NAME:
-        common.join_results(JOINED_NAME, (RESULTS_NAME, "takd"), out)
 
 
 def runs_source(item: str) -> Tuple[str, Optional[List[str]]]:

@@ -319,7 +319,6 @@ PAIRED_OVER_SEEDS: Dict[str, Tuple[Tuple[str, Callable[[Dict[str, Any]], List[Ro
     "dtrn": (("dtrn", dtrn_pairs),),
     "takd": (("takd", takd_pairs),),
     "takd_taobao": (("takd_taobao", takd_pairs),),
-    "dtrn_takd": (("dtrn", dtrn_pairs), ("takd", takd_pairs)),
 }
 
 _ONE_RUN = "each model ran once (one seed), and no per-user values are stored"
@@ -348,7 +347,6 @@ OOF_AND_HORIZON = DataFix("cd8c513", "2026-12-06 19:07",
 # page -> the data fix it predates: its models read what the fix changed, and it was not re-run since.
 MEASURED_BEFORE: Dict[str, DataFix] = {
     "dtrn": OOF_AND_HORIZON,
-    "dtrn_takd": OOF_AND_HORIZON,
     "takd": OOF_AND_HORIZON,
     "takd_taobao": OOF_AND_HORIZON,
 }

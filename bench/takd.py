@@ -61,7 +61,6 @@ from evaluation import definitions as d  # noqa: E402
 RESULTS_NAME = "takd"
 STUDENT = "takd_student"
 TEACHER_FAMILIES = ("takd_teacher", "takd_teacher_dtrn")  # --teacher: PLE or DTRN under the ranking losses
-JOINED_NAME = "dtrn_takd"  # the one table: bench.dtrn's rows and these
 TEACHERS = {
     "teacher": {},
     "teacher_no_aux": {"aux": "false"},
@@ -443,8 +442,6 @@ def main(argv=None) -> int:
             common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
                                 json.dumps({"command": command.strip(), "pairs": pairs, "results": results,
                                             "log": log}, indent=2) + "\n")
-            if args.name == RESULTS_NAME:
-                common.join_results(JOINED_NAME, ("dtrn", RESULTS_NAME), args.out)
             print(wall, flush=True)
     return 0
 
@@ -664,8 +661,6 @@ def merge(paths: Sequence[str], name: str, out: str, command: str) -> None:
     common.write_results(name, rows, md, {"command": command, "machine": json.dumps(common.machine())}, out)
     common.atomic_write(target, json.dumps({"command": command, "pairs": pairs, "results": results, "log": log},
                                            indent=2) + "\n")
-    if name == RESULTS_NAME:
-        common.join_results(JOINED_NAME, ("dtrn", RESULTS_NAME), out)
 
 
 if __name__ == "__main__":

@@ -140,22 +140,6 @@ def test_unknown_variants_and_ablations_without_dtrn_are_refused():
         dtrn.main(["--variants", "mmoe,no_hyper"])
 
 
-def test_joined_file_holds_both_benchmarks_rows_once_both_exist(tmp_path):
-    from bench import common
-
-    (tmp_path / "dtrn.json").write_text(json.dumps([{"model": "dtrn"}]))
-    (tmp_path / "dtrn.md").write_text("# DTRN\n\n## movielens\n")
-    assert common.join_results("dtrn_takd", ("dtrn", "takd"), str(tmp_path)) is None
-    assert not (tmp_path / "dtrn_takd.json").exists()
-    (tmp_path / "takd.json").write_text(json.dumps([{"model": "takd_student"}, {"model": "takd_teacher"}]))
-    (tmp_path / "takd.md").write_text("# TAKD\n")
-    common.join_results("dtrn_takd", ("dtrn", "takd"), str(tmp_path))
-    rows = json.loads((tmp_path / "dtrn_takd.json").read_text())
-    assert [r["model"] for r in rows] == ["dtrn", "takd_student", "takd_teacher"]
-    markdown = (tmp_path / "dtrn_takd.md").read_text()
-    assert "## DTRN" in markdown and "### movielens" in markdown and "## TAKD" in markdown
-
-
 def test_hparam_reaches_only_the_families_that_have_it():
     overrides = {"refine_gate": "sigmoid", "learning_rate": "0.0005"}
     assert dtrn.overrides_for("mmoe", overrides) == {"learning_rate": "0.0005"}
