@@ -777,6 +777,8 @@ def main(argv=None) -> int:
 def merge_main(parts: Sequence[str], name: str, out: str, command: str) -> str:
     """`--merge`: one page from runs of the same protocol S data (`merge_parts`), its goal and
     paired lines over every family of the parts; writes `<out>/<name>.*` like a run."""
+    if name in parts:
+        raise ValueError(f"--merge would overwrite its part {name} with the merged page: choose another --name")
     merged = merge_parts(parts, out)
     families = [r["model"] for r in merged.results if r["kind"] == "family"]
     markdown = page(merged.results, families, merged.per_user, merged.tuning, name, header=merged.header,

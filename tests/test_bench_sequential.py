@@ -377,6 +377,8 @@ def test_merge_joins_the_families_of_runs_on_the_same_data_and_refuses_runs_that
     assert runs["models"]["sasrec"]["per_user"] == per_user["sasrec"] and len(runs["users"]) == 400
     assert set(json.loads((tmp_path / "merged_tuning.json").read_text())) == {"markov", "item_knn", "nextitnet",
                                                                               "sasrec"}
+    with pytest.raises(ValueError, match="would overwrite its part run_a"):
+        seq.merge_main(["run_a", "run_b"], "run_a", str(tmp_path), "x")
     # A peer whose per-user values differ: not the same data or code.
     other = {**per_user, "markov": _synthetic_users(0.06, 0.60, 1, seed=9)}
     _write_part(tmp_path, "run_c", ["markov", "item_knn", "sasrec"], other, evals, users)
