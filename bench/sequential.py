@@ -712,10 +712,16 @@ def main(argv=None) -> int:
                         help="only re-write <out>/NAME_tuning.json's eval-split searches as <out>/tuning/NAME.*")
     parser.add_argument("--merge", default="", metavar="NAME1,NAME2",
                         help="no training: one page <out>/<name>.* from these runs of the same data (merge_parts)")
+    parser.add_argument("--rerender", default="", metavar="NAME",
+                        help="no training: <out>/NAME.md written again from NAME's files by today's page code")
     common.add_dataset_arguments(parser)
     args = parser.parse_args(argv)
     if args.tuning_page:
         print(tuning_page(args.tuning_page, args.out))
+        return 0
+    if args.rerender:
+        command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+        print(rerender_main(args.rerender, args.out, command.strip()))
         return 0
     if args.merge:
         command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -772,6 +778,28 @@ def main(argv=None) -> int:
                         json.dumps(runs_record(bench.results, bench.per_user, views["test"].users)) + "\n")
     print(markdown)
     return 0
+
+
+def rerender_main(name: str, out: str, command: str) -> str:
+    """`--rerender`: a run's page written again from its own four files by today's page code
+    (the goal rule, the paired lines), keeping the run's command, commit, machine and wall
+    time and saying when it was re-rendered; the rows, runs and tuning files are unchanged."""
+    merged = merge_parts([name], out)
+    with open(os.path.join(out, f"{name}.md")) as f:
+        md = f.read()
+    kept = {key: next((line[len(key):].strip() for line in md.splitlines() if line.startswith(key)), None)
+            for key in ("Produced by: ", "Commit: ", "Machine: ", "Wall time of the whole run: ")}
+    if kept["Produced by: "] is None:
+        raise ValueError(f"{out}/{name}.md has no 'Produced by:' line: nothing to keep the run's command from")
+    families = [r["model"] for r in merged.results if r["kind"] == "family"]
+    wall = kept["Wall time of the whole run: "]
+    footer = (f"Wall time of the whole run: {wall}\n" if wall else "") + \
+        f"Page re-rendered from the run's files by `{command}` at {common.commit()}: the figures are the run's."
+    markdown = page(merged.results, families, merged.per_user, merged.tuning, name, header=merged.header,
+                    footer=footer)
+    meta = {"command": kept["Produced by: "].strip("`"), "commit": kept["Commit: "], "machine": kept["Machine: "]}
+    common.write_results(name, merged.results, markdown, meta, out)
+    return markdown
 
 
 def merge_main(parts: Sequence[str], name: str, out: str, command: str) -> str:

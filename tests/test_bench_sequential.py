@@ -352,7 +352,8 @@ def _write_part(out, name, models, per_user, evals, users):
     families = [r["model"] for r in results if r["kind"] == "family"]
     header = seq.RunHeader("Synthetic data, split leave_last_two_out", len(users), len(users), "42,43,44", "42,43,44")
     tuning = {m: {"split": "eval", "metric": "ndcg@10", "chosen": {}, "grid": [{"ndcg@10": 0.05}]} for m in models}
-    markdown = seq.page(results, families, {m: per_user[m] for m in models}, tuning, name, header, "Wall time: 1 s.")
+    markdown = seq.page(results, families, {m: per_user[m] for m in models}, tuning, name, header,
+                        "Wall time of the whole run: 1 s.")
     common.write_results(name, results, markdown, {"command": f"python -m bench.sequential --name {name}",
                                                    "machine": "{}", "commit": "abc1234"}, str(out))
     (out / f"{name}_tuning.json").write_text(json.dumps(tuning))
@@ -394,3 +395,20 @@ def test_merge_joins_the_families_of_runs_on_the_same_data_and_refuses_runs_that
     (tmp_path / "run_b_tuning.json").unlink()
     with pytest.raises(ValueError, match="--merge run_b: missing .*run_b_tuning.json"):
         seq.merge_parts(["run_a", "run_b"], str(tmp_path))
+
+
+def test_rerender_rewrites_a_runs_page_by_todays_rule_and_keeps_its_provenance(tmp_path):
+    per_user = {"nextitnet": _synthetic_users(0.135, 0.74, 3, seed=2), "markov": _synthetic_users(0.06, 0.60, 1, seed=3)}
+    evals = {"nextitnet": (0.065, 0.75), "markov": (0.055, 0.65)}
+    _write_part(tmp_path, "run_a", ["markov", "nextitnet"], per_user, evals, [f"u{i}".encode() for i in range(400)])
+    page = tmp_path / "run_a.md"
+    # An older page: its goal line said "met" from the mean alone.
+    page.write_text(page.read_text().replace("**not met: not shown, the interval reaches below 0.06**", "**met**"))
+    runs_before = (tmp_path / "run_a_runs.json").read_text()
+    markdown = seq.rerender_main("run_a", str(tmp_path), "python -m bench.sequential --rerender run_a")
+    text = page.read_text()
+    assert "**not met: not shown, the interval reaches below 0.06**" in markdown and "**met**" not in text
+    assert "Produced by: `python -m bench.sequential --name run_a`" in text and "Commit: abc1234" in text
+    assert "Wall time of the whole run: 1 s.\nPage re-rendered" in text  # the run's wall time is kept
+    assert "Page re-rendered from the run's files by `python -m bench.sequential --rerender run_a`" in text
+    assert (tmp_path / "run_a_runs.json").read_text() == runs_before
