@@ -327,7 +327,6 @@ _NO_PER_SEED = ("the results keep each model's mean and std over seeds but not i
 # page -> why its results allow no paired interval.
 NO_PAIRED_INTERVAL: Dict[str, str] = {
     "sequential_bert4rec": _NO_PER_SEED + " (the peers ran once)",
-    "sequential_long": _NO_PER_SEED + " (the peers ran once)",
 }
 
 
@@ -479,7 +478,7 @@ HEADLINES: Tuple[Headline, ...] = (
     Headline("mf_history", "mf_family", _mf_family("mf_history")),
     Headline("mf_dnn", "mf_family", _mf_family("mf_dnn")),
     Headline("two_tower", "topk", _topk),
-    Headline("sasrec", "sequential_long", _sequential("sasrec")),
+    Headline("sasrec", "sequential_sasrec", _sequential("sasrec")),
     Headline("bert4rec", "sequential_bert4rec", _sequential("bert4rec")),
     Headline("nextitnet", "sequential", _sequential("nextitnet")),
     Headline("peterrec", "peterrec_mean_pooling", _peterrec),
