@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     lines = ["# The project's TFMA combiners: CPU per example, plain and under cProfile", "",
              __doc__.split("\n\n")[2].replace("\n", " "), "",
              common.md_table(rows, list(rows[0]), digits=3)]
-    command = "python -m bench.combiner_cost" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = common.command_line("bench.combiner_cost", argv)
     common.write_results(NAME, rows, "\n".join(lines), {"command": command, "machine": json.dumps(common.machine())})
     print("\n".join(lines))
     return 0

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.machine import commit, cpu_model  # noqa: E402,F401
+from bench.machine import command_line, commit, cpu_model  # noqa: E402,F401
 from common.io_utils import atomic_write  # noqa: E402
 from contract import features as F  # noqa: E402
 from pipeline.configs import REPO_ROOT, PipelineConfig, add_dataset_arguments, dataset_overrides  # noqa: E402,F401

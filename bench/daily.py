@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench.common import (RESULTS_DIR, commit, machine, md_table, mean_std, percentile_interval,
+from bench.common import (command_line, RESULTS_DIR, commit, machine, md_table, mean_std, percentile_interval,
                           resample_weights, write_results)
 from pipeline.configs import PipelineConfig
 
@@ -311,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                             "wall_seconds", "families")}), flush=True)
             if day == args.drift_day:  # the next day delivers the day again, fixed: its runs ingest both
                 replay.write_day(r, data, args.first_spans + day - 1)
-        meta = {"command": "python -m bench.daily " + " ".join(argv if argv is not None else sys.argv[1:]),
+        meta = {"command": command_line("bench.daily", argv),
                 "commit": commit(), "machine": machine()}
     summary = summarize(rows, configs["warm"].families)
     reports = {arm: _text(os.path.join(configs[arm].output_dir, html_report.REPORT_NAME)) for arm in ARMS}

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             print(f"{entry}: left out: no data at {config.data_dir}", file=sys.stderr)
             continue
         rows.append(counts(config))
-    command = "python -m bench.data_counts " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.data_counts", argv)
     table = [{"dataset": r["dataset"], "split": r["split"], **r["rows_written"],
               "test positives": json.dumps(r["test_label_positives"])} for r in rows]
     markdown = "# Split counts of the real data\n\n" + common.md_table(

@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     mt.parse_data_arguments(args)
     from models.hparams import parse_assignments
 
-    command = ("python -m bench.dtrn " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
+    command = (common.command_line("bench.dtrn", argv)).strip()
     if args.merge:
         merge(args.merge.split(","), args.name, args.out, command)
         return 0

@@ -3,6 +3,7 @@
 import os
 import platform
 import subprocess
+import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,3 +31,12 @@ def commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + (" + changes" if dirty else "")
+
+
+def command_line(module: str, argv=None) -> str:
+    """The command a results file records: `python -m MODULE` and the arguments (`argv`, or
+    this process's), shell-quoted so that it runs as written (an empty value stays `''`)."""
+    import shlex
+
+    args = list(argv if argv is not None else sys.argv[1:])
+    return " ".join(["python", "-m", module] + ([shlex.join(args)] if args else []))

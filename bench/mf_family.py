@@ -240,7 +240,7 @@ def main(argv=None) -> int:
 
     summaries = {}
     families = [f for f in args.families.split(",") if f]
-    command = "python -m bench.mf_family " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.mf_family", argv)
 
     def write(done: List[str]) -> str:
         """The result files with the models measured so far (after the peers and after each

@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         tops[f"{family}, tfx_sdist {variant}"] = top_functions(stats, args.top)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
-    command = "python -m bench.profile_evaluator " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.profile_evaluator", argv)
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
     sections = [
         "# Where the Evaluator's time goes", "",

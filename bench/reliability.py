@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from bench.machine import commit, cpu_model  # noqa: E402
+from bench.machine import command_line, commit, cpu_model  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -888,7 +888,7 @@ def main(argv=None) -> int:
     for row in rows:  # notes name files relative to the trial's working directory
         row["notes"] = row["notes"].replace(work + os.sep, "").replace(work, ".")
     meta = {
-        "command": "python -m bench.reliability " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("bench.reliability", argv),
         "commit": ran_at,
         "data": f"{config.describe_dataset()} from {full.data_dir}: the first {SLICE_USERS} users of each interaction "
                 f"file ({config.split} split, seed {config.seed}), family {FAMILY}, 40 train steps",

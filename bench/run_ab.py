@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from bench.common import RESULTS_DIR, machine, md_table, mean_std, write_results
+from bench.common import command_line, RESULTS_DIR, machine, md_table, mean_std, write_results
 
 # The runner's component lines ("  Transform    ok    44.5 s"), a family's header in its
 # models block ("  mf    blessed, pushed version ..."), and its test lines ("    test:  rmse
@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows.append({"checkout": checkout, "commit": commit, "round": round_, **row})
             print(f"round {round_} {commit}: {row['seconds']} s, exit {row['returncode']}", flush=True)
     summary = summarize(rows, checkouts)
-    command = "python -m bench.run_ab " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.run_ab", argv)
     meta = {"command": command, "machine": started, "commit": ", ".join(s["commit"] for s in summary)}
     write_results(args.name, [{"summary": summary, "goals": [goal_line(summary)], "meta": meta}] + rows,
                   markdown(rows, summary), meta, args.out)

@@ -720,11 +720,11 @@ def main(argv=None) -> int:
         print(tuning_page(args.tuning_page, args.out))
         return 0
     if args.rerender:
-        command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = common.command_line("bench.sequential", argv)
         print(rerender_main(args.rerender, args.out, command.strip()))
         return 0
     if args.merge:
-        command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = common.command_line("bench.sequential", argv)
         print(merge_main([p for p in args.merge.split(",") if p], args.name, args.out, command.strip()))
         return 0
     from models.hparams import parse_assignments
@@ -764,7 +764,7 @@ def main(argv=None) -> int:
     order = ["most_popular", "item_knn", "markov", "als", "bpr"] + peer_families + families
     bench.results.sort(key=lambda r: order.index(r["model"]))
 
-    command = "python -m bench.sequential " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.sequential", argv)
     meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
     views = bench.views
     markdown = page(bench.results, families, bench.per_user, bench.tuning, args.name,

@@ -397,7 +397,7 @@ def main(argv=None) -> int:
     measure("item_knn", [lambda w: (lambda r: (knn[r] + w * (sets_unit[r] @ sets_unit.T)) / (1.0 + w))],
             [None], [seconds])
 
-    meta = {"command": "python -m bench.similar " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = {"command": common.command_line("bench.similar", argv),
             "data": common.data_label(stages.config), "feature": feature.name, "focus": args.focus,
             "seeds": seeds, "title": args.title, "min_count": args.min_count, "machine": common.machine()}
     runs["meta"] = {k: v for k, v in meta.items() if k != "machine"}

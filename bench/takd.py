@@ -396,7 +396,7 @@ def main(argv=None) -> int:
     mt.parse_data_arguments(args)
     from models.hparams import parse_assignments
 
-    command = "python -m bench.takd " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.takd", argv)
     if args.merge:
         merge(args.merge.split(","), args.name, args.out, command.strip())
         return 0

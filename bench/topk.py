@@ -258,7 +258,7 @@ def main(argv=None) -> int:
                                  tuning_status=tuned.status_text()))
 
     families = [f for f in args.families.split(",") if f]
-    command = "python -m bench.topk " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.topk", argv)
 
     def write(done: List[str]) -> str:
         """The result files with the models measured so far (after the peers and after each

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     fixed = dict(item.split("=", 1) for item in args.fixed)
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
                         args.work_dir, common.dataset_overrides(args), args.select)
-    command = "python -m bench.tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command_line("bench.tune", argv)
     result["command"] = command.strip()
     result["machine"] = common.machine()
     common.atomic_write(os.path.join(args.out, f"{args.family}.json"), json.dumps(result, indent=2) + "\n")

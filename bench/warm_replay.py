@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from bench.common import RESULTS_DIR, commit, machine, md_table, mean_std, write_results
+from bench.common import command_line, RESULTS_DIR, commit, machine, md_table, mean_std, write_results
 from pipeline.recovery import open_store
 
 COLD = "cold"
@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps(row), flush=True)
     mode = "max" if "auc" in rows[0]["monitor"] else "min"
     summary = choose(rows, mode)
-    command = "python -m bench.warm_replay " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench.warm_replay", argv)
     meta = {"command": command, "commit": commit(), "machine": machine()}
     table = [{"setting": s, "days": len(executions), f"{rows[0]['monitor']} ({mode}) mean": v["best_value"]["mean"],
               "std": v["best_value"]["std"], "epochs mean": v["epochs_run"]["mean"],

@@ -173,3 +173,10 @@ def test_a_goal_is_met_only_when_the_whole_interval_is_on_its_side():
     assert common.goal_verdict(4.0, 5.5, 5.0, at_least=False, unit=" ms") == \
         "not met: not shown, the interval reaches above 5 ms"
     assert common.goal_verdict(5.1, 5.5, 5.0, at_least=False, unit=" ms") == "not met: the whole interval is above 5 ms"
+
+
+def test_the_recorded_command_runs_as_written():
+    assert common.command_line("bench.sequential", ["--peer_families", "", "--seeds", "42,43"]) == \
+        "python -m bench.sequential --peer_families '' --seeds 42,43"
+    assert common.command_line("bench.topk", []) == "python -m bench.topk"
+    assert common.command_line("bench.x", ["--name", "a b"]) == "python -m bench.x --name 'a b'"
