@@ -23,11 +23,16 @@ same rows in the same run: MostPopular, ItemKNN, the last-item Markov chain, ALS
 with `bench.common.widening_search` (a knob chosen at its grid's edge is widened past it
 until the choice is interior or a stated bound is reached; the status is recorded). The goal lines take the best family and the best peer by
 their eval-split value of the goal's metric, and show each one's seed mean ± std and the
-paired bootstrap interval over test users of their difference (`bench.common.compare`).
+paired bootstrap interval over test users of their difference (`bench.common.compare`); a
+threshold is met only when the whole bootstrap interval of the family's mean over test users
+is at or above it (`bench.common.goal_verdict`). `--merge A,B` writes one page from runs of
+the same data (each family of every run against the same peers); `--rerender NAME` writes a
+run's page again from its files by today's page code.
 
     python -m bench.sequential [--families sasrec,bert4rec,nextitnet] [--peer_families two_tower]
         [--seeds 42,43,44] [--family_seeds 42] [--grid FAMILY.NAME=V1,V2 ...]
         [--hparam FAMILY.NAME=VALUE ...] [--jobs N] [--name sequential]
+    python -m bench.sequential --merge sequential,sequential_sasrec --name sequential_all
 """
 
 from __future__ import annotations
