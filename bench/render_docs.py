@@ -167,8 +167,8 @@ def results_files(results_dir: str = RESULTS_DIR) -> List[ResultsFile]:
 
 
 def _goal_state(goals: Sequence[str]) -> str:
-    met = sum(1 for g in goals if re.search(r"\bmet\b", g) and not re.search(r"not met", g))
-    not_met = sum(1 for g in goals if re.search(r"not met", g))
+    met = sum(1 for g in goals if re.search(r"\bmet\b", g, re.I) and not re.search(r"not met", g, re.I))
+    not_met = sum(1 for g in goals if re.search(r"not met", g, re.I))
     if not goals:
         return "no goal"
     return f"{met} met, {not_met} not met" if met + not_met else f"{len(goals)} lines"

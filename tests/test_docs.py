@@ -219,3 +219,8 @@ def test_a_page_measured_before_a_data_fix_says_so_and_a_rerun_must_leave_the_re
     monkeypatch.setitem(render_docs.MEASURED_BEFORE, "topk", render_docs.DataFix("f1x0000", "2026-12-01 09:00", "x"))
     with pytest.raises(ValueError, match="topk.md is dated 2026-12-01 10:00, not before f1x0000.*remove it"):
         render_docs.render_page(result)
+
+
+def test_the_index_counts_goals_whatever_their_case():
+    goals = ["- MET: a", "- NOT MET: b", "- not met: not shown, c", "- met", "- a note"]
+    assert render_docs._goal_state(goals) == "2 met, 2 not met"
