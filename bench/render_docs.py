@@ -342,7 +342,6 @@ OOF_AND_HORIZON = DataFix("cd8c513", "2026-12-06 19:07",
 # page -> the data fix it predates: its models read what the fix changed, and it was not re-run since.
 MEASURED_BEFORE: Dict[str, DataFix] = {
     "dtrn": OOF_AND_HORIZON,
-    "takd_taobao": OOF_AND_HORIZON,
 }
 
 
