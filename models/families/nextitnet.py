@@ -29,8 +29,9 @@ class NextItNetParams(SequentialParams):
     # The best eval setting measured (protocol S, eval full NDCG@10): the last 10 items with
     # windows overlapping by half (stride 5 against none: commit bf6885a's run), then dim and
     # dropout on that (bench/results/tuning/sequential_stride_width.md), wider and more
-    # regularised than SequentialParams'. Test figures at these defaults, with the peers on the
-    # same users: bench/results/sequential.md.
+    # regularised than SequentialParams'; both stay interior when widened to dim 256 and
+    # dropout 0.7 (bench/results/tuning/sequential_nextitnet_wide.md). Test figures at these
+    # defaults, with the peers on the same users: bench/results/sequential.md.
     dim: int = 128
     max_len: int = 10
     dropout: float = 0.5
