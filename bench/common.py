@@ -169,6 +169,20 @@ def write_results(name: str, rows: Sequence[Dict[str, Any]], markdown: str, meta
     atomic_write(os.path.join(out_dir, f"{name}.md"), markdown.rstrip() + "\n" + "\n".join(header))
 
 
+def written_provenance(markdown: str, source: str) -> Dict[str, str]:
+    """The `command`, `commit` and `machine` that `write_results` put at the end of a page (the
+    last of each), as `meta` for writing the page again; ValueError naming `source` when the
+    page has no command."""
+    def last(prefix: str) -> Optional[str]:
+        found = [line[len(prefix):].strip() for line in markdown.splitlines() if line.startswith(prefix)]
+        return found[-1] if found else None
+
+    command = last("Produced by: ")
+    if command is None:
+        raise ValueError(f"{source} has no 'Produced by:' line: nothing to keep the run's command from")
+    return {"command": command.strip("`"), "commit": last("Commit: "), "machine": last("Machine: ")}
+
+
 def extend_results(into: Dict[str, Any], results: Dict[str, Any]) -> None:
     """Adds a run's per-seed values, {dataset: {model: {field: [values] or value}}}, to
     `into`: lists are concatenated (seeds of several processes), other values replaced."""

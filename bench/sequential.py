@@ -792,17 +792,14 @@ def rerender_main(name: str, out: str, command: str) -> str:
     merged = merge_parts([name], out)
     with open(os.path.join(out, f"{name}.md")) as f:
         md = f.read()
-    kept = {key: next((line[len(key):].strip() for line in md.splitlines() if line.startswith(key)), None)
-            for key in ("Produced by: ", "Commit: ", "Machine: ", "Wall time of the whole run: ")}
-    if kept["Produced by: "] is None:
-        raise ValueError(f"{out}/{name}.md has no 'Produced by:' line: nothing to keep the run's command from")
+    meta = common.written_provenance(md, f"{out}/{name}.md")
     families = [r["model"] for r in merged.results if r["kind"] == "family"]
-    wall = kept["Wall time of the whole run: "]
+    wall = next((line.split(": ", 1)[1] for line in md.splitlines() if line.startswith("Wall time of the whole run: ")),
+                None)
     footer = (f"Wall time of the whole run: {wall}\n" if wall else "") + \
         f"Page re-rendered from the run's files by `{command}` at {common.commit()}: the figures are the run's."
     markdown = page(merged.results, families, merged.per_user, merged.tuning, name, header=merged.header,
                     footer=footer)
-    meta = {"command": kept["Produced by: "].strip("`"), "commit": kept["Commit: "], "machine": kept["Machine: "]}
     common.write_results(name, merged.results, markdown, meta, out)
     return markdown
 

@@ -356,7 +356,7 @@ SPEEDUP_GOAL = 3.0  # the student serves at least this many times faster than it
 def serving_goal_lines(dataset: str, entries: Dict[str, Any], get, task: str) -> List[str]:
     """Per batch: the student's speed-up over the teacher, met only when the whole paired t
     interval of the per-seed speed-up (log teacher / student ms, the two timed in alternation
-    within a seed) is at or above SPEEDUP_GOAL; the means alone when a seed's times are missing."""
+    within a seed) is at or above SPEEDUP_GOAL; undecided when fewer than two seeds were timed."""
     by_variant = {key.split("/")[-1]: e for key, e in entries.items()}
     lines = []
     for b in (1, 100):
@@ -684,10 +684,7 @@ def rerender(name: str, out: str, command: str) -> str:
         found = re.findall(pattern, md, flags=re.M)
         return found[-1].strip() if found else None
 
-    command_was, commit_was, machine_was = (kept(p) for p in (r"^Produced by: `(.+)`$", r"^Commit: (.+)$",
-                                                                r"^Machine: (.+)$"))
-    if command_was is None:
-        raise ValueError(f"{out}/{name}.md has no 'Produced by:' line: nothing to keep the run's command from")
+    meta = common.written_provenance(md, f"{out}/{name}.md")
     args_line = kept(r"^Seeds: \[[^\]]*\]\. ?(.*)$") or ""
     wall = [w for w in (kept(r"^(Wall time so far .+)$"),) if w]
     results, pairs = run["results"], run["pairs"]
@@ -695,7 +692,7 @@ def rerender(name: str, out: str, command: str) -> str:
     seeds = sorted({s for per in results.values() for e in per.values() for s in e.get("seeds", [])})
     note = f"Page re-rendered from `{name}_runs.json` by `{command}` at {common.commit()}: the figures are the run's."
     page = markdown(rows, pairs, seeds, list(run["log"]) + wall + ["", note], args_line, results)
-    common.write_results(name, rows, page, {"command": command_was, "commit": commit_was, "machine": machine_was}, out)
+    common.write_results(name, rows, page, meta, out)
     return page
 
 
