@@ -47,7 +47,6 @@ import itertools
 import json
 import math
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -851,8 +850,7 @@ def main(argv=None) -> int:
             tuning_grids[str(size)] = grids
     meta = {
         "name": args.name,
-        "command": "python -m bench.catalogue " + " ".join(shlex.quote(a) for a in
-                                                             (argv if argv is not None else sys.argv[1:])),
+        "command": common.command_line("bench.catalogue", argv),
         "commit": common.commit(),
         "dataset": stages.config.dataset_name,
         "data": common.data_label(stages.config),

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
               "test positives": json.dumps(r["test_label_positives"])} for r in rows]
     markdown = "# Split counts of the real data\n\n" + common.md_table(
         table, ["dataset", "split", "train", "eval", "test", "test positives"])
-    common.write_results("data_counts", rows, markdown, {"command": command.strip(),
+    common.write_results("data_counts", rows, markdown, {"command": command,
                                                          "machine": json.dumps(common.machine())}, args.out)
     print(markdown)
     return 0

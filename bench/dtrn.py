@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     mt.parse_data_arguments(args)
     from models.hparams import parse_assignments
 
-    command = (common.command_line("bench.dtrn", argv)).strip()
+    command = common.command_line("bench.dtrn", argv)
     if args.merge:
         merge(args.merge.split(","), args.name, args.out, command)
         return 0

@@ -48,7 +48,7 @@ from pipeline.configs import (BEAM_PROFILES, REPO_ROOT, PipelineConfig, add_data
 from models.hparams import parse_assignments
 from common.io_utils import atomic_path
 from contract import description as desc
-from bench.machine import commit, cpu_model
+from bench.machine import command_line, commit, cpu_model
 
 DEFAULT_OUT = str(REPO_ROOT / "bench" / "results")
 RESULTS_JSON = "scale.json"
@@ -919,7 +919,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.hparam:
         data["hparams"] = parse_assignments(args.hparam)
     meta = {
-        "command": " ".join(["python -m bench.ingest"] + list(sys.argv[1:] if argv is None else argv)),
+        "command": command_line("bench.ingest", argv),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "commit": commit(),
         "scales": args.scales,

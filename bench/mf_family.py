@@ -249,7 +249,7 @@ def main(argv=None) -> int:
         for r in rows:
             if r["model"] in comparison_rows:
                 r["vs_best_peer"] = comparison_rows[r["model"]]
-        meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+        meta = {"command": command, "machine": json.dumps(common.machine())}
         columns = ["model", "rmse", "rmse_std", "mae", "auc", "auc_std", "ndcg_at_10", "precision_at_10", "seeds",
                    "eval_rmse", "train_seconds", "setting"]
         missing = [f for f in families if f not in done]

@@ -335,7 +335,7 @@ def fit_logreg(task: T.TaskSpec, feats: PeerFeatures, train, evaluation, test, s
     xs = [feats.linear(part) for part in (train, evaluation, test)]
     ys = [np.asarray(part[task.label], dtype=np.float64).reshape(-1) for part in (train, evaluation, test)]
     regression = task.kind == T.REGRESSION
-    fitted: Dict[float, Callable[[Any], np.ndarray]] = {}
+    fitted: Dict[str, Callable[[Any], np.ndarray]] = {}
 
     def objective(setting):
         if regression:
@@ -840,7 +840,7 @@ def main(argv=None) -> int:
         md = markdown(rows, done, families, {x: seeds_of[x] for x in done}, meta_lines, gates, paired, checks, settings,
                       sparse={x: sparse_tasks(args, x) for x in done},
                       references={x: reference_aucs(args, x) for x in done})
-        meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+        meta = {"command": command, "machine": json.dumps(common.machine())}
         common.write_results("multitask", rows, md, meta, args.out)
         common.atomic_write(os.path.join(args.out, "multitask_gates.json"),
                             json.dumps({"gates": gates, "paired_comparisons": paired, "peer_settings": settings,

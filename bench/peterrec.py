@@ -422,8 +422,8 @@ def main(argv=None) -> None:
     pretrain_rows = [r for r in results if r["kind"] == "pretrain"]
     atomic_write(os.path.join(args.out, f"{args.name}_runs.json"), json.dumps(runs) + "\n")
     paired = comparisons(runs, args.modes)
-    command = "python -m bench.peterrec " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"command": command.strip(), "machine": common.machine(), "data": args.data,
+    command = common.command_line("bench.peterrec", argv)
+    meta = {"command": command, "machine": common.machine(), "data": args.data,
             "split": "leave_last_two_out (protocol S)", "seeds": args.seeds,
             "seconds": round(time.monotonic() - started, 1)}
     rows = ([dict(r, kind="summary") for r in table] + list(results) + paired

@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), file=sys.stderr, flush=True)
 
     command = common.command_line("bench.profile_evaluator", argv)
-    meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+    meta = {"command": command, "machine": json.dumps(common.machine())}
     sections = [
         "# Where the Evaluator's time goes", "",
         f"Each family's Evaluator of the pipeline run in `{args.output_dir}`, executed again under cProfile on "

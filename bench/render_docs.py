@@ -321,7 +321,6 @@ PAIRED_OVER_SEEDS: Dict[str, Tuple[Tuple[str, Callable[[Dict[str, Any]], List[Ro
     "takd_taobao": (("takd_taobao", takd_pairs),),
 }
 
-_ONE_RUN = "each model ran once (one seed), and no per-user values are stored"
 # page -> why its results allow no paired interval.
 NO_PAIRED_INTERVAL: Dict[str, str] = {}  # none left: every page with a comparison keeps its paired values
 

@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
 from bench.common import RESULTS_DIR, machine, md_table, mean_std  # noqa: E402
-from bench.machine import commit as machine_commit  # noqa: E402
+from bench.machine import command_line as machine_command_line, commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import description as desc  # noqa: E402
 from contract import features as F  # noqa: E402
@@ -378,7 +378,7 @@ def eval_only(args) -> Dict[str, Any]:
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
     runs: List[Dict[str, Any]] = []
-    out = {"meta": {"command": "python -m bench.review_text " + " ".join(sys.argv[1:]), "commit": commit,
+    out = {"meta": {"command": machine_command_line("bench.review_text"), "commit": commit,
                     "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
            "split": "eval", "runs": runs}
     for seed in seeds:
@@ -533,7 +533,7 @@ def run(args) -> Dict[str, Any]:
     def assemble(done: Sequence[int]) -> Dict[str, Any]:
         """The run so far (the seeds in `done` finished), as main() reports it."""
         meta = {
-            "command": "python -m bench.review_text " + " ".join(sys.argv[1:]),
+            "command": machine_command_line("bench.review_text"),
             "commit": commit,
             "machine": machine(),
             "load_average_start": [round(x, 2) for x in load_start],

@@ -724,13 +724,12 @@ def main(argv=None) -> int:
     if args.tuning_page:
         print(tuning_page(args.tuning_page, args.out))
         return 0
+    command = common.command_line("bench.sequential", argv)
     if args.rerender:
-        command = common.command_line("bench.sequential", argv)
-        print(rerender_main(args.rerender, args.out, command.strip()))
+        print(rerender_main(args.rerender, args.out, command))
         return 0
     if args.merge:
-        command = common.command_line("bench.sequential", argv)
-        print(merge_main([p for p in args.merge.split(",") if p], args.name, args.out, command.strip()))
+        print(merge_main([p for p in args.merge.split(",") if p], args.name, args.out, command))
         return 0
     from models.hparams import parse_assignments
     from models.registry import get_family
@@ -769,8 +768,7 @@ def main(argv=None) -> int:
     order = ["most_popular", "item_knn", "markov", "als", "bpr"] + peer_families + families
     bench.results.sort(key=lambda r: order.index(r["model"]))
 
-    command = common.command_line("bench.sequential", argv)
-    meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+    meta = {"command": command, "machine": json.dumps(common.machine())}
     views = bench.views
     markdown = page(bench.results, families, bench.per_user, bench.tuning, args.name,
                     header=RunHeader(common.data_label(bench.stages.config), len(views["test"]), len(views["eval"]),

@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import shutil
 import socket
 import subprocess
@@ -52,7 +51,7 @@ from serving import client as serving_client  # noqa: E402
 from contract import protocol
 from export import warmup  # noqa: E402
 from common.io_utils import atomic_write
-from bench.machine import commit, cpu_model
+from bench.machine import command_line, commit, cpu_model
 from serving.local_server import DEFAULT_MAX_BATCH_ROWS as DEFAULT_BATCH_ROWS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -503,7 +502,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                     proc.kill()
     server_desc = "; ".join(servers)
     meta = {
-        "command": "python -m bench.serving " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": command_line("bench.serving", argv),
         "commit": ran_at,
         "model": args.model,
         "version": version,

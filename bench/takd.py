@@ -427,10 +427,10 @@ def main(argv=None) -> int:
 
     command = common.command_line("bench.takd", argv)
     if args.merge:
-        merge(args.merge.split(","), args.name, args.out, command.strip())
+        merge(args.merge.split(","), args.name, args.out, command)
         return 0
     if args.rerender:
-        print(rerender(args.rerender, args.out, command.strip()))
+        print(rerender(args.rerender, args.out, command))
         return 0
 
     from models.registry import get_family
@@ -452,10 +452,10 @@ def main(argv=None) -> int:
         name, _, values = item.partition("=")
         pairs[name.strip()] = tuple(v.strip() for v in values.split(","))
     if args.serve_only:
-        serving_only(args, pairs, overrides, command.strip())
+        serving_only(args, pairs, overrides, command)
         return 0
     if args.grid:
-        tune_students(args, pairs, overrides, tune.parse_grid(args.grid), seeds[0], command.strip())
+        tune_students(args, pairs, overrides, tune.parse_grid(args.grid), seeds[0], command)
         return 0
     results: Dict[str, Any] = {}
     log: List[str] = []
@@ -469,10 +469,10 @@ def main(argv=None) -> int:
             rows = rows_of(results, pairs)
             wall = f"Wall time so far {(time.monotonic() - started) / 60:.1f} min; seeds finished on {dataset}: {done}."
             md = markdown(rows, pairs, done, log + [wall], args_line, results)
-            meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+            meta = {"command": command, "machine": json.dumps(common.machine())}
             common.write_results(args.name, rows, md, meta, args.out)
             common.atomic_write(os.path.join(args.out, f"{args.name}_runs.json"),
-                                json.dumps({"command": command.strip(), "pairs": pairs, "results": results,
+                                json.dumps({"command": command, "pairs": pairs, "results": results,
                                             "log": log}, indent=2) + "\n")
             print(wall, flush=True)
     return 0

@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     def write(done: List[str]) -> str:
         """The result files with the models measured so far (after the peers and after each
         family, so a run stopped early leaves what it measured, and says so)."""
-        meta = {"command": command.strip(), "machine": json.dumps(common.machine())}
+        meta = {"command": command, "machine": json.dumps(common.machine())}
         columns = ["model", "hr_at_10", "recall_at_10", "ndcg_at_10", "ndcg_std", "mrr_at_10", "users", "seeds",
                    "eval_ndcg_at_10", "train_seconds", "setting"]
         missing = [f for f in families if f not in done]

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     result = run_trials(args.family, parse_grid(args.grid), [int(s) for s in args.seeds.split(",")], fixed,
                         args.work_dir, common.dataset_overrides(args), args.select)
     command = common.command_line("bench.tune", argv)
-    result["command"] = command.strip()
+    result["command"] = command
     result["machine"] = common.machine()
     common.atomic_write(os.path.join(args.out, f"{args.family}.json"), json.dumps(result, indent=2) + "\n")
     rows = [{"hparams": json.dumps(t["hparams"]), "eval": t["eval_mean"], "std": t["eval_std"],

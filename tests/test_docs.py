@@ -165,7 +165,7 @@ def test_a_page_with_per_seed_runs_shows_each_comparison_with_its_interval_and_v
 
 
 def test_a_page_without_per_seed_values_says_it_has_no_paired_interval_and_names_its_command(tmp_path, monkeypatch):
-    monkeypatch.setitem(render_docs.NO_PAIRED_INTERVAL, "one_run", render_docs._ONE_RUN)
+    monkeypatch.setitem(render_docs.NO_PAIRED_INTERVAL, "one_run", "each model ran once")
     results = tmp_path / "results"
     _write(str(results), "one_run", [{"model": "ease", "ndcg_at_10": 0.18}],
            "# K\n\n- ease beats two_tower\n" + FOOTER)
