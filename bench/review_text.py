@@ -365,10 +365,42 @@ def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], ex
     return model, summary
 
 
+# Decodings `--eval_only` compares for a generating variant (SequenceGenerator.generate's
+# keyword arguments): greedy, greedy with two tokens at least, and beams ranked by the whole
+# text's log-probability or by its mean per token.
+DECODINGS = {
+    "greedy": {},
+    "greedy min 2": {"min_length": 2},
+    "beam 4": {"beam_width": 4},
+    "beam 4 per token": {"beam_width": 4, "length_penalty": 1.0},
+    "beam 8 per token": {"beam_width": 8, "length_penalty": 1.0},
+}
+
+
+def decoded_metrics(model, features: Dict[str, np.ndarray], refs: List[List[str]], has_ref: np.ndarray,
+                    vocabulary: Sequence[bytes], max_length: int) -> Dict[str, Dict[str, float]]:
+    """{decoding: text metrics in percent} of a generating model's texts of the rows with a
+    reference, for each of DECODINGS."""
+    names = sorted(features)
+    out = {}
+    for label, kwargs in DECODINGS.items():
+        def generate(batch, kwargs=kwargs):
+            return model.generator.generate(*model.decoder_inputs(model.encode(batch)), max_length, **kwargs)
+
+        ids = np.concatenate([x.numpy() for x in batched(generate, features, names)])
+        hypotheses = [tm.tokens_of(r, vocabulary, reference=False) for r, keep in zip(ids, has_ref) if keep]
+        out[label] = {k: round(100.0 * v, 3) for k, v in tm.text_metrics(hypotheses, refs).items()}
+        out[label]["mean_length"] = round(float(np.mean([len(h) for h in hypotheses])), 2)
+    return out
+
+
 def eval_only(args) -> Dict[str, Any]:
     """Alternatives compared on the eval split alone: each chosen variant trained for each seed
     (no export, the test split unread); its eval rating RMSE and token perplexity per epoch
-    and at the kept epoch. Kept after each run in `<out>/<name>.json`."""
+    and at the kept epoch, and for a generating variant the eval texts' metrics under each of
+    DECODINGS. Kept after each run in `<out>/<name>.json`."""
+    import tensorflow_transform as tft
+
     from training.trainer import TrainConfig, train
 
     started = time.monotonic()
@@ -377,6 +409,12 @@ def eval_only(args) -> Dict[str, Any]:
     chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
+    tft_output = tft.TFTransformOutput(stages.transform_graph)
+    dd = stages.spec.description
+    eval_rows = peers.read_rated_rows(os.path.dirname(stages.raw_files("eval")[0]), dd)
+    evaluation = transformed_rows(tft_output, eval_rows.examples)
+    target_column = dd.column(TARGET)
+    vocabulary = tft_output.vocabulary_by_name(target_column.vocabulary_name)
     runs: List[Dict[str, Any]] = []
     out = {"meta": {"command": machine_command_line("bench.review_text"), "commit": commit,
                     "machine": machine(), "load_average_start": [round(x, 2) for x in os.getloadavg()]},
@@ -386,7 +424,7 @@ def eval_only(args) -> Dict[str, Any]:
             config = TrainConfig(family=variant.family, description=stages.spec.to_dict(),
                                  hparams={**variant.hparams, **{k: v for k, v in extra.items()
                                                                 if _known(variant.family, k)}}, seed=seed)
-            _, summary, _ = train(config, stages.files("train"), stages.files("eval"), stages.transform_graph)
+            model, summary, _ = train(config, stages.files("train"), stages.files("eval"), stages.transform_graph)
             history = summary["history"]
             runs.append({"variant": variant.name, "seed": seed, "monitor": summary["monitor"],
                          "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
@@ -394,6 +432,12 @@ def eval_only(args) -> Dict[str, Any]:
                          "per_epoch": {k[len("val_"):]: history[k] for k in sorted(history)
                                        if k.startswith("val_") and (k.endswith("rating_rmse")
                                                                     or k.endswith("perplexity") or k == "val_loss")}})
+            if getattr(model, "generator", None) is not None:
+                max_length = model.hparams.max_length
+                refs = references(evaluation[target_column.transformed_name()], vocabulary, max_length)
+                has_ref = np.array([len(r) > 0 for r in refs])
+                runs[-1]["decodings"] = decoded_metrics(model, evaluation, [r for r in refs if r], has_ref,
+                                                        vocabulary, max_length)
             out["meta"].update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                                seconds=round(time.monotonic() - started, 1),
                                load_average_end=[round(x, 2) for x in os.getloadavg()])
@@ -417,6 +461,11 @@ def eval_only_markdown(out: Dict[str, Any]) -> str:
     for r in out["runs"]:
         lines.append(f"- {r['variant']}, seed {r['seed']}: " + "; ".join(
             f"{k} " + ", ".join(f"{float(v):.4f}" for v in values) for k, values in r["per_epoch"].items()))
+    decoded = [{"variant": r["variant"], "seed": r["seed"], "decoding": label, **values}
+               for r in out["runs"] for label, values in r.get("decodings", {}).items()]
+    if decoded:
+        lines += ["", "## Generated texts on the eval split by decoding (BLEU / ROUGE / distinct in percent)", "",
+                  md_table(decoded, list(dict.fromkeys(k for row in decoded for k in row)))]
     meta = out["meta"]
     lines += ["", f"Produced by: `{meta['command']}`", f"Commit: {meta['commit']}",
               f"Machine: {json.dumps(meta['machine'])}", ""]

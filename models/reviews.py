@@ -21,7 +21,7 @@ generates the target column's text greedily, up to `max_length` tokens.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -60,6 +60,10 @@ class ReviewParams(HParams):
       stop_on: what early stopping watches on the eval split: `rating` (its RMSE, what the
         Evaluator gates) or `joint` (the family's whole objective, text task included; the
         text task keeps training after the rating's best epoch).
+      beam_width: `explain`'s decoding: 1 greedy, more a beam search of that width.
+      length_penalty: the beam's texts are ranked by log-probability / length ** this
+        (0: the most likely text, which favours short ones).
+      min_length: `explain` writes at least this many tokens before the end.
     """
 
     documents: str = ""
@@ -73,15 +77,20 @@ class ReviewParams(HParams):
     l2: float = 0.1
     dropout: float = 0.5
     stop_on: str = "rating"
+    beam_width: int = 1
+    length_penalty: float = 0.0
+    min_length: int = 1
     training: TrainingParams = TrainingParams(learning_rate=0.003, batch_size=128, max_epochs=15)
 
     def __post_init__(self):
         super().__post_init__()
         if self.stop_on not in STOP_ON:
             raise ValueError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
-        if self.dim < 1 or self.units < 1 or self.max_length < 1:
-            raise ValueError(f"dim, units and max_length must be >= 1, got {self.dim}, {self.units}, "
-                             f"{self.max_length}")
+        if self.dim < 1 or self.units < 1 or self.max_length < 1 or self.beam_width < 1:
+            raise ValueError(f"dim, units, max_length and beam_width must be >= 1, got {self.dim}, {self.units}, "
+                             f"{self.max_length}, {self.beam_width}")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"min_length must be in [1, max_length={self.max_length}], got {self.min_length}")
 
 
 def text_column(d: desc.Description, name: str, family: str, documents: bool) -> desc.Feature:
@@ -203,16 +212,23 @@ class ReviewModel(OneScoreModel):
         return super().monitor(top_k)
 
     def explain(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
-        """Generated target-column ids [B, max_length] (greedy; 0 after the end) from the
-        inputs alone."""
+        """Generated target-column ids [B, max_length] (0 after the end) from the inputs alone,
+        decoded as the hyperparameters say (greedy or a beam)."""
         if self.generator is None:
             raise ValueError(f"{type(self).__name__} trained without its text task generates nothing")
-        return self.generator.generate(*self.decoder_inputs(self.encode(features)), self.hparams.max_length)
+        return self.generator.generate(*self.decoder_inputs(self.encode(features)), self.hparams.max_length,
+                                       **decoding(self.hparams))
 
     @property
     def explanation_vocabulary(self) -> str:
         """The Transform vocabulary whose words `explain`'s ids are."""
         return self.target_column.vocabulary_name
+
+
+def decoding(hparams: ReviewParams) -> Dict[str, Any]:
+    """The keyword arguments of `SequenceGenerator.generate` that the hyperparameters choose."""
+    return {"beam_width": hparams.beam_width, "length_penalty": hparams.length_penalty,
+            "min_length": hparams.min_length}
 
 
 def id_vectors(context, dim: int, seed: int) -> Tuple[keras.layers.Layer, ...]:

@@ -262,3 +262,61 @@ def test_generator_teacher_forcing_and_greedy_decoding_agree_and_never_emit_padd
         n = int(np.sum(row > 0))
         assert chosen[r, :n].tolist() == row[:n].tolist()
     assert np.all(logits[..., 0] < -1e8) and np.all(logits[..., generator.start] < -1e8)
+
+
+def _text_log_prob(generator, context, memory, memory_mask, text, max_length, min_length):
+    """A text's log-probability [B] under the decoder as `generate` scores it (unknown ids
+    barred, END barred before min_length), END included when the text ends early."""
+    ids = np.zeros((context.shape[0], max_length), np.int64)
+    ids[:, :len(text)] = text
+    targets = tb.decoder_targets(tf.constant(ids), max_length, generator.end)
+    logits = generator(context, memory, memory_mask, targets).numpy() + generator.never.numpy()
+    logits[:, :min_length, generator.end] += tb.NEG_INF
+    log_p = tf.nn.log_softmax(logits).numpy()
+    steps = min(len(text) + 1, max_length)
+    t = targets.numpy()
+    return sum(log_p[np.arange(len(t)), s, t[:, s]] for s in range(steps)), steps
+
+
+@pytest.mark.parametrize("length_penalty,min_length", [(0.0, 1), (1.0, 1), (0.0, 2)])
+def test_a_wide_beam_finds_the_best_text_of_all(length_penalty, min_length):
+    # Two writable words (1, 2; 3 is the unknown id), texts of at most 3 tokens: a beam wider
+    # than every prefix is an exhaustive search, so it returns the text whose log-probability
+    # / length ** length_penalty is the best of all texts, which the test enumerates.
+    import itertools
+
+    generator = tb.SequenceGenerator(rows=4, units=6, seed=3)
+    rng = np.random.default_rng(4)
+    context = tf.constant(rng.normal(size=(4, 5)) * 3, tf.float32)
+    memory = tf.constant(rng.normal(size=(4, 2, 6)), tf.float32)
+    memory_mask = tf.constant([[True, True], [True, False], [True, True], [False, False]])
+    ids = generator.generate(context, memory, memory_mask, max_length=3, beam_width=16,
+                             length_penalty=length_penalty, min_length=min_length).numpy()
+    texts = [list(t) for n in range(min_length, 4) for t in itertools.product([1, 2], repeat=n)]
+    scores = []
+    for text in texts:
+        log_p, steps = _text_log_prob(generator, context, memory, memory_mask, text, 3, min_length)
+        scores.append(log_p / steps ** length_penalty)
+    best = np.argmax(np.stack(scores), axis=0)
+    for r in range(4):
+        assert [int(x) for x in ids[r] if x] == texts[best[r]], (r, ids[r])
+        written = ids[r][ids[r] > 0]
+        assert len(written) >= min_length and not np.any(ids[r][len(written):])
+
+
+def test_beam_search_of_width_one_is_greedy_and_decoding_settings_are_checked():
+    generator = tb.SequenceGenerator(rows=6, units=4, seed=0)
+    rng = np.random.default_rng(1)
+    context = tf.constant(rng.normal(size=(3, 5)), tf.float32)
+    memory = tf.constant(rng.normal(size=(3, 2, 4)), tf.float32)
+    memory_mask = tf.constant([[True, True], [True, False], [False, False]])
+    greedy = generator.generate(context, memory, memory_mask, max_length=5).numpy()
+    np.testing.assert_array_equal(generator._beam(context, memory, memory_mask, 5, 1, 1, 0.0).numpy(), greedy)
+    with pytest.raises(ValueError, match="samples or searches a beam"):
+        generator.generate(context, memory, memory_mask, max_length=5, beam_width=2, sample=True)
+    from models.reviews import ReviewParams
+
+    with pytest.raises(ValueError, match="min_length must be in"):
+        ReviewParams(min_length=13)
+    with pytest.raises(ValueError, match="beam_width"):
+        ReviewParams(beam_width=0)

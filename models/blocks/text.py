@@ -271,25 +271,36 @@ class SequenceGenerator(keras.layers.Layer):
         out = self.rnn(self.words(inputs), initial_state=self._state(context), training=training)
         return self._logits(out[0], self.memory_keys(memory), memory_mask)
 
+    def _step(self, token: tf.Tensor, state, keys: tf.Tensor, memory_mask: tf.Tensor, step: int, min_length: int):
+        """One decoding step: (log-probabilities [N, C] of the next id, the new state); the
+        unknown ids never, END not before `min_length` tokens."""
+        out = self.rnn(self.words(token[:, None]), initial_state=state)
+        logits = self._logits(out[0], keys, memory_mask)[:, 0, :] + self.never
+        if step < min_length:
+            logits += tf.one_hot(self.end, generator_rows(self.rows), on_value=NEG_INF, off_value=0.0)
+        return logits, list(out[1:])
+
     def generate(self, context: tf.Tensor, memory: tf.Tensor, memory_mask: tf.Tensor, max_length: int,
-                 sample: bool = False, seed: Optional[int] = None, min_length: int = 1) -> tf.Tensor:
+                 sample: bool = False, seed: Optional[int] = None, min_length: int = 1, beam_width: int = 1,
+                 length_penalty: float = 0.0) -> tf.Tensor:
         """Ids [B, max_length] one token at a time, each fed back: the most likely token
-        (greedy), or one drawn from the softmax with `sample`; never an unknown-word id, and
-        END not before `min_length` tokens (a text has a word); 0 from the END on (END
-        itself is not returned)."""
+        (greedy), one drawn from the softmax with `sample`, or with `beam_width` > 1 the text
+        of highest log-probability / length ** length_penalty among `beam_width` kept
+        prefixes (beam search); never an unknown-word id, and END not before `min_length`
+        tokens (a text has a word); 0 from the END on (END itself is not returned)."""
+        if beam_width > 1:
+            if sample:
+                raise ValueError("decoding either samples or searches a beam, not both")
+            return self._beam(context, memory, memory_mask, int(max_length), int(min_length), int(beam_width),
+                              float(length_penalty))
         keys = self.memory_keys(memory)
         state = self._state(context)
         batch = tf.shape(context)[0]
         token = tf.fill([batch], tf.constant(self.start, tf.int64))
         done = tf.zeros([batch], tf.bool)
-        no_end = tf.one_hot(self.end, generator_rows(self.rows), on_value=NEG_INF, off_value=0.0)
         ids = []
         for step in range(int(max_length)):
-            out = self.rnn(self.words(token[:, None]), initial_state=state)
-            state = list(out[1:])
-            logits = self._logits(out[0], keys, memory_mask)[:, 0, :] + self.never
-            if step < min_length:
-                logits += no_end
+            logits, state = self._step(token, state, keys, memory_mask, step, min_length)
             if sample:
                 token = tf.random.categorical(logits, 1, seed=seed)[:, 0]
             else:
@@ -298,6 +309,49 @@ class SequenceGenerator(keras.layers.Layer):
             token = tf.where(done, tf.constant(0, tf.int64), token)
             ids.append(token)
         return tf.stack(ids, axis=1)
+
+    def _beam(self, context, memory, memory_mask, max_length: int, min_length: int, width: int,
+              length_penalty: float) -> tf.Tensor:
+        """Beam search (see `generate`): per row `width` prefixes [B, K]; a finished prefix
+        carries its score unchanged; at the end each prefix's log-probability is divided by
+        its length (END counted) ** length_penalty and the best one is returned."""
+        classes = generator_rows(self.rows)
+        batch = tf.shape(context)[0]
+
+        def tile(x):  # [B, ...] -> [B * K, ...], each row's K copies together
+            return tf.repeat(x, width, axis=0)
+
+        keys = tile(self.memory_keys(memory))
+        mask = tile(memory_mask)
+        state = [tile(s) for s in self._state(context)]
+        token = tf.fill([batch * width], tf.constant(self.start, tf.int64))
+        # Only the first prefix is alive at the start (the K copies would give K equal beams).
+        scores = tf.tile(tf.concat([[0.0], tf.fill([width - 1], NEG_INF)], 0)[None, :], [batch, 1])
+        done = tf.zeros([batch, width], tf.bool)
+        lengths = tf.zeros([batch, width], tf.float32)
+        history = tf.zeros([batch, width, 0], tf.int64)
+        # A finished prefix continues with id 0 alone, at no cost.
+        finished_row = tf.one_hot(0, classes, on_value=0.0, off_value=NEG_INF)
+        for step in range(max_length):
+            logits, state = self._step(token, state, keys, mask, step, min_length)
+            log_p = tf.reshape(tf.nn.log_softmax(logits), [batch, width, classes])
+            log_p = tf.where(done[..., None], finished_row[None, None, :], log_p)
+            total = tf.reshape(scores[..., None] + log_p, [batch, width * classes])
+            scores, flat = tf.math.top_k(total, k=width)
+            parent = flat // classes
+            chosen = tf.cast(flat % classes, tf.int64)
+            done = tf.gather(done, parent, batch_dims=1)
+            lengths = tf.gather(lengths, parent, batch_dims=1) + tf.cast(~done, tf.float32)
+            history = tf.gather(history, parent, batch_dims=1)
+            written = tf.where(done | tf.equal(chosen, self.end), tf.constant(0, tf.int64), chosen)
+            history = tf.concat([history, written[..., None]], axis=-1)
+            done = done | tf.equal(chosen, self.end)
+            rows = tf.reshape(parent + tf.range(batch)[:, None] * width, [-1])
+            state = [tf.gather(s, rows) for s in state]
+            token = tf.reshape(tf.where(done, tf.constant(self.end, tf.int64), chosen), [-1])
+        normalized = scores / tf.pow(tf.maximum(lengths, 1.0), length_penalty)
+        best = tf.argmax(normalized, axis=-1, output_type=tf.int32)
+        return tf.gather(history, best, batch_dims=1)
 
 
 class TextDiscriminator(keras.layers.Layer):
