@@ -373,6 +373,9 @@ def stale_section(result: ResultsFile) -> List[str]:
 EVAL_ONLY: Dict[str, str] = {
     "review_text_alternatives_eval": "review_mt's training alternatives, seed 42",
     "review_text_alternatives_eval_adversarial": "review_mt's adversarial stage, seed 42",
+    "review_text_decoding_eval": "the generators' stopping rule and decoding, seed 42",
+    "review_text_long_eval": "the generators stopped on the whole objective for up to 40 epochs, seed 42",
+    "review_text_generator_stage_eval": "the generator stage after the rating's best epoch, and decoding, seed 42",
 }
 
 

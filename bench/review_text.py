@@ -24,7 +24,7 @@ rating, `explain` for the text):
   is most similar, tf-idf cosine over review tokens, to the user's own training reviews;
   deterministic) and `att2seq` (a generator trained alone on user and item ids: their
   embeddings are the decoder's start context and its attention memory; early stopping on
-  the eval split's token loss).
+  the eval split's token loss, decoded as the review families decode).
 
 Metrics: rating RMSE and MAE (no prediction clipped), AUC of the prediction against the
 description's liked label (rating >= 4); for text, BLEU-1 and BLEU-4 (corpus), ROUGE-1/2/L F1,
@@ -236,9 +236,10 @@ def retrieval_explanations(train: Dict[str, np.ndarray], test: Dict[str, np.ndar
 
 
 def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: int, units: int, max_length: int,
-                  seed: int):
+                  seed: int, decode: Optional[Dict[str, Any]] = None):
     """Att2Seq-like peer (Dong et al., 2017): user and item id embeddings are the decoder's start
-    context and its attention memory; no review document, no rating task."""
+    context and its attention memory; no review document, no rating task. `decode`: the
+    generator's decoding settings (the review families', so both decode alike)."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -282,7 +283,7 @@ def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: i
             return targets, self.generator(*self.decoder_inputs(features), targets)
 
         def explain(self, features):
-            return self.generator.generate(*self.decoder_inputs(features), max_length)
+            return self.generator.generate(*self.decoder_inputs(features), max_length, **(decode or {}))
 
     return Att2Seq()
 
@@ -295,7 +296,7 @@ def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any]
     keras.utils.set_random_seed(seed)
     columns = (F.USER_IDX, F.ITEM_IDX, target)
     model = att2seq_model(context["num_users"], context["num_items"], context["rows"], target, hparams["dim"],
-                          hparams["units"], hparams["max_length"], seed)
+                          hparams["units"], hparams["max_length"], seed, hparams.get("decode"))
     model.compile(optimizer=keras.optimizers.Adam(hparams["learning_rate"]))
     data = tf.data.Dataset.from_tensor_slices({k: train[k] for k in columns}).shuffle(len(train[target]), seed=seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hparams["patience"],
@@ -343,12 +344,17 @@ def served(loaded, signature: str, examples: Sequence[bytes], batch: int = 512) 
 
 def eval_at_best(summary: Dict[str, Any]) -> Dict[str, float]:
     """The eval split's rating RMSE and token perplexity at the kept epoch (what alternatives are
-    compared on; the test split is only reported)."""
+    compared on; the test split is only reported); a generator stage's perplexity at its own
+    kept epoch (training/recipes/generate.py)."""
     best = summary.get("best_epoch")
     if best is None:
         return {}
-    return {k[len("val_"):]: summary["history"][k][best - 1] for k in sorted(summary["history"])
-            if k.startswith("val_") and (k.endswith("rating_rmse") or k.endswith("perplexity"))}
+    out = {k[len("val_"):]: summary["history"][k][best - 1] for k in sorted(summary["history"])
+           if k.startswith("val_") and (k.endswith("rating_rmse") or k.endswith("perplexity"))}
+    stage = summary.get("generator_stage")
+    if stage and stage.get("best_value") is not None:
+        out[stage["monitor"][len("val_"):]] = stage["best_value"]
+    return out
 
 
 def train_variant(variant: Variant, stages, seed: int, extra: Dict[str, str], export_dir: str):
@@ -374,6 +380,9 @@ DECODINGS = {
     "beam 4": {"beam_width": 4},
     "beam 4 per token": {"beam_width": 4, "length_penalty": 1.0},
     "beam 8 per token": {"beam_width": 8, "length_penalty": 1.0},
+    "beam 8 per token^0.5": {"beam_width": 8, "length_penalty": 0.5},
+    "beam 8 per token^1.5": {"beam_width": 8, "length_penalty": 1.5},
+    "beam 16 per token": {"beam_width": 16, "length_penalty": 1.0},
 }
 
 
@@ -432,6 +441,10 @@ def eval_only(args) -> Dict[str, Any]:
                          "per_epoch": {k[len("val_"):]: history[k] for k in sorted(history)
                                        if k.startswith("val_") and (k.endswith("rating_rmse")
                                                                     or k.endswith("perplexity") or k == "val_loss")}})
+            stage = summary.get("generator_stage")
+            if stage:
+                runs[-1]["generator_stage"] = {k: stage[k] for k in ("best_epoch", "epochs_run", "best_value")}
+                runs[-1]["per_epoch"]["generator stage perplexity"] = stage["history"][stage["monitor"]]
             if getattr(model, "generator", None) is not None:
                 max_length = model.hparams.max_length
                 refs = references(evaluation[target_column.transformed_name()], vocabulary, max_length)
@@ -513,10 +526,13 @@ def run(args) -> Dict[str, Any]:
     documents_column = desc.text_docs(dd.columns)[0]
     vocabulary = tft_output.vocabulary_by_name(target_column.vocabulary_name)
     from models.registry import get_family
+    from models.reviews import decoding
 
     base = get_family("review_mt").hparams().override({k: v for k, v in extra.items()
                                                       if k in ("max_length", "dim", "units", "learning_rate",
-                                                               "batch_size", "max_epochs", "patience")})
+                                                               "batch_size", "max_epochs", "patience",
+                                                               "beam_width", "length_penalty", "min_length",
+                                                               "generator_epochs")})
     max_length = base.max_length
     refs = references(test[target_column.transformed_name()], vocabulary, max_length)
     has_ref = np.array([len(r) > 0 for r in refs])
@@ -574,7 +590,9 @@ def run(args) -> Dict[str, Any]:
     rows_text = np.flatnonzero(has_ref)
     att2seq_hparams = {"dim": base.dim, "units": base.units, "max_length": max_length,
                        "learning_rate": base.learning_rate, "batch_size": base.batch_size,
-                       "max_epochs": base.max_epochs, "patience": base.patience}
+                       # as many epochs as a family's generator may train (joint, then its own stage)
+                       "max_epochs": base.max_epochs + base.generator_epochs, "patience": base.patience,
+                       "decode": decoding(base)}
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
@@ -627,6 +645,8 @@ def run(args) -> Dict[str, Any]:
                 record(variant.name, seed, predictions, hypotheses, perplexity,
                        {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
                         "train_seconds": summary["train_seconds"], "seconds": round(time.monotonic() - t0, 1),
+                        **({"generator_stage": {k: summary["generator_stage"][k] for k in ("best_epoch", "epochs_run")}}
+                           if summary.get("generator_stage") else {}),
                         "hparams": summary["hparams"], "eval": eval_at_best(summary)})
                 shutil.rmtree(export, ignore_errors=True)
                 tf.keras.backend.clear_session()
@@ -650,11 +670,10 @@ def run(args) -> Dict[str, Any]:
 
 
 def _known(family: str, name: str) -> bool:
-    import dataclasses as dc
-
+    """Whether the family takes the hyperparameter `name` (its own or a training knob)."""
     from models.registry import get_family
 
-    return name in {f.name for f in dc.fields(get_family(family).hparams)}
+    return name in get_family(family).hparams().to_dict()
 
 
 def example_rows(test_rows, test, has_ref, refs, results, column, vocabulary, max_length) -> List[Dict[str, Any]]:
@@ -753,6 +772,15 @@ TEXT_COLUMNS = ("model", "seeds", "bleu_1", "bleu_4", "bleu_4_std", "rouge_1", "
                 "distinct_1", "distinct_2", "perplexity")
 
 
+def decoding_text(decode: Dict[str, Any]) -> str:
+    """How the generators decoded, in words (`SequenceGenerator.generate`'s keyword arguments)."""
+    width, penalty = int(decode.get("beam_width", 1)), float(decode.get("length_penalty", 0.0))
+    text = "greedy" if width == 1 else (f"a beam of {width}, the text of highest log-probability"
+                                        + (f" / length^{penalty:g}" if penalty else ""))
+    minimum = int(decode.get("min_length", 1))
+    return text + (f", at least {minimum} tokens" if minimum > 1 else "")
+
+
 def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
     meta, settings = run_out["meta"], run_out["settings"]
     rated = [r for r in summary["rows"] if "rmse" in r]
@@ -764,7 +792,8 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
         f"({settings['test_rows_with_text']} test rows with a {settings['target']}). Seeds "
         f"{', '.join(map(str, settings['seeds']))}; mean and standard deviation over seeds (peers without a seed: "
         "one run). Families read the `review` documents; review_mt, nor_reviews and att2seq generate the "
-        f"`{settings['target']}` (at most {settings['max_length']} tokens, greedy).", "",
+        f"`{settings['target']}` (at most {settings['max_length']} tokens, "
+        f"{decoding_text(settings.get('att2seq', {}).get('decode') or {})}).", "",
         "## Rating (test, no clipping; AUC against liked = rating >= "
         f"{settings['liked_threshold']:g})", "", md_table(rated, RATING_COLUMNS), "",
         "## Generated text (test rows with a reference; BLEU / ROUGE / distinct in percent)", "",
@@ -802,8 +831,11 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
                 if settings.get("baseline_only") else []),
               f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
               "- Per-run training (first seed's run of each model): "
-              + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}, "
-                          f"{e['info'][0].get('seconds')} s" for m, e in run_out["results"].items() if e["info"]),
+              + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}"
+                          + (f", then the generator stage's best epoch {e['info'][0]['generator_stage']['best_epoch']}"
+                             f" of {e['info'][0]['generator_stage']['epochs_run']}"
+                             if e["info"][0].get("generator_stage") else "")
+                          + f", {e['info'][0].get('seconds')} s" for m, e in run_out["results"].items() if e["info"]),
               "", f"Run {meta['date']}, {meta['seconds']} s." + (f" {meta['note']}" if meta.get("note") else ""),
               "", f"Produced by: `{meta['command']}`", f"Commit: {meta['commit']}",
               f"Machine: {json.dumps(meta['machine'])}; load average at the start "

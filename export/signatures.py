@@ -17,10 +17,10 @@
 - similar: `similar_items` (item ids -> the K items with the closest vectors, cosine, blended
   with category-set cosine by the family's `similar_category_weight`).
 - explain: `explain` (the serialized raw examples `serving_default` takes, documents
-  included -> each task's output and the generated explanation: greedy decoding inside the
-  SavedModel, at most the family's `max_length` words (the model record's hparams), the
-  words of the Transform vocabulary `model.explanation_vocabulary`, `<unk>` for an id
-  outside it).
+  included -> each task's output and the generated explanation: decoding (greedy or a beam,
+  as the model record's hparams say) inside the SavedModel, at most the family's
+  `max_length` words, the words of the Transform vocabulary `model.explanation_vocabulary`,
+  `<unk>` for an id outside it).
 
 `serving_default`'s request features are the description's raw features a client sends
 (`contract.description.raw_features`, `serving=True`); `recommend`'s behavior vocabulary

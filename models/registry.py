@@ -24,6 +24,7 @@ RETRIEVAL = "retrieval"
 SEQUENCE = "sequence"
 DISTIL = "distil"
 FINE_TUNE = "fine_tune"
+GENERATE = "generate"
 
 TaskNames = Union[Tuple[str, ...], Callable[[D.DatasetSpec], Tuple[str, ...]]]
 
@@ -148,10 +149,10 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
            "with the related task of rating the row's own review (training only)", recipe=POINTWISE),
     Family("review_mt", review_mt.ReviewMT, review_mt.ReviewMTParams, regression_task, F.INTERACTION_VIEW,
            "'Why I like it': MF with vectors regularized by review-document features + a review generator "
-           "(explain); adversarial stage optional", recipe=POINTWISE),
+           "(explain); adversarial stage optional", recipe=GENERATE),
     Family("nor_reviews", nor_reviews.NORReviews, nor_reviews.NORParams, regression_task, F.INTERACTION_VIEW,
            "NOR adapted to user-item matching: CNN + mutual attention on both sides' review documents, rating "
-           "+ comment generation by a GRU with cross-modality attention (explain)", recipe=POINTWISE),
+           "+ comment generation by a GRU with cross-modality attention (explain)", recipe=GENERATE),
 )}
 
 

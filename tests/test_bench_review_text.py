@@ -78,6 +78,9 @@ def test_eval_at_best_reads_the_kept_epochs_eval_rating_and_perplexity():
     summary = {"best_epoch": 2, "history": history}
     assert R.eval_at_best(summary) == {"rating_rmse": 0.9, "summary_perplexity": 80.0}
     assert R.eval_at_best({"best_epoch": None, "history": {}}) == {}
+    # A generator stage after it: the perplexity is the stage's, at the stage's kept epoch.
+    stage = {"monitor": "val_summary_perplexity", "best_value": 60.0, "best_epoch": 5}
+    assert R.eval_at_best({**summary, "generator_stage": stage}) == {"rating_rmse": 0.9, "summary_perplexity": 60.0}
 
 
 def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path):
@@ -164,3 +167,10 @@ def test_saved_runs_of_other_seeds_merge_seeded_models_and_keep_deterministic_on
     other["settings"]["test_rows"] = 4
     with pytest.raises(ValueError, match="test_rows"):
         R.merge_runs([saved(42, 0.8), other])
+
+
+def test_an_override_reaches_every_family_that_takes_it_training_knobs_included():
+    # `--hparam max_epochs=N` is a training knob (inside the record's `training`): it applies
+    # to every family, where a family-only knob applies only where it exists.
+    assert R._known("review_mt", "max_epochs") and R._known("mf", "patience")
+    assert R._known("review_mt", "beam_width") and not R._known("mf", "beam_width")

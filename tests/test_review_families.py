@@ -134,6 +134,40 @@ def test_the_rating_never_reads_the_rows_own_review(trained, planted, family):
     assert float(model.compute_loss(test)) != pytest.approx(float(model.compute_loss(other)))
 
 
+@pytest.mark.parametrize("family", GENERATORS)
+def test_the_generator_stage_moves_the_generator_alone_and_keeps_the_rating(planted, family):
+    # training/recipes/generate.py: after one joint epoch, the generator trains alone on the
+    # text task. Its eval perplexity falls; every other weight (the word vectors the encoders
+    # share with the generator here included) and so the served rating stay as they were.
+    import types
+
+    from training.recipes.generate import generator_stage
+
+    train, test = planted
+    model = fit_on_arrays(family, _context(), {**SMALL, **FAST[family], "learning_rate": 0.002}, batches(train),
+                          epochs=1)
+    own = {id(v) for v in model.generator_variables()}
+    assert own and model.generator.words is model.words  # the planted target is the documents column
+    assert not own & {id(v) for v in model.words.weights}
+    before = [v.numpy().copy() for v in model.weights]
+    rating = model(test)["stars"].numpy()
+    targets, logits = model.teacher_forced(test)
+    nll, mask = token_nll(targets, logits)
+    start = float(np.exp(np.sum(nll.numpy() * mask.numpy()) / np.sum(mask.numpy())))
+    columns = {k: tf.constant(v) for k, v in train.items()}
+    fit_args = {"x": tf.data.Dataset.from_tensor_slices(columns).batch(64).repeat(), "steps_per_epoch": 13,
+                "validation_data": tf.data.Dataset.from_tensor_slices({k: tf.constant(v) for k, v in test.items()})
+                .batch(256)}
+    job = types.SimpleNamespace(hparams=model.hparams, train_steps=None)
+    summary = generator_stage(job, model, fit_args, epochs=4)
+    assert summary["monitor"] == "val_review_perplexity" and summary["epochs_run"] >= 1
+    assert summary["best_value"] < start, (summary, start)
+    assert not model.text_only
+    moved = [id(v) for v, old in zip(model.weights, before) if not np.array_equal(v.numpy(), old)]
+    assert moved and set(moved) <= own, [v.name for v in model.weights if id(v) in set(moved) - own]
+    np.testing.assert_array_equal(model(test)["stars"].numpy(), rating)
+
+
 def test_rating_only_ablation_drops_the_text_task_and_explain():
     ctx = _context()
     for family in TEXT_FAMILIES:

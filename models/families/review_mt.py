@@ -109,7 +109,7 @@ class ReviewMT(ReviewModel):
 
     # -- the adversarial stage ------------------------------------------------------------
     def train_step(self, inputs):
-        if self.discriminator is None:
+        if self.discriminator is None or self.text_only:
             return super().train_step(inputs)
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ValueError("review_mt's adversarial stage trains in one replica (its two optimizer steps do not "

@@ -10,7 +10,8 @@ A recipe module has one small interface:
 `pointwise` (interaction-view examples, one loss per task), `retrieval` (leave-one-out
 batches of the user view), `sequence` (windows of each user's sequence), `distil` (a
 student on its teacher's soft labels), `fine_tune` (a base family's pretrained network
-with a new head) are named by registry entries (`Family.recipe`); `ensemble` trains k
+with a new head), `generate` (pointwise, then the text generator alone until its eval
+perplexity stops falling) are named by registry entries (`Family.recipe`); `ensemble` trains k
 members of any family with the family's own recipe when its record asks for
 `members` k > 1. The Trainer (`training/trainer.py`) resolves, sets up, fits and exports.
 """
