@@ -288,6 +288,19 @@ def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: i
     return Att2Seq()
 
 
+def att2seq_settings(base) -> Dict[str, Any]:
+    """The Att2Seq peer's settings from review_mt's record (with the run's overrides): its sizes,
+    training knobs and decoding, and as many epochs as a family's generator may train (the
+    joint epochs, then its own stage)."""
+    from models.reviews import decoding
+
+    training = base.training
+    return {"dim": base.dim, "units": base.units, "max_length": base.max_length,
+            "learning_rate": training.learning_rate, "batch_size": training.batch_size,
+            "max_epochs": training.max_epochs + base.generator_epochs, "patience": training.patience,
+            "decode": decoding(base)}
+
+
 def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any], seed: int):
     """The Att2Seq peer trained on the training rows, stopped on the eval rows' token loss."""
     import tensorflow as tf
@@ -526,7 +539,6 @@ def run(args) -> Dict[str, Any]:
     documents_column = desc.text_docs(dd.columns)[0]
     vocabulary = tft_output.vocabulary_by_name(target_column.vocabulary_name)
     from models.registry import get_family
-    from models.reviews import decoding
 
     base = get_family("review_mt").hparams().override({k: v for k, v in extra.items()
                                                       if k in ("max_length", "dim", "units", "learning_rate",
@@ -588,11 +600,7 @@ def run(args) -> Dict[str, Any]:
 
     names = sorted(test)
     rows_text = np.flatnonzero(has_ref)
-    att2seq_hparams = {"dim": base.dim, "units": base.units, "max_length": max_length,
-                       "learning_rate": base.learning_rate, "batch_size": base.batch_size,
-                       # as many epochs as a family's generator may train (joint, then its own stage)
-                       "max_epochs": base.max_epochs + base.generator_epochs, "patience": base.patience,
-                       "decode": decoding(base)}
+    att2seq_hparams = att2seq_settings(base)
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}

@@ -174,3 +174,13 @@ def test_an_override_reaches_every_family_that_takes_it_training_knobs_included(
     # to every family, where a family-only knob applies only where it exists.
     assert R._known("review_mt", "max_epochs") and R._known("mf", "patience")
     assert R._known("review_mt", "beam_width") and not R._known("mf", "beam_width")
+
+
+def test_att2seq_takes_review_mts_training_knobs_decoding_and_every_epoch_a_generator_may_train():
+    from models.registry import get_family
+
+    base = get_family("review_mt").hparams().override({"learning_rate": "0.01", "beam_width": "4"})
+    got = R.att2seq_settings(base)
+    assert got["learning_rate"] == 0.01 and got["batch_size"] == base.training.batch_size
+    assert got["max_epochs"] == base.training.max_epochs + base.generator_epochs
+    assert got["decode"] == {"beam_width": 4, "length_penalty": base.length_penalty, "min_length": base.min_length}

@@ -36,7 +36,7 @@ def setup(job: Job) -> Setup:
 
     def fit_then_generator():
         summary = fit()
-        epochs = getattr(job.hparams, "generator_epochs", 0)
+        epochs = job.hparams.generator_epochs
         if epochs and getattr(prepared.model, "generator", None) is not None:
             summary["generator_stage"] = generator_stage(job, prepared.model, held["fit_args"], epochs)
         return summary
