@@ -335,13 +335,10 @@ class DataFix:
     what: str
 
 
-OOF_AND_HORIZON = DataFix("cd8c513", "2026-12-06 19:07",
-                          "out-of-fold item statistics for training rows (the models' item features) and Taobao "
-                          "labels within a one-day horizon inside the row's split")
 # page -> the data fix it predates: its models read what the fix changed, and it was not re-run since.
-MEASURED_BEFORE: Dict[str, DataFix] = {
-    "dtrn": OOF_AND_HORIZON,
-}
+# None left: the last one, dtrn, was re-run after cd8c513 (out-of-fold item statistics, Taobao
+# labels within a one-day horizon inside the row's split).
+MEASURED_BEFORE: Dict[str, DataFix] = {}
 
 
 def measured_before(result: ResultsFile) -> Optional[DataFix]:
