@@ -79,12 +79,12 @@ class ReviewParams(HParams):
     units: int = 32
     max_length: int = 12
     text_task: bool = True
-    # Regularization chosen on the Amazon reviews' eval split (bench/review_text.py): with
+    # Regularization chosen on the review benchmark's eval split (bench/review_text.py): with
     # l2 1e-3 and no dropout the rating's eval RMSE was best after one epoch and then rose.
     l2: float = 0.1
     dropout: float = 0.5
     stop_on: str = "rating"
-    # Chosen on the Amazon reviews' eval split (bench/results/review_text_generator_stage_eval.md,
+    # Chosen on the review benchmark's eval split (bench/results/review_text_generator_stage_eval.md,
     # seed 42): greedy decoding wrote one text for nearly every row; a beam of 8 ranked per
     # token had the best ROUGE-L of the two generators within 0.1 of a beam of 16, at half
     # its cost, with length penalties 0.5 and 1.5 on either side. The generator stage ran 22

@@ -3,8 +3,8 @@
 second stage in which only the generator's own weights train on the text task, stopped on
 the eval split's token perplexity (`patience` epochs, the best epoch's weights kept).
 
-Why two stages: on the Amazon reviews the rating's eval RMSE is best after 2-3 epochs while
-the generator's eval perplexity still falls for 15-20 more, and a generator stopped with the
+Why two stages: on the review benchmark's data the rating's eval RMSE is best after 2-3 epochs
+while the generator's eval perplexity still falls for 15-20 more, and a generator stopped with the
 rating writes one text for every row (bench/results/review_text_decoding_eval.md). The second
 stage reads what the first learned (the encoders, ids and word vectors the rating reads are
 frozen), so the served rating is the first stage's, unchanged.
