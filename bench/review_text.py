@@ -24,7 +24,11 @@ rating, `explain` for the text):
   is most similar, tf-idf cosine over review tokens, to the user's own training reviews;
   deterministic) and `att2seq` (a generator trained alone on user and item ids: their
   embeddings are the decoder's start context and its attention memory; early stopping on
-  the eval split's token loss, decoded as the review families decode).
+  the eval split's token loss, decoded as the review families decode; its learning rate and
+  the dropout on its id embeddings chosen by eval perplexity, `tune_att2seq`).
+
+A peer re-run after its search changed replaces its rows in a saved report:
+`--variants none` runs the peers alone, `--from_run A,B --replace att2seq=PEERS_RUN_PKL` reports.
 
 Metrics: rating RMSE and MAE (no prediction clipped), AUC of the prediction against the
 description's liked label (rating >= 4); for text, BLEU-1 and BLEU-4 (corpus), ROUGE-1/2/L F1,
@@ -62,7 +66,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
-from bench.common import RESULTS_DIR, machine, md_table, mean_std  # noqa: E402
+from bench.common import (ADDITIVE, RESULTS_DIR, Knob, Tuned, machine, md_table, mean_std,  # noqa: E402
+                          widening_search)
 from bench.machine import command_line as machine_command_line, commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import description as desc  # noqa: E402
@@ -120,6 +125,23 @@ VARIANTS = (
 )
 TEXT_FAMILIES = ("semax", "review_mt", "nor_reviews")
 GENERATORS = ("review_mt", "nor_reviews")
+
+
+NO_VARIANTS = "none"  # --variants none: the peers alone (e.g. a peer re-run to replace its rows)
+
+
+def chosen_variants(names: str) -> List[Variant]:
+    """The variants named (comma-separated; empty: all, `none`: no family), in VARIANTS' order;
+    an unknown name is an error that lists the known ones."""
+    if not names:
+        return list(VARIANTS)
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if wanted == [NO_VARIANTS]:
+        return []
+    unknown = [n for n in wanted if n not in {v.name for v in VARIANTS}]
+    if unknown:
+        raise ValueError(f"--variants: unknown {unknown}; known: {[v.name for v in VARIANTS]} or {NO_VARIANTS!r}")
+    return [v for v in VARIANTS if v.name in wanted]
 
 
 # --------------------------------------------------------------------------
@@ -236,10 +258,11 @@ def retrieval_explanations(train: Dict[str, np.ndarray], test: Dict[str, np.ndar
 
 
 def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: int, units: int, max_length: int,
-                  seed: int, decode: Optional[Dict[str, Any]] = None):
+                  seed: int, decode: Optional[Dict[str, Any]] = None, dropout: float = 0.0):
     """Att2Seq-like peer (Dong et al., 2017): user and item id embeddings are the decoder's start
     context and its attention memory; no review document, no rating task. `decode`: the
-    generator's decoding settings (the review families', so both decode alike)."""
+    generator's decoding settings (the review families', so both decode alike); `dropout`: on the
+    id embeddings while training (the peer's regularization, chosen on eval by `tune_att2seq`)."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -254,9 +277,11 @@ def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: i
             self.items = embedding(num_items, dim, seed + 1, "items")
             self.generator = SequenceGenerator(rows, units, seed=seed + 2, name="generator")
             self.task = GenerationTask(target)
+            self.drop = keras.layers.Dropout(dropout, seed=seed + 3)
 
-        def decoder_inputs(self, features):
-            u, v = self.users(features[F.USER_IDX]), self.items(features[F.ITEM_IDX])
+        def decoder_inputs(self, features, training=False):
+            u, v = (self.drop(e(features[k]), training=training)
+                    for e, k in ((self.users, F.USER_IDX), (self.items, F.ITEM_IDX)))
             return tf.concat([u, v], -1), tf.stack([u, v], 1), tf.ones([tf.shape(u)[0], 2], tf.bool)
 
         def targets(self, features):
@@ -264,7 +289,7 @@ def att2seq_model(num_users: int, num_items: int, rows: int, target: str, dim: i
 
         def loss_of(self, features, training):
             targets = self.targets(features)
-            logits = self.generator(*self.decoder_inputs(features), targets, training=training)
+            logits = self.generator(*self.decoder_inputs(features, training), targets, training=training)
             present = tf.cast(tf.reduce_any(features[target] > 0, -1), tf.float32)
             return self.task(targets, logits, present)
 
@@ -301,7 +326,43 @@ def att2seq_settings(base) -> Dict[str, Any]:
             "decode": decoding(base)}
 
 
-def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any], seed: int):
+# The Att2Seq peer's own search (on eval, at one seed): it has no rating task to share its
+# training with, so its learning rate and the dropout on its id embeddings are chosen for it,
+# as BaselineOnly's and SVD's settings are (issue 30: peers get the same care).
+ATT2SEQ_KNOBS = (
+    Knob("learning_rate", (0.001, 0.003, 0.01), step=3.0),
+    Knob("dropout", (0.0, 0.25, 0.5), widen=ADDITIVE, step=0.25, low=0.0, high=0.75,
+         why="a dropout rate is a fraction of the id vector dropped: 0 is none, 0.75 keeps a quarter"),
+)
+ATT2SEQ_EVALUATIONS = 20  # a cost bound: about two minutes per fit on 2 cores
+ATT2SEQ_SEARCH_SEED = 0  # like the rating peers' searches: not one of the reported seeds
+
+
+def eval_perplexity(history: Dict[str, List[float]]) -> float:
+    """The eval split's token perplexity at the epoch early stopping keeps (the lowest eval loss)."""
+    key = next(k for k in history if k.startswith("val_") and k.endswith("perplexity"))
+    return float(history[key][int(np.argmin(history["val_loss"]))])
+
+
+def tune_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any],
+                 knobs: Sequence[Knob] = ATT2SEQ_KNOBS, max_evaluations: Optional[int] = None,
+                 seed: int = ATT2SEQ_SEARCH_SEED) -> Tuned:
+    """The Att2Seq peer's knobs chosen by eval perplexity (`widening_search` over `knobs` on top
+    of `hparams`, every fit at `seed` and stopped on the eval token loss). Perplexity, not a
+    decoded metric: the review families' generators are stopped on it too."""
+    import tf_keras as keras
+
+    def objective(setting: Dict[str, Any]) -> float:
+        _, history = fit_att2seq(train, evaluation, context, target, {**hparams, **setting}, seed, verbose=0)
+        keras.backend.clear_session()
+        return eval_perplexity(history)
+
+    return widening_search(objective, knobs, higher_is_better=False,
+                           max_evaluations=ATT2SEQ_EVALUATIONS if max_evaluations is None else max_evaluations,
+                           log=lambda line: print(f"{ATT2SEQ} {line}", file=sys.stderr, flush=True))
+
+
+def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any], seed: int, verbose: int = 2):
     """The Att2Seq peer trained on the training rows, stopped on the eval rows' token loss."""
     import tensorflow as tf
     import tf_keras as keras
@@ -309,12 +370,13 @@ def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any]
     keras.utils.set_random_seed(seed)
     columns = (F.USER_IDX, F.ITEM_IDX, target)
     model = att2seq_model(context["num_users"], context["num_items"], context["rows"], target, hparams["dim"],
-                          hparams["units"], hparams["max_length"], seed, hparams.get("decode"))
+                          hparams["units"], hparams["max_length"], seed, hparams.get("decode"),
+                          hparams.get("dropout", 0.0))
     model.compile(optimizer=keras.optimizers.Adam(hparams["learning_rate"]))
     data = tf.data.Dataset.from_tensor_slices({k: train[k] for k in columns}).shuffle(len(train[target]), seed=seed)
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hparams["patience"],
                                          restore_best_weights=True)
-    history = model.fit(data.batch(hparams["batch_size"]), epochs=hparams["max_epochs"], verbose=2,
+    history = model.fit(data.batch(hparams["batch_size"]), epochs=hparams["max_epochs"], verbose=verbose,
                         validation_data=tf.data.Dataset.from_tensor_slices(
                             {k: evaluation[k] for k in columns}).batch(1024), callbacks=[stop])
     return model, {k: [float(x) for x in v] for k, v in history.history.items()}
@@ -428,7 +490,7 @@ def eval_only(args) -> Dict[str, Any]:
     started = time.monotonic()
     commit = machine_commit()
     seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
+    chosen = chosen_variants(args.variants)
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -521,7 +583,7 @@ def run(args) -> Dict[str, Any]:
     load_start = os.getloadavg()
     commit = machine_commit()  # the code that runs: read before anything can change it
     seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = [v for v in VARIANTS if v.name in set(args.variants.split(","))] if args.variants else list(VARIANTS)
+    chosen = chosen_variants(args.variants)
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
     spec = stages.spec
@@ -600,10 +662,11 @@ def run(args) -> Dict[str, Any]:
 
     names = sorted(test)
     rows_text = np.flatnonzero(has_ref)
-    att2seq_hparams = att2seq_settings(base)
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
+    att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_settings(base))
+    att2seq_hparams = {**att2seq_settings(base), **att2seq_search.chosen}
 
     def assemble(done: Sequence[int]) -> Dict[str, Any]:
         """The run so far (the seeds in `done` finished), as main() reports it."""
@@ -625,6 +688,8 @@ def run(args) -> Dict[str, Any]:
             "svd": chosen_peers[SVD], "baseline_only": chosen_peers[BASELINE],
             "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
             "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
+            "att2seq_search": {"params": att2seq_search.chosen, "eval_perplexity": att2seq_search.score,
+                               "status": att2seq_search.status_text(), "points": att2seq_search.points},
         }
         examples = example_rows(test_rows, test, has_ref, refs, results, target_column, vocabulary, max_length)
         return {"meta": meta, "settings": settings, "results": results, "examples": examples}
@@ -837,6 +902,12 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
     lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
               *([f"- BaselineOnly chosen on eval: `{json.dumps(settings['baseline_only'])}`"]
                 if settings.get("baseline_only") else []),
+              *([f"- att2seq's learning rate and id dropout chosen on eval (perplexity, seed "
+                 f"{ATT2SEQ_SEARCH_SEED}): `{json.dumps(settings['att2seq_search']['params'])}`, eval perplexity "
+                 f"{settings['att2seq_search']['eval_perplexity']:.2f} "
+                 f"({settings['att2seq_search']['status']}; {len(settings['att2seq_search']['points'])} fits)"]
+                if settings.get("att2seq_search") else
+                ["- att2seq: not tuned (it ran at review_mt's learning rate, without dropout)"]),
               f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
               "- Per-run training (first seed's run of each model): "
               + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}"
@@ -862,7 +933,7 @@ def merge_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     if len(runs) == 1:
         return first
     for other in runs[1:]:
-        for key in ("description", "split", "test_rows", "test_rows_with_text", "target", "max_length", "resamples"):
+        for key in SAME_DATA:
             if other["settings"][key] != first["settings"][key]:
                 raise ValueError(f"saved runs differ in {key}: {first['settings'][key]!r} vs "
                                  f"{other['settings'][key]!r}")
@@ -895,6 +966,44 @@ def merge_runs(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "examples": first["examples"]}
 
 
+# The settings a model's rows depend on: replaced with the model's rows (`replace_models`).
+SETTINGS_OF = {ATT2SEQ: ("att2seq", "att2seq_search"), SVD: ("svd",), BASELINE: ("baseline_only",)}
+SAME_DATA = ("description", "split", "test_rows", "test_rows_with_text", "target", "max_length", "resamples")
+
+
+def replace_models(run_out: Dict[str, Any], replacement: Dict[str, Any], models: Sequence[str]) -> Dict[str, Any]:
+    """`run_out` with the named models' rows, settings and example texts taken from
+    `replacement`, a saved run of the same data and seeds (e.g. a peer re-run after its
+    search changed, with `--variants none`). Every other model stays as measured."""
+    for key in SAME_DATA:
+        if replacement["settings"][key] != run_out["settings"][key]:
+            raise ValueError(f"the replacement run differs in {key}: {replacement['settings'][key]!r} vs "
+                             f"{run_out['settings'][key]!r}")
+    results = dict(run_out["results"])
+    settings = dict(run_out["settings"])
+    for model in models:
+        if model not in replacement["results"]:
+            raise ValueError(f"the replacement run has no {model!r}; it has {sorted(replacement['results'])}")
+        seeds = replacement["results"][model]["seeds"]
+        if seeds != [None] and sorted(seeds) != sorted(run_out["settings"]["seeds"]):
+            raise ValueError(f"{model!r} was re-run on seeds {sorted(seeds)}, the report has "
+                             f"{sorted(run_out['settings']['seeds'])}")
+        results[model] = replacement["results"][model]
+        for key in SETTINGS_OF.get(model, ()):
+            if key in replacement["settings"]:
+                settings[key] = replacement["settings"][key]
+    examples = []
+    for mine, theirs in zip(run_out["examples"], replacement["examples"]):
+        if (mine["user"], mine["item"]) != (theirs["user"], theirs["item"]):
+            raise ValueError(f"example rows differ: {mine['user']}/{mine['item']} vs {theirs['user']}/{theirs['item']}")
+        examples.append({**mine, **{m: theirs[m] for m in models if m in theirs}})
+    meta = dict(run_out["meta"])
+    for key in ("command", "commit", "date"):
+        meta[key] = f"{meta[key]} + {', '.join(models)} from {replacement['meta'][key]}"
+    meta["seconds"] = round(meta["seconds"] + replacement["meta"]["seconds"], 1)
+    return {**run_out, "meta": meta, "settings": settings, "results": results, "examples": examples}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", help="the folder of Musical_instruments_reviews.csv")
@@ -910,6 +1019,9 @@ def main(argv=None) -> int:
     parser.add_argument("--from_run", default="",
                         help="report runs saved before (<work_dir>/<name>_run.pkl; comma-separated: runs of other "
                              "seeds merged) instead of running")
+    parser.add_argument("--replace", default="", metavar="MODEL[,MODEL]=RUN_PKL",
+                        help="with --from_run: these models' rows and settings from another saved run of the same "
+                             "data and seeds (e.g. a peer re-run with --variants none after its search changed)")
     parser.add_argument("--eval_only", action="store_true",
                         help="train the variants and write their eval-split values only (choosing alternatives)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
@@ -925,6 +1037,10 @@ def main(argv=None) -> int:
             with open(path, "rb") as f:
                 saved.append(pickle.load(f))
         run_out = merge_runs(saved)
+        if args.replace:
+            models, path = args.replace.split("=", 1)
+            with open(path, "rb") as f:
+                run_out = replace_models(run_out, pickle.load(f), models.split(","))
     elif not args.data_dir:
         parser.error("--data_dir is needed to run")
     else:

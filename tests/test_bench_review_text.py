@@ -184,3 +184,74 @@ def test_att2seq_takes_review_mts_training_knobs_decoding_and_every_epoch_a_gene
     assert got["learning_rate"] == 0.01 and got["batch_size"] == base.training.batch_size
     assert got["max_epochs"] == base.training.max_epochs + base.generator_epochs
     assert got["decode"] == {"beam_width": 4, "length_penalty": base.length_penalty, "min_length": base.min_length}
+
+
+def test_variants_are_named_all_by_default_none_for_the_peers_alone_and_an_unknown_name_is_an_error():
+    assert [v.name for v in R.chosen_variants("")] == [v.name for v in R.VARIANTS]
+    assert R.chosen_variants("none") == []
+    assert [v.name for v in R.chosen_variants("nor_reviews,mf")] == ["mf", "nor_reviews"]  # VARIANTS' order
+    with pytest.raises(ValueError, match="unknown \\['review_mtt'\\]"):
+        R.chosen_variants("mf,review_mtt")
+
+
+def test_att2seq_search_scores_the_eval_perplexity_of_the_kept_epoch_and_widens_to_an_interior_choice(monkeypatch):
+    # The kept epoch is the lowest eval loss, not the lowest perplexity of some other epoch.
+    assert R.eval_perplexity({"val_loss": [3.0, 2.0, 2.5], "val_summary_tokens_perplexity": [20.0, 9.0, 5.0],
+                              "loss": [1, 1, 1]}) == 9.0
+    fits = []
+
+    def fake_fit(train, evaluation, context, target, hparams, seed, verbose=2):
+        fits.append(dict(hparams))
+        # Best at learning rate 0.03 (past the first grid's top, 0.01) and dropout 0.25.
+        value = 50 + abs(np.log(hparams["learning_rate"] / 0.03)) + abs(hparams["dropout"] - 0.25) * 10
+        return None, {"loss": [1.0], "val_loss": [value], "val_summary_tokens_perplexity": [value]}
+
+    monkeypatch.setattr(R, "fit_att2seq", fake_fit)
+    base = {"dim": 8, "units": 8, "max_length": 4, "learning_rate": 0.003, "batch_size": 4, "max_epochs": 2,
+            "patience": 1}
+    tuned = R.tune_att2seq({}, {}, {}, "summary", base)
+    assert tuned.chosen == {"learning_rate": pytest.approx(0.03), "dropout": 0.25}
+    assert tuned.interior and tuned.score == pytest.approx(50.0)
+    assert all(f["dim"] == 8 and f["max_epochs"] == 2 for f in fits)  # the base settings reach every fit
+    assert len(fits) <= R.ATT2SEQ_EVALUATIONS
+
+
+def test_att2seq_drops_its_id_embeddings_only_while_training():
+    import tensorflow as tf
+
+    features = {R.F.USER_IDX: tf.constant([1, 2, 3]), R.F.ITEM_IDX: tf.constant([1, 2, 1]),
+                "summary": tf.constant([[3, 4, 0], [4, 0, 0], [5, 3, 4]])}
+    for dropout, differs in ((0.0, False), (0.5, True)):
+        model = R.att2seq_model(5, 4, 8, "summary", dim=6, units=6, max_length=3, seed=1, dropout=dropout)
+        trained = model.decoder_inputs(features, True)[0].numpy()
+        served = model.decoder_inputs(features, False)[0].numpy()
+        assert (not np.allclose(trained, served)) == differs
+        np.testing.assert_allclose(served, model.decoder_inputs(features)[0].numpy())  # inference by default
+
+
+def test_a_peer_re_run_replaces_its_rows_settings_and_example_texts_and_nothing_else():
+    settings = {"description": "x", "split": "hash", "test_rows": 3, "test_rows_with_text": 2, "target": "summary",
+                "max_length": 12, "resamples": 10, "seeds": [42, 43]}
+
+    def saved(att2seq_value, lr, mf=True):
+        results = {R.ATT2SEQ: {"seeds": [42, 43], "values": {"rouge_l": [att2seq_value] * 2}, "draws": {},
+                               "info": []}}
+        if mf:
+            results[R.MF] = {"seeds": [42, 43], "values": {"rmse": [0.9, 0.91]}, "draws": {}, "info": []}
+        return {"meta": {"command": f"c{lr}", "commit": "abc", "date": "d", "seconds": 1.0},
+                "settings": {**settings, "att2seq": {"learning_rate": lr}}, "results": results,
+                "examples": [{"user": "u", "item": "i", "reference": "r", R.ATT2SEQ: f"text {lr}",
+                              **({R.MF: "-"} if mf else {})}]}
+
+    out = R.replace_models(saved(7.0, 0.003), saved(9.0, 0.01, mf=False), [R.ATT2SEQ])
+    assert out["results"][R.ATT2SEQ]["values"]["rouge_l"] == [9.0, 9.0]
+    assert out["results"][R.MF]["values"]["rmse"] == [0.9, 0.91]  # kept as measured
+    assert out["settings"]["att2seq"] == {"learning_rate": 0.01}
+    assert out["examples"][0][R.ATT2SEQ] == "text 0.01" and out["examples"][0][R.MF] == "-"
+    assert out["meta"]["command"] == "c0.003 + att2seq from c0.01"
+    other_seeds = saved(9.0, 0.01)
+    other_seeds["results"][R.ATT2SEQ]["seeds"] = [42]
+    with pytest.raises(ValueError, match="re-run on seeds \\[42\\]"):
+        R.replace_models(saved(7.0, 0.003), other_seeds, [R.ATT2SEQ])
+    with pytest.raises(ValueError, match="has no 'semax'"):
+        R.replace_models(saved(7.0, 0.003), saved(9.0, 0.01), ["semax"])
