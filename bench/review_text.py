@@ -24,8 +24,8 @@ rating, `explain` for the text):
   is most similar, tf-idf cosine over review tokens, to the user's own training reviews;
   deterministic) and `att2seq` (a generator trained alone on user and item ids: their
   embeddings are the decoder's start context and its attention memory; early stopping on
-  the eval split's token loss, decoded as the review families decode; its learning rate and
-  the dropout on its id embeddings chosen by eval perplexity, `tune_att2seq`).
+  the eval split's token perplexity, decoded as the review families decode; its learning
+  rate, patience and the dropout on its id embeddings chosen by eval perplexity, `tune_att2seq`).
 
 A peer re-run after its search changed replaces its rows in a saved report:
 `--variants none` runs the peers alone, `--from_run A,B --replace att2seq=PEERS_RUN_PKL` reports.
@@ -329,26 +329,38 @@ def att2seq_settings(base) -> Dict[str, Any]:
 # The Att2Seq peer's own search (on eval, at one seed): it has no rating task to share its
 # training with, so its learning rate and the dropout on its id embeddings are chosen for it,
 # as BaselineOnly's and SVD's settings are (issue 30: peers get the same care).
+# Its patience too: from ids alone the decoder first sits for several epochs on the same few
+# words (eval perplexity about 165) before it learns more, and a patience of 2 stops it there.
 ATT2SEQ_KNOBS = (
     Knob("learning_rate", (0.001, 0.003, 0.01), step=3.0),
-    Knob("dropout", (0.0, 0.25, 0.5), widen=ADDITIVE, step=0.25, low=0.0, high=0.75,
+    Knob("patience", (2, 6), widen=ADDITIVE, step=4, low=1, high=18, integer=True,
+         why="patience above a third of the epoch cap (55) stops nothing"),
+    Knob("dropout", (0.0, 0.25), widen=ADDITIVE, step=0.25, low=0.0, high=0.75,
          why="a dropout rate is a fraction of the id vector dropped: 0 is none, 0.75 keeps a quarter"),
 )
-ATT2SEQ_EVALUATIONS = 20  # a cost bound: about two minutes per fit on 2 cores
+ATT2SEQ_EVALUATIONS = 24  # a cost bound: one to three minutes per fit on 2 cores
 ATT2SEQ_SEARCH_SEED = 0  # like the rating peers' searches: not one of the reported seeds
 
 
+def _perplexity_key(history: Dict[str, List[float]]) -> str:
+    return next(k for k in history if k.startswith("val_") and k.endswith("perplexity"))
+
+
+def kept_epoch(history: Dict[str, List[float]]) -> int:
+    """The epoch early stopping keeps (0-based): the lowest eval token perplexity."""
+    return int(np.argmin(history[_perplexity_key(history)]))
+
+
 def eval_perplexity(history: Dict[str, List[float]]) -> float:
-    """The eval split's token perplexity at the epoch early stopping keeps (the lowest eval loss)."""
-    key = next(k for k in history if k.startswith("val_") and k.endswith("perplexity"))
-    return float(history[key][int(np.argmin(history["val_loss"]))])
+    """The eval split's token perplexity at the epoch early stopping keeps."""
+    return float(history[_perplexity_key(history)][kept_epoch(history)])
 
 
 def tune_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any],
                  knobs: Sequence[Knob] = ATT2SEQ_KNOBS, max_evaluations: Optional[int] = None,
                  seed: int = ATT2SEQ_SEARCH_SEED) -> Tuned:
     """The Att2Seq peer's knobs chosen by eval perplexity (`widening_search` over `knobs` on top
-    of `hparams`, every fit at `seed` and stopped on the eval token loss). Perplexity, not a
+    of `hparams`, every fit at `seed` and stopped on the eval perplexity). Perplexity, not a
     decoded metric: the review families' generators are stopped on it too."""
     import tf_keras as keras
 
@@ -363,7 +375,8 @@ def tune_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any
 
 
 def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any], seed: int, verbose: int = 2):
-    """The Att2Seq peer trained on the training rows, stopped on the eval rows' token loss."""
+    """The Att2Seq peer trained on the training rows, stopped on the eval rows' token perplexity
+    (as the review families' generator stage is)."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -374,8 +387,8 @@ def fit_att2seq(train, evaluation, context, target: str, hparams: Dict[str, Any]
                           hparams.get("dropout", 0.0))
     model.compile(optimizer=keras.optimizers.Adam(hparams["learning_rate"]))
     data = tf.data.Dataset.from_tensor_slices({k: train[k] for k in columns}).shuffle(len(train[target]), seed=seed)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hparams["patience"],
-                                         restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor=f"val_{model.task.perplexity.name}", mode="min",
+                                         patience=int(hparams["patience"]), restore_best_weights=True)
     history = model.fit(data.batch(hparams["batch_size"]), epochs=hparams["max_epochs"], verbose=verbose,
                         validation_data=tf.data.Dataset.from_tensor_slices(
                             {k: evaluation[k] for k in columns}).batch(1024), callbacks=[stop])
@@ -732,9 +745,8 @@ def run(args) -> Dict[str, Any]:
                                               for r, keep in zip(ids, has_ref) if keep],
                    perplexity=perplexity_of(model, test, names, rows_text),
                    info={"epochs_run": len(history["loss"]), "seconds": round(time.monotonic() - t0, 1),
-                         "best_epoch": int(np.argmin(history["val_loss"])) + 1,
-                         "eval": {k[len("val_"):]: v[int(np.argmin(history["val_loss"]))]
-                                  for k, v in history.items() if k.startswith("val_") and k.endswith("perplexity")}})
+                         "best_epoch": kept_epoch(history) + 1,
+                         "eval": {_perplexity_key(history)[len("val_"):]: eval_perplexity(history)}})
             save_so_far(seeds[:seeds.index(seed) + 1])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -902,12 +914,12 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
     lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
               *([f"- BaselineOnly chosen on eval: `{json.dumps(settings['baseline_only'])}`"]
                 if settings.get("baseline_only") else []),
-              *([f"- att2seq's learning rate and id dropout chosen on eval (perplexity, seed "
+              *([f"- att2seq's learning rate, patience and id dropout chosen on eval (perplexity, seed "
                  f"{ATT2SEQ_SEARCH_SEED}): `{json.dumps(settings['att2seq_search']['params'])}`, eval perplexity "
                  f"{settings['att2seq_search']['eval_perplexity']:.2f} "
                  f"({settings['att2seq_search']['status']}; {len(settings['att2seq_search']['points'])} fits)"]
                 if settings.get("att2seq_search") else
-                ["- att2seq: not tuned (it ran at review_mt's learning rate, without dropout)"]),
+                ["- att2seq: not tuned (review_mt's learning rate and patience, no dropout)"]),
               f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
               "- Per-run training (first seed's run of each model): "
               + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}"

@@ -195,22 +195,23 @@ def test_variants_are_named_all_by_default_none_for_the_peers_alone_and_an_unkno
 
 
 def test_att2seq_search_scores_the_eval_perplexity_of_the_kept_epoch_and_widens_to_an_interior_choice(monkeypatch):
-    # The kept epoch is the lowest eval loss, not the lowest perplexity of some other epoch.
-    assert R.eval_perplexity({"val_loss": [3.0, 2.0, 2.5], "val_summary_tokens_perplexity": [20.0, 9.0, 5.0],
-                              "loss": [1, 1, 1]}) == 9.0
+    # The kept epoch is the lowest eval perplexity (its stopping rule), whatever the eval loss says.
+    history = {"val_loss": [3.0, 2.0, 2.5], "val_summary_tokens_perplexity": [20.0, 9.0, 5.0], "loss": [1, 1, 1]}
+    assert R.kept_epoch(history) == 2 and R.eval_perplexity(history) == 5.0
     fits = []
 
     def fake_fit(train, evaluation, context, target, hparams, seed, verbose=2):
         fits.append(dict(hparams))
-        # Best at learning rate 0.03 (past the first grid's top, 0.01) and dropout 0.25.
-        value = 50 + abs(np.log(hparams["learning_rate"] / 0.03)) + abs(hparams["dropout"] - 0.25) * 10
+        # Best at learning rate 0.03 (past the first grid's top, 0.01), patience 6, dropout 0.25.
+        value = (50 + abs(np.log(hparams["learning_rate"] / 0.03)) + abs(hparams["patience"] - 6) * 0.5
+                 + abs(hparams["dropout"] - 0.25) * 10)
         return None, {"loss": [1.0], "val_loss": [value], "val_summary_tokens_perplexity": [value]}
 
     monkeypatch.setattr(R, "fit_att2seq", fake_fit)
     base = {"dim": 8, "units": 8, "max_length": 4, "learning_rate": 0.003, "batch_size": 4, "max_epochs": 2,
             "patience": 1}
     tuned = R.tune_att2seq({}, {}, {}, "summary", base)
-    assert tuned.chosen == {"learning_rate": pytest.approx(0.03), "dropout": 0.25}
+    assert tuned.chosen == {"learning_rate": pytest.approx(0.03), "patience": 6, "dropout": 0.25}
     assert tuned.interior and tuned.score == pytest.approx(50.0)
     assert all(f["dim"] == 8 and f["max_epochs"] == 2 for f in fits)  # the base settings reach every fit
     assert len(fits) <= R.ATT2SEQ_EVALUATIONS
