@@ -16,8 +16,13 @@ from contract import datasets as D
 from contract import description as desc
 from contract import features as F
 from export.signatures import serving_feature_spec
+from pipeline.configs import PipelineConfig
 from transform.preprocessing import OOF_FOLDS, oof_fold, preprocessing_fn, tokenize
 from typed_description import DAY, EVAL, ITEMS, TRAIN, TYPED, USERS
+
+# tf.Transform's mode as the pipeline runs it (TF1 compat, faster; test_beam_profiles checks
+# that the TF2 mode writes the same).
+PIPELINE_TRANSFORM_MODE = PipelineConfig.transform_tf_compat_v1
 
 MOVIELENS = D.dataset_spec("movielens")
 ML_RAW_SPEC = {
@@ -86,8 +91,8 @@ def _stat_rows():
 def _transform(rows, max_history=2, eval_rows=None, batch_size=None):
     """The transformed `rows` (the statistics' training data) and, given, `eval_rows` (transformed only)."""
     metadata = tft.DatasetMetadata.from_feature_spec(ML_RAW_SPEC)
-    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False,
-                                                                desired_batch_size=batch_size):
+    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, desired_batch_size=batch_size,
+                                                                force_tf_compat_v1=PIPELINE_TRANSFORM_MODE):
         transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, _config(MOVIELENS, max_history)))
         out = []
@@ -309,7 +314,7 @@ def typed():
     metadata = tft.DatasetMetadata.from_feature_spec(_typed_raw_spec())
     train = [_typed_row(*r) for r in TRAIN]
     evals = [_typed_row(*r, split="eval") for r in EVAL]
-    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=False):
+    with tempfile.TemporaryDirectory() as tmp, tft_beam.Context(temp_dir=tmp, force_tf_compat_v1=PIPELINE_TRANSFORM_MODE):
         transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, _config(TYPED_SPEC, 8)))
         out = {}
@@ -422,6 +427,7 @@ def test_a_serving_request_without_labels_or_outcomes_still_gets_every_input_fea
     timestamp or split) is enough for every feature a model reads, documents included."""
     metadata = tft.DatasetMetadata.from_feature_spec(_typed_raw_spec())
     train = [_typed_row(*r) for r in TRAIN]
+    # TF2 mode: this test applies the transform eagerly, which a TF1 compat graph cannot.
     with tft_beam.Context(temp_dir=str(tmp_path / "tmp"), force_tf_compat_v1=False):
         transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(
             lambda inputs: preprocessing_fn(inputs, _config(TYPED_SPEC, 8)))
