@@ -202,16 +202,18 @@ def test_att2seq_search_scores_the_eval_perplexity_of_the_kept_epoch_and_widens_
 
     def fake_fit(train, evaluation, context, target, hparams, seed, verbose=2):
         fits.append(dict(hparams))
-        # Best at learning rate 0.03 (past the first grid's top, 0.01), patience 6, dropout 0.25.
-        value = (50 + abs(np.log(hparams["learning_rate"] / 0.03)) + abs(hparams["patience"] - 6) * 0.5
-                 + abs(hparams["dropout"] - 0.25) * 10)
+        # Best at learning rate 0.09 (past the first grid's top, 0.03), patience 10 (past the
+        # first grid's one value) and dropout 0.875 (an eighth of the id kept: past 0.25).
+        value = (50 + abs(np.log(hparams["learning_rate"] / 0.09)) + abs(hparams["patience"] - 10) * 0.5
+                 + abs(np.log((1 - hparams["dropout"]) / 0.125)))
         return None, {"loss": [1.0], "val_loss": [value], "val_summary_tokens_perplexity": [value]}
 
     monkeypatch.setattr(R, "fit_att2seq", fake_fit)
     base = {"dim": 8, "units": 8, "max_length": 4, "learning_rate": 0.003, "batch_size": 4, "max_epochs": 2,
             "patience": 1}
     tuned = R.tune_att2seq({}, {}, {}, "summary", base)
-    assert tuned.chosen == {"learning_rate": pytest.approx(0.03), "patience": 6, "dropout": 0.25}
+    assert tuned.chosen == {"learning_rate": pytest.approx(0.09), "patience": 10, R.ID_KEEP: 0.125}
+    assert R.att2seq_with(base, tuned.chosen)["dropout"] == 0.875 and R.ID_KEEP not in R.att2seq_with(base, {})
     assert tuned.interior and tuned.score == pytest.approx(50.0)
     assert all(f["dim"] == 8 and f["max_epochs"] == 2 for f in fits)  # the base settings reach every fit
     assert len(fits) <= R.ATT2SEQ_EVALUATIONS
