@@ -38,7 +38,7 @@ describe: $(STAMP)
 	$(PY) -m components.example_gen.describe $(ARGS)
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests $(ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder tests $(ARGS)
 
 # The report's browser test needs Chromium: the Debian package, installed when missing
 # (as root, or through sudo). Set CHROMIUM=/path/to/chromium to use another binary.
