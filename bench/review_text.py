@@ -344,6 +344,7 @@ ATT2SEQ_KNOBS = (
              "ids reach the decoder as noise"),
 )
 ATT2SEQ_EVALUATIONS = 24  # a cost bound: one to three minutes per fit on 2 cores
+ATT2SEQ_SEARCH_SEED = 0  # like the rating peers' searches: not one of the reported seeds
 
 
 def att2seq_with(hparams: Dict[str, Any], setting: Dict[str, Any]) -> Dict[str, Any]:
@@ -352,7 +353,6 @@ def att2seq_with(hparams: Dict[str, Any], setting: Dict[str, Any]) -> Dict[str, 
     if ID_KEEP in setting:
         out["dropout"] = 1.0 - float(setting[ID_KEEP])
     return out
-ATT2SEQ_SEARCH_SEED = 0  # like the rating peers' searches: not one of the reported seeds
 
 
 def _perplexity_key(history: Dict[str, List[float]]) -> str:
