@@ -691,8 +691,9 @@ def run(args) -> Dict[str, Any]:
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
-    att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_settings(base))
-    att2seq_hparams = att2seq_with(att2seq_settings(base), att2seq_search.chosen)
+    att2seq_base = att2seq_settings(base)
+    att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_base)
+    att2seq_hparams = att2seq_with(att2seq_base, att2seq_search.chosen)
 
     def assemble(done: Sequence[int]) -> Dict[str, Any]:
         """The run so far (the seeds in `done` finished), as main() reports it."""
