@@ -28,7 +28,8 @@ rating, `explain` for the text):
   rate, patience and the dropout on its id embeddings chosen by eval perplexity, `tune_att2seq`).
 
 A peer re-run after its search changed replaces its rows in a saved report:
-`--variants none` runs the peers alone, `--from_run A,B --replace att2seq=PEERS_RUN_PKL` reports.
+`--variants none` runs the peers alone, `--no_peers` the variants alone; `--from_run A,B --replace
+att2seq=PEERS_RUN_PKL` reports with a model's rows taken (or added) from another saved run.
 
 Metrics: rating RMSE and MAE (no prediction clipped), AUC of the prediction against the
 description's liked label (rating >= 4); for text, BLEU-1 and BLEU-4 (corpus), ROUGE-1/2/L F1,
@@ -672,28 +673,37 @@ def run(args) -> Dict[str, Any]:
         print(f"[{time.monotonic() - started:7.0f}s] {model} seed {seed}: "
               f"{ {k: round(v, 4) for k, v in values.items()} }", file=sys.stderr, flush=True)
 
-    # Rating peers.
-    record(GLOBAL, None, peers.global_mean(train_rows, test_rows))
-    chosen_peers = choose_peers(train_rows, eval_rows, scale)
-    record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale, **chosen_peers[BASELINE]["params"]))
-    for seed in seeds:
-        record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **chosen_peers[SVD]["params"]))
+    with_peers = not args.no_peers
+    peer_settings: Dict[str, Any] = {}
+    if with_peers:
+        # Rating peers.
+        record(GLOBAL, None, peers.global_mean(train_rows, test_rows))
+        chosen_peers = choose_peers(train_rows, eval_rows, scale)
+        record(BASELINE, None, peers.baseline_only(train_rows, test_rows, scale=scale,
+                                                   **chosen_peers[BASELINE]["params"]))
+        for seed in seeds:
+            record(SVD, seed, peers.svd(train_rows, test_rows, seed=seed, scale=scale, **chosen_peers[SVD]["params"]))
+        peer_settings.update(svd=chosen_peers[SVD], baseline_only=chosen_peers[BASELINE])
 
-    # Retrieval explanation (deterministic).
-    retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),
-                                       target_column.transformed_name(),
-                                       int(tft_output.vocabulary_size_by_name(documents_column.vocabulary_name)) + 2)
-    record(RETRIEVAL, None, hypotheses=[tm.tokens_of(r[:max_length], vocabulary, reference=False)
-                                        for r, keep in zip(retrieved, has_ref) if keep])
+        # Retrieval explanation (deterministic).
+        retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),
+                                           target_column.transformed_name(),
+                                           int(tft_output.vocabulary_size_by_name(documents_column.vocabulary_name)) + 2)
+        record(RETRIEVAL, None, hypotheses=[tm.tokens_of(r[:max_length], vocabulary, reference=False)
+                                            for r, keep in zip(retrieved, has_ref) if keep])
 
     names = sorted(test)
     rows_text = np.flatnonzero(has_ref)
     sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
              "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
              "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
-    att2seq_base = att2seq_settings(base)
-    att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_base)
-    att2seq_hparams = att2seq_with(att2seq_base, att2seq_search.chosen)
+    if with_peers:
+        att2seq_base = att2seq_settings(base)
+        att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_base)
+        att2seq_hparams = att2seq_with(att2seq_base, att2seq_search.chosen)
+        peer_settings.update(att2seq=att2seq_hparams, att2seq_search={
+            "params": att2seq_search.chosen, "eval_perplexity": att2seq_search.score,
+            "status": att2seq_search.status_text(), "points": att2seq_search.points})
 
     def assemble(done: Sequence[int]) -> Dict[str, Any]:
         """The run so far (the seeds in `done` finished), as main() reports it."""
@@ -712,11 +722,8 @@ def run(args) -> Dict[str, Any]:
             "split": dd.split, "seeds": list(done), "test_rows": n, "test_rows_with_text": int(has_ref.sum()),
             "train_rows": len(train_rows), "eval_rows": len(eval_rows), "target": TARGET,
             "documents": documents_column.name, "max_length": max_length,
-            "svd": chosen_peers[SVD], "baseline_only": chosen_peers[BASELINE],
             "liked_threshold": threshold, "resamples": args.resamples, "overrides": extra,
-            "variants": [dataclasses.asdict(v) for v in chosen], "att2seq": att2seq_hparams,
-            "att2seq_search": {"params": att2seq_search.chosen, "eval_perplexity": att2seq_search.score,
-                               "status": att2seq_search.status_text(), "points": att2seq_search.points},
+            "variants": [dataclasses.asdict(v) for v in chosen], **peer_settings,
         }
         examples = example_rows(test_rows, test, has_ref, refs, results, target_column, vocabulary, max_length)
         return {"meta": meta, "settings": settings, "results": results, "examples": examples}
@@ -751,6 +758,8 @@ def run(args) -> Dict[str, Any]:
                 shutil.rmtree(export, ignore_errors=True)
                 tf.keras.backend.clear_session()
                 save_so_far(seeds[:seeds.index(seed) + 1])  # the current seed may be partial
+            if not with_peers:
+                continue
             t0 = time.monotonic()
             model, history = fit_att2seq(train, evaluation, sizes, target_column.transformed_name(),
                                          att2seq_hparams, seed)
@@ -1000,7 +1009,8 @@ SAME_DATA = ("description", "split", "test_rows", "test_rows_with_text", "target
 def replace_models(run_out: Dict[str, Any], replacement: Dict[str, Any], models: Sequence[str]) -> Dict[str, Any]:
     """`run_out` with the named models' rows, settings and example texts taken from
     `replacement`, a saved run of the same data and seeds (e.g. a peer re-run after its
-    search changed, with `--variants none`). Every other model stays as measured."""
+    search changed, with `--variants none`), or added from it (variants run later with
+    `--no_peers`, e.g. ablations). Every other model stays as measured."""
     for key in SAME_DATA:
         if replacement["settings"][key] != run_out["settings"][key]:
             raise ValueError(f"the replacement run differs in {key}: {replacement['settings'][key]!r} vs "
@@ -1015,6 +1025,9 @@ def replace_models(run_out: Dict[str, Any], replacement: Dict[str, Any], models:
             raise ValueError(f"{model!r} was re-run on seeds {sorted(seeds)}, the report has "
                              f"{sorted(run_out['settings']['seeds'])}")
         results[model] = replacement["results"][model]
+        known = {v["name"] for v in settings.get("variants", [])}
+        settings["variants"] = list(settings.get("variants", [])) + [
+            v for v in replacement["settings"].get("variants", []) if v["name"] == model and model not in known]
         for key in SETTINGS_OF.get(model, ()):
             if key in replacement["settings"]:
                 settings[key] = replacement["settings"][key]
@@ -1048,6 +1061,9 @@ def main(argv=None) -> int:
     parser.add_argument("--replace", default="", metavar="MODEL[,MODEL]=RUN_PKL",
                         help="with --from_run: these models' rows and settings from another saved run of the same "
                              "data and seeds (e.g. a peer re-run with --variants none after its search changed)")
+    parser.add_argument("--no_peers", action="store_true",
+                        help="train the variants alone (e.g. ablations added to a report with --from_run ... "
+                             "--replace NAME[,NAME]=RUN_PKL)")
     parser.add_argument("--eval_only", action="store_true",
                         help="train the variants and write their eval-split values only (choosing alternatives)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")

@@ -258,3 +258,25 @@ def test_a_peer_re_run_replaces_its_rows_settings_and_example_texts_and_nothing_
         R.replace_models(saved(7.0, 0.003), other_seeds, [R.ATT2SEQ])
     with pytest.raises(ValueError, match="has no 'semax'"):
         R.replace_models(saved(7.0, 0.003), saved(9.0, 0.01), ["semax"])
+
+
+def test_ablations_run_later_are_added_to_a_report_with_their_variant_and_the_rest_kept():
+    settings = {"description": "x", "split": "hash", "test_rows": 3, "test_rows_with_text": 2, "target": "summary",
+                "max_length": 12, "resamples": 10, "seeds": [42, 43]}
+    mf = {"seeds": [42, 43], "values": {"rmse": [0.9, 0.91]}, "draws": {}, "info": []}
+    report = {"meta": {"command": "all", "commit": "abc", "date": "d", "seconds": 5.0},
+              "settings": {**settings, "variants": [{"name": R.MF, "family": "mf", "overrides": []}],
+                           "svd": {"n_factors": 20}},
+              "results": {R.MF: mf}, "examples": [{"user": "u", "item": "i", "reference": "r", R.MF: "-"}]}
+    ablation = {"seeds": [42, 43], "values": {"rmse": [0.95, 0.96]}, "draws": {}, "info": []}
+    variant = {"name": "semax rating only", "family": "semax", "overrides": [["text_task", "false"]]}
+    later = {"meta": {"command": "ablations", "commit": "def", "date": "e", "seconds": 2.0},
+             "settings": {**settings, "variants": [variant]},  # run with --no_peers: no peer settings
+             "results": {"semax rating only": ablation}, "examples": [{"user": "u", "item": "i", "reference": "r"}]}
+    out = R.replace_models(report, later, ["semax rating only"])
+    assert out["results"]["semax rating only"]["values"]["rmse"] == [0.95, 0.96]
+    assert out["results"][R.MF] is mf and out["settings"]["svd"] == {"n_factors": 20}
+    assert [v["name"] for v in out["settings"]["variants"]] == [R.MF, "semax rating only"]
+    assert out["meta"]["seconds"] == 7.0 and out["meta"]["commit"] == "abc + semax rating only from def"
+    again = R.replace_models(out, later, ["semax rating only"])  # replacing it again adds no second record
+    assert [v["name"] for v in again["settings"]["variants"]] == [R.MF, "semax rating only"]
