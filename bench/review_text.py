@@ -934,7 +934,9 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
         if values:
             lines.append(f"- {m}: " + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in sorted(values.items()))
                          + f" (best epochs {[i.get('best_epoch') for i in e['info']]})")
-    lines += ["", "## Settings", "", f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`",
+    peers_run = "att2seq" in settings  # a run with --no_peers has no peer settings
+    lines += ["", "## Settings", "",
+              *([f"- SVD chosen on eval: `{json.dumps(settings['svd'])}`"] if settings.get("svd") else []),
               *([f"- BaselineOnly chosen on eval: `{json.dumps(settings['baseline_only'])}`"]
                 if settings.get("baseline_only") else []),
               *([f"- att2seq's learning rate, patience and id dropout chosen on eval (perplexity, seed "
@@ -942,8 +944,10 @@ def markdown(run_out: Dict[str, Any], summary: Dict[str, Any]) -> str:
                  f"{settings['att2seq_search']['eval_perplexity']:.2f} "
                  f"({settings['att2seq_search']['status']}; {len(settings['att2seq_search']['points'])} fits)"]
                 if settings.get("att2seq_search") else
-                ["- att2seq: not tuned (review_mt's learning rate and patience, no dropout)"]),
-              f"- Overrides: `{json.dumps(settings['overrides'])}`; att2seq: `{json.dumps(settings['att2seq'])}`",
+                ["- att2seq: not tuned (review_mt's learning rate and patience, no dropout)"] if peers_run else
+                ["- Peers: not run (`--no_peers`)"]),
+              f"- Overrides: `{json.dumps(settings['overrides'])}`"
+              + (f"; att2seq: `{json.dumps(settings['att2seq'])}`" if peers_run else ""),
               "- Per-run training (first seed's run of each model): "
               + "; ".join(f"{m}: best epoch {e['info'][0].get('best_epoch')} of {e['info'][0].get('epochs_run')}"
                           + (f", then the generator stage's best epoch {e['info'][0]['generator_stage']['best_epoch']}"
