@@ -1062,9 +1062,10 @@ def main(argv=None) -> int:
     parser.add_argument("--from_run", default="",
                         help="report runs saved before (<work_dir>/<name>_run.pkl; comma-separated: runs of other "
                              "seeds merged) instead of running")
-    parser.add_argument("--replace", default="", metavar="MODEL[,MODEL]=RUN_PKL",
+    parser.add_argument("--replace", action="append", default=[], metavar="MODEL[,MODEL]=RUN_PKL",
                         help="with --from_run: these models' rows and settings from another saved run of the same "
-                             "data and seeds (e.g. a peer re-run with --variants none after its search changed)")
+                             "data and seeds (e.g. a peer re-run with --variants none after its search changed, "
+                             "or variants added with --no_peers); repeatable")
     parser.add_argument("--no_peers", action="store_true",
                         help="train the variants alone (e.g. ablations added to a report with --from_run ... "
                              "--replace NAME[,NAME]=RUN_PKL)")
@@ -1083,8 +1084,8 @@ def main(argv=None) -> int:
             with open(path, "rb") as f:
                 saved.append(pickle.load(f))
         run_out = merge_runs(saved)
-        if args.replace:
-            models, path = args.replace.split("=", 1)
+        for replacement in args.replace:
+            models, path = replacement.split("=", 1)
             with open(path, "rb") as f:
                 run_out = replace_models(run_out, pickle.load(f), models.split(","))
     elif not args.data_dir:

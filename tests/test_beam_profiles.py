@@ -93,12 +93,15 @@ def _assets(transform_graph):
     return out
 
 
-def test_multi_process_writes_the_same_examples_and_transform_output(trained_run, tmp_path):
-    """The DirectRunner's multi-process mode against the in-process run of the same slice."""
+def test_multi_process_and_tf2_mode_write_what_the_in_process_compat_run_writes(trained_run, tmp_path):
+    """The DirectRunner's multi-process mode, with Transform in TF2 mode, against the session's
+    run of the same slice (in-process, Transform in tf.Transform's TF1 compat mode, the faster
+    one the pipeline uses). One run checks both switches: each must leave ExampleGen's examples,
+    the transformed examples and the transform graph's assets as they were."""
     in_process = trained_run[0]
-    assert in_process.beam_profile == "in_process"
+    assert in_process.beam_profile == "in_process" and in_process.transform_tf_compat_v1
     config = configs.with_beam_profile(
-        dataclasses.replace(in_process, output_dir=str(tmp_path / "mp"), families=()),
+        dataclasses.replace(in_process, output_dir=str(tmp_path / "mp"), families=(), transform_tf_compat_v1=False),
         "multi_process", {"workers": "2"})
     timings = run(config, progress_out=io.StringIO())
     assert all(t.status == "ok" for t in timings)
@@ -112,17 +115,3 @@ def test_multi_process_writes_the_same_examples_and_transform_output(trained_run
                        for d in (before, after)]
         _assert_same_examples(transformed[0], transformed[1], split)
     assert _assets(before["Transform"]["transform_graph"]) == _assets(after["Transform"]["transform_graph"])
-
-
-def test_transform_in_tf1_compat_mode_writes_what_the_tf2_mode_writes(trained_run, tmp_path):
-    """The pipeline's Transform runs in tf.Transform's TF1 compat mode (faster); TF2 mode gives the same output."""
-    compat = trained_run[0]
-    assert compat.transform_tf_compat_v1
-    config = dataclasses.replace(compat, output_dir=str(tmp_path / "tf2"), families=(), transform_tf_compat_v1=False)
-    run(config, progress_out=io.StringIO())
-    before, after = report.output_dirs(compat.pipeline_root), report.output_dirs(config.pipeline_root)
-    assert _assets(before["Transform"]["transform_graph"]) == _assets(after["Transform"]["transform_graph"])
-    for split in SPLITS:
-        transformed = [_records(os.path.join(d["Transform"]["transformed_examples"], f"Split-{split}"))
-                       for d in (before, after)]
-        _assert_same_examples(transformed[0], transformed[1], split)
