@@ -144,6 +144,21 @@ def test_a_saved_run_is_reported_with_its_goals_examples_and_eval_lines(tmp_path
     assert "review_mt: rating_rmse 0.9300, summary_perplexity 110.0000" in md
     assert "reference \"great strings for the price\"" in md
 
+    # Ablations run later with --no_peers, and a re-run peer, go into the same report (--replace twice).
+    ablation = {**run_out, "results": {"review_mt rating only": rated(1.0, seeds)},
+                "settings": {**run_out["settings"], "variants": [{"name": "review_mt rating only",
+                                                                  "family": "review_mt", "overrides": []}]}}
+    peer = {**run_out, "results": {R.ATT2SEQ: results[R.ATT2SEQ]}, "meta": {**run_out["meta"], "commit": "def"}}
+    (tmp_path / "ablation.pkl").write_bytes(pickle.dumps(ablation))
+    (tmp_path / "peer.pkl").write_bytes(pickle.dumps(peer))
+    assert R.main(["--from_run", str(saved), "--out", str(tmp_path), "--name", "t2",
+                   "--replace", f"review_mt rating only={tmp_path / 'ablation.pkl'}",
+                   "--replace", f"{R.ATT2SEQ}={tmp_path / 'peer.pkl'}"]) == 0
+    report = json.loads((tmp_path / "t2.json").read_text())
+    assert report["meta"]["commit"] == "abc + review_mt rating only from abc + att2seq from def"
+    verdicts = {(c["a"], c["b"], c["metric"]): c["verdict"] for c in report["comparisons"]}
+    assert verdicts[("review_mt", "review_mt rating only", "rmse")] == "A better"  # noise 0.3 against 1.0
+
 
 def test_saved_runs_of_other_seeds_merge_seeded_models_and_keep_deterministic_ones_once():
     settings = {"description": "x", "split": "hash", "test_rows": 3, "test_rows_with_text": 2, "target": "summary",
