@@ -5,16 +5,7 @@ import pathlib
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import gc  # noqa: E402
-
 import pytest  # noqa: E402
-
-# The pipeline's tests build Beam pipelines of a thousand transforms in processes that hold
-# TensorFlow's and TFX's modules: with the default thresholds (700, 10, 10) the collector
-# walks that heap hundreds of times per pipeline. Collect less often (about a fifth less
-# time on a Transform; nothing a test checks depends on when garbage is collected).
-if os.environ.get("GCPROBE") != "off":
-    gc.set_threshold(50_000, 50, 100)
 
 # How `make test` (-n 2 --dist loadfile --no-loadscope-reorder) spreads the files over its two
 # workers. Each file is one unit, so its module fixtures are built once; the files that read
