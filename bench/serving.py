@@ -4,8 +4,11 @@ For Predict with 1 and 100 candidate examples and for `recommend`, at concurrenc
 and 8, measures p50/p95/p99 latency and requests/s through gRPC and by calling the
 same SavedModel in this process (the limit), each cell bounded by a request count
 and a time budget, and the CPU time per request: of this process (the client, or the
-in-process model) and, for a local server, of the server process (from /proc). Writes
-`<out>/serving.json` and `<out>/serving.md` atomically.
+in-process model) and, for a local server, of the server process (from /proc). Each cell
+is measured `--repeats` times, in-process and gRPC back to back in each repeat; a row gives
+the mean over repeats and their std, and each goal is decided by a 95% t interval over the
+repeats (the gRPC - in-process p50 gap paired by repeat; the requests/s), never by one
+measurement. Writes `<out>/serving.json` and `<out>/serving.md` atomically.
 
     python -m bench.serving --model_base DIR --model mf [--examples FILE] --out bench/results
     python -m bench.serving --stand_in --out /tmp/bench   # dry run on a stand-in model
@@ -58,6 +61,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CANDIDATES = 100
 GOAL_P50_GAP_MS = 1.0
 GOAL_QPS = 1000.0
+REPEATS = 5  # measurements per cell: a goal's interval is over them
+LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +282,37 @@ def wait_ready(target: str, model: str, proc: Optional[subprocess.Popen], log_pa
     raise SystemExit(f"error: model {model!r} not AVAILABLE at {target} after {timeout_s:.0f}s")
 
 
+def pooled(repeats: Sequence[dict]) -> dict:
+    """One row's values from the measurements of a cell: the mean over repeats of each
+    latency percentile, the requests/s and the CPU per request, their stds (p50, requests/s),
+    the summed requests and errors, and each repeat's p50 and requests/s (`repeats`)."""
+    def mean(key):
+        values = [r[key] for r in repeats if r.get(key) is not None]
+        return round(float(np.mean(values)), 3) if values else None
+
+    def std(key):
+        return round(float(np.std([r[key] for r in repeats], ddof=1)), 3) if len(repeats) > 1 else None
+
+    errors = [r["first_error"] for r in repeats if r.get("first_error")]
+    return {"p50_ms": mean("p50_ms"), "p95_ms": mean("p95_ms"), "p99_ms": mean("p99_ms"), "qps": mean("qps"),
+            "p50_std_ms": std("p50_ms"), "qps_std": std("qps"),
+            "requests": int(sum(r["requests"] for r in repeats)), "errors": int(sum(r["errors"] for r in repeats)),
+            "client_cpu_ms": mean("client_cpu_ms"), "server_cpu_ms": mean("server_cpu_ms"),
+            "first_error": errors[0] if errors else None,
+            "repeats": [{"p50_ms": r["p50_ms"], "qps": r["qps"]} for r in repeats]}
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Tuple[float, float, float]:
+    """(mean, low, high): the t interval of the mean of `values` (at least two)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError(f"an interval needs at least two repeats, got {x.size}")
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
+
+
 def render_markdown(rows: List[dict], meta: dict) -> str:
     lines = [
         "# Serving benchmark",
@@ -289,26 +325,29 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         f"TensorFlow {meta['tensorflow']}",
         f"- machine load: {meta['load']}",
         f"- inputs: {meta['inputs']}",
-        f"- bounds per cell: {meta['max_requests']} requests or {meta['max_seconds']} s",
+        f"- bounds per cell: {meta['max_requests']} requests or {meta['max_seconds']} s, measured "
+        f"{meta.get('repeats', 1)} time(s) (a row: the mean over them; in-process and gRPC back to back)",
         f"- date: {meta['date']}",
         "",
         "CPU ms per request: `client` is this process (the gRPC client threads, or the model called "
         "in-process), `server` the local server's process; `server merging` is its `--max_batch_rows` "
         "(0: every request its own call).",
         "",
-        "| path | signature | batch | concurrency | server merging | p50 ms | p95 ms | p99 ms | requests/s | "
-        "CPU ms/request client | CPU ms/request server | requests | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | signature | batch | concurrency | server merging | p50 ms | p50 std | p95 ms | p99 ms | "
+        "requests/s | requests/s std | CPU ms/request client | CPU ms/request server | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def ms(value):
         return "n/a" if value is None else f"{value:.3f}"
 
     for r in rows:
+        qps_std = r.get("qps_std")
         lines.append(
             f"| {r['path']} | {r['signature']} | {r['batch']} | {r['concurrency']} | "
             f"{'' if r.get('max_batch_rows') is None else r['max_batch_rows']} | {r['p50_ms']:.3f} | "
-            f"{r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | {ms(r.get('client_cpu_ms'))} | "
+            f"{ms(r.get('p50_std_ms'))} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | "
+            f"{'n/a' if qps_std is None else f'{qps_std:.0f}'} | {ms(r.get('client_cpu_ms'))} | "
             f"{ms(r.get('server_cpu_ms'))} | {r['requests']} | {r['errors']} |"
         )
     lines += ["", "## Goals", ""]
@@ -352,20 +391,40 @@ def goals(rows: List[dict]) -> List[str]:
                 return r
         return None
 
+    def repeats(row, key):
+        return [r[key] for r in row.get("repeats", [])]
+
     out = []
     g, i = find("grpc", protocol.SERVING_DEFAULT, 1, 1), find("in_process", protocol.SERVING_DEFAULT, 1, 1)
     if g and i:
-        gap = g["p50_ms"] - i["p50_ms"]
-        verdict = "met" if gap <= GOAL_P50_GAP_MS else "NOT met"
-        out.append(
-            f"gRPC p50 within {GOAL_P50_GAP_MS:g} ms of in-process at batch 1 (concurrency 1): "
-            f"{g['p50_ms']:.3f} vs {i['p50_ms']:.3f} ms, gap {gap:.3f} ms: {verdict}"
-        )
+        gaps = [a - b for a, b in zip(repeats(g, "p50_ms"), repeats(i, "p50_ms"))]  # paired by repeat
+        line = (f"gRPC p50 within {GOAL_P50_GAP_MS:g} ms of in-process at batch 1 (concurrency 1): "
+                f"{g['p50_ms']:.3f} ± {ms_or_na(g.get('p50_std_ms'))} vs {i['p50_ms']:.3f} ± "
+                f"{ms_or_na(i.get('p50_std_ms'))} ms")
+        if len(gaps) < 2:
+            out.append(f"{line}: not decided (one measurement; an interval needs --repeats 2 or more)")
+        else:
+            gap, low, high = t_interval(gaps)
+            verdict = "met" if high <= GOAL_P50_GAP_MS else "NOT met" if low > GOAL_P50_GAP_MS else \
+                "not decided (the interval holds the bound)"
+            out.append(f"{line}, gap {gap:.3f} ms [{low:.3f}, {high:.3f}] ({len(gaps)} repeats, "
+                       f"{LEVEL:.0%} t interval): {verdict}")
     g8 = find("grpc", protocol.SERVING_DEFAULT, 1, 8)
     if g8:
-        verdict = "met" if g8["qps"] >= GOAL_QPS else "NOT met"
-        out.append(f">= {GOAL_QPS:.0f} requests/s at concurrency 8, batch 1: {g8['qps']:.0f}: {verdict}")
+        values = repeats(g8, "qps")
+        line = f">= {GOAL_QPS:.0f} requests/s at concurrency 8, batch 1: {g8['qps']:.0f}"
+        if len(values) < 2:
+            out.append(f"{line}: not decided (one measurement; an interval needs --repeats 2 or more)")
+        else:
+            qps, low, high = t_interval(values)
+            verdict = "met" if low >= GOAL_QPS else "NOT met" if high < GOAL_QPS else \
+                "not decided (the interval holds the bound)"
+            out.append(f"{line} [{low:.0f}, {high:.0f}] ({len(values)} repeats, {LEVEL:.0%} t interval): {verdict}")
     return out
+
+
+def ms_or_na(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -379,6 +438,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--requests", type=int, default=3000, help="request bound per cell")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound per cell")
     parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help="measurements per cell (in-process and gRPC back to back in each); the goals' "
+                             "intervals are over them")
     parser.add_argument("--stand_in", action="store_true", help="benchmark a stand-in model (dry run)")
     parser.add_argument("--work_dir", default=None, help="where the data stages of the fallback inputs are written "
                                                          "(default: bench.common's)")
@@ -391,6 +453,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     args.work_dir = args.work_dir or common.DEFAULT_WORK_DIR
     ran_at = commit()  # before the measurement: the code it ran
+    if args.repeats < 1:
+        parser.error(f"--repeats must be 1 or more, got {args.repeats}")
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     batch_rows: List[Optional[int]] = [int(v) for v in args.server_batch_rows.split(",") if v] or [None]
     if args.target and args.server_batch_rows:
@@ -473,12 +537,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{sig}/{key}")
                     else:
                         np.testing.assert_array_equal(a[key], b[key], err_msg=f"{sig}/{key}")
-                # The in-process limit once; gRPC once per server setting.
+                # The in-process limit once; gRPC once per server setting; each cell --repeats
+                # times, the paths back to back in each repeat (their gap is paired by repeat).
                 paths = (("in_process", in_process),) if setting_index == 0 else ()
-                for path, call in paths + (("grpc", grpc_call),):
-                    for conc in concurrencies:
+                for conc in concurrencies:
+                    measured: Dict[str, List[dict]] = {}
+                    for _ in range(args.repeats):
+                        for path, call in paths + (("grpc", grpc_call),):
+                            pid = proc.pid if (path == "grpc" and proc is not None) else None
+                            measured.setdefault(path, []).append(
+                                run_cell(call, conc, args.requests, args.seconds, server_pid=pid))
+                    for path, _ in paths + (("grpc", grpc_call),):
                         pid = proc.pid if (path == "grpc" and proc is not None) else None
-                        stats = run_cell(call, conc, args.requests, args.seconds, server_pid=pid)
+                        stats = pooled(measured[path])
                         row = {"path": path, "signature": sig, "batch": batch, "concurrency": conc,
                                "max_batch_rows": (max_batch_rows if max_batch_rows is not None else
                                                   DEFAULT_BATCH_ROWS) if pid else None, **stats}
@@ -516,6 +587,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "load": f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1-minute load average)",
         "max_requests": args.requests,
         "max_seconds": args.seconds,
+        "repeats": args.repeats,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     meta["goals"] = goals(rows)

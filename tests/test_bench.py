@@ -268,6 +268,36 @@ def test_serving_bench_counts_cpu_per_request_of_a_process_and_compares_merging(
         "0.250 ms, so gRPC adds 0.500 ms (merging 512), 1.250 ms (merging 0); merging changes it by -50%"]
 
 
+def test_serving_goals_are_decided_by_an_interval_over_repeated_cells():
+    from bench import serving
+    from contract import protocol
+
+    def cell(p50, qps):
+        return {"p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3, "qps": qps, "requests": 100, "errors": 0,
+                "client_cpu_ms": 0.1, "server_cpu_ms": None, "first_error": None}
+
+    def rows(grpc_p50s, local_p50s, qps8):
+        out = []
+        for path, p50s, conc, qps in (("grpc", grpc_p50s, 1, [500.0] * len(grpc_p50s)),
+                                      ("in_process", local_p50s, 1, [900.0] * len(local_p50s)),
+                                      ("grpc", [1.0] * len(qps8), 8, qps8)):
+            out.append({"path": path, "signature": protocol.SERVING_DEFAULT, "batch": 1, "concurrency": conc,
+                        **serving.pooled([cell(p, q) for p, q in zip(p50s, qps)])})
+        return out
+
+    pooled = rows([1.0, 1.2, 1.1], [0.3, 0.3, 0.3], [1500.0, 1600.0, 1550.0])[0]
+    assert pooled["p50_ms"] == 1.1 and pooled["p50_std_ms"] == 0.1 and pooled["requests"] == 300
+    assert [r["p50_ms"] for r in pooled["repeats"]] == [1.0, 1.2, 1.1]
+    gap, qps = serving.goals(rows([0.9, 1.0, 0.95], [0.3, 0.3, 0.3], [1500.0, 1600.0, 1550.0]))
+    assert gap.endswith(": met") and "gap 0.650 ms [" in gap and "(3 repeats, 95% t interval)" in gap
+    assert qps.endswith(": met") and qps.startswith(">= 1000 requests/s at concurrency 8, batch 1: 1550 [")
+    # A mean gap under the bound whose interval reaches past it, and requests/s clearly below.
+    gap, qps = serving.goals(rows([0.5, 1.9, 1.0], [0.2, 0.2, 0.2], [700.0, 720.0, 710.0]))
+    assert gap.endswith("not decided (the interval holds the bound)") and qps.endswith(": NOT met")
+    gap, qps = serving.goals(rows([1.0], [0.3], [1500.0]))  # one measurement decides nothing
+    assert "not decided (one measurement" in gap and "not decided (one measurement" in qps
+
+
 def test_combiner_cost_times_the_real_task_combiners_on_weighted_rows():
     from bench import combiner_cost
 
