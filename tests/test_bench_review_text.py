@@ -72,6 +72,26 @@ def test_goal_lines_need_the_paired_interval_and_more_than_a_seed_std():
     assert not goal["met"]
 
 
+def test_a_comparison_is_better_only_past_the_interval_and_the_larger_seed_std():
+    rng = np.random.default_rng(3)
+
+    def entry(values, shift):
+        draws = [shift + 0.001 * rng.standard_normal(200) for _ in values]  # every draw apart from the other's
+        return {"seeds": list(range(len(values))), "values": {"rmse": list(values)}, "draws": {"rmse": draws},
+                "info": []}
+
+    def verdict(family_values):
+        results = {"semax": entry(family_values, 0.90), R.MF: entry([0.95, 0.95], 0.95)}
+        found = {(c["a"], c["b"]): c for c in R.summarize({"results": results})["comparisons"]}
+        return found[("semax", R.MF)]
+
+    spread = verdict([0.80, 1.00])  # mean 0.90: 0.05 below mf, the interval far from 0, seed std 0.14
+    assert spread["verdict"] == "no difference (within one seed std)" and not spread["beats"]
+    assert spread["high"] < 0 and spread["larger_seed_std"] == pytest.approx(np.std([0.8, 1.0], ddof=1))
+    tight = verdict([0.899, 0.901])
+    assert tight["verdict"] == "A better" and tight["beats"]
+
+
 def test_eval_at_best_reads_the_kept_epochs_eval_rating_and_perplexity():
     history = {"val_rating_rmse": [1.0, 0.9, 0.95], "val_summary_perplexity": [90.0, 80.0, 70.0],
                "val_loss": [3.0, 2.0, 2.5], "rating_rmse": [0.8, 0.7, 0.6]}
