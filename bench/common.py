@@ -595,7 +595,6 @@ def seed_paired(a: str, a_values: Dict[int, float], b: str, b_values: Dict[int, 
       level: the interval's coverage.
     """
     import numpy as np
-    from scipy import stats
 
     seeds = tuple(s for s in a_values if s in b_values)
     if len(seeds) < 2:
@@ -603,12 +602,23 @@ def seed_paired(a: str, a_values: Dict[int, float], b: str, b_values: Dict[int, 
                          f"{len(seeds)} seed(s): a paired interval over seeds needs at least two")
     x = np.array([a_values[s] for s in seeds], dtype=np.float64)
     y = np.array([b_values[s] for s in seeds], dtype=np.float64)
-    d = x - y
-    half = float(stats.t.ppf(0.5 + level / 2.0, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    diff, low, high = t_interval(x - y, level)
     sa, sb = mean_std(x), mean_std(y)
     return SeedPaired(a=a, b=b, seeds=seeds, a_mean=sa["mean"], a_std=sa["std"], b_mean=sb["mean"],
-                      b_std=sb["std"], diff=float(d.mean()), low=float(d.mean()) - half,
-                      high=float(d.mean()) + half, higher_is_better=higher_is_better, level=level)
+                      b_std=sb["std"], diff=diff, low=low, high=high, higher_is_better=higher_is_better, level=level)
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Tuple[float, float, float]:
+    """(mean, low, high): the t interval of the mean of `values` (at least two; e.g. per-seed
+    differences, or repeated measurements of a cell)."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        raise ValueError(f"a t interval needs at least two values, got {x.size}")
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
 
 
 def best_by_eval(eval_values: Dict[str, Optional[float]], higher_is_better: bool = True) -> str:

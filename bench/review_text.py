@@ -69,7 +69,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
-from bench.common import (ADDITIVE, RESULTS_DIR, Knob, Tuned, machine, md_table, mean_std,  # noqa: E402
+from bench.common import (ADDITIVE, RESULTS_DIR, Knob, PairedVerdict, Tuned, machine, md_table, mean_std,  # noqa: E402
                           widening_search)
 from bench.machine import command_line as machine_command_line, commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
@@ -688,9 +688,9 @@ def run(args) -> Dict[str, Any]:
         peer_settings.update(svd=chosen_peers[SVD], baseline_only=chosen_peers[BASELINE])
 
         # Retrieval explanation (deterministic).
+        documents_vocabulary = int(tft_output.vocabulary_size_by_name(documents_column.vocabulary_name))
         retrieved = retrieval_explanations(train, test, documents_column.transformed_name(),
-                                           target_column.transformed_name(),
-                                           int(tft_output.vocabulary_size_by_name(documents_column.vocabulary_name)) + 2)
+                                           target_column.transformed_name(), documents_vocabulary + 2)
         record(RETRIEVAL, None, hypotheses=[tm.tokens_of(r[:max_length], vocabulary, reference=False)
                                             for r, keep in zip(retrieved, has_ref) if keep])
 
@@ -806,6 +806,18 @@ def example_rows(test_rows, test, has_ref, refs, results, column, vocabulary, ma
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Verdict(PairedVerdict):
+    """A paired comparison's difference, interval and seed stds, judged by the project's rule."""
+
+    diff: float
+    low: float
+    high: float
+    a_std: Optional[float]
+    b_std: Optional[float]
+    higher_is_better: bool
+
+
 def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
     """Mean / std rows, comparisons with paired intervals, and the goal lines."""
     results = run_out["results"]
@@ -825,17 +837,14 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
             return None
         low, high = interval(results[a]["draws"][metric], results[b]["draws"][metric])
         diff = by_model[a][metric] - by_model[b][metric]
-        # The project's rule (bench.common.PairedVerdict): ahead only when the interval
-        # excludes 0 and the difference is larger than the larger seed std (one seed: 0).
-        std = max(by_model[a].get(f"{metric}_std") or 0.0, by_model[b].get(f"{metric}_std") or 0.0)
-        resolved, beyond = low > 0 or high < 0, abs(diff) > std
-        ahead = resolved and beyond
-        beats = ahead and ((diff > 0) if higher else (diff < 0))
-        loses = ahead and not beats
-        why = [w for w, holds in (("the interval holds 0", not resolved), ("within one seed std", not beyond)) if holds]
-        verdict = "A better" if beats else "A worse" if loses else f"no difference ({' and '.join(why)})"
-        return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high, "larger_seed_std": std,
-                "beats": bool(beats), "verdict": verdict, "higher_is_better": higher}
+        # The project's rule: ahead only when the interval excludes 0 and the difference is
+        # larger than the larger seed std (one seed: 0).
+        rule = Verdict(diff=diff, low=low, high=high, a_std=by_model[a].get(f"{metric}_std"),
+                       b_std=by_model[b].get(f"{metric}_std"), higher_is_better=higher)
+        verdict = "A better" if rule.ahead else "A worse" if rule.ahead is False else rule.why_no_difference()
+        return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high,
+                "larger_seed_std": max(rule.a_std or 0.0, rule.b_std or 0.0), "beats": rule.ahead is True,
+                "verdict": verdict, "higher_is_better": higher}
 
     comparisons = []
     for family in TEXT_FAMILIES:
@@ -873,7 +882,8 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
         keys = [(family, p, metric) for p in (RETRIEVAL, ATT2SEQ) for metric in ("bleu_4", "rouge_l")]
         if all(k in found for k in keys):
             goals.append({"goal": f"{family} above the retrieval explanation and att2seq on BLEU-4 and ROUGE-L "
-                                  f"(paired intervals, beyond one seed std)", "met": all(found[k]["beats"] for k in keys),
+                                  f"(paired intervals, beyond one seed std)",
+                          "met": all(found[k]["beats"] for k in keys),
                           "detail": "; ".join(f"{k[1]} {k[2]} {found[k]['diff']:+.3f} "
                                               f"[{found[k]['low']:+.3f}, {found[k]['high']:+.3f}]" for k in keys)})
     return {"rows": rows, "comparisons": comparisons, "goals": goals}

@@ -62,7 +62,6 @@ CANDIDATES = 100
 GOAL_P50_GAP_MS = 1.0
 GOAL_QPS = 1000.0
 REPEATS = 5  # measurements per cell: a goal's interval is over them
-LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------
@@ -302,17 +301,6 @@ def pooled(repeats: Sequence[dict]) -> dict:
             "repeats": [{"p50_ms": r["p50_ms"], "qps": r["qps"]} for r in repeats]}
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> Tuple[float, float, float]:
-    """(mean, low, high): the t interval of the mean of `values` (at least two)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
-        raise ValueError(f"an interval needs at least two repeats, got {x.size}")
-    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return float(x.mean()), float(x.mean()) - half, float(x.mean()) + half
-
-
 def render_markdown(rows: List[dict], meta: dict) -> str:
     lines = [
         "# Serving benchmark",
@@ -338,9 +326,7 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    def ms(value):
-        return "n/a" if value is None else f"{value:.3f}"
-
+    ms = ms_or_na
     for r in rows:
         qps_std = r.get("qps_std")
         lines.append(
@@ -385,6 +371,8 @@ def cpu_lines(rows: List[dict]) -> List[str]:
 
 
 def goals(rows: List[dict]) -> List[str]:
+    from bench.common import LEVEL, t_interval
+
     def find(path, sig, batch, conc):
         for r in rows:  # the first server setting (the default unless --server_batch_rows says otherwise)
             if (r["path"], r["signature"], r["batch"], r["concurrency"]) == (path, sig, batch, conc):
