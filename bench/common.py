@@ -476,6 +476,19 @@ class PairedVerdict:
 
 
 @dataclasses.dataclass(frozen=True)
+class IntervalVerdict(PairedVerdict):
+    """A paired interval of A - B with each side's seed std (from a results file, or a
+    benchmark's own bootstrap), judged by the project's rule."""
+
+    diff: float
+    low: float
+    high: float
+    a_std: Optional[float]
+    b_std: Optional[float]
+    higher_is_better: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Comparison(PairedVerdict):
     """A against B on the same test units: each one's seed mean ± std, and the paired
     bootstrap interval of the difference of seed means (A - B; the same resamples for both).

@@ -69,7 +69,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
-from bench.common import (ADDITIVE, RESULTS_DIR, Knob, PairedVerdict, Tuned, machine, md_table, mean_std,  # noqa: E402
+from bench.common import (ADDITIVE, RESULTS_DIR, IntervalVerdict, Knob, Tuned, machine, md_table, mean_std,  # noqa: E402
                           widening_search)
 from bench.machine import command_line as machine_command_line, commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
@@ -806,18 +806,6 @@ def example_rows(test_rows, test, has_ref, refs, results, column, vocabulary, ma
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Verdict(PairedVerdict):
-    """A paired comparison's difference, interval and seed stds, judged by the project's rule."""
-
-    diff: float
-    low: float
-    high: float
-    a_std: Optional[float]
-    b_std: Optional[float]
-    higher_is_better: bool
-
-
 def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
     """Mean / std rows, comparisons with paired intervals, and the goal lines."""
     results = run_out["results"]
@@ -839,7 +827,7 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
         diff = by_model[a][metric] - by_model[b][metric]
         # The project's rule: ahead only when the interval excludes 0 and the difference is
         # larger than the larger seed std (one seed: 0).
-        rule = Verdict(diff=diff, low=low, high=high, a_std=by_model[a].get(f"{metric}_std"),
+        rule = IntervalVerdict(diff=diff, low=low, high=high, a_std=by_model[a].get(f"{metric}_std"),
                        b_std=by_model[b].get(f"{metric}_std"), higher_is_better=higher)
         verdict = "A better" if rule.ahead else "A worse" if rule.ahead is False else rule.why_no_difference()
         return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high,

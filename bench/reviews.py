@@ -37,7 +37,6 @@ and `<name>.md` (tables, goals, command, commit, machine and date).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -224,18 +223,6 @@ def retrieval_pair(family: str, peer: str) -> str:
     return f"{family} NDCG@{K} - {peer}"
 
 
-@dataclasses.dataclass(frozen=True)
-class IntervalVerdict(common.PairedVerdict):
-    """A paired interval of family - peer with each side's seed std, judged by the project's rule."""
-
-    diff: float
-    low: float
-    high: float
-    a_std: Optional[float]
-    b_std: Optional[float]
-    higher_is_better: bool
-
-
 def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieval_family: str,
           intervals: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
     """The issue's goals, met or not, with the numbers (mean +- std over seeds).
@@ -263,7 +250,7 @@ def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieva
         interval = intervals.get(name)
         if interval is None:
             return by_means, ""
-        ahead = IntervalVerdict(interval["diff"], interval["low"], interval["high"], family.get(f"{metric}_std"),
+        ahead = common.IntervalVerdict(interval["diff"], interval["low"], interval["high"], family.get(f"{metric}_std"),
                                 peer.get(f"{metric}_std"), higher_is_better).ahead
         met = ahead is True if strict else ahead is not False
         return met, f" (paired interval [{interval['low']:+.4f}, {interval['high']:+.4f}])"
