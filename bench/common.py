@@ -458,9 +458,14 @@ class PairedVerdict:
         return self.low > 0 or self.high < 0
 
     @property
+    def larger_seed_std(self) -> float:
+        """The larger of the two seed stds (a model with one seed: its std counts 0)."""
+        return max(self.a_std or 0.0, self.b_std or 0.0)
+
+    @property
     def beyond_seed_std(self) -> bool:
-        """|difference| larger than the larger seed std (a model with one seed: its std counts 0)."""
-        return abs(self.diff) > max(self.a_std or 0.0, self.b_std or 0.0)
+        """|difference| larger than the larger seed std."""
+        return abs(self.diff) > self.larger_seed_std
 
     @property
     def ahead(self) -> Optional[bool]:

@@ -69,8 +69,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from bench import peers, text_stages  # noqa: E402
-from bench.common import (ADDITIVE, RESULTS_DIR, IntervalVerdict, Knob, Tuned, machine, md_table, mean_std,  # noqa: E402
-                          widening_search)
+from bench.common import (ADDITIVE, RESULTS_DIR, IntervalVerdict, Knob, Tuned, machine, md_table,  # noqa: E402
+                          mean_std, widening_search)
 from bench.machine import command_line as machine_command_line, commit as machine_commit  # noqa: E402
 from common.io_utils import atomic_write  # noqa: E402
 from contract import description as desc  # noqa: E402
@@ -694,18 +694,18 @@ def run(args) -> Dict[str, Any]:
         record(RETRIEVAL, None, hypotheses=[tm.tokens_of(r[:max_length], vocabulary, reference=False)
                                             for r, keep in zip(retrieved, has_ref) if keep])
 
-    names = sorted(test)
-    rows_text = np.flatnonzero(has_ref)
-    sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
-             "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
-             "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
-    if with_peers:
+        # The generator trained alone on ids, its settings chosen on eval.
+        sizes = {"num_users": tft_output.vocabulary_size_by_name(F.USER_VOCAB) + F.OOV_BUCKETS + 1,
+                 "num_items": tft_output.vocabulary_size_by_name(F.ITEM_VOCAB) + F.OOV_BUCKETS + 1,
+                 "rows": tft_output.vocabulary_size_by_name(target_column.vocabulary_name) + F.OOV_BUCKETS + 1}
         att2seq_base = att2seq_settings(base)
         att2seq_search = tune_att2seq(train, evaluation, sizes, target_column.transformed_name(), att2seq_base)
         att2seq_hparams = att2seq_with(att2seq_base, att2seq_search.chosen)
         peer_settings.update(att2seq=att2seq_hparams, att2seq_search={
             "params": att2seq_search.chosen, "eval_perplexity": att2seq_search.score,
             "status": att2seq_search.status_text(), "points": att2seq_search.points})
+    names = sorted(test)
+    rows_text = np.flatnonzero(has_ref)
 
     def assemble(done: Sequence[int]) -> Dict[str, Any]:
         """The run so far (the seeds in `done` finished), as main() reports it."""
@@ -828,10 +828,10 @@ def summarize(run_out: Dict[str, Any]) -> Dict[str, Any]:
         # The project's rule: ahead only when the interval excludes 0 and the difference is
         # larger than the larger seed std (one seed: 0).
         rule = IntervalVerdict(diff=diff, low=low, high=high, a_std=by_model[a].get(f"{metric}_std"),
-                       b_std=by_model[b].get(f"{metric}_std"), higher_is_better=higher)
+                               b_std=by_model[b].get(f"{metric}_std"), higher_is_better=higher)
         verdict = "A better" if rule.ahead else "A worse" if rule.ahead is False else rule.why_no_difference()
         return {"a": a, "b": b, "metric": metric, "diff": diff, "low": low, "high": high,
-                "larger_seed_std": max(rule.a_std or 0.0, rule.b_std or 0.0), "beats": rule.ahead is True,
+                "larger_seed_std": rule.larger_seed_std, "beats": rule.ahead is True,
                 "verdict": verdict, "higher_is_better": higher}
 
     comparisons = []

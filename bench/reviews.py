@@ -250,8 +250,8 @@ def goals(rows: Sequence[Dict[str, Any]], rating_models: Sequence[str], retrieva
         interval = intervals.get(name)
         if interval is None:
             return by_means, ""
-        ahead = common.IntervalVerdict(interval["diff"], interval["low"], interval["high"], family.get(f"{metric}_std"),
-                                peer.get(f"{metric}_std"), higher_is_better).ahead
+        ahead = common.IntervalVerdict(interval["diff"], interval["low"], interval["high"],
+                                       family.get(f"{metric}_std"), peer.get(f"{metric}_std"), higher_is_better).ahead
         met = ahead is True if strict else ahead is not False
         return met, f" (paired interval [{interval['low']:+.4f}, {interval['high']:+.4f}])"
 

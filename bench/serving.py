@@ -326,15 +326,14 @@ def render_markdown(rows: List[dict], meta: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
-    ms = ms_or_na
     for r in rows:
         qps_std = r.get("qps_std")
         lines.append(
             f"| {r['path']} | {r['signature']} | {r['batch']} | {r['concurrency']} | "
             f"{'' if r.get('max_batch_rows') is None else r['max_batch_rows']} | {r['p50_ms']:.3f} | "
-            f"{ms(r.get('p50_std_ms'))} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | "
-            f"{'n/a' if qps_std is None else f'{qps_std:.0f}'} | {ms(r.get('client_cpu_ms'))} | "
-            f"{ms(r.get('server_cpu_ms'))} | {r['requests']} | {r['errors']} |"
+            f"{ms_or_na(r.get('p50_std_ms'))} | {r['p95_ms']:.3f} | {r['p99_ms']:.3f} | {r['qps']:.0f} | "
+            f"{'n/a' if qps_std is None else f'{qps_std:.0f}'} | {ms_or_na(r.get('client_cpu_ms'))} | "
+            f"{ms_or_na(r.get('server_cpu_ms'))} | {r['requests']} | {r['errors']} |"
         )
     lines += ["", "## Goals", ""]
     for line in meta["goals"]:
@@ -382,32 +381,35 @@ def goals(rows: List[dict]) -> List[str]:
     def repeats(row, key):
         return [r[key] for r in row.get("repeats", [])]
 
+    def decide(values: List[float], bound: float, at_most: bool):
+        """((mean, low, high) or None, verdict): the goal against `bound` by the t interval of
+        `values` (at most the bound: a gap; at least: a rate)."""
+        if len(values) < 2:
+            return None, "not decided (one measurement; an interval needs --repeats 2 or more)"
+        mean, low, high = t_interval(values)
+        inside, outside = (high <= bound, low > bound) if at_most else (low >= bound, high < bound)
+        return (mean, low, high), "met" if inside else "NOT met" if outside else \
+            "not decided (the interval holds the bound)"
+
+    def how(values) -> str:
+        return f"({len(values)} repeats, {LEVEL:.0%} t interval)"
+
     out = []
     g, i = find("grpc", protocol.SERVING_DEFAULT, 1, 1), find("in_process", protocol.SERVING_DEFAULT, 1, 1)
     if g and i:
         gaps = [a - b for a, b in zip(repeats(g, "p50_ms"), repeats(i, "p50_ms"))]  # paired by repeat
-        line = (f"gRPC p50 within {GOAL_P50_GAP_MS:g} ms of in-process at batch 1 (concurrency 1): "
-                f"{g['p50_ms']:.3f} ± {ms_or_na(g.get('p50_std_ms'))} vs {i['p50_ms']:.3f} ± "
-                f"{ms_or_na(i.get('p50_std_ms'))} ms")
-        if len(gaps) < 2:
-            out.append(f"{line}: not decided (one measurement; an interval needs --repeats 2 or more)")
-        else:
-            gap, low, high = t_interval(gaps)
-            verdict = "met" if high <= GOAL_P50_GAP_MS else "NOT met" if low > GOAL_P50_GAP_MS else \
-                "not decided (the interval holds the bound)"
-            out.append(f"{line}, gap {gap:.3f} ms [{low:.3f}, {high:.3f}] ({len(gaps)} repeats, "
-                       f"{LEVEL:.0%} t interval): {verdict}")
+        interval, verdict = decide(gaps, GOAL_P50_GAP_MS, at_most=True)
+        detail = "" if interval is None else \
+            ", gap {:.3f} ms [{:.3f}, {:.3f}] ".format(*interval) + how(gaps)
+        out.append(f"gRPC p50 within {GOAL_P50_GAP_MS:g} ms of in-process at batch 1 (concurrency 1): "
+                   f"{g['p50_ms']:.3f} ± {ms_or_na(g.get('p50_std_ms'))} vs {i['p50_ms']:.3f} ± "
+                   f"{ms_or_na(i.get('p50_std_ms'))} ms{detail}: {verdict}")
     g8 = find("grpc", protocol.SERVING_DEFAULT, 1, 8)
     if g8:
         values = repeats(g8, "qps")
-        line = f">= {GOAL_QPS:.0f} requests/s at concurrency 8, batch 1: {g8['qps']:.0f}"
-        if len(values) < 2:
-            out.append(f"{line}: not decided (one measurement; an interval needs --repeats 2 or more)")
-        else:
-            qps, low, high = t_interval(values)
-            verdict = "met" if low >= GOAL_QPS else "NOT met" if high < GOAL_QPS else \
-                "not decided (the interval holds the bound)"
-            out.append(f"{line} [{low:.0f}, {high:.0f}] ({len(values)} repeats, {LEVEL:.0%} t interval): {verdict}")
+        interval, verdict = decide(values, GOAL_QPS, at_most=False)
+        detail = "" if interval is None else " [{1:.0f}, {2:.0f}] ".format(*interval) + how(values)
+        out.append(f">= {GOAL_QPS:.0f} requests/s at concurrency 8, batch 1: {g8['qps']:.0f}{detail}: {verdict}")
     return out
 
 

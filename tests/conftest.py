@@ -53,6 +53,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     return SharedRunScheduling(config, log)
 
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MOVIELENS_DIR = REPO / "data" / "movielens-small"
 TAOBAO_FILE = "UserBehavior_sample.csv"
