@@ -111,19 +111,14 @@ VARIANTS = (
     Variant("semax", "semax"),
     Variant("semax rating only", "semax", (("text_task", "false"),)),
     Variant("review_mt", "review_mt", GENERATED),
+    # The adversarial stage acts in the generator stage; its start and weight are chosen on eval
+    # (`--eval_only --sweep`, bench/results/review_text_adversarial_eval.md).
     Variant("review_mt adversarial", "review_mt", GENERATED + (("adversarial", "true"),)),
-    # The stage from the second epoch on (66 steps of 128 rows are one epoch of the training
-    # split): early stopping on the rating may keep an epoch before the default start.
-    Variant("review_mt adversarial early", "review_mt", GENERATED + (("adversarial", "true"),
-                                                                     ("adversarial_start", "66"))),
     Variant("review_mt rating only", "review_mt", GENERATED + (("text_task", "false"),)),
     Variant("nor_reviews", "nor_reviews", GENERATED),
     # Stopped on the whole objective: the generator trains past the rating's best epoch.
     Variant("review_mt joint stop", "review_mt", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
     Variant("nor_reviews joint stop", "nor_reviews", GENERATED + (("stop_on", "joint"), ("patience", "3"))),
-    # The adversarial stage after four epochs of teacher forcing, stopped on the whole objective.
-    Variant("review_mt adversarial joint stop", "review_mt", GENERATED + (
-        ("stop_on", "joint"), ("patience", "3"), ("adversarial", "true"), ("adversarial_start", "264"))),
     Variant("nor_reviews rating only", "nor_reviews", GENERATED + (("text_task", "false"),)),
 )
 TEXT_FAMILIES = ("semax", "review_mt", "nor_reviews")
@@ -145,6 +140,28 @@ def chosen_variants(names: str) -> List[Variant]:
     if unknown:
         raise ValueError(f"--variants: unknown {unknown}; known: {[v.name for v in VARIANTS]} or {NO_VARIANTS!r}")
     return [v for v in VARIANTS if v.name in wanted]
+
+
+def swept_variants(chosen: List[Variant], sweeps: Sequence[str]) -> List[Variant]:
+    """The chosen variants with each `--sweep VARIANT:KNOB=V1,V2,...` expanded: that variant
+    once per value (named `VARIANT KNOB=V`), the others as they are; a sweep of a variant not
+    chosen, or of a knob its family does not take, is an error."""
+    out = list(chosen)
+    for sweep in sweeps:
+        name, _, rest = sweep.rpartition(":")
+        knob, _, values = rest.partition("=")
+        variant = next((v for v in out if v.name == name), None)
+        if variant is None or not knob or not values:
+            raise ValueError(f"--sweep {sweep!r}: expected VARIANT:KNOB=V1,V2,... of a chosen variant "
+                             f"({[v.name for v in out]})")
+        if not _known(variant.family, knob):
+            raise ValueError(f"--sweep {sweep!r}: {variant.family} takes no hyperparameter {knob!r}")
+        expanded = [Variant(f"{name} {knob}={value}", variant.family,
+                            tuple((k, v) for k, v in variant.overrides if k != knob) + ((knob, value),))
+                    for value in (x.strip() for x in values.split(",")) if value]
+        at = out.index(variant)
+        out[at:at + 1] = expanded
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -519,7 +536,7 @@ def eval_only(args) -> Dict[str, Any]:
     started = time.monotonic()
     commit = machine_commit()
     seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = chosen_variants(args.variants)
+    chosen = swept_variants(chosen_variants(args.variants), args.sweep)
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
     tft_output = tft.TFTransformOutput(stages.transform_graph)
@@ -612,7 +629,7 @@ def run(args) -> Dict[str, Any]:
     load_start = os.getloadavg()
     commit = machine_commit()  # the code that runs: read before anything can change it
     seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = chosen_variants(args.variants)
+    chosen = swept_variants(chosen_variants(args.variants), args.sweep)
     extra = dict(a.split("=", 1) for a in args.hparam)
     stages = text_stages.run(args.description, args.data_dir, args.work_dir)
     spec = stages.spec
@@ -1077,6 +1094,8 @@ def main(argv=None) -> int:
                              "--replace NAME[,NAME]=RUN_PKL)")
     parser.add_argument("--eval_only", action="store_true",
                         help="train the variants and write their eval-split values only (choosing alternatives)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="VARIANT:KNOB=V1,V2",
+                        help="with --eval_only: that variant once per value of the knob (repeatable)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
     args = parser.parse_args(argv)
     if args.eval_only:

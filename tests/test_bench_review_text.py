@@ -229,6 +229,20 @@ def test_variants_are_named_all_by_default_none_for_the_peers_alone_and_an_unkno
         R.chosen_variants("mf,review_mtt")
 
 
+def test_a_sweep_trains_one_variant_once_per_value_and_names_each():
+    chosen = R.chosen_variants("review_mt,review_mt adversarial")
+    swept = R.swept_variants(chosen, ["review_mt adversarial:adversarial_start=0, 330"])
+    assert [v.name for v in swept] == ["review_mt", "review_mt adversarial adversarial_start=0",
+                                       "review_mt adversarial adversarial_start=330"]
+    assert swept[2].hparams == {"target": R.TARGET, "adversarial": "true", "adversarial_start": "330"}
+    twice = R.swept_variants(swept, ["review_mt adversarial adversarial_start=0:adversarial_weight=1"])
+    assert twice[1].hparams["adversarial_weight"] == "1" and twice[1].hparams["adversarial_start"] == "0"
+    with pytest.raises(ValueError, match="expected VARIANT:KNOB=V1,V2"):
+        R.swept_variants(chosen, ["semax:dim=8"])  # not chosen
+    with pytest.raises(ValueError, match="review_mt takes no hyperparameter 'nope'"):
+        R.swept_variants(chosen, ["review_mt:nope=1"])
+
+
 def test_att2seq_search_scores_the_eval_perplexity_of_the_kept_epoch_and_widens_to_an_interior_choice(monkeypatch):
     # The kept epoch is the lowest eval perplexity (its stopping rule), whatever the eval loss says.
     history = {"val_loss": [3.0, 2.0, 2.5], "val_summary_tokens_perplexity": [20.0, 9.0, 5.0], "loss": [1, 1, 1]}

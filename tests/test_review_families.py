@@ -13,6 +13,7 @@ rating, and a generator must write the item's word then the user's.
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras as keras
 
 from models import registry
 from models.base import EXPLAIN, SCORE
@@ -193,24 +194,38 @@ def test_a_description_without_review_documents_is_a_clear_error():
             _context(), registry.get_family("nor_reviews").hparams().override({"documents": "reviw"}))
 
 
-def test_the_adversarial_stage_trains_the_discriminator_after_teacher_forcing(planted):
-    train, _ = planted
+@pytest.mark.parametrize("generator_epochs", [40, 0])
+def test_the_adversarial_stage_acts_where_the_generator_trains_last_after_teacher_forcing(planted, generator_epochs):
+    # With a generator stage, the adversarial term and the discriminator act there (the rating's
+    # weights frozen); without one, in the joint stage. Either way from the stage's step
+    # `adversarial_start` on.
+    train, test = planted
     overrides = {**SMALL, **FAST["review_mt"], "adversarial": "true", "adversarial_start": 1000,
-                 "discriminator_filters": 8}
+                 "discriminator_filters": 8, "generator_epochs": generator_epochs}
     model = fit_on_arrays("review_mt", _context(), overrides, batches(train)[:1], epochs=1)
     data = tf.data.Dataset.from_tensor_slices(train).batch(64).take(2)
+    judge = model.discriminator.trainable_variables
 
-    def weights():
-        return [v.numpy().copy() for v in model.discriminator.trainable_variables]
+    def weights(variables):
+        return [v.numpy().copy() for v in variables]
 
-    before = weights()
+    if generator_epochs:
+        assert "discriminator_loss" not in model.fit(data, epochs=1, verbose=0).history  # the joint stage
+        model.text_only = True
+        model.compile(optimizer=keras.optimizers.Adam(0.005))  # as training/recipes/generate.py does
+    before, rating = weights(judge), model(test)["stars"].numpy()
     idle = model.fit(data, epochs=1, verbose=0).history  # teacher forcing only: before step 1000
     assert idle["discriminator_loss"] == [0.0] and idle["adversarial_loss"][0] != 0.0
-    assert all(np.array_equal(b, a) for b, a in zip(before, weights()))
+    assert all(np.array_equal(b, a) for b, a in zip(before, weights(judge)))
     model.optimizer.iterations.assign(1000)
+    own = weights(model.generator_variables())
     active = model.fit(data, epochs=1, verbose=0).history
     assert active["discriminator_loss"][0] > 0.0
-    assert any(not np.allclose(b, a) for b, a in zip(before, weights()))
+    assert any(not np.allclose(b, a) for b, a in zip(before, weights(judge)))
+    assert any(not np.allclose(b, a) for b, a in zip(own, weights(model.generator_variables())))
+    if generator_epochs:  # the generator stage moves the generator alone
+        np.testing.assert_array_equal(model(test)["stars"].numpy(), rating)
+    model.text_only = False
     assert np.isfinite(float(model.compute_loss(batches(train)[0])))
 
 

@@ -17,10 +17,13 @@ states generates the row's own text of the `target` column, trained with teacher
 Adversarial stage (`adversarial`, off by default; bench/review_text.py measures it against
 teacher forcing alone): a convolutional discriminator D(text, user) learns that a human
 review of the row's user is real and that a generated review, or a human review paired
-with another user of the batch, is not. From step `adversarial_start` on, every step also
-draws a review per row from the generator and adds adversarial_weight * the REINFORCE loss
--(D(draw) - mean D) * log p(draw) (SeqGAN) to the model's loss, and the discriminator takes
-one step of its own (its optimizer lives in the model, so the Trainer's fit runs it as is).
+with another user of the batch, is not. It acts in the stage that trains the generator
+last: the generator stage (`generator_epochs` > 0, training/recipes/generate.py), where the
+rating's weights are frozen, or the joint stage when there is no generator stage. From that
+stage's step `adversarial_start` on, every step also draws a review per row from the
+generator and adds adversarial_weight * the REINFORCE loss -(D(draw) - mean D) * log p(draw)
+(SeqGAN) to the stage's loss, and the discriminator takes one step of its own (its optimizer
+lives in the model, so the recipe's fit runs it as is).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class ReviewMTParams(ReviewParams):
     """Attributes (beyond ReviewParams'): encoder: the word encoder of each document;
     generation_weight: the weight of L_gen; offset_l2: the pull of the id vectors towards
     the textual features; adversarial: run the adversarial stage; adversarial_weight: its
-    REINFORCE loss's weight; adversarial_start: teacher-forcing steps before it starts;
+    REINFORCE loss's weight; adversarial_start: the steps of its stage (the generator stage,
+    or the joint stage without one) trained by teacher forcing alone before it starts;
     discriminator_filters: the discriminator's convolution filters per width."""
 
     encoder: str = "gru"
@@ -108,8 +112,15 @@ class ReviewMT(ReviewModel):
         return total
 
     # -- the adversarial stage ------------------------------------------------------------
+    @property
+    def adversarial_now(self) -> bool:
+        """The adversarial stage acts in this stage: the generator stage when there is one,
+        else the joint stage."""
+        in_generator_stage = self.hparams.generator_epochs > 0
+        return self.discriminator is not None and self.text_only == in_generator_stage
+
     def train_step(self, inputs):
-        if self.discriminator is None or self.text_only:
+        if not self.adversarial_now:
             return super().train_step(inputs)
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ValueError("review_mt's adversarial stage trains in one replica (its two optimizer steps do not "
@@ -121,7 +132,13 @@ class ReviewMT(ReviewModel):
         count = tf.maximum(tf.reduce_sum(rows), 1.0)
         human = text_blocks.decoder_targets(inputs[self.target], hp.max_length, self.generator.end)
         with tf.GradientTape() as tape:
-            loss, encoded = self.loss_and_encoded(inputs, training=True)
+            if self.text_only:  # the generator stage: the text task alone, the encoders read as they are
+                encoded = self.encode(inputs, training=False)
+                loss = self.generation_loss(encoded, inputs, training=True)
+                regularization = tf.constant(0.0)
+            else:
+                loss, encoded = self.loss_and_encoded(inputs, training=True)
+                regularization = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
             context = self.decoder_inputs(encoded)
             drawn = tf.stop_gradient(self.generator.generate(*context, hp.max_length, sample=True))
             drawn = text_blocks.decoder_targets(drawn, hp.max_length, self.generator.end)
@@ -130,10 +147,12 @@ class ReviewMT(ReviewModel):
             reward = tf.stop_gradient(tf.sigmoid(self.discriminator(drawn, users)))
             advantage = reward - tf.reduce_sum(reward * rows) / count
             adversarial = -tf.reduce_sum(rows * advantage * log_p) / count
-            regularization = tf.reduce_sum([tf.reduce_sum(x) for x in self.losses])
             total = loss + regularization + active * hp.adversarial_weight * adversarial
-        judge = {id(v) for v in self.discriminator.trainable_variables}
-        variables = [v for v in self.trainable_variables if id(v) not in judge]
+        if self.text_only:
+            variables = self.generator_variables()
+        else:
+            judge = {id(v) for v in self.discriminator.trainable_variables}
+            variables = [v for v in self.trainable_variables if id(v) not in judge]
         self.optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         with tf.GradientTape() as tape:
             bce = tf.nn.sigmoid_cross_entropy_with_logits
