@@ -200,6 +200,8 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
     started, cpu_started = time.monotonic(), time.process_time()
     eval_batches = fit_args.pop("eval_batches", None)
     callbacks = fit_args.pop("callbacks", []) + [MeanAUC(model), stopping]
+    if job.hparams.training.weight_average:  # first: every other callback sees the averaged weights
+        callbacks.insert(0, WeightAverage(job.hparams.training.weight_average))
     history = model.fit(callbacks=callbacks, verbose=2, **fit_args)
     seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
@@ -228,6 +230,64 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
         if gates:
             summary["gates"] = gates
     return summary
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """An exponential moving average of the trainable weights (momentum per step). From the
+    end of each epoch's training steps (before validation) to the start of the next epoch, the
+    model holds the averaged weights, so validation, the epoch-end metrics (top-K), early
+    stopping and the kept weights are the average's; training resumes on its own weights.
+    A model held after fit holds the last epoch's average (or the best epoch's, restored by
+    early stopping)."""
+
+    def __init__(self, momentum: float):
+        super().__init__()
+        if not 0.0 < momentum < 1.0:
+            raise ValueError(f"weight_average must be in (0, 1), got {momentum}")
+        self.momentum = momentum
+        self.average = self.trained = None
+        self.holding = False
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        variables = self.model.trainable_variables
+        self.average = [tf.Variable(v, trainable=False) for v in variables]
+        momentum = self.momentum
+
+        @tf.function
+        def update():
+            for a, v in zip(self.average, variables):
+                a.assign(momentum * a + (1.0 - momentum) * v)
+
+        self.update = update
+        self.holding = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.update()
+
+    def _hold_average(self):
+        if not self.holding:
+            self.trained = [v.numpy() for v in self.model.trainable_variables]
+            for v, a in zip(self.model.trainable_variables, self.average):
+                v.assign(a)
+            self.holding = True
+
+    def on_test_begin(self, logs=None):
+        if self.average is not None:  # validation inside fit (not a later evaluate)
+            self._hold_average()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._hold_average()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.holding:
+            for v, w in zip(self.model.trainable_variables, self.trained):
+                v.assign(w)
+            self.holding = False
+
+    def on_train_end(self, logs=None):
+        self.average = None
 
 
 class MeanAUC(keras.callbacks.Callback):
