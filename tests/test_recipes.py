@@ -74,22 +74,22 @@ def test_weight_average_validates_and_keeps_the_averaged_weights_of_the_best_epo
     y = x @ np.array([[1.0], [-2.0], [0.5]], "float32")
     model = keras.Sequential([keras.layers.Dense(1, use_bias=False, input_shape=(3,))])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    trained, averaged = [], [model.get_weights()[0].copy()]
+    trained, averaged = [], []
 
     class Steps(keras.callbacks.Callback):  # the trained weights after each step, averaged by hand
         def on_train_batch_end(self, batch, logs=None):
-            trained.append(self.model.get_weights()[0].copy())
-            averaged.append(0.8 * averaged[-1] + 0.2 * trained[-1])
+            trained.append(self.model.get_weights()[0].copy())  # the average starts at the first step's
+            averaged.append(0.8 * averaged[-1] + 0.2 * trained[-1] if averaged else trained[-1])
 
     seen = Seen()
     model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), shuffle=False, verbose=0,
               callbacks=[Steps(), WeightAverage(0.8), seen])
     # Steps runs before WeightAverage swaps, so it records the trained weights; the average
     # is what validation, the epoch's end and the model after fit hold.
-    np.testing.assert_allclose(seen.at_test[0], averaged[4], rtol=1e-5)
-    np.testing.assert_allclose(seen.at_end[1], averaged[8], rtol=1e-5)
-    np.testing.assert_allclose(model.get_weights()[0], averaged[8], rtol=1e-5)
-    assert not np.allclose(trained[-1], averaged[8])
+    np.testing.assert_allclose(seen.at_test[0], averaged[3], rtol=1e-5)
+    np.testing.assert_allclose(seen.at_end[1], averaged[7], rtol=1e-5)
+    np.testing.assert_allclose(model.get_weights()[0], averaged[7], rtol=1e-5)
+    assert not np.allclose(trained[-1], averaged[7])
     # The second epoch trains on from the trained weights, not from the average.
     batch_x, batch_y = x[:16], y[:16]
 
@@ -97,4 +97,4 @@ def test_weight_average_validates_and_keeps_the_averaged_weights_of_the_best_epo
         return w - 0.1 * 2.0 / 16 * batch_x.T @ (batch_x @ w - batch_y)
 
     np.testing.assert_allclose(trained[4], sgd_step(trained[3]), rtol=1e-4)
-    assert not np.allclose(trained[4], sgd_step(averaged[4]), rtol=1e-4)
+    assert not np.allclose(trained[4], sgd_step(averaged[3]), rtol=1e-4)

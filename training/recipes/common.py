@@ -233,7 +233,8 @@ def keras_fit(job: Job, model: RecModel, fit_args: Dict[str, Any], replicas: int
 
 
 class WeightAverage(keras.callbacks.Callback):
-    """An exponential moving average of the trainable weights (momentum per step). From the
+    """An exponential moving average of the trainable weights (momentum per step, started at
+    the weights after the first step, when a model has created all of them). From the
     end of each epoch's training steps (before validation) to the start of the next epoch, the
     model holds the averaged weights, so validation, the epoch-end metrics (top-K), early
     stopping and the kept weights are the average's; training resumes on its own weights.
@@ -249,9 +250,18 @@ class WeightAverage(keras.callbacks.Callback):
         self.holding = False
 
     def on_train_begin(self, logs=None):
+        self.average = self.variables = None
+        self.holding = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.average is None:  # after the first step: a model may create weights on its first call
+            self._start()
+        self.update()
+
+    def _start(self):
         import tensorflow as tf
 
-        variables = self.model.trainable_variables
+        variables = self.variables = list(self.model.trainable_variables)
         self.average = [tf.Variable(v, trainable=False) for v in variables]
         momentum = self.momentum
 
@@ -261,15 +271,11 @@ class WeightAverage(keras.callbacks.Callback):
                 a.assign(momentum * a + (1.0 - momentum) * v)
 
         self.update = update
-        self.holding = False
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.update()
 
     def _hold_average(self):
-        if not self.holding:
-            self.trained = [v.numpy() for v in self.model.trainable_variables]
-            for v, a in zip(self.model.trainable_variables, self.average):
+        if not self.holding and self.average is not None:
+            self.trained = [v.numpy() for v in self.variables]
+            for v, a in zip(self.variables, self.average):
                 v.assign(a)
             self.holding = True
 
@@ -282,7 +288,7 @@ class WeightAverage(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.holding:
-            for v, w in zip(self.model.trainable_variables, self.trained):
+            for v, w in zip(self.variables, self.trained):
                 v.assign(w)
             self.holding = False
 
