@@ -369,7 +369,9 @@ def stale_section(result: ResultsFile) -> List[str]:
 # on test and have no paired interval to show.
 EVAL_ONLY: Dict[str, str] = {
     "review_text_alternatives_eval": "review_mt's training alternatives, seed 42",
-    "review_text_alternatives_eval_adversarial": "review_mt's adversarial stage, seed 42",
+    "review_text_adversarial_eval": "where review_mt's adversarial stage starts in the generator stage, seed 42",
+    "review_text_adversarial_eval2": "the adversarial stage's start widened and its weight, seed 42",
+    "review_text_adversarial_eval3": "the adversarial stage's weight widened, seed 42",
     "review_text_decoding_eval": "the generators' stopping rule and decoding, seed 42",
     "review_text_long_eval": "the generators stopped on the whole objective for up to 40 epochs, seed 42",
     "review_text_generator_stage_eval": "the generator stage after the rating's best epoch, and decoding, seed 42",

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from bench import common  # noqa: E402  (sets the Keras switch first)
 
+from bench.machine import commit as machine_commit  # noqa: E402
 from models.registry import get_family  # noqa: E402
 from training.trainer import train  # noqa: E402
 
@@ -123,6 +124,7 @@ def main(argv=None) -> int:
     command = common.command_line("bench.tune", argv)
     result["command"] = command
     result["machine"] = common.machine()
+    result["commit"] = machine_commit()
     common.atomic_write(os.path.join(args.out, f"{args.family}.json"), json.dumps(result, indent=2) + "\n")
     rows = [{"hparams": json.dumps(t["hparams"]), "eval": t["eval_mean"], "std": t["eval_std"],
              "best epochs": ",".join(map(str, t["best_epochs"])), "seconds": t["train_seconds"]}
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
                           "", common.md_table(rows, ["hparams", "eval", "std", "best epochs", "seconds"]), "",
                           f"Chosen: `{json.dumps(result['best']['hparams'])}` (the best eval mean; with several seeds, "
                           "the fastest setting within one standard deviation of it)",
-                          "", f"Produced by: `{result['command']}`", f"Machine: {json.dumps(result['machine'])}"])
+                          "", f"Produced by: `{result['command']}`", f"Commit: {result['commit']}",
+                          f"Machine: {json.dumps(result['machine'])}"])
     common.atomic_write(os.path.join(args.out, f"{args.family}.md"), markdown + "\n")
     print(markdown)
     return 0
