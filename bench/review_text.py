@@ -1095,7 +1095,7 @@ def main(argv=None) -> int:
     parser.add_argument("--eval_only", action="store_true",
                         help="train the variants and write their eval-split values only (choosing alternatives)")
     parser.add_argument("--sweep", action="append", default=[], metavar="VARIANT:KNOB=V1,V2",
-                        help="with --eval_only: that variant once per value of the knob (repeatable)")
+                        help="that variant once per value of the knob, each named VARIANT KNOB=V (repeatable)")
     parser.add_argument("--note", default="", help="a sentence the report carries (e.g. why a run stopped early)")
     args = parser.parse_args(argv)
     if args.eval_only:
