@@ -195,11 +195,17 @@ class ReviewModel(OneScoreModel):
             return super().train_step(inputs)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss = self.generation_loss(self.encode(inputs, training=False), inputs, training=True)
+            loss, _ = self.text_only_loss(inputs)
             scaled = loss / replicas if replicas > 1 else loss
         variables = self.generator_variables()
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
         return self._step_logs(loss, tf.constant(0.0), loss)
+
+    def text_only_loss(self, features) -> Tuple[tf.Tensor, Encoded]:
+        """The generator stage's loss (the text task alone, the encoders read in inference
+        mode) and what `encode` gave."""
+        encoded = self.encode(features, training=False)
+        return self.generation_loss(encoded, features, training=True), encoded
 
     def generator_variables(self) -> List[tf.Variable]:
         """The generator's own trainable weights: its decoder, and its word vectors unless the

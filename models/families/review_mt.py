@@ -135,9 +135,8 @@ class ReviewMT(ReviewModel):
         count = tf.maximum(tf.reduce_sum(rows), 1.0)
         human = text_blocks.decoder_targets(inputs[self.target], hp.max_length, self.generator.end)
         with tf.GradientTape() as tape:
-            if self.text_only:  # the generator stage: the text task alone, the encoders read as they are
-                encoded = self.encode(inputs, training=False)
-                loss = self.generation_loss(encoded, inputs, training=True)
+            if self.text_only:  # the generator stage
+                loss, encoded = self.text_only_loss(inputs)
                 regularization = tf.constant(0.0)
             else:
                 loss, encoded = self.loss_and_encoded(inputs, training=True)
